@@ -1,0 +1,6 @@
+//! labctl: a GitOps reconciliation controller for a homelab.
+//!
+//! The flow is Git → [`source`] → [`validate`] (into the [`model`]) → observe → diff → record →
+//! remediate / answer MCP. See ARCHITECTURE.md for which module owns each step.
+
+pub mod model;

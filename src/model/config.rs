@@ -1,0 +1,173 @@
+//! The repository-level `labctl.yaml`: which providers hold the live lab, where their
+//! credentials come from, and what labctl may do per kind.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where a secret is read at run time. The repository names the source, never the value.
+/// Written as a one-key mapping: `{env: VAR}`, `{file: PATH}` or `{systemdCredential: NAME}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSecretSource", into = "RawSecretSource")]
+pub enum SecretSource {
+    /// An environment variable of the labctl process.
+    Env(String),
+    /// A file on the management host (e.g. `/etc/labctl/pve.token`), read whole, trimmed.
+    File(PathBuf),
+    /// A systemd credential (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY/NAME`.
+    SystemdCredential(String),
+}
+
+/// The YAML shape of [`SecretSource`]; serde_yaml only reads enums from `!Tag` syntax, which
+/// nobody writes by hand.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSecretSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    systemd_credential: Option<String>,
+}
+
+impl TryFrom<RawSecretSource> for SecretSource {
+    type Error = String;
+
+    fn try_from(raw: RawSecretSource) -> Result<Self, String> {
+        match (raw.env, raw.file, raw.systemd_credential) {
+            (Some(v), None, None) => Ok(SecretSource::Env(v)),
+            (None, Some(f), None) => Ok(SecretSource::File(f)),
+            (None, None, Some(c)) => Ok(SecretSource::SystemdCredential(c)),
+            _ => Err("give exactly one of `env`, `file` or `systemdCredential`".into()),
+        }
+    }
+}
+
+impl From<SecretSource> for RawSecretSource {
+    fn from(s: SecretSource) -> Self {
+        let mut raw = RawSecretSource::default();
+        match s {
+            SecretSource::Env(v) => raw.env = Some(v),
+            SecretSource::File(f) => raw.file = Some(f),
+            SecretSource::SystemdCredential(c) => raw.systemd_credential = Some(c),
+        }
+        raw
+    }
+}
+
+impl JsonSchema for SecretSource {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretSource".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let one = |key: &str, desc: &str| {
+            serde_json::json!({
+                "type": "object",
+                "properties": { key: { "type": "string", "description": desc } },
+                "required": [key],
+                "additionalProperties": false
+            })
+        };
+        schemars::json_schema!({
+            "description": "Where a secret is read at run time; never the secret itself.",
+            "oneOf": [
+                one("env", "An environment variable of the labctl process."),
+                one("file", "A file on the management host, read whole and trimmed."),
+                one("systemdCredential", "A systemd credential, read from $CREDENTIALS_DIRECTORY/NAME.")
+            ]
+        })
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Proxmox,
+    Kea,
+    Traefik,
+    Caddy,
+}
+
+/// TLS settings for a provider's HTTPS API. Self-signed lab certificates are the norm: pin
+/// a CA file or the certificate's SHA-256 fingerprint rather than turning verification off.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the server certificate, `AA:BB:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// One live system labctl observes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProviderConfig {
+    /// Unique name, used in plans and logs.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// API base URL, e.g. `https://10.0.1.10:8006` for Proxmox VE, the Kea Control Agent URL,
+    /// the Traefik API URL or the Caddy admin URL.
+    pub url: String,
+    /// API token (Proxmox: `USER@REALM!TOKENID=SECRET`), when the API needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Traefik: the file provider's dynamic configuration file labctl writes routes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_config_file: Option<PathBuf>,
+    /// Caddy: the HTTP server whose routes labctl manages (default `srv0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Kea: persist applied changes with `config-write`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write_config: bool,
+    /// Per-request timeout in seconds (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// What labctl may do about a kind's deviations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Report only.
+    #[default]
+    Observe,
+    /// Put the live state back to what Git says.
+    Apply,
+    /// Open a pull request that brings Git in line with the live state.
+    Propose,
+}
+
+/// `spec` of the `Config` document in `labctl.yaml`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderConfig>,
+    /// Policy per kind (`Pool`, `Device`, `DhcpReservation`, `Route`, `McpServer`); unlisted
+    /// kinds are observed only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policy: BTreeMap<String, Policy>,
+    /// Named credentials that documents refer to (e.g. an `McpServer`'s `auth.credential`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, Credential>,
+}
+
+/// A named credential: where its secret comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Credential {
+    pub source: SecretSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}

@@ -1,0 +1,166 @@
+//! The desired-state document model: pure data, no I/O.
+//!
+//! Every document is Kubernetes-shaped (`apiVersion`, `kind`, `metadata`, `spec`). Field names
+//! are camelCase in YAML. Unknown fields are refused (`deny_unknown_fields`), so a typo never
+//! silently drops a setting.
+
+mod config;
+mod device;
+mod dhcp;
+mod mcp;
+mod net;
+mod pool;
+mod route;
+pub mod schema;
+mod value;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use config::{
+    ConfigSpec, Credential, Policy, ProviderConfig, ProviderKind, SecretSource, TlsConfig,
+};
+pub use device::{
+    DeviceSpec, DeviceType, Disk, NetworkInterface, ProxmoxGuest, Service, ServiceProtocol,
+};
+pub use dhcp::{DhcpOption, DhcpReservationSpec};
+pub use mcp::{McpAuth, McpServerSpec, McpTransport};
+pub use net::{Ipv4Cidr, MacAddress};
+pub use pool::{Capacity, PoolSpec, PoolType};
+pub use route::{Backend, RouteSpec, ServiceRef, Tls};
+pub use value::Value;
+
+/// The one `apiVersion` this build understands.
+pub const API_VERSION: &str = "labctl.dev/v1";
+
+/// The file at the repository root that holds the [`Kind::Config`] document.
+pub const CONFIG_FILE: &str = "labctl.yaml";
+
+/// The kinds of document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Pool,
+    Device,
+    DhcpReservation,
+    Route,
+    McpServer,
+    Config,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Pool,
+        Kind::Device,
+        Kind::DhcpReservation,
+        Kind::Route,
+        Kind::McpServer,
+        Kind::Config,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pool => "Pool",
+            Kind::Device => "Device",
+            Kind::DhcpReservation => "DhcpReservation",
+            Kind::Route => "Route",
+            Kind::McpServer => "McpServer",
+            Kind::Config => "Config",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity and free-form labels of a document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Unique among documents of the same kind: lowercase letters, digits and `-`.
+    pub name: String,
+    /// Selector labels (`role: inference`), matched by `list_devices` and friends.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Notes for people and tools; never interpreted as configuration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A document of one kind, as written in YAML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Document<S> {
+    /// Always `labctl.dev/v1`.
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+pub type PoolDoc = Document<PoolSpec>;
+pub type DeviceDoc = Document<DeviceSpec>;
+pub type DhcpReservationDoc = Document<DhcpReservationSpec>;
+pub type RouteDoc = Document<RouteSpec>;
+pub type McpServerDoc = Document<McpServerSpec>;
+pub type ConfigDoc = Document<ConfigSpec>;
+
+/// Where a document was read from: a file and the 1-based line its document starts on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+/// A document together with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub doc: T,
+    pub origin: Origin,
+}
+
+/// The whole desired state of a lab, as loaded from one revision. Only ever built from a
+/// snapshot that validated without errors.
+#[derive(Debug, Clone, Default)]
+pub struct DesiredState {
+    pub config: Option<Located<ConfigDoc>>,
+    pub pools: Vec<Located<PoolDoc>>,
+    pub devices: Vec<Located<DeviceDoc>>,
+    pub reservations: Vec<Located<DhcpReservationDoc>>,
+    pub routes: Vec<Located<RouteDoc>>,
+    pub mcp_servers: Vec<Located<McpServerDoc>>,
+}
+
+impl DesiredState {
+    /// Number of documents of each kind, in [`Kind::ALL`] order.
+    pub fn counts(&self) -> Vec<(Kind, usize)> {
+        vec![
+            (Kind::Pool, self.pools.len()),
+            (Kind::Device, self.devices.len()),
+            (Kind::DhcpReservation, self.reservations.len()),
+            (Kind::Route, self.routes.len()),
+            (Kind::McpServer, self.mcp_servers.len()),
+            (Kind::Config, usize::from(self.config.is_some())),
+        ]
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Located<PoolDoc>> {
+        self.pools.iter().find(|p| p.doc.metadata.name == name)
+    }
+
+    /// The resolved hierarchy of pools (paths and inherited properties).
+    pub fn pool_tree(&self) -> Result<pool::PoolTree, pool::PoolTreeError> {
+        pool::PoolTree::build(self.pools.iter().map(|p| &p.doc))
+    }
+}
+
+pub use pool::{PoolTree, PoolTreeError, ResolvedPool};
