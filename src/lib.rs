@@ -4,3 +4,4 @@
 //! remediate / answer MCP. See ARCHITECTURE.md for which module owns each step.
 
 pub mod model;
+pub mod source;

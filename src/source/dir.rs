@@ -1,0 +1,65 @@
+//! Reads a plain directory (or a work tree with its uncommitted edits) as a snapshot.
+
+use std::path::Path;
+
+use super::{is_hidden, is_yaml, Snapshot, SourceError, SourceFile};
+
+pub(super) fn load(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> {
+    let base = match subdir {
+        Some(sub) => root.join(sub),
+        None => root.to_path_buf(),
+    };
+    if let Some(sub) = subdir {
+        if !base.is_dir() {
+            return Err(SourceError::MissingSubdir {
+                subdir: sub.to_string(),
+                origin: root.display().to_string(),
+            });
+        }
+    }
+    let mut files = Vec::new();
+    walk(&base, "", &mut files)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Snapshot {
+        origin: root.display().to_string(),
+        revision: None,
+        files,
+    })
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<(), SourceError> {
+    let io = |source| SourceError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_hidden(&name) {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        // Follow symlinks the way an editor would; a dangling one is reported, not skipped.
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).map_err(|source| SourceError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            walk(&path, &rel, out)?;
+        } else if meta.is_file() && is_yaml(&rel) {
+            let bytes = std::fs::read(&path).map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { path: rel.clone() })?;
+            out.push(SourceFile { path: rel, text });
+        }
+    }
+    Ok(())
+}
