@@ -1,0 +1,756 @@
+//! Checks across documents: names, addresses, references, the pool hierarchy, routes and MCP
+//! registrations. Each check reports at the exact field and points at the other party.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use super::diagnostic::Diagnostic;
+use super::parse::{AnyDoc, Parsed, Parsing};
+use super::suggest::did_you_mean;
+use crate::model::{
+    ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, MacAddress, McpServerDoc, McpTransport,
+    PoolDoc, PoolTree, RouteDoc, ServiceProtocol,
+};
+
+/// Documents of one repository, split by kind, each with its parse record.
+struct Docs<'a> {
+    parsing: &'a Parsing,
+    pools: Vec<(&'a Parsed, &'a PoolDoc)>,
+    devices: Vec<(&'a Parsed, &'a DeviceDoc)>,
+    reservations: Vec<(&'a Parsed, &'a DhcpReservationDoc)>,
+    routes: Vec<(&'a Parsed, &'a RouteDoc)>,
+    mcp: Vec<(&'a Parsed, &'a McpServerDoc)>,
+    config: Vec<(&'a Parsed, &'a ConfigDoc)>,
+}
+
+impl<'a> Docs<'a> {
+    fn split(parsing: &'a Parsing) -> Self {
+        let mut d = Docs {
+            parsing,
+            pools: vec![],
+            devices: vec![],
+            reservations: vec![],
+            routes: vec![],
+            mcp: vec![],
+            config: vec![],
+        };
+        for p in &parsing.docs {
+            match &p.doc {
+                AnyDoc::Pool(x) => d.pools.push((p, x)),
+                AnyDoc::Device(x) => d.devices.push((p, x)),
+                AnyDoc::DhcpReservation(x) => d.reservations.push((p, x)),
+                AnyDoc::Route(x) => d.routes.push((p, x)),
+                AnyDoc::McpServer(x) => d.mcp.push((p, x)),
+                AnyDoc::Config(x) => d.config.push((p, x)),
+            }
+        }
+        d
+    }
+}
+
+/// Runs every cross-document check.
+pub fn run(parsing: &Parsing, diags: &mut Vec<Diagnostic>) {
+    let docs = Docs::split(parsing);
+    duplicate_names(&parsing.docs, diags);
+    pools(&docs, diags);
+    devices(&docs, diags);
+    reservations(&docs, diags);
+    address_claims(&docs, diags);
+    routes(&docs, diags);
+    mcp_servers(&docs, diags);
+    config(&docs, diags);
+}
+
+fn duplicate_names(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) {
+    let mut seen: HashMap<(Kind, &str), &Parsed> = HashMap::new();
+    for p in parsed {
+        match seen.get(&(p.doc.kind(), p.doc.name())) {
+            Some(first) => diags.push(
+                p.error(
+                    "duplicate-name",
+                    "metadata.name",
+                    format!("{} `{}` is declared twice", p.doc.kind(), p.doc.name()),
+                )
+                .related(first.at("metadata.name"), "first declared here")
+                .help("names must be unique per kind; rename or remove one of them"),
+            ),
+            None => {
+                seen.insert((p.doc.kind(), p.doc.name()), p);
+            }
+        }
+    }
+}
+
+fn pools(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    let names: Vec<&str> = docs
+        .pools
+        .iter()
+        .map(|(_, d)| d.metadata.name.as_str())
+        .collect();
+    let mut cyclic_reported = HashSet::new();
+    for (p, pool) in &docs.pools {
+        if let Some(parent) = &pool.spec.parent {
+            if !names.contains(&parent.as_str()) && !docs.parsing.failed(Kind::Pool, parent) {
+                let mut d = p.error(
+                    "unknown-pool",
+                    "spec.parent",
+                    format!("parent pool `{parent}` is not declared"),
+                );
+                d.help = Some(match did_you_mean(parent, names.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => {
+                        "declare a Pool with that name, or remove `parent` to make this a root pool"
+                            .into()
+                    }
+                });
+                diags.push(d);
+            }
+        }
+    }
+    // Cycles: follow parents from each pool; a walk that returns to a visited pool is a cycle.
+    let by_name: HashMap<&str, &(&Parsed, &PoolDoc)> = docs
+        .pools
+        .iter()
+        .map(|e| (e.1.metadata.name.as_str(), e))
+        .collect();
+    for (p, pool) in &docs.pools {
+        let mut walk = vec![pool.metadata.name.as_str()];
+        let mut cursor = pool.spec.parent.as_deref();
+        while let Some(name) = cursor {
+            if let Some(pos) = walk.iter().position(|n| *n == name) {
+                let mut cycle: Vec<&str> = walk[pos..].to_vec();
+                if pos == 0 && cyclic_reported.insert(cycle_key(&cycle)) {
+                    cycle.push(name);
+                    let mut d = p.error(
+                        "pool-cycle",
+                        "spec.parent",
+                        format!("pools form a cycle: {}", cycle.join(" -> ")),
+                    );
+                    for member in &cycle[1..cycle.len() - 1] {
+                        let (mp, _) = by_name[member];
+                        d = d.related(
+                            mp.at("spec.parent"),
+                            format!("`{member}` continues the cycle here"),
+                        );
+                    }
+                    diags.push(d.help(
+                        "one pool in the cycle must be a root (no parent) or point elsewhere",
+                    ));
+                }
+                break;
+            }
+            walk.push(name);
+            cursor = by_name
+                .get(name)
+                .and_then(|(_, d)| d.spec.parent.as_deref());
+        }
+    }
+}
+
+fn cycle_key(cycle: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = cycle.iter().map(|s| s.to_string()).collect();
+    k.sort();
+    k
+}
+
+fn devices(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    // Pool paths resolve only when the hierarchy is sound; its errors are reported above.
+    let tree = PoolTree::build(docs.pools.iter().map(|(_, d)| *d));
+    let mut vmids: HashMap<u32, &Parsed> = HashMap::new();
+    for (p, dev) in &docs.devices {
+        let spec = &dev.spec;
+        if let (Some(pool), Ok(tree)) = (&spec.pool, &tree) {
+            if tree.by_path(pool).is_none() && !docs.parsing.any_failed(Kind::Pool) {
+                let mut d = p.error(
+                    "unknown-pool",
+                    "spec.pool",
+                    format!("pool `{pool}` is not declared"),
+                );
+                let paths = tree.paths();
+                d.help = Some(match did_you_mean(pool, paths.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if paths.is_empty() => "declare the pool with a Pool document".into(),
+                    None => format!("pool paths are: {}", paths.join(", ")),
+                });
+                diags.push(d);
+            }
+        }
+        match (&spec.proxmox, spec.device_type.is_guest()) {
+            (None, true) => diags.push(
+                p.error(
+                    "missing-field",
+                    "spec.proxmox",
+                    "a vm or lxc device needs `proxmox` (node and vmid)",
+                )
+                .help("add `proxmox: {node: pve-01, vmid: 200}`"),
+            ),
+            (Some(_), false) => diags.push(
+                p.error(
+                    "invalid-value",
+                    "spec.proxmox",
+                    "only vm and lxc devices live on Proxmox",
+                )
+                .help("remove `proxmox`, or set `type: vm` or `type: lxc`"),
+            ),
+            (Some(guest), true) => match vmids.get(&guest.vmid) {
+                Some(first) => diags.push(
+                    p.error(
+                        "duplicate-vmid",
+                        "spec.proxmox.vmid",
+                        format!("vmid {} is used twice", guest.vmid),
+                    )
+                    .related(
+                        first.at("spec.proxmox.vmid"),
+                        format!("also used by {}", first.ident()),
+                    ),
+                ),
+                None => {
+                    vmids.insert(guest.vmid, p);
+                }
+            },
+            (None, false) => {}
+        }
+        unique_within(
+            p,
+            "spec.interfaces",
+            spec.interfaces.iter().map(|i| i.name.as_str()),
+            "interface",
+            diags,
+        );
+        unique_within(
+            p,
+            "spec.services",
+            spec.services.iter().map(|s| s.name.as_str()),
+            "service",
+            diags,
+        );
+        for (i, svc) in spec.services.iter().enumerate() {
+            if let Some(health) = &svc.health {
+                let path = format!("spec.services[{i}].health");
+                if !matches!(svc.protocol, ServiceProtocol::Http | ServiceProtocol::Https) {
+                    diags.push(p.error(
+                        "invalid-value",
+                        &path,
+                        "a health endpoint needs an http or https service",
+                    ));
+                } else if !health.starts_with('/') {
+                    diags.push(
+                        p.error(
+                            "invalid-value",
+                            &path,
+                            format!("health endpoint `{health}` is not a path"),
+                        )
+                        .help(format!("write it as a path, e.g. `/{health}`")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn unique_within<'a>(
+    p: &Parsed,
+    list: &str,
+    names: impl Iterator<Item = &'a str>,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        if let Some(first) = seen.insert(name, i) {
+            diags.push(
+                p.error(
+                    "duplicate-name",
+                    &format!("{list}[{i}].name"),
+                    format!("{what} `{name}` is declared twice"),
+                )
+                .related(
+                    p.at(&format!("{list}[{first}].name")),
+                    "first declared here",
+                ),
+            );
+            seen.insert(name, first);
+        }
+    }
+}
+
+fn reservations(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    for (p, r) in &docs.reservations {
+        let s = &r.spec;
+        if !s.subnet.contains(s.ip) {
+            diags.push(
+                p.error(
+                    "ip-outside-subnet",
+                    "spec.ip",
+                    format!("IP {} is outside subnet {}", s.ip, s.subnet),
+                )
+                .related(p.at("spec.subnet"), "subnet declared here"),
+            );
+        } else if s.subnet.prefix() < 31
+            && (s.ip == s.subnet.network() || s.ip == s.subnet.broadcast())
+        {
+            let which = if s.ip == s.subnet.network() {
+                "network"
+            } else {
+                "broadcast"
+            };
+            diags.push(p.error(
+                "ip-outside-subnet",
+                "spec.ip",
+                format!("IP {} is the {which} address of subnet {}", s.ip, s.subnet),
+            ));
+        }
+    }
+}
+
+/// Who claims an address: a reservation, or a device's interface.
+struct Claim<'a> {
+    parsed: &'a Parsed,
+    field: String,
+    ip: Option<Ipv4Addr>,
+    mac: Option<MacAddress>,
+    /// Host name, for matching an interface without a MAC to its reservation.
+    host: &'a str,
+    reservation: bool,
+}
+
+impl Claim<'_> {
+    /// A reservation and an interface describe the same host when their MACs agree (or, for
+    /// an interface without a MAC, the reservation's hostname names the device).
+    fn same_host(&self, other: &Claim) -> bool {
+        if self.reservation == other.reservation {
+            return false;
+        }
+        match (self.mac, other.mac) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                let short = |h: &str| h.split('.').next().unwrap_or(h).to_ascii_lowercase();
+                short(self.host) == short(other.host)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({})", self.parsed.ident(), self.field)
+    }
+}
+
+fn address_claims(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    let mut claims: Vec<Claim> = Vec::new();
+    for (p, r) in &docs.reservations {
+        claims.push(Claim {
+            parsed: p,
+            field: "spec".into(),
+            ip: Some(r.spec.ip),
+            mac: Some(r.spec.mac),
+            host: &r.spec.hostname,
+            reservation: true,
+        });
+    }
+    for (p, d) in &docs.devices {
+        for (i, nic) in d.spec.interfaces.iter().enumerate() {
+            claims.push(Claim {
+                parsed: p,
+                field: format!("spec.interfaces[{i}]"),
+                ip: nic.ip,
+                mac: nic.mac,
+                host: &d.metadata.name,
+                reservation: false,
+            });
+        }
+    }
+    let mut by_ip: BTreeMap<Ipv4Addr, Vec<&Claim>> = BTreeMap::new();
+    let mut by_mac: BTreeMap<MacAddress, Vec<&Claim>> = BTreeMap::new();
+    for c in &claims {
+        if let Some(ip) = c.ip {
+            by_ip.entry(ip).or_default().push(c);
+        }
+        if let Some(mac) = c.mac {
+            by_mac.entry(mac).or_default().push(c);
+        }
+    }
+    for (ip, group) in &by_ip {
+        let first = group[0];
+        for c in &group[1..] {
+            if !c.same_host(first) {
+                diags.push(
+                    c.parsed
+                        .error("duplicate-ip", &format!("{}.ip", c.field), format!("IP {ip} is claimed twice"))
+                        .related(first.parsed.at(&format!("{}.ip", first.field)), format!("also claimed by {}", first.describe()))
+                        .help("each address belongs to one host; a device's interface and its DHCP reservation must agree on the MAC"),
+                );
+            }
+        }
+    }
+    for (mac, group) in &by_mac {
+        let first = group[0];
+        for c in &group[1..] {
+            let consistent =
+                c.same_host(first) && c.ip.is_none_or(|ip| first.ip.is_none_or(|f| f == ip));
+            if !consistent {
+                let mut d = c
+                    .parsed
+                    .error(
+                        "duplicate-mac",
+                        &format!("{}.mac", c.field),
+                        format!("MAC {mac} is claimed twice"),
+                    )
+                    .related(
+                        first.parsed.at(&format!("{}.mac", first.field)),
+                        format!("also claimed by {}", first.describe()),
+                    );
+                if c.same_host(first) {
+                    d.message = format!(
+                        "MAC {mac} has IP {} here but {} in {}",
+                        c.ip.map(|i| i.to_string()).unwrap_or_default(),
+                        first.ip.map(|i| i.to_string()).unwrap_or_default(),
+                        first.parsed.ident()
+                    );
+                    d.code = "address-mismatch";
+                }
+                diags.push(d);
+            }
+        }
+    }
+}
+
+fn routes(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    let devices: HashMap<&str, &DeviceDoc> = docs
+        .devices
+        .iter()
+        .map(|(_, d)| (d.metadata.name.as_str(), *d))
+        .collect();
+    let mut keys: HashMap<(String, String), &Parsed> = HashMap::new();
+    for (p, r) in &docs.routes {
+        let s = &r.spec;
+        match (&s.host, &s.rule) {
+            (None, None) => diags.push(
+                p.error(
+                    "missing-field",
+                    "spec.host",
+                    "a route needs `host` or `rule`",
+                )
+                .help("add `host: name.lab.example` (and optionally `pathPrefix`)"),
+            ),
+            (Some(_), Some(_)) => diags.push(
+                p.error(
+                    "conflicting-fields",
+                    "spec.rule",
+                    "give `host` or `rule`, not both",
+                )
+                .related(p.at("spec.host"), "host given here"),
+            ),
+            _ => {}
+        }
+        if s.rule.is_some() && s.path_prefix.is_some() {
+            diags.push(p.error(
+                "conflicting-fields",
+                "spec.pathPrefix",
+                "`pathPrefix` goes with `host`; put it in the rule instead",
+            ));
+        }
+        if let Some(prefix) = &s.path_prefix {
+            if !prefix.starts_with('/') {
+                diags.push(p.error(
+                    "invalid-value",
+                    "spec.pathPrefix",
+                    format!("path prefix `{prefix}` must start with `/`"),
+                ));
+            }
+        }
+        match (s.backend.urls.is_empty(), &s.backend.service) {
+            (true, None) => diags.push(
+                p.error("missing-field", "spec.backend", "a backend needs `urls` or `service`")
+                    .help("add `service: {device: NAME, service: NAME}` or `urls: [http://10.0.1.5:3000]`"),
+            ),
+            (false, Some(_)) => diags.push(p.error(
+                "conflicting-fields",
+                "spec.backend.service",
+                "give backend `urls` or `service`, not both",
+            )),
+            _ => {}
+        }
+        for (i, url) in s.backend.urls.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.split("://").nth(1).is_none_or(str::is_empty)
+            {
+                diags.push(
+                    p.error(
+                        "invalid-value",
+                        &format!("spec.backend.urls[{i}]"),
+                        format!("`{url}` is not an http(s) URL"),
+                    )
+                    .help("write it like http://10.0.1.205:3000"),
+                );
+            }
+        }
+        if let Some(svc) = &s.backend.service {
+            match devices.get(svc.device.as_str()) {
+                None if docs.parsing.failed(Kind::Device, &svc.device) => {}
+                None => {
+                    let mut d = p.error(
+                        "unknown-device",
+                        "spec.backend.service.device",
+                        format!("device `{}` is not declared", svc.device),
+                    );
+                    if let Some(s) = did_you_mean(&svc.device, devices.keys().copied()) {
+                        d = d.help(format!("did you mean `{s}`?"));
+                    }
+                    diags.push(d);
+                }
+                Some(dev) if !dev.spec.services.iter().any(|x| x.name == svc.service) => {
+                    let names: Vec<&str> =
+                        dev.spec.services.iter().map(|x| x.name.as_str()).collect();
+                    let help = match did_you_mean(&svc.service, names.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if names.is_empty() => {
+                            format!("device `{}` declares no services", svc.device)
+                        }
+                        None => format!("services of `{}`: {}", svc.device, names.join(", ")),
+                    };
+                    diags.push(
+                        p.error(
+                            "unknown-service",
+                            "spec.backend.service.service",
+                            format!("device `{}` has no service `{}`", svc.device, svc.service),
+                        )
+                        .help(help),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        let key = s.match_key().or_else(|| {
+            s.rule.as_ref().map(|r| {
+                (
+                    r.split_whitespace().collect::<Vec<_>>().join(" "),
+                    String::new(),
+                )
+            })
+        });
+        if let Some(key) = key {
+            let field = if s.host.is_some() {
+                "spec.host"
+            } else {
+                "spec.rule"
+            };
+            match keys.get(&key) {
+                Some(first) => diags.push(
+                    p.error(
+                        "duplicate-route",
+                        field,
+                        if key.1.is_empty() {
+                            "another route has the same rule".to_string()
+                        } else {
+                            format!(
+                                "another route already matches host `{}` with path `{}`",
+                                key.0, key.1
+                            )
+                        },
+                    )
+                    .related(
+                        first.at(if first.spans.has("spec.host") {
+                            "spec.host"
+                        } else {
+                            "spec.rule"
+                        }),
+                        format!("{} matches it first", first.ident()),
+                    ),
+                ),
+                None => {
+                    keys.insert(key, p);
+                }
+            }
+        }
+    }
+}
+
+fn mcp_servers(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    let credentials: Vec<&str> = docs
+        .config
+        .iter()
+        .flat_map(|(_, c)| c.spec.credentials.keys().map(String::as_str))
+        .collect();
+    let device_names: Vec<&str> = docs
+        .devices
+        .iter()
+        .map(|(_, d)| d.metadata.name.as_str())
+        .collect();
+    let mut known_hosts: HashSet<String> = HashSet::new();
+    for (_, d) in &docs.devices {
+        known_hosts.insert(d.metadata.name.to_ascii_lowercase());
+        known_hosts.extend(d.spec.ips().map(|ip| ip.to_string()));
+    }
+    for (_, r) in &docs.reservations {
+        known_hosts.insert(r.spec.hostname.to_ascii_lowercase());
+        if let Some(short) = r.spec.hostname.split('.').next() {
+            known_hosts.insert(short.to_ascii_lowercase());
+        }
+    }
+    for (p, m) in &docs.mcp {
+        let s = &m.spec;
+        let http = matches!(
+            s.transport,
+            McpTransport::StreamableHttp | McpTransport::Sse
+        );
+        if http {
+            match &s.url {
+                None => diags.push(p.error("missing-field", "spec.url", "an HTTP MCP server needs `url`")),
+                Some(url) => match url_host(url) {
+                    None => diags.push(
+                        p.error("invalid-value", "spec.url", format!("`{url}` is not an http(s) URL"))
+                            .help("write it like http://10.0.1.202:8080/mcp"),
+                    ),
+                    Some(host) if s.device.is_none() && !known_hosts.contains(&host.to_ascii_lowercase()) => diags.push(
+                        p.warning("unknown-host", "spec.url", format!("host `{host}` matches no declared device"))
+                            .help("declare the device that runs this server, or name it with `device:`"),
+                    ),
+                    Some(_) => {}
+                },
+            }
+            if s.command.is_some() {
+                diags.push(p.error(
+                    "conflicting-fields",
+                    "spec.command",
+                    "`command` is for the stdio transport; this server uses HTTP",
+                ));
+            }
+        } else {
+            if s.command.is_none() {
+                diags.push(p.error(
+                    "missing-field",
+                    "spec.command",
+                    "a stdio MCP server needs `command`",
+                ));
+            }
+            if s.url.is_some() {
+                diags.push(p.error(
+                    "conflicting-fields",
+                    "spec.url",
+                    "`url` is for HTTP transports; a stdio server takes `command`",
+                ));
+            }
+        }
+        if let Some(device) = &s.device {
+            if !device_names.contains(&device.as_str())
+                && !docs.parsing.failed(Kind::Device, device)
+            {
+                let mut d = p.error(
+                    "unknown-device",
+                    "spec.device",
+                    format!("device `{device}` is not declared"),
+                );
+                if let Some(sug) = did_you_mean(device, device_names.iter().copied()) {
+                    d = d.help(format!("did you mean `{sug}`?"));
+                }
+                diags.push(d);
+            }
+        }
+        if let Some(auth) = &s.auth {
+            if !credentials.contains(&auth.credential.as_str())
+                && !docs.parsing.any_failed(Kind::Config)
+            {
+                let help = match did_you_mean(&auth.credential, credentials.iter().copied()) {
+                    Some(sug) => format!("did you mean `{sug}`?"),
+                    None => format!("declare it under `credentials:` in labctl.yaml, e.g. `{}: {{source: {{env: VAR}}}}`", auth.credential),
+                };
+                diags.push(
+                    p.error(
+                        "unknown-credential",
+                        "spec.auth.credential",
+                        format!(
+                            "credential `{}` is not declared in labctl.yaml",
+                            auth.credential
+                        ),
+                    )
+                    .help(help),
+                );
+            }
+        }
+    }
+}
+
+/// The host of an http(s) URL, without port or brackets.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
+    if let [_, rest @ ..] = docs.config.as_slice() {
+        for (p, _) in rest {
+            diags.push(p.error(
+                "duplicate-name",
+                "kind",
+                "labctl.yaml holds more than one Config document",
+            ));
+        }
+    }
+    for (p, c) in &docs.config {
+        unique_within(
+            p,
+            "spec.providers",
+            c.spec.providers.iter().map(|x| x.name.as_str()),
+            "provider",
+            diags,
+        );
+        for (i, prov) in c.spec.providers.iter().enumerate() {
+            if url_host(&prov.url).is_none() {
+                diags.push(p.error(
+                    "invalid-value",
+                    &format!("spec.providers[{i}].url"),
+                    format!("`{}` is not an http(s) URL", prov.url),
+                ));
+            }
+        }
+        let kinds = [
+            Kind::Pool,
+            Kind::Device,
+            Kind::DhcpReservation,
+            Kind::Route,
+            Kind::McpServer,
+        ]
+        .map(Kind::as_str);
+        for key in c.spec.policy.keys() {
+            if !kinds.contains(&key.as_str()) {
+                let help = match did_you_mean(key, kinds) {
+                    Some(s) => format!(
+                        "did you mean `{s}`? kinds with a policy: {}",
+                        kinds.join(", ")
+                    ),
+                    None => format!("kinds with a policy: {}", kinds.join(", ")),
+                };
+                diags.push(
+                    Diagnostic::error("unknown-kind", format!("policy for unknown kind `{key}`"))
+                        .at(p.key_at(&format!("spec.policy.{key}")))
+                        .document(p.ident())
+                        .field(format!("spec.policy.{key}"))
+                        .help(help),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_handles_ports_userinfo_and_v6() {
+        assert_eq!(url_host("http://10.0.1.202:8080/sse"), Some("10.0.1.202"));
+        assert_eq!(url_host("https://user@harbor.lab/mcp"), Some("harbor.lab"));
+        assert_eq!(url_host("http://[::1]:80/"), Some("::1"));
+        assert_eq!(url_host("ftp://x"), None);
+        assert_eq!(url_host("http://"), None);
+    }
+}

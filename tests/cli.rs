@@ -1,0 +1,136 @@
+//! The `labctl` binary as users and scripts run it: exit codes, human and JSON output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn labctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("labctl runs")
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn repo_layout() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("repo-layout")
+}
+
+#[test]
+fn example_repository_is_valid() {
+    let out = labctl(&["validate", repo_layout().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": valid: "), "{stdout}");
+    assert!(stdout.contains("0 errors"), "{stdout}");
+}
+
+#[test]
+fn json_output_lists_every_error_with_location_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "labctl.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
+    );
+    write(
+        dir.path(),
+        "dhcp/a.yaml",
+        "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {name: a}\nspec:\n  subnet: 10.0.1.0/24\n  mac: bc:24:11:00:00:01\n  ip: 10.0.2.5\n  hostname: a\n",
+    );
+    write(
+        dir.path(),
+        "devices/b.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Device\nmetadata: {name: b}\nspec:\n  type: physical\n  colour: red\n",
+    );
+    let out = labctl(&["validate", dir.path().to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["errors"], 2);
+    assert_eq!(json["commit"], serde_json::Value::Null);
+    let diags = json["diagnostics"].as_array().unwrap();
+    // Sorted by file, then line: devices/ before dhcp/.
+    assert_eq!(diags[0]["code"], "unknown-field");
+    assert_eq!(diags[0]["location"]["file"], "devices/b.yaml");
+    assert_eq!(diags[0]["location"]["line"], 6);
+    assert_eq!(diags[0]["field"], "spec.colour");
+    assert_eq!(diags[1]["code"], "ip-outside-subnet");
+    assert_eq!(diags[1]["location"]["file"], "dhcp/a.yaml");
+    assert_eq!(diags[1]["location"]["line"], 7);
+    assert_eq!(diags[1]["location"]["column"], 7);
+    assert_eq!(diags[1]["document"], "DhcpReservation/a");
+    assert_eq!(diags[1]["field"], "spec.ip");
+}
+
+#[test]
+fn human_output_shows_the_offending_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "devices/b.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Device\nmetadata: {name: b}\nspec:\n  type: vm\n  cores: four\n  proxmox: {node: pve-01, vmid: 300}\n",
+    );
+    let out = labctl(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("devices/b.yaml:6:10"), "{stderr}");
+    assert!(stderr.contains("  cores: four"), "{stderr}");
+    assert!(stderr.contains("Device/b, field spec.cores"), "{stderr}");
+    // A missing labctl.yaml is a warning, not an error.
+    assert!(stderr.contains("warning[no-config]"), "{stderr}");
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let out = labctl(&["validate", "/nonexistent/labctl-repo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/labctl-repo"));
+    let out = labctl(&["validate", "--format", "xml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = labctl(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn empty_directory_is_an_error_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = labctl(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[no-documents]"));
+}
+
+#[test]
+fn schemas_command_writes_one_file_per_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = labctl(&["schemas", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "config.schema.json",
+            "device.schema.json",
+            "dhcpreservation.schema.json",
+            "mcpserver.schema.json",
+            "pool.schema.json",
+            "route.schema.json"
+        ]
+    );
+}
