@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{Diagnostic, Related};
 use super::parse::{AnyDoc, Parsed, Parsing};
 use super::suggest::did_you_mean;
 use crate::model::{
@@ -331,8 +331,40 @@ impl Claim<'_> {
     }
 
     fn describe(&self) -> String {
-        format!("{} ({})", self.parsed.ident(), self.field)
+        if self.reservation {
+            self.parsed.ident()
+        } else {
+            format!("{} ({})", self.parsed.ident(), self.field)
+        }
     }
+}
+
+/// Splits claims of one address into hosts: a claim joins the first cluster holding a claim it
+/// is `compatible` with. The largest cluster (a device with its own reservation) owns the
+/// address; every other cluster is a conflict, reported once at its first claim.
+fn conflicts<'c, 'a>(
+    group: &[&'c Claim<'a>],
+    compatible: impl Fn(&Claim, &Claim) -> bool,
+) -> Vec<(&'c Claim<'a>, &'c Claim<'a>)> {
+    let mut clusters: Vec<Vec<&Claim>> = Vec::new();
+    for &c in group {
+        match clusters
+            .iter_mut()
+            .find(|cl| cl.iter().any(|m| compatible(c, m)))
+        {
+            Some(cl) => cl.push(c),
+            None => clusters.push(vec![c]),
+        }
+    }
+    let owner = (0..clusters.len())
+        .max_by_key(|&i| (clusters[i].len(), std::cmp::Reverse(i)))
+        .unwrap_or(0);
+    clusters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner)
+        .map(|(_, cl)| (cl[0], clusters[owner][0]))
+        .collect()
 }
 
 fn address_claims(docs: &Docs, diags: &mut Vec<Diagnostic>) {
@@ -370,46 +402,52 @@ fn address_claims(docs: &Docs, diags: &mut Vec<Diagnostic>) {
         }
     }
     for (ip, group) in &by_ip {
-        let first = group[0];
-        for c in &group[1..] {
-            if !c.same_host(first) {
-                diags.push(
-                    c.parsed
-                        .error("duplicate-ip", &format!("{}.ip", c.field), format!("IP {ip} is claimed twice"))
-                        .related(first.parsed.at(&format!("{}.ip", first.field)), format!("also claimed by {}", first.describe()))
-                        .help("each address belongs to one host; a device's interface and its DHCP reservation must agree on the MAC"),
-                );
-            }
+        for (c, owner) in conflicts(group, |a, b| a.same_host(b)) {
+            diags.push(
+                c.parsed
+                    .error("duplicate-ip", &format!("{}.ip", c.field), format!("IP {ip} is claimed twice"))
+                    .related(owner.parsed.at(&format!("{}.ip", owner.field)), format!("also claimed by {}", owner.describe()))
+                    .help("each address belongs to one host; a device's interface and its DHCP reservation must agree on the MAC"),
+            );
         }
     }
     for (mac, group) in &by_mac {
-        let first = group[0];
-        for c in &group[1..] {
-            let consistent =
-                c.same_host(first) && c.ip.is_none_or(|ip| first.ip.is_none_or(|f| f == ip));
-            if !consistent {
-                let mut d = c
-                    .parsed
-                    .error(
-                        "duplicate-mac",
-                        &format!("{}.mac", c.field),
-                        format!("MAC {mac} is claimed twice"),
-                    )
-                    .related(
-                        first.parsed.at(&format!("{}.mac", first.field)),
-                        format!("also claimed by {}", first.describe()),
-                    );
-                if c.same_host(first) {
-                    d.message = format!(
-                        "MAC {mac} has IP {} here but {} in {}",
-                        c.ip.map(|i| i.to_string()).unwrap_or_default(),
-                        first.ip.map(|i| i.to_string()).unwrap_or_default(),
-                        first.parsed.ident()
-                    );
-                    d.code = "address-mismatch";
-                }
-                diags.push(d);
+        // Same MAC, same host: one reservation and one interface whose IPs agree.
+        let agree = |a: &Claim, b: &Claim| {
+            a.same_host(b) && (a.ip.is_none() || b.ip.is_none() || a.ip == b.ip)
+        };
+        for (c, owner) in conflicts(group, agree) {
+            let mut d = c
+                .parsed
+                .error(
+                    "duplicate-mac",
+                    &format!("{}.mac", c.field),
+                    format!("MAC {mac} is claimed twice"),
+                )
+                .related(
+                    owner.parsed.at(&format!("{}.mac", owner.field)),
+                    format!("also claimed by {}", owner.describe()),
+                );
+            if c.same_host(owner) {
+                let ip = |x: &Claim| x.ip.map(|i| i.to_string()).unwrap_or_default();
+                d.code = "address-mismatch";
+                d.field = Some(format!("{}.ip", c.field));
+                d.location = Some(c.parsed.at(&format!("{}.ip", c.field)));
+                d.related[0] = Related {
+                    location: owner.parsed.at(&format!("{}.ip", owner.field)),
+                    message: format!("{} gives IP {}", owner.describe(), ip(owner)),
+                };
+                d.message = format!(
+                    "MAC {mac} has IP {} here but {} in {}",
+                    ip(c),
+                    ip(owner),
+                    owner.parsed.ident()
+                );
+                d.help = Some(
+                    "a device's interface and its DHCP reservation must agree on the IP".into(),
+                );
             }
+            diags.push(d);
         }
     }
 }
