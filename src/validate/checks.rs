@@ -782,6 +782,170 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::validate_text;
+
+    const H: &str = "apiVersion: labctl.dev/v1\n";
+
+    /// Validates one multi-document file and returns the one-line summaries.
+    fn check(docs: &[&str]) -> Vec<String> {
+        let text: Vec<String> = docs.iter().map(|d| format!("{H}{d}")).collect();
+        validate_text("lab.yaml", &text.join("---\n"))
+            .diagnostics
+            .iter()
+            .map(Diagnostic::summary)
+            .collect()
+    }
+
+    fn reservation(name: &str, mac: &str, ip: &str) -> String {
+        format!("kind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: {mac}\n  ip: {ip}\n  hostname: {name}\n")
+    }
+
+    fn device(name: &str, mac: &str, ip: &str) -> String {
+        format!("kind: Device\nmetadata: {{name: {name}}}\nspec:\n  type: physical\n  interfaces:\n    - name: eth0\n      mac: {mac}\n      ip: {ip}\n")
+    }
+
+    #[test]
+    fn device_and_its_own_reservation_agree() {
+        assert!(check(&[
+            &device("nas", "aa:00:00:00:00:01", "10.0.1.40"),
+            &reservation("nas", "aa:00:00:00:00:01", "10.0.1.40")
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_first() {
+        let r = reservation("nas", "aa:00:00:00:00:01", "10.0.1.40");
+        let r2 = reservation("nas", "aa:00:00:00:00:02", "10.0.1.41");
+        let d = validate_text("lab.yaml", &format!("{H}{r}---\n{H}{r2}"));
+        assert_eq!(d.diagnostics[0].summary(), "lab.yaml:12:18: error[duplicate-name]: DhcpReservation `nas` is declared twice [DhcpReservation/nas metadata.name]");
+        assert_eq!(d.diagnostics[0].related[0].location.line, 3);
+    }
+
+    #[test]
+    fn same_ip_on_two_hosts() {
+        assert_eq!(
+            check(&[&reservation("a", "aa:00:00:00:00:01", "10.0.1.40"), &reservation("b", "aa:00:00:00:00:02", "10.0.1.40")]),
+            ["lab.yaml:16:7: error[duplicate-ip]: IP 10.0.1.40 is claimed twice [DhcpReservation/b spec.ip]"]
+        );
+    }
+
+    #[test]
+    fn device_ip_reserved_for_another_mac() {
+        assert_eq!(
+            check(&[&device("a", "aa:00:00:00:00:01", "10.0.1.40"), &reservation("b", "aa:00:00:00:00:02", "10.0.1.40")]),
+            ["lab.yaml:9:11: error[duplicate-ip]: IP 10.0.1.40 is claimed twice [Device/a spec.interfaces[0].ip]"]
+        );
+    }
+
+    #[test]
+    fn same_mac_with_two_ips() {
+        assert_eq!(
+            check(&[&reservation("a", "aa:00:00:00:00:01", "10.0.1.40"), &device("a", "aa:00:00:00:00:01", "10.0.1.41")]),
+            ["lab.yaml:18:11: error[address-mismatch]: MAC aa:00:00:00:00:01 has IP 10.0.1.41 here but 10.0.1.40 in DhcpReservation/a [Device/a spec.interfaces[0].ip]"]
+        );
+        assert_eq!(
+            check(&[&reservation("a", "aa:00:00:00:00:01", "10.0.1.40"), &reservation("b", "aa:00:00:00:00:01", "10.0.1.41")]),
+            ["lab.yaml:15:8: error[duplicate-mac]: MAC aa:00:00:00:00:01 is claimed twice [DhcpReservation/b spec.mac]"]
+        );
+    }
+
+    #[test]
+    fn reservation_outside_or_at_the_edge_of_its_subnet() {
+        assert_eq!(
+            check(&[&reservation("a", "aa:00:00:00:00:01", "10.0.2.40")]),
+            ["lab.yaml:7:7: error[ip-outside-subnet]: IP 10.0.2.40 is outside subnet 10.0.1.0/24 [DhcpReservation/a spec.ip]"]
+        );
+        assert_eq!(
+            check(&[&reservation("a", "aa:00:00:00:00:01", "10.0.1.255")]),
+            ["lab.yaml:7:7: error[ip-outside-subnet]: IP 10.0.1.255 is the broadcast address of subnet 10.0.1.0/24 [DhcpReservation/a spec.ip]"]
+        );
+    }
+
+    #[test]
+    fn pools_unknown_parent_cycle_and_unknown_device_pool() {
+        let pool = |n: &str, p: &str| {
+            format!("kind: Pool\nmetadata: {{name: {n}}}\nspec:\n  type: compute\n  parent: {p}\n")
+        };
+        assert_eq!(
+            check(&[&pool("compute", "homelb"), "kind: Pool\nmetadata: {name: homelab}\nspec: {type: compute}\n"]),
+            ["lab.yaml:6:11: error[unknown-pool]: parent pool `homelb` is not declared [Pool/compute spec.parent]"]
+        );
+        assert_eq!(
+            check(&[&pool("a", "b"), &pool("b", "c"), &pool("c", "a")]),
+            ["lab.yaml:6:11: error[pool-cycle]: pools form a cycle: a -> b -> c -> a [Pool/a spec.parent]"]
+        );
+        let dev =
+            "kind: Device\nmetadata: {name: x}\nspec: {type: physical, pool: /homelab/compte}\n";
+        let out = validate_text(
+            "lab.yaml",
+            &format!(
+                "{H}{}---\n{H}{}---\n{H}{dev}",
+                pool("compute", "homelab"),
+                "kind: Pool\nmetadata: {name: homelab}\nspec: {type: compute}\n"
+            ),
+        );
+        assert_eq!(out.diagnostics[0].summary(), "lab.yaml:16:30: error[unknown-pool]: pool `/homelab/compte` is not declared [Device/x spec.pool]");
+        assert_eq!(
+            out.diagnostics[0].help.as_deref(),
+            Some("did you mean `/homelab/compute`?")
+        );
+    }
+
+    #[test]
+    fn guests_need_proxmox_and_unique_vmids() {
+        let vm = |n: &str, id: u32| {
+            format!("kind: Device\nmetadata: {{name: {n}}}\nspec:\n  type: vm\n  proxmox: {{node: pve-01, vmid: {id}}}\n")
+        };
+        assert_eq!(
+            check(&[&vm("a", 200), &vm("b", 200), "kind: Device\nmetadata: {name: c}\nspec: {type: lxc}\n"]),
+            [
+                "lab.yaml:13:33: error[duplicate-vmid]: vmid 200 is used twice [Device/b spec.proxmox.vmid]",
+                "lab.yaml:18:7: error[missing-field]: a vm or lxc device needs `proxmox` (node and vmid) [Device/c spec.proxmox]",
+            ]
+        );
+    }
+
+    #[test]
+    fn route_backends_and_duplicate_hosts() {
+        let dev = "kind: Device\nmetadata: {name: grafana}\nspec:\n  type: lxc\n  proxmox: {node: pve-01, vmid: 220}\n  services: [{name: web, port: 3000, protocol: http}]\n";
+        let route = |n: &str, backend: &str| {
+            format!("kind: Route\nmetadata: {{name: {n}}}\nspec:\n  host: grafana.lab.example\n  backend: {{service: {backend}}}\n")
+        };
+        assert_eq!(
+            check(&[dev, &route("a", "{device: grafana, service: web}"), &route("b", "{device: grafna, service: web}"), &route("c", "{device: grafana, service: api}")]),
+            [
+                "lab.yaml:20:9: error[duplicate-route]: another route already matches host `grafana.lab.example` with path `/` [Route/b spec.host]",
+                "lab.yaml:21:31: error[unknown-device]: device `grafna` is not declared [Route/b spec.backend.service.device]",
+                "lab.yaml:27:9: error[duplicate-route]: another route already matches host `grafana.lab.example` with path `/` [Route/c spec.host]",
+                "lab.yaml:28:49: error[unknown-service]: device `grafana` has no service `api` [Route/c spec.backend.service.service]",
+            ]
+        );
+    }
+
+    #[test]
+    fn mcp_server_host_credential_and_transport() {
+        let mcp = "kind: McpServer\nmetadata: {name: infra}\nspec:\n  transport: sse\n  url: http://10.0.1.99:8080/sse\n  auth: {credential: harbor}\n";
+        assert_eq!(
+            check(&[mcp, "kind: McpServer\nmetadata: {name: s}\nspec: {transport: stdio}\n"]),
+            [
+                "lab.yaml:6:8: warning[unknown-host]: host `10.0.1.99` matches no declared device [McpServer/infra spec.url]",
+                "lab.yaml:7:22: error[unknown-credential]: credential `harbor` is not declared in labctl.yaml [McpServer/infra spec.auth.credential]",
+                "lab.yaml:12:7: error[missing-field]: a stdio MCP server needs `command` [McpServer/s spec.command]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_document_does_not_cascade() {
+        // The device has a typo, so the route's reference to it cannot be confirmed: one
+        // error, not two.
+        let dev = "kind: Device\nmetadata: {name: grafana}\nspec: {type: lxc, cors: 2}\n";
+        let route = "kind: Route\nmetadata: {name: a}\nspec:\n  host: g.lab\n  backend: {service: {device: grafana, service: web}}\n";
+        let out = check(&[dev, route]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].contains("unknown-field"), "{out:?}");
+    }
 
     #[test]
     fn url_host_handles_ports_userinfo_and_v6() {
