@@ -167,11 +167,19 @@ fn devices(docs: &Docs, diags: &mut Vec<Diagnostic>) {
                     format!("pool `{pool}` is not declared"),
                 );
                 let paths = tree.paths();
-                d.help = Some(match did_you_mean(pool, paths.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if paths.is_empty() => "declare the pool with a Pool document".into(),
-                    None => format!("pool paths are: {}", paths.join(", ")),
-                });
+                let by_name = tree
+                    .get(pool.trim_start_matches('/'))
+                    .map(|p| p.path.as_str());
+                d.help = Some(
+                    match by_name.or_else(|| did_you_mean(pool, paths.iter().copied())) {
+                        Some(s) if by_name.is_some() => {
+                            format!("`pool` takes the pool's path: did you mean `{s}`?")
+                        }
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if paths.is_empty() => "declare the pool with a Pool document".into(),
+                        None => format!("pool paths are: {}", paths.join(", ")),
+                    },
+                );
                 diags.push(d);
             }
         }
@@ -724,14 +732,18 @@ fn url_host(url: &str) -> Option<&str> {
 }
 
 fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
-    if let [_, rest @ ..] = docs.config.as_slice() {
-        for (p, _) in rest {
-            diags.push(p.error(
-                "duplicate-name",
-                "kind",
-                "labctl.yaml holds more than one Config document",
-            ));
-        }
+    // A Config outside labctl.yaml is reported where it is (config-placement); only the ones
+    // inside can be one too many.
+    let in_root = docs
+        .config
+        .iter()
+        .filter(|(p, _)| p.file == crate::model::CONFIG_FILE);
+    for (p, _) in in_root.skip(1) {
+        diags.push(p.error(
+            "duplicate-name",
+            "kind",
+            "labctl.yaml holds more than one Config document",
+        ));
     }
     for (p, c) in &docs.config {
         unique_within(

@@ -242,6 +242,12 @@ fn token_range(text: &str, loc: &Location) -> std::ops::Range<usize> {
         Some(i) => &rest[..i],
         None => rest,
     };
+    // Inside a flow collection (`{a: 1, b: 2}`) the value ends at the next separator.
+    let in_flow = line[..col_byte].contains(['{', '[']);
+    let rest = match rest.find([',', '}', ']']) {
+        Some(i) if in_flow && i > 0 => &rest[..i],
+        _ => rest,
+    };
     let len = rest.trim_end().len().max(1);
     let start = line_start + col_byte;
     start..(start + len).min(text.len().max(start))
@@ -265,6 +271,17 @@ mod tests {
             d.summary(),
             "dhcp/a.yaml:9:7: error[duplicate-ip]: IP 10.0.1.5 is claimed twice [DhcpReservation/a spec.ip]"
         );
+    }
+
+    #[test]
+    fn token_range_stops_at_a_flow_separator() {
+        let text = "backend: {service: {device: pm-api, service: api}}\n";
+        let loc = Location {
+            file: "f".into(),
+            line: 1,
+            column: 29,
+        };
+        assert_eq!(&text[token_range(text, &loc)], "pm-api");
     }
 
     #[test]

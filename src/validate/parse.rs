@@ -132,11 +132,22 @@ pub fn parse_file(file: &SourceFile, out: &mut Parsing, diags: &mut Vec<Diagnost
             Ok(v) => v,
             Err(e) => {
                 let fatal = !e.to_string().contains("duplicate entry");
-                diags.push(yaml_error(&file.path, &e, &doc_spans, None));
-                // After a syntax error serde_yaml repeats the same error for every later
-                // "document": the rest of the file cannot be read.
+                let ident = match doc_spans.identity() {
+                    (Some(k), Some(n)) if !fatal => Some(format!("{k}/{n}")),
+                    _ => None,
+                };
+                diags.push(yaml_error(&file.path, &e, &doc_spans, ident));
                 if fatal {
+                    // After a syntax error serde_yaml repeats the same error for every later
+                    // "document": the rest of the file cannot be read, and what it declares
+                    // is unknown.
+                    out.failed.extend(Kind::ALL.map(|k| (k, None)));
                     break;
+                }
+                if let (Some(kind), name) = doc_spans.identity() {
+                    let kind = Kind::parse(kind).or_else(|| likely_kind(kind));
+                    out.failed
+                        .extend(kind.map(|k| (k, name.map(str::to_string))));
                 }
                 continue;
             }
@@ -150,7 +161,17 @@ pub fn parse_file(file: &SourceFile, out: &mut Parsing, diags: &mut Vec<Diagnost
             .and_then(Yaml::as_str)
             .map(str::to_string);
         let (kind, usable) = header(&file.path, &value, &doc_spans, diags);
-        let Some(kind) = kind else { continue };
+        let Some(kind) = kind else {
+            // A misspelt kind: references to the kind it was meant to be cannot be confirmed.
+            if let Some(k) = value
+                .get("kind")
+                .and_then(Yaml::as_str)
+                .and_then(likely_kind)
+            {
+                out.failed.push((k, name));
+            }
+            continue;
+        };
         let Some(typed_de) = typed_de.filter(|_| usable) else {
             out.failed.push((kind, name));
             continue;
@@ -257,6 +278,11 @@ fn header(
         }
     };
     (kind, ok)
+}
+
+/// The kind a misspelt `kind` most likely meant.
+fn likely_kind(text: &str) -> Option<Kind> {
+    did_you_mean(text, Kind::ALL.map(Kind::as_str)).and_then(Kind::parse)
 }
 
 fn kinds_help(suggestion: Option<&str>) -> String {
@@ -513,7 +539,7 @@ mod tests {
         assert_eq!(docs.len(), 1);
         assert_eq!(
             diags,
-            vec!["devices/x.yaml:5:3: error[duplicate-key]: duplicate key `name` [metadata.name]"]
+            vec!["devices/x.yaml:5:3: error[duplicate-key]: duplicate key `name` [Device/again metadata.name]"]
         );
     }
 

@@ -28,6 +28,10 @@ pub struct DocSpans {
     /// Where the document's content starts.
     pub start: Pos,
     fields: HashMap<String, FieldPos>,
+    /// `kind` and `metadata.name` as written, so a document that serde_yaml cannot read is
+    /// still known by name.
+    kind: Option<String>,
+    name: Option<String>,
 }
 
 impl DocSpans {
@@ -43,6 +47,11 @@ impl DocSpans {
         self.lookup(path)
             .map(|f| f.key.unwrap_or(f.value))
             .unwrap_or(self.start)
+    }
+
+    /// The document's `kind` and `metadata.name` scalars, as written.
+    pub fn identity(&self) -> (Option<&str>, Option<&str>) {
+        (self.kind.as_deref(), self.name.as_deref())
     }
 
     /// True if `path` itself is present in the document.
@@ -144,6 +153,11 @@ impl Indexer {
             }
         };
         if let Some(doc) = self.docs.last_mut() {
+            match (path.as_str(), scalar) {
+                ("kind", Some(v)) => doc.kind = Some(v.to_string()),
+                ("metadata.name", Some(v)) => doc.name = Some(v.to_string()),
+                _ => {}
+            }
             doc.fields.insert(
                 path.clone(),
                 FieldPos {
