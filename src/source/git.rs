@@ -513,10 +513,9 @@ fn cache_is_intact(repo: &gix::Repository) -> bool {
     true
 }
 
-/// Clones `target` bare into `dir`. The clone is made in a temporary directory and renamed into
-/// place, so a concurrent labctl never sees a half-made clone; if another process wins the
-/// race, its clone is used.
-fn clone(dir: &Path, target: &RemoteTarget) -> Result<(gix::Repository, Outcome), SourceError> {
+/// A unique hidden path next to the cache entry `dir` (`.TAG-NAME-SUFFIX`), on the same file
+/// system so a rename into or out of place is atomic.
+fn sibling(dir: &Path, tag: &str) -> PathBuf {
     let parent = dir
         .parent()
         .expect("cache entries live in the cache directory");
@@ -524,7 +523,14 @@ fn clone(dir: &Path, target: &RemoteTarget) -> Result<(gix::Repository, Outcome)
         .file_name()
         .expect("cache entries have a name")
         .to_string_lossy();
-    let tmp = parent.join(format!(".tmp-{name}-{}", unique_suffix()));
+    parent.join(format!(".{tag}-{name}-{}", unique_suffix()))
+}
+
+/// Clones `target` bare into `dir`. The clone is made in a temporary directory and renamed into
+/// place, so a concurrent labctl never sees a half-made clone; if another process wins the
+/// race, its clone is used.
+fn clone(dir: &Path, target: &RemoteTarget) -> Result<(gix::Repository, Outcome), SourceError> {
+    let tmp = sibling(dir, "tmp");
     let failed = |e: gix::Error| target.git_error("cannot clone", &e);
 
     let mut prepare = gix::prepare_clone_bare(target.url.clone(), &tmp)
@@ -574,14 +580,7 @@ fn discard(dir: &Path) -> Result<(), SourceError> {
     if !dir.exists() {
         return Ok(());
     }
-    let parent = dir
-        .parent()
-        .expect("cache entries live in the cache directory");
-    let name = dir
-        .file_name()
-        .expect("cache entries have a name")
-        .to_string_lossy();
-    let aside = parent.join(format!(".stale-{name}-{}", unique_suffix()));
+    let aside = sibling(dir, "stale");
     match std::fs::rename(dir, &aside) {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&aside);
