@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use labctl::source::{self, GitOptions, SourceSpec};
 
-/// Exit code for usage and I/O errors (0 = success, 1 = invalid desired state or drift-free
-/// failure, 2 = the command could not do its job).
+/// Exit code when the command could not do its job: bad arguments, unreadable repository.
+/// (`validate`: 0 valid, 1 invalid, 2 this.)
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
