@@ -5,4 +5,5 @@
 
 pub mod model;
 pub mod source;
+pub mod store;
 pub mod validate;

@@ -1,0 +1,313 @@
+//! Reading the store, the audit log and retention.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{
+    now_ms, ActorKind, AuditEntry, AuditRecord, Backend, Deviation, DeviationRecord, DeviationType,
+    Outcome, PruneReport, RetentionPolicy, Run, RunCounts, Severity, Store, StoreError, StoreStats,
+};
+
+const RUN_COLUMNS: &str = "id, trigger, controller, started_at, finished_at, commit_sha, outcome, \
+     resources, deviations_open, deviations_opened, deviations_resolved, error";
+
+const DEVIATION_COLUMNS: &str = "id, kind, name, field_path, dtype, severity, auto_correctable, \
+     remediation, expected, actual, opened_at, opened_run, last_seen_at, last_seen_run, \
+     seen_count, resolved_at, resolved_run, resolved_commit";
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl Store {
+    /// Appends one entry to the audit log and returns its id.
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor_kind, actor, action, target, details) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(now_ms())
+        .bind(entry.actor_kind.as_str())
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(entry.target.as_deref())
+        .bind(super::canonical_json(&entry.details))
+        .fetch_one(&self.pool)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(self.query_err("appending to the audit log"))
+    }
+
+    /// The latest `limit` audit entries, newest first.
+    pub async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor_kind, actor, action, target, details FROM audit_log \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = self.get(r, "actor_kind")?;
+                let details: String = self.get(r, "details")?;
+                Ok(AuditRecord {
+                    id: self.get(r, "id")?,
+                    at: self.get(r, "at")?,
+                    entry: AuditEntry {
+                        actor_kind: ActorKind::parse(&kind)
+                            .ok_or_else(|| self.corrupt(format!("actor kind `{kind}`")))?,
+                        actor: self.get(r, "actor")?,
+                        action: self.get(r, "action")?,
+                        target: self.get(r, "target")?,
+                        details: self.json(&details)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Open deviations, optionally of one kind and at least some severity; worst first.
+    pub async fn open_deviations(
+        &self,
+        kind: Option<&str>,
+        min_severity: Option<Severity>,
+    ) -> Result<Vec<Deviation>, StoreError> {
+        let mut sql =
+            format!("SELECT {DEVIATION_COLUMNS} FROM deviations WHERE resolved_at IS NULL");
+        if kind.is_some() {
+            sql.push_str(" AND kind = $1");
+        }
+        if let Some(min) = min_severity {
+            // Our own constants, not input: safe to inline.
+            let allowed: Vec<String> = Severity::ALL
+                .iter()
+                .filter(|s| **s >= min)
+                .map(|s| format!("'{s}'"))
+                .collect();
+            sql.push_str(&format!(" AND severity IN ({})", allowed.join(", ")));
+        }
+        sql.push_str(
+            " ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 \
+             WHEN 'medium' THEN 2 ELSE 3 END, kind, name, field_path",
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(kind) = kind {
+            query = query.bind(kind);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_err("reading open deviations"))?;
+        rows.iter().map(|r| self.deviation(r)).collect()
+    }
+
+    /// Every life cycle of one deviation, oldest first.
+    pub async fn deviation_history(
+        &self,
+        kind: &str,
+        name: &str,
+        field_path: &str,
+    ) -> Result<Vec<Deviation>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVIATION_COLUMNS} FROM deviations \
+             WHERE kind = $1 AND name = $2 AND field_path = $3 ORDER BY id"
+        ))
+        .bind(kind)
+        .bind(name)
+        .bind(field_path)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading deviation history"))?;
+        rows.iter().map(|r| self.deviation(r)).collect()
+    }
+
+    /// Runs started in `[from_ms, to_ms)`, oldest first.
+    pub async fn runs_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE started_at >= $1 AND started_at < $2 ORDER BY id"
+        ))
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading runs"))?;
+        rows.iter().map(|r| self.run(r)).collect()
+    }
+
+    /// The most recently started run.
+    pub async fn latest_run(&self) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_err("reading the latest run"))?;
+        row.map(|r| self.run(&r)).transpose()
+    }
+
+    /// Row counts per table and the database size in bytes.
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let size_sql = match self.backend {
+            Backend::Postgres => "pg_database_size(current_database())",
+            Backend::Sqlite => {
+                "(SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())"
+            }
+        };
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM blobs), \
+             (SELECT COUNT(*) FROM desired_snapshots), (SELECT COUNT(*) FROM observed_snapshots), \
+             (SELECT COUNT(*) FROM deviations), \
+             (SELECT COUNT(*) FROM deviations WHERE resolved_at IS NULL), \
+             (SELECT COUNT(*) FROM pull_requests), (SELECT COUNT(*) FROM audit_log), {size_sql}"
+        );
+        let row = sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.query_err("counting rows"))?;
+        let n = |i: usize| -> Result<i64, StoreError> {
+            row.try_get::<i64, _>(i)
+                .map_err(self.query_err("counting rows"))
+        };
+        Ok(StoreStats {
+            runs: n(0)?,
+            blobs: n(1)?,
+            desired_snapshots: n(2)?,
+            observed_snapshots: n(3)?,
+            deviations: n(4)?,
+            open_deviations: n(5)?,
+            pull_requests: n(6)?,
+            audit_log: n(7)?,
+            database_bytes: n(8)?,
+        })
+    }
+
+    /// Deletes history older than `policy`: finished runs (never the latest), observed
+    /// snapshots (never a provider's latest), desired snapshots no run refers to, resolved
+    /// deviations, then unreferenced blobs; and old audit entries. Open deviations stay.
+    pub async fn prune(&self, policy: RetentionPolicy) -> Result<PruneReport, StoreError> {
+        let now = now_ms();
+        let runs_cutoff = now - i64::from(policy.keep_runs_days) * DAY_MS;
+        let audit_cutoff = now - i64::from(policy.keep_audit_days) * DAY_MS;
+        let mut tx = self.pool.begin().await.map_err(self.query_err("pruning"))?;
+        let statements: [(&str, i64, &'static str); 6] = [
+            (
+                "DELETE FROM runs WHERE outcome <> 'running' AND finished_at < $1 \
+                 AND id <> (SELECT MAX(id) FROM runs)",
+                runs_cutoff,
+                "pruning runs",
+            ),
+            (
+                "DELETE FROM observed_snapshots WHERE last_seen_at < $1 \
+                 AND id NOT IN (SELECT MAX(id) FROM observed_snapshots GROUP BY provider)",
+                runs_cutoff,
+                "pruning observed snapshots",
+            ),
+            (
+                "DELETE FROM desired_snapshots WHERE first_seen_at < $1 AND commit_sha NOT IN \
+                 (SELECT commit_sha FROM runs WHERE commit_sha IS NOT NULL)",
+                runs_cutoff,
+                "pruning desired snapshots",
+            ),
+            (
+                "DELETE FROM deviations WHERE resolved_at IS NOT NULL AND resolved_at < $1",
+                runs_cutoff,
+                "pruning resolved deviations",
+            ),
+            (
+                "DELETE FROM blobs WHERE created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM observed_snapshots o WHERE o.blob_hash = blobs.hash) \
+                 AND NOT EXISTS (SELECT 1 FROM desired_snapshots d WHERE d.blob_hash = blobs.hash)",
+                now + 1,
+                "pruning blobs",
+            ),
+            (
+                "DELETE FROM audit_log WHERE at < $1",
+                audit_cutoff,
+                "pruning the audit log",
+            ),
+        ];
+        let mut deleted = [0u64; 6];
+        for (i, (sql, cutoff, doing)) in statements.into_iter().enumerate() {
+            deleted[i] = sqlx::query(sql)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.query_err(doing))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(self.query_err("pruning"))?;
+        Ok(PruneReport {
+            runs: deleted[0],
+            observed_snapshots: deleted[1],
+            desired_snapshots: deleted[2],
+            deviations: deleted[3],
+            blobs: deleted[4],
+            audit_log: deleted[5],
+        })
+    }
+
+    fn get<'r, T>(&self, row: &'r AnyRow, column: &str) -> Result<T, StoreError>
+    where
+        T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        row.try_get(column)
+            .map_err(|e| self.corrupt(format!("column `{column}`: {e}")))
+    }
+
+    fn json(&self, text: &str) -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(text).map_err(|e| self.corrupt(format!("stored JSON: {e}")))
+    }
+
+    fn run(&self, r: &AnyRow) -> Result<Run, StoreError> {
+        let outcome: String = self.get(r, "outcome")?;
+        Ok(Run {
+            id: self.get(r, "id")?,
+            trigger: self.get(r, "trigger")?,
+            controller: self.get(r, "controller")?,
+            started_at: self.get(r, "started_at")?,
+            finished_at: self.get(r, "finished_at")?,
+            commit_sha: self.get(r, "commit_sha")?,
+            outcome: Outcome::parse(&outcome)
+                .ok_or_else(|| self.corrupt(format!("run outcome `{outcome}`")))?,
+            resources: self.get(r, "resources")?,
+            counts: RunCounts {
+                deviations_open: self.get(r, "deviations_open")?,
+                deviations_opened: self.get(r, "deviations_opened")?,
+                deviations_resolved: self.get(r, "deviations_resolved")?,
+            },
+            error: self.get(r, "error")?,
+        })
+    }
+
+    fn deviation(&self, r: &AnyRow) -> Result<Deviation, StoreError> {
+        let dtype: String = self.get(r, "dtype")?;
+        let severity: String = self.get(r, "severity")?;
+        let expected: Option<String> = self.get(r, "expected")?;
+        let actual: Option<String> = self.get(r, "actual")?;
+        let auto: i64 = self.get(r, "auto_correctable")?;
+        Ok(Deviation {
+            id: self.get(r, "id")?,
+            record: DeviationRecord {
+                kind: self.get(r, "kind")?,
+                name: self.get(r, "name")?,
+                field_path: self.get(r, "field_path")?,
+                dtype: DeviationType::parse(&dtype)
+                    .ok_or_else(|| self.corrupt(format!("deviation type `{dtype}`")))?,
+                severity: Severity::parse(&severity)
+                    .ok_or_else(|| self.corrupt(format!("severity `{severity}`")))?,
+                auto_correctable: auto != 0,
+                remediation: self.get(r, "remediation")?,
+                expected: expected.map(|t| self.json(&t)).transpose()?,
+                actual: actual.map(|t| self.json(&t)).transpose()?,
+            },
+            opened_at: self.get(r, "opened_at")?,
+            opened_run: self.get(r, "opened_run")?,
+            last_seen_at: self.get(r, "last_seen_at")?,
+            last_seen_run: self.get(r, "last_seen_run")?,
+            seen_count: self.get(r, "seen_count")?,
+            resolved_at: self.get(r, "resolved_at")?,
+            resolved_run: self.get(r, "resolved_run")?,
+            resolved_commit: self.get(r, "resolved_commit")?,
+        })
+    }
+}

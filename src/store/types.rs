@@ -1,0 +1,277 @@
+//! Plain record types the store takes and returns. They know nothing of providers or MCP.
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// Row id of a run.
+pub type RunId = i64;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the stored text.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// How a run ended (or that it has not).
+    Outcome {
+        /// Started, not finished yet.
+        Running = "running",
+        /// Finished without error.
+        Succeeded = "succeeded",
+        /// Finished with an error.
+        Failed = "failed",
+        /// Never finished: the process stopped first.
+        Aborted = "aborted",
+    }
+}
+
+text_enum! {
+    /// What kind of difference a deviation is.
+    DeviationType {
+        /// Desired but absent from the lab.
+        Missing = "missing",
+        /// Present in the lab, not in Git.
+        Unmanaged = "unmanaged",
+        /// Present in both, with different values.
+        Drifted = "drifted",
+        /// Could not be classified.
+        Unknown = "unknown",
+    }
+}
+
+text_enum! {
+    /// How bad a deviation is; ordered from low to critical.
+    Severity {
+        /// Cosmetic.
+        Low = "low",
+        /// Worth fixing.
+        Medium = "medium",
+        /// Breaks something.
+        High = "high",
+        /// Breaks a lot, now.
+        Critical = "critical",
+    }
+}
+
+text_enum! {
+    /// Who did an audited action.
+    ActorKind {
+        /// The reconciliation controller.
+        Controller = "controller",
+        /// A person at the command line.
+        Cli = "cli",
+        /// An MCP client.
+        Mcp = "mcp",
+    }
+}
+
+/// One deviation as found by one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviationRecord {
+    pub kind: String,
+    pub name: String,
+    /// Field path inside the object; empty for the object as a whole.
+    pub field_path: String,
+    pub dtype: DeviationType,
+    pub severity: Severity,
+    pub auto_correctable: bool,
+    pub remediation: Option<String>,
+    pub expected: Option<Value>,
+    pub actual: Option<Value>,
+}
+
+/// What one provider reported in one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedSnapshot {
+    pub provider: String,
+    pub body: Value,
+    /// Unix milliseconds.
+    pub observed_at: i64,
+}
+
+/// Objects a run could not read: their open deviations are neither confirmed nor resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unobservable {
+    pub kind: String,
+    /// `None`: every object of the kind.
+    pub name: Option<String>,
+}
+
+impl Unobservable {
+    /// Every object of `kind`.
+    pub fn kind(kind: impl Into<String>) -> Self {
+        Unobservable {
+            kind: kind.into(),
+            name: None,
+        }
+    }
+
+    /// One object.
+    pub fn object(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        Unobservable {
+            kind: kind.into(),
+            name: Some(name.into()),
+        }
+    }
+
+    /// Whether this covers `kind`/`name`.
+    pub fn covers(&self, kind: &str, name: &str) -> bool {
+        self.kind == kind && self.name.as_deref().is_none_or(|n| n == name)
+    }
+}
+
+/// Everything one run found, recorded at once by [`Store::finish_run`](super::Store::finish_run).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunReport {
+    /// Must not be [`Outcome::Running`].
+    pub outcome: Outcome,
+    /// The commit the desired state was read from.
+    pub commit_sha: Option<String>,
+    /// The desired state of `commit_sha` (needs `commit_sha`).
+    pub desired: Option<Value>,
+    pub observed: Vec<ObservedSnapshot>,
+    /// Every deviation present now; open ones absent here are resolved.
+    pub deviations: Vec<DeviationRecord>,
+    pub unobservable: Vec<Unobservable>,
+    /// Number of desired resources.
+    pub resources: u64,
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    /// An empty report with the given outcome.
+    pub fn new(outcome: Outcome) -> Self {
+        RunReport {
+            outcome,
+            commit_sha: None,
+            desired: None,
+            observed: Vec::new(),
+            deviations: Vec::new(),
+            unobservable: Vec::new(),
+            resources: 0,
+            error: None,
+        }
+    }
+}
+
+/// Counts written to the run row by [`Store::finish_run`](super::Store::finish_run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub deviations_open: i64,
+    pub deviations_opened: i64,
+    pub deviations_resolved: i64,
+}
+
+/// A run row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub id: RunId,
+    pub trigger: String,
+    pub controller: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub commit_sha: Option<String>,
+    pub outcome: Outcome,
+    pub resources: i64,
+    pub counts: RunCounts,
+    pub error: Option<String>,
+}
+
+/// A deviation row: one life cycle of one (kind, name, field path).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deviation {
+    pub id: i64,
+    pub record: DeviationRecord,
+    pub opened_at: i64,
+    pub opened_run: RunId,
+    pub last_seen_at: i64,
+    pub last_seen_run: RunId,
+    pub seen_count: i64,
+    pub resolved_at: Option<i64>,
+    pub resolved_run: Option<RunId>,
+    pub resolved_commit: Option<String>,
+}
+
+impl Deviation {
+    /// Still open.
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
+    }
+}
+
+/// One audit entry to append.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub actor_kind: ActorKind,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub details: Value,
+}
+
+/// An audit row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub entry: AuditEntry,
+}
+
+/// Row counts per table and the database size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub runs: i64,
+    pub blobs: i64,
+    pub desired_snapshots: i64,
+    pub observed_snapshots: i64,
+    pub deviations: i64,
+    pub open_deviations: i64,
+    pub pull_requests: i64,
+    pub audit_log: i64,
+    pub database_bytes: i64,
+}
+
+/// How long history is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Finished runs, observed snapshots, desired snapshots and resolved deviations.
+    pub keep_runs_days: u32,
+    pub keep_audit_days: u32,
+}
+
+/// Rows deleted by [`Store::prune`](super::Store::prune).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub runs: u64,
+    pub observed_snapshots: u64,
+    pub desired_snapshots: u64,
+    pub deviations: u64,
+    pub blobs: u64,
+    pub audit_log: u64,
+}
