@@ -1,5 +1,6 @@
 //! Command-line interface. Thin: every decision lives in the library.
 
+mod db;
 mod validate;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
     ///
     /// Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.
     Validate(validate::ValidateArgs),
+    /// Manage the state store: `migrate` the schema, show `stats`.
+    Db(db::DbArgs),
     /// Write the JSON Schemas of every kind to a directory (default: schemas/).
     Schemas {
         /// Directory to write into.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Schemas { dir } => write_schemas(&dir),
+        Command::Db(args) => db::run(&args),
     }
 }
 

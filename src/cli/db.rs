@@ -1,0 +1,138 @@
+//! `labctl db`: the state store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{Format, EXIT_USAGE};
+use labctl::store::{Store, StoreError, StoreStats};
+
+#[derive(Args)]
+pub struct DbArgs {
+    #[command(subcommand)]
+    pub command: DbCommand,
+    /// State store: sqlite://PATH or postgres://USER@HOST/DB. Default: labctl.db in
+    /// $STATE_DIRECTORY, else $XDG_STATE_HOME/labctl, else ~/.local/state/labctl.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Create the schema or bring it up to date (safe to repeat).
+    Migrate,
+    /// Row counts per table and the database size.
+    Stats {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+}
+
+pub fn run(args: &DbArgs) -> ExitCode {
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", default_database_path().display()));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = Store::connect(&url).await?;
+        let out = match &args.command {
+            DbCommand::Migrate => {
+                store.migrate().await?;
+                println!("the schema of {} is up to date", store.describe());
+                Ok(())
+            }
+            DbCommand::Stats { format } => {
+                let stats = store.stats().await;
+                stats.map(|s| print_stats(&store.describe(), &s, *format))
+            }
+        };
+        store.close().await;
+        out
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if matches!(e, StoreError::Query { .. }) {
+                eprintln!("hint: run `labctl db migrate` first if the database is new");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `labctl.db` in the systemd state directory, the XDG state home or ~/.local/state.
+fn default_database_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd lists several directories separated by colons; the first is ours.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return PathBuf::from(first).join("labctl.db");
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("labctl").join("labctl.db")
+}
+
+fn print_stats(database: &str, s: &StoreStats, format: Format) {
+    let rows = [
+        ("runs", s.runs),
+        ("blobs", s.blobs),
+        ("desired_snapshots", s.desired_snapshots),
+        ("observed_snapshots", s.observed_snapshots),
+        ("deviations", s.deviations),
+        ("open_deviations", s.open_deviations),
+        ("pull_requests", s.pull_requests),
+        ("audit_log", s.audit_log),
+    ];
+    match format {
+        Format::Json => {
+            let tables: serde_json::Map<String, serde_json::Value> = rows
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            let out = json!({
+                "database": database,
+                "rows": tables,
+                "database_bytes": s.database_bytes,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("JSON serialises")
+            );
+        }
+        Format::Human => {
+            println!("{database}");
+            for (name, count) in rows {
+                println!("  {name:<20} {count:>12}");
+            }
+            println!("  {:<20} {:>12} bytes", "size", s.database_bytes);
+        }
+    }
+}
