@@ -1,4 +1,4 @@
-//! `labctl db migrate` and `labctl db stats` through the binary, on SQLite.
+//! `labctl db migrate`, `labctl db stats` and `labctl db prune` through the binary, on SQLite.
 
 use std::process::Command;
 
@@ -101,4 +101,127 @@ fn stats_before_migrate_hints_and_unknown_scheme_is_redacted() {
         stderr.contains("`mysql`") && !stderr.contains("hunter2"),
         "{stderr}"
     );
+}
+
+/// Two runs with different observations and an audit entry, recorded through the library.
+async fn history(url: &str) {
+    use labctl::store::{ActorKind, AuditEntry, ObservedSnapshot, Outcome, RunReport, Store};
+    let store = Store::connect(url).await.unwrap();
+    store.migrate().await.unwrap();
+    for n in 0..2 {
+        let run = store.start_run("timer", "ctl-1").await.unwrap();
+        store
+            .finish_run(
+                run,
+                RunReport {
+                    observed: vec![ObservedSnapshot {
+                        provider: "kea".into(),
+                        body: serde_json::json!({ "n": n }),
+                        observed_at: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis() as i64,
+                    }],
+                    ..RunReport::new(Outcome::Succeeded)
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .audit(&AuditEntry {
+            actor_kind: ActorKind::Cli,
+            actor: "alice".into(),
+            action: "apply".into(),
+            target: None,
+            details: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+}
+
+#[test]
+fn prune_prints_what_it_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/labctl.db", dir.path().display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(history(&url));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // The defaults (30 and 365 days) keep everything this young.
+    let out = labctl()
+        .args(["db", "prune", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("kept 30 days of runs, 365 days of audit"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["runs", "0", "deleted"]),
+        "{stdout}"
+    );
+
+    let out = labctl()
+        .args([
+            "db",
+            "prune",
+            "--keep-runs-days",
+            "0",
+            "--keep-audit-days",
+            "0",
+            "--format",
+            "json",
+        ])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["policy"]["keep_runs_days"], 0);
+    let deleted = &report["deleted"];
+    assert_eq!(deleted["runs"], 1, "{report}");
+    assert_eq!(deleted["observed_snapshots"], 1, "{report}");
+    assert_eq!(deleted["blobs"], 1, "{report}");
+    // The seeded entry and the first prune's own entry.
+    assert_eq!(deleted["audit_log"], 2, "{report}");
+
+    let out = labctl()
+        .args(["db", "stats", "--format", "json", "--database-url", &url])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["rows"]["runs"], 1);
+    assert_eq!(stats["rows"]["observed_snapshots"], 1);
+    // Each prune is audited.
+    assert_eq!(stats["rows"]["audit_log"], 1);
+
+    let out = labctl()
+        .args([
+            "db",
+            "prune",
+            "--keep-runs-days",
+            "x",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

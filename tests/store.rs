@@ -4,11 +4,12 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use labctl::store::{
-    ActorKind, AuditEntry, DeviationRecord, DeviationType, ObservedSnapshot, Outcome,
-    RetentionPolicy, RunReport, Severity, Store, StoreError, Unobservable,
+    ActorKind, AuditEntry, ChangeKind, DeviationRecord, DeviationType, ObservedSnapshot, Outcome,
+    PullRequestState, RetentionPolicy, RunReport, Severity, Store, StoreError, Unobservable,
 };
 use serde_json::json;
 use sqlx::{Connection, Executor};
@@ -31,46 +32,133 @@ where
     case(store).await;
 }
 
-async fn on_postgres<F, Fut>(case: F)
-where
-    F: FnOnce(Store) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+/// An admin connection to the PostgreSQL server, or `None` (test skipped) when unreachable.
+async fn pg_admin() -> Option<sqlx::AnyConnection> {
     sqlx::any::install_default_drivers();
     let admin_url = pg_admin_url();
-    let mut admin = match sqlx::AnyConnection::connect(&admin_url).await {
-        Ok(conn) => conn,
+    match sqlx::AnyConnection::connect(&admin_url).await {
+        Ok(conn) => Some(conn),
         Err(e) => {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("PostgreSQL at {admin_url} is required when CI=true: {e}");
             }
             eprintln!("skipped: PostgreSQL at {admin_url} is unreachable: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// A database name no other test uses.
+fn pg_database_name() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let name = format!(
+    format!(
         "labctl_t_{}_{}_{}",
         std::process::id(),
         nanos,
         SEQ.fetch_add(1, Ordering::Relaxed)
-    );
+    )
+}
+
+/// The admin URL without its database: `postgres://…:5432`.
+fn pg_server() -> String {
+    let admin_url = pg_admin_url();
+    admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(s, _)| s)
+        .to_string()
+}
+
+async fn on_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(mut admin) = pg_admin().await else {
+        return;
+    };
+    let name = pg_database_name();
     admin
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let server = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(s, _)| s);
-    let store = Store::connect(&format!("{server}/{name}")).await.unwrap();
+    let store = Store::connect(&format!("{}/{name}", pg_server()))
+        .await
+        .unwrap();
     let outcome = tokio::spawn(case(store)).await;
     let _ = admin
         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
         .await;
+    let _ = admin.close().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Makes as many empty databases of one backend as a case needs.
+#[derive(Clone)]
+enum Databases {
+    /// Files in one temporary directory.
+    Sqlite(Arc<tempfile::TempDir>),
+    /// Databases on the test server, dropped when the case ends.
+    Postgres(Arc<Mutex<Vec<String>>>),
+}
+
+impl Databases {
+    async fn fresh(&self) -> Store {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        match self {
+            Databases::Sqlite(dir) => {
+                let n = SEQ.fetch_add(1, Ordering::Relaxed);
+                Store::connect(&format!("sqlite://{}/db{n}.db", dir.path().display()))
+                    .await
+                    .unwrap()
+            }
+            Databases::Postgres(created) => {
+                let mut admin = sqlx::AnyConnection::connect(&pg_admin_url()).await.unwrap();
+                let name = pg_database_name();
+                admin
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .unwrap();
+                let _ = admin.close().await;
+                created.lock().unwrap().push(name.clone());
+                Store::connect(&format!("{}/{name}", pg_server()))
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+}
+
+async fn on_sqlite_databases<F, Fut>(case: F)
+where
+    F: FnOnce(Databases) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    case(Databases::Sqlite(Arc::new(dir))).await;
+}
+
+async fn on_postgres_databases<F, Fut>(case: F)
+where
+    F: FnOnce(Databases) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(mut admin) = pg_admin().await else {
+        return;
+    };
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let outcome = tokio::spawn(case(Databases::Postgres(created.clone()))).await;
+    let names = std::mem::take(&mut *created.lock().unwrap());
+    for name in names {
+        let _ = admin
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+    }
     let _ = admin.close().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
@@ -102,6 +190,20 @@ on_both! {
     case_leader_lock => sqlite_leader_lock, postgres_leader_lock;
     case_prune_keeps_open => sqlite_prune_keeps_open, postgres_prune_keeps_open;
     case_audit_and_stats => sqlite_audit_and_stats, postgres_audit_and_stats;
+    case_latest_model => sqlite_latest_model, postgres_latest_model;
+    case_prune_keeps_latest_model => sqlite_prune_keeps_latest_model, postgres_prune_keeps_latest_model;
+    case_snapshots => sqlite_snapshots, postgres_snapshots;
+    case_pull_requests => sqlite_pull_requests, postgres_pull_requests;
+}
+
+#[tokio::test]
+async fn sqlite_migrations_from_every_prefix() {
+    on_sqlite_databases(case_migrations_from_every_prefix).await;
+}
+
+#[tokio::test]
+async fn postgres_migrations_from_every_prefix() {
+    on_postgres_databases(case_migrations_from_every_prefix).await;
 }
 
 fn deviation(kind: &str, name: &str, field: &str, actual: serde_json::Value) -> DeviationRecord {
@@ -591,6 +693,351 @@ async fn case_audit_and_stats(store: Store) {
     assert_eq!((stats.deviations, stats.open_deviations), (1, 1));
     assert_eq!(stats.pull_requests, 0);
     assert!(stats.database_bytes > 0);
+}
+
+/// For every prefix of the embedded migrations (none, the first, …, all): applied to an empty
+/// database, then brought up to date, the schema is the one of a database migrated in one go.
+async fn case_migrations_from_every_prefix(databases: Databases) {
+    let reference = databases.fresh().await;
+    reference.migrate().await.unwrap();
+    let expected = reference.schema().await.unwrap();
+    assert!(
+        expected.iter().any(|l| l.contains("runs.model_blob")),
+        "{expected:#?}"
+    );
+    let versions: Vec<i64> = reference.migrations().iter().map(|m| m.0).collect();
+    assert!(!versions.is_empty());
+    reference.close().await;
+
+    for k in 0..=versions.len() {
+        let store = databases.fresh().await;
+        let target = if k == 0 { 0 } else { versions[k - 1] };
+        store.migrate_to(target).await.unwrap();
+        if k == 0 {
+            let empty = store.schema().await.unwrap();
+            assert!(!empty.iter().any(|l| l.contains(" runs.")), "{empty:#?}");
+        }
+        store.migrate().await.unwrap();
+        assert_eq!(
+            store.schema().await.unwrap(),
+            expected,
+            "schema after the first {k} migrations, then the rest"
+        );
+        // And the migrated database works.
+        one_run(&store, report("c1", vec![])).await;
+        store.close().await;
+    }
+}
+
+fn model(resources: usize, status: &str) -> serde_json::Value {
+    let items: Vec<_> = (0..resources)
+        .map(|i| {
+            json!({
+                "kind": "DhcpReservation",
+                "name": format!("host-{i}"),
+                "desired": {"ip": format!("10.0.1.{i}")},
+                "observed": {"ip": format!("10.0.1.{i}")},
+                "status": status,
+            })
+        })
+        .collect();
+    json!({ "resources": items })
+}
+
+async fn case_latest_model(store: Store) {
+    store.migrate().await.unwrap();
+    assert!(store.latest_model().await.unwrap().is_none());
+    // A run without a model leaves none.
+    one_run(&store, report("c0", vec![])).await;
+    assert!(store.latest_model().await.unwrap().is_none());
+
+    let run = store.start_run("timer", "ctl-1").await.unwrap();
+    store
+        .finish_run(
+            run,
+            RunReport {
+                model: Some(model(3, "in-sync")),
+                ..report("c1", vec![])
+            },
+        )
+        .await
+        .unwrap();
+    let latest = store.latest_model().await.unwrap().unwrap();
+    assert_eq!(latest.run, run);
+    assert_eq!(latest.commit_sha.as_deref(), Some("c1"));
+    assert_eq!(latest.model, model(3, "in-sync"));
+    let finished = store.latest_run().await.unwrap().unwrap();
+    assert_eq!(Some(latest.finished_at), finished.finished_at);
+    let hash = finished.model_hash.clone().unwrap();
+    assert_eq!(hash.len(), 64);
+    let blobs = store.stats().await.unwrap().blobs;
+
+    // Unchanged models add no blob.
+    for _ in 0..20 {
+        one_run(
+            &store,
+            RunReport {
+                model: Some(model(3, "in-sync")),
+                ..report("c1", vec![])
+            },
+        )
+        .await;
+    }
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.runs, stats.blobs), (22, blobs));
+    let latest = store.latest_model().await.unwrap().unwrap();
+    assert_eq!(latest.run, store.latest_run().await.unwrap().unwrap().id);
+    assert_eq!(
+        store.latest_run().await.unwrap().unwrap().model_hash,
+        Some(hash)
+    );
+    let last_good = latest.run;
+
+    // A failed run's model and a run without a model do not replace it.
+    one_run(
+        &store,
+        RunReport {
+            model: Some(model(1, "partial")),
+            ..RunReport::new(Outcome::Failed)
+        },
+    )
+    .await;
+    one_run(&store, report("c2", vec![])).await;
+    let latest = store.latest_model().await.unwrap().unwrap();
+    assert_eq!(latest.run, last_good);
+    assert_eq!(latest.model, model(3, "in-sync"));
+
+    // A changed model is one more blob and the new latest.
+    let run = store.start_run("timer", "ctl-1").await.unwrap();
+    store
+        .finish_run(
+            run,
+            RunReport {
+                model: Some(model(4, "drifted")),
+                ..report("c3", vec![])
+            },
+        )
+        .await
+        .unwrap();
+    let latest = store.latest_model().await.unwrap().unwrap();
+    assert_eq!((latest.run, latest.model), (run, model(4, "drifted")));
+    assert_eq!(latest.commit_sha.as_deref(), Some("c3"));
+    assert_eq!(store.stats().await.unwrap().blobs, blobs + 2);
+}
+
+async fn case_prune_keeps_latest_model(store: Store) {
+    store.migrate().await.unwrap();
+    for status in ["old", "kept"] {
+        one_run(
+            &store,
+            RunReport {
+                model: Some(model(2, status)),
+                ..report("c1", vec![])
+            },
+        )
+        .await;
+    }
+    let with_model = store.latest_model().await.unwrap().unwrap().run;
+    one_run(&store, report("c2", vec![])).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pruned = store
+        .prune(RetentionPolicy {
+            keep_runs_days: 0,
+            keep_audit_days: 0,
+        })
+        .await
+        .unwrap();
+    // The first run and its model go; the run with the latest model and the latest run stay.
+    assert_eq!((pruned.runs, pruned.blobs), (1, 1));
+    let latest = store.latest_model().await.unwrap().unwrap();
+    assert_eq!((latest.run, latest.model), (with_model, model(2, "kept")));
+    assert_eq!(store.stats().await.unwrap().runs, 2);
+}
+
+async fn case_snapshots(store: Store) {
+    store.migrate().await.unwrap();
+    let observed = |provider: &str, body: serde_json::Value| ObservedSnapshot {
+        provider: provider.into(),
+        body,
+        observed_at: 1_700_000_000_000,
+    };
+    let kea = |last_ip: &str| {
+        json!({"reservations": [
+            {"hw-address": "aa:00:00:00:00:01", "ip": "10.0.1.10"},
+            {"hw-address": "aa:00:00:00:00:02", "ip": "10.0.1.11"},
+            {"hw-address": "aa:00:00:00:00:03", "ip": "10.0.1.12"},
+            {"hw-address": "aa:00:00:00:00:04", "ip": last_ip},
+        ]})
+    };
+    assert!(store.list_snapshots(None, 10).await.unwrap().is_empty());
+    let mut runs = Vec::new();
+    for (kea_body, traefik_body) in [
+        (
+            kea("10.0.1.13"),
+            json!({"routers": {"grafana": {"rule": "Host(`g`)"}}}),
+        ),
+        (
+            kea("10.0.1.13"),
+            json!({"routers": {"grafana": {"rule": "Host(`g`)"}}}),
+        ),
+        (
+            kea("10.0.1.99"),
+            json!({"routers": {"wiki": {"rule": "Host(`w`)"}}}),
+        ),
+    ] {
+        let run = store.start_run("timer", "ctl-1").await.unwrap();
+        store
+            .finish_run(
+                run,
+                RunReport {
+                    observed: vec![observed("kea", kea_body), observed("traefik", traefik_body)],
+                    ..RunReport::new(Outcome::Succeeded)
+                },
+            )
+            .await
+            .unwrap();
+        runs.push(run);
+    }
+
+    let all = store.list_snapshots(None, 10).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let kea_rows = store.list_snapshots(Some("kea"), 10).await.unwrap();
+    assert_eq!(kea_rows.len(), 2);
+    let (new, old) = (&kea_rows[0], &kea_rows[1]);
+    assert!(kea_rows.iter().all(|s| s.provider == "kea"));
+    assert_eq!((old.first_run, old.last_run), (runs[0], runs[1]));
+    assert_eq!((new.first_run, new.last_run), (runs[2], runs[2]));
+    assert_eq!(old.first_seen_at, 1_700_000_000_000);
+    assert_ne!(old.blob_hash, new.blob_hash);
+    let body = store.snapshot(old.id).await.unwrap().unwrap();
+    assert_eq!(body, kea("10.0.1.13"));
+    assert_eq!(old.size, labctl::store::canonical_json(&body).len() as i64);
+    assert_eq!(
+        store.list_snapshots(Some("kea"), 1).await.unwrap(),
+        vec![new.clone()]
+    );
+    assert!(store
+        .list_snapshots(Some("caddy"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.snapshot(9_999).await.unwrap().is_none());
+
+    let changes = store.diff_snapshots(old.id, new.id).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].path, "/reservations/3/ip");
+    assert_eq!(changes[0].kind, ChangeKind::Changed);
+    assert_eq!(changes[0].before, Some(json!("10.0.1.13")));
+    assert_eq!(changes[0].after, Some(json!("10.0.1.99")));
+    assert!(store
+        .diff_snapshots(new.id, new.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let traefik = store.list_snapshots(Some("traefik"), 10).await.unwrap();
+    let changes = store
+        .diff_snapshots(traefik[1].id, traefik[0].id)
+        .await
+        .unwrap();
+    let summary: Vec<_> = changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
+    assert_eq!(
+        summary,
+        [
+            ("/routers/grafana", ChangeKind::Removed),
+            ("/routers/wiki", ChangeKind::Added)
+        ]
+    );
+
+    let err = store.diff_snapshots(old.id, 9_999).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { id: 9_999, .. }),
+        "{err}"
+    );
+}
+
+async fn case_pull_requests(store: Store) {
+    store.migrate().await.unwrap();
+    assert!(store.open_pull_requests().await.unwrap().is_empty());
+    let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let first = store
+        .record_pull_request(
+            "labctl/fix-abc",
+            None,
+            None,
+            &keys(&["Device/sw1/vlan", "Device/sw1/vlan", "DhcpReservation/a/ip"]),
+        )
+        .await
+        .unwrap();
+    let other = store
+        .record_pull_request("labctl/fix-def", Some("https://git.lab/pr/8"), Some(8), &[])
+        .await
+        .unwrap();
+    assert_ne!(first, other);
+    let open = store.open_pull_requests().await.unwrap();
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0].id, first);
+    assert_eq!(open[0].branch, "labctl/fix-abc");
+    assert_eq!((open[0].url.as_deref(), open[0].number), (None, None));
+    assert_eq!(open[0].state, PullRequestState::Open);
+    assert_eq!(
+        open[0].deviation_keys,
+        keys(&["Device/sw1/vlan", "DhcpReservation/a/ip"])
+    );
+    assert_eq!(open[1].number, Some(8));
+    let created_at = open[0].created_at;
+
+    // The same branch again: the same row, updated in place.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = store
+        .record_pull_request(
+            "labctl/fix-abc",
+            Some("https://git.lab/pr/7"),
+            Some(7),
+            &keys(&["Device/sw1/vlan"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.stats().await.unwrap().pull_requests, 2);
+    let open = store.open_pull_requests().await.unwrap();
+    assert_eq!(open[0].url.as_deref(), Some("https://git.lab/pr/7"));
+    assert_eq!(open[0].number, Some(7));
+    assert_eq!(open[0].deviation_keys, keys(&["Device/sw1/vlan"]));
+    assert_eq!(open[0].created_at, created_at);
+    assert!(open[0].updated_at > created_at);
+
+    store
+        .set_pull_request_state(first, PullRequestState::Merged)
+        .await
+        .unwrap();
+    let open = store.open_pull_requests().await.unwrap();
+    assert_eq!(open.iter().map(|p| p.id).collect::<Vec<_>>(), [other]);
+    store
+        .set_pull_request_state(other, PullRequestState::Closed)
+        .await
+        .unwrap();
+    assert!(store.open_pull_requests().await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .set_pull_request_state(9_999, PullRequestState::Open)
+            .await,
+        Err(StoreError::NotFound { id: 9_999, .. })
+    ));
+
+    // Recorded again (the change set came back): open again, still one row.
+    let reopened = store
+        .record_pull_request("labctl/fix-abc", None, Some(7), &[])
+        .await
+        .unwrap();
+    assert_eq!(reopened, first);
+    assert_eq!(store.open_pull_requests().await.unwrap().len(), 1);
+    assert_eq!(store.stats().await.unwrap().pull_requests, 2);
+    assert!(store
+        .record_pull_request("", None, None, &[])
+        .await
+        .is_err());
 }
 
 #[tokio::test]

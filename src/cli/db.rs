@@ -1,4 +1,4 @@
-//! `labctl db`: the state store.
+//! `labctl db`: the state store (`migrate`, `stats`, `prune`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{Format, EXIT_USAGE};
-use labctl::store::{Store, StoreError, StoreStats};
+use labctl::store::{ActorKind, AuditEntry, RetentionPolicy, Store, StoreError, StoreStats};
 
 #[derive(Args)]
 pub struct DbArgs {
@@ -31,6 +31,20 @@ pub enum DbCommand {
     Migrate,
     /// Row counts per table and the database size.
     Stats {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Delete old history: finished runs, snapshots and resolved deviations older than
+    /// --keep-runs-days, audit entries older than --keep-audit-days. Open deviations, the latest
+    /// run and each provider's latest snapshot always stay.
+    Prune {
+        /// Keep runs, snapshots and resolved deviations of this many days.
+        #[arg(long, default_value_t = 30, value_name = "DAYS")]
+        keep_runs_days: u32,
+        /// Keep audit entries of this many days.
+        #[arg(long, default_value_t = 365, value_name = "DAYS")]
+        keep_audit_days: u32,
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
@@ -64,6 +78,11 @@ pub fn run(args: &DbArgs) -> ExitCode {
                 let stats = store.stats().await;
                 stats.map(|s| print_stats(&store.describe(), &s, *format))
             }
+            DbCommand::Prune {
+                keep_runs_days,
+                keep_audit_days,
+                format,
+            } => prune(&store, *keep_runs_days, *keep_audit_days, *format).await,
         };
         store.close().await;
         out
@@ -78,6 +97,66 @@ pub fn run(args: &DbArgs) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// Prunes, records who did it in the audit log, and prints what was deleted.
+async fn prune(
+    store: &Store,
+    keep_runs_days: u32,
+    keep_audit_days: u32,
+    format: Format,
+) -> Result<(), StoreError> {
+    let deleted = store
+        .prune(RetentionPolicy {
+            keep_runs_days,
+            keep_audit_days,
+        })
+        .await?;
+    let rows = [
+        ("runs", deleted.runs),
+        ("observed_snapshots", deleted.observed_snapshots),
+        ("desired_snapshots", deleted.desired_snapshots),
+        ("deviations", deleted.deviations),
+        ("blobs", deleted.blobs),
+        ("audit_log", deleted.audit_log),
+    ];
+    let deleted_json: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let policy = json!({"keep_runs_days": keep_runs_days, "keep_audit_days": keep_audit_days});
+    store
+        .audit(&AuditEntry {
+            actor_kind: ActorKind::Cli,
+            actor: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            action: "db.prune".into(),
+            target: None,
+            details: json!({"policy": policy, "deleted": deleted_json}),
+        })
+        .await?;
+    match format {
+        Format::Json => {
+            let out = json!({
+                "database": store.describe(),
+                "policy": policy,
+                "deleted": deleted_json,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("JSON serialises")
+            );
+        }
+        Format::Human => {
+            println!(
+                "pruned {}: kept {keep_runs_days} days of runs, {keep_audit_days} days of audit",
+                store.describe()
+            );
+            for (name, count) in rows {
+                println!("  {name:<20} {count:>12} deleted");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `labctl.db` in the systemd state directory, the XDG state home or ~/.local/state.
@@ -135,4 +214,11 @@ fn print_stats(database: &str, s: &StoreStats, format: Format) {
             println!("  {:<20} {:>12} bytes", "size", s.database_bytes);
         }
     }
+}
+
+/// The database URL to use: the one given, or SQLite at the default path.
+pub(super) fn database_url(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", default_database_path().display()))
 }

@@ -10,18 +10,42 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 use super::Backend;
 
 /// (version, description, SQL) of SQLite.
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "run model",
+        include_str!("../../migrations/sqlite/0002_run_model.sql"),
+    ),
+    (
+        3,
+        "pull request branch",
+        include_str!("../../migrations/sqlite/0003_pull_request_branch.sql"),
+    ),
+];
 
 /// (version, description, SQL) of PostgreSQL.
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "run model",
+        include_str!("../../migrations/postgres/0002_run_model.sql"),
+    ),
+    (
+        3,
+        "pull request branch",
+        include_str!("../../migrations/postgres/0003_pull_request_branch.sql"),
+    ),
+];
 
 /// Migrations compiled in, as a source for [`Migrator::new`]. (`sqlx::migrate!` needs sqlx's
 /// `macros` feature, which this crate does not build.)
@@ -49,11 +73,43 @@ impl MigrationSource<'static> for Embedded {
     }
 }
 
-/// The migrator of `backend`.
-pub(crate) async fn migrator(backend: Backend) -> Result<Migrator, MigrateError> {
-    Migrator::new(Embedded(match backend {
+/// The embedded migrations of `backend`, in order.
+fn embedded(backend: Backend) -> &'static [(i64, &'static str, &'static str)] {
+    match backend {
         Backend::Sqlite => SQLITE,
         Backend::Postgres => POSTGRES,
-    }))
-    .await
+    }
+}
+
+/// (version, description) of every embedded migration of `backend`, in order.
+pub(crate) fn list(backend: Backend) -> Vec<(i64, &'static str)> {
+    embedded(backend)
+        .iter()
+        .map(|&(version, description, _)| (version, description))
+        .collect()
+}
+
+/// The migrator of `backend`.
+pub(crate) async fn migrator(backend: Backend) -> Result<Migrator, MigrateError> {
+    Migrator::new(Embedded(embedded(backend))).await
+}
+
+/// The migrator of the migrations of `backend` up to and including `version`.
+pub(crate) async fn migrator_to(backend: Backend, version: i64) -> Result<Migrator, MigrateError> {
+    let all = embedded(backend);
+    let end = all.iter().take_while(|m| m.0 <= version).count();
+    Migrator::new(Embedded(&all[..end])).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_increasing_versions() {
+        let versions = |b| list(b).into_iter().map(|m| m.0).collect::<Vec<_>>();
+        let sqlite = versions(Backend::Sqlite);
+        assert_eq!(sqlite, versions(Backend::Postgres));
+        assert!(sqlite.windows(2).all(|w| w[0] < w[1]), "{sqlite:?}");
+    }
 }

@@ -5,10 +5,13 @@
 //! milliseconds, booleans as 0/1, JSON as text. The store takes plain records ([`RunReport`],
 //! [`DeviationRecord`], …) and knows nothing of providers or MCP.
 
+mod json_diff;
 mod leader;
 mod migrations;
+mod pull_requests;
 mod query;
 mod run;
+mod snapshots;
 mod types;
 mod url;
 
@@ -20,6 +23,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Executor;
 
+pub use json_diff::{json_diff, ChangeKind, JsonChange};
 pub use leader::LeaderGuard;
 pub use types::*;
 pub use url::redact;
@@ -53,6 +57,8 @@ pub enum StoreError {
     Corrupt { url: String, what: String },
     #[error("invalid run report: {0}")]
     InvalidReport(String),
+    #[error("no {what} with id {id}")]
+    NotFound { what: &'static str, id: i64 },
     #[error("run {0} is not running (finished, aborted or unknown)")]
     RunNotRunning(RunId),
     #[error("another labctl controller holds the leader lock on {target}; stop it or run without leadership")]
@@ -160,6 +166,69 @@ impl Store {
         migrator.run(&self.pool).await.map_err(err)
     }
 
+    /// (version, description) of every migration embedded for this backend, in order.
+    pub fn migrations(&self) -> Vec<(i64, &'static str)> {
+        migrations::list(self.backend)
+    }
+
+    /// Applies the pending migrations up to and including `version` (0: none). For testing
+    /// upgrades from older schemas; [`Store::migrate`] applies them all.
+    pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+        let err = |source| StoreError::Migrate {
+            url: self.redacted.clone(),
+            source,
+        };
+        let migrator = migrations::migrator_to(self.backend, version)
+            .await
+            .map_err(err)?;
+        migrator.run(&self.pool).await.map_err(err)
+    }
+
+    /// The schema as sorted lines (tables with their columns, indexes, constraints and foreign
+    /// keys): equal listings mean equal schemas, whatever path of migrations led there.
+    pub async fn schema(&self) -> Result<Vec<String>, StoreError> {
+        let queries: &[&str] = match self.backend {
+            Backend::Sqlite => &[
+                "SELECT 'column ' || m.name || '.' || p.name || ' ' || p.type || \
+                 ' notnull=' || p.\"notnull\" || ' default=' || COALESCE(p.dflt_value, '-') || \
+                 ' pk=' || p.pk \
+                 FROM sqlite_master m JOIN pragma_table_info(m.name) p WHERE m.type = 'table'",
+                "SELECT 'fk ' || m.name || '.' || f.\"from\" || ' -> ' || f.\"table\" || '.' || \
+                 COALESCE(f.\"to\", '-') \
+                 FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f \
+                 WHERE m.type = 'table'",
+                "SELECT type || ' ' || tbl_name || '.' || name || ' ' || COALESCE(sql, '-') \
+                 FROM sqlite_master WHERE type <> 'table'",
+            ],
+            Backend::Postgres => &[
+                "SELECT 'column ' || table_name::text || '.' || column_name::text || ' ' || \
+                 data_type::text || ' nullable=' || is_nullable::text || ' default=' || \
+                 COALESCE(column_default::text, '-') || ' identity=' || is_identity::text \
+                 FROM information_schema.columns WHERE table_schema = current_schema()",
+                "SELECT 'index ' || tablename::text || '.' || indexname::text || ' ' || indexdef \
+                 FROM pg_indexes WHERE schemaname = current_schema()",
+                "SELECT 'constraint ' || conrelid::regclass::text || '.' || conname::text || ' ' || \
+                 pg_get_constraintdef(oid) \
+                 FROM pg_constraint WHERE connamespace = current_schema()::regnamespace",
+            ],
+        };
+        let mut lines = Vec::new();
+        for sql in queries {
+            let rows = sqlx::query(sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.query_err("listing the schema"))?;
+            for row in rows {
+                lines.push(
+                    sqlx::Row::try_get::<String, _>(&row, 0)
+                        .map_err(self.query_err("listing the schema"))?,
+                );
+            }
+        }
+        lines.sort();
+        Ok(lines)
+    }
+
     /// Closes every pooled connection.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -198,27 +267,41 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Canonical JSON text: object keys sorted at every level, no whitespace.
+/// Canonical JSON text: object keys sorted at every level, no whitespace. Written straight
+/// from `value`, without a sorted copy: run reports carry megabytes of JSON.
 pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
         match value {
             serde_json::Value::Object(map) => {
                 let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                serde_json::Value::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.clone(), sorted(v)))
-                        .collect(),
-                )
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push(b'{');
+                for (i, (key, item)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key).expect("a string serialises");
+                    out.push(b':');
+                    write(item, out);
+                }
+                out.push(b'}');
             }
             serde_json::Value::Array(items) => {
-                serde_json::Value::Array(items.iter().map(sorted).collect())
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
             }
-            other => other.clone(),
+            scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serialises"),
         }
     }
-    sorted(value).to_string()
+    let mut out = Vec::new();
+    write(value, &mut out);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// The content address of a JSON value: sha256 hex of its canonical text.
@@ -227,4 +310,53 @@ pub fn content_hash(canonical: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    /// The first implementation: a sorted copy, printed. Stored hashes depend on this text.
+    fn reference(value: &Value) -> String {
+        fn sorted(value: &Value) -> Value {
+            match value {
+                Value::Object(map) => {
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_by(|a, b| a.0.cmp(b.0));
+                    Value::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k.clone(), sorted(v)))
+                            .collect(),
+                    )
+                }
+                Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+                other => other.clone(),
+            }
+        }
+        sorted(value).to_string()
+    }
+
+    #[test]
+    fn canonical_json_is_unchanged() {
+        let doc = json!({
+            "z": [1, -2.5, 1e300, null, true, false, "é\"\\\n\u{1}"],
+            "a": {"y\"": {}, "x": [], "b": [{"d": 1, "c": 2}]},
+            "": "",
+            "Z": 18446744073709551615u64,
+        });
+        for value in [
+            doc.clone(),
+            json!([doc]),
+            json!("x"),
+            json!(null),
+            json!({}),
+        ] {
+            assert_eq!(super::canonical_json(&value), reference(&value));
+        }
+        assert_eq!(
+            super::canonical_json(&json!({"b": 1, "a": [{"d": 1, "c": 2}]})),
+            r#"{"a":[{"c":2,"d":1}],"b":1}"#
+        );
+    }
 }

@@ -5,11 +5,12 @@ use sqlx::Row;
 
 use super::{
     now_ms, ActorKind, AuditEntry, AuditRecord, Backend, Deviation, DeviationRecord, DeviationType,
-    Outcome, PruneReport, RetentionPolicy, Run, RunCounts, Severity, Store, StoreError, StoreStats,
+    LatestModel, Outcome, PruneReport, RetentionPolicy, Run, RunCounts, Severity, Store,
+    StoreError, StoreStats,
 };
 
 const RUN_COLUMNS: &str = "id, trigger, controller, started_at, finished_at, commit_sha, outcome, \
-     resources, deviations_open, deviations_opened, deviations_resolved, error";
+     resources, deviations_open, deviations_opened, deviations_resolved, error, model_blob";
 
 const DEVIATION_COLUMNS: &str = "id, kind, name, field_path, dtype, severity, auto_correctable, \
      remediation, expected, actual, opened_at, opened_run, last_seen_at, last_seen_run, \
@@ -145,6 +146,28 @@ impl Store {
         row.map(|r| self.run(&r)).transpose()
     }
 
+    /// The reconciled model of the most recent succeeded run that recorded one.
+    pub async fn latest_model(&self) -> Result<Option<LatestModel>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.id, r.commit_sha, r.finished_at, b.body FROM runs r \
+             JOIN blobs b ON b.hash = r.model_blob \
+             WHERE r.outcome = 'succeeded' ORDER BY r.id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_err("reading the latest model"))?;
+        row.map(|r| {
+            let body: String = self.get(&r, "body")?;
+            Ok(LatestModel {
+                run: self.get(&r, "id")?,
+                commit_sha: self.get(&r, "commit_sha")?,
+                finished_at: self.get(&r, "finished_at")?,
+                model: self.json(&body)?,
+            })
+        })
+        .transpose()
+    }
+
     /// Row counts per table and the database size in bytes.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         let size_sql = match self.backend {
@@ -181,7 +204,8 @@ impl Store {
         })
     }
 
-    /// Deletes history older than `policy`: finished runs (never the latest), observed
+    /// Deletes history older than `policy`: finished runs (never the latest, nor the one holding
+    /// the latest model), observed
     /// snapshots (never a provider's latest), desired snapshots no run refers to, resolved
     /// deviations, then unreferenced blobs; and old audit entries. Open deviations stay.
     pub async fn prune(&self, policy: RetentionPolicy) -> Result<PruneReport, StoreError> {
@@ -192,7 +216,9 @@ impl Store {
         let statements: [(&str, i64, &'static str); 6] = [
             (
                 "DELETE FROM runs WHERE outcome <> 'running' AND finished_at < $1 \
-                 AND id <> (SELECT MAX(id) FROM runs)",
+                 AND id <> (SELECT MAX(id) FROM runs) \
+                 AND id <> COALESCE((SELECT MAX(id) FROM runs \
+                     WHERE model_blob IS NOT NULL AND outcome = 'succeeded'), 0)",
                 runs_cutoff,
                 "pruning runs",
             ),
@@ -216,7 +242,8 @@ impl Store {
             (
                 "DELETE FROM blobs WHERE created_at < $1 \
                  AND NOT EXISTS (SELECT 1 FROM observed_snapshots o WHERE o.blob_hash = blobs.hash) \
-                 AND NOT EXISTS (SELECT 1 FROM desired_snapshots d WHERE d.blob_hash = blobs.hash)",
+                 AND NOT EXISTS (SELECT 1 FROM desired_snapshots d WHERE d.blob_hash = blobs.hash) \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.model_blob = blobs.hash)",
                 now + 1,
                 "pruning blobs",
             ),
@@ -246,7 +273,7 @@ impl Store {
         })
     }
 
-    fn get<'r, T>(&self, row: &'r AnyRow, column: &str) -> Result<T, StoreError>
+    pub(super) fn get<'r, T>(&self, row: &'r AnyRow, column: &str) -> Result<T, StoreError>
     where
         T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {
@@ -254,7 +281,7 @@ impl Store {
             .map_err(|e| self.corrupt(format!("column `{column}`: {e}")))
     }
 
-    fn json(&self, text: &str) -> Result<serde_json::Value, StoreError> {
+    pub(super) fn json(&self, text: &str) -> Result<serde_json::Value, StoreError> {
         serde_json::from_str(text).map_err(|e| self.corrupt(format!("stored JSON: {e}")))
     }
 
@@ -276,6 +303,7 @@ impl Store {
                 deviations_resolved: self.get(r, "deviations_resolved")?,
             },
             error: self.get(r, "error")?,
+            model_hash: self.get(r, "model_blob")?,
         })
     }
 

@@ -147,10 +147,15 @@ impl Store {
 
         let counts = self.record_deviations(&mut tx, run, now, &report).await?;
 
+        let model_hash = match &report.model {
+            Some(model) => Some(self.put_blob(&mut tx, model, now).await?),
+            None => None,
+        };
+
         let updated = sqlx::query(
             "UPDATE runs SET finished_at = $1, outcome = $2, commit_sha = $3, resources = $4, \
-             deviations_open = $5, deviations_opened = $6, deviations_resolved = $7, error = $8 \
-             WHERE id = $9 AND outcome = 'running'",
+             deviations_open = $5, deviations_opened = $6, deviations_resolved = $7, error = $8, \
+             model_blob = $9 WHERE id = $10 AND outcome = 'running'",
         )
         .bind(now)
         .bind(report.outcome.as_str())
@@ -160,6 +165,7 @@ impl Store {
         .bind(counts.deviations_opened)
         .bind(counts.deviations_resolved)
         .bind(report.error.as_deref())
+        .bind(model_hash)
         .bind(run)
         .execute(&mut *tx)
         .await
@@ -173,7 +179,8 @@ impl Store {
         Ok(counts)
     }
 
-    /// Stores `body` under its content address (once) and returns the address.
+    /// Stores `body` under its content address (once) and returns the address. A body already
+    /// stored is not sent to the database again.
     async fn put_blob(
         &self,
         tx: &mut Tx,
@@ -182,6 +189,14 @@ impl Store {
     ) -> Result<String, StoreError> {
         let text = canonical_json(body);
         let hash = content_hash(&text);
+        let stored = sqlx::query("SELECT 1 FROM blobs WHERE hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(self.query_err("looking a blob up"))?;
+        if stored.is_some() {
+            return Ok(hash);
+        }
         sqlx::query(
             "INSERT INTO blobs (hash, body, size, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (hash) DO NOTHING",

@@ -79,6 +79,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// Where a remediation pull request stands.
+    PullRequestState {
+        /// Open, waiting for review.
+        Open = "open",
+        /// Merged into the desired state.
+        Merged = "merged",
+        /// Closed without merging.
+        Closed = "closed",
+    }
+}
+
+text_enum! {
     /// Who did an audited action.
     ActorKind {
         /// The reconciliation controller.
@@ -161,6 +173,9 @@ pub struct RunReport {
     /// Number of desired resources.
     pub resources: u64,
     pub error: Option<String>,
+    /// The reconciled model of the run (per resource: kind, name, desired, observed, status).
+    /// Opaque to the store; stored content-addressed, so an unchanged model costs no space.
+    pub model: Option<Value>,
 }
 
 impl RunReport {
@@ -175,6 +190,7 @@ impl RunReport {
             unobservable: Vec::new(),
             resources: 0,
             error: None,
+            model: None,
         }
     }
 }
@@ -200,6 +216,48 @@ pub struct Run {
     pub resources: i64,
     pub counts: RunCounts,
     pub error: Option<String>,
+    /// Content address of the run's reconciled model, if it recorded one.
+    pub model_hash: Option<String>,
+}
+
+/// The reconciled model of the latest succeeded run that recorded one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatestModel {
+    pub run: RunId,
+    pub commit_sha: Option<String>,
+    /// Unix milliseconds.
+    pub finished_at: i64,
+    pub model: Value,
+}
+
+/// An observed-snapshot row: one provider's unchanged observations over consecutive runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub id: i64,
+    pub provider: String,
+    pub blob_hash: String,
+    /// Bytes of the canonical JSON body.
+    pub size: i64,
+    pub first_run: RunId,
+    pub last_run: RunId,
+    /// Unix milliseconds.
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// A remediation pull request: one per branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequest {
+    pub id: i64,
+    pub branch: String,
+    pub url: Option<String>,
+    pub number: Option<i64>,
+    pub state: PullRequestState,
+    /// The deviations it fixes, sorted, without repeats.
+    pub deviation_keys: Vec<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// A deviation row: one life cycle of one (kind, name, field path).
