@@ -161,6 +161,35 @@ pub struct ConfigSpec {
     /// Named credentials that documents refer to (e.g. an `McpServer`'s `auth.credential`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub credentials: BTreeMap<String, Credential>,
+    /// Field differences to leave alone, for a whole kind or one resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<IgnoreSpec>,
+    /// Kinds or resources that are observed and reported but never changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspend: Vec<SuspendSpec>,
+}
+
+/// Ignore field paths of a kind (or of one resource of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IgnoreSpec {
+    pub kind: String,
+    /// One resource; absent = every resource of the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Field paths such as `spec.hostname`; a path covers everything below it.
+    pub fields: Vec<String>,
+    pub reason: String,
+}
+
+/// Suspend a kind (or one resource of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SuspendSpec {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub reason: String,
 }
 
 /// A named credential: where its secret comes from.

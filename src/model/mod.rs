@@ -21,7 +21,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    ConfigSpec, Credential, Policy, ProviderConfig, ProviderKind, SecretSource, TlsConfig,
+    ConfigSpec, Credential, IgnoreSpec, Policy, ProviderConfig, ProviderKind, SecretSource,
+    SuspendSpec, TlsConfig,
 };
 pub use device::{
     DeviceSpec, DeviceType, Disk, NetworkInterface, ProxmoxGuest, Service, ServiceProtocol,
@@ -94,6 +95,23 @@ pub struct Metadata {
     /// Notes for people and tools; never interpreted as configuration.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// How labctl treats this resource: suspend it, or leave some fields alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileOptions>,
+}
+
+/// Per-resource reconcile options. A reason is required: the plan shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReconcileOptions {
+    /// Observe and report, but never apply or propose changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+    /// Field paths (`spec.hostname`) another system legitimately changes; a path covers
+    /// everything below it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_fields: Vec<String>,
+    pub reason: String,
 }
 
 /// A document of one kind, as written in YAML.
@@ -151,6 +169,46 @@ impl DesiredState {
             (Kind::McpServer, self.mcp_servers.len()),
             (Kind::Config, usize::from(self.config.is_some())),
         ]
+    }
+
+    /// The whole desired state as one JSON document (documents per kind, in load order), for
+    /// desired-state snapshots.
+    pub fn to_json(&self) -> serde_json::Value {
+        fn docs<T: Serialize>(list: &[Located<T>]) -> serde_json::Value {
+            serde_json::Value::Array(
+                list.iter()
+                    .map(|d| serde_json::to_value(&d.doc).unwrap_or_default())
+                    .collect(),
+            )
+        }
+        serde_json::json!({
+            "config": self.config.as_ref().map(|c| serde_json::to_value(&c.doc).unwrap_or_default()),
+            "pools": docs(&self.pools),
+            "devices": docs(&self.devices),
+            "dhcpReservations": docs(&self.reservations),
+            "routes": docs(&self.routes),
+            "mcpServers": docs(&self.mcp_servers),
+        })
+    }
+
+    /// The metadata of every resource document (not the Config), with its kind.
+    pub fn metadata(&self) -> impl Iterator<Item = (Kind, &Metadata)> {
+        let pools = self.pools.iter().map(|d| (Kind::Pool, &d.doc.metadata));
+        let devices = self.devices.iter().map(|d| (Kind::Device, &d.doc.metadata));
+        let reservations = self
+            .reservations
+            .iter()
+            .map(|d| (Kind::DhcpReservation, &d.doc.metadata));
+        let routes = self.routes.iter().map(|d| (Kind::Route, &d.doc.metadata));
+        let mcp = self
+            .mcp_servers
+            .iter()
+            .map(|d| (Kind::McpServer, &d.doc.metadata));
+        pools
+            .chain(devices)
+            .chain(reservations)
+            .chain(routes)
+            .chain(mcp)
     }
 
     pub fn pool(&self, name: &str) -> Option<&Located<PoolDoc>> {

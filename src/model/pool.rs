@@ -202,6 +202,7 @@ mod tests {
                 name: name.into(),
                 labels: Default::default(),
                 annotations: Default::default(),
+                reconcile: None,
             },
             spec: PoolSpec {
                 parent: parent.map(Into::into),

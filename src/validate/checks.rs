@@ -52,6 +52,7 @@ impl<'a> Docs<'a> {
 pub fn run(parsing: &Parsing, diags: &mut Vec<Diagnostic>) {
     let docs = Docs::split(parsing);
     duplicate_names(&parsing.docs, diags);
+    reconcile_options(&parsing.docs, diags);
     pools(&docs, diags);
     devices(&docs, diags);
     reservations(&docs, diags);
@@ -59,6 +60,42 @@ pub fn run(parsing: &Parsing, diags: &mut Vec<Diagnostic>) {
     routes(&docs, diags);
     mcp_servers(&docs, diags);
     config(&docs, diags);
+}
+
+/// Ignore paths name fields of the document's `spec`.
+fn field_paths(p: &Parsed, at: &str, fields: &[String], diags: &mut Vec<Diagnostic>) {
+    for (i, f) in fields.iter().enumerate() {
+        if !f.starts_with("spec.") || f.len() <= "spec.".len() {
+            diags.push(
+                p.error(
+                    "invalid-value",
+                    &format!("{at}[{i}]"),
+                    format!("`{f}` is not a field path under spec"),
+                )
+                .help("write it like spec.hostname or spec.interfaces"),
+            );
+        }
+    }
+}
+
+fn reconcile_options(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) {
+    for p in parsed {
+        if let Some(opts) = &p.doc.metadata().reconcile {
+            field_paths(
+                p,
+                "metadata.reconcile.ignoreFields",
+                &opts.ignore_fields,
+                diags,
+            );
+            if opts.reason.trim().is_empty() {
+                diags.push(p.error(
+                    "missing-field",
+                    "metadata.reconcile.reason",
+                    "say why in `reason`: the plan shows it",
+                ));
+            }
+        }
+    }
 }
 
 fn duplicate_names(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) {
@@ -744,6 +781,64 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
             "kind",
             "labctl.yaml holds more than one Config document",
         ));
+    }
+    let kinds = [
+        Kind::Pool,
+        Kind::Device,
+        Kind::DhcpReservation,
+        Kind::Route,
+        Kind::McpServer,
+    ]
+    .map(Kind::as_str);
+    let declared: HashSet<(&str, &str)> = docs
+        .parsing
+        .docs
+        .iter()
+        .map(|d| (d.doc.kind().as_str(), d.doc.name()))
+        .collect();
+    for (p, c) in &docs.config {
+        let targets = c
+            .spec
+            .ignore
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("spec.ignore[{i}]"), &r.kind, &r.name))
+            .chain(
+                c.spec
+                    .suspend
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("spec.suspend[{i}]"), &r.kind, &r.name)),
+            );
+        for (at, kind, name) in targets {
+            if !kinds.contains(&kind.as_str()) {
+                let help = match did_you_mean(kind, kinds) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("kinds: {}", kinds.join(", ")),
+                };
+                diags.push(
+                    p.error(
+                        "unknown-kind",
+                        &format!("{at}.kind"),
+                        format!("unknown kind `{kind}`"),
+                    )
+                    .help(help),
+                );
+            } else if let Some(name) = name {
+                let known = declared.contains(&(kind.as_str(), name.as_str()));
+                let failed = Kind::parse(kind).is_some_and(|k| docs.parsing.failed(k, name));
+                if !known && !failed {
+                    diags.push(p.error(
+                        "unknown-resource",
+                        &format!("{at}.name"),
+                        format!("{kind} `{name}` is not declared"),
+                    ));
+                }
+            }
+        }
+        for (i, rule) in c.spec.ignore.iter().enumerate() {
+            field_paths(p, &format!("spec.ignore[{i}].fields"), &rule.fields, diags);
+        }
     }
     for (p, c) in &docs.config {
         unique_within(

@@ -12,8 +12,8 @@ use super::diagnostic::{Diagnostic, Location};
 use super::spans::{self, DocSpans, Pos};
 use super::suggest::did_you_mean;
 use crate::model::{
-    ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, McpServerDoc, PoolDoc, RouteDoc, API_VERSION,
-    CONFIG_FILE,
+    ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, McpServerDoc, Metadata, PoolDoc, RouteDoc,
+    API_VERSION, CONFIG_FILE,
 };
 use crate::source::SourceFile;
 
@@ -41,13 +41,17 @@ impl AnyDoc {
     }
 
     pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    pub fn metadata(&self) -> &Metadata {
         match self {
-            AnyDoc::Pool(d) => &d.metadata.name,
-            AnyDoc::Device(d) => &d.metadata.name,
-            AnyDoc::DhcpReservation(d) => &d.metadata.name,
-            AnyDoc::Route(d) => &d.metadata.name,
-            AnyDoc::McpServer(d) => &d.metadata.name,
-            AnyDoc::Config(d) => &d.metadata.name,
+            AnyDoc::Pool(d) => &d.metadata,
+            AnyDoc::Device(d) => &d.metadata,
+            AnyDoc::DhcpReservation(d) => &d.metadata,
+            AnyDoc::Route(d) => &d.metadata,
+            AnyDoc::McpServer(d) => &d.metadata,
+            AnyDoc::Config(d) => &d.metadata,
         }
     }
 }
