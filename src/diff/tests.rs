@@ -1,0 +1,291 @@
+use serde_json::json;
+
+use super::*;
+use crate::providers::{Observation, ProviderError, Resource};
+
+fn res(kind: Kind, name: &str, fields: Json) -> Resource {
+    Resource {
+        kind,
+        name: name.into(),
+        fields,
+    }
+}
+
+fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
+    ProviderInput {
+        provider: "kea".into(),
+        expected,
+        observed: Ok(Observation {
+            provider: "kea".into(),
+            observed_at: 0,
+            resources: live,
+            unobservable: vec![],
+        }),
+        can_apply: [Kind::DhcpReservation].into(),
+    }
+}
+
+fn r(ip: &str) -> Json {
+    json!({"subnet": "10.0.1.0/24", "mac": "bc:24:11:00:00:01", "ip": ip, "hostname": "a"})
+}
+
+fn apply_rules() -> Rules {
+    Rules {
+        policy: [(Kind::DhcpReservation, Policy::Apply)].into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn identical_state_has_no_drift() {
+    let plan = diff(
+        &[input(
+            vec![res(Kind::DhcpReservation, "a", r("10.0.1.5"))],
+            vec![res(Kind::DhcpReservation, "a", r("10.0.1.5"))],
+        )],
+        &Rules::default(),
+    );
+    assert!(plan.deviations.is_empty());
+    assert!(!plan.has_drift());
+}
+
+#[test]
+fn missing_unmanaged_and_drifted_field() {
+    let plan = diff(
+        &[input(
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.5")),
+                res(Kind::DhcpReservation, "b", r("10.0.1.6")),
+            ],
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.9")),
+                res(Kind::DhcpReservation, "c", r("10.0.1.7")),
+            ],
+        )],
+        &Rules::default(),
+    );
+    let summary: Vec<(String, &str, DeviationType, Severity)> = plan
+        .deviations
+        .iter()
+        .map(|d| (d.name.clone(), d.field_path.as_str(), d.dtype, d.severity))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "a".into(),
+                "spec.ip",
+                DeviationType::Drifted,
+                Severity::High
+            ),
+            ("b".into(), "", DeviationType::Missing, Severity::High),
+            ("c".into(), "", DeviationType::Unmanaged, Severity::Medium),
+        ]
+    );
+    assert_eq!(plan.deviations[0].expected, Some(json!("10.0.1.5")));
+    assert_eq!(plan.deviations[0].actual, Some(json!("10.0.1.9")));
+    // Observe policy: reported, nothing to change.
+    assert!(plan.changes.is_empty());
+    assert!(plan.deviations[0].remediation.contains("set policy apply"));
+}
+
+#[test]
+fn apply_policy_plans_create_update_delete() {
+    let plan = diff(
+        &[input(
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.5")),
+                res(Kind::DhcpReservation, "b", r("10.0.1.6")),
+            ],
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.9")),
+                res(Kind::DhcpReservation, "c", r("10.0.1.7")),
+            ],
+        )],
+        &apply_rules(),
+    );
+    let changes = &plan.changes["kea"];
+    assert_eq!(
+        changes,
+        &vec![
+            Change::Delete {
+                kind: Kind::DhcpReservation,
+                name: "c".into()
+            },
+            Change::Update {
+                kind: Kind::DhcpReservation,
+                name: "a".into(),
+                fields: r("10.0.1.5")
+            },
+            Change::Create {
+                kind: Kind::DhcpReservation,
+                name: "b".into(),
+                fields: r("10.0.1.6")
+            },
+        ]
+    );
+    assert!(plan.deviations.iter().all(|d| d.auto_correctable));
+}
+
+#[test]
+fn a_failed_observation_makes_everything_unknown_and_changes_nothing() {
+    let mut i = input(vec![res(Kind::DhcpReservation, "a", r("10.0.1.5"))], vec![]);
+    i.observed = Err(ProviderError::Unreachable {
+        provider: "kea".into(),
+        url: "http://127.0.0.1:1".into(),
+        detail: "connection refused".into(),
+    });
+    let plan = diff(&[i], &apply_rules());
+    assert_eq!(plan.deviations.len(), 1);
+    assert_eq!(plan.deviations[0].dtype, DeviationType::Unknown);
+    assert!(!plan.deviations[0].auto_correctable);
+    assert!(plan.changes.is_empty());
+    assert!(!plan.has_drift());
+    assert!(plan.unobservable["kea"].contains("connection refused"));
+}
+
+#[test]
+fn unreadable_resource_is_unknown_not_missing() {
+    let mut i = input(vec![res(Kind::DhcpReservation, "a", r("10.0.1.5"))], vec![]);
+    if let Ok(o) = &mut i.observed {
+        o.unobservable.push((Kind::DhcpReservation, "a".into()));
+    }
+    let plan = diff(&[i], &apply_rules());
+    assert_eq!(plan.deviations[0].dtype, DeviationType::Unknown);
+    assert!(plan.changes.is_empty());
+}
+
+#[test]
+fn ignored_fields_are_reported_and_kept_live_on_update() {
+    let mut expected = r("10.0.1.5");
+    expected["hostname"] = json!("a.lab");
+    let mut live = r("10.0.1.9");
+    live["hostname"] = json!("set-by-dhcp-client");
+    let mut rules = apply_rules();
+    rules.ignore.push(IgnoreRule {
+        kind: Kind::DhcpReservation,
+        name: None,
+        fields: vec!["spec.hostname".into()],
+        reason: "clients set their own names".into(),
+    });
+    let plan = diff(
+        &[input(
+            vec![res(Kind::DhcpReservation, "a", expected)],
+            vec![res(Kind::DhcpReservation, "a", live)],
+        )],
+        &rules,
+    );
+    assert_eq!(plan.deviations.len(), 1);
+    assert_eq!(plan.deviations[0].field_path, "spec.ip");
+    assert_eq!(plan.ignored[0].field_path, "spec.hostname");
+    assert_eq!(plan.ignored[0].reason, "clients set their own names");
+    match &plan.changes["kea"][0] {
+        Change::Update { fields, .. } => {
+            assert_eq!(fields["ip"], json!("10.0.1.5"));
+            assert_eq!(fields["hostname"], json!("set-by-dhcp-client"));
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+#[test]
+fn suspended_resources_are_reported_but_never_changed() {
+    let mut rules = apply_rules();
+    rules.suspend.push((
+        Kind::DhcpReservation,
+        Some("a".into()),
+        "maintenance".into(),
+    ));
+    let plan = diff(
+        &[input(
+            vec![res(Kind::DhcpReservation, "a", r("10.0.1.5"))],
+            vec![res(Kind::DhcpReservation, "a", r("10.0.1.9"))],
+        )],
+        &rules,
+    );
+    assert_eq!(plan.deviations.len(), 1);
+    assert!(plan.deviations[0].suspended);
+    assert!(plan.changes.is_empty());
+}
+
+#[test]
+fn nested_objects_diff_per_field_and_empty_equals_absent() {
+    let plan = diff(
+        &[input(
+            vec![res(
+                Kind::DhcpReservation,
+                "a",
+                json!({"backend": {"urls": ["http://a"], "service": null}, "options": []}),
+            )],
+            vec![res(
+                Kind::DhcpReservation,
+                "a",
+                json!({"backend": {"urls": ["http://b"]}}),
+            )],
+        )],
+        &Rules::default(),
+    );
+    assert_eq!(plan.deviations.len(), 1);
+    assert_eq!(plan.deviations[0].field_path, "spec.backend.urls");
+}
+
+#[test]
+fn ignore_rule_covers_descendants_only() {
+    assert!(covers("spec.options", "spec.options"));
+    assert!(covers("spec.options", "spec.options.0"));
+    assert!(covers("spec.options", "spec.options[1]"));
+    assert!(!covers("spec.options", "spec.optionsx"));
+}
+
+#[test]
+fn human_rendering_reads_like_a_plan() {
+    let plan = diff(
+        &[input(
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.5")),
+                res(Kind::DhcpReservation, "b", r("10.0.1.6")),
+            ],
+            vec![res(Kind::DhcpReservation, "a", r("10.0.1.9"))],
+        )],
+        &apply_rules(),
+    );
+    let text = render_human(&plan, RenderOptions::default());
+    assert!(text.contains("  ~ DhcpReservation/a has drifted"), "{text}");
+    assert!(
+        text.contains("      ~ spec.ip: live \"10.0.1.9\" → Git \"10.0.1.5\" (high)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  + DhcpReservation/b is in Git but not live (missing, high)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Plan: 1 missing, 0 unmanaged, 1 drifted, 0 unknown; 2 change(s) under policy apply."
+        ),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'));
+}
+
+#[test]
+fn multiline_values_render_as_a_line_diff() {
+    let plan = diff(
+        &[input(
+            vec![res(
+                Kind::DhcpReservation,
+                "a",
+                json!({"options": [{"name": "x", "data": "1"}]}),
+            )],
+            vec![res(
+                Kind::DhcpReservation,
+                "a",
+                json!({"options": [{"name": "x", "data": "2"}]}),
+            )],
+        )],
+        &Rules::default(),
+    );
+    let text = render_human(&plan, RenderOptions::default());
+    assert!(text.contains("-     \"data\": \"2\","), "{text}");
+    assert!(text.contains("+     \"data\": \"1\","), "{text}");
+}

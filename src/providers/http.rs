@@ -1,0 +1,417 @@
+//! Plumbing the HTTP providers share: secrets, the client and its TLS trust, basic
+//! authentication, and turning failures into [`ProviderError`]s. Each provider keeps its own
+//! wording and choices; what differs on purpose is a parameter here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{ApplyReport, BoxFuture, CallPolicy, Change, Observation, ProviderError, Resource};
+use crate::model::{ProviderConfig, SecretSource, TlsConfig};
+
+/// Marks the error a pin mismatch produces, to tell it from a network failure.
+const FINGERPRINT_MISMATCH: &str = "does not match tls.fingerprint";
+
+/// A `Config` error of `provider`, as a closure to hand to `map_err`.
+pub(crate) fn config_error(provider: &str) -> impl Fn(String) -> ProviderError + '_ {
+    move |detail| ProviderError::Config {
+        provider: provider.to_string(),
+        detail,
+    }
+}
+
+/// The provider's call policy: the default with `timeoutSeconds` (at least 1) as the timeout.
+pub(crate) fn call_policy(cfg: &ProviderConfig) -> CallPolicy {
+    CallPolicy {
+        timeout: Duration::from_secs(cfg.timeout_seconds.unwrap_or(10).max(1).into()),
+        ..CallPolicy::default()
+    }
+}
+
+/// Reads a secret from where the configuration says, trimmed. The error names the source
+/// (variable, file, credential), never a value.
+pub(crate) fn read_secret(source: &SecretSource) -> Result<String, String> {
+    let value = match source {
+        SecretSource::Env(var) => std::env::var(var)
+            .map_err(|_| format!("token: the environment variable {var} is not set"))?,
+        SecretSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("token: cannot read {}: {e}", path.display()))?,
+        SecretSource::SystemdCredential(name) => {
+            let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+                format!("token: systemd credential {name}: CREDENTIALS_DIRECTORY is not set")
+            })?;
+            let path = std::path::Path::new(&dir).join(name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("token: cannot read {}: {e}", path.display()))?
+        }
+    };
+    Ok(value.trim().to_string())
+}
+
+/// HTTP Basic credentials, from a `USER:PASSWORD` token.
+#[derive(Clone)]
+pub(crate) struct BasicAuth {
+    user: String,
+    password: String,
+}
+
+impl BasicAuth {
+    /// The credentials in `token`, when one is configured; `api` names the provider in the
+    /// error about a token without a `:` ("the Kea token must have the form USER:PASSWORD").
+    pub(crate) fn from_token(
+        token: Option<&SecretSource>,
+        api: &str,
+        config_err: &impl Fn(String) -> ProviderError,
+    ) -> Result<Option<Self>, ProviderError> {
+        let Some(source) = token else {
+            return Ok(None);
+        };
+        let token = read_secret(source).map_err(config_err)?;
+        let (user, password) = token.split_once(':').ok_or_else(|| {
+            config_err(format!("the {api} token must have the form USER:PASSWORD"))
+        })?;
+        Ok(Some(BasicAuth {
+            user: user.to_string(),
+            password: password.to_string(),
+        }))
+    }
+
+    /// `request` with the credentials, when there are any.
+    pub(crate) fn sign(
+        auth: Option<&Self>,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::RequestBuilder {
+        match auth {
+            Some(a) => request.basic_auth(&a.user, Some(&a.password)),
+            None => request,
+        }
+    }
+
+    /// `Authentication` when `status` (401, 403) says the credentials were refused; `whose`
+    /// says whose `USER:PASSWORD` the token should be ("the agent's").
+    pub(crate) fn check(
+        provider: &str,
+        url: &str,
+        status: reqwest::StatusCode,
+        whose: &str,
+    ) -> Result<(), ProviderError> {
+        use reqwest::StatusCode;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(ProviderError::Authentication {
+                provider: provider.to_string(),
+                url: url.to_string(),
+                detail: format!("HTTP {status}; give {whose} USER:PASSWORD as the token"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a provider does with `tls.fingerprint`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pinning {
+    /// Refused; the string names the API in the error ("not supported for Kea").
+    Refused(&'static str),
+    /// Trusts exactly the certificate with that SHA-256 (and then `tls.caFile` is refused).
+    Allowed,
+}
+
+/// Builds the client from `builder` with the trust `tls` asks for: `tls.caFile` replaces the
+/// public roots with the CAs in that file; `tls.fingerprint` pins one certificate where
+/// `pinning` allows it. Verification is never switched off.
+pub(crate) fn build_client(
+    mut builder: reqwest::ClientBuilder,
+    tls: Option<&TlsConfig>,
+    pinning: Pinning,
+    config_err: &impl Fn(String) -> ProviderError,
+) -> Result<reqwest::Client, ProviderError> {
+    let (ca_file, fingerprint) = tls
+        .map(|t| (t.ca_file.as_ref(), t.fingerprint.as_ref()))
+        .unwrap_or_default();
+    match (pinning, fingerprint) {
+        (Pinning::Refused(api), Some(_)) => {
+            return Err(config_err(format!(
+                "tls.fingerprint is not supported for {api}; give tls.caFile"
+            )))
+        }
+        (Pinning::Allowed, Some(_)) if ca_file.is_some() => {
+            return Err(config_err(
+                "give either tls.caFile or tls.fingerprint, not both".into(),
+            ))
+        }
+        (Pinning::Allowed, Some(fingerprint)) => {
+            let pin = parse_fingerprint(fingerprint).ok_or_else(|| {
+                config_err(format!(
+                    "tls.fingerprint `{fingerprint}` is not a SHA-256 fingerprint \
+                     (32 hex bytes, e.g. AA:BB:…)"
+                ))
+            })?;
+            builder =
+                builder.tls_backend_preconfigured(pinned_tls_config(pin).map_err(config_err)?);
+        }
+        (_, None) => {}
+    }
+    if let Some(ca_file) = ca_file {
+        let pem = std::fs::read(ca_file).map_err(|e| {
+            config_err(format!("cannot read tls.caFile {}: {e}", ca_file.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| config_err(format!("tls.caFile {} is not PEM: {e}", ca_file.display())))?;
+        if certs.is_empty() {
+            return Err(config_err(format!(
+                "tls.caFile {} holds no certificate",
+                ca_file.display()
+            )));
+        }
+        // Only that CA: a lab CA file means "this CA, not the public ones".
+        builder = builder.tls_certs_only(certs);
+    }
+    build(builder, config_err)
+}
+
+/// `builder.build()`, its failure as a `Config` error.
+pub(crate) fn build(
+    builder: reqwest::ClientBuilder,
+    config_err: &impl Fn(String) -> ProviderError,
+) -> Result<reqwest::Client, ProviderError> {
+    builder
+        .build()
+        .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A whole answer: status, headers and body.
+pub(crate) struct Reply {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` and reads the whole answer; a failure to send or to read the body goes
+/// through `on_error` (usually [`transport_error`]).
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    on_error: impl Fn(reqwest::Error) -> ProviderError,
+) -> Result<Reply, ProviderError> {
+    let response = request.send().await.map_err(&on_error)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(&on_error)?.to_vec();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// How [`transport_error`] classifies a failure that is not a timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Classify {
+    /// A certificate failure is `Authentication` (the server is not the one configured, and
+    /// retrying will not help) instead of `Unreachable`.
+    pub certificate_is_authentication: bool,
+    /// An answer that broke off or could not be decoded is `BadResponse` instead of
+    /// `Unreachable` (which is retried).
+    pub body_is_bad_response: bool,
+}
+
+/// A `Timeout` of `provider` after `timeout` (reported as at least 1 s).
+pub(crate) fn timeout_error(provider: &str, timeout: Duration) -> ProviderError {
+    ProviderError::Timeout {
+        provider: provider.to_string(),
+        seconds: timeout.as_secs().max(1),
+    }
+}
+
+/// A reqwest failure talking to `url` as a [`ProviderError`]: a timeout is `Timeout`,
+/// anything else `Unreachable` unless `classify` says otherwise.
+pub(crate) fn transport_error(
+    provider: &str,
+    url: &str,
+    timeout: Duration,
+    e: &reqwest::Error,
+    classify: Classify,
+) -> ProviderError {
+    if e.is_timeout() {
+        return timeout_error(provider, timeout);
+    }
+    let chain = error_chain(e);
+    let (provider, url) = (provider.to_string(), url.to_string());
+    if classify.certificate_is_authentication
+        && (chain.contains(FINGERPRINT_MISMATCH) || chain.contains("certificate"))
+    {
+        ProviderError::Authentication {
+            provider,
+            url,
+            detail: format!("TLS: {chain}"),
+        }
+    } else if classify.body_is_bad_response && (e.is_decode() || e.is_body()) {
+        ProviderError::BadResponse {
+            provider,
+            url,
+            detail: chain,
+        }
+    } else {
+        // Refused, reset or DNS: the server could not be talked to at all.
+        ProviderError::Unreachable {
+            provider,
+            url,
+            detail: chain,
+        }
+    }
+}
+
+/// The error and its causes on one line (reqwest's own message is only the outermost).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// `text` trimmed, cut to 200 characters (marked with `…`) for an error message.
+pub(crate) fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    if text.chars().count() > 200 {
+        format!("{}…", text.chars().take(200).collect::<String>())
+    } else {
+        text.to_string()
+    }
+}
+
+/// The current time in Unix milliseconds.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// What `provider` saw just now, every resource of it readable.
+pub(crate) fn observed(provider: &str, resources: Vec<Resource>) -> Observation {
+    Observation {
+        provider: provider.to_string(),
+        observed_at: now_millis(),
+        resources,
+        unobservable: Vec::new(),
+    }
+}
+
+/// `apply` of a provider that only observes: no changes is fine, any change is refused with
+/// `why`.
+pub(crate) fn observe_only(
+    provider: &str,
+    changes: &[Change],
+    why: &str,
+) -> BoxFuture<'static, Result<ApplyReport, ProviderError>> {
+    let result = if changes.is_empty() {
+        Ok(ApplyReport::default())
+    } else {
+        Err(ProviderError::Rejected {
+            provider: provider.to_string(),
+            detail: why.to_string(),
+        })
+    };
+    Box::pin(std::future::ready(result))
+}
+
+/// `AA:BB:…` (or without separators, any case) as 32 bytes.
+pub fn parse_fingerprint(raw: &str) -> Option<[u8; 32]> {
+    let hex: String = raw
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | ' '))
+        .collect();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn format_fingerprint(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A rustls client configuration that accepts exactly the certificate with SHA-256 `pin`.
+fn pinned_tls_config(pin: [u8; 32]) -> Result<rustls::ClientConfig, String> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = PinnedCertificate {
+        pin,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Accepts the server certificate whose SHA-256 (over its DER encoding) is `pin`, and nothing
+/// else. Chain, names and dates are not consulted: the pin names the exact certificate, as an
+/// SSH host key does. The handshake signature is still verified, so the server must hold the
+/// certificate's private key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    pin: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let actual = Sha256::digest(end_entity.as_ref());
+        if actual.as_slice() == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server certificate (SHA-256 {}) {FINGERPRINT_MISMATCH} {}",
+                format_fingerprint(&actual),
+                format_fingerprint(&self.pin)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,745 @@
+//! Kea DHCPv4 through its Control Agent: host reservations (`DhcpReservation`).
+//!
+//! Kea 2.2 as packaged by Debian has no `host_cmds` hook, so reservations are changed the only
+//! way the stock server allows: `config-get`, edit the reservations in that JSON, `config-test`,
+//! `config-set` (and `config-write` to persist). Everything else of Kea's configuration is sent
+//! back exactly as Kea returned it. Kea 2.2 has no configuration hash either, so the provider
+//! fingerprints what it observed and refuses to apply over a configuration that changed since.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use serde_json::{json, Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
+use super::{
+    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
+    ProviderError, Resource,
+};
+use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress, ProviderConfig};
+
+/// Kea's result codes (the `result` of each element of an answer).
+const RESULT_OK: i64 = 0;
+
+/// Reservation keys that hold a host identifier, in the order Kea documents them, with the
+/// field name labctl shows for each. Only `hw-address` corresponds to a document field (`mac`);
+/// the others appear on unmanaged reservations so they are still recognisable.
+const IDENTIFIERS: [(&str, &str); 5] = [
+    ("hw-address", "mac"),
+    ("client-id", "clientId"),
+    ("duid", "duid"),
+    ("circuit-id", "circuitId"),
+    ("flex-id", "flexId"),
+];
+
+/// The Kea provider: one Control Agent, one `reqwest::Client`.
+pub struct KeaProvider {
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    policy: CallPolicy,
+    write_config: bool,
+    /// `USER:PASSWORD` for the agent's HTTP Basic authentication, when configured.
+    basic_auth: Option<BasicAuth>,
+    /// What the last `observe` saw; `apply` works only against that exact configuration.
+    last: Mutex<Option<Seen>>,
+}
+
+/// The part of an observation `apply` needs.
+#[derive(Debug, Clone)]
+struct Seen {
+    fingerprint: String,
+    /// Resource name → the live reservation it was given to.
+    keys: BTreeMap<String, HostKey>,
+}
+
+/// A reservation's natural key in Kea: its subnet and host identifier.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct HostKey {
+    subnet: String,
+    id_type: &'static str,
+    id_value: String,
+}
+
+impl KeaProvider {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let config_err = http::config_error(&cfg.name);
+        let client = http::build_client(
+            reqwest::Client::builder(),
+            cfg.tls.as_ref(),
+            Pinning::Refused("Kea"),
+            &config_err,
+        )?;
+        let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Kea", &config_err)?;
+        let policy = http::call_policy(cfg);
+        Ok(KeaProvider {
+            name: cfg.name.clone(),
+            url: cfg.url.clone(),
+            client,
+            policy,
+            write_config: cfg.write_config,
+            basic_auth,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Replaces the call policy (timeout, retries, backoff).
+    pub fn with_policy(mut self, policy: CallPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The fingerprint (SHA-256 of the canonical JSON of `Dhcp4`) of the configuration the
+    /// last `observe` saw, until an `apply` consumes it.
+    pub fn observed_fingerprint(&self) -> Option<String> {
+        self.last_seen().map(|s| s.fingerprint)
+    }
+
+    fn last_seen(&self) -> Option<Seen> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_last_seen(&self, seen: Option<Seen>) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+    }
+
+    fn rejected(&self, detail: impl Into<String>) -> ProviderError {
+        ProviderError::Rejected {
+            provider: self.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn bad_response(&self, detail: impl Into<String>) -> ProviderError {
+        ProviderError::BadResponse {
+            provider: self.name.clone(),
+            url: self.url.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Sends one command to the dhcp4 service, with timeout and retries, and returns Kea's
+    /// answer for it (`result`, `text`, `arguments`) whatever its result code.
+    async fn command(
+        &self,
+        command: &str,
+        arguments: Option<&Json>,
+    ) -> Result<Answer, ProviderError> {
+        let mut body = json!({ "command": command, "service": ["dhcp4"] });
+        if let Some(arguments) = arguments {
+            body["arguments"] = arguments.clone();
+        }
+        self.policy
+            .run(&self.name, || self.post_once(command, &body))
+            .await
+    }
+
+    async fn post_once(&self, command: &str, body: &Json) -> Result<Answer, ProviderError> {
+        let request = self.client.post(&self.url).json(body);
+        let request = BasicAuth::sign(self.basic_auth.as_ref(), request);
+        let Reply {
+            status,
+            body: bytes,
+            ..
+        } = http::exchange(request, |e| self.transport_error(e)).await?;
+        BasicAuth::check(&self.name, &self.url, status, "the agent's")?;
+        if !status.is_success() {
+            return Err(self.bad_response(format!(
+                "{command}: HTTP {status}: {}",
+                excerpt(&String::from_utf8_lossy(&bytes))
+            )));
+        }
+        let parsed: Json = serde_json::from_slice(&bytes)
+            .map_err(|e| self.bad_response(format!("{command}: the answer is not JSON: {e}")))?;
+        // The agent answers with one element per service; a non-array means it refused the
+        // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
+        let first = parsed
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Json::as_object)
+            .ok_or_else(|| {
+                self.bad_response(format!(
+                    "{command}: expected a JSON array of answers, got {}",
+                    excerpt(&parsed.to_string())
+                ))
+            })?;
+        let result = first.get("result").and_then(Json::as_i64).ok_or_else(|| {
+            self.bad_response(format!("{command}: the answer has no integer `result`"))
+        })?;
+        Ok(Answer {
+            result,
+            text: first
+                .get("text")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            arguments: first.get("arguments").cloned(),
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+        let classify = Classify {
+            body_is_bad_response: true,
+            ..Classify::default()
+        };
+        http::transport_error(&self.name, &self.url, self.policy.timeout, &e, classify)
+    }
+
+    /// `config-get`: the running `Dhcp4` object.
+    async fn config_get(&self) -> Result<Json, ProviderError> {
+        let answer = self.command("config-get", None).await?;
+        if answer.result != RESULT_OK {
+            return Err(self.bad_response(format!(
+                "config-get answered result {}: {}",
+                answer.result, answer.text
+            )));
+        }
+        // Only `Dhcp4` is kept: newer Kea versions add a `hash` beside it, which is output only.
+        match answer
+            .arguments
+            .and_then(|mut a| a.get_mut("Dhcp4").map(Json::take))
+        {
+            Some(dhcp4) if dhcp4.is_object() => Ok(dhcp4),
+            _ => Err(self.bad_response("config-get returned no `Dhcp4` object")),
+        }
+    }
+
+    async fn observe_inner(&self, desired: &DesiredState) -> Result<Observation, ProviderError> {
+        let dhcp4 = self.config_get().await?;
+        let fingerprint = fingerprint(&dhcp4);
+
+        // Desired reservations by natural key, and every desired name: a derived name must
+        // never take a desired one, or an unmanaged host would be diffed as that document.
+        let mut wanted: BTreeMap<HostKey, String> = BTreeMap::new();
+        let mut taken: BTreeSet<String> = BTreeSet::new();
+        for r in &desired.reservations {
+            wanted.insert(
+                HostKey {
+                    subnet: r.doc.spec.subnet.to_string(),
+                    id_type: "hw-address",
+                    id_value: r.doc.spec.mac.to_string(),
+                },
+                r.doc.metadata.name.clone(),
+            );
+            taken.insert(r.doc.metadata.name.clone());
+        }
+
+        let mut named: Vec<(String, HostKey, Json)> = Vec::new();
+        let mut unnamed: Vec<(String, HostKey, Json)> = Vec::new();
+        for subnet in subnets(&dhcp4) {
+            let Some(prefix) = subnet.get("subnet").and_then(Json::as_str) else {
+                continue;
+            };
+            let prefix = canonical_subnet(prefix);
+            let reservations = subnet.get("reservations").and_then(Json::as_array);
+            for live in reservations.into_iter().flatten() {
+                let Some((key, fields)) = normalise(&prefix, live) else {
+                    continue;
+                };
+                match wanted.get(&key) {
+                    Some(name) => named.push((name.clone(), key, fields)),
+                    None => {
+                        // A host's short name is what a person would call the document.
+                        let raw = fields
+                            .get("hostname")
+                            .and_then(Json::as_str)
+                            .map(|h| h.split('.').next().unwrap_or(h))
+                            .unwrap_or(&key.id_value);
+                        unnamed.push((derive_name(raw), key, fields));
+                    }
+                }
+            }
+        }
+        for (base, _, _) in unnamed.iter_mut() {
+            *base = unique_name(base, &taken);
+            taken.insert(base.clone());
+        }
+
+        let mut keys = BTreeMap::new();
+        let mut resources = Vec::new();
+        for (name, key, fields) in named.into_iter().chain(unnamed) {
+            keys.insert(name.clone(), key);
+            resources.push(Resource {
+                kind: Kind::DhcpReservation,
+                name,
+                fields,
+            });
+        }
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        self.set_last_seen(Some(Seen { fingerprint, keys }));
+        Ok(http::observed(&self.name, resources))
+    }
+
+    async fn apply_inner(&self, changes: &[Change]) -> Result<ApplyReport, ProviderError> {
+        if let Some(other) = changes.iter().find(|c| c.kind() != Kind::DhcpReservation) {
+            return Err(self.rejected(format!(
+                "Kea manages DhcpReservation only, not {}/{}",
+                other.kind(),
+                other.name()
+            )));
+        }
+        if changes.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        let seen = self.last_seen().ok_or_else(|| {
+            self.rejected("nothing was observed before applying; observe first, then apply")
+        })?;
+        let mut dhcp4 = self.config_get().await?;
+        if fingerprint(&dhcp4) != seen.fingerprint {
+            return Err(
+                self.rejected("Kea's configuration changed since it was observed; run again")
+            );
+        }
+        for change in changes {
+            edit(&mut dhcp4, change, &seen.keys).map_err(|d| self.rejected(d))?;
+        }
+
+        let arguments = json!({ "Dhcp4": dhcp4 });
+        let test = self.command("config-test", Some(&arguments)).await?;
+        if test.result != RESULT_OK {
+            return Err(self.rejected(format!("config-test: {}", test.text)));
+        }
+        let set = self.command("config-set", Some(&arguments)).await?;
+        if set.result != RESULT_OK {
+            return Err(self.rejected(format!("config-set: {}", set.text)));
+        }
+        // The configuration is no longer the observed one: the next apply needs a new observe.
+        self.set_last_seen(None);
+        if self.write_config {
+            let write = self.command("config-write", None).await?;
+            if write.result != RESULT_OK {
+                return Err(self.bad_response(format!(
+                    "the changes are live but config-write failed, so Kea will lose them on \
+                     restart: {}",
+                    write.text
+                )));
+            }
+        }
+        Ok(ApplyReport {
+            applied: changes.to_vec(),
+        })
+    }
+}
+
+impl Provider for KeaProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kinds(&self) -> BTreeSet<Kind> {
+        BTreeSet::from([Kind::DhcpReservation])
+    }
+
+    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .reservations
+            .iter()
+            .map(|r| {
+                let spec = &r.doc.spec;
+                let mut fields = Map::new();
+                fields.insert("subnet".into(), json!(spec.subnet.to_string()));
+                fields.insert("mac".into(), json!(spec.mac.to_string()));
+                fields.insert("ip".into(), json!(spec.ip.to_string()));
+                fields.insert("hostname".into(), json!(spec.hostname));
+                if !spec.options.is_empty() {
+                    let options: Vec<Json> = spec
+                        .options
+                        .iter()
+                        .map(|o| json!({ "name": o.name, "data": o.data }))
+                        .collect();
+                    fields.insert("options".into(), Json::Array(options));
+                }
+                Resource {
+                    kind: Kind::DhcpReservation,
+                    name: r.doc.metadata.name.clone(),
+                    fields: Json::Object(fields),
+                }
+            })
+            .collect()
+    }
+
+    fn observe<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+        Box::pin(self.observe_inner(desired))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+        Box::pin(self.apply_inner(changes))
+    }
+
+    fn can_apply(&self, kind: Kind) -> bool {
+        kind == Kind::DhcpReservation
+    }
+}
+
+/// One element of a Control Agent answer.
+struct Answer {
+    result: i64,
+    text: String,
+    arguments: Option<Json>,
+}
+
+/// Every subnet of a `Dhcp4` config: top-level ones and those inside shared networks.
+fn subnets(dhcp4: &Json) -> Vec<&Json> {
+    let mut out: Vec<&Json> = Vec::new();
+    if let Some(list) = dhcp4.get("subnet4").and_then(Json::as_array) {
+        out.extend(list);
+    }
+    for net in dhcp4
+        .get("shared-networks")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(list) = net.get("subnet4").and_then(Json::as_array) {
+            out.extend(list);
+        }
+    }
+    out
+}
+
+fn subnets_mut(dhcp4: &mut Json) -> Vec<&mut Json> {
+    let mut out: Vec<&mut Json> = Vec::new();
+    let Some(obj) = dhcp4.as_object_mut() else {
+        return out;
+    };
+    for (key, value) in obj.iter_mut() {
+        match key.as_str() {
+            "subnet4" => out.extend(value.as_array_mut().into_iter().flatten()),
+            "shared-networks" => {
+                for net in value.as_array_mut().into_iter().flatten() {
+                    if let Some(list) = net.get_mut("subnet4").and_then(Json::as_array_mut) {
+                        out.extend(list.iter_mut());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `10.0.1.0/24` as labctl prints it; anything unparsable is kept as Kea wrote it.
+fn canonical_subnet(raw: &str) -> String {
+    raw.trim()
+        .parse::<Ipv4Cidr>()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|_| raw.trim().to_string())
+}
+
+fn subnet_of(subnet: &Json) -> Option<String> {
+    subnet
+        .get("subnet")
+        .and_then(Json::as_str)
+        .map(canonical_subnet)
+}
+
+/// A live reservation's natural key, or `None` when it has no identifier labctl knows.
+fn host_key(subnet: &str, reservation: &Json) -> Option<HostKey> {
+    IDENTIFIERS.iter().find_map(|(id_type, _)| {
+        let raw = reservation.get(*id_type)?.as_str()?;
+        let id_value = if *id_type == "hw-address" {
+            raw.parse::<MacAddress>()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|_| raw.to_ascii_lowercase())
+        } else {
+            raw.to_string()
+        };
+        Some(HostKey {
+            subnet: subnet.to_string(),
+            id_type,
+            id_value,
+        })
+    })
+}
+
+/// A live reservation in the shape of [`Provider::expected`]: Kea's defaults
+/// (`boot-file-name`, `client-classes`, `next-server`, `server-hostname`) and the option
+/// attributes labctl does not model (`code`, `space`, `csv-format`, `always-send`) are dropped.
+fn normalise(subnet: &str, live: &Json) -> Option<(HostKey, Json)> {
+    let key = host_key(subnet, live)?;
+    let mut fields = Map::new();
+    fields.insert("subnet".into(), json!(subnet));
+    let shown = IDENTIFIERS
+        .iter()
+        .find(|(t, _)| *t == key.id_type)
+        .map(|(_, f)| *f)
+        .unwrap_or("mac");
+    fields.insert(shown.into(), json!(key.id_value));
+    if let Some(ip) = live.get("ip-address").and_then(Json::as_str) {
+        if !ip.is_empty() {
+            fields.insert("ip".into(), json!(ip));
+        }
+    }
+    if let Some(hostname) = live.get("hostname").and_then(Json::as_str) {
+        if !hostname.is_empty() {
+            fields.insert("hostname".into(), json!(hostname));
+        }
+    }
+    let options: Vec<Json> = live
+        .get("option-data")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            let name = match (o.get("name").and_then(Json::as_str), o.get("code")) {
+                (Some(name), _) => name.to_string(),
+                (None, Some(code)) => code.to_string(),
+                (None, None) => String::new(),
+            };
+            let data = o.get("data").and_then(Json::as_str).unwrap_or_default();
+            json!({ "name": name, "data": data })
+        })
+        .collect();
+    if !options.is_empty() {
+        fields.insert("options".into(), Json::Array(options));
+    }
+    Some((key, Json::Object(fields)))
+}
+
+/// The key a change refers to: the observed reservation of that name, else (Create, Update)
+/// the subnet and MAC in its fields.
+fn change_key(
+    name: &str,
+    fields: Option<&Json>,
+    keys: &BTreeMap<String, HostKey>,
+) -> Option<HostKey> {
+    if let Some(key) = keys.get(name) {
+        return Some(key.clone());
+    }
+    let fields = fields?;
+    let subnet = canonical_subnet(fields.get("subnet")?.as_str()?);
+    let mac = fields.get("mac")?.as_str()?;
+    Some(HostKey {
+        subnet,
+        id_type: "hw-address",
+        id_value: mac.parse::<MacAddress>().ok()?.to_string(),
+    })
+}
+
+/// Position of the reservation with `key`: (subnet index in [`subnets_mut`] order, index).
+fn locate(dhcp4: &mut Json, key: &HostKey) -> Option<(usize, usize)> {
+    subnets_mut(dhcp4)
+        .into_iter()
+        .enumerate()
+        .find_map(|(si, subnet)| {
+            if subnet_of(subnet).as_deref() != Some(key.subnet.as_str()) {
+                return None;
+            }
+            let list = subnet.get("reservations")?.as_array()?;
+            let ri = list
+                .iter()
+                .position(|r| host_key(&key.subnet, r).as_ref() == Some(key))?;
+            Some((si, ri))
+        })
+}
+
+/// The reservation fields labctl manages, in Kea's names, from expected `fields`.
+fn kea_fields(name: &str, fields: &Json) -> Result<Map<String, Json>, String> {
+    let text = |key: &str| {
+        fields
+            .get(key)
+            .and_then(Json::as_str)
+            .ok_or_else(|| format!("DhcpReservation/{name}: field `{key}` is missing"))
+    };
+    let mut out = Map::new();
+    out.insert("hw-address".into(), json!(text("mac")?));
+    out.insert("ip-address".into(), json!(text("ip")?));
+    out.insert("hostname".into(), json!(text("hostname")?));
+    let options: Vec<Json> = fields
+        .get("options")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .map(|o| json!({ "name": o.get("name"), "data": o.get("data") }))
+        .collect();
+    out.insert("option-data".into(), Json::Array(options));
+    Ok(out)
+}
+
+/// Applies one change to the reservations of `dhcp4`, touching nothing else.
+fn edit(dhcp4: &mut Json, change: &Change, keys: &BTreeMap<String, HostKey>) -> Result<(), String> {
+    match change {
+        Change::Delete { name, .. } => {
+            let key = change_key(name, None, keys).ok_or_else(|| {
+                format!("DhcpReservation/{name} was not observed in Kea, so it cannot be deleted")
+            })?;
+            let (si, ri) = locate(dhcp4, &key).ok_or_else(|| {
+                format!(
+                    "DhcpReservation/{name} ({}) is no longer in Kea",
+                    key.id_value
+                )
+            })?;
+            reservations_mut(subnets_mut(dhcp4).swap_remove(si)).remove(ri);
+            Ok(())
+        }
+        Change::Create { name, fields, .. } => {
+            let reservation = kea_fields(name, fields)?;
+            insert(dhcp4, name, fields, Json::Object(reservation), None)
+        }
+        Change::Update { name, fields, .. } => {
+            let managed = kea_fields(name, fields)?;
+            let key = change_key(name, Some(fields), keys).ok_or_else(|| {
+                format!("DhcpReservation/{name}: no subnet and MAC to find it in Kea by")
+            })?;
+            let (si, ri) = locate(dhcp4, &key)
+                .ok_or_else(|| format!("DhcpReservation/{name} is not in Kea to update"))?;
+            let list = reservations_mut(subnets_mut(dhcp4).swap_remove(si));
+            // Keep what labctl does not model (client classes, boot file, …) and replace the
+            // rest; the old identifier goes too, in case the MAC changed.
+            let mut reservation = list.remove(ri);
+            if let Some(obj) = reservation.as_object_mut() {
+                for (id_type, _) in IDENTIFIERS {
+                    obj.remove(id_type);
+                }
+                obj.extend(managed);
+            }
+            insert(dhcp4, name, fields, reservation, Some((si, ri)))
+        }
+    }
+}
+
+/// Puts `reservation` into the subnet named in `fields`: back at `at` when it is still that
+/// subnet (an update in place), else appended.
+fn insert(
+    dhcp4: &mut Json,
+    name: &str,
+    fields: &Json,
+    reservation: Json,
+    at: Option<(usize, usize)>,
+) -> Result<(), String> {
+    let wanted = fields
+        .get("subnet")
+        .and_then(Json::as_str)
+        .map(canonical_subnet)
+        .ok_or_else(|| format!("DhcpReservation/{name}: field `subnet` is missing"))?;
+    let mut all = subnets_mut(dhcp4);
+    let si = all
+        .iter()
+        .position(|s| subnet_of(s).as_deref() == Some(wanted.as_str()))
+        .ok_or_else(|| {
+            format!("DhcpReservation/{name}: Kea has no subnet {wanted} to put it in")
+        })?;
+    let list = reservations_mut(all.swap_remove(si));
+    match at {
+        Some((old_si, ri)) if old_si == si => list.insert(ri.min(list.len()), reservation),
+        _ => list.push(reservation),
+    }
+    Ok(())
+}
+
+/// A subnet's `reservations` array, created when the subnet has none.
+fn reservations_mut(subnet: &mut Json) -> &mut Vec<Json> {
+    if !subnet.get("reservations").is_some_and(Json::is_array) {
+        subnet["reservations"] = Json::Array(Vec::new());
+    }
+    subnet["reservations"]
+        .as_array_mut()
+        .expect("just made an array")
+}
+
+/// SHA-256 of the canonical (sorted-key, compact) JSON of `value`.
+fn fingerprint(value: &Json) -> String {
+    fn canonical(v: &Json) -> Json {
+        match v {
+            Json::Object(map) => {
+                let sorted: BTreeMap<&String, Json> =
+                    map.iter().map(|(k, v)| (k, canonical(v))).collect();
+                Json::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            Json::Array(items) => Json::Array(items.iter().map(canonical).collect()),
+            other => other.clone(),
+        }
+    }
+    let bytes = serde_json::to_vec(&canonical(value)).expect("JSON values always serialise");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(mac: &str, ip: &str, hostname: &str) -> Json {
+        json!({
+            "boot-file-name": "", "client-classes": [], "hostname": hostname,
+            "hw-address": mac, "ip-address": ip, "next-server": "0.0.0.0",
+            "option-data": [], "server-hostname": ""
+        })
+    }
+
+    #[test]
+    fn kea_defaults_are_dropped_and_options_reduced() {
+        let mut r = live("BC:24:11:00:00:01", "10.0.1.10", "nas");
+        r["option-data"] = json!([{ "always-send": false, "code": 6, "csv-format": true,
+            "data": "10.0.1.1", "name": "domain-name-servers", "space": "dhcp4" }]);
+        let (key, fields) = normalise("10.0.1.0/24", &r).unwrap();
+        assert_eq!(key.id_value, "bc:24:11:00:00:01");
+        assert_eq!(
+            fields,
+            json!({ "subnet": "10.0.1.0/24", "mac": "bc:24:11:00:00:01", "ip": "10.0.1.10",
+                    "hostname": "nas",
+                    "options": [{ "name": "domain-name-servers", "data": "10.0.1.1" }] })
+        );
+        let (_, fields) = normalise("10.0.1.0/24", &live("bc:24:11:00:00:02", "", "")).unwrap();
+        assert_eq!(
+            fields,
+            json!({ "subnet": "10.0.1.0/24", "mac": "bc:24:11:00:00:02" })
+        );
+    }
+
+    #[test]
+    fn derived_names_avoid_taken_ones() {
+        let taken: BTreeSet<String> = ["nas".into(), "nas-2".into()].into();
+        assert_eq!(unique_name("nas", &taken), "nas-3");
+        assert_eq!(unique_name("printer", &taken), "printer");
+        let long = "a".repeat(63);
+        let taken: BTreeSet<String> = [long.clone()].into();
+        assert_eq!(unique_name(&long, &taken).len(), 63);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order() {
+        let a: Json = serde_json::from_str(r#"{"a":1,"b":{"c":[1,{"d":2,"e":3}]}}"#).unwrap();
+        let b: Json = serde_json::from_str(r#"{"b":{"c":[1,{"e":3,"d":2}]},"a":1}"#).unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&json!({"a": 2})));
+    }
+
+    #[test]
+    fn an_update_keeps_what_labctl_does_not_model() {
+        let mut r = live("bc:24:11:00:00:01", "10.0.1.10", "nas");
+        r["client-classes"] = json!(["lab"]);
+        let mut dhcp4 = json!({ "subnet4": [{ "id": 1, "subnet": "10.0.1.0/24",
+            "reservations": [live("bc:24:11:00:00:09", "10.0.1.9", "x"), r] }],
+            "valid-lifetime": 4000 });
+        let keys = BTreeMap::new();
+        let change = Change::Update {
+            kind: Kind::DhcpReservation,
+            name: "nas".into(),
+            fields: json!({ "subnet": "10.0.1.0/24", "mac": "bc:24:11:00:00:01",
+                            "ip": "10.0.1.20", "hostname": "nas" }),
+        };
+        edit(&mut dhcp4, &change, &keys).unwrap();
+        let updated = &dhcp4["subnet4"][0]["reservations"][1];
+        assert_eq!(updated["ip-address"], "10.0.1.20");
+        assert_eq!(updated["client-classes"], json!(["lab"]));
+        assert_eq!(dhcp4["valid-lifetime"], 4000);
+        let create = Change::Create {
+            kind: Kind::DhcpReservation,
+            name: "far".into(),
+            fields: json!({ "subnet": "10.9.0.0/24", "mac": "bc:24:11:00:00:03",
+                            "ip": "10.9.0.2", "hostname": "far" }),
+        };
+        let err = edit(&mut dhcp4, &create, &keys).unwrap_err();
+        assert!(err.contains("no subnet 10.9.0.0/24"), "{err}");
+    }
+}

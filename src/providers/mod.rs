@@ -1,0 +1,317 @@
+//! Providers: the live systems labctl observes (and, where the policy allows, changes).
+//!
+//! Each provider owns one API. It says what the desired state looks like *as that API would
+//! show it* ([`Provider::expected`]), reads the live state in the same shape
+//! ([`Provider::observe`]), and carries out changes ([`Provider::apply`]). The diff compares the
+//! two shapes field by field and never needs to know any API. A provider knows nothing of the
+//! store or of MCP.
+
+// Provider modules, one per API:
+pub mod caddy;
+pub mod kea;
+pub mod proxmox;
+pub mod reachability;
+pub mod traefik;
+
+/// Plumbing shared by the provider modules above.
+mod http;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::model::{DesiredState, Kind};
+
+/// A boxed future, so providers can sit behind `dyn Provider`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One resource as a provider sees it: the document it corresponds to and the fields the
+/// provider can observe, as a JSON object shaped like the document's `spec` (camelCase).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resource {
+    pub kind: Kind,
+    pub name: String,
+    pub fields: Json,
+}
+
+/// What a provider saw, and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    pub provider: String,
+    /// Unix milliseconds.
+    pub observed_at: i64,
+    /// Every live resource of the provider's kinds. Anything expected but absent here is
+    /// missing; anything here but not expected is unmanaged.
+    pub resources: Vec<Resource>,
+    /// Names (per kind) that could not be read even though the provider answered, e.g. a
+    /// guest whose config call failed: they are unknown, never missing.
+    pub unobservable: Vec<(Kind, String)>,
+}
+
+/// Why a provider could not observe or apply. Every variant means "nothing is known": the
+/// resources of that provider become `unknown`, and nothing is applied on their behalf.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ProviderError {
+    #[error("{provider}: cannot reach {url}: {detail}")]
+    Unreachable {
+        provider: String,
+        url: String,
+        detail: String,
+    },
+    #[error("{provider}: authentication failed at {url}: {detail}")]
+    Authentication {
+        provider: String,
+        url: String,
+        detail: String,
+    },
+    #[error("{provider}: unexpected response from {url}: {detail}")]
+    BadResponse {
+        provider: String,
+        url: String,
+        detail: String,
+    },
+    #[error("{provider}: no answer within {seconds} s")]
+    Timeout { provider: String, seconds: u64 },
+    #[error("{provider}: refused the change: {detail}")]
+    Rejected { provider: String, detail: String },
+    #[error("{provider}: {detail}")]
+    Config { provider: String, detail: String },
+}
+
+impl ProviderError {
+    /// Worth retrying: the failure may pass by itself.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Unreachable { .. } | ProviderError::Timeout { .. }
+        )
+    }
+}
+
+/// One change to make live.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Change {
+    /// Create the resource with these (expected) fields.
+    Create {
+        kind: Kind,
+        name: String,
+        fields: Json,
+    },
+    /// Bring the live resource to these (expected) fields.
+    Update {
+        kind: Kind,
+        name: String,
+        fields: Json,
+    },
+    /// Remove the live resource.
+    Delete { kind: Kind, name: String },
+}
+
+impl Change {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Change::Create { kind, .. }
+            | Change::Update { kind, .. }
+            | Change::Delete { kind, .. } => *kind,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Create { name, .. }
+            | Change::Update { name, .. }
+            | Change::Delete { name, .. } => name,
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyReport {
+    pub applied: Vec<Change>,
+}
+
+/// A live system behind one API.
+pub trait Provider: Send + Sync {
+    /// The provider's name from labctl.yaml.
+    fn name(&self) -> &str;
+
+    /// The kinds this provider observes.
+    fn kinds(&self) -> BTreeSet<Kind>;
+
+    /// The desired state as this provider would show it live: only the fields it can observe,
+    /// in exactly the shape [`Provider::observe`] returns.
+    fn expected(&self, desired: &DesiredState) -> Vec<Resource>;
+
+    /// Reads the live state. Matches live objects to desired names by the API's natural key
+    /// (a reservation's MAC, a route's host and path); live objects without a desired
+    /// counterpart get a name derived from the live object.
+    fn observe<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>>;
+
+    /// Carries out `changes` atomically where the API allows it: all or none.
+    fn apply<'a>(
+        &'a self,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>>;
+
+    /// Whether [`Provider::apply`] is implemented for `kind`.
+    fn can_apply(&self, kind: Kind) -> bool;
+}
+
+/// Limits for talking to a provider: a per-call timeout and bounded retries with backoff.
+#[derive(Debug, Clone, Copy)]
+pub struct CallPolicy {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub backoff: Duration,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        CallPolicy {
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl CallPolicy {
+    /// Runs `call` with the timeout, retrying transient failures with exponential backoff.
+    pub async fn run<T, F, Fut>(&self, provider: &str, mut call: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = match tokio::time::timeout(self.timeout, call()).await {
+                Ok(r) => r,
+                Err(_) => Err(http::timeout_error(provider, self.timeout)),
+            };
+            match result {
+                Err(e) if e.is_transient() && attempt < self.retries => {
+                    tokio::time::sleep(self.backoff * 2u32.pow(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A name usable as `metadata.name` derived from a live identifier (`Grafana.Lab` →
+/// `grafana-lab`), for unmanaged resources.
+pub fn derive_name(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_end_matches('-');
+    let mut name: String = trimmed.chars().take(63).collect();
+    while name.ends_with('-') {
+        name.pop();
+    }
+    if name.is_empty() {
+        "unnamed".into()
+    } else {
+        name
+    }
+}
+
+/// `base`, or `base-2`, `base-3`, … : the first not in `taken`, at most 63 characters.
+pub(crate) fn unique_name(base: &str, taken: &BTreeSet<String>) -> String {
+    if !taken.contains(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|n| {
+            let suffix = format!("-{n}");
+            let stem: String = base.chars().take(63 - suffix.len()).collect();
+            format!("{}{suffix}", stem.trim_end_matches('-'))
+        })
+        .find(|candidate| !taken.contains(candidate))
+        .expect("an unbounded range always yields a free name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn derived_names_are_valid_document_names() {
+        assert_eq!(derive_name("Grafana.Lab.example"), "grafana-lab-example");
+        assert_eq!(derive_name("--x__y--"), "x-y");
+        assert_eq!(derive_name("???"), "unnamed");
+        assert_eq!(derive_name(&"a".repeat(100)).len(), 63);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_then_reported() {
+        let calls = AtomicU32::new(0);
+        let policy = CallPolicy {
+            timeout: Duration::from_secs(1),
+            retries: 2,
+            backoff: Duration::from_millis(1),
+        };
+        let result: Result<(), _> = policy
+            .run("kea", || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async {
+                    Err(ProviderError::Unreachable {
+                        provider: "kea".into(),
+                        url: "http://127.0.0.1:1".into(),
+                        detail: "refused".into(),
+                    })
+                }
+            })
+            .await;
+        assert!(matches!(result, Err(ProviderError::Unreachable { .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // A non-transient failure is not retried.
+        let calls = AtomicU32::new(0);
+        let _: Result<(), _> = policy
+            .run("kea", || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async {
+                    Err(ProviderError::Rejected {
+                        provider: "kea".into(),
+                        detail: "bad".into(),
+                    })
+                }
+            })
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_call_times_out() {
+        let policy = CallPolicy {
+            timeout: Duration::from_millis(20),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+        };
+        let result: Result<(), _> = policy
+            .run("pve", || async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            })
+            .await;
+        assert!(matches!(result, Err(ProviderError::Timeout { .. })));
+    }
+}

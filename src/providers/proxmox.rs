@@ -1,0 +1,1179 @@
+//! Proxmox VE through its REST API (`/api2/json`): guests (`Device` of type `vm` and `lxc`) and
+//! resource pools (`Pool` with a `proxmoxPool`). Observe only for now.
+//!
+//! Field names and types follow the Proxmox VE API viewer
+//! (<https://pve.proxmox.com/pve-docs/api-viewer/>) and the configuration references
+//! `qm.conf(5)` (<https://pve.proxmox.com/wiki/Manual:_qm.conf>) and `pct.conf(5)`
+//! (<https://pve.proxmox.com/wiki/Manual:_pct.conf>). Every answer is a JSON object whose
+//! `data` member holds the result; errors carry `message` (and `errors` per parameter).
+//!
+//! | call | fields used |
+//! |---|---|
+//! | `GET /nodes` | `node` (string), `status` (`online` \| `offline` \| `unknown`) |
+//! | `GET /pools` | `poolid` (string) |
+//! | `GET /pools/{poolid}` | `members[]`: `id` (`qemu/202`), `type` (`qemu` \| `lxc` \| `storage`), `vmid` (integer), `node` |
+//! | `GET /nodes/{node}/qemu`, `…/lxc` | `vmid` (integer), `name` (string) |
+//! | `GET /nodes/{node}/qemu/{vmid}/config` | `cores` (integer, default 1), `memory` (MiB: integer before PVE 8.1, the string `[current=]<integer>` since), `netN`, `ideN`/`sataN`/`scsiN`/`virtioN` |
+//! | `GET /nodes/{node}/lxc/{vmid}/config` | `cores` (integer, absent = all host cores), `memory` (integer MiB), `netN`, `rootfs`, `mpN` |
+//!
+//! The shapes of `GET /pools` and `GET /pools/{poolid}` (`{comment?, members: [{id, node, type,
+//! vmid?, storage?, …}]}`) were checked against a client generated from the viewer's
+//! `apidoc.js` (crate `clientapi-pve`, <https://docs.rs/crate/clientapi-pve>).
+//!
+//! Authentication is an API token, sent as `Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET`
+//! (<https://pve.proxmox.com/wiki/Proxmox_VE_API#API_Tokens>); it needs `Sys.Audit`,
+//! `VM.Audit` and `Pool.Audit` (the built-in `PVEAuditor` role).
+//!
+//! Every Proxmox VE install serves a self-signed certificate (or one from its own
+//! `pve-root-ca`). Either pin that certificate's SHA-256 fingerprint (`tls.fingerprint`, as
+//! shown under *Node → System → Certificates*) or trust the cluster CA (`tls.caFile`,
+//! `/etc/pve/pve-root-ca.pem`); verification is never switched off.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use serde_json::{json, Map, Value as Json};
+use tokio::sync::Semaphore;
+
+use super::http::{self, excerpt, Classify, Pinning, Reply};
+use super::{
+    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
+    ProviderError, Resource,
+};
+use crate::model::{
+    DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, ProviderConfig, SecretSource,
+};
+pub use http::parse_fingerprint;
+
+/// At most this many guest-config and pool calls are in flight at once.
+pub const MAX_CONCURRENT_CALLS: usize = 8;
+
+/// The Proxmox VE provider: one API endpoint (any node of the cluster), one client.
+pub struct ProxmoxProvider {
+    api: Api,
+    limit: Arc<Semaphore>,
+}
+
+/// What a call needs; cheap to clone into concurrent tasks.
+#[derive(Clone)]
+struct Api {
+    provider: String,
+    /// `https://host:8006`, without a trailing slash; paths below start with `/api2/json`.
+    base: String,
+    client: reqwest::Client,
+    policy: CallPolicy,
+    /// The `Authorization` header value, marked sensitive. Never formatted anywhere.
+    auth: HeaderValue,
+}
+
+impl ProxmoxProvider {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let config_err = http::config_error(&cfg.name);
+        let source = cfg.token.as_ref().ok_or_else(|| {
+            config_err(
+                "Proxmox VE needs an API token (USER@REALM!TOKENID=SECRET): give `token` as \
+                 {env: VAR}, {file: PATH} or {systemdCredential: NAME}"
+                    .into(),
+            )
+        })?;
+        let token = http::read_secret(source).map_err(&config_err)?;
+        if token.is_empty() {
+            return Err(config_err(format!("token: {} is empty", describe(source))));
+        }
+        check_token_shape(&token).map_err(|what| {
+            config_err(format!(
+                "the token from {} {what}; it must look like USER@REALM!TOKENID=SECRET",
+                describe(source)
+            ))
+        })?;
+        let mut auth = HeaderValue::from_str(&format!("PVEAPIToken={token}")).map_err(|_| {
+            config_err(format!(
+                "the token from {} contains characters not allowed in an HTTP header",
+                describe(source)
+            ))
+        })?;
+        auth.set_sensitive(true);
+
+        let policy = http::call_policy(cfg);
+        // The API never redirects; not following keeps the token on the configured host.
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(policy.timeout);
+        // Every install has a self-signed certificate: pin it or trust the cluster CA.
+        let client = http::build_client(builder, cfg.tls.as_ref(), Pinning::Allowed, &config_err)?;
+        Ok(ProxmoxProvider {
+            api: Api {
+                provider: cfg.name.clone(),
+                base: cfg.url.trim_end_matches('/').to_string(),
+                client,
+                policy,
+                auth,
+            },
+            limit: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+        })
+    }
+
+    /// Replaces the call policy (timeout, retries, backoff).
+    pub fn with_policy(mut self, policy: CallPolicy) -> Self {
+        self.api.policy = policy;
+        self
+    }
+
+    async fn observe_inner(&self, desired: &DesiredState) -> Result<Observation, ProviderError> {
+        let api = &self.api;
+        let observed_at = http::now_millis();
+
+        // Every node, then every guest on each online node. A node that cannot be listed
+        // makes its guests unknowable: nothing is concluded about where they went.
+        let nodes = api.get("/nodes").await?;
+        let mut unreadable_nodes: BTreeSet<String> = BTreeSet::new();
+        let mut listed: Vec<Listed> = Vec::new();
+        for node in array(&nodes) {
+            let Some(name) = node.get("node").and_then(Json::as_str) else {
+                continue;
+            };
+            if node.get("status").and_then(Json::as_str) != Some("online") {
+                tracing::warn!(provider = %api.provider, node = name, "node is not online; its guests are unknown");
+                unreadable_nodes.insert(name.to_string());
+                continue;
+            }
+            for kind in [GuestKind::Qemu, GuestKind::Lxc] {
+                let path = format!("/nodes/{}/{}", segment(name), kind.path());
+                match api.get(&path).await {
+                    Ok(list) => {
+                        for guest in array(&list) {
+                            let Some(vmid) = guest.get("vmid").and_then(as_u32) else {
+                                continue;
+                            };
+                            listed.push(Listed {
+                                node: name.to_string(),
+                                vmid,
+                                kind,
+                                name: guest.get("name").and_then(Json::as_str).map(str::to_string),
+                            });
+                        }
+                    }
+                    Err(e @ ProviderError::Authentication { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(provider = %api.provider, node = name, error = %e, "cannot list guests; they are unknown");
+                        unreadable_nodes.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        let pool_ids: Vec<String> = array(&api.get("/pools").await?)
+            .filter_map(|p| p.get("poolid").and_then(Json::as_str).map(str::to_string))
+            .collect();
+
+        // Guest configs and pool details, at most MAX_CONCURRENT_CALLS at a time.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, guest) in listed.iter().enumerate() {
+            let (api, limit) = (api.clone(), self.limit.clone());
+            let path = format!(
+                "/nodes/{}/{}/{}/config",
+                segment(&guest.node),
+                guest.kind.path(),
+                guest.vmid
+            );
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                Fetched::Config(i, api.get(&path).await)
+            });
+        }
+        for (i, poolid) in pool_ids.iter().enumerate() {
+            let (api, limit) = (api.clone(), self.limit.clone());
+            let path = format!("/pools/{}", segment(poolid));
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                Fetched::Pool(i, api.get(&path).await)
+            });
+        }
+        let mut configs: BTreeMap<usize, Result<Json, ProviderError>> = BTreeMap::new();
+        let mut pools: BTreeMap<usize, Result<Json, ProviderError>> = BTreeMap::new();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Fetched::Config(i, r)) => {
+                    configs.insert(i, r);
+                }
+                Ok(Fetched::Pool(i, r)) => {
+                    pools.insert(i, r);
+                }
+                Err(e) => {
+                    return Err(ProviderError::BadResponse {
+                        provider: api.provider.clone(),
+                        url: api.base.clone(),
+                        detail: format!("a concurrent call failed: {e}"),
+                    })
+                }
+            }
+        }
+        // A token that lost its rights half way is not a per-guest problem.
+        if let Some(Err(e @ ProviderError::Authentication { .. })) = configs
+            .values()
+            .chain(pools.values())
+            .find(|r| matches!(r, Err(ProviderError::Authentication { .. })))
+        {
+            return Err(e.clone());
+        }
+
+        let mut resources = Vec::new();
+        let mut unobservable = Vec::new();
+        self.guests(
+            desired,
+            &listed,
+            configs,
+            &unreadable_nodes,
+            &mut resources,
+            &mut unobservable,
+        );
+        self.pools(desired, &pool_ids, pools, &mut resources, &mut unobservable);
+        resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        unobservable.sort();
+        unobservable.dedup();
+        Ok(Observation {
+            provider: api.provider.clone(),
+            observed_at,
+            resources,
+            unobservable,
+        })
+    }
+
+    /// Guests as `Device` resources, matched to desired devices by vmid.
+    fn guests(
+        &self,
+        desired: &DesiredState,
+        listed: &[Listed],
+        mut configs: BTreeMap<usize, Result<Json, ProviderError>>,
+        unreadable_nodes: &BTreeSet<String>,
+        resources: &mut Vec<Resource>,
+        unobservable: &mut Vec<(Kind, String)>,
+    ) {
+        let provider = &self.api.provider;
+        let wanted: BTreeMap<u32, &DeviceDoc> = desired_guests(desired)
+            .map(|d| {
+                (
+                    d.spec.proxmox.as_ref().map(|p| p.vmid).unwrap_or_default(),
+                    d,
+                )
+            })
+            .collect();
+        let mut taken: BTreeSet<String> = desired
+            .devices
+            .iter()
+            .map(|d| d.doc.metadata.name.clone())
+            .collect();
+        let mut seen: BTreeSet<u32> = BTreeSet::new();
+        for (i, guest) in listed.iter().enumerate() {
+            if !seen.insert(guest.vmid) {
+                continue;
+            }
+            let doc = wanted.get(&guest.vmid).copied();
+            let name = match doc {
+                Some(d) => d.metadata.name.clone(),
+                None => {
+                    let base = match guest.name.as_deref() {
+                        Some(n) if !n.trim().is_empty() => derive_name(n),
+                        _ => format!("vm-{}", guest.vmid),
+                    };
+                    let name = unique_name(&base, &taken);
+                    taken.insert(name.clone());
+                    name
+                }
+            };
+            let config = match configs.remove(&i) {
+                Some(Ok(config)) => config,
+                Some(Err(e)) => {
+                    tracing::warn!(provider = %provider, guest = %name, vmid = guest.vmid, error = %e, "cannot read the guest's config; it is unknown");
+                    self.unreadable_guest(doc, guest, name, resources, unobservable);
+                    continue;
+                }
+                None => continue,
+            };
+            let fields = match guest_fields(guest, doc, &config) {
+                Ok(fields) => fields,
+                Err(reason) => {
+                    tracing::warn!(provider = %provider, guest = %name, vmid = guest.vmid, reason = %reason, "cannot interpret the guest's config; it is unknown");
+                    self.unreadable_guest(doc, guest, name, resources, unobservable);
+                    continue;
+                }
+            };
+            resources.push(Resource {
+                kind: Kind::Device,
+                name,
+                fields,
+            });
+        }
+        // A desired guest that was not listed is missing, unless a node could not be listed:
+        // it may be there (or have migrated there).
+        if !unreadable_nodes.is_empty() {
+            for (vmid, doc) in &wanted {
+                if !seen.contains(vmid) {
+                    unobservable.push((Kind::Device, doc.metadata.name.clone()));
+                }
+            }
+        }
+    }
+
+    /// A guest whose config could not be read or understood: unknown when desired; when
+    /// unmanaged, still reported with what the listing showed (its existence is certain).
+    fn unreadable_guest(
+        &self,
+        doc: Option<&DeviceDoc>,
+        guest: &Listed,
+        name: String,
+        resources: &mut Vec<Resource>,
+        unobservable: &mut Vec<(Kind, String)>,
+    ) {
+        if doc.is_some() {
+            unobservable.push((Kind::Device, name));
+        } else {
+            resources.push(Resource {
+                kind: Kind::Device,
+                name,
+                fields: json!({
+                    "type": guest.kind.device_type(),
+                    "proxmox": { "node": guest.node, "vmid": guest.vmid },
+                }),
+            });
+        }
+    }
+
+    /// Pools as `Pool` resources, matched to desired pools by `proxmoxPool`.
+    fn pools(
+        &self,
+        desired: &DesiredState,
+        pool_ids: &[String],
+        mut details: BTreeMap<usize, Result<Json, ProviderError>>,
+        resources: &mut Vec<Resource>,
+        unobservable: &mut Vec<(Kind, String)>,
+    ) {
+        let wanted: BTreeMap<&str, &str> = desired
+            .pools
+            .iter()
+            .filter_map(|p| {
+                let id = p.doc.spec.proxmox_pool.as_deref()?;
+                Some((id, p.doc.metadata.name.as_str()))
+            })
+            .collect();
+        let mut taken: BTreeSet<String> = desired
+            .pools
+            .iter()
+            .map(|p| p.doc.metadata.name.clone())
+            .collect();
+        for (i, poolid) in pool_ids.iter().enumerate() {
+            let name = match wanted.get(poolid.as_str()) {
+                Some(n) => n.to_string(),
+                None => {
+                    let name = unique_name(&derive_name(poolid), &taken);
+                    taken.insert(name.clone());
+                    name
+                }
+            };
+            match details.remove(&i) {
+                Some(Ok(detail)) => {
+                    let mut members: Vec<String> = detail
+                        .get("members")
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(member_id)
+                        .collect();
+                    members.sort();
+                    members.dedup();
+                    resources.push(Resource {
+                        kind: Kind::Pool,
+                        name,
+                        fields: json!({ "members": members }),
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(provider = %self.api.provider, pool = %poolid, error = %e, "cannot read the pool; it is unknown");
+                    if wanted.contains_key(poolid.as_str()) {
+                        unobservable.push((Kind::Pool, name));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl Provider for ProxmoxProvider {
+    fn name(&self) -> &str {
+        &self.api.provider
+    }
+
+    fn kinds(&self) -> BTreeSet<Kind> {
+        BTreeSet::from([Kind::Pool, Kind::Device])
+    }
+
+    /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
+    /// guests whose `pool` is that pool's path), and guests (`vm`, `lxc`) as `{"type",
+    /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
+    /// when declared. Interface IPs are left out: addresses are DHCP's business.
+    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
+        let tree = desired.pool_tree().unwrap_or_default();
+        let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for doc in desired_guests(desired) {
+            let (Some(path), Some(px)) = (doc.spec.pool.as_deref(), doc.spec.proxmox.as_ref())
+            else {
+                continue;
+            };
+            if let Some(pool) = tree.by_path(path) {
+                let prefix = match doc.spec.device_type {
+                    DeviceType::Lxc => "lxc",
+                    _ => "qemu",
+                };
+                members
+                    .entry(pool.name.as_str())
+                    .or_default()
+                    .push(format!("{prefix}/{}", px.vmid));
+            }
+        }
+        let mut out = Vec::new();
+        for pool in &desired.pools {
+            if pool.doc.spec.proxmox_pool.is_none() {
+                continue;
+            }
+            let name = pool.doc.metadata.name.as_str();
+            let mut list = members.get(name).cloned().unwrap_or_default();
+            list.sort();
+            list.dedup();
+            out.push(Resource {
+                kind: Kind::Pool,
+                name: name.to_string(),
+                fields: json!({ "members": list }),
+            });
+        }
+        for doc in desired_guests(desired) {
+            out.push(Resource {
+                kind: Kind::Device,
+                name: doc.metadata.name.clone(),
+                fields: expected_guest(doc),
+            });
+        }
+        out
+    }
+
+    fn observe<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+        Box::pin(self.observe_inner(desired))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+        http::observe_only(
+            &self.api.provider,
+            changes,
+            "the Proxmox VE provider observes only; change guests and pools in Proxmox VE or in \
+             Git",
+        )
+    }
+
+    fn can_apply(&self, _kind: Kind) -> bool {
+        false
+    }
+}
+
+impl Api {
+    /// `GET /api2/json{path}` with timeout and retries; the `data` member of the answer.
+    async fn get(&self, path: &str) -> Result<Json, ProviderError> {
+        self.policy
+            .run(&self.provider, || self.get_once(path))
+            .await
+    }
+
+    async fn get_once(&self, path: &str) -> Result<Json, ProviderError> {
+        let url = format!("{}/api2/json{path}", self.base);
+        let request = self
+            .client
+            .get(&url)
+            .header(AUTHORIZATION, self.auth.clone());
+        let Reply {
+            status,
+            body: bytes,
+            ..
+        } = http::exchange(request, |e| self.transport_error(&url, e)).await?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ProviderError::Authentication {
+                provider: self.provider.clone(),
+                url,
+                detail: "HTTP 401: Proxmox VE refused the API token; check USER@REALM!TOKENID \
+                         and the secret"
+                    .into(),
+            });
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Err(ProviderError::Authentication {
+                provider: self.provider.clone(),
+                url,
+                detail: format!(
+                    "HTTP 403: the token lacks a permission (it needs Sys.Audit, VM.Audit and \
+                     Pool.Audit, e.g. the PVEAuditor role): {}",
+                    pve_message(&bytes)
+                ),
+            });
+        }
+        if !status.is_success() {
+            let detail = format!("HTTP {status}: {}", pve_message(&bytes));
+            // 595/596 are pveproxy's "cannot reach that node": worth another try.
+            return Err(if status.as_u16() >= 595 {
+                ProviderError::Unreachable {
+                    provider: self.provider.clone(),
+                    url,
+                    detail,
+                }
+            } else {
+                ProviderError::BadResponse {
+                    provider: self.provider.clone(),
+                    url,
+                    detail,
+                }
+            });
+        }
+        let mut parsed: Json =
+            serde_json::from_slice(&bytes).map_err(|e| ProviderError::BadResponse {
+                provider: self.provider.clone(),
+                url: url.clone(),
+                detail: format!("the answer is not JSON: {e}"),
+            })?;
+        match parsed.get_mut("data").map(Json::take) {
+            Some(data) if !data.is_null() => Ok(data),
+            _ => Err(ProviderError::BadResponse {
+                provider: self.provider.clone(),
+                url,
+                detail: format!(
+                    "expected {{\"data\": …}}, got {}",
+                    excerpt(&String::from_utf8_lossy(&bytes))
+                ),
+            }),
+        }
+    }
+
+    fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
+        let classify = Classify {
+            certificate_is_authentication: true,
+            body_is_bad_response: true,
+        };
+        http::transport_error(&self.provider, url, self.policy.timeout, &e, classify)
+    }
+}
+
+/// Which API collection a guest is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuestKind {
+    Qemu,
+    Lxc,
+}
+
+impl GuestKind {
+    fn path(self) -> &'static str {
+        match self {
+            GuestKind::Qemu => "qemu",
+            GuestKind::Lxc => "lxc",
+        }
+    }
+
+    fn device_type(self) -> &'static str {
+        match self {
+            GuestKind::Qemu => "vm",
+            GuestKind::Lxc => "lxc",
+        }
+    }
+}
+
+/// A guest from a node's listing.
+#[derive(Debug, Clone)]
+struct Listed {
+    node: String,
+    vmid: u32,
+    kind: GuestKind,
+    name: Option<String>,
+}
+
+enum Fetched {
+    Config(usize, Result<Json, ProviderError>),
+    Pool(usize, Result<Json, ProviderError>),
+}
+
+fn desired_guests(desired: &DesiredState) -> impl Iterator<Item = &DeviceDoc> {
+    desired
+        .devices
+        .iter()
+        .map(|d| &d.doc)
+        .filter(|d| d.spec.device_type.is_guest() && d.spec.proxmox.is_some())
+}
+
+/// A desired guest in the shape [`guest_fields`] observes.
+fn expected_guest(doc: &DeviceDoc) -> Json {
+    let spec = &doc.spec;
+    let mut fields = Map::new();
+    fields.insert(
+        "type".into(),
+        json!(match spec.device_type {
+            DeviceType::Lxc => "lxc",
+            _ => "vm",
+        }),
+    );
+    if let Some(px) = &spec.proxmox {
+        fields.insert(
+            "proxmox".into(),
+            json!({ "node": px.node, "vmid": px.vmid }),
+        );
+    }
+    if let Some(cores) = spec.cores {
+        fields.insert("cores".into(), json!(cores));
+    }
+    if let Some(memory) = spec.memory_mib {
+        fields.insert("memoryMiB".into(), json!(memory));
+    }
+    if !spec.disks.is_empty() {
+        let mut disks: Vec<Json> = spec
+            .disks
+            .iter()
+            .map(|d| {
+                let mut disk = Map::new();
+                disk.insert("name".into(), json!(d.name));
+                if let Some(storage) = &d.storage {
+                    disk.insert("storage".into(), json!(storage));
+                }
+                disk.insert("sizeGiB".into(), json!(d.size_gib));
+                Json::Object(disk)
+            })
+            .collect();
+        sort_by_name(&mut disks);
+        fields.insert("disks".into(), Json::Array(disks));
+    }
+    if !spec.interfaces.is_empty() {
+        let mut interfaces: Vec<Json> = spec
+            .interfaces
+            .iter()
+            .map(|i| {
+                let mut nic = Map::new();
+                nic.insert("name".into(), json!(i.name));
+                if let Some(mac) = &i.mac {
+                    nic.insert("mac".into(), json!(mac.to_string()));
+                }
+                if let Some(bridge) = &i.bridge {
+                    nic.insert("bridge".into(), json!(bridge));
+                }
+                if let Some(vlan) = i.vlan {
+                    nic.insert("vlan".into(), json!(vlan));
+                }
+                Json::Object(nic)
+            })
+            .collect();
+        sort_by_name(&mut interfaces);
+        fields.insert("interfaces".into(), Json::Array(interfaces));
+    }
+    Json::Object(fields)
+}
+
+/// A live guest in the shape of [`expected_guest`]. For a desired guest only what its
+/// document declares is kept (a field Git does not declare is never drift); an unmanaged
+/// guest shows everything. `Err` says why the config could not be understood.
+fn guest_fields(guest: &Listed, doc: Option<&DeviceDoc>, config: &Json) -> Result<Json, String> {
+    let config = config
+        .as_object()
+        .ok_or_else(|| "the config is not a JSON object".to_string())?;
+    let mut fields = Map::new();
+    fields.insert("type".into(), json!(guest.kind.device_type()));
+    fields.insert(
+        "proxmox".into(),
+        json!({ "node": guest.node, "vmid": guest.vmid }),
+    );
+    // cores: qm.conf `cores` (integer, default 1: cores per socket; `sockets` is not
+    // modelled); pct.conf `cores` (integer, absent means every host core, shown as absent).
+    match config.get("cores") {
+        Some(v) => {
+            let cores = as_u64(v).ok_or_else(|| format!("`cores` is not an integer: {v}"))?;
+            fields.insert("cores".into(), json!(cores));
+        }
+        None if guest.kind == GuestKind::Qemu => {
+            fields.insert("cores".into(), json!(1));
+        }
+        None => {}
+    }
+    // memory: MiB; qm.conf default 512, since PVE 8.1 the property string
+    // `[current=]<integer>`; pct.conf integer, default 512.
+    let memory = match config.get("memory") {
+        None => 512,
+        Some(v) => parse_memory(v).ok_or_else(|| format!("`memory` is not understood: {v}"))?,
+    };
+    fields.insert("memoryMiB".into(), json!(memory));
+
+    let mut disks = Vec::new();
+    let mut nics = Vec::new();
+    for (key, value) in config {
+        let Some(text) = value.as_str() else {
+            continue;
+        };
+        if is_data_disk(guest.kind, key) {
+            if let Some(disk) = parse_disk(key, text)? {
+                disks.push(disk);
+            }
+        } else if is_indexed(key, "net") {
+            nics.push(parse_net(guest.kind, key, text)?);
+        }
+    }
+    // lxc: the interface is named as in the container (`name=eth0`), unless the document
+    // names its interfaces by config key (`net0`).
+    if guest.kind == GuestKind::Lxc {
+        let by_key = doc.is_some_and(|d| {
+            !d.spec.interfaces.is_empty()
+                && d.spec.interfaces.iter().all(|i| is_indexed(&i.name, "net"))
+        });
+        for (key, nic) in nics.iter_mut() {
+            if by_key {
+                nic.insert("name".into(), json!(key));
+            }
+        }
+    }
+    let mut disks: Vec<Json> = disks.into_iter().map(Json::Object).collect();
+    let mut nics: Vec<Json> = nics.into_iter().map(|(_, n)| Json::Object(n)).collect();
+    sort_by_name(&mut disks);
+    sort_by_name(&mut nics);
+    fields.insert("disks".into(), Json::Array(disks));
+    fields.insert("interfaces".into(), Json::Array(nics));
+
+    let mut fields = Json::Object(fields);
+    if let Some(doc) = doc {
+        fields = prune(fields, &expected_guest(doc));
+    }
+    Ok(fields)
+}
+
+/// Keeps only what `expected` declares: its keys, and within the `disks` and `interfaces`
+/// lists, the keys of the declared element of the same name (live elements Git does not
+/// declare stay whole, so an extra disk is drift).
+fn prune(live: Json, expected: &Json) -> Json {
+    let (Json::Object(live), Some(exp)) = (live, expected.as_object()) else {
+        return Json::Null;
+    };
+    let mut out = Map::new();
+    for (key, value) in live {
+        let Some(declared) = exp.get(&key) else {
+            continue;
+        };
+        let value = match (key.as_str(), value) {
+            ("disks" | "interfaces", Json::Array(items)) => {
+                let declared: BTreeMap<&str, &Map<String, Json>> = declared
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| Some((d.get("name")?.as_str()?, d.as_object()?)))
+                    .collect();
+                Json::Array(
+                    items
+                        .into_iter()
+                        .map(|item| {
+                            let name = item.get("name").and_then(Json::as_str).unwrap_or("");
+                            match (declared.get(name), item) {
+                                (Some(d), Json::Object(m)) => Json::Object(
+                                    m.into_iter().filter(|(k, _)| d.contains_key(k)).collect(),
+                                ),
+                                (_, item) => item,
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            (_, value) => value,
+        };
+        out.insert(key, value);
+    }
+    Json::Object(out)
+}
+
+/// `scsi0`, `virtio3`, `sata1`, `ide0` (qemu) or `rootfs`, `mp0` (lxc). Left out on purpose:
+/// `efidisk0` and `tpmstate0` (firmware state of a few MiB), `unusedN` (detached volumes),
+/// and CD-ROM drives (`media=cdrom`, skipped in [`parse_disk`]).
+fn is_data_disk(kind: GuestKind, key: &str) -> bool {
+    match kind {
+        GuestKind::Qemu => ["ide", "sata", "scsi", "virtio"]
+            .iter()
+            .any(|p| is_indexed(key, p)),
+        GuestKind::Lxc => key == "rootfs" || is_indexed(key, "mp"),
+    }
+}
+
+/// `key` is `prefix` followed by a decimal index.
+fn is_indexed(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Splits a Proxmox property string (`a=b,c=d`, first element possibly without a key).
+fn properties(text: &str) -> Vec<(Option<&str>, &str)> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (Some(k.trim()), v.trim()),
+            None => (None, p.trim()),
+        })
+        .collect()
+}
+
+/// A disk, `[file=]<volume>[,size=<DiskSize>][,…]`, as `{name, storage, sizeGiB}`; `None` for a
+/// CD-ROM drive. The storage is the part of the volume id before `:`; a pass-through device
+/// (`/dev/…`) has none.
+fn parse_disk(key: &str, text: &str) -> Result<Option<Map<String, Json>>, String> {
+    let props = properties(text);
+    if props
+        .iter()
+        .any(|(k, v)| *k == Some("media") && *v == "cdrom")
+    {
+        return Ok(None);
+    }
+    let volume = props
+        .iter()
+        .find(|(k, _)| k.is_none() || *k == Some("file") || *k == Some("volume"))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("disk `{key}` names no volume: `{text}`"))?;
+    let size = props
+        .iter()
+        .find(|(k, _)| *k == Some("size"))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("disk `{key}` has no size: `{text}`"))?;
+    let size = parse_size_gib(size)
+        .ok_or_else(|| format!("disk `{key}` has a size labctl does not understand: `{size}`"))?;
+    let mut disk = Map::new();
+    disk.insert("name".into(), json!(key));
+    if let Some((storage, _)) = volume.split_once(':') {
+        if !storage.is_empty() && !volume.starts_with('/') {
+            disk.insert("storage".into(), json!(storage));
+        }
+    }
+    disk.insert("sizeGiB".into(), size);
+    Ok(Some(disk))
+}
+
+/// A Proxmox `DiskSize` (`\d+(\.\d+)?[KMGT]?`, bytes without a unit) in GiB: an integer when
+/// it is whole (`200G` → 200, `1T` → 1024), else the exact fraction (`512M` → 0.5). `None` for
+/// anything else.
+pub fn parse_size_gib(raw: &str) -> Option<Json> {
+    let raw = raw.trim();
+    let (number, shift) = match raw.as_bytes().last()? {
+        b'K' | b'k' => (&raw[..raw.len() - 1], 10u32),
+        b'M' | b'm' => (&raw[..raw.len() - 1], 20),
+        b'G' | b'g' => (&raw[..raw.len() - 1], 30),
+        b'T' | b't' => (&raw[..raw.len() - 1], 40),
+        b'0'..=b'9' => (raw, 0),
+        _ => return None,
+    };
+    let (whole, fraction) = match number.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (number, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 9 {
+        return None;
+    }
+    if number.contains('.') && fraction.is_empty() {
+        return None;
+    }
+    // Exact arithmetic: bytes = mantissa * 2^shift / 10^scale.
+    let mantissa: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let scale = 10u128.pow(fraction.len() as u32);
+    let numerator = mantissa.checked_mul(1u128 << shift)?;
+    let denominator = scale.checked_mul(1u128 << 30)?;
+    if numerator % denominator == 0 {
+        Some(json!(u64::try_from(numerator / denominator).ok()?))
+    } else {
+        Some(json!(numerator as f64 / denominator as f64))
+    }
+}
+
+/// MiB from qm.conf/pct.conf `memory`: an integer, a numeric string, or `current=<integer>`.
+fn parse_memory(v: &Json) -> Option<u64> {
+    if let Some(n) = as_u64(v) {
+        return Some(n);
+    }
+    let text = v.as_str()?;
+    properties(text).into_iter().find_map(|(k, v)| match k {
+        None | Some("current") => v.parse().ok(),
+        _ => None,
+    })
+}
+
+/// The qemu network models of qm.conf `netN` (`<model>=<macaddr>` shorthand).
+const QEMU_NIC_MODELS: [&str; 13] = [
+    "e1000",
+    "e1000-82540em",
+    "e1000-82544gc",
+    "e1000-82545em",
+    "e1000e",
+    "i82551",
+    "i82557b",
+    "i82559er",
+    "ne2k_isa",
+    "ne2k_pci",
+    "pcnet",
+    "rtl8139",
+    "virtio",
+];
+
+/// A `netN` entry as `(key, {name, mac, bridge, vlan})`.
+///
+/// qemu: `[model=]<enum>[,macaddr=<mac>]` or `<model>=<mac>`, `bridge=<bridge>`,
+/// `tag=<integer>`; e.g. `virtio=BC:24:11:5E:02:02,bridge=vmbr0,tag=10`.
+/// lxc: `name=<string>,bridge=<bridge>,hwaddr=<mac>,tag=<integer>,ip=…`; `ip` is left out.
+fn parse_net(
+    kind: GuestKind,
+    key: &str,
+    text: &str,
+) -> Result<(String, Map<String, Json>), String> {
+    let mut nic = Map::new();
+    nic.insert("name".into(), json!(key));
+    for (k, v) in properties(text) {
+        let mac = |v: &str| {
+            v.parse::<MacAddress>()
+                .map(|m| json!(m.to_string()))
+                .map_err(|_| format!("`{key}` has an invalid MAC address `{v}`"))
+        };
+        match (kind, k) {
+            (_, Some("bridge")) => {
+                nic.insert("bridge".into(), json!(v));
+            }
+            (_, Some("tag")) => {
+                let vlan: u16 = v
+                    .parse()
+                    .map_err(|_| format!("`{key}` has an invalid VLAN tag `{v}`"))?;
+                nic.insert("vlan".into(), json!(vlan));
+            }
+            (GuestKind::Qemu, Some("macaddr")) => {
+                nic.insert("mac".into(), mac(v)?);
+            }
+            (GuestKind::Qemu, Some(model)) if QEMU_NIC_MODELS.contains(&model) => {
+                nic.insert("mac".into(), mac(v)?);
+            }
+            (GuestKind::Lxc, Some("hwaddr")) => {
+                nic.insert("mac".into(), mac(v)?);
+            }
+            (GuestKind::Lxc, Some("name")) => {
+                nic.insert("name".into(), json!(v));
+            }
+            _ => {}
+        }
+    }
+    Ok((key.to_string(), nic))
+}
+
+/// A pool member as `qemu/202` or `lxc/251`; storage members are not guests.
+fn member_id(member: &Json) -> Option<String> {
+    let kind = member.get("type").and_then(Json::as_str)?;
+    if kind != "qemu" && kind != "lxc" {
+        return None;
+    }
+    let vmid = member.get("vmid").and_then(as_u32).or_else(|| {
+        member
+            .get("id")
+            .and_then(Json::as_str)?
+            .strip_prefix(kind)?
+            .strip_prefix('/')?
+            .parse()
+            .ok()
+    })?;
+    Some(format!("{kind}/{vmid}"))
+}
+
+fn sort_by_name(items: &mut [Json]) {
+    items.sort_by(|a, b| {
+        let name = |v: &Json| {
+            v.get("name")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        name(a).cmp(&name(b))
+    });
+}
+
+fn array(v: &Json) -> impl Iterator<Item = &Json> {
+    v.as_array().into_iter().flatten()
+}
+
+fn as_u64(v: &Json) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+fn as_u32(v: &Json) -> Option<u32> {
+    as_u64(v).and_then(|n| u32::try_from(n).ok())
+}
+
+/// A path segment: node names and pool ids are `[A-Za-z0-9_.-]` in Proxmox VE, anything
+/// else is percent-encoded.
+fn segment(raw: &str) -> String {
+    let mut out = String::new();
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn describe(source: &SecretSource) -> String {
+    match source {
+        SecretSource::Env(var) => format!("the environment variable {var}"),
+        SecretSource::File(path) => format!("the file {}", path.display()),
+        SecretSource::SystemdCredential(name) => format!("the systemd credential {name}"),
+    }
+}
+
+/// Says what is wrong with the shape of `USER@REALM!TOKENID=SECRET`, without quoting it.
+fn check_token_shape(token: &str) -> Result<(), &'static str> {
+    let (id, secret) = token.split_once('=').ok_or("has no `=SECRET` part")?;
+    let (user, token_id) = id.split_once('!').ok_or("has no `!TOKENID` part")?;
+    if !user.contains('@') {
+        return Err("has no `@REALM` in the user");
+    }
+    if token_id.is_empty() || secret.is_empty() {
+        return Err("has an empty token id or secret");
+    }
+    if token.chars().any(char::is_whitespace) {
+        return Err("contains whitespace");
+    }
+    Ok(())
+}
+
+/// Proxmox VE's own explanation of an error answer: `message`, then per-parameter `errors`.
+fn pve_message(body: &[u8]) -> String {
+    let Ok(parsed) = serde_json::from_slice::<Json>(body) else {
+        return excerpt(&String::from_utf8_lossy(body));
+    };
+    let mut parts = Vec::new();
+    if let Some(message) = parsed.get("message").and_then(Json::as_str) {
+        parts.push(message.trim().to_string());
+    }
+    if let Some(errors) = parsed.get("errors").and_then(Json::as_object) {
+        for (param, why) in errors {
+            parts.push(format!(
+                "{param}: {}",
+                why.as_str().unwrap_or_default().trim()
+            ));
+        }
+    }
+    if parts.is_empty() {
+        excerpt(&parsed.to_string())
+    } else {
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_to_gib_exactly() {
+        assert_eq!(parse_size_gib("200G"), Some(json!(200)));
+        assert_eq!(parse_size_gib("1T"), Some(json!(1024)));
+        assert_eq!(parse_size_gib("512M"), Some(json!(0.5)));
+        assert_eq!(parse_size_gib("2048M"), Some(json!(2)));
+        assert_eq!(parse_size_gib("1.5G"), Some(json!(1.5)));
+        assert_eq!(parse_size_gib("1073741824"), Some(json!(1)));
+        assert_eq!(parse_size_gib("4M"), Some(json!(4.0 / 1024.0)));
+        for bad in ["", "G", "12X", "1.G", ".5G", "-1G", "1e3G", "twoG"] {
+            assert_eq!(parse_size_gib(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn qemu_and_lxc_network_strings() {
+        let (_, nic) = parse_net(
+            GuestKind::Qemu,
+            "net0",
+            "virtio=BC:24:11:5E:02:02,bridge=vmbr0,tag=10,firewall=1",
+        )
+        .unwrap();
+        assert_eq!(
+            Json::Object(nic),
+            json!({ "name": "net0", "mac": "bc:24:11:5e:02:02", "bridge": "vmbr0", "vlan": 10 })
+        );
+        let (_, nic) = parse_net(
+            GuestKind::Qemu,
+            "net1",
+            "model=e1000,macaddr=BC:24:11:00:00:01,bridge=vmbr1",
+        )
+        .unwrap();
+        assert_eq!(nic["mac"], "bc:24:11:00:00:01");
+        let (_, nic) = parse_net(
+            GuestKind::Lxc,
+            "net0",
+            "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:AA:00:01,ip=dhcp,type=veth",
+        )
+        .unwrap();
+        assert_eq!(
+            Json::Object(nic),
+            json!({ "name": "eth0", "mac": "bc:24:11:aa:00:01", "bridge": "vmbr0" })
+        );
+        assert!(parse_net(GuestKind::Qemu, "net0", "virtio=nope,bridge=vmbr0").is_err());
+        assert!(parse_net(GuestKind::Qemu, "net0", "virtio=BC:24:11:5E:02:02,tag=x").is_err());
+    }
+
+    #[test]
+    fn disks_and_cdroms() {
+        let disk = parse_disk("scsi0", "local-lvm:vm-202-disk-0,iothread=1,size=200G")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Json::Object(disk),
+            json!({ "name": "scsi0", "storage": "local-lvm", "sizeGiB": 200 })
+        );
+        assert_eq!(
+            parse_disk("ide2", "local:iso/debian.iso,media=cdrom").unwrap(),
+            None
+        );
+        assert!(parse_disk("scsi1", "local-lvm:vm-202-disk-1").is_err());
+        assert!(parse_disk("scsi1", "local-lvm:vm-202-disk-1,size=lots").is_err());
+        assert!(is_data_disk(GuestKind::Qemu, "virtio12"));
+        assert!(!is_data_disk(GuestKind::Qemu, "efidisk0"));
+        assert!(!is_data_disk(GuestKind::Qemu, "unused0"));
+        assert!(is_data_disk(GuestKind::Lxc, "mp3"));
+    }
+
+    #[test]
+    fn memory_in_both_api_shapes() {
+        assert_eq!(parse_memory(&json!(4096)), Some(4096));
+        assert_eq!(parse_memory(&json!("4096")), Some(4096));
+        assert_eq!(parse_memory(&json!("current=2048")), Some(2048));
+        assert_eq!(parse_memory(&json!("lots")), None);
+    }
+
+    #[test]
+    fn fingerprints_and_token_shapes() {
+        let fp = "ab:".repeat(31) + "AB";
+        assert_eq!(parse_fingerprint(&fp), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(parse_fingerprint("AB:CD"), None);
+        assert!(check_token_shape("labctl@pve!observe=0b5c-11").is_ok());
+        assert!(check_token_shape("labctl@pve!observe").is_err());
+        assert!(check_token_shape("labctl!observe=x").is_err());
+        assert!(check_token_shape("labctl@pve=x").is_err());
+    }
+
+    #[test]
+    fn pool_members_from_either_field() {
+        assert_eq!(
+            member_id(&json!({ "id": "qemu/202", "type": "qemu", "vmid": 202, "node": "a" })),
+            Some("qemu/202".into())
+        );
+        assert_eq!(
+            member_id(&json!({ "id": "lxc/251", "type": "lxc", "node": "a" })),
+            Some("lxc/251".into())
+        );
+        assert_eq!(
+            member_id(&json!({ "id": "storage/a/local", "type": "storage", "node": "a" })),
+            None
+        );
+    }
+}

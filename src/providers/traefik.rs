@@ -1,0 +1,906 @@
+//! Traefik v3: `Route`s as routers of the file provider, observed through Traefik's API.
+//!
+//! Traefik's API is read-only ("Traefik Proxy REST API … provides read-only HTTP endpoints",
+//! <https://doc.traefik.io/traefik/operations/api/>): `GET /api/http/routers` and
+//! `GET /api/http/services` list the runtime configuration of every provider, as JSON arrays,
+//! paginated with `page` / `per_page` (default 100) and an `X-Next-Page` header that is `1` on
+//! the last page (Traefik's `pkg/api/criterion.go`). Names are qualified with the provider
+//! that declared them (`grafana@file`, `whoami@docker`, `api@internal`); a router's `service`
+//! and `middlewares` are shown as written, so an unqualified name refers to the router's own
+//! provider.
+//!
+//! labctl changes routes the only way Traefik allows: it owns ONE file of the file provider
+//! (`dynamicConfigFile` in `labctl.yaml`; Traefik watches it and reloads on change,
+//! <https://doc.traefik.io/traefik/reference/routing-configuration/other-providers/file/>),
+//! holding for every `Route` it manages
+//!
+//! ```yaml
+//! http:
+//!   routers:
+//!     labctl-grafana:
+//!       entryPoints: [websecure]
+//!       rule: Host(`grafana.lab.example`) && PathPrefix(`/api`)
+//!       service: labctl-grafana
+//!       middlewares: [auth]
+//!       tls: {certResolver: letsencrypt}
+//!   services:
+//!     labctl-grafana:
+//!       loadBalancer:
+//!         servers:
+//!           - url: http://10.0.1.220:3000
+//! ```
+//!
+//! Mapping of the API's JSON to labctl's fields (`expected` and `observe` use this shape):
+//!
+//! | labctl field | Traefik API (`/api/http/routers`, `/api/http/services`) |
+//! |---|---|
+//! | name | router `name`: `labctl-NAME@file` → `NAME`; any other → `derive_name(name)` |
+//! | `entryPoints` | router `entryPoints`; for labctl's routers only when the file names them (Traefik fills in the default entry points otherwise) |
+//! | `rule` | router `rule` (labctl writes ``Host(`h`) && PathPrefix(`/p`)`` or the raw rule) |
+//! | `backend.urls` | `loadBalancer.servers[].url` of the router's `service` |
+//! | `tls.certResolver` | router `tls.certResolver` |
+//! | `tls.options` | router `tls.options`: Traefik reports `default` for every TLS router without options (`pkg/api/handler_http.go`), so TLS on without a resolver is `{options: default}`, never an empty object the diff would take for "no TLS" |
+//! | `middlewares` | router `middlewares`, `@file` stripped on file-provider routers |
+//! | `status` | router `status`, only when not `enabled` (a router Traefik refused) |
+//! | `unrepresented` | what labctl does not model: `priority`, `ruleSyntax`, `tls.domains`, a service that is missing or not a load balancer |
+//!
+//! Routers of other providers (`@docker`, …) are reported as unmanaged; they cannot be
+//! deleted through the file, so such a `Delete` is refused. `@internal` routers are Traefik's
+//! own (API, dashboard, ping) and are not reported at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use reqwest::{StatusCode, Url};
+use serde_json::{json, Map, Value as Json};
+
+use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
+use super::{
+    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
+    Resource,
+};
+use crate::model::{DesiredState, Kind, ProviderConfig, RouteSpec, ServiceProtocol};
+
+/// Prefix of the routers and services labctl writes.
+const PREFIX: &str = "labctl-";
+/// The file provider's name, as Traefik qualifies its routers (`x@file`).
+const FILE_PROVIDER: &str = "file";
+/// Traefik's own routers and services (`api@internal`, `dashboard@internal`).
+const INTERNAL_PROVIDER: &str = "internal";
+/// Page size asked of the API (Traefik's default too).
+const PER_PAGE: u32 = 100;
+/// More pages than this means the API keeps answering `X-Next-Page` wrongly.
+const MAX_PAGES: u32 = 1000;
+/// Placed above the YAML labctl writes. serde_yaml drops comments, so the file says so.
+const HEADER: &str = "# Traefik dynamic configuration managed by labctl.\n\
+# Routers and services named labctl-* are rewritten on every apply; other entries are kept,\n\
+# but comments in this file are not preserved.\n";
+
+/// Traefik's HTTP routers, read from its API and written through one file-provider file.
+pub struct TraefikProvider {
+    name: String,
+    /// API base, without a trailing `/`.
+    url: String,
+    file: Option<PathBuf>,
+    client: reqwest::Client,
+    policy: CallPolicy,
+    /// `USER:PASSWORD` when the API sits behind basic authentication.
+    basic_auth: Option<BasicAuth>,
+    /// Resource name → qualified router name, from the last `observe`, so that a refused
+    /// `Delete` can say which provider the router comes from.
+    last: Mutex<BTreeMap<String, String>>,
+}
+
+impl TraefikProvider {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let config_err = http::config_error(&cfg.name);
+        let url = cfg.url.trim_end_matches('/').to_string();
+        Url::parse(&url).map_err(|e| config_err(format!("invalid API URL `{url}`: {e}")))?;
+        let policy = http::call_policy(cfg);
+        // The API is on the LAN or the management host: a proxy from the environment would
+        // only stand in the way (and see the whole routing configuration).
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(policy.timeout);
+        let client = http::build_client(
+            builder,
+            cfg.tls.as_ref(),
+            Pinning::Refused("Traefik"),
+            &config_err,
+        )?;
+        let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Traefik", &config_err)?;
+        Ok(TraefikProvider {
+            name: cfg.name.clone(),
+            url,
+            file: cfg.dynamic_config_file.clone(),
+            client,
+            policy,
+            basic_auth,
+            last: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Replaces the call policy (timeout, retries, backoff).
+    pub fn with_policy(mut self, policy: CallPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn rejected(&self, detail: impl Into<String>) -> ProviderError {
+        ProviderError::Rejected {
+            provider: self.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn config_error(&self, detail: impl Into<String>) -> ProviderError {
+        ProviderError::Config {
+            provider: self.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn bad_response(&self, url: &str, detail: impl Into<String>) -> ProviderError {
+        ProviderError::BadResponse {
+            provider: self.name.clone(),
+            url: url.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
+        let classify = http::Classify::default();
+        http::transport_error(&self.name, url, self.policy.timeout, &e, classify)
+    }
+
+    /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages.
+    async fn get_all(&self, path: &str) -> Result<Vec<Json>, ProviderError> {
+        let mut items = Vec::new();
+        let mut page = 1;
+        loop {
+            let url = format!("{}{path}?per_page={PER_PAGE}&page={page}", self.url);
+            let (batch, next) = self.policy.run(&self.name, || self.get_page(&url)).await?;
+            items.extend(batch);
+            match next {
+                Some(n) if n > page => page = n,
+                _ => break,
+            }
+            if page > MAX_PAGES {
+                return Err(self.bad_response(&url, "more than 1000 pages: X-Next-Page loops"));
+            }
+        }
+        Ok(items)
+    }
+
+    /// One page: the array and the `X-Next-Page` header.
+    async fn get_page(&self, url: &str) -> Result<(Vec<Json>, Option<u32>), ProviderError> {
+        let request = self.client.get(url);
+        let request = BasicAuth::sign(self.basic_auth.as_ref(), request);
+        let Reply {
+            status,
+            headers,
+            body,
+        } = http::exchange(request, |e| self.transport_error(url, e)).await?;
+        let next = headers
+            .get("x-next-page")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        BasicAuth::check(&self.name, url, status, "the API's")?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.bad_response(
+                url,
+                "HTTP 404: is this Traefik's API (`api` enabled in the static configuration)?",
+            ));
+        }
+        if !status.is_success() {
+            return Err(self.bad_response(
+                url,
+                format!(
+                    "HTTP {status}: {}",
+                    excerpt(&String::from_utf8_lossy(&body))
+                ),
+            ));
+        }
+        let value: Json = serde_json::from_slice(&body)
+            .map_err(|e| self.bad_response(url, format!("not JSON: {e}")))?;
+        match value {
+            Json::Array(items) => Ok((items, next)),
+            other => Err(self.bad_response(
+                url,
+                format!("expected a JSON array, got {}", excerpt(&other.to_string())),
+            )),
+        }
+    }
+
+    fn dynamic_file(&self) -> Result<&Path, ProviderError> {
+        let path = self.file.as_deref().ok_or_else(|| {
+            self.config_error(
+                "no dynamicConfigFile: Traefik's API is read-only, so labctl writes routes to \
+                 a file of Traefik's file provider; set `dynamicConfigFile` for this provider \
+                 in labctl.yaml",
+            )
+        })?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if !matches!(ext.as_deref(), Some("yml" | "yaml")) {
+            return Err(self.config_error(format!(
+                "dynamicConfigFile {} must end in .yml or .yaml: labctl writes YAML",
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
+
+    /// Reads the dynamic configuration file as a YAML mapping; absent or empty is empty.
+    fn read_file(&self, path: &Path) -> Result<serde_yaml::Mapping, ProviderError> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(self.config_error(format!("cannot read {}: {e}", path.display()))),
+        };
+        let value: serde_yaml::Value = if text.trim().is_empty() {
+            serde_yaml::Value::Null
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| {
+                self.rejected(format!(
+                    "{} is not valid YAML ({e}); labctl does not overwrite a file it cannot read",
+                    path.display()
+                ))
+            })?
+        };
+        match value {
+            serde_yaml::Value::Null => Ok(serde_yaml::Mapping::new()),
+            serde_yaml::Value::Mapping(m) => Ok(m),
+            _ => Err(self.rejected(format!(
+                "{} is not a YAML mapping; labctl does not overwrite it",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Names of labctl's routers in the dynamic configuration file that name no entry point;
+    /// empty when there is no file or it cannot be read (then nothing is adjusted).
+    fn routers_without_entry_points(&self) -> HashSet<String> {
+        let Some(path) = self.file.as_deref() else {
+            return HashSet::new();
+        };
+        let Ok(mut root) = self.read_file(path) else {
+            return HashSet::new();
+        };
+        let routers = take_mapping(&mut root, "http")
+            .and_then(|mut http| take_mapping(&mut http, "routers"))
+            .unwrap_or_default();
+        routers
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.as_str()?;
+                let declared = v
+                    .get("entryPoints")
+                    .and_then(serde_yaml::Value::as_sequence)
+                    .is_some_and(|s| !s.is_empty());
+                (name.starts_with(PREFIX) && !declared).then(|| name.to_string())
+            })
+            .collect()
+    }
+
+    /// Applies `changes` to the file's content, without any I/O.
+    fn edit(
+        &self,
+        mut root: serde_yaml::Mapping,
+        changes: &[Change],
+    ) -> Result<serde_yaml::Mapping, ProviderError> {
+        let mut http = take_mapping(&mut root, "http").map_err(|e| self.rejected(e))?;
+        let mut routers = take_mapping(&mut http, "routers").map_err(|e| self.rejected(e))?;
+        let mut services = take_mapping(&mut http, "services").map_err(|e| self.rejected(e))?;
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for change in changes {
+            let name = change.name();
+            if change.kind() != Kind::Route {
+                return Err(self.rejected(format!(
+                    "{}/{name}: Traefik only holds Routes",
+                    change.kind()
+                )));
+            }
+            let key = serde_yaml::Value::String(format!("{PREFIX}{name}"));
+            match change {
+                Change::Create { fields, .. } | Change::Update { fields, .. } => {
+                    let (router, service) = self.build(name, fields)?;
+                    routers.insert(key.clone(), router);
+                    services.insert(key, service);
+                }
+                Change::Delete { .. } => {
+                    if routers.shift_remove(&key).is_none() {
+                        let origin = match last.get(name) {
+                            Some(router) => format!("router `{router}`"),
+                            None => format!("no router `{PREFIX}{name}` in the file"),
+                        };
+                        return Err(self.rejected(format!(
+                            "Route/{name} ({origin}) is not in labctl's dynamic configuration \
+                             file: Traefik's API is read-only and labctl only writes its own \
+                             file, so routers of other providers (docker labels, other files) \
+                             must be removed where they are declared"
+                        )));
+                    }
+                    services.shift_remove(&key);
+                }
+            }
+        }
+        put_mapping(&mut http, "routers", routers);
+        put_mapping(&mut http, "services", services);
+        put_mapping(&mut root, "http", http);
+        Ok(root)
+    }
+
+    /// The router and service labctl writes for a `Route` with `fields` (the expected shape).
+    fn build(
+        &self,
+        name: &str,
+        fields: &Json,
+    ) -> Result<(serde_yaml::Value, serde_yaml::Value), ProviderError> {
+        let bad = |what: String| self.rejected(format!("Route/{name}: {what}"));
+        let rule = fields
+            .get("rule")
+            .and_then(Json::as_str)
+            .filter(|r| !r.trim().is_empty())
+            .ok_or_else(|| bad("no `rule`: give `host` or `rule`".into()))?;
+        if let Some(why) = fields.pointer("/backend/unresolved").and_then(Json::as_str) {
+            return Err(bad(format!("backend: {why}")));
+        }
+        let urls: Vec<&str> = fields
+            .pointer("/backend/urls")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        if urls.is_empty() {
+            return Err(bad("no backend URL".into()));
+        }
+        for u in &urls {
+            // Traefik loads any string and fails only when proxying; check what is written.
+            let url = Url::parse(u).map_err(|e| bad(format!("backend URL `{u}`: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https" | "h2c") || url.host_str().is_none() {
+                return Err(bad(format!(
+                    "backend URL `{u}`: Traefik needs http://, https:// or h2c:// and a host"
+                )));
+            }
+        }
+        let mut router = Map::new();
+        let entry_points = strings(fields, "entryPoints");
+        if !entry_points.is_empty() {
+            router.insert("entryPoints".into(), json!(entry_points));
+        }
+        router.insert("rule".into(), json!(rule));
+        router.insert("service".into(), json!(format!("{PREFIX}{name}")));
+        let middlewares = strings(fields, "middlewares");
+        if !middlewares.is_empty() {
+            router.insert("middlewares".into(), json!(middlewares));
+        }
+        if let Some(tls) = fields.get("tls").filter(|t| !t.is_null()) {
+            let mut out = Map::new();
+            if let Some(r) = tls.get("certResolver").and_then(Json::as_str) {
+                out.insert("certResolver".into(), json!(r));
+            }
+            if let Some(o) = tls
+                .get("options")
+                .and_then(Json::as_str)
+                .filter(|o| *o != "default")
+            {
+                out.insert("options".into(), json!(o));
+            }
+            router.insert("tls".into(), Json::Object(out));
+        }
+        let servers: Vec<Json> = urls.iter().map(|u| json!({ "url": u })).collect();
+        let service = json!({ "loadBalancer": { "servers": servers } });
+        let to_yaml = |v: &Json| {
+            serde_yaml::to_value(v).map_err(|e| bad(format!("cannot write as YAML: {e}")))
+        };
+        Ok((to_yaml(&Json::Object(router))?, to_yaml(&service)?))
+    }
+
+    /// Writes the whole file atomically.
+    fn write_file(&self, path: &Path, root: &serde_yaml::Mapping) -> Result<(), ProviderError> {
+        let yaml = if root.is_empty() {
+            String::new()
+        } else {
+            serde_yaml::to_string(root)
+                .map_err(|e| self.rejected(format!("cannot write YAML: {e}")))?
+        };
+        let text = format!("{HEADER}{yaml}");
+        write_atomically(path, text.as_bytes())
+            .map_err(|e| self.config_error(format!("cannot write {}: {e}", path.display())))
+    }
+}
+
+impl Provider for TraefikProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kinds(&self) -> BTreeSet<Kind> {
+        BTreeSet::from([Kind::Route])
+    }
+
+    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .routes
+            .iter()
+            .map(|r| Resource {
+                kind: Kind::Route,
+                name: r.doc.metadata.name.clone(),
+                fields: expected_fields(&r.doc.spec, desired),
+            })
+            .collect()
+    }
+
+    fn observe<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+        Box::pin(async move {
+            let routers = self.get_all("/api/http/routers").await?;
+            let services = self.get_all("/api/http/services").await?;
+            let services: BTreeMap<&str, &Json> = services
+                .iter()
+                .filter_map(|s| Some((s.get("name")?.as_str()?, s)))
+                .collect();
+            let desired_names: HashSet<&str> = desired
+                .routes
+                .iter()
+                .map(|r| r.doc.metadata.name.as_str())
+                .collect();
+            let mut live: Vec<(&str, &str, &Json)> = Vec::new();
+            for router in &routers {
+                let Some(full) = router.get("name").and_then(Json::as_str) else {
+                    return Err(self.bad_response(
+                        &format!("{}/api/http/routers", self.url),
+                        format!("a router without a name: {}", excerpt(&router.to_string())),
+                    ));
+                };
+                let provider = router
+                    .get("provider")
+                    .and_then(Json::as_str)
+                    .or_else(|| full.rsplit_once('@').map(|(_, p)| p))
+                    .unwrap_or_default();
+                if provider == INTERNAL_PROVIDER {
+                    continue;
+                }
+                live.push((full, provider, router));
+            }
+            live.sort_by_key(|(full, _, _)| *full);
+
+            // labctl's own routers first, so that derived names never take theirs.
+            let mut names: Vec<Option<String>> = vec![None; live.len()];
+            let mut taken: HashSet<String> = HashSet::new();
+            for (i, (full, provider, _)) in live.iter().enumerate() {
+                if let Some(n) = managed_name(full, provider) {
+                    if taken.insert(n.to_string()) {
+                        names[i] = Some(n.to_string());
+                    }
+                }
+            }
+            // Traefik gives a router that names no entry point the default ones (v3
+            // `pkg/server/aggregator.go`), so the API cannot tell "none declared" from "all
+            // declared". For labctl's own routers the file can: their entryPoints are reported
+            // only when the file names them, or a Route without entryPoints would drift forever.
+            let undeclared = self.routers_without_entry_points();
+            let mut resources = Vec::new();
+            let mut last = BTreeMap::new();
+            for (i, (full, provider, router)) in live.iter().enumerate() {
+                let mut fields = router_fields(router, provider, &services);
+                let name = match names[i].take() {
+                    Some(n) => {
+                        if undeclared.contains(&format!("{PREFIX}{n}")) {
+                            if let Json::Object(map) = &mut fields {
+                                map.remove("entryPoints");
+                            }
+                        }
+                        n
+                    }
+                    None => {
+                        // An unmanaged router never takes a desired name: it would be compared
+                        // with, and "repaired" into, a route it is not.
+                        let base = derive_name(full);
+                        let mut n = base.clone();
+                        let mut k = 2;
+                        while desired_names.contains(n.as_str()) || !taken.insert(n.clone()) {
+                            n = format!("{base}-{k}");
+                            k += 1;
+                        }
+                        n
+                    }
+                };
+                last.insert(name.clone(), full.to_string());
+                resources.push(Resource {
+                    kind: Kind::Route,
+                    name,
+                    fields,
+                });
+            }
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
+            Ok(http::observed(&self.name, resources))
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        changes: &'a [Change],
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+        Box::pin(async move {
+            if changes.is_empty() {
+                return Ok(ApplyReport::default());
+            }
+            let path = self.dynamic_file()?.to_path_buf();
+            // File I/O is blocking, but one small file; not worth a blocking-pool hop.
+            let root = self.read_file(&path)?;
+            let root = self.edit(root, changes)?;
+            self.write_file(&path, &root)?;
+            Ok(ApplyReport {
+                applied: changes.to_vec(),
+            })
+        })
+    }
+
+    fn can_apply(&self, kind: Kind) -> bool {
+        kind == Kind::Route
+    }
+}
+
+/// `NAME` of a router labctl wrote (`labctl-NAME@file`).
+fn managed_name<'a>(full: &'a str, provider: &str) -> Option<&'a str> {
+    if provider != FILE_PROVIDER {
+        return None;
+    }
+    let base = full.strip_suffix("@file").unwrap_or(full);
+    base.strip_prefix(PREFIX).filter(|n| !n.is_empty())
+}
+
+/// The rule labctl writes for a route: the raw `rule`, or built from host and path prefix the
+/// way Traefik's documentation writes it.
+fn rule_of(spec: &RouteSpec) -> Option<String> {
+    if let Some(rule) = &spec.rule {
+        return Some(rule.clone());
+    }
+    let host = spec.host.as_ref()?;
+    Some(match &spec.path_prefix {
+        Some(p) => format!("Host(`{host}`) && PathPrefix(`{p}`)"),
+        None => format!("Host(`{host}`)"),
+    })
+}
+
+/// A route as Traefik would show it (see the module documentation for the shape).
+fn expected_fields(spec: &RouteSpec, desired: &DesiredState) -> Json {
+    let mut fields = Map::new();
+    if !spec.entry_points.is_empty() {
+        fields.insert("entryPoints".into(), json!(spec.entry_points));
+    }
+    if let Some(rule) = rule_of(spec) {
+        fields.insert("rule".into(), json!(rule));
+    }
+    let mut urls = spec.backend.urls.clone();
+    let mut backend = Map::new();
+    if let Some(svc) = &spec.backend.service {
+        match resolve_service(desired, &svc.device, &svc.service) {
+            Ok(url) => urls.push(url),
+            // Validation guarantees the device and service exist; an interface without an IP
+            // remains possible. Say so in the fields: the diff shows it and apply refuses it.
+            Err(why) => {
+                backend.insert("unresolved".into(), json!(why));
+            }
+        }
+    }
+    backend.insert("urls".into(), json!(urls));
+    fields.insert("backend".into(), Json::Object(backend));
+    if let Some(tls) = &spec.tls {
+        let mut t = Map::new();
+        if let Some(r) = &tls.cert_resolver {
+            t.insert("certResolver".into(), json!(r));
+        }
+        t.insert("options".into(), json!("default"));
+        fields.insert("tls".into(), Json::Object(t));
+    }
+    let middlewares: Vec<String> = spec
+        .middlewares
+        .iter()
+        .map(|m| strip_file(m).to_string())
+        .collect();
+    if !middlewares.is_empty() {
+        fields.insert("middlewares".into(), json!(middlewares));
+    }
+    Json::Object(fields)
+}
+
+/// `http(s)://IP:PORT` of a device's service: its first interface address.
+fn resolve_service(desired: &DesiredState, device: &str, service: &str) -> Result<String, String> {
+    let doc = desired
+        .devices
+        .iter()
+        .find(|d| d.doc.metadata.name == device)
+        .ok_or_else(|| format!("Device/{device} does not exist"))?;
+    let svc = doc
+        .doc
+        .spec
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| format!("Device/{device} has no service `{service}`"))?;
+    let ip = doc
+        .doc
+        .spec
+        .ips()
+        .next()
+        .ok_or_else(|| format!("Device/{device} has no interface with an IP"))?;
+    let scheme = match svc.protocol {
+        ServiceProtocol::Https => "https",
+        _ => "http",
+    };
+    Ok(format!("{scheme}://{ip}:{}", svc.port))
+}
+
+/// The strings of the array `key` of `object` (none when it is absent or no array).
+fn strings(object: &Json, key: &str) -> Vec<String> {
+    object
+        .get(key)
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Json::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `auth@file` → `auth`: within the file provider both name the same middleware.
+fn strip_file(name: &str) -> &str {
+    name.strip_suffix("@file").unwrap_or(name)
+}
+
+/// One router of the API read back into labctl's fields.
+fn router_fields(router: &Json, provider: &str, services: &BTreeMap<&str, &Json>) -> Json {
+    let mut fields = Map::new();
+    let mut unrepresented: Vec<String> = Vec::new();
+    let entry_points = strings(router, "entryPoints");
+    if !entry_points.is_empty() {
+        fields.insert("entryPoints".into(), json!(entry_points));
+    }
+    if let Some(rule) = router.get("rule").and_then(Json::as_str) {
+        fields.insert("rule".into(), json!(rule));
+    }
+    match router.get("service").and_then(Json::as_str) {
+        None => unrepresented.push("no service".into()),
+        Some(svc) => {
+            let full = if svc.contains('@') {
+                svc.to_string()
+            } else {
+                format!("{svc}@{provider}")
+            };
+            match services.get(full.as_str()) {
+                None => unrepresented.push(format!("service `{full}` not found")),
+                Some(s) => match s.pointer("/loadBalancer/servers").and_then(Json::as_array) {
+                    Some(servers) => {
+                        let urls: Vec<&str> = servers
+                            .iter()
+                            .filter_map(|s| s.get("url").and_then(Json::as_str))
+                            .collect();
+                        fields.insert("backend".into(), json!({ "urls": urls }));
+                    }
+                    None => unrepresented.push(format!(
+                        "service `{full}` is not a load balancer of URLs \
+                         (weighted, mirroring, failover or internal)"
+                    )),
+                },
+            }
+        }
+    }
+    if let Some(tls) = router.get("tls").filter(|t| t.is_object()) {
+        let mut t = Map::new();
+        if let Some(r) = tls.get("certResolver").and_then(Json::as_str) {
+            t.insert("certResolver".into(), json!(r));
+        }
+        let options = tls
+            .get("options")
+            .and_then(Json::as_str)
+            .filter(|o| !o.is_empty())
+            .unwrap_or("default");
+        t.insert("options".into(), json!(strip_file(options)));
+        if tls
+            .get("domains")
+            .and_then(Json::as_array)
+            .is_some_and(|d| !d.is_empty())
+        {
+            unrepresented.push("tls.domains".into());
+        }
+        fields.insert("tls".into(), Json::Object(t));
+    }
+    let mut middlewares = strings(router, "middlewares");
+    if provider == FILE_PROVIDER {
+        for m in &mut middlewares {
+            *m = strip_file(m).to_string();
+        }
+    }
+    if !middlewares.is_empty() {
+        fields.insert("middlewares".into(), json!(middlewares));
+    }
+    if let Some(status) = router.get("status").and_then(Json::as_str) {
+        if status != "enabled" {
+            fields.insert("status".into(), json!(status));
+        }
+    }
+    if router
+        .get("priority")
+        .and_then(Json::as_i64)
+        .is_some_and(|p| p != 0)
+    {
+        unrepresented.push("priority".into());
+    }
+    if router
+        .get("ruleSyntax")
+        .and_then(Json::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        unrepresented.push("ruleSyntax".into());
+    }
+    if !unrepresented.is_empty() {
+        fields.insert("unrepresented".into(), json!(unrepresented));
+    }
+    Json::Object(fields)
+}
+
+/// Takes the mapping under `key` out of `map` (empty when absent or null), leaving the key in
+/// place so that [`put_mapping`] keeps the file's order.
+fn take_mapping(map: &mut serde_yaml::Mapping, key: &str) -> Result<serde_yaml::Mapping, String> {
+    let Some(slot) = map.get_mut(key) else {
+        return Ok(serde_yaml::Mapping::new());
+    };
+    match std::mem::take(slot) {
+        serde_yaml::Value::Null => Ok(serde_yaml::Mapping::new()),
+        serde_yaml::Value::Mapping(m) => Ok(m),
+        other => {
+            *slot = other;
+            Err(format!(
+                "`{key}` in the dynamic configuration file is not a mapping; labctl does not \
+                 overwrite it"
+            ))
+        }
+    }
+}
+
+/// Puts `value` back under `key` where it was, leaving the key out when it is empty.
+fn put_mapping(map: &mut serde_yaml::Mapping, key: &str, value: serde_yaml::Mapping) {
+    if value.is_empty() {
+        map.shift_remove(key);
+    } else if let Some(slot) = map.get_mut(key) {
+        *slot = value.into();
+    } else {
+        map.insert(serde_yaml::Value::String(key.to_string()), value.into());
+    }
+}
+
+/// Replaces `path` with `contents` all at once: a temporary file in the same directory (so the
+/// rename cannot cross file systems), written and fsynced, renamed over `path`, then the
+/// directory fsynced so the rename itself survives a crash. Traefik never sees a half-written
+/// file, and the temporary name ends in `.tmp`, which Traefik's file provider skips even when
+/// it watches the whole directory (it loads only `.toml`, `.yaml` and `.yml`). The file keeps
+/// the permissions it had.
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the path names no file"))?
+        .to_string_lossy();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(
+        ".{file_name}.labctl-{}-{nanos}.tmp",
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        if let Ok(meta) = fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Tls};
+
+    fn spec(host: Option<&str>, prefix: Option<&str>, rule: Option<&str>) -> RouteSpec {
+        RouteSpec {
+            entry_points: vec!["websecure".into()],
+            host: host.map(Into::into),
+            path_prefix: prefix.map(Into::into),
+            rule: rule.map(Into::into),
+            backend: Backend {
+                urls: vec!["http://127.0.0.1:3000".into()],
+                service: None,
+            },
+            tls: Some(Tls {
+                cert_resolver: Some("le".into()),
+            }),
+            middlewares: vec!["auth@file".into(), "ratelimit@docker".into()],
+        }
+    }
+
+    #[test]
+    fn rules_are_written_as_traefik_documents_them() {
+        assert_eq!(
+            rule_of(&spec(Some("g.lab"), None, None)).unwrap(),
+            "Host(`g.lab`)"
+        );
+        assert_eq!(
+            rule_of(&spec(Some("g.lab"), Some("/api"), None)).unwrap(),
+            "Host(`g.lab`) && PathPrefix(`/api`)"
+        );
+        let raw = "Host(`a`) || Host(`b`)";
+        assert_eq!(rule_of(&spec(None, None, Some(raw))).unwrap(), raw);
+    }
+
+    #[test]
+    fn written_router_reads_back_as_expected() {
+        let cfg: ProviderConfig = serde_json::from_value(json!({
+            "name": "traefik", "kind": "traefik", "url": "http://127.0.0.1:8080/"
+        }))
+        .unwrap();
+        let p = TraefikProvider::new(&cfg).unwrap();
+        let expected = expected_fields(
+            &spec(Some("g.lab"), Some("/api"), None),
+            &DesiredState::default(),
+        );
+        assert_eq!(expected["middlewares"], json!(["auth", "ratelimit@docker"]));
+        let (router, service) = p.build("g", &expected).unwrap();
+        // What Traefik's API would show for them.
+        let mut router: Json = serde_json::to_value(&router).unwrap();
+        router["name"] = json!("labctl-g@file");
+        router["provider"] = json!("file");
+        router["status"] = json!("enabled");
+        router["tls"]["options"] = json!("default");
+        let mut service: Json = serde_json::to_value(&service).unwrap();
+        service["name"] = json!("labctl-g@file");
+        let services = BTreeMap::from([("labctl-g@file", &service)]);
+        assert_eq!(router_fields(&router, "file", &services), expected);
+        assert_eq!(managed_name("labctl-g@file", "file"), Some("g"));
+        assert_eq!(managed_name("labctl-g@docker", "docker"), None);
+    }
+
+    #[test]
+    fn a_delete_of_a_foreign_router_is_refused_and_nothing_else_happens() {
+        let cfg: ProviderConfig = serde_json::from_value(json!({
+            "name": "traefik", "kind": "traefik", "url": "http://127.0.0.1:8080"
+        }))
+        .unwrap();
+        let p = TraefikProvider::new(&cfg).unwrap();
+        let root: serde_yaml::Mapping =
+            serde_yaml::from_str("http:\n  routers:\n    other: {rule: 'Host(`o`)'}\n").unwrap();
+        let err = p
+            .edit(
+                root,
+                &[Change::Delete {
+                    kind: Kind::Route,
+                    name: "whoami-docker".into(),
+                }],
+            )
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Rejected { .. }), "{err}");
+    }
+}

@@ -1,0 +1,171 @@
+//! A real Caddy, started with its admin API on a free loopback port for a test. Without the
+//! `caddy` binary a test prints "skipped", unless CI=true, where it fails.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+
+pub const ROUTES: &str = "/config/apps/http/servers/srv0/routes";
+
+/// A running Caddy; killed on drop.
+pub struct Caddy {
+    pub child: Option<Child>,
+    pub admin: String,
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn caddy_installed() -> bool {
+    Command::new("caddy")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Caddy {
+    /// Starts Caddy with `routes` on server `srv0`, or `None` (skipped) when Caddy is not
+    /// installed outside CI.
+    pub async fn start(routes: Json) -> Option<Caddy> {
+        Self::start_in(tempfile::tempdir().unwrap(), routes).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, routes: Json) -> Option<Caddy> {
+        if !caddy_installed() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("caddy is not installed: install the Debian package `caddy`");
+            }
+            eprintln!("skipped: caddy is not installed (Debian package `caddy`)");
+            return None;
+        }
+        let admin_port = free_port();
+        let http_port = free_port();
+        let config = json!({
+            "admin": {"listen": format!("127.0.0.1:{admin_port}"), "config": {"persist": false}},
+            "apps": {"http": {"servers": {"srv0": {
+                "listen": [format!("127.0.0.1:{http_port}")],
+                "automatic_https": {"disable": true},
+                "routes": routes,
+            }}}}
+        });
+        let file = dir.path().join("caddy.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
+        let child = Command::new("caddy")
+            .arg("run")
+            .arg("--config")
+            .arg(&file)
+            .env("XDG_DATA_HOME", dir.path())
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("HOME", dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn caddy");
+        let mut caddy = Caddy {
+            child: Some(child),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            http_port,
+            dir,
+            // No pooling: Caddy restarts its admin listener on every config load.
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = caddy
+                .client
+                .get(format!("{}/config/", caddy.admin))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Some(status) = caddy.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("caddy exited with {status}:\n{}", caddy.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caddy admin API not up:\n{}",
+                caddy.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(caddy)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The raw routes array, as Caddy holds it.
+    pub async fn routes(&self) -> Json {
+        self.call("GET", ROUTES, None).await
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Json>) -> Json {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        // Caddy restarts its admin listener after every config load (even a refused one), so
+        // a request right after one can meet a closed socket: try again briefly. Only a
+        // transport failure is retried; any HTTP answer is final.
+        let mut attempt = 0;
+        let (status, text) = loop {
+            let mut req = self
+                .client
+                .request(method.clone(), format!("{}{path}", self.admin));
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    match resp.text().await {
+                        Ok(text) => break (status, text),
+                        Err(e) if attempt < 10 => eprintln!("retrying {method} {path}: {e}"),
+                        Err(e) => panic!("{method} {path}: {e}"),
+                    }
+                }
+                Err(e) if attempt < 10 => eprintln!("retrying {method} {path}: {e}"),
+                Err(e) => panic!("{method} {path}: {e}"),
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        if text.trim().is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
