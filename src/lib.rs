@@ -3,7 +3,10 @@
 //! The flow is Git → [`source`] → [`validate`] (into the [`model`]) → observe → diff → record →
 //! remediate / answer MCP. See ARCHITECTURE.md for which module owns each step.
 
+pub mod diff;
 pub mod model;
+pub mod providers;
+pub mod reconcile;
 pub mod source;
 pub mod store;
 pub mod validate;

@@ -1,6 +1,8 @@
 //! Command-line interface. Thin: every decision lives in the library.
 
 mod db;
+mod plan;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -8,7 +10,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use labctl::source::{self, GitOptions, SourceSpec};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
+use serde_json::json;
+
+use labctl::reconcile::Loaded;
+use labctl::source::{self, GitOptions, Snapshot, SourceSpec};
+use labctl::validate::{self as checks, Validation};
 
 /// Exit code when the command could not do its job: bad arguments, unreadable repository.
 /// (`validate`: 0 valid, 1 invalid, 2 this.)
@@ -36,6 +46,22 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Manage the state store: `migrate` the schema, show `stats`.
     Db(db::DbArgs),
+    /// Compare Git with the live lab and show what differs, changing nothing.
+    ///
+    /// Exit status, as `terraform plan -detailed-exitcode`: 0 no drift, 1 error (or a
+    /// provider could not be observed), 2 drift.
+    Plan(plan::PlanArgs),
+    /// Run one reconcile: plan, apply what the policy allows, record the run in the store.
+    ///
+    /// Exit status: 0 the run completed (drift or not), 1 it failed.
+    Reconcile(plan::ReconcileArgs),
+    /// The last runs, resources by status and open deviations, from the store.
+    Status(status::StatusArgs),
+    /// Open deviations (or one deviation's history), worst first, from the store.
+    Drift(status::DriftArgs),
+    /// Adopt a live lab: write a document for every resource the providers have that Git
+    /// does not, after checking the repository with them validates.
+    Import(plan::ImportArgs),
     /// Write the JSON Schemas of every kind to a directory (default: schemas/).
     Schemas {
         /// Directory to write into.
@@ -104,6 +130,11 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run_plan(&args),
+        Command::Reconcile(args) => plan::run_reconcile(&args),
+        Command::Import(args) => plan::run_import(&args),
+        Command::Status(args) => status::run_status(&args),
+        Command::Drift(args) => status::run_drift(&args),
         Command::Schemas { dir } => write_schemas(&dir),
         Command::Db(args) => db::run(&args),
     }
@@ -123,4 +154,101 @@ fn write_schemas(dir: &std::path::Path) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// Loads the snapshot `source` names, reporting a failure in `format`.
+pub fn load_snapshot(source: &SourceArgs, format: Format) -> Option<Snapshot> {
+    match source::load(&source.spec(), source.path.as_deref()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            match format {
+                Format::Json => println!("{}", json!({ "valid": false, "error": e.to_string() })),
+                Format::Human => eprintln!("error: {e}"),
+            }
+            None
+        }
+    }
+}
+
+/// Renders diagnostics on stderr, in colour on a terminal. False if stderr is gone.
+pub fn print_diagnostics(result: &Validation, snapshot: &Snapshot) -> bool {
+    let color = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    let mut err = StandardStream::stderr(color);
+    match checks::render(&result.diagnostics, snapshot, &mut err) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("error: cannot write diagnostics: {e}");
+            false
+        }
+    }
+}
+
+/// `origin at 0123456789ab`, or the origin alone for a directory.
+pub fn describe(snapshot: &Snapshot) -> String {
+    match &snapshot.revision {
+        Some(r) => format!(
+            "{} at {}",
+            snapshot.origin,
+            &r.commit[..r.commit.len().min(12)]
+        ),
+        None => snapshot.origin.clone(),
+    }
+}
+
+/// Loads and validates; on any problem prints it and returns `None`. Used by every command
+/// that acts on the desired state, so none of them ever acts on an invalid one.
+pub fn load_valid(source: &SourceArgs, format: Format) -> Option<Loaded> {
+    let snapshot = load_snapshot(source, format)?;
+    let result = checks::validate(&snapshot);
+    let Some(state) = result.state.clone() else {
+        match format {
+            Format::Json => println!(
+                "{}",
+                json!({ "valid": false, "error": "the desired state is invalid", "diagnostics": result.diagnostics })
+            ),
+            Format::Human => {
+                print_diagnostics(&result, &snapshot);
+                eprintln!(
+                    "error: {} is invalid ({} errors); nothing was observed or changed",
+                    describe(&snapshot),
+                    result.errors()
+                );
+            }
+        }
+        return None;
+    };
+    if format == Format::Human && result.warnings() > 0 {
+        print_diagnostics(&result, &snapshot);
+    }
+    Some(Loaded {
+        snapshot,
+        state: Arc::new(state),
+    })
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON serialises")
+    );
 }

@@ -1,14 +1,11 @@
 //! `labctl validate`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Args;
-use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 use serde_json::json;
 
-use super::{Format, SourceArgs, EXIT_USAGE};
-use labctl::source;
+use super::{load_snapshot, print_diagnostics, Format, SourceArgs, EXIT_USAGE};
 use labctl::validate;
 
 #[derive(Args)]
@@ -21,15 +18,8 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let snapshot = match source::load(&args.source.spec(), args.source.path.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            match args.format {
-                Format::Json => println!("{}", json!({ "valid": false, "error": e.to_string() })),
-                Format::Human => eprintln!("error: {e}"),
-            }
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let Some(snapshot) = load_snapshot(&args.source, args.format) else {
+        return ExitCode::from(EXIT_USAGE);
     };
     let result = validate::validate(&snapshot);
     let commit = snapshot.revision.as_ref().map(|r| r.commit.as_str());
@@ -50,28 +40,17 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             );
         }
         Format::Human => {
-            let color = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            {
-                ColorChoice::Auto
-            } else {
-                ColorChoice::Never
-            };
-            let mut err = StandardStream::stderr(color);
-            if let Err(e) = validate::render(&result.diagnostics, &snapshot, &mut err) {
-                eprintln!("error: cannot write diagnostics: {e}");
+            if !print_diagnostics(&result, &snapshot) {
                 return ExitCode::from(EXIT_USAGE);
             }
-            let at = match commit {
-                Some(c) => format!("{} at {}", snapshot.origin, &c[..c.len().min(12)]),
-                None => snapshot.origin.clone(),
-            };
             let verdict = if result.is_valid() {
                 "valid"
             } else {
                 "invalid"
             };
             println!(
-                "{at}: {verdict}: {} documents in {} files, {} errors, {} warnings",
+                "{}: {verdict}: {} documents in {} files, {} errors, {} warnings",
+                super::describe(&snapshot),
                 result.documents,
                 snapshot.files.len(),
                 result.errors(),

@@ -1,0 +1,341 @@
+//! `labctl status` and `labctl drift`: what the store knows, for people and machines.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{json, Value as Json};
+
+use super::{runtime, Format};
+use labctl::store::{Deviation, Severity, Store, StoreError};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// State store (default: see `labctl db`).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// How many recent runs to list.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+#[derive(Args)]
+pub struct DriftArgs {
+    /// State store (default: see `labctl db`).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Only this kind (Pool, Device, DhcpReservation, Route, McpServer).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only at least this severity.
+    #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+    pub severity: Option<String>,
+    /// Only deviations opened within this long ago: `30m`, `24h`, `7d`.
+    #[arg(long, value_parser = parse_age, value_name = "AGE")]
+    pub since: Option<i64>,
+    /// The whole history of one deviation: `Kind/name` or `Kind/name:spec.field`.
+    #[arg(long, value_name = "KIND/NAME[:FIELD]", conflicts_with_all = ["kind", "severity", "since"])]
+    pub history: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+/// `30m`, `24h`, `7d` → milliseconds.
+fn parse_age(text: &str) -> Result<i64, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not an age like 30m, 24h or 7d"))?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    Ok(n * unit_ms)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-21 23:31:05Z` from unix milliseconds (UTC; no time-zone database needed).
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn with_store<T>(
+    url: Option<&str>,
+    f: impl AsyncFnOnce(&Store) -> Result<T, StoreError>,
+) -> Result<T, String> {
+    let url = super::db::database_url(url);
+    let rt = runtime().ok_or("cannot start the async runtime")?;
+    rt.block_on(async {
+        let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
+        // A new database reads as "nothing recorded yet" rather than a missing table.
+        let out = match store.migrate().await {
+            Ok(()) => f(&store).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        store.close().await;
+        out
+    })
+}
+
+pub fn run_status(args: &StatusArgs) -> ExitCode {
+    let result = with_store(args.database_url.as_deref(), async |store| {
+        let latest = store.latest_run().await?;
+        let model = store.latest_model().await?;
+        let open = store.open_deviations(None, None).await?;
+        let runs = store.runs_between(0, i64::MAX).await?;
+        Ok((latest, model, open, runs))
+    });
+    let (latest, model, open, runs) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    let resources: Vec<Json> = model
+        .as_ref()
+        .and_then(|m| m.model["resources"].as_array().cloned())
+        .unwrap_or_default();
+    for r in &resources {
+        *statuses
+            .entry(r["status"].as_str().unwrap_or("unknown").to_string())
+            .or_default() += 1;
+    }
+    let mut by_severity = std::collections::BTreeMap::<&str, usize>::new();
+    for d in &open {
+        *by_severity.entry(d.record.severity.as_str()).or_default() += 1;
+    }
+    let recent: Vec<_> = runs.iter().rev().take(args.runs).collect();
+    match args.format {
+        Format::Json => super::print_json(&json!({
+            "latestRun": latest.as_ref().map(run_json),
+            "model": model.as_ref().map(|m| json!({"run": m.run, "commit": m.commit_sha, "finishedAt": m.finished_at})),
+            "resources": statuses,
+            "openDeviations": by_severity,
+            "recentRuns": recent.iter().map(|r| run_json(r)).collect::<Vec<_>>(),
+        })),
+        Format::Human => {
+            let Some(last) = &latest else {
+                println!("No run recorded yet: run `labctl reconcile --once`.");
+                return ExitCode::SUCCESS;
+            };
+            println!(
+                "Last run {} {} at {}{}",
+                last.id,
+                last.outcome,
+                utc(last.started_at),
+                commit_text(last.commit_sha.as_deref())
+            );
+            if let Some(e) = &last.error {
+                println!("  problems: {e}");
+            }
+            if let Some(m) = &model {
+                let parts: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                println!(
+                    "Resources ({} as of run {}): {}",
+                    resources.len(),
+                    m.run,
+                    parts.join(", ")
+                );
+            }
+            if open.is_empty() {
+                println!("Open deviations: none");
+            } else {
+                let parts: Vec<String> = ["critical", "high", "medium", "low"]
+                    .iter()
+                    .filter_map(|s| by_severity.get(s).map(|n| format!("{n} {s}")))
+                    .collect();
+                println!(
+                    "Open deviations: {} ({}); `labctl drift` lists them",
+                    open.len(),
+                    parts.join(", ")
+                );
+            }
+            println!("Recent runs:");
+            for r in recent {
+                let took = r
+                    .finished_at
+                    .map(|f| format!(" in {} ms", f - r.started_at))
+                    .unwrap_or_default();
+                println!(
+                    "  {:>5} {:<9} {}{took}  {} by {}, {} opened, {} resolved",
+                    r.id,
+                    r.outcome.as_str(),
+                    utc(r.started_at),
+                    r.trigger,
+                    r.controller,
+                    r.counts.deviations_opened,
+                    r.counts.deviations_resolved
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn commit_text(commit: Option<&str>) -> String {
+    commit
+        .map(|c| format!(", commit {}", &c[..c.len().min(12)]))
+        .unwrap_or_default()
+}
+
+fn run_json(r: &labctl::store::Run) -> Json {
+    json!({
+        "id": r.id, "trigger": r.trigger, "controller": r.controller, "outcome": r.outcome.as_str(),
+        "startedAt": r.started_at, "finishedAt": r.finished_at, "commit": r.commit_sha,
+        "resources": r.resources, "opened": r.counts.deviations_opened, "resolved": r.counts.deviations_resolved,
+        "open": r.counts.deviations_open, "error": r.error,
+    })
+}
+
+pub fn run_drift(args: &DriftArgs) -> ExitCode {
+    let history = match args.history.as_deref().map(parse_identity).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: --history: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    let min = args.severity.as_deref().and_then(Severity::parse);
+    let result = with_store(args.database_url.as_deref(), async |store| match &history {
+        Some((kind, name, field)) => store.deviation_history(kind, name, field).await,
+        None => store.open_deviations(args.kind.as_deref(), min).await,
+    });
+    let mut list = match result {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(age) = args.since {
+        let cutoff = now_ms() - age;
+        list.retain(|d| d.opened_at >= cutoff);
+    }
+    match args.format {
+        Format::Json => super::print_json(&Json::Array(list.iter().map(deviation_json).collect())),
+        Format::Human => {
+            if list.is_empty() {
+                println!(
+                    "{}",
+                    if history.is_some() {
+                        "No such deviation recorded."
+                    } else {
+                        "No open deviations."
+                    }
+                );
+            }
+            for d in &list {
+                let r = &d.record;
+                let field = if r.field_path.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", r.field_path)
+                };
+                let values = match (&r.actual, &r.expected, r.dtype.as_str()) {
+                    (Some(a), Some(e), "drifted") => format!("  live {a} → Git {e}"),
+                    _ => String::new(),
+                };
+                let life = match d.resolved_at {
+                    Some(at) => format!("opened {}, resolved {}", utc(d.opened_at), utc(at)),
+                    None => format!("open since {}, seen {}×", utc(d.opened_at), d.seen_count),
+                };
+                println!(
+                    "{:<8} {} {}/{}{field}{values}",
+                    r.severity.as_str().to_uppercase(),
+                    r.dtype,
+                    r.kind,
+                    r.name
+                );
+                println!(
+                    "         {life}{}",
+                    r.remediation
+                        .as_deref()
+                        .map(|x| format!("; {x}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `Kind/name` or `Kind/name:spec.field`.
+fn parse_identity(text: &str) -> Result<(String, String, String), String> {
+    let (resource, field) = text.split_once(':').unwrap_or((text, ""));
+    let (kind, name) = resource
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not Kind/name or Kind/name:field"))?;
+    Ok((kind.to_string(), name.to_string(), field.to_string()))
+}
+
+fn deviation_json(d: &Deviation) -> Json {
+    let r = &d.record;
+    json!({
+        "kind": r.kind, "name": r.name, "field": r.field_path, "type": r.dtype.as_str(),
+        "severity": r.severity.as_str(), "autoCorrectable": r.auto_correctable,
+        "remediation": r.remediation, "expected": r.expected, "actual": r.actual,
+        "openedAt": d.opened_at, "lastSeenAt": d.last_seen_at, "seenCount": d.seen_count,
+        "resolvedAt": d.resolved_at, "resolvedCommit": d.resolved_commit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_795_305_065_000), "2026-11-21 23:51:05Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
+    }
+
+    #[test]
+    fn ages_and_identities_parse() {
+        assert_eq!(parse_age("24h"), Ok(86_400_000));
+        assert_eq!(parse_age("7d"), Ok(604_800_000));
+        assert!(parse_age("1w").is_err());
+        assert!(parse_age("h").is_err());
+        assert_eq!(
+            parse_identity("DhcpReservation/whisper:spec.ip"),
+            Ok(("DhcpReservation".into(), "whisper".into(), "spec.ip".into()))
+        );
+        assert_eq!(
+            parse_identity("Route/wiki"),
+            Ok(("Route".into(), "wiki".into(), String::new()))
+        );
+        assert!(parse_identity("wiki").is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! `import`: adopt a live lab. Every unmanaged resource becomes a document in the repository's
+//! layout (`dhcp/NAME.yaml`, `routes/NAME.yaml`, …), and the repository with the new files is
+//! validated as a whole before anything is written: an import either lands complete and valid
+//! or writes nothing.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::diff::{DeviationType, Plan};
+use crate::model::{
+    DeviceSpec, DhcpReservationSpec, Document, Kind, McpServerSpec, Metadata, PoolSpec, RouteSpec,
+    API_VERSION,
+};
+use crate::source::{Snapshot, SourceFile};
+use crate::validate::{self, Validation};
+
+/// The folder of each kind in the repository layout.
+pub fn folder(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Pool => "pools",
+        Kind::Device => "devices",
+        Kind::DhcpReservation => "dhcp",
+        Kind::Route => "routes",
+        Kind::McpServer => "mcp",
+        Kind::Config => ".",
+    }
+}
+
+/// A live resource that could not be turned into a document, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    pub kind: Kind,
+    pub name: String,
+    pub reason: String,
+}
+
+/// What an import would write.
+#[derive(Debug)]
+pub struct ImportPlan {
+    pub files: Vec<SourceFile>,
+    pub skipped: Vec<Skipped>,
+    /// The repository with the new files, validated together.
+    pub validation: Validation,
+}
+
+/// Builds one document per unmanaged resource of `plan` and validates them together with the
+/// repository they join. Pure: nothing is written.
+pub fn prepare(snapshot: &Snapshot, plan: &Plan) -> ImportPlan {
+    let taken: BTreeSet<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for d in plan
+        .deviations
+        .iter()
+        .filter(|d| d.dtype == DeviationType::Unmanaged)
+    {
+        let Some(fields) = &d.actual else { continue };
+        let path = format!("{}/{}.yaml", folder(d.kind), d.name);
+        if taken.contains(path.as_str()) {
+            skipped.push(Skipped {
+                kind: d.kind,
+                name: d.name.clone(),
+                reason: format!("{path} already exists"),
+            });
+            continue;
+        }
+        match document(d.kind, &d.name, fields) {
+            Ok(text) => files.push(SourceFile { path, text }),
+            Err(reason) => skipped.push(Skipped {
+                kind: d.kind,
+                name: d.name.clone(),
+                reason,
+            }),
+        }
+    }
+    let mut all = snapshot.clone();
+    all.files.extend(files.iter().cloned());
+    all.files.sort_by(|a, b| a.path.cmp(&b.path));
+    let validation = validate::validate(&all);
+    ImportPlan {
+        files,
+        skipped,
+        validation,
+    }
+}
+
+/// The YAML text of one document, typed on the way so that what is written parses.
+fn document(kind: Kind, name: &str, fields: &Json) -> Result<String, String> {
+    fn typed<S: serde::de::DeserializeOwned + Serialize>(
+        kind: Kind,
+        name: &str,
+        fields: &Json,
+    ) -> Result<String, String> {
+        let spec: S = serde_json::from_value(fields.clone())
+            .map_err(|e| format!("the live {kind} does not make a complete document: {e}"))?;
+        let doc = Document {
+            api_version: API_VERSION.to_string(),
+            kind: kind.as_str().to_string(),
+            metadata: Metadata {
+                name: name.to_string(),
+                labels: Default::default(),
+                annotations: [("labctl.dev/imported".to_string(), "true".to_string())].into(),
+                reconcile: None,
+            },
+            spec,
+        };
+        let yaml = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
+        let schema = crate::model::schema::file_name(kind);
+        Ok(format!(
+            "# yaml-language-server: $schema=../../schemas/{schema}\n{yaml}"
+        ))
+    }
+    match kind {
+        Kind::Pool => typed::<PoolSpec>(kind, name, fields),
+        Kind::Device => typed::<DeviceSpec>(kind, name, fields),
+        Kind::DhcpReservation => typed::<DhcpReservationSpec>(kind, name, fields),
+        Kind::Route => typed::<RouteSpec>(kind, name, fields),
+        Kind::McpServer => typed::<McpServerSpec>(kind, name, fields),
+        Kind::Config => Err("the Config is written by hand".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{Deviation, Severity};
+    use serde_json::json;
+
+    fn unmanaged(kind: Kind, name: &str, actual: Json) -> Deviation {
+        Deviation {
+            kind,
+            name: name.into(),
+            field_path: String::new(),
+            dtype: DeviationType::Unmanaged,
+            severity: Severity::Medium,
+            provider: "kea".into(),
+            auto_correctable: true,
+            remediation: String::new(),
+            suspended: false,
+            expected: None,
+            actual: Some(actual),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            origin: "lab".into(),
+            revision: None,
+            files: vec![SourceFile {
+                path: "labctl.yaml".into(),
+                text: "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n"
+                    .into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn unmanaged_reservations_become_valid_documents() {
+        let plan = Plan {
+            deviations: vec![
+                unmanaged(
+                    Kind::DhcpReservation,
+                    "printer",
+                    json!({"subnet": "10.0.1.0/24", "mac": "aa:bb:cc:00:00:01", "ip": "10.0.1.90", "hostname": "printer"}),
+                ),
+                unmanaged(
+                    Kind::DhcpReservation,
+                    "nameless",
+                    json!({"subnet": "10.0.1.0/24", "mac": "aa:bb:cc:00:00:02", "ip": "10.0.1.91"}),
+                ),
+            ],
+            ..Default::default()
+        };
+        let out = prepare(&snapshot(), &plan);
+        assert!(
+            out.validation.is_valid(),
+            "{:?}",
+            out.validation.diagnostics
+        );
+        assert_eq!(out.files.len(), 1);
+        assert_eq!(out.files[0].path, "dhcp/printer.yaml");
+        assert!(out.files[0].text.starts_with("# yaml-language-server: $schema=../../schemas/dhcpreservation.schema.json\napiVersion: labctl.dev/v1\nkind: DhcpReservation\n"));
+        assert_eq!(out.skipped.len(), 1);
+        assert!(
+            out.skipped[0].reason.contains("missing field `hostname`"),
+            "{:?}",
+            out.skipped
+        );
+    }
+
+    #[test]
+    fn an_import_that_would_make_the_repository_invalid_is_reported_before_writing() {
+        // Two live reservations claim one IP: importing both would make the repo invalid.
+        let plan = Plan {
+            deviations: vec![
+                unmanaged(
+                    Kind::DhcpReservation,
+                    "a",
+                    json!({"subnet": "10.0.1.0/24", "mac": "aa:bb:cc:00:00:01", "ip": "10.0.1.90", "hostname": "a"}),
+                ),
+                unmanaged(
+                    Kind::DhcpReservation,
+                    "b",
+                    json!({"subnet": "10.0.1.0/24", "mac": "aa:bb:cc:00:00:02", "ip": "10.0.1.90", "hostname": "b"}),
+                ),
+            ],
+            ..Default::default()
+        };
+        let out = prepare(&snapshot(), &plan);
+        assert!(!out.validation.is_valid());
+        assert_eq!(out.validation.diagnostics[0].code, "duplicate-ip");
+    }
+}

@@ -1,0 +1,261 @@
+//! One reconcile run: load → validate → observe → diff → apply → record.
+//!
+//! Deciding and doing are kept apart, as in kube-runtime: [`diff::diff`] decides (pure), and
+//! the effects — observing, applying, recording — happen here around it. A run never acts on a
+//! partial picture: a provider that could not be observed contributes only `unknown`
+//! deviations and no changes, and its open deviations are not resolved.
+
+pub mod import;
+mod registry;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+use tokio::task::JoinSet;
+
+use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
+use crate::model::{DesiredState, Kind};
+use crate::providers::{ApplyReport, Provider, ProviderError};
+use crate::source::Snapshot;
+use crate::store::{self, Outcome, RunReport, Store, StoreError};
+
+pub use registry::providers_for;
+
+/// The desired state of one revision, validated.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub state: Arc<DesiredState>,
+}
+
+impl Loaded {
+    pub fn commit(&self) -> Option<&str> {
+        self.snapshot.revision.as_ref().map(|r| r.commit.as_str())
+    }
+}
+
+/// What one provider's apply did.
+#[derive(Debug, Serialize)]
+pub struct Applied {
+    pub provider: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<ApplyReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProviderError>,
+}
+
+/// The result of a run.
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    pub plan: Plan,
+    pub applied: Vec<Applied>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<store::RunId>,
+    /// The observations, for recording and for `import`.
+    #[serde(skip)]
+    pub inputs: Vec<ProviderInput>,
+}
+
+impl RunResult {
+    pub fn apply_failed(&self) -> bool {
+        self.applied.iter().any(|a| a.error.is_some())
+    }
+}
+
+/// Observes every provider concurrently; each observation has its own timeout and retries
+/// (inside the provider), so one slow API never holds up the others' results.
+pub async fn observe(
+    state: &Arc<DesiredState>,
+    providers: &[Arc<dyn Provider>],
+) -> Vec<ProviderInput> {
+    let mut set = JoinSet::new();
+    for (i, p) in providers.iter().enumerate() {
+        let (p, state) = (Arc::clone(p), Arc::clone(state));
+        set.spawn(async move { (i, p.observe(&state).await) });
+    }
+    let mut results: BTreeMap<usize, Result<_, ProviderError>> = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            results.insert(i, r);
+        }
+    }
+    providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ProviderInput {
+            provider: p.name().to_string(),
+            expected: p.expected(state),
+            observed: results.remove(&i).unwrap_or_else(|| {
+                Err(ProviderError::BadResponse {
+                    provider: p.name().to_string(),
+                    url: String::new(),
+                    detail: "the observation task panicked".into(),
+                })
+            }),
+            can_apply: p.kinds().into_iter().filter(|k| p.can_apply(*k)).collect(),
+        })
+        .collect()
+}
+
+/// Load is done by the caller; this observes and diffs. Writes nothing anywhere.
+pub async fn plan(loaded: &Loaded, providers: &[Arc<dyn Provider>]) -> (Plan, Vec<ProviderInput>) {
+    let inputs = observe(&loaded.state, providers).await;
+    let plan = diff::diff(&inputs, &Rules::from_state(&loaded.state));
+    (plan, inputs)
+}
+
+/// Carries out the plan's changes, provider by provider.
+pub async fn apply(plan: &Plan, providers: &[Arc<dyn Provider>]) -> Vec<Applied> {
+    let mut out = Vec::new();
+    for (name, changes) in &plan.changes {
+        let Some(p) = providers.iter().find(|p| p.name() == name) else {
+            continue;
+        };
+        let result = p.apply(changes).await;
+        match &result {
+            Ok(r) => tracing::info!(provider = %name, changes = r.applied.len(), "applied"),
+            Err(e) => tracing::warn!(provider = %name, error = %e, "apply failed"),
+        }
+        let (report, error) = match result {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        out.push(Applied {
+            provider: name.clone(),
+            report,
+            error,
+        });
+    }
+    out
+}
+
+/// One full run: plan, apply what the policy allows, and record everything in one transaction.
+pub async fn run_once(
+    store: &Store,
+    loaded: &Loaded,
+    providers: &[Arc<dyn Provider>],
+    trigger: &str,
+    controller: &str,
+) -> Result<RunResult, StoreError> {
+    let run = store.start_run(trigger, controller).await?;
+    let (plan, inputs) = plan(loaded, providers).await;
+    let applied = apply(&plan, providers).await;
+    let report = report(loaded, &plan, &inputs, &applied);
+    store.finish_run(run, report).await?;
+    Ok(RunResult {
+        plan,
+        applied,
+        run_id: Some(run),
+        inputs,
+    })
+}
+
+/// What the store keeps of a run.
+fn report(
+    loaded: &Loaded,
+    plan: &Plan,
+    inputs: &[ProviderInput],
+    applied: &[Applied],
+) -> RunReport {
+    let failures: Vec<String> = applied
+        .iter()
+        .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
+        .chain(plan.unobservable.values().cloned())
+        .collect();
+    let outcome = if applied.iter().any(|a| a.error.is_some()) {
+        Outcome::Failed
+    } else {
+        Outcome::Succeeded
+    };
+    let mut report = RunReport::new(outcome);
+    report.commit_sha = loaded.commit().map(str::to_string);
+    // Desired snapshots are keyed by commit: a plain directory has none to key them by.
+    report.desired = loaded.commit().map(|_| loaded.state.to_json());
+    report.error = (!failures.is_empty()).then(|| failures.join("; "));
+    report.resources = inputs.iter().map(|i| i.expected.len() as u64).sum();
+    for input in inputs {
+        match &input.observed {
+            Ok(o) => {
+                let mut resources = o.resources.clone();
+                resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+                report.observed.push(store::ObservedSnapshot {
+                    provider: input.provider.clone(),
+                    body: json!({ "resources": resources }),
+                    observed_at: o.observed_at,
+                });
+                for (kind, name) in &o.unobservable {
+                    report
+                        .unobservable
+                        .push(store::Unobservable::object(kind.as_str(), name.clone()));
+                }
+            }
+            Err(_) => {
+                let kinds: std::collections::BTreeSet<Kind> =
+                    input.expected.iter().map(|r| r.kind).collect();
+                for k in kinds {
+                    report
+                        .unobservable
+                        .push(store::Unobservable::kind(k.as_str()));
+                }
+            }
+        }
+    }
+    report.deviations = plan
+        .deviations
+        .iter()
+        .filter(|d| d.dtype != DeviationType::Unknown)
+        .map(|d| store::DeviationRecord {
+            kind: d.kind.as_str().to_string(),
+            name: d.name.clone(),
+            field_path: d.field_path.clone(),
+            dtype: store::DeviationType::parse(d.dtype.as_str()).expect("same names"),
+            severity: store::Severity::parse(d.severity.as_str()).expect("same names"),
+            auto_correctable: d.auto_correctable,
+            remediation: Some(d.remediation.clone()),
+            expected: d.expected.clone(),
+            actual: d.actual.clone(),
+        })
+        .collect();
+    report.model = Some(model(inputs, plan));
+    report
+}
+
+/// The reconciled model: per resource, desired and observed fields and a status in Argo CD's
+/// words (synced, out-of-sync, unknown).
+fn model(inputs: &[ProviderInput], plan: &Plan) -> Json {
+    let mut resources: BTreeMap<(Kind, String), Json> = BTreeMap::new();
+    for input in inputs {
+        for r in &input.expected {
+            resources.insert((r.kind, r.name.clone()), json!({ "kind": r.kind, "name": r.name, "provider": input.provider, "desired": r.fields }));
+        }
+        if let Ok(o) = &input.observed {
+            for r in &o.resources {
+                let entry = resources.entry((r.kind, r.name.clone())).or_insert_with(
+                    || json!({ "kind": r.kind, "name": r.name, "provider": input.provider }),
+                );
+                entry["observed"] = r.fields.clone();
+            }
+        }
+    }
+    for ((kind, name), entry) in resources.iter_mut() {
+        let devs: Vec<&diff::Deviation> = plan
+            .deviations
+            .iter()
+            .filter(|d| d.kind == *kind && &d.name == name)
+            .collect();
+        let status = if devs.iter().any(|d| d.dtype == DeviationType::Unknown) {
+            "unknown"
+        } else if devs.is_empty() {
+            "synced"
+        } else {
+            "out-of-sync"
+        };
+        entry["status"] = json!(status);
+        entry["deviations"] = json!(devs.len());
+    }
+    // No timestamps in here: the model is content-addressed, so an unchanged lab must give
+    // byte-identical models (when it was seen is on the run row).
+    json!({ "resources": resources.into_values().collect::<Vec<_>>() })
+}

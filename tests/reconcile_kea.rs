@@ -1,0 +1,323 @@
+//! `labctl plan`, `reconcile --once` and `import` end to end: the real binary against a real
+//! Kea, a temporary desired-state repository and a SQLite store.
+
+mod support;
+
+use std::path::Path;
+
+use labctl::store::Store;
+use serde_json::{json, Value as Json};
+use support::cli::{dev, deviations, json_of, labctl, write};
+use support::kea::Kea;
+
+fn config(dir: &Path, kea_url: &str, policy: &str) {
+    write(
+        dir,
+        "labctl.yaml",
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{kea_url}\", timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: {policy}\n"
+        ),
+    );
+}
+
+fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
+    write(
+        dir,
+        &format!("dhcp/{name}.yaml"),
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
+        ),
+    );
+}
+
+fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
+    json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_reported_on_the_exact_field_then_applied_then_gone() {
+    let Some(mut kea) = Kea::start(
+        json!([
+            kea_reservation("harbor", "bc:24:11:5e:02:02", "10.0.1.202"),
+            // Changed behind labctl's back: Git says .201.
+            kea_reservation("whisper", "bc:24:11:5e:02:01", "10.0.1.209"),
+            // Not in Git.
+            kea_reservation("printer", "aa:bb:cc:00:00:99", "10.0.1.99"),
+        ]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    config(r, &kea.url, "observe");
+    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
+    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
+    // In Git, deleted from Kea.
+    reservation(r, "grafana", "bc:24:11:5e:02:20", "10.0.1.220");
+    let repo_arg = r.to_str().unwrap();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
+
+    // plan: drift, exit 2, nothing changed.
+    let out = labctl(&["plan", repo_arg, "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = json_of(&out)["plan"].clone();
+    assert_eq!(
+        deviations(&plan),
+        vec![
+            dev("DhcpReservation/grafana", "", "missing"),
+            dev("DhcpReservation/printer", "", "unmanaged"),
+            dev("DhcpReservation/whisper", "spec.ip", "drifted"),
+        ]
+    );
+    let whisper = &plan["deviations"][2];
+    assert_eq!(whisper["expected"], "10.0.1.201");
+    assert_eq!(whisper["actual"], "10.0.1.209");
+    assert_eq!(whisper["severity"], "high");
+    assert!(
+        plan["changes"].as_object().unwrap().is_empty(),
+        "observe policy changes nothing"
+    );
+
+    // reconcile under observe: recorded, not applied.
+    let out = labctl(&[
+        "reconcile",
+        "--once",
+        repo_arg,
+        "--database-url",
+        &db,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = kea.config().await;
+    assert_eq!(
+        live["subnet4"][0]["reservations"].as_array().unwrap().len(),
+        3
+    );
+
+    // What the store now says, as people and machines ask it.
+    let out = labctl(&["status", "--database-url", &db]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("Open deviations: 3 (2 high, 1 medium)"),
+        "{status}"
+    );
+    let out = labctl(&[
+        "drift",
+        "--database-url",
+        &db,
+        "--severity",
+        "high",
+        "--format",
+        "json",
+    ]);
+    let high = json_of(&out);
+    assert_eq!(high.as_array().unwrap().len(), 2, "{high}");
+    assert_eq!(high[0]["severity"], "high");
+    let out = labctl(&[
+        "drift",
+        "--database-url",
+        &db,
+        "--history",
+        "DhcpReservation/whisper:spec.ip",
+    ]);
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        history.contains("HIGH     drifted DhcpReservation/whisper spec.ip  live \"10.0.1.209\" → Git \"10.0.1.201\""),
+        "{history}"
+    );
+
+    // Kea stopped: everything unknown, nothing applied, nothing resolved.
+    kea.stop();
+    let out = labctl(&["plan", repo_arg, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "an incomplete plan is an error");
+    let plan = json_of(&out)["plan"].clone();
+    assert!(deviations(&plan).iter().all(|d| d.2 == "unknown"), "{plan}");
+    assert_eq!(deviations(&plan).len(), 3);
+    config(r, &kea.url, "apply");
+    let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::connect(&db).await.unwrap();
+    let open = store.open_deviations(None, None).await.unwrap();
+    assert_eq!(open.len(), 3, "a failed read resolves nothing: {open:?}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_restores_kea_and_the_next_run_resolves_the_deviations() {
+    let Some(kea) = Kea::start(
+        json!([
+            kea_reservation("harbor", "bc:24:11:5e:02:02", "10.0.1.202"),
+            kea_reservation("whisper", "bc:24:11:5e:02:01", "10.0.1.209"),
+            kea_reservation("printer", "aa:bb:cc:00:00:99", "10.0.1.99"),
+        ]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    config(r, &kea.url, "apply");
+    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
+    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
+    reservation(r, "grafana", "bc:24:11:5e:02:20", "10.0.1.220");
+    let repo_arg = r.to_str().unwrap();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
+
+    let out = labctl(&[
+        "reconcile",
+        "--once",
+        repo_arg,
+        "--database-url",
+        &db,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = json_of(&out)["run"].clone();
+    assert_eq!(
+        run["applied"][0]["report"]["applied"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3,
+        "{run}"
+    );
+
+    // Kea now holds exactly Git's reservations.
+    let mut live: Vec<(String, String)> = kea.config().await["subnet4"][0]["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["hw-address"].as_str().unwrap().to_string(),
+                r["ip-address"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    live.sort();
+    assert_eq!(
+        live,
+        vec![
+            ("bc:24:11:5e:02:01".to_string(), "10.0.1.201".to_string()),
+            ("bc:24:11:5e:02:02".to_string(), "10.0.1.202".to_string()),
+            ("bc:24:11:5e:02:20".to_string(), "10.0.1.220".to_string()),
+        ]
+    );
+
+    // The next plan shows no drift, and the next run resolves what the first one recorded.
+    let out = labctl(&["plan", repo_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No drift"));
+    let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
+    assert_eq!(out.status.code(), Some(0));
+    let store = Store::connect(&db).await.unwrap();
+    assert!(store.open_deviations(None, None).await.unwrap().is_empty());
+    // An unchanged lab adds only the run's own row: observations and the model are
+    // content-addressed and extended in place.
+    let before = store.stats().await.unwrap();
+    let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
+    assert_eq!(out.status.code(), Some(0));
+    let after = store.stats().await.unwrap();
+    assert_eq!(after.runs, before.runs + 1);
+    assert_eq!(
+        (after.blobs, after.observed_snapshots, after.deviations),
+        (before.blobs, before.observed_snapshots, before.deviations)
+    );
+    let history = store
+        .deviation_history("DhcpReservation", "whisper", "spec.ip")
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].resolved_at.is_some());
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_of_fifty_reservations_validates_and_plans_clean() {
+    let live: Vec<Json> = (0..50)
+        .map(|i| {
+            kea_reservation(
+                &format!("host-{i:02}"),
+                &format!("aa:bb:cc:00:01:{i:02x}"),
+                &format!("10.0.1.{}", 10 + i),
+            )
+        })
+        .collect();
+    let Some(kea) = Kea::start(Json::Array(live), json!([])).await else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    config(r, &kea.url, "observe");
+    let repo_arg = r.to_str().unwrap();
+
+    let out = labctl(&["import", repo_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("wrote 50 document(s), skipped 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(std::fs::read_dir(r.join("dhcp")).unwrap().count(), 50);
+
+    let out = labctl(&["validate", repo_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = labctl(&["plan", repo_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A second import finds nothing new and writes nothing.
+    let out = labctl(&["import", repo_arg]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote 0 document(s)"));
+    drop(kea);
+}
