@@ -7,13 +7,15 @@ use serde_json::json;
 
 use super::{load_valid, print_json, runtime, Format, SourceArgs};
 use labctl::diff::{render_human, RenderOptions};
-use labctl::reconcile::{self, Loaded, RunResult};
-use labctl::store::{Store, StoreError};
+use labctl::reconcile::{self, HostOptions, Loaded, RunResult};
+use labctl::store::{RetentionPolicy, Store, StoreError};
 
 #[derive(Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
@@ -23,6 +25,8 @@ pub struct PlanArgs {
 pub struct ReconcileArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Run once and exit (for a systemd timer or cron). Required until the daemon exists.
     #[arg(long, required = true)]
     pub once: bool,
@@ -32,6 +36,13 @@ pub struct ReconcileArgs {
     /// If another controller holds the leader lock, exit at once instead of waiting.
     #[arg(long)]
     pub no_wait: bool,
+    /// Retention applied after the run: keep runs, snapshots and resolved deviations of this
+    /// many days (open deviations are always kept).
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub keep_runs_days: u32,
+    /// Retention applied after the run: keep audit entries of this many days.
+    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    pub keep_audit_days: u32,
     /// What started this run, recorded with it.
     #[arg(long, default_value = "cli", value_name = "WHAT")]
     pub trigger: String,
@@ -45,7 +56,7 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
     let Some(loaded) = load_valid(&args.source, args.format) else {
         return ExitCode::FAILURE;
     };
-    let providers = providers(&loaded);
+    let providers = providers(&loaded, &args.host);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -73,7 +84,7 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
     let Some(loaded) = load_valid(&args.source, args.format) else {
         return ExitCode::FAILURE;
     };
-    let providers = providers(&loaded);
+    let providers = providers(&loaded, &args.host);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -83,8 +94,15 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
         store.migrate().await?;
         let leader = store.leader(!args.no_wait).await?;
         let controller = controller_id();
-        let result =
-            reconcile::run_once(&store, &loaded, &providers, &args.trigger, &controller).await;
+        let result = reconcile::run_once(&store, &loaded, &providers, &args.trigger, &controller).await;
+        if result.is_ok() {
+            // The controller applies retention, still holding the lock, after the run is safe.
+            let policy = RetentionPolicy { keep_runs_days: args.keep_runs_days, keep_audit_days: args.keep_audit_days };
+            match store.prune(policy).await {
+                Ok(report) => tracing::debug!(?report, "retention applied"),
+                Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
+            }
+        }
         if let Err(e) = leader.release().await {
             // Closing the connection releases the lock as well; say so and go on.
             tracing::warn!(error = %e, "could not release the leader lock explicitly");
@@ -127,8 +145,21 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
     }
 }
 
-fn providers(loaded: &Loaded) -> Vec<std::sync::Arc<dyn labctl::providers::Provider>> {
-    reconcile::providers_for(loaded.state.config.as_ref().map(|c| &c.doc.spec))
+fn providers(loaded: &Loaded, host: &HostArgs) -> Vec<std::sync::Arc<dyn labctl::providers::Provider>> {
+    let options = HostOptions { probe: host.probe, allow_commands: host.allow_commands };
+    reconcile::providers_for(loaded.state.config.as_ref().map(|c| &c.doc.spec), options)
+}
+
+/// What this host allows; off unless asked for.
+#[derive(Args, Clone, Debug)]
+pub struct HostArgs {
+    /// Probe every declared device service (TCP connect, HTTP health GET). Only from a host
+    /// inside the lab's network: it connects to the devices' addresses.
+    #[arg(long, env = "LABCTL_PROBE")]
+    pub probe: bool,
+    /// Start stdio MCP servers to check them: commands written in Git, run on this host.
+    #[arg(long, env = "LABCTL_ALLOW_COMMANDS")]
+    pub allow_commands: bool,
 }
 
 /// `user@host`, recorded with each run so a shared database shows who reconciled.
@@ -155,6 +186,8 @@ pub struct ImportArgs {
     /// Show what would be written, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
@@ -173,7 +206,7 @@ pub fn run_import(args: &ImportArgs) -> ExitCode {
     let Some(loaded) = load_valid(&source, args.format) else {
         return ExitCode::FAILURE;
     };
-    let providers = providers(&loaded);
+    let providers = providers(&loaded, &args.host);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };

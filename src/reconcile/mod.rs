@@ -21,7 +21,7 @@ use crate::providers::{ApplyReport, Provider, ProviderError};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
 
-pub use registry::providers_for;
+pub use registry::{providers_for, HostOptions};
 
 /// The desired state of one revision, validated.
 #[derive(Debug, Clone)]

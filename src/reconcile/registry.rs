@@ -5,16 +5,41 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::model::{DesiredState, Kind, ProviderConfig, ProviderKind};
+use crate::model::{ConfigSpec, DesiredState, Kind, ProviderConfig, ProviderKind};
 use crate::providers::{
-    caddy::CaddyProvider, kea::KeaProvider, proxmox::ProxmoxProvider, traefik::TraefikProvider,
-    ApplyReport, BoxFuture, Change, Observation, Provider, ProviderError, Resource,
+    caddy::CaddyProvider, kea::KeaProvider, proxmox::ProxmoxProvider,
+    reachability::ReachabilityProvider, traefik::TraefikProvider, ApplyReport, BoxFuture,
+    CallPolicy, Change, Observation, Provider, ProviderError, Resource,
 };
 
-/// Builds every provider the config declares. One that cannot be built (a credential that is
-/// not there, a bad TLS setting) does not stop the others: it stands in as [`Unavailable`], and
-/// the plan shows its resources as unknown with the reason.
-pub fn providers_for(config: Option<&crate::model::ConfigSpec>) -> Vec<Arc<dyn Provider>> {
+/// What this host allows, beyond what the repository declares. Both are off by default: the
+/// repository says what the lab should be, the host decides what may run and be touched from
+/// where labctl runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostOptions {
+    /// Probe every declared service (TCP connect, HTTP health GET): only from a host inside
+    /// the lab's network.
+    pub probe: bool,
+    /// Start stdio MCP servers: commands written in Git, run on this host.
+    pub allow_commands: bool,
+}
+
+/// Builds every provider the config declares, plus the host-enabled ones. One that cannot be
+/// built (a credential that is not there, a bad TLS setting) does not stop the others: it
+/// stands in as [`Unavailable`], and the plan shows its resources as unknown with the reason.
+pub fn providers_for(config: Option<&ConfigSpec>, host: HostOptions) -> Vec<Arc<dyn Provider>> {
+    let mut providers = declared(config);
+    if host.probe {
+        let policy = CallPolicy { retries: 1, ..CallPolicy::default() };
+        match ReachabilityProvider::new("reachability", policy) {
+            Ok(p) => providers.push(Arc::new(p)),
+            Err(e) => tracing::warn!(error = %e, "reachability probes unavailable"),
+        }
+    }
+    providers
+}
+
+fn declared(config: Option<&ConfigSpec>) -> Vec<Arc<dyn Provider>> {
     let Some(config) = config else {
         return Vec::new();
     };
