@@ -127,9 +127,7 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
                             _ => {}
                         }
                     }
-                    if let Some(id) = run.run_id {
-                        println!("recorded run {id} in {}", labctl::store::redact(&url));
-                    }
+                    println!("recorded run {} in {}", run.run_id, labctl::store::redact(&url));
                 }
             }
             if run.apply_failed() {

@@ -51,11 +51,8 @@ pub struct Applied {
 pub struct RunResult {
     pub plan: Plan,
     pub applied: Vec<Applied>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<store::RunId>,
-    /// The observations, for recording and for `import`.
-    #[serde(skip)]
-    pub inputs: Vec<ProviderInput>,
+    /// The run's id in the store.
+    pub run_id: store::RunId,
 }
 
 impl RunResult {
@@ -147,8 +144,7 @@ pub async fn run_once(
     Ok(RunResult {
         plan,
         applied,
-        run_id: Some(run),
-        inputs,
+        run_id: run,
     })
 }
 
