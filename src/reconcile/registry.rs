@@ -30,7 +30,10 @@ pub struct HostOptions {
 pub fn providers_for(config: Option<&ConfigSpec>, host: HostOptions) -> Vec<Arc<dyn Provider>> {
     let mut providers = declared(config);
     if host.probe {
-        let policy = CallPolicy { retries: 1, ..CallPolicy::default() };
+        let policy = CallPolicy {
+            retries: 1,
+            ..CallPolicy::default()
+        };
         match ReachabilityProvider::new("reachability", policy) {
             Ok(p) => providers.push(Arc::new(p)),
             Err(e) => tracing::warn!(error = %e, "reachability probes unavailable"),
