@@ -266,7 +266,15 @@ async fn apply_restores_kea_and_the_next_run_resolves_the_deviations() {
 
     // Each reconcile applies retention: with a zero-day window only the latest run (which
     // holds the latest model) and nothing resolved survive.
-    let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db, "--keep-runs-days", "0"]);
+    let out = labctl(&[
+        "reconcile",
+        "--once",
+        repo_arg,
+        "--database-url",
+        &db,
+        "--keep-runs-days",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let pruned = store.stats().await.unwrap();
     assert_eq!((pruned.runs, pruned.deviations), (1, 0), "{pruned:?}");

@@ -127,7 +127,11 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
                             _ => {}
                         }
                     }
-                    println!("recorded run {} in {}", run.run_id, labctl::store::redact(&url));
+                    println!(
+                        "recorded run {} in {}",
+                        run.run_id,
+                        labctl::store::redact(&url)
+                    );
                 }
             }
             if run.apply_failed() {
@@ -143,8 +147,14 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
     }
 }
 
-fn providers(loaded: &Loaded, host: &HostArgs) -> Vec<std::sync::Arc<dyn labctl::providers::Provider>> {
-    let options = HostOptions { probe: host.probe, allow_commands: host.allow_commands };
+fn providers(
+    loaded: &Loaded,
+    host: &HostArgs,
+) -> Vec<std::sync::Arc<dyn labctl::providers::Provider>> {
+    let options = HostOptions {
+        probe: host.probe,
+        allow_commands: host.allow_commands,
+    };
     reconcile::providers_for(loaded.state.config.as_ref().map(|c| &c.doc.spec), options)
 }
 
