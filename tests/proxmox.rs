@@ -563,7 +563,17 @@ async fn a_guest_whose_config_fails_is_unknown_not_missing() {
         lab.guests.get_mut(&299).unwrap().broken_config = true;
     });
     let obs = pve.observe(&state).await.unwrap();
-    assert_eq!(obs.unobservable, vec![(Kind::Device, "nas".to_string())]);
+    let unknown: Vec<(Kind, &str, Option<&str>)> = obs
+        .unobservable
+        .iter()
+        .map(|u| (u.kind, u.name.as_str(), u.field.as_deref()))
+        .collect();
+    assert_eq!(unknown, vec![(Kind::Device, "nas", None)]);
+    assert!(
+        obs.unobservable[0].reason.contains("vmid"),
+        "{:?}",
+        obs.unobservable
+    );
     // The unmanaged guest still exists; only its sizing is unknown.
     assert_eq!(
         fields(&obs, Kind::Device, "scratch-test"),
@@ -588,7 +598,17 @@ async fn a_guest_whose_config_fails_is_unknown_not_missing() {
             .insert("scsi1".into(), json!("tank:vm-201-disk-1,size=1P"));
     });
     let obs = pve.observe(&state).await.unwrap();
-    assert_eq!(obs.unobservable, vec![(Kind::Device, "nas".to_string())]);
+    let unknown: Vec<(Kind, &str, Option<&str>)> = obs
+        .unobservable
+        .iter()
+        .map(|u| (u.kind, u.name.as_str(), u.field.as_deref()))
+        .collect();
+    assert_eq!(unknown, vec![(Kind::Device, "nas", None)]);
+    assert!(
+        obs.unobservable[0].reason.contains("vmid"),
+        "{:?}",
+        obs.unobservable
+    );
 
     // A node that is down: its guests are unknown, never missing.
     fixture.with(|lab| {
@@ -596,13 +616,12 @@ async fn a_guest_whose_config_fails_is_unknown_not_missing() {
         lab.nodes[0].online = false;
     });
     let obs = pve.observe(&state).await.unwrap();
-    assert_eq!(
-        obs.unobservable,
-        vec![
-            (Kind::Device, "nas".to_string()),
-            (Kind::Device, "web".to_string())
-        ]
-    );
+    let unknown: Vec<(Kind, &str)> = obs
+        .unobservable
+        .iter()
+        .map(|u| (u.kind, u.name.as_str()))
+        .collect();
+    assert_eq!(unknown, vec![(Kind::Device, "nas"), (Kind::Device, "web")]);
     let plan = run_diff(&pve, &state, Ok(obs));
     assert_eq!(
         plan.count(DeviationType::Missing),

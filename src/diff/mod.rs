@@ -251,11 +251,21 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             return;
         }
     };
-    let unreadable: BTreeSet<(Kind, &str)> = observation
+    // Whole resources that could not be read, with why; and single fields that could not.
+    let unreadable: BTreeMap<(Kind, &str), &str> = observation
         .unobservable
         .iter()
-        .map(|(k, n)| (*k, n.as_str()))
+        .filter(|u| u.field.is_none())
+        .map(|u| ((u.kind, u.name.as_str()), u.reason.as_str()))
         .collect();
+    let unreadable_fields = |kind: Kind, name: &str| -> Vec<(&str, &str)> {
+        observation
+            .unobservable
+            .iter()
+            .filter(|u| u.kind == kind && u.name == name)
+            .filter_map(|u| u.field.as_deref().map(|f| (f, u.reason.as_str())))
+            .collect()
+    };
     let live: BTreeMap<(Kind, &str), &Resource> = observation
         .resources
         .iter()
@@ -269,14 +279,9 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
     let mut changes = Vec::new();
 
     for (&(kind, name), expected) in &wanted {
-        if unreadable.contains(&(kind, name)) {
-            plan.deviations.push(unknown(
-                provider,
-                kind,
-                name,
-                rules,
-                "the provider could not read it",
-            ));
+        if let Some(why) = unreadable.get(&(kind, name)) {
+            plan.deviations
+                .push(unknown(provider, kind, name, rules, why));
             continue;
         }
         let can_apply = input.can_apply.contains(&kind);
@@ -305,6 +310,16 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             Some(actual) => {
                 let mut diffs = Vec::new();
                 compare("spec", &expected.fields, &actual.fields, &mut diffs);
+                // Fields that could not be read are unknown: not compared, and the resource
+                // is not changed on the strength of the rest.
+                let unknown_fields = unreadable_fields(kind, name);
+                for (field, why) in &unknown_fields {
+                    let mut d = unknown(provider, kind, name, rules, why);
+                    d.field_path = field.to_string();
+                    plan.deviations.push(d);
+                }
+                diffs.retain(|(path, _, _)| !unknown_fields.iter().any(|(f, _)| covers(f, path)));
+                let partial = !unknown_fields.is_empty();
                 // An update writes the expected fields, except ignored ones, which keep
                 // their live value (another system owns them).
                 let mut target = expected.fields.clone();
@@ -342,7 +357,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         field_path: path,
                     });
                 }
-                if drifted && apply {
+                if drifted && apply && !partial {
                     changes.push(Change::Update {
                         kind,
                         name: name.to_string(),

@@ -75,7 +75,12 @@ pub fn render_human(plan: &Plan, opts: RenderOptions) -> String {
             // Listed once per provider below, with the reason.
             DeviationType::Unknown if plan.unobservable.contains_key(&d.provider) => continue,
             DeviationType::Unknown => {
-                let _ = writeln!(out, "  ? {resource} is unknown {}", p.dim(&tags));
+                let what = if d.field_path.is_empty() {
+                    resource.clone()
+                } else {
+                    format!("{resource} {}", d.field_path)
+                };
+                let _ = writeln!(out, "  ? {what} is unknown {}", p.dim(&tags));
                 let _ = writeln!(out, "      {}", p.dim(&d.remediation));
             }
             DeviationType::Drifted => {

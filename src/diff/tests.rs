@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::providers::{Observation, ProviderError, Resource};
+use crate::providers::{Observation, ProviderError, Resource, Unreadable};
 
 fn res(kind: Kind, name: &str, fields: Json) -> Resource {
     Resource {
@@ -148,7 +148,11 @@ fn a_failed_observation_makes_everything_unknown_and_changes_nothing() {
 fn unreadable_resource_is_unknown_not_missing() {
     let mut i = input(vec![res(Kind::DhcpReservation, "a", r("10.0.1.5"))], vec![]);
     if let Ok(o) = &mut i.observed {
-        o.unobservable.push((Kind::DhcpReservation, "a".into()));
+        o.unobservable.push(Unreadable::resource(
+            Kind::DhcpReservation,
+            "a",
+            "config call failed",
+        ));
     }
     let plan = diff(&[i], &apply_rules());
     assert_eq!(plan.deviations[0].dtype, DeviationType::Unknown);
@@ -288,4 +292,43 @@ fn multiline_values_render_as_a_line_diff() {
     let text = render_human(&plan, RenderOptions::default());
     assert!(text.contains("-     \"data\": \"2\","), "{text}");
     assert!(text.contains("+     \"data\": \"1\","), "{text}");
+}
+
+#[test]
+fn an_unreadable_field_is_unknown_not_drifted_and_blocks_changes() {
+    let expected = json!({"reachable": true, "expectedTools": ["a", "b"], "url": "http://x"});
+    let live = json!({"reachable": false, "url": "http://y"});
+    let mut i = input(
+        vec![res(Kind::DhcpReservation, "s", expected)],
+        vec![res(Kind::DhcpReservation, "s", live)],
+    );
+    if let Ok(o) = &mut i.observed {
+        o.unobservable.push(Unreadable::field(
+            Kind::DhcpReservation,
+            "s",
+            "spec.expectedTools",
+            "the server did not answer",
+        ));
+    }
+    let plan = diff(&[i], &apply_rules());
+    let summary: Vec<(&str, DeviationType)> = plan
+        .deviations
+        .iter()
+        .map(|d| (d.field_path.as_str(), d.dtype))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("spec.expectedTools", DeviationType::Unknown),
+            ("spec.reachable", DeviationType::Drifted),
+            ("spec.url", DeviationType::Drifted),
+        ]
+    );
+    assert!(plan.deviations[0]
+        .remediation
+        .contains("the server did not answer"));
+    assert!(
+        plan.changes.is_empty(),
+        "nothing is changed on a partial observation"
+    );
 }

@@ -9,6 +9,7 @@
 // Provider modules, one per API:
 pub mod caddy;
 pub mod kea;
+pub mod mcp;
 pub mod proxmox;
 pub mod reachability;
 pub mod traefik;
@@ -47,9 +48,46 @@ pub struct Observation {
     /// Every live resource of the provider's kinds. Anything expected but absent here is
     /// missing; anything here but not expected is unmanaged.
     pub resources: Vec<Resource>,
-    /// Names (per kind) that could not be read even though the provider answered, e.g. a
-    /// guest whose config call failed: they are unknown, never missing.
-    pub unobservable: Vec<(Kind, String)>,
+    /// What could not be read even though the provider answered — a guest whose config call
+    /// failed, the tools of a server that is down: unknown, never missing or drifted.
+    pub unobservable: Vec<Unreadable>,
+}
+
+/// A resource, or one field of it, that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Unreadable {
+    pub kind: Kind,
+    pub name: String,
+    /// `spec.expectedTools` when only that field is unknown; `None` for the whole resource.
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl Unreadable {
+    /// The whole resource is unknown.
+    pub fn resource(kind: Kind, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Unreadable {
+            kind,
+            name: name.into(),
+            field: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// One field (and everything below it) is unknown; the rest was read.
+    pub fn field(
+        kind: Kind,
+        name: impl Into<String>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Unreadable {
+            kind,
+            name: name.into(),
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Why a provider could not observe or apply. Every variant means "nothing is known": the

@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use super::http::{self, excerpt, Classify, Pinning, Reply};
 use super::{
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
-    ProviderError, Resource,
+    ProviderError, Resource, Unreadable,
 };
 use crate::model::{
     DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, ProviderConfig, SecretSource,
@@ -247,7 +247,7 @@ impl ProxmoxProvider {
         mut configs: BTreeMap<usize, Result<Json, ProviderError>>,
         unreadable_nodes: &BTreeSet<String>,
         resources: &mut Vec<Resource>,
-        unobservable: &mut Vec<(Kind, String)>,
+        unobservable: &mut Vec<Unreadable>,
     ) {
         let provider = &self.api.provider;
         let wanted: BTreeMap<u32, &DeviceDoc> = desired_guests(desired)
@@ -285,7 +285,8 @@ impl ProxmoxProvider {
                 Some(Ok(config)) => config,
                 Some(Err(e)) => {
                     tracing::warn!(provider = %provider, guest = %name, vmid = guest.vmid, error = %e, "cannot read the guest's config; it is unknown");
-                    self.unreadable_guest(doc, guest, name, resources, unobservable);
+                    let reason = format!("cannot read the config of vmid {}: {e}", guest.vmid);
+                    self.unreadable_guest(doc, guest, name, reason, resources, unobservable);
                     continue;
                 }
                 None => continue,
@@ -294,7 +295,11 @@ impl ProxmoxProvider {
                 Ok(fields) => fields,
                 Err(reason) => {
                     tracing::warn!(provider = %provider, guest = %name, vmid = guest.vmid, reason = %reason, "cannot interpret the guest's config; it is unknown");
-                    self.unreadable_guest(doc, guest, name, resources, unobservable);
+                    let reason = format!(
+                        "cannot interpret the config of vmid {}: {reason}",
+                        guest.vmid
+                    );
+                    self.unreadable_guest(doc, guest, name, reason, resources, unobservable);
                     continue;
                 }
             };
@@ -309,7 +314,11 @@ impl ProxmoxProvider {
         if !unreadable_nodes.is_empty() {
             for (vmid, doc) in &wanted {
                 if !seen.contains(vmid) {
-                    unobservable.push((Kind::Device, doc.metadata.name.clone()));
+                    unobservable.push(Unreadable::resource(
+                        Kind::Device,
+                        doc.metadata.name.clone(),
+                        "not listed, and a node could not be listed: it may be there",
+                    ));
                 }
             }
         }
@@ -322,11 +331,12 @@ impl ProxmoxProvider {
         doc: Option<&DeviceDoc>,
         guest: &Listed,
         name: String,
+        reason: String,
         resources: &mut Vec<Resource>,
-        unobservable: &mut Vec<(Kind, String)>,
+        unobservable: &mut Vec<Unreadable>,
     ) {
         if doc.is_some() {
-            unobservable.push((Kind::Device, name));
+            unobservable.push(Unreadable::resource(Kind::Device, name, reason));
         } else {
             resources.push(Resource {
                 kind: Kind::Device,
@@ -346,7 +356,7 @@ impl ProxmoxProvider {
         pool_ids: &[String],
         mut details: BTreeMap<usize, Result<Json, ProviderError>>,
         resources: &mut Vec<Resource>,
-        unobservable: &mut Vec<(Kind, String)>,
+        unobservable: &mut Vec<Unreadable>,
     ) {
         let wanted: BTreeMap<&str, &str> = desired
             .pools
@@ -390,7 +400,8 @@ impl ProxmoxProvider {
                 Some(Err(e)) => {
                     tracing::warn!(provider = %self.api.provider, pool = %poolid, error = %e, "cannot read the pool; it is unknown");
                     if wanted.contains_key(poolid.as_str()) {
-                        unobservable.push((Kind::Pool, name));
+                        let reason = format!("cannot read pool {poolid}: {e}");
+                        unobservable.push(Unreadable::resource(Kind::Pool, name, reason));
                     }
                 }
                 None => {}

@@ -181,10 +181,11 @@ fn report(
                     body: json!({ "resources": resources }),
                     observed_at: o.observed_at,
                 });
-                for (kind, name) in &o.unobservable {
+                // A resource with any unreadable part keeps its open deviations open.
+                for u in &o.unobservable {
                     report
                         .unobservable
-                        .push(store::Unobservable::object(kind.as_str(), name.clone()));
+                        .push(store::Unobservable::object(u.kind.as_str(), u.name.clone()));
                 }
             }
             Err(_) => {

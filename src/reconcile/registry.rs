@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::model::{ConfigSpec, DesiredState, Kind, ProviderConfig, ProviderKind};
 use crate::providers::{
-    caddy::CaddyProvider, kea::KeaProvider, proxmox::ProxmoxProvider,
+    caddy::CaddyProvider, kea::KeaProvider, mcp::McpProvider, proxmox::ProxmoxProvider,
     reachability::ReachabilityProvider, traefik::TraefikProvider, ApplyReport, BoxFuture,
     CallPolicy, Change, Observation, Provider, ProviderError, Resource,
 };
@@ -29,6 +29,22 @@ pub struct HostOptions {
 /// stands in as [`Unavailable`], and the plan shows its resources as unknown with the reason.
 pub fn providers_for(config: Option<&ConfigSpec>, host: HostOptions) -> Vec<Arc<dyn Provider>> {
     let mut providers = declared(config);
+    // MCP servers are checked by their registrations, not by a provider entry: every
+    // McpServer document is covered, with the credentials labctl.yaml names.
+    let credentials = config
+        .map(|c| {
+            c.credentials
+                .iter()
+                .map(|(name, c)| (name.clone(), c.source.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    providers.push(Arc::new(McpProvider::new(
+        "mcp",
+        credentials,
+        host.allow_commands,
+        CallPolicy::default(),
+    )));
     if host.probe {
         let policy = CallPolicy {
             retries: 1,
