@@ -20,6 +20,7 @@ fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
             observed_at: 0,
             resources: live,
             unobservable: vec![],
+            details: Default::default(),
         }),
         can_apply: [Kind::DhcpReservation].into(),
     }

@@ -191,24 +191,31 @@ impl DesiredState {
         })
     }
 
+    /// Every resource document (not the Config): kind, metadata and spec as JSON.
+    pub fn documents(&self) -> Vec<(Kind, &Metadata, serde_json::Value)> {
+        fn each<S: Serialize>(
+            kind: Kind,
+            list: &[Located<Document<S>>],
+        ) -> impl Iterator<Item = (Kind, &Metadata, serde_json::Value)> {
+            list.iter().map(move |d| {
+                (
+                    kind,
+                    &d.doc.metadata,
+                    serde_json::to_value(&d.doc.spec).unwrap_or_default(),
+                )
+            })
+        }
+        each(Kind::Pool, &self.pools)
+            .chain(each(Kind::Device, &self.devices))
+            .chain(each(Kind::DhcpReservation, &self.reservations))
+            .chain(each(Kind::Route, &self.routes))
+            .chain(each(Kind::McpServer, &self.mcp_servers))
+            .collect()
+    }
+
     /// The metadata of every resource document (not the Config), with its kind.
     pub fn metadata(&self) -> impl Iterator<Item = (Kind, &Metadata)> {
-        let pools = self.pools.iter().map(|d| (Kind::Pool, &d.doc.metadata));
-        let devices = self.devices.iter().map(|d| (Kind::Device, &d.doc.metadata));
-        let reservations = self
-            .reservations
-            .iter()
-            .map(|d| (Kind::DhcpReservation, &d.doc.metadata));
-        let routes = self.routes.iter().map(|d| (Kind::Route, &d.doc.metadata));
-        let mcp = self
-            .mcp_servers
-            .iter()
-            .map(|d| (Kind::McpServer, &d.doc.metadata));
-        pools
-            .chain(devices)
-            .chain(reservations)
-            .chain(routes)
-            .chain(mcp)
+        self.documents().into_iter().map(|(k, m, _)| (k, m))
     }
 
     pub fn pool(&self, name: &str) -> Option<&Located<PoolDoc>> {

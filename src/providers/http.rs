@@ -298,6 +298,7 @@ pub(crate) fn observed(provider: &str, resources: Vec<Resource>) -> Observation 
         observed_at: now_millis(),
         resources,
         unobservable: Vec::new(),
+        details: Default::default(),
     }
 }
 

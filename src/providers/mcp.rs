@@ -334,11 +334,26 @@ impl Provider for McpProvider {
                 }
             }
             resources.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut observation = http::observed(&self.name, resources);
+            observation.unobservable = unobservable;
+            // What each server said about itself, for the model (latency stays in the log:
+            // it changes every run and observations are content-addressed).
+            observation.details = reports
+                .iter()
+                .filter(|(_, r)| r.reachable == Some(true))
+                .map(|(name, r)| {
+                    let details = json!({
+                        "serverName": r.server_name,
+                        "serverVersion": r.server_version,
+                        "protocolVersion": r.protocol_version,
+                        "tools": r.tools,
+                    });
+                    (format!("{}/{name}", Kind::McpServer), details)
+                })
+                .collect();
             if let Ok(mut r) = self.reports.lock() {
                 *r = reports;
             }
-            let mut observation = http::observed(&self.name, resources);
-            observation.unobservable = unobservable;
             Ok(observation)
         })
     }

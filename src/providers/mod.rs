@@ -51,6 +51,11 @@ pub struct Observation {
     /// What could not be read even though the provider answered — a guest whose config call
     /// failed, the tools of a server that is down: unknown, never missing or drifted.
     pub unobservable: Vec<Unreadable>,
+    /// What else the provider learned about a resource (`Kind/name` → JSON), recorded with the
+    /// observation but never compared: an MCP server's name, version and full tool list.
+    /// Only stable facts belong here (no latencies): observations are content-addressed.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// A resource, or one field of it, that could not be read, and why.

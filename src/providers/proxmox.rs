@@ -236,6 +236,7 @@ impl ProxmoxProvider {
             observed_at,
             resources,
             unobservable,
+            details: Default::default(),
         })
     }
 

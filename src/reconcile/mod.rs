@@ -215,44 +215,142 @@ fn report(
             actual: d.actual.clone(),
         })
         .collect();
-    report.model = Some(model(inputs, plan));
+    report.model = Some(model(&loaded.state, inputs, plan));
     report
 }
 
-/// The reconciled model: per resource, desired and observed fields and a status in Argo CD's
-/// words (synced, out-of-sync, unknown).
-fn model(inputs: &[ProviderInput], plan: &Plan) -> Json {
+/// The reconciled model: every resource of Git (its spec and labels) and every live one, with
+/// what each provider expected and observed, the stable details providers reported, and a
+/// status in Argo CD's words: synced, out-of-sync, unknown, or unobserved (no provider covers
+/// it).
+fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> Json {
     let mut resources: BTreeMap<(Kind, String), Json> = BTreeMap::new();
+    for (kind, meta, spec) in state.documents() {
+        resources.insert(
+            (kind, meta.name.clone()),
+            json!({ "kind": kind, "name": meta.name, "labels": meta.labels, "spec": spec, "providers": [] }),
+        );
+    }
     for input in inputs {
         for r in &input.expected {
-            resources.insert((r.kind, r.name.clone()), json!({ "kind": r.kind, "name": r.name, "provider": input.provider, "desired": r.fields }));
+            let e = resource_entry(&mut resources, r.kind, &r.name, &input.provider);
+            merge(e, "desired", &r.fields);
         }
         if let Ok(o) = &input.observed {
             for r in &o.resources {
-                let entry = resources.entry((r.kind, r.name.clone())).or_insert_with(
-                    || json!({ "kind": r.kind, "name": r.name, "provider": input.provider }),
-                );
-                entry["observed"] = r.fields.clone();
+                let e = resource_entry(&mut resources, r.kind, &r.name, &input.provider);
+                merge(e, "observed", &r.fields);
+                if let Some(details) = o.details.get(&format!("{}/{}", r.kind, r.name)) {
+                    merge(e, "details", details);
+                }
             }
         }
     }
-    for ((kind, name), entry) in resources.iter_mut() {
+    for ((kind, name), e) in resources.iter_mut() {
         let devs: Vec<&diff::Deviation> = plan
             .deviations
             .iter()
             .filter(|d| d.kind == *kind && &d.name == name)
             .collect();
-        let status = if devs.iter().any(|d| d.dtype == DeviationType::Unknown) {
+        let status = if e["providers"].as_array().is_none_or(Vec::is_empty) {
+            "unobserved"
+        } else if devs.iter().any(|d| d.dtype == DeviationType::Unknown) {
             "unknown"
         } else if devs.is_empty() {
             "synced"
         } else {
             "out-of-sync"
         };
-        entry["status"] = json!(status);
-        entry["deviations"] = json!(devs.len());
+        e["status"] = json!(status);
+        e["deviations"] = json!(devs.len());
     }
     // No timestamps in here: the model is content-addressed, so an unchanged lab must give
     // byte-identical models (when it was seen is on the run row).
     json!({ "resources": resources.into_values().collect::<Vec<_>>() })
+}
+
+/// The model entry of a resource (created for a live-only one), with `provider` noted as
+/// covering it.
+fn resource_entry<'a>(
+    resources: &'a mut BTreeMap<(Kind, String), Json>,
+    kind: Kind,
+    name: &str,
+    provider: &str,
+) -> &'a mut Json {
+    let e = resources
+        .entry((kind, name.to_string()))
+        .or_insert_with(|| json!({ "kind": kind, "name": name, "providers": [] }));
+    if let Some(providers) = e["providers"].as_array_mut() {
+        if !providers.iter().any(|p| p == provider) {
+            providers.push(json!(provider));
+        }
+    }
+    e
+}
+
+/// Merges `value` into `target[key]`: objects key by key (two providers see different fields
+/// of one resource), anything else replaces.
+fn merge(target: &mut Json, key: &str, value: &Json) {
+    match (target.get_mut(key), value) {
+        (Some(Json::Object(existing)), Json::Object(more)) => {
+            existing.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        _ => target[key] = value.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Observation, Resource};
+
+    fn input(provider: &str, expected: Json, observed: Json) -> ProviderInput {
+        let res = |fields: Json| Resource {
+            kind: Kind::Device,
+            name: "nas".into(),
+            fields,
+        };
+        ProviderInput {
+            provider: provider.into(),
+            expected: vec![res(expected)],
+            observed: Ok(Observation {
+                provider: provider.into(),
+                observed_at: 0,
+                resources: vec![res(observed)],
+                unobservable: vec![],
+                details: Default::default(),
+            }),
+            can_apply: Default::default(),
+        }
+    }
+
+    #[test]
+    fn providers_fields_merge_and_uncovered_documents_are_unobserved() {
+        let text = "apiVersion: labctl.dev/v1\nkind: Device\nmetadata: {name: nas, labels: {role: storage}}\nspec: {type: physical, interfaces: [{name: eth0, ip: 10.0.1.40}]}\n---\napiVersion: labctl.dev/v1\nkind: Device\nmetadata: {name: scope}\nspec: {type: scpi}\n";
+        let state = crate::validate::validate_text("lab.yaml", text)
+            .state
+            .unwrap();
+        let inputs = [
+            input("pve", json!({"cores": 4}), json!({"cores": 4})),
+            input(
+                "reachability",
+                json!({"services": {"smb": {"up": true}}}),
+                json!({"services": {"smb": {"up": true}}}),
+            ),
+        ];
+        let plan = diff::diff(&inputs, &Rules::default());
+        let m = model(&state, &inputs, &plan);
+        let nas = &m["resources"][0];
+        assert_eq!(nas["name"], "nas");
+        assert_eq!(nas["labels"]["role"], "storage");
+        assert_eq!(nas["spec"]["interfaces"][0]["ip"], "10.0.1.40");
+        assert_eq!(
+            nas["desired"],
+            json!({"cores": 4, "services": {"smb": {"up": true}}})
+        );
+        assert_eq!(nas["providers"], json!(["pve", "reachability"]));
+        assert_eq!(nas["status"], "synced");
+        assert_eq!(m["resources"][1]["name"], "scope");
+        assert_eq!(m["resources"][1]["status"], "unobserved");
+    }
 }
