@@ -4,6 +4,7 @@
 //! remediate / answer MCP. See ARCHITECTURE.md for which module owns each step.
 
 pub mod diff;
+pub mod mcp;
 pub mod model;
 pub mod providers;
 pub mod reconcile;

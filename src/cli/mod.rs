@@ -1,6 +1,7 @@
 //! Command-line interface. Thin: every decision lives in the library.
 
 mod db;
+mod mcp;
 mod plan;
 mod status;
 mod validate;
@@ -62,6 +63,8 @@ enum Command {
     /// Adopt a live lab: write a document for every resource the providers have that Git
     /// does not, after checking the repository with them validates.
     Import(plan::ImportArgs),
+    /// Serve MCP on stdio for assistants: the lab's state, drift and runs from the store.
+    Mcp(mcp::McpArgs),
     /// Write the JSON Schemas of every kind to a directory (default: schemas/).
     Schemas {
         /// Directory to write into.
@@ -137,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Drift(args) => status::run_drift(&args),
         Command::Schemas { dir } => write_schemas(&dir),
         Command::Db(args) => db::run(&args),
+        Command::Mcp(args) => mcp::run(&args),
     }
 }
 
