@@ -10,4 +10,5 @@ pub mod providers;
 pub mod reconcile;
 pub mod source;
 pub mod store;
+pub mod time;
 pub mod validate;

@@ -7,6 +7,7 @@ use serde_json::{json, Value as Json};
 
 use super::{runtime, Format};
 use labctl::store::{Deviation, Severity, Store, StoreError};
+use labctl::time::{now_ms, utc};
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -32,61 +33,13 @@ pub struct DriftArgs {
     #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
     pub severity: Option<String>,
     /// Only deviations opened within this long ago: `30m`, `24h`, `7d`.
-    #[arg(long, value_parser = parse_age, value_name = "AGE")]
+    #[arg(long, value_parser = labctl::time::parse_age, value_name = "AGE")]
     pub since: Option<i64>,
     /// The whole history of one deviation: `Kind/name` or `Kind/name:spec.field`.
     #[arg(long, value_name = "KIND/NAME[:FIELD]", conflicts_with_all = ["kind", "severity", "since"])]
     pub history: Option<String>,
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
-}
-
-/// `30m`, `24h`, `7d` → milliseconds.
-fn parse_age(text: &str) -> Result<i64, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not an age like 30m, 24h or 7d"))?;
-    let unit_ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
-    };
-    Ok(n * unit_ms)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// `2026-11-21 23:31:05Z` from unix milliseconds (UTC; no time-zone database needed).
-pub fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn with_store<T>(
@@ -316,18 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
-        assert_eq!(utc(1_795_305_065_000), "2026-11-21 23:51:05Z");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
-    }
-
-    #[test]
-    fn ages_and_identities_parse() {
-        assert_eq!(parse_age("24h"), Ok(86_400_000));
-        assert_eq!(parse_age("7d"), Ok(604_800_000));
-        assert!(parse_age("1w").is_err());
-        assert!(parse_age("h").is_err());
+    fn identities_parse() {
         assert_eq!(
             parse_identity("DhcpReservation/whisper:spec.ip"),
             Ok(("DhcpReservation".into(), "whisper".into(), "spec.ip".into()))

@@ -283,19 +283,11 @@ pub(crate) fn excerpt(text: &str) -> String {
     }
 }
 
-/// The current time in Unix milliseconds.
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// What `provider` saw just now, every resource of it readable.
 pub(crate) fn observed(provider: &str, resources: Vec<Resource>) -> Observation {
     Observation {
         provider: provider.to_string(),
-        observed_at: now_millis(),
+        observed_at: crate::time::now_ms(),
         resources,
         unobservable: Vec::new(),
         details: Default::default(),

@@ -122,7 +122,7 @@ impl ProxmoxProvider {
 
     async fn observe_inner(&self, desired: &DesiredState) -> Result<Observation, ProviderError> {
         let api = &self.api;
-        let observed_at = http::now_millis();
+        let observed_at = crate::time::now_ms();
 
         // Every node, then every guest on each online node. A node that cannot be listed
         // makes its guests unknowable: nothing is concluded about where they went.

@@ -16,7 +16,7 @@ mod types;
 mod url;
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyPoolOptions;
@@ -259,13 +259,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::time::now_ms;
 
 /// Canonical JSON text: object keys sorted at every level, no whitespace. Written straight
 /// from `value`, without a sorted copy: run reports carry megabytes of JSON.
