@@ -35,6 +35,17 @@ const TOOLS: &[&str] = &[
     "validate_definition",
 ];
 
+/// Offered too, and called in tests/mcp_tools.rs.
+const MORE_TOOLS: &[&str] = &[
+    "diff_snapshots",
+    "get_pool",
+    "list_dhcp_reservations",
+    "list_mcp_servers",
+    "list_pools",
+    "list_routes",
+    "list_snapshots",
+];
+
 fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
     json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
 }
@@ -308,7 +319,7 @@ async fn every_tool_answers_from_the_reconciled_store_over_stdio() {
     // tools/list: every tool, with schemas and read-only annotations.
     let tools = client.list_all_tools().await.unwrap();
     let listed: BTreeSet<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(listed, TOOLS.iter().copied().collect());
+    assert_eq!(listed, TOOLS.iter().chain(MORE_TOOLS).copied().collect());
     for t in &tools {
         assert!(
             t.description.as_ref().is_some_and(|d| d.len() > 60),
@@ -753,7 +764,7 @@ async fn stdout_carries_only_protocol_messages_and_secrets_are_not_audited() {
     assert_eq!(by_id(1)["result"]["serverInfo"]["name"], "labctl");
     assert_eq!(
         by_id(2)["result"]["tools"].as_array().unwrap().len(),
-        TOOLS.len()
+        TOOLS.len() + MORE_TOOLS.len()
     );
     // Without a reconcile there is no model: a tool error that says what to do.
     assert_eq!(by_id(3)["result"]["isError"], true);

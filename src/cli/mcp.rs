@@ -1,35 +1,190 @@
-//! `labctl mcp`: serve MCP over stdio, answering from the state store.
+//! `labctl mcp`: serve MCP over stdio (trusted as the local user), or over streamable HTTP
+//! with bearer tokens (`--http ADDR --tokens FILE`), answering from the state store.
 
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
-use labctl::mcp::{Client, LabServer};
-use labctl::store::{ActorKind, Store};
+use super::plan::HostArgs;
+use super::SourceArgs;
+use labctl::mcp::http::{self, Cidr, HttpOptions};
+use labctl::mcp::{Client, LabServer, Reconciler, Scopes, Tokens};
+use labctl::reconcile::HostOptions;
+use labctl::store::{ActorKind, RetentionPolicy, Store};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct McpArgs {
+    #[command(subcommand)]
+    pub command: Option<McpCommand>,
     /// State store (default: see `labctl db`).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Serve streamable HTTP at this address (path /mcp) instead of stdio. Needs --tokens.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Bearer tokens accepted over HTTP: YAML `tokens: [{name, sha256, scopes}]`, scopes from
+    /// read, propose, admin; each token kept as its SHA-256 (see `labctl mcp hash-token`).
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub tokens: Option<PathBuf>,
+    /// A browser origin allowed to call over HTTP, e.g. https://app.example:443 (repeatable).
+    /// Requests with any other Origin header are refused; by default every Origin is.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "http")]
+    pub allow_origins: Vec<String>,
+    /// A Host header accepted over HTTP besides loopback and the listening address: the name
+    /// clients use, `name` or `name:port` (repeatable). Others are refused (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "HOST", requires = "http")]
+    pub allow_hosts: Vec<String>,
+    /// Only clients in this address block may connect over HTTP (repeatable; default: any).
+    #[arg(long = "allow-client", value_name = "CIDR", requires = "http")]
+    pub allow_clients: Vec<Cidr>,
+    /// Largest HTTP request body in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// HTTP requests handled at once; more are refused with 503.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_in_flight: usize,
+    /// Open MCP sessions over HTTP; a new one beyond is refused with 503.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_sessions: usize,
+    /// Requests per second each token may make on average (429 beyond).
+    #[arg(long, default_value_t = 50.0, value_name = "N")]
+    pub rate: f64,
+    /// Requests a token may make in a burst.
+    #[arg(long, default_value_t = 100.0, value_name = "N")]
+    pub burst: f64,
+    #[command(flatten)]
+    pub source: McpSourceArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
-/// Serves until the client closes stdin. stdout carries only MCP messages; logs go to stderr.
+#[derive(Subcommand)]
+pub enum McpCommand {
+    /// Read a token on stdin and print its SHA-256, for the --tokens file.
+    HashToken,
+}
+
+/// The repository `trigger_reconcile` reconciles; without `--repo` the tool is not offered.
+#[derive(Args)]
+pub struct McpSourceArgs {
+    /// Repository to reconcile on `trigger_reconcile` (a path or Git URL, as for `reconcile`).
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Branch, tag or commit SHA to read.
+    #[arg(long, value_name = "REV", requires = "repo")]
+    pub rev: Option<String>,
+    /// Read the work tree, uncommitted edits included, instead of a commit.
+    #[arg(long, conflicts_with = "rev", requires = "repo")]
+    pub worktree: bool,
+    /// Subdirectory of the repository that holds the desired state.
+    #[arg(long, value_name = "DIR", requires = "repo")]
+    pub path: Option<String>,
+    /// Where remote repositories are cloned.
+    #[arg(long, env = "LABCTL_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Environment variable that holds an HTTPS token for the Git remote.
+    #[arg(long, default_value = "LABCTL_GIT_TOKEN", value_name = "VAR")]
+    pub token_env: String,
+}
+
+impl McpSourceArgs {
+    fn reconciler(&self, host: &HostArgs) -> Option<Reconciler> {
+        let repo = self.repo.clone()?;
+        let source = SourceArgs {
+            repo,
+            rev: self.rev.clone(),
+            worktree: self.worktree,
+            path: self.path.clone(),
+            cache_dir: self.cache_dir.clone(),
+            token_env: self.token_env.clone(),
+        };
+        Some(Reconciler {
+            spec: source.spec(),
+            path: source.path.clone(),
+            host: HostOptions {
+                probe: host.probe,
+                allow_commands: host.allow_commands,
+            },
+            controller: controller_id(),
+            // The defaults of `reconcile --once`.
+            retention: RetentionPolicy {
+                keep_runs_days: 30,
+                keep_audit_days: 365,
+            },
+        })
+    }
+}
+
+/// Serves until the client closes stdin, or (HTTP) until Ctrl-C or SIGTERM. On stdio, stdout
+/// carries only MCP messages; logs always go to stderr.
 pub fn run(args: &McpArgs) -> ExitCode {
+    if let Some(McpCommand::HashToken) = args.command {
+        return hash_token();
+    }
+    let tokens = match (&args.http, &args.tokens) {
+        (Some(_), None) => {
+            eprintln!("error: --http needs --tokens FILE (labctl mcp hash-token helps write it)");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+        (_, Some(path)) => match Tokens::load(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(super::EXIT_USAGE);
+            }
+        },
+        (None, None) => Tokens::default(),
+    };
     let url = super::db::database_url(args.database_url.as_deref());
     let Some(rt) = super::runtime() else {
         return ExitCode::FAILURE;
     };
+    let reconciler = args.source.reconciler(&args.host);
     let result = rt.block_on(async {
         let store = Store::connect(&url).await?;
         // A new database answers "nothing recorded yet" rather than "no such table".
         store.migrate().await?;
-        tracing::info!(store = %store.describe(), "serving MCP on stdio");
-        let client = Client {
-            kind: ActorKind::Mcp,
-            actor: "stdio".into(),
+        let served = match args.http {
+            None => {
+                tracing::info!(store = %store.describe(), "serving MCP on stdio");
+                let client = Client {
+                    kind: ActorKind::Mcp,
+                    actor: "stdio".into(),
+                    scopes: Scopes::all(),
+                };
+                with(LabServer::new(store.clone(), client), reconciler)
+                    .serve_stdio()
+                    .await
+            }
+            Some(addr) => {
+                let server = with(
+                    LabServer::new(store.clone(), http::http_client()),
+                    reconciler,
+                );
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                let local = listener.local_addr()?;
+                // Always said, whatever LABCTL_LOG: the port chosen for :0 is needed.
+                eprintln!("labctl mcp: listening on http://{local}/mcp");
+                let options = HttpOptions {
+                    tokens,
+                    allow_origins: args.allow_origins.clone(),
+                    allow_clients: args.allow_clients.clone(),
+                    allow_hosts: args.allow_hosts.clone(),
+                    max_body_bytes: args.max_body_bytes,
+                    max_in_flight: args.max_in_flight,
+                    max_sessions: args.max_sessions,
+                    rate_per_second: args.rate,
+                    rate_burst: args.burst,
+                };
+                http::serve(server, listener, options, shutdown_signal()).await
+            }
         };
-        let served = LabServer::new(store.clone(), client).serve_stdio().await;
         store.close().await;
         served
     });
@@ -40,4 +195,54 @@ pub fn run(args: &McpArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn with(server: LabServer, reconciler: Option<Reconciler>) -> LabServer {
+    match reconciler {
+        Some(r) => server.with_reconciler(r),
+        None => server,
+    }
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `labctl mcp hash-token`: the token from stdin (one line, surrounding whitespace ignored)
+/// to its SHA-256 hex on stdout; the token is never echoed.
+fn hash_token() -> ExitCode {
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        eprintln!("error: cannot read the token from stdin: {e}");
+        return ExitCode::from(super::EXIT_USAGE);
+    }
+    let token = text.trim();
+    if token.is_empty() {
+        eprintln!("error: no token on stdin");
+        return ExitCode::from(super::EXIT_USAGE);
+    }
+    println!("{}", labctl::mcp::sha256_hex(token));
+    ExitCode::SUCCESS
+}
+
+/// `user@host/pid`, recorded with each run, as `reconcile --once` records it.
+fn controller_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "labctl".into());
+    format!("{user}@{host}/{}", std::process::id())
 }

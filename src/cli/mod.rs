@@ -63,7 +63,8 @@ enum Command {
     /// Adopt a live lab: write a document for every resource the providers have that Git
     /// does not, after checking the repository with them validates.
     Import(plan::ImportArgs),
-    /// Serve MCP on stdio for assistants: the lab's state, drift and runs from the store.
+    /// Serve MCP for assistants — on stdio, or streamable HTTP with bearer tokens (--http):
+    /// the lab's state, drift and runs, answered from the store.
     Mcp(mcp::McpArgs),
     /// Write the JSON Schemas of every kind to a directory (default: schemas/).
     Schemas {

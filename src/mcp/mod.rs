@@ -6,9 +6,16 @@
 //! Every tool call is appended to the audit log with its arguments (secret-looking keys
 //! redacted), its outcome and its duration.
 
+mod auth;
+pub mod http;
 mod model;
+mod resources;
 mod tools;
+mod trigger;
 mod types;
+
+pub use auth::{sha256_hex, Scope, Scopes, Tokens};
+pub use trigger::{load_valid, Reconciler};
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -56,6 +63,8 @@ pub struct Client {
     pub kind: ActorKind,
     /// `stdio`, or the client's address and token name on HTTP.
     pub actor: String,
+    /// What the client may do: every scope on stdio, its token's on HTTP.
+    pub scopes: Scopes,
 }
 
 /// The labctl MCP server over one store.
@@ -66,6 +75,8 @@ pub struct LabServer {
     tools: Arc<Vec<Tool>>,
     /// The parsed model of the latest run that recorded one, keyed by run id.
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
+    /// How `trigger_reconcile` runs; without it the tool is not offered.
+    reconciler: Option<Arc<Reconciler>>,
 }
 
 impl LabServer {
@@ -73,9 +84,40 @@ impl LabServer {
         LabServer {
             store,
             client,
-            tools: Arc::new(tool_list()),
+            tools: Arc::new(
+                tool_list()
+                    .into_iter()
+                    .filter(|t| t.name != "trigger_reconcile")
+                    .collect(),
+            ),
             cache: Arc::new(Mutex::new(None)),
+            reconciler: None,
         }
+    }
+
+    /// Offers `trigger_reconcile` (admin scope), reconciling as `reconciler` says.
+    pub fn with_reconciler(mut self, reconciler: Reconciler) -> Self {
+        self.tools = Arc::new(tool_list());
+        self.reconciler = Some(Arc::new(reconciler));
+        self
+    }
+
+    /// The caller of one request: on HTTP the client the guard verified (see [`http`]),
+    /// otherwise this server's own client (stdio).
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Client {
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Client>())
+            .cloned()
+            .unwrap_or_else(|| self.client.clone())
+    }
+
+    /// The tools `client` may see and call.
+    fn tools_for<'a>(&'a self, client: &'a Client) -> impl Iterator<Item = &'a Tool> + 'a {
+        self.tools
+            .iter()
+            .filter(|t| client.scopes.allows(required_scope(t)))
     }
 
     /// Serves MCP on stdin/stdout until the client closes the connection.
@@ -173,6 +215,54 @@ impl LabServer {
             "validate_definition" => parse::<types::ValidateInput>(args)
                 .map(tools::validate_definition)
                 .and_then(to_json),
+            "list_pools" => {
+                self.with_model(args, |_, m, i| async move { tools::list_pools(&m, i) })
+                    .await
+            }
+            "get_pool" => {
+                self.with_model(args, |s, m, i| async move {
+                    tools::get_pool(&s.store, &m, i).await
+                })
+                .await
+            }
+            "list_dhcp_reservations" => {
+                self.with_model(args, |_, m, i| async move {
+                    tools::list_dhcp_reservations(&m, i)
+                })
+                .await
+            }
+            "list_routes" => {
+                self.with_model(args, |_, m, i| async move { tools::list_routes(&m, i) })
+                    .await
+            }
+            "list_mcp_servers" => {
+                self.with_model(
+                    args,
+                    |_, m, i| async move { tools::list_mcp_servers(&m, i) },
+                )
+                .await
+            }
+            "list_snapshots" => {
+                self.with_model(args, |s, m, i| async move {
+                    tools::list_snapshots(&s.store, &m, i).await
+                })
+                .await
+            }
+            "diff_snapshots" => {
+                self.with_model(args, |s, m, i| async move {
+                    tools::diff_snapshots(&s.store, &m, i).await
+                })
+                .await
+            }
+            "trigger_reconcile" => {
+                let reconciler = self.reconciler.clone()?;
+                match parse::<trigger::TriggerInput>(args) {
+                    Ok(_) => trigger::trigger(&self.store, &reconciler, "mcp")
+                        .await
+                        .and_then(to_json),
+                    Err(e) => Err(e),
+                }
+            }
             _ => return None,
         };
         Some(result)
@@ -190,7 +280,15 @@ impl LabServer {
         to_json(f(self.clone(), model, input).await?)
     }
 
-    async fn audit(&self, tool: &str, args: &Json, outcome: &str, error: Option<&str>, ms: u128) {
+    async fn audit(
+        &self,
+        client: &Client,
+        tool: &str,
+        args: &Json,
+        outcome: &str,
+        error: Option<&str>,
+        ms: u128,
+    ) {
         let mut details = json!({
             "arguments": redact(args),
             "outcome": outcome,
@@ -200,8 +298,8 @@ impl LabServer {
             details["error"] = json!(e);
         }
         let entry = AuditEntry {
-            actor_kind: self.client.kind,
-            actor: self.client.actor.clone(),
+            actor_kind: client.kind,
+            actor: client.actor.clone(),
             action: tool.to_string(),
             target: None,
             details,
@@ -214,48 +312,108 @@ impl LabServer {
 
 impl ServerHandler for LabServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("labctl", env!("CARGO_PKG_VERSION"))
-                    .with_title("labctl homelab state"),
-            )
-            .with_instructions(
-                "labctl answers questions about a homelab kept in Git: devices, pools, DHCP \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_resources()
+                .enable_tools()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("labctl", env!("CARGO_PKG_VERSION"))
+                .with_title("labctl homelab state"),
+        )
+        .with_instructions(
+            "labctl answers questions about a homelab kept in Git: devices, pools, DHCP \
                  reservations, routes, MCP servers, drift between Git and the live lab, and \
                  reconcile runs. Answers come from the latest reconcile run recorded in the \
                  state store (each names its commit and observedAt), never from live calls. \
                  Start with infrastructure_summary; use get_drift for what is wrong and \
-                 explain_deviation for one problem; lookup_ip before picking an address.",
-            )
+                 explain_deviation for one problem; lookup_ip before picking an address. \
+                 Resources: each Git document as labctl://<Kind>/<name>, the open deviations \
+                 as labctl://plan/latest, JSON Schemas as labctl://schemas/<kind>.",
+        )
+    }
+
+    /// Desired-state documents, the latest plan and the schemas; read scope, like the tools.
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        if !self.caller(&context).scopes.allows(Scope::Read) {
+            return Ok(rmcp::model::ListResourcesResult::default());
+        }
+        self.resource_page(request.and_then(|r| r.cursor)).await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        if !self.caller(&context).scopes.allows(Scope::Read) {
+            return Ok(rmcp::model::ListResourceTemplatesResult::default());
+        }
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        if !self.caller(&context).scopes.allows(Scope::Read) {
+            return Err(ErrorData::resource_not_found(
+                format!("no resource `{}`", request.uri),
+                None,
+            ));
+        }
+        self.read_uri(&request.uri).await.map(Into::into)
     }
 
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+        let client = self.caller(&context);
+        Ok(ListToolsResult::with_all_items(
+            self.tools_for(&client).cloned().collect(),
+        ))
     }
 
+    /// Without a request to say who asks: only what this server's own client may see (on
+    /// HTTP nothing, so no tool's existence shows through rmcp's header checks).
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools.iter().find(|t| t.name == name).cloned()
+        self.tools_for(&self.client)
+            .find(|t| t.name == name)
+            .cloned()
     }
 
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
+        let client = self.caller(&context);
         let name = request.name.to_string();
         let args = Json::Object(request.arguments.unwrap_or_default());
-        let Some(result) = self.dispatch(&name, args.clone()).await else {
-            let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_ref()).collect();
+        // A tool outside the caller's scope is answered exactly as one that does not exist.
+        let allowed = self.tools_for(&client).any(|t| t.name == name);
+        let dispatched = if allowed {
+            self.dispatch(&name, args.clone()).await
+        } else {
+            None
+        };
+        let Some(result) = dispatched else {
+            let known: Vec<&str> = self.tools_for(&client).map(|t| t.name.as_ref()).collect();
             let hint = crate::validate::did_you_mean(&name, known.iter().copied())
                 .map(|s| format!(" Did you mean `{s}`?"))
                 .unwrap_or_default();
             let message = format!("no tool `{name}`.{hint} Tools: {}", known.join(", "));
             self.audit(
+                &client,
                 &name,
                 &args,
                 "unknown-tool",
@@ -268,11 +426,11 @@ impl ServerHandler for LabServer {
         let elapsed = started.elapsed().as_millis();
         match result {
             Ok(value) => {
-                self.audit(&name, &args, "ok", None, elapsed).await;
+                self.audit(&client, &name, &args, "ok", None, elapsed).await;
                 Ok(CallToolResult::structured(value).into())
             }
             Err(e) => {
-                self.audit(&name, &args, "error", Some(&e.message), elapsed)
+                self.audit(&client, &name, &args, "error", Some(&e.message), elapsed)
                     .await;
                 Ok(CallToolResult::error(vec![ContentBlock::text(e.message)]).into())
             }
@@ -322,17 +480,20 @@ fn tool_list() -> Vec<Tool> {
             "list_devices",
             "List devices",
             "Devices (VMs, containers, hosts) in the reconciled model, sorted by name, with \
-             their status and addresses. Filter by pool (name or path), type (vm, lxc), status \
-             (synced, out-of-sync, unknown) or label (key=value). Paginated: pass nextCursor \
-             back as cursor. Use `fields` to return only what you need (add desired/observed \
-             for full details).",
+             their status, addresses, pool path and labels. Filter by pool (name or path: the \
+             devices in it and in the pools below it; a trailing * matches a path prefix), type \
+             (vm, lxc, physical…), status (synced, out-of-sync, unknown, unobserved), label \
+             (key=value, e.g. role=inference) or dimension (key=value, inherited from pools, \
+             e.g. gpu=true). Paginated: pass nextCursor back as cursor. Use `fields` to return \
+             only what you need (add services, dimensions, desired/observed for details).",
         ),
         read_tool::<GetDeviceInput, GetDeviceOutput>(
             "get_device",
             "Get one device",
-            "One device by name (case-insensitive) or by one of its IPv4 addresses: what Git \
-             declares, what was observed live, its status, its DHCP reservations and their \
-             open deviations. An unknown name gives an error listing close names.",
+            "One device by name (case-insensitive) or by one of its IPv4 addresses: its \
+             labels, pool path, services and effective dimensions from Git, what providers \
+             expected and observed live, its status, its DHCP reservations and their open \
+             deviations. An unknown name gives an error listing close names.",
         ),
         read_tool::<LookupIpInput, LookupIpOutput>(
             "lookup_ip",
@@ -370,7 +531,85 @@ fn tool_list() -> Vec<Tool> {
              anything: every error with file:line:column, the document, the field and what to \
              do. Checks the text on its own, not against the rest of the repository.",
         ),
+        read_tool::<ListPoolsInput, ListPoolsOutput>(
+            "list_pools",
+            "List pools",
+            "Resource pools of the hierarchy (e.g. /homelab/compute/gpu-nodes), sorted by path, \
+             with declared capacity and usage (cores, memoryMiB and storageGiB of the guests \
+             (vm, lxc) among the pool's members and its child pools' members, from their Git \
+             specs, and the count of all those members); overCapacity names what usage \
+             exceeds. Filter by pathPrefix, type \
+             (compute, storage, network) or dimensions [\"gpu=true\"] (effective, i.e. \
+             inherited). Paginated with cursor; `fields` picks what to return.",
+        ),
+        read_tool::<GetPoolInput, GetPoolOutput>(
+            "get_pool",
+            "Get one pool",
+            "One pool by name or path (case-insensitive): its resolved path and ancestors, \
+             every effective property and dimension with the pool it is inherited from, its \
+             child pools, direct members and all members below it, capacity against usage, and \
+             the open deviations of the pool and its member devices. An unknown pool gives an \
+             error with the closest path.",
+        ),
+        read_tool::<ListReservationsInput, ListReservationsOutput>(
+            "list_dhcp_reservations",
+            "List DHCP reservations",
+            "DHCP reservations, in Git and live-only (unmanaged), sorted by address: subnet, \
+             IP, MAC, hostname, the device each belongs to, status, and the live address when \
+             it differs from Git's. Filter by subnet (10.0.1.0/24) or status. Paginated with \
+             cursor. Use lookup_ip for one address.",
+        ),
+        read_tool::<ListRoutesInput, ListRoutesOutput>(
+            "list_routes",
+            "List routes",
+            "Reverse-proxy routes (Traefik, Caddy), sorted by host: host, path prefix, backend \
+             URLs or device/service, entry points, middlewares, TLS resolver, which providers \
+             serve it and its status. Filter by host (case-insensitive substring, e.g. \
+             `grafana`) or status. Paginated with cursor.",
+        ),
+        read_tool::<ListMcpServersInput, ListMcpServersOutput>(
+            "list_mcp_servers",
+            "List MCP servers",
+            "MCP servers registered in Git with their observed health: whether each answered, \
+             what it calls itself, the tools Git expects against those it offered \
+             (missingTools), and status. Filter by status or reachable (true/false). \
+             Paginated with cursor; `fields` adds offeredTools, serverVersion and more.",
+        ),
+        read_tool::<ListSnapshotsInput, ListSnapshotsOutput>(
+            "list_snapshots",
+            "List observed snapshots",
+            "What each provider observed, as stored snapshots, newest first: a snapshot spans \
+             the runs (firstRun..lastRun) that saw the same thing, so a new one means the live \
+             lab changed. Filter by provider. Pass two ids to diff_snapshots. Paginated with \
+             cursor.",
+        ),
+        read_tool::<DiffSnapshotsInput, DiffSnapshotsOutput>(
+            "diff_snapshots",
+            "Diff two snapshots",
+            "What changed in the live lab between two observed snapshots of one provider: \
+             every added, removed or changed value as a JSON Pointer with before and after, \
+             and the resource (Kind/name) it belongs to. Give from and to ids, or only from \
+             (compared to that provider's latest), or only provider (its two latest). \
+             Filter by pathPrefix. Paginated with cursor.",
+        ),
+        trigger::tool(),
     ]
+}
+
+/// The scope a tool needs: read for a read-only tool, the scope named for a write tool, and
+/// admin for anything else (a new write tool is closed until given its scope here).
+fn required_scope(tool: &Tool) -> Scope {
+    match tool.name.as_ref() {
+        "trigger_reconcile" => Scope::Admin,
+        _ if tool
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.read_only_hint == Some(true)) =>
+        {
+            Scope::Read
+        }
+        _ => Scope::Admin,
+    }
 }
 
 /// Arguments for the audit log: values under secret-looking keys replaced, long strings
@@ -444,8 +683,10 @@ mod tests {
     #[test]
     fn every_tool_has_schemas_and_read_only_annotations() {
         let tools = tool_list();
-        assert_eq!(tools.len(), 8);
-        for t in &tools {
+        assert_eq!(tools.len(), 16);
+        assert_eq!(required_scope(tools.last().unwrap()), Scope::Admin);
+        for t in tools.iter().filter(|t| t.name != "trigger_reconcile") {
+            assert_eq!(required_scope(t), Scope::Read, "{}", t.name);
             assert!(t.description.as_ref().is_some_and(|d| d.len() > 40));
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")));
             assert!(t.output_schema.is_some(), "{}", t.name);

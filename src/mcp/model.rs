@@ -6,17 +6,26 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value as Json;
 
+use crate::model::{Document, Metadata, PoolDoc, PoolSpec, PoolTree, ResolvedPool};
 use crate::store::LatestModel;
 
-/// One resource of the reconciled model (`{kind, name, provider, desired, observed, status,
-/// deviations}`, as the reconcile run wrote it).
+/// One resource of the reconciled model (`{kind, name, labels, spec, providers, desired,
+/// observed, details, status, deviations}`, as the reconcile run wrote it).
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub kind: String,
     pub name: String,
+    /// `metadata.labels` of the Git document (empty for a live-only resource).
+    pub labels: BTreeMap<String, String>,
+    /// The Git document's `spec`; `None` for a resource only seen live.
+    pub spec: Option<Json>,
+    /// The providers that cover it, comma-separated (empty when none does).
     pub provider: String,
+    pub providers: Vec<String>,
     pub desired: Option<Json>,
     pub observed: Option<Json>,
+    /// What providers reported about it beyond fields (an MCP server's name, tools…).
+    pub details: Option<Json>,
     pub status: String,
     pub deviations: u64,
 }
@@ -40,6 +49,8 @@ pub struct Model {
     pub finished_at: i64,
     /// Sorted by kind, then name.
     pub entries: Vec<Entry>,
+    /// The pool hierarchy rebuilt from the Pool specs (empty when they do not resolve).
+    pub pools: PoolTree,
 }
 
 impl Model {
@@ -51,12 +62,60 @@ impl Model {
             .map(|list| list.iter().filter_map(entry).collect())
             .unwrap_or_default();
         entries.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        let docs: Vec<PoolDoc> = entries
+            .iter()
+            .filter(|e| e.kind == "Pool")
+            .filter_map(|e| {
+                let spec: PoolSpec = serde_json::from_value(e.spec.clone()?).ok()?;
+                Some(Document {
+                    api_version: crate::model::API_VERSION.into(),
+                    kind: "Pool".into(),
+                    metadata: Metadata {
+                        name: e.name.clone(),
+                        labels: e.labels.clone(),
+                        annotations: Default::default(),
+                        reconcile: None,
+                    },
+                    spec,
+                })
+            })
+            .collect();
+        let pools = PoolTree::build(&docs).unwrap_or_default();
         Model {
             run: latest.run,
             commit: latest.commit_sha,
             finished_at: latest.finished_at,
             entries,
+            pools,
         }
+    }
+
+    /// The pool a device (or pool path / name) names: `/homelab/compute` or `compute`,
+    /// case-insensitive.
+    pub fn resolve_pool(&self, query: &str) -> Option<&ResolvedPool> {
+        let q = query.trim().trim_end_matches('/');
+        if q.is_empty() {
+            return None;
+        }
+        self.pools
+            .by_path(q)
+            .or_else(|| self.pools.get(q))
+            .or_else(|| {
+                self.pools
+                    .iter()
+                    .find(|p| p.path.eq_ignore_ascii_case(q) || p.name.eq_ignore_ascii_case(q))
+            })
+    }
+
+    /// The path of the pool a device is in: its `spec.pool`, resolved when it names a known
+    /// pool, else as written.
+    pub fn pool_path_of(&self, device: &Entry) -> Option<String> {
+        let written = device.spec_str("pool")?;
+        Some(
+            self.resolve_pool(written)
+                .map(|p| p.path.clone())
+                .unwrap_or_else(|| written.to_string()),
+        )
     }
 
     /// Every resource of `kind`, by name.
@@ -91,42 +150,72 @@ impl Model {
             .collect()
     }
 
-    /// The Proxmox pools whose members include the guest `device`.
+    /// The pools `device` is in: the one its `spec.pool` names, and the Proxmox pools whose
+    /// members (in Git or live) include the guest. Names, sorted.
     pub fn pools_of(&self, device: &Entry) -> Vec<String> {
-        let Some(member) = device.guest_id() else {
-            return Vec::new();
-        };
-        self.of_kind("Pool")
-            .filter(|p| {
-                [&p.desired, &p.observed].into_iter().flatten().any(|f| {
-                    f.get("members")
-                        .and_then(Json::as_array)
-                        .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(&member)))
-                })
-            })
-            .map(|p| p.name.clone())
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        if let Some(written) = device.spec_str("pool") {
+            match self.resolve_pool(written) {
+                Some(p) => out.push(p.name.clone()),
+                None => out.extend(written.rsplit('/').next().map(str::to_string)),
+            }
+        }
+        if let Some(member) = device.guest_id() {
+            out.extend(
+                self.of_kind("Pool")
+                    .filter(|p| {
+                        [&p.desired, &p.observed].into_iter().flatten().any(|f| {
+                            f.get("members")
+                                .and_then(Json::as_array)
+                                .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(&member)))
+                        })
+                    })
+                    .map(|p| p.name.clone()),
+            );
+        }
+        out.retain(|s| !s.is_empty());
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
 impl Entry {
-    /// The desired fields, else the observed ones.
+    /// The Git spec, else the desired fields, else the observed ones.
     pub fn fields(&self) -> Option<&Json> {
-        self.desired.as_ref().or(self.observed.as_ref())
+        self.spec
+            .as_ref()
+            .or(self.desired.as_ref())
+            .or(self.observed.as_ref())
     }
 
-    /// A string field, desired first.
+    /// A string field: the spec's first, then desired, then observed.
     pub fn field_str(&self, key: &str) -> Option<&str> {
-        [&self.desired, &self.observed]
+        [&self.spec, &self.desired, &self.observed]
             .into_iter()
             .flatten()
             .find_map(|f| f.get(key).and_then(Json::as_str))
     }
 
-    /// Every address this resource uses, desired and observed, sorted.
+    /// A string field of the Git spec only.
+    pub fn spec_str(&self, key: &str) -> Option<&str> {
+        self.spec.as_ref()?.get(key)?.as_str()
+    }
+
+    /// A field of the Git spec.
+    pub fn spec_get(&self, key: &str) -> Option<&Json> {
+        self.spec.as_ref()?.get(key).filter(|v| !v.is_null())
+    }
+
+    /// Every address this resource uses: in its Git spec and desired fields (`desired`) and
+    /// in what was observed (`observed`), sorted.
     pub fn ip_uses(&self) -> Vec<IpUse> {
         let mut out = Vec::new();
-        for (side, fields) in [("desired", &self.desired), ("observed", &self.observed)] {
+        for (side, fields) in [
+            ("desired", &self.spec),
+            ("desired", &self.desired),
+            ("observed", &self.observed),
+        ] {
             if let Some(fields) = fields {
                 walk(fields, &mut "spec".to_string(), side, &mut out);
             }
@@ -160,7 +249,10 @@ impl Entry {
             }
         }
         let mut out = Vec::new();
-        for fields in [&self.desired, &self.observed].into_iter().flatten() {
+        for fields in [&self.spec, &self.desired, &self.observed]
+            .into_iter()
+            .flatten()
+        {
             collect(fields, &mut out);
         }
         out.sort();
@@ -183,12 +275,38 @@ impl Entry {
 fn entry(value: &Json) -> Option<Entry> {
     let text = |key: &str| value.get(key).and_then(Json::as_str).map(str::to_string);
     let present = |key: &str| value.get(key).filter(|v| !v.is_null()).cloned();
+    let mut providers: Vec<String> = value
+        .get("providers")
+        .and_then(Json::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(Json::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    // Models written before `providers` named one `provider`.
+    providers.extend(text("provider").filter(|p| !p.is_empty()));
+    providers.dedup();
+    let labels = value
+        .get("labels")
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Entry {
         kind: text("kind")?,
         name: text("name")?,
-        provider: text("provider").unwrap_or_default(),
+        labels,
+        spec: present("spec"),
+        provider: providers.join(", "),
+        providers,
         desired: present("desired"),
         observed: present("observed"),
+        details: present("details"),
         status: text("status").unwrap_or_else(|| "unknown".into()),
         deviations: value.get("deviations").and_then(Json::as_u64).unwrap_or(0),
     })

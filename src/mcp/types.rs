@@ -86,19 +86,23 @@ pub struct RunInfo {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListDevicesInput {
-    /// Only devices in this pool: a pool name (`gpu-nodes`) or a path whose last segment is
-    /// the pool name (`/homelab/compute/gpu-nodes`); a trailing `/` or `*` matches pools
-    /// whose name starts with what precedes it.
+    /// Only devices in this pool or a pool below it: a pool name (`compute`) or path
+    /// (`/homelab/compute`), case-insensitive; a trailing `*` matches pool paths (or names)
+    /// starting with what precedes it (`/homelab/compute/gp*`).
     pub pool: Option<String>,
     /// Only this device type, e.g. `vm` or `lxc`.
     #[serde(rename = "type")]
     pub device_type: Option<String>,
     /// Only this status: `synced`, `out-of-sync` or `unknown`.
     pub status: Option<String>,
-    /// Only devices with this label, as `key=value`.
+    /// Only devices with this label (`metadata.labels`), as `key=value`, e.g. `role=inference`.
     pub label: Option<String>,
+    /// Only devices with this dimension, as `key=value`, e.g. `gpu=true`: the device's own
+    /// dimensions over those it inherits from its pool and the pool's ancestors.
+    pub dimension: Option<String>,
     /// Which fields to return per device (default: name, type, status, deviations, ips,
-    /// pools). Also: provider, macs, reservations, desired, observed.
+    /// pool, pools, labels). Also: provider, macs, reservations, services, dimensions,
+    /// desired, observed.
     pub fields: Option<Vec<String>>,
     /// At most this many devices (default 50, at most 500).
     pub limit: Option<u32>,
@@ -121,9 +125,21 @@ pub struct DeviceInfo {
     /// IPv4 addresses: its own and those of its DHCP reservations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ips: Option<Vec<String>>,
-    /// Proxmox pools it is a member of.
+    /// The path of the pool Git puts it in (`spec.pool`), e.g. `/homelab/compute/gpu-nodes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Names of the pools it is in: its `spec.pool` and the Proxmox pools listing it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pools: Option<Vec<String>>,
+    /// `metadata.labels` from Git.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Services it offers, as Git declares them (name, port, protocol, health path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<Json>>,
+    /// Effective dimensions: its own over those inherited from its pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<BTreeMap<String, Json>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,6 +170,423 @@ pub struct ListDevicesOutput {
     /// Why an answer may be emptier than expected.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+// ---- list_pools / get_pool --------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListPoolsInput {
+    /// Only pools whose path starts with this, e.g. `/homelab/compute` (the pool itself and
+    /// everything below it). Case-insensitive.
+    pub path_prefix: Option<String>,
+    /// Only pools of this type: `compute`, `storage` or `network`.
+    #[serde(rename = "type")]
+    pub pool_type: Option<String>,
+    /// Only pools whose effective dimensions (own over inherited) match every `key=value`,
+    /// e.g. `["gpu=true"]`.
+    pub dimensions: Option<Vec<String>>,
+    /// Which fields to return per pool (default: name, path, type, members, capacity,
+    /// usage, status). Also: parent, description, proxmoxPool, labels, properties,
+    /// dimensions, children, deviations, overCapacity.
+    pub fields: Option<Vec<String>>,
+    /// At most this many pools (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Cores, memory, storage and device count: declared capacity, or what members use.
+#[derive(Debug, Default, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u64>,
+    #[serde(rename = "memoryMiB", skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(rename = "storageGiB", skip_serializing_if = "Option::is_none")]
+    pub storage_gib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolInfo {
+    pub name: String,
+    /// `/homelab/compute/gpu-nodes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// compute, storage or network.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub pool_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The Proxmox VE pool it maps to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxmox_pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Effective properties: own over inherited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<BTreeMap<String, Json>>,
+    /// Effective dimensions: own over inherited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<BTreeMap<String, Json>>,
+    /// Names of its child pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<String>>,
+    /// Devices whose `spec.pool` is this pool (not its children), sorted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<String>>,
+    /// Declared capacity (absent when the pool declares none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Resources>,
+    /// What its members and its child pools' members use, from their Git specs: cores,
+    /// memoryMiB and storageGiB (disks) of the guests (vm, lxc; a physical host provides
+    /// capacity rather than using it), and devices counting every member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Resources>,
+    /// Capacity entries that usage exceeds (`cores`, `memoryMiB`, `storageGiB`, `devices`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_capacity: Option<Vec<String>>,
+    /// synced, out-of-sync, unknown, or unobserved (no provider covers it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deviations: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPoolsOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// Sorted by path.
+    pub pools: Vec<PoolInfo>,
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetPoolInput {
+    /// The pool's name (`gpu-nodes`) or path (`/homelab/compute/gpu-nodes`), case-insensitive.
+    pub pool: String,
+}
+
+/// Where an effective property or dimension comes from.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Inherited {
+    pub value: Json,
+    /// The pool that sets it: this pool's name when it is its own.
+    pub from: String,
+    /// Set on an ancestor, not on this pool.
+    pub inherited: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetPoolOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// name, path, type, parent, capacity, usage, members… (every field).
+    pub pool: PoolInfo,
+    /// Its ancestors' paths, root first.
+    pub ancestors: Vec<String>,
+    /// Effective properties with the pool that sets each.
+    pub properties: BTreeMap<String, Inherited>,
+    /// Effective dimensions with the pool that sets each.
+    pub dimensions: BTreeMap<String, Inherited>,
+    /// Devices in this pool and all pools below it, sorted.
+    pub all_members: Vec<String>,
+    /// Open deviations of the pool and of its members (direct and below), worst first.
+    pub open_deviations: Vec<DeviationInfo>,
+}
+
+// ---- list_dhcp_reservations -------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListReservationsInput {
+    /// Only reservations in this subnet (`10.0.1.0/24`): declared in it, or with an address
+    /// inside it.
+    pub subnet: Option<String>,
+    /// Only this status: synced, out-of-sync, unknown or unobserved.
+    pub status: Option<String>,
+    /// Which fields to return per reservation (default: all): subnet, ip, mac, hostname,
+    /// observedIp, inGit, device, status, deviations.
+    pub fields: Option<Vec<String>>,
+    /// At most this many reservations (default 100, at most 500).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationInfo {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// The address Git declares (live address for a reservation that is only live).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The address seen live when it differs from Git's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_ip: Option<String>,
+    /// In Git (false: only live, unmanaged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_git: Option<bool>,
+    /// The device it belongs to (same name or same MAC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deviations: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListReservationsOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// Sorted by address, then name.
+    pub reservations: Vec<ReservationInfo>,
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+// ---- list_routes ------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListRoutesInput {
+    /// Only routes whose host contains this, case-insensitive (`grafana`, `lab.example`).
+    pub host: Option<String>,
+    /// Only this status: synced, out-of-sync, unknown or unobserved.
+    pub status: Option<String>,
+    /// Which fields to return per route (default: all): host, pathPrefix, rule, backendUrls,
+    /// backendService, entryPoints, middlewares, certResolver, inGit, providers, status,
+    /// deviations.
+    pub fields: Option<Vec<String>>,
+    /// At most this many routes (default 100, at most 500).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteInfo {
+    pub name: String,
+    /// The host it answers for (from `host`, or the `Host(...)` of its rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Backend URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_urls: Option<Vec<String>>,
+    /// `device/service` when the backend names a device's service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_points: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middlewares: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_resolver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_git: Option<bool>,
+    /// Providers that serve it (traefik, caddy); empty when none covers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deviations: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListRoutesOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// Sorted by host, then name.
+    pub routes: Vec<RouteInfo>,
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+// ---- list_mcp_servers -------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListMcpServersInput {
+    /// Only this status: synced, out-of-sync, unknown or unobserved.
+    pub status: Option<String>,
+    /// Only servers that answered (true) or did not (false) at the last observation.
+    pub reachable: Option<bool>,
+    /// Which fields to return per server (default: name, transport, endpoint, status,
+    /// reachable, expectedTools, missingTools). Also: device, serverName, serverVersion,
+    /// protocolVersion, offeredTools, deviations.
+    pub fields: Option<Vec<String>>,
+    /// At most this many servers (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct McpServerInfo {
+    pub name: String,
+    /// streamable-http, sse or stdio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// The URL, or the command for stdio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deviations: Option<u64>,
+    /// Whether it answered at the last observation (absent: not observed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// The tools Git expects it to offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_tools: Option<Vec<String>>,
+    /// Every tool it offered (when it answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_tools: Option<Vec<String>>,
+    /// Expected tools it did not offer (only known when it answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_tools: Option<Vec<String>>,
+    /// What it calls itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMcpServersOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// Sorted by name.
+    pub servers: Vec<McpServerInfo>,
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+// ---- list_snapshots / diff_snapshots ----------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListSnapshotsInput {
+    /// Only this provider's snapshots (`kea`, `pve`, `mcp`…).
+    pub provider: Option<String>,
+    /// At most this many snapshots (default 20, at most 200).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotItem {
+    /// Pass to diff_snapshots as from/to.
+    pub id: i64,
+    pub provider: String,
+    /// Bytes of its JSON body.
+    pub size: i64,
+    /// Content hash: two snapshots with the same hash are identical.
+    pub hash: String,
+    /// The runs it was seen in: from firstRun to lastRun, unchanged.
+    pub first_run: i64,
+    pub last_run: i64,
+    /// RFC 3339 UTC.
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListSnapshotsOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// Newest first.
+    pub snapshots: Vec<SnapshotItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiffSnapshotsInput {
+    /// The older snapshot's id (from list_snapshots). Omit, with `provider`, to compare that
+    /// provider's two latest snapshots.
+    pub from: Option<i64>,
+    /// The newer snapshot's id; default: the latest snapshot of `from`'s provider.
+    pub to: Option<i64>,
+    /// With no `from`: the provider whose two latest snapshots to compare.
+    pub provider: Option<String>,
+    /// Only changes at or below this JSON Pointer, e.g. `/resources/3`.
+    pub path_prefix: Option<String>,
+    /// At most this many changes (default 100, at most 1000).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeInfo {
+    /// JSON Pointer (RFC 6901) of the value, e.g. `/resources/3/fields/ip`.
+    pub path: String,
+    /// added, removed or changed.
+    pub kind: String,
+    /// The resource it belongs to, `Kind/name`, when the path is inside one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub before: Option<Json>,
+    pub after: Option<Json>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffSnapshotsOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    pub from: SnapshotItem,
+    pub to: SnapshotItem,
+    /// In document order.
+    pub changes: Vec<ChangeInfo>,
+    /// Changes matching pathPrefix, over all pages.
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

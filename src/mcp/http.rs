@@ -1,0 +1,314 @@
+//! MCP over streamable HTTP: rmcp's [`StreamableHttpService`] (sessions kept by a
+//! [`LocalSessionManager`]) mounted at `/mcp`, behind one small guard that, in order, checks
+//! the client address, bounds requests in flight, verifies the bearer token, applies the
+//! token's rate limit and caps open sessions. rmcp itself checks `Host` and `Origin` (against
+//! DNS rebinding) and the request body size.
+//!
+//! The guard puts the verified caller (a [`Client`] with the token's name and scopes) into the
+//! request's extensions; rmcp hands the request parts to the handler, which lists, allows and
+//! audits each call as that caller.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::sync::Semaphore;
+
+use super::auth::{Scopes, Tokens};
+use super::{Client, LabServer};
+use crate::store::ActorKind;
+
+/// How the HTTP face is exposed and bounded.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub tokens: Tokens,
+    /// Browser origins allowed to call (`https://host:port`); a request with any other
+    /// `Origin` is refused with 403. Requests without `Origin` (non-browser clients) pass.
+    pub allow_origins: Vec<String>,
+    /// Client networks allowed to connect; empty: any.
+    pub allow_clients: Vec<Cidr>,
+    /// `Host` values accepted besides loopback names and the listening address (a DNS name
+    /// clients use, `name` or `name:port`); any other is refused with 403 (DNS rebinding).
+    pub allow_hosts: Vec<String>,
+    /// Largest request body (larger: 413).
+    pub max_body_bytes: usize,
+    /// Requests being handled at once (more: 503).
+    pub max_in_flight: usize,
+    /// Open MCP sessions (a new one beyond: 503).
+    pub max_sessions: usize,
+    /// Per token: sustained requests per second and burst (more: 429).
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            tokens: Tokens::default(),
+            allow_origins: Vec::new(),
+            allow_clients: Vec::new(),
+            allow_hosts: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_in_flight: 512,
+            max_sessions: 256,
+            rate_per_second: 50.0,
+            rate_burst: 100.0,
+        }
+    }
+}
+
+/// Serves MCP at `http://<listener>/mcp` until `shutdown` completes; then open streams and
+/// sessions are closed and in-flight requests finish.
+pub async fn serve(
+    server: LabServer,
+    listener: tokio::net::TcpListener,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let sessions = Arc::new(LocalSessionManager::default());
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !local.ip().is_unspecified() {
+        hosts.push(local.ip().to_string());
+    }
+    hosts.extend(options.allow_hosts.iter().cloned());
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(options.allow_origins.clone())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(options.max_body_bytes);
+    let cancel = config.cancellation_token.clone();
+    let service =
+        StreamableHttpService::new(move || Ok(server.clone()), Arc::clone(&sessions), config);
+    let guard = Arc::new(Guard {
+        in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
+        buckets: Mutex::new(HashMap::new()),
+        sessions,
+        options,
+    });
+    let app = Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(guard, guard_request));
+    tracing::info!(address = %local, "serving MCP over streamable HTTP at /mcp");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing MCP sessions");
+        cancel.cancel();
+    })
+    .await?;
+    Ok(())
+}
+
+/// The server state an HTTP face needs besides rmcp's.
+struct Guard {
+    options: HttpOptions,
+    in_flight: Arc<Semaphore>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    sessions: Arc<LocalSessionManager>,
+}
+
+/// A token bucket: `tokens` refill at the configured rate up to the burst.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Guard {
+    fn allow_rate(&self, token_name: &str) -> bool {
+        let (rate, burst) = (self.options.rate_per_second, self.options.rate_burst);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let b = buckets.entry(token_name.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Response {
+    (status, message).into_response()
+}
+
+async fn guard_request(
+    State(g): State<Arc<Guard>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ip = canonical(peer.ip());
+    if !g.options.allow_clients.is_empty()
+        && !g.options.allow_clients.iter().any(|c| c.contains(ip))
+    {
+        tracing::warn!(client = %ip, "refused: client address not allowed");
+        return refuse(StatusCode::FORBIDDEN, "client address not allowed\n");
+    }
+    let Ok(_permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight\n",
+        );
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(entry) = presented.and_then(|t| g.options.tokens.verify(t)) else {
+        tracing::warn!(client = %ip, presented = presented.is_some(), "refused: no valid bearer token");
+        let challenge = if presented.is_some() {
+            "Bearer realm=\"labctl\", error=\"invalid_token\""
+        } else {
+            "Bearer realm=\"labctl\""
+        };
+        let mut response = refuse(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required\n",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        return response;
+    };
+    if !g.allow_rate(&entry.name) {
+        let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    // A POST without a session id may open a session: refuse it when the cap is reached.
+    if req.method() == Method::POST
+        && !req.headers().contains_key("mcp-session-id")
+        && g.sessions.sessions.read().await.len() >= g.options.max_sessions
+    {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many open MCP sessions\n",
+        );
+    }
+    req.extensions_mut().insert(Client {
+        kind: ActorKind::Mcp,
+        actor: format!("http:{}@{ip}", entry.name),
+        scopes: Scopes::new(entry.scopes.iter().copied()),
+    });
+    next.run(req).await
+}
+
+/// An IPv4 client seen through an IPv6 socket is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// An address block such as `10.0.0.0/8`, `192.168.1.7` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}`: not an address block such as 10.0.0.0/8"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: the prefix length must be 0..={max}"))?
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+/// For a server built with [`LabServer::new`] on HTTP: no scope until a request's verified
+/// token supplies one.
+pub fn http_client() -> Client {
+    Client {
+        kind: ActorKind::Mcp,
+        actor: "http".into(),
+        scopes: Scopes::none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_blocks() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        assert!("::1/128"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert_eq!(
+            canonical("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

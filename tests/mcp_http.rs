@@ -1,0 +1,553 @@
+//! `labctl mcp --http` end to end: a store filled by a real reconcile (the real binary against
+//! a real Kea and the Proxmox VE fixture), the real binary serving streamable HTTP with bearer
+//! tokens, talked to by rmcp's streamable-HTTP client and by raw HTTP for what a client must
+//! not get past: no token, a bad Origin, an oversized body.
+
+mod support;
+
+#[path = "fixtures/proxmox.rs"]
+mod fixture;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use labctl::store::{ActorKind, Store};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{json, Value as Json};
+use support::cli::write;
+use support::kea::Kea;
+
+const READ_TOKEN: &str = "lbl-read-6a1f0c3e9b7d4e21a8c5f0e2d9b1c7a4";
+const ADMIN_TOKEN: &str = "lbl-admin-2e9d7c1b0a4f4c8e9d3b6a5f1e0c7d28";
+
+const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
+const TOKEN_ENV: &str = "LABCTL_TEST_MCP_PVE_TOKEN";
+
+fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
+    json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
+}
+
+fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest {
+    fixture::Guest {
+        node: "pve-01".into(),
+        kind: "qemu",
+        name: name.into(),
+        status: "running",
+        tags: None,
+        config: fixture::config(&[
+            ("cores", json!(cores)),
+            ("memory", json!(memory)),
+            ("net0", json!(format!("virtio={mac},bridge=vmbr0"))),
+        ]),
+        broken_config: false,
+    }
+}
+
+fn proxmox_lab() -> fixture::Lab {
+    let mut lab = fixture::Lab {
+        token: PVE_TOKEN.into(),
+        nodes: vec![fixture::Node {
+            name: "pve-01".into(),
+            online: true,
+            maxcpu: 32,
+            maxmem: 137438953472,
+        }],
+        ..Default::default()
+    };
+    lab.guests
+        .insert(202, guest("harbor", 8, "16384", "BC:24:11:5E:02:02"));
+    lab.guests
+        .insert(201, guest("whisper", 12, "49152", "BC:24:11:5E:02:01"));
+    lab.pools.insert(
+        "gpu".into(),
+        fixture::Pool {
+            vmids: vec![201],
+            ..Default::default()
+        },
+    );
+    lab.pools.insert(
+        "services".into(),
+        fixture::Pool {
+            vmids: vec![202],
+            ..Default::default()
+        },
+    );
+    lab
+}
+
+fn device(
+    dir: &Path,
+    name: &str,
+    pool: &str,
+    (vmid, cores, mem): (u32, u32, u32),
+    mac: &str,
+    ip: &str,
+) {
+    write(
+        dir,
+        &format!("devices/{name}.yaml"),
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Device\nmetadata:\n  name: {name}\n  labels: {{role: {name}}}\nspec:\n  type: vm\n  pool: {pool}\n  proxmox: {{node: pve-01, vmid: {vmid}}}\n  cores: {cores}\n  memoryMiB: {mem}\n  interfaces:\n    - {{name: net0, mac: \"{mac}\", ip: {ip}, bridge: vmbr0}}\n"
+        ),
+    );
+}
+
+fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
+    write(
+        dir,
+        &format!("dhcp/{name}.yaml"),
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
+        ),
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A lab with a real Kea and the Proxmox fixture, its desired state committed to Git, and a
+/// store holding one reconcile run of it.
+struct Lab {
+    _kea: Kea,
+    _pve: fixture::Fixture,
+    repo: tempfile::TempDir,
+    _db_dir: tempfile::TempDir,
+    db: String,
+    commit: String,
+}
+
+async fn reconciled_lab() -> Option<Lab> {
+    let kea = Kea::start(
+        json!([
+            kea_reservation("harbor", "bc:24:11:5e:02:02", "10.0.1.202"),
+            // Changed behind labctl's back: Git says .201.
+            kea_reservation("whisper", "bc:24:11:5e:02:01", "10.0.1.209"),
+            // Not in Git.
+            kea_reservation("printer", "aa:bb:cc:00:00:99", "10.0.1.99"),
+        ]),
+        json!([]),
+    )
+    .await?;
+    let pve = fixture::serve(proxmox_lab()).await;
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    write(
+        r,
+        "labctl.yaml",
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 2}}\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: observe\n",
+            kea.url,
+            pve.url()
+        ),
+    );
+    write(
+        r,
+        "pools/lab.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
+    );
+    device(
+        r,
+        "harbor",
+        "/lab/services",
+        (202, 8, 16384),
+        "bc:24:11:5e:02:02",
+        "10.0.1.202",
+    );
+    device(
+        r,
+        "whisper",
+        "/lab/gpu-nodes",
+        (201, 12, 49152),
+        "bc:24:11:5e:02:01",
+        "10.0.1.201",
+    );
+    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
+    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
+    git(r, &["init", "-q", "-b", "main"]);
+    git(r, &["add", "."]);
+    git(r, &["commit", "-q", "-m", "lab"]);
+    let commit = git(r, &["rev-parse", "HEAD"]);
+
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args([
+            "reconcile",
+            "--once",
+            r.to_str().unwrap(),
+            "--database-url",
+            &db,
+        ])
+        .env("NO_COLOR", "1")
+        .env(TOKEN_ENV, PVE_TOKEN)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("labctl runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(Lab {
+        _kea: kea,
+        _pve: pve,
+        repo,
+        _db_dir: db_dir,
+        db,
+        commit,
+    })
+}
+
+/// `labctl mcp hash-token`: the token on stdin, its SHA-256 on stdout.
+fn hash_token(token: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["mcp", "hash-token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{token}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let hex = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(hex.len(), 64, "{hex}");
+    assert!(!hex.contains(token));
+    hex
+}
+
+/// The server process; SIGTERM on drop if the test did not stop it.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    /// `labctl mcp --http 127.0.0.1:0` over `db`, with the reader and ops tokens and `extra`
+    /// arguments; the address it announces on stderr.
+    fn start(db: &str, dir: &Path, extra: &[&str]) -> Server {
+        let tokens = dir.join("tokens.yaml");
+        write(
+            dir,
+            "tokens.yaml",
+            &format!(
+                "tokens:\n  - name: reader\n    sha256: {}\n    scopes: [read]\n  - name: ops\n    sha256: {}\n    scopes: [admin]\n",
+                hash_token(READ_TOKEN),
+                hash_token(ADMIN_TOKEN)
+            ),
+        );
+        let log = dir.join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args(["mcp", "--http", "127.0.0.1:0", "--tokens"])
+            .arg(&tokens)
+            .args(["--database-url", db])
+            .args(extra)
+            .env("LABCTL_LOG", "trace")
+            .env(TOKEN_ENV, PVE_TOKEN)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("labctl mcp --http starts");
+        let mut server = Server {
+            child,
+            url: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.url.is_empty() {
+            let text = server.logs();
+            if let Some(line) = text.lines().find(|l| l.contains("listening on http://")) {
+                server.url = line.rsplit(' ').next().unwrap().trim().to_string();
+            } else {
+                assert!(Instant::now() < deadline, "no address announced:\n{text}");
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    panic!("labctl mcp exited with {status}:\n{text}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        server
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status of a graceful shutdown.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn connect(url: &str, token: &str) -> RunningService<RoleClient, ()> {
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    ().serve(transport).await.expect("MCP handshake over HTTP")
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &str,
+    args: Json,
+) -> Result<CallToolResult, rmcp::ServiceError> {
+    let Json::Object(args) = args else {
+        panic!("arguments are an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+}
+
+/// A raw POST of `body` to the MCP endpoint, with the headers a streamable-HTTP client sends.
+async fn post(url: &str, headers: &[(&str, &str)], body: String) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(body).send().await.expect("the server answers")
+}
+
+fn initialize() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_scopes_and_limits_over_streamable_http() {
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lab.repo.path().to_str().unwrap();
+    let mut server = Server::start(
+        &lab.db,
+        dir.path(),
+        &["--repo", repo, "--max-body-bytes", "65536"],
+    );
+    let url = server.url.clone();
+    let store = Store::connect(&lab.db).await.unwrap();
+    let first_run = store
+        .latest_run()
+        .await
+        .unwrap()
+        .expect("the reconcile's run");
+
+    // A read token: only read tools are listed; get_device answers; trigger_reconcile is
+    // refused exactly as a tool that does not exist.
+    let reader = connect(&url, READ_TOKEN).await;
+    let tools = reader.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "get_device"));
+    assert!(!tools.iter().any(|t| t.name == "trigger_reconcile"));
+    for t in &tools {
+        let a = t.annotations.as_ref().expect("annotations");
+        assert_eq!(a.read_only_hint, Some(true), "{}", t.name);
+    }
+    let got = call(&reader, "get_device", json!({"device": "harbor"}))
+        .await
+        .unwrap();
+    assert_ne!(got.is_error, Some(true), "{got:?}");
+    let v = got.structured_content.expect("structured content");
+    assert_eq!(v["device"]["name"], "harbor", "{v}");
+    assert_eq!(v["commit"], lab.commit.as_str());
+    let refused = call(&reader, "trigger_reconcile", json!({}))
+        .await
+        .expect_err("not callable with a read token");
+    let unknown = call(&reader, "no_such_tool", json!({}))
+        .await
+        .expect_err("unknown");
+    let (refused, unknown) = (refused.to_string(), unknown.to_string());
+    assert_eq!(
+        refused.replace("trigger_reconcile", "X"),
+        unknown.replace("no_such_tool", "X"),
+        "a tool out of scope looks like one that does not exist"
+    );
+    reader.cancel().await.unwrap();
+
+    // An admin token sees and runs trigger_reconcile: a new run, recorded in the store.
+    let admin = connect(&url, ADMIN_TOKEN).await;
+    let tools = admin.list_all_tools().await.unwrap();
+    let trigger = tools
+        .iter()
+        .find(|t| t.name == "trigger_reconcile")
+        .expect("offered to admin");
+    assert_eq!(
+        trigger.annotations.as_ref().unwrap().read_only_hint,
+        Some(false)
+    );
+    assert!(tools.iter().any(|t| t.name == "get_device"));
+    let ran = call(&admin, "trigger_reconcile", json!({})).await.unwrap();
+    assert_ne!(ran.is_error, Some(true), "{ran:?}");
+    let v = ran.structured_content.expect("structured content");
+    assert_eq!(v["outcome"], "succeeded", "{v}");
+    assert_eq!(v["commit"], lab.commit.as_str(), "{v}");
+    let run_id = v["runId"].as_i64().expect("runId");
+    assert!(run_id > first_run.id, "{v}");
+    let latest = store.latest_run().await.unwrap().unwrap();
+    assert_eq!(latest.id, run_id);
+    assert_eq!(latest.trigger, "mcp");
+    assert!(v["counts"]["drifted"].as_u64().unwrap() >= 1, "{v}");
+    // Another controller holds the leader lock: a tool error at once, no run started.
+    let leader = store.leader(false).await.unwrap();
+    let busy = call(&admin, "trigger_reconcile", json!({})).await.unwrap();
+    assert_eq!(busy.is_error, Some(true), "{busy:?}");
+    let text = busy.content[0].as_text().unwrap().text.clone();
+    assert!(text.contains("another controller is reconciling"), "{text}");
+    assert_eq!(store.latest_run().await.unwrap().unwrap().id, run_id);
+    leader.release().await.unwrap();
+    admin.cancel().await.unwrap();
+
+    // No token, an unknown token: 401 with a Bearer challenge, before anything else.
+    for headers in [vec![], vec![("authorization", "Bearer not-a-token")]] {
+        let r = post(&url, &headers, initialize()).await;
+        assert_eq!(r.status(), 401, "{headers:?}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+    let bearer = format!("Bearer {READ_TOKEN}");
+    // A browser page from another origin (DNS rebinding): 403.
+    let r = post(
+        &url,
+        &[
+            ("authorization", &bearer),
+            ("origin", "http://evil.example"),
+        ],
+        initialize(),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    // A rebound DNS name pointing at loopback: its Host is not one of ours, 403.
+    let r = post(
+        &url,
+        &[("authorization", &bearer), ("host", "evil.example")],
+        initialize(),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    // A body over --max-body-bytes: 413.
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"pad": "x".repeat(70_000)}});
+    let r = post(&url, &[("authorization", &bearer)], big.to_string()).await;
+    assert_eq!(r.status(), 413);
+
+    // Audit rows name the token and the client address; no token is written anywhere.
+    let audit = store.recent_audit(10_000).await.unwrap();
+    let http: Vec<_> = audit
+        .iter()
+        .filter(|a| a.entry.actor_kind == ActorKind::Mcp)
+        .collect();
+    let outcomes = |actor: &str, action: &str| -> Vec<&str> {
+        let mut o: Vec<&str> = http
+            .iter()
+            .filter(|a| a.entry.actor == actor && a.entry.action == action)
+            .map(|a| a.entry.details["outcome"].as_str().unwrap())
+            .collect();
+        o.sort();
+        o
+    };
+    assert_eq!(outcomes("http:reader@127.0.0.1", "get_device"), ["ok"]);
+    assert_eq!(
+        outcomes("http:reader@127.0.0.1", "trigger_reconcile"),
+        ["unknown-tool"]
+    );
+    assert_eq!(
+        outcomes("http:ops@127.0.0.1", "trigger_reconcile"),
+        ["error", "ok"]
+    );
+    assert!(http.iter().all(|a| a.entry.actor.starts_with("http:")));
+    let everything = format!("{audit:?}");
+    let status = server.stop();
+    let logs = server.logs();
+    assert!(logs.contains("listening on"), "{logs}");
+    for token in [READ_TOKEN, ADMIN_TOKEN, "not-a-token"] {
+        assert!(!everything.contains(token), "a token in the audit log");
+        assert!(!logs.contains(token), "a token in the logs:\n{logs}");
+    }
+    // SIGTERM: sessions closed, the server exits cleanly.
+    assert!(status.success(), "{status:?}\n{logs}");
+    store.close().await;
+}
+
+/// Limits that need a server of their own: per-token rate, open sessions, client addresses.
+/// None of them needs a reconciled store.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_session_and_client_address_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
+    let bearer = format!("Bearer {READ_TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+
+    // Burst of 3, next token in ~1000 s; one session at most.
+    let a = dir.path().join("a");
+    let mut server = Server::start(
+        &db,
+        &a,
+        &["--rate", "0.001", "--burst", "3", "--max-sessions", "1"],
+    );
+    let first = post(&server.url, &auth, initialize()).await;
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().contains_key("mcp-session-id"));
+    let second = post(&server.url, &auth, initialize()).await;
+    assert_eq!(second.status(), 503, "a second session is over the cap");
+    let third = post(&server.url, &auth, initialize()).await;
+    assert_eq!(third.status(), 503);
+    let fourth = post(&server.url, &auth, initialize()).await;
+    assert_eq!(fourth.status(), 429, "the burst is spent");
+    assert_eq!(fourth.headers()["retry-after"], "1");
+    // The limit is per token: another token still gets through to the session cap.
+    let other = format!("Bearer {ADMIN_TOKEN}");
+    let r = post(&server.url, &[("authorization", &other)], initialize()).await;
+    assert_eq!(r.status(), 503);
+    assert!(server.stop().success());
+
+    // Only 10.0.0.0/8 may connect: loopback is refused before any token is looked at.
+    let b = dir.path().join("b");
+    let mut server = Server::start(&db, &b, &["--allow-client", "10.0.0.0/8"]);
+    let r = post(&server.url, &auth, initialize()).await;
+    assert_eq!(r.status(), 403);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn http_needs_a_tokens_file() {
+    let out = support::cli::labctl(&["mcp", "--http", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tokens"));
+}
