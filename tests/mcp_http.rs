@@ -551,3 +551,105 @@ fn http_needs_a_tokens_file() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tokens"));
 }
+
+/// A client of another implementation — the official TypeScript SDK, run with Node — lists
+/// the tools over streamable HTTP and calls every read tool. The SDK validates each structured
+/// result against the tool's output schema, so a mismatch fails the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_sdk_client_lists_and_calls_every_read_tool() {
+    let npm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/npm");
+    let script = npm.join("sdk-client.mjs");
+    let sdk = npm.join("node_modules/@modelcontextprotocol/sdk");
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok || !sdk.is_dir() {
+        let msg = "Node.js and the npm packages are needed (npm ci --prefix tests/npm)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg}; required when CI=true"
+        );
+        eprintln!("skipped: {msg}");
+        return;
+    }
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&lab.db, dir.path(), &[]);
+    let calls = json!([
+        ["infrastructure_summary", {}],
+        ["list_pools", {}],
+        ["get_pool", {"pool": "services"}],
+        ["list_devices", {}],
+        ["get_device", {"device": "HARBOR"}],
+        ["lookup_ip", {"ip": "10.0.1.202"}],
+        ["list_dhcp_reservations", {"subnet": "10.0.1.0/24"}],
+        ["list_routes", {}],
+        ["list_mcp_servers", {}],
+        ["get_drift", {"minSeverity": "medium"}],
+        ["explain_deviation", {"kind": "DhcpReservation", "name": "whisper", "field": "spec.ip"}],
+        ["get_reconcile_status", {}],
+        ["list_snapshots", {}],
+        ["diff_snapshots", {}],
+        ["validate_definition", {"yaml": "apiVersion: labctl.dev/v1\nkind: Device\nmetadata: {name: x}\nspec: {type: vmm}\n"}]
+    ]);
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&server.url)
+        .arg(calls.to_string())
+        .current_dir(&npm)
+        .env("LABCTL_TEST_TOKEN", READ_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["server"]["name"], "labctl");
+    let listed: Vec<&str> = report["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for t in report["tools"].as_array().unwrap() {
+        assert_eq!(t["readOnly"], true, "{t}");
+        assert_eq!(t["hasOutputSchema"], true, "{t}");
+    }
+    for [name, _] in calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| [c[0].clone(), c[1].clone()])
+    {
+        let name = name.as_str().unwrap();
+        assert!(
+            listed.contains(&name),
+            "{name} is not listed for a read token: {listed:?}"
+        );
+        let call = &report["calls"][name];
+        assert!(call.get("thrown").is_none(), "{name}: {call}");
+        // With one recorded run there is nothing to diff yet: a tool error, not a failure.
+        if name != "diff_snapshots" {
+            assert_eq!(call["isError"], false, "{name}: {call}");
+            assert!(call["structured"].is_object(), "{name}: {call}");
+        }
+    }
+    assert_eq!(
+        report["calls"]["get_device"]["structured"]["device"]["name"],
+        "harbor"
+    );
+    assert_eq!(
+        report["calls"]["lookup_ip"]["structured"]["free"], false,
+        "{}",
+        report["calls"]["lookup_ip"]
+    );
+    let diags = &report["calls"]["validate_definition"]["structured"];
+    assert_eq!(diags["valid"], false, "{diags}");
+}
