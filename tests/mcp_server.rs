@@ -6,23 +6,21 @@ mod support;
 
 #[path = "fixtures/proxmox.rs"]
 mod fixture;
+#[path = "support/lab.rs"]
+mod lab;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use lab::reconciled_lab;
 use labctl::store::{ActorKind, Store};
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value as Json};
-use support::cli::{labctl, write};
-use support::kea::Kea;
-
-const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
-const TOKEN_ENV: &str = "LABCTL_TEST_MCP_PVE_TOKEN";
+use support::cli::labctl;
 
 const TOOLS: &[&str] = &[
     "explain_deviation",
@@ -45,191 +43,6 @@ const MORE_TOOLS: &[&str] = &[
     "list_routes",
     "list_snapshots",
 ];
-
-fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
-    json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
-}
-
-fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest {
-    fixture::Guest {
-        node: "pve-01".into(),
-        kind: "qemu",
-        name: name.into(),
-        status: "running",
-        tags: None,
-        config: fixture::config(&[
-            ("cores", json!(cores)),
-            ("memory", json!(memory)),
-            ("net0", json!(format!("virtio={mac},bridge=vmbr0"))),
-        ]),
-        broken_config: false,
-    }
-}
-
-fn proxmox_lab() -> fixture::Lab {
-    let mut lab = fixture::Lab {
-        token: PVE_TOKEN.into(),
-        nodes: vec![fixture::Node {
-            name: "pve-01".into(),
-            online: true,
-            maxcpu: 32,
-            maxmem: 137438953472,
-        }],
-        ..Default::default()
-    };
-    lab.guests
-        .insert(202, guest("harbor", 8, "16384", "BC:24:11:5E:02:02"));
-    lab.guests
-        .insert(201, guest("whisper", 12, "49152", "BC:24:11:5E:02:01"));
-    lab.pools.insert(
-        "gpu".into(),
-        fixture::Pool {
-            vmids: vec![201],
-            ..Default::default()
-        },
-    );
-    lab.pools.insert(
-        "services".into(),
-        fixture::Pool {
-            vmids: vec![202],
-            ..Default::default()
-        },
-    );
-    lab
-}
-
-fn device(
-    dir: &Path,
-    name: &str,
-    pool: &str,
-    (vmid, cores, mem): (u32, u32, u32),
-    mac: &str,
-    ip: &str,
-) {
-    write(
-        dir,
-        &format!("devices/{name}.yaml"),
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Device\nmetadata:\n  name: {name}\n  labels: {{role: {name}}}\nspec:\n  type: vm\n  pool: {pool}\n  proxmox: {{node: pve-01, vmid: {vmid}}}\n  cores: {cores}\n  memoryMiB: {mem}\n  interfaces:\n    - {{name: net0, mac: \"{mac}\", ip: {ip}, bridge: vmbr0}}\n"
-        ),
-    );
-}
-
-fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
-    write(
-        dir,
-        &format!("dhcp/{name}.yaml"),
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
-        ),
-    );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A lab with a real Kea and the Proxmox fixture, its desired state committed to Git, and a
-/// store holding one reconcile run of it.
-struct Lab {
-    _kea: Kea,
-    _pve: fixture::Fixture,
-    _repo: tempfile::TempDir,
-    _db_dir: tempfile::TempDir,
-    db: String,
-    commit: String,
-}
-
-async fn reconciled_lab() -> Option<Lab> {
-    let kea = Kea::start(
-        json!([
-            kea_reservation("harbor", "bc:24:11:5e:02:02", "10.0.1.202"),
-            // Changed behind labctl's back: Git says .201.
-            kea_reservation("whisper", "bc:24:11:5e:02:01", "10.0.1.209"),
-            // Not in Git.
-            kea_reservation("printer", "aa:bb:cc:00:00:99", "10.0.1.99"),
-        ]),
-        json!([]),
-    )
-    .await?;
-    let pve = fixture::serve(proxmox_lab()).await;
-    let repo = tempfile::tempdir().unwrap();
-    let r = repo.path();
-    write(
-        r,
-        "labctl.yaml",
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 2}}\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: observe\n",
-            kea.url,
-            pve.url()
-        ),
-    );
-    write(
-        r,
-        "pools/lab.yaml",
-        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
-    );
-    device(
-        r,
-        "harbor",
-        "/lab/services",
-        (202, 8, 16384),
-        "bc:24:11:5e:02:02",
-        "10.0.1.202",
-    );
-    device(
-        r,
-        "whisper",
-        "/lab/gpu-nodes",
-        (201, 12, 49152),
-        "bc:24:11:5e:02:01",
-        "10.0.1.201",
-    );
-    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
-    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
-    git(r, &["init", "-q", "-b", "main"]);
-    git(r, &["add", "."]);
-    git(r, &["commit", "-q", "-m", "lab"]);
-    let commit = git(r, &["rev-parse", "HEAD"]);
-
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args([
-            "reconcile",
-            "--once",
-            r.to_str().unwrap(),
-            "--database-url",
-            &db,
-        ])
-        .env("NO_COLOR", "1")
-        .env(TOKEN_ENV, PVE_TOKEN)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("labctl runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(Lab {
-        _kea: kea,
-        _pve: pve,
-        _repo: repo,
-        _db_dir: db_dir,
-        db,
-        commit,
-    })
-}
 
 async fn connect(db: &str) -> RunningService<RoleClient, ()> {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"));
