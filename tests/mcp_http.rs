@@ -7,11 +7,14 @@ mod support;
 
 #[path = "fixtures/proxmox.rs"]
 mod fixture;
+#[path = "support/lab.rs"]
+mod lab;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::{reconciled_lab, PVE_TOKEN, TOKEN_ENV};
 use labctl::store::{ActorKind, Store};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -20,198 +23,10 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value as Json};
 use support::cli::write;
-use support::kea::Kea;
 
 const READ_TOKEN: &str = "lbl-read-6a1f0c3e9b7d4e21a8c5f0e2d9b1c7a4";
 const ADMIN_TOKEN: &str = "lbl-admin-2e9d7c1b0a4f4c8e9d3b6a5f1e0c7d28";
-
-const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
-const TOKEN_ENV: &str = "LABCTL_TEST_MCP_PVE_TOKEN";
-
-fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
-    json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
-}
-
-fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest {
-    fixture::Guest {
-        node: "pve-01".into(),
-        kind: "qemu",
-        name: name.into(),
-        status: "running",
-        tags: None,
-        config: fixture::config(&[
-            ("cores", json!(cores)),
-            ("memory", json!(memory)),
-            ("net0", json!(format!("virtio={mac},bridge=vmbr0"))),
-        ]),
-        broken_config: false,
-    }
-}
-
-fn proxmox_lab() -> fixture::Lab {
-    let mut lab = fixture::Lab {
-        token: PVE_TOKEN.into(),
-        nodes: vec![fixture::Node {
-            name: "pve-01".into(),
-            online: true,
-            maxcpu: 32,
-            maxmem: 137438953472,
-        }],
-        ..Default::default()
-    };
-    lab.guests
-        .insert(202, guest("harbor", 8, "16384", "BC:24:11:5E:02:02"));
-    lab.guests
-        .insert(201, guest("whisper", 12, "49152", "BC:24:11:5E:02:01"));
-    lab.pools.insert(
-        "gpu".into(),
-        fixture::Pool {
-            vmids: vec![201],
-            ..Default::default()
-        },
-    );
-    lab.pools.insert(
-        "services".into(),
-        fixture::Pool {
-            vmids: vec![202],
-            ..Default::default()
-        },
-    );
-    lab
-}
-
-fn device(
-    dir: &Path,
-    name: &str,
-    pool: &str,
-    (vmid, cores, mem): (u32, u32, u32),
-    mac: &str,
-    ip: &str,
-) {
-    write(
-        dir,
-        &format!("devices/{name}.yaml"),
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Device\nmetadata:\n  name: {name}\n  labels: {{role: {name}}}\nspec:\n  type: vm\n  pool: {pool}\n  proxmox: {{node: pve-01, vmid: {vmid}}}\n  cores: {cores}\n  memoryMiB: {mem}\n  interfaces:\n    - {{name: net0, mac: \"{mac}\", ip: {ip}, bridge: vmbr0}}\n"
-        ),
-    );
-}
-
-fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
-    write(
-        dir,
-        &format!("dhcp/{name}.yaml"),
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
-        ),
-    );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A lab with a real Kea and the Proxmox fixture, its desired state committed to Git, and a
-/// store holding one reconcile run of it.
-struct Lab {
-    _kea: Kea,
-    _pve: fixture::Fixture,
-    repo: tempfile::TempDir,
-    _db_dir: tempfile::TempDir,
-    db: String,
-    commit: String,
-}
-
-async fn reconciled_lab() -> Option<Lab> {
-    let kea = Kea::start(
-        json!([
-            kea_reservation("harbor", "bc:24:11:5e:02:02", "10.0.1.202"),
-            // Changed behind labctl's back: Git says .201.
-            kea_reservation("whisper", "bc:24:11:5e:02:01", "10.0.1.209"),
-            // Not in Git.
-            kea_reservation("printer", "aa:bb:cc:00:00:99", "10.0.1.99"),
-        ]),
-        json!([]),
-    )
-    .await?;
-    let pve = fixture::serve(proxmox_lab()).await;
-    let repo = tempfile::tempdir().unwrap();
-    let r = repo.path();
-    write(
-        r,
-        "labctl.yaml",
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 2}}\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: observe\n",
-            kea.url,
-            pve.url()
-        ),
-    );
-    write(
-        r,
-        "pools/lab.yaml",
-        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
-    );
-    device(
-        r,
-        "harbor",
-        "/lab/services",
-        (202, 8, 16384),
-        "bc:24:11:5e:02:02",
-        "10.0.1.202",
-    );
-    device(
-        r,
-        "whisper",
-        "/lab/gpu-nodes",
-        (201, 12, 49152),
-        "bc:24:11:5e:02:01",
-        "10.0.1.201",
-    );
-    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
-    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
-    git(r, &["init", "-q", "-b", "main"]);
-    git(r, &["add", "."]);
-    git(r, &["commit", "-q", "-m", "lab"]);
-    let commit = git(r, &["rev-parse", "HEAD"]);
-
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args([
-            "reconcile",
-            "--once",
-            r.to_str().unwrap(),
-            "--database-url",
-            &db,
-        ])
-        .env("NO_COLOR", "1")
-        .env(TOKEN_ENV, PVE_TOKEN)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("labctl runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(Lab {
-        _kea: kea,
-        _pve: pve,
-        repo,
-        _db_dir: db_dir,
-        db,
-        commit,
-    })
-}
+const PROPOSE_TOKEN: &str = "lbl-propose-8c3e1a7f5d2b4e60b9a4c7d1e3f5a8b2";
 
 /// `labctl mcp hash-token`: the token on stdin, its SHA-256 on stdout.
 fn hash_token(token: &str) -> String {
@@ -247,9 +62,10 @@ impl Server {
             dir,
             "tokens.yaml",
             &format!(
-                "tokens:\n  - name: reader\n    sha256: {}\n    scopes: [read]\n  - name: ops\n    sha256: {}\n    scopes: [admin]\n",
+                "tokens:\n  - name: reader\n    sha256: {}\n    scopes: [read]\n  - name: ops\n    sha256: {}\n    scopes: [admin]\n  - name: proposer\n    sha256: {}\n    scopes: [propose]\n",
                 hash_token(READ_TOKEN),
-                hash_token(ADMIN_TOKEN)
+                hash_token(ADMIN_TOKEN),
+                hash_token(PROPOSE_TOKEN)
             ),
         );
         let log = dir.join("stderr.log");
@@ -652,4 +468,368 @@ async fn the_typescript_sdk_client_lists_and_calls_every_read_tool() {
     );
     let diags = &report["calls"]["validate_definition"]["structured"];
     assert_eq!(diags["valid"], false, "{diags}");
+}
+
+// The older HTTP+SSE transport (`GET /sse`, `POST /messages?sessionId=…`), served beside
+// streamable HTTP behind the same guard.
+
+/// The server's address without the `/mcp` path.
+fn base(server: &Server) -> String {
+    server.url.trim_end_matches("/mcp").to_string()
+}
+
+/// A raw `GET /sse`.
+async fn get_sse(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/event-stream");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("the server answers")
+}
+
+/// An open HTTP+SSE stream, read one event at a time.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(base: &str, token: &str) -> Events {
+        let bearer = format!("Bearer {token}");
+        let response = get_sse(&format!("{base}/sse"), &[("authorization", &bearer)]).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's name and data (keep-alive comments skipped).
+    async fn next(&mut self) -> (String, String) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut data) = ("message".to_string(), None::<String>);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.get_or_insert_default().push_str(v.trim_start());
+                    }
+                }
+                match data {
+                    Some(data) => return (event, data),
+                    None => continue,
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("the stream reads")
+                .expect("the stream is open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next `message` event's JSON-RPC message.
+    async fn message(&mut self) -> Json {
+        let (event, data) = self.next().await;
+        assert_eq!(event, "message", "{data}");
+        serde_json::from_str(&data).unwrap()
+    }
+}
+
+/// Opens an HTTP+SSE session as `token`, initialises it and lists the tools, by raw HTTP.
+async fn sse_tools(base: &str, token: &str) -> Vec<String> {
+    let mut events = Events::open(base, token).await;
+    let (event, endpoint) = events.next().await;
+    assert_eq!(event, "endpoint");
+    let messages = format!("{base}{endpoint}");
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let r = post(&messages, &auth, initialize()).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(events.message().await["id"], 1);
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(&messages, &auth, note.to_string()).await.status(), 202);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(post(&messages, &auth, list.to_string()).await.status(), 202);
+    let listed = events.message().await;
+    assert_eq!(listed["id"], 2, "{listed}");
+    listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Raw HTTP+SSE: the guard applies (token, Origin, Host, body size, session cap), a session
+/// answers only the token that opened it, and shutdown closes open streams.
+#[tokio::test(flavor = "multi_thread")]
+async fn http_sse_sessions_are_guarded_and_bound_to_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
+    let mut server = Server::start(
+        &db,
+        &dir.path().join("a"),
+        &["--max-sessions", "1", "--max-body-bytes", "65536"],
+    );
+    let base = base(&server);
+    let sse = format!("{base}/sse");
+    let read = format!("Bearer {READ_TOKEN}");
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+
+    // No token, an unknown token: 401 with a Bearer challenge.
+    for headers in [vec![], vec![("authorization", "Bearer not-a-token")]] {
+        let r = get_sse(&sse, &headers).await;
+        assert_eq!(r.status(), 401, "{headers:?}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+    // Another origin, a rebound DNS name: 403.
+    let r = get_sse(
+        &sse,
+        &[("authorization", &read), ("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = get_sse(&sse, &[("authorization", &read), ("host", "evil.example")]).await;
+    assert_eq!(r.status(), 403);
+
+    let mut events = Events::open(&base, READ_TOKEN).await;
+    let (event, endpoint) = events.next().await;
+    assert_eq!(event, "endpoint");
+    assert!(endpoint.starts_with("/messages?sessionId="), "{endpoint}");
+    let messages = format!("{base}{endpoint}");
+
+    // The one session allowed is open: no other of either transport.
+    assert_eq!(
+        get_sse(&sse, &[("authorization", &admin)]).await.status(),
+        503
+    );
+    assert_eq!(
+        post(&server.url, &[("authorization", &admin)], initialize())
+            .await
+            .status(),
+        503
+    );
+
+    // Only the token that opened the session may post to it.
+    assert_eq!(post(&messages, &[], initialize()).await.status(), 401);
+    let other = post(&messages, &[("authorization", &admin)], initialize()).await;
+    assert_eq!(other.status(), 404);
+    let r = post(
+        &messages,
+        &[("authorization", &read), ("origin", "http://evil.example")],
+        initialize(),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let nowhere = format!("{base}/messages?sessionId=no-such-session");
+    assert_eq!(
+        post(&nowhere, &[("authorization", &read)], initialize())
+            .await
+            .status(),
+        404
+    );
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"pad": "x".repeat(70_000)}});
+    let r = post(&messages, &[("authorization", &read)], big.to_string()).await;
+    assert_eq!(r.status(), 413);
+    let r = post(&messages, &[("authorization", &read)], "{not json".into()).await;
+    assert_eq!(r.status(), 400);
+
+    // The owner: 202, and the answer arrives on the stream.
+    let r = post(&messages, &[("authorization", &read)], initialize()).await;
+    assert_eq!(r.status(), 202);
+    let answer = events.message().await;
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["result"]["serverInfo"]["name"], "labctl", "{answer}");
+
+    // Closing the stream ends the session: its endpoint is gone and the cap has room again.
+    drop(events);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = loop {
+        let r = get_sse(&sse, &[("authorization", &admin)]).await;
+        if r.status() == 200 {
+            break Events {
+                response: r,
+                buffer: String::new(),
+            };
+        }
+        assert_eq!(r.status(), 503);
+        assert!(Instant::now() < deadline, "a closed session still counts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(events.next().await.0, "endpoint");
+    assert_eq!(
+        post(&messages, &[("authorization", &read)], initialize())
+            .await
+            .status(),
+        404
+    );
+
+    // SIGTERM with the stream open: it is closed and the server exits cleanly.
+    let status = server.stop();
+    assert!(status.success(), "{status:?}\n{}", server.logs());
+    let logs = server.logs();
+    for token in [READ_TOKEN, ADMIN_TOKEN] {
+        assert!(!logs.contains(token), "a token in the logs:\n{logs}");
+    }
+}
+
+/// Each scope over both transports: read and propose see exactly the read tools, admin those
+/// and trigger_reconcile.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_scope_sees_its_tools_over_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
+    // trigger_reconcile is offered (to admins) with --repo; nothing is reconciled here.
+    let repo = dir.path().to_str().unwrap();
+    let mut server = Server::start(&db, &dir.path().join("a"), &["--repo", repo]);
+    let base = base(&server);
+    let mut read_tools = None;
+    for (token, admin) in [
+        (READ_TOKEN, false),
+        (PROPOSE_TOKEN, false),
+        (ADMIN_TOKEN, true),
+    ] {
+        let client = connect(&server.url, token).await;
+        let tools = client.list_all_tools().await.unwrap();
+        client.cancel().await.unwrap();
+        let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+        let mut over_sse = sse_tools(&base, token).await;
+        names.sort();
+        over_sse.sort();
+        assert_eq!(names, over_sse, "the same tools over both transports");
+        assert!(names.iter().any(|n| n == "get_device"), "{names:?}");
+        assert_eq!(
+            names.iter().any(|n| n == "trigger_reconcile"),
+            admin,
+            "{names:?}"
+        );
+        let read_only: Vec<String> = tools
+            .iter()
+            .filter(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true))
+            .map(|t| t.name.to_string())
+            .collect();
+        if admin {
+            assert_eq!(names.len(), read_only.len() + 1, "{names:?}");
+        } else {
+            assert_eq!(names.len(), read_only.len(), "only read tools: {names:?}");
+        }
+        let read = read_tools.get_or_insert_with(|| read_only.clone());
+        let mut read_only = read_only;
+        read_only.sort();
+        read.sort();
+        assert_eq!(&read_only, read, "every scope sees the read tools");
+    }
+    assert!(server.stop().success());
+}
+
+/// Node and the SDK, or (outside CI) nothing: the test is skipped.
+fn node_and_sdk() -> Option<std::path::PathBuf> {
+    let npm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/npm");
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok || !npm.join("node_modules/@modelcontextprotocol/sdk").is_dir() {
+        let msg = "Node.js and the npm packages are needed (npm ci --prefix tests/npm)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{msg}; required when CI=true"
+        );
+        eprintln!("skipped: {msg}");
+        return None;
+    }
+    Some(npm)
+}
+
+/// The TypeScript SDK's HTTP+SSE client: a read token lists the tools without
+/// trigger_reconcile, cannot call it, and calls get_device as its own caller; an admin token
+/// is offered trigger_reconcile.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_sdk_sse_client_calls_as_its_token() {
+    let Some(npm) = node_and_sdk() else {
+        return;
+    };
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lab.repo.path().to_str().unwrap();
+    let server = Server::start(&lab.db, dir.path(), &["--repo", repo]);
+    let sse = format!("{}/sse", base(&server));
+    let sdk = |token: &str, calls: Json| -> Json {
+        let out = Command::new("node")
+            .arg(npm.join("sdk-client.mjs"))
+            .arg(&sse)
+            .arg(calls.to_string())
+            .current_dir(&npm)
+            .env("LABCTL_TEST_TOKEN", token)
+            .env("LABCTL_TEST_TRANSPORT", "sse")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.logs()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let names = |report: &Json| -> Vec<String> {
+        report["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let report = sdk(
+        READ_TOKEN,
+        json!([["get_device", {"device": "harbor"}], ["trigger_reconcile", {}]]),
+    );
+    assert_eq!(report["server"]["name"], "labctl");
+    let listed = names(&report);
+    assert!(listed.iter().any(|n| n == "get_device"), "{listed:?}");
+    assert!(
+        !listed.iter().any(|n| n == "trigger_reconcile"),
+        "{listed:?}"
+    );
+    for t in report["tools"].as_array().unwrap() {
+        assert_eq!(t["readOnly"], true, "{t}");
+    }
+    let got = &report["calls"]["get_device"];
+    assert_eq!(got["isError"], false, "{got}");
+    assert_eq!(got["structured"]["device"]["name"], "harbor", "{got}");
+    assert_eq!(got["structured"]["commit"], lab.commit.as_str(), "{got}");
+    let refused = &report["calls"]["trigger_reconcile"];
+    assert!(refused.get("thrown").is_some(), "{refused}");
+
+    let report = sdk(ADMIN_TOKEN, json!([]));
+    assert!(names(&report).iter().any(|n| n == "trigger_reconcile"));
+
+    // Audited as the token and address that opened the session.
+    let store = Store::connect(&lab.db).await.unwrap();
+    let audit = store.recent_audit(10_000).await.unwrap();
+    let outcome = |action: &str| -> Vec<String> {
+        audit
+            .iter()
+            .filter(|a| a.entry.actor == "http:reader@127.0.0.1" && a.entry.action == action)
+            .map(|a| a.entry.details["outcome"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(outcome("get_device"), ["ok"]);
+    assert_eq!(outcome("trigger_reconcile"), ["unknown-tool"]);
+    store.close().await;
 }

@@ -7,6 +7,9 @@
 //! The guard puts the verified caller (a [`Client`] with the token's name and scopes) into the
 //! request's extensions; rmcp hands the request parts to the handler, which lists, allows and
 //! audits each call as that caller.
+//!
+//! The older HTTP+SSE transport (`GET /sse`, `POST /messages`) is served beside it, behind the
+//! same guard: see `sse.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +29,9 @@ use tokio::sync::Semaphore;
 use super::auth::{Scopes, Tokens};
 use super::{Client, LabServer};
 use crate::store::ActorKind;
+
+#[path = "sse.rs"]
+mod sse;
 
 /// How the HTTP face is exposed and bounded.
 #[derive(Debug, Clone)]
@@ -81,6 +87,7 @@ pub async fn serve(
         hosts.push(local.ip().to_string());
     }
     hosts.extend(options.allow_hosts.iter().cloned());
+    let sse = sse::SseSessions::new(server.clone(), hosts.clone(), options.allow_origins.clone());
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
         .with_allowed_origins(options.allow_origins.clone())
@@ -89,16 +96,18 @@ pub async fn serve(
     let cancel = config.cancellation_token.clone();
     let service =
         StreamableHttpService::new(move || Ok(server.clone()), Arc::clone(&sessions), config);
+    let app = Router::new()
+        .route_service("/mcp", service)
+        .merge(sse.router(options.max_body_bytes));
     let guard = Arc::new(Guard {
         in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
         buckets: Mutex::new(HashMap::new()),
         sessions,
+        sse: Arc::clone(&sse),
         options,
     });
-    let app = Router::new()
-        .route_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(guard, guard_request));
-    tracing::info!(address = %local, "serving MCP over streamable HTTP at /mcp");
+    let app = app.layer(axum::middleware::from_fn_with_state(guard, guard_request));
+    tracing::info!(address = %local, "serving MCP over streamable HTTP at /mcp, HTTP+SSE at /sse");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -107,6 +116,7 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("shutting down: closing MCP sessions");
         cancel.cancel();
+        sse.close_all();
     })
     .await?;
     Ok(())
@@ -118,6 +128,7 @@ struct Guard {
     in_flight: Arc<Semaphore>,
     buckets: Mutex<HashMap<String, Bucket>>,
     sessions: Arc<LocalSessionManager>,
+    sse: Arc<sse::SseSessions>,
 }
 
 /// A token bucket: `tokens` refill at the configured rate up to the burst.
@@ -202,10 +213,15 @@ async fn guard_request(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    // A POST without a session id may open a session: refuse it when the cap is reached.
-    if req.method() == Method::POST
-        && !req.headers().contains_key("mcp-session-id")
-        && g.sessions.sessions.read().await.len() >= g.options.max_sessions
+    // A POST to /mcp without a session id may open a session, a GET of /sse does: refuse
+    // either when the cap (on both kinds together) is reached.
+    let opens_session = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/mcp") => !req.headers().contains_key("mcp-session-id"),
+        (&Method::GET, "/sse") => true,
+        _ => false,
+    };
+    if opens_session
+        && g.sessions.sessions.read().await.len() + g.sse.len() >= g.options.max_sessions
     {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,

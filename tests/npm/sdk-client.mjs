@@ -4,11 +4,16 @@
 // tool's output schema, so a result that does not match its schema fails the call.
 //
 // node sdk-client.mjs URL CALLS_JSON   (token in LABCTL_TEST_TOKEN)
+//
+// With LABCTL_TEST_TRANSPORT=sse the SDK's older HTTP+SSE client is used instead, URL being
+// the server's /sse endpoint.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 
 const [url, callsJson] = process.argv.slice(2);
-const transport = new StreamableHTTPClientTransport(new URL(url), {
+const Transport = process.env.LABCTL_TEST_TRANSPORT === "sse" ? SSEClientTransport : StreamableHTTPClientTransport;
+const transport = new Transport(new URL(url), {
   requestInit: { headers: { Authorization: `Bearer ${process.env.LABCTL_TEST_TOKEN}` } },
 });
 const client = new Client({ name: "labctl-sdk-interop", version: "1.0.0" });
