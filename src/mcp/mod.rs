@@ -6,6 +6,7 @@
 //! Every tool call is appended to the audit log with its arguments (secret-looking keys
 //! redacted), its outcome and its duration.
 
+mod audit;
 mod auth;
 pub mod http;
 mod model;
@@ -77,11 +78,15 @@ pub struct LabServer {
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
     /// How `trigger_reconcile` runs; without it the tool is not offered.
     reconciler: Option<Arc<Reconciler>>,
+    /// Audit rows, committed in groups (every call waits for its own).
+    audit_log: audit::AuditWriter,
 }
 
 impl LabServer {
+    /// Must be called inside a tokio runtime: it starts the audit writer.
     pub fn new(store: Store, client: Client) -> Self {
         LabServer {
+            audit_log: audit::AuditWriter::start(store.clone()),
             store,
             client,
             tools: Arc::new(
@@ -304,9 +309,7 @@ impl LabServer {
             target: None,
             details,
         };
-        if let Err(e) = self.store.audit(&entry).await {
-            tracing::warn!(tool, error = %e, "cannot write the audit log");
-        }
+        self.audit_log.write(entry).await;
     }
 }
 

@@ -21,20 +21,25 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 impl Store {
     /// Appends one entry to the audit log and returns its id.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor_kind, actor, action, target, details) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(now_ms())
-        .bind(entry.actor_kind.as_str())
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(entry.target.as_deref())
-        .bind(super::canonical_json(&entry.details))
-        .fetch_one(&self.pool)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(self.query_err("appending to the audit log"))
+        audit_insert(entry, now_ms())
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(self.query_err("appending to the audit log"))
+    }
+
+    /// Appends entries in one transaction (group commit): all are stored or none.
+    pub async fn audit_all(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let err = self.query_err("appending to the audit log");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        let at = now_ms();
+        for entry in entries {
+            audit_insert(entry, at)
+                .execute(&mut *tx)
+                .await
+                .map_err(&err)?;
+        }
+        tx.commit().await.map_err(&err)
     }
 
     /// The latest `limit` audit entries, newest first.
@@ -338,4 +343,21 @@ impl Store {
             resolved_commit: self.get(r, "resolved_commit")?,
         })
     }
+}
+
+/// The INSERT of one audit row, stamped `at`.
+fn audit_insert(
+    entry: &AuditEntry,
+    at: i64,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor_kind, actor, action, target, details) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(at)
+    .bind(entry.actor_kind.as_str())
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(entry.target.as_deref())
+    .bind(super::canonical_json(&entry.details))
 }
