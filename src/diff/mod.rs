@@ -31,6 +31,17 @@ pub enum DeviationType {
 }
 
 impl DeviationType {
+    pub const ALL: &'static [DeviationType] = &[
+        DeviationType::Missing,
+        DeviationType::Unmanaged,
+        DeviationType::Drifted,
+        DeviationType::Unknown,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|t| t.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeviationType::Missing => "missing",
@@ -51,6 +62,18 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// From low to critical.
+    pub const ALL: &'static [Severity] = &[
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
@@ -58,6 +81,18 @@ impl Severity {
             Severity::High => "high",
             Severity::Critical => "critical",
         }
+    }
+}
+
+impl std::fmt::Display for DeviationType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -4,6 +4,9 @@ use std::fmt;
 
 use serde_json::Value;
 
+/// The deviation vocabulary is the diff's: the store records what the diff decided.
+pub use crate::diff::{DeviationType, Severity};
+
 /// Row id of a run.
 pub type RunId = i64;
 
@@ -47,34 +50,6 @@ text_enum! {
         Failed = "failed",
         /// Never finished: the process stopped first.
         Aborted = "aborted",
-    }
-}
-
-text_enum! {
-    /// What kind of difference a deviation is.
-    DeviationType {
-        /// Desired but absent from the lab.
-        Missing = "missing",
-        /// Present in the lab, not in Git.
-        Unmanaged = "unmanaged",
-        /// Present in both, with different values.
-        Drifted = "drifted",
-        /// Could not be classified.
-        Unknown = "unknown",
-    }
-}
-
-text_enum! {
-    /// How bad a deviation is; ordered from low to critical.
-    Severity {
-        /// Cosmetic.
-        Low = "low",
-        /// Worth fixing.
-        Medium = "medium",
-        /// Breaks something.
-        High = "high",
-        /// Breaks a lot, now.
-        Critical = "critical",
     }
 }
 
