@@ -739,15 +739,20 @@ fn pool_info(model: &Model, p: &ResolvedPool) -> PoolInfo {
     }
 }
 
+/// Sets to `None` each optional field of `$value` whose JSON name `fields` does not list
+/// (`field = "jsonName"`), for the `fields` argument of list tools.
+macro_rules! keep_only {
+    ($value:ident, $fields:expr, $($f:ident = $n:literal),* $(,)?) => {$(
+        if !$fields.contains($n) {
+            $value.$f = None;
+        }
+    )*};
+}
+
 fn project_pool(mut p: PoolInfo, fields: &BTreeSet<&str>) -> PoolInfo {
-    macro_rules! keep {
-        ($($f:ident = $n:literal),*) => {$(
-            if !fields.contains($n) {
-                p.$f = None;
-            }
-        )*};
-    }
-    keep!(
+    keep_only!(
+        p,
+        fields,
         path = "path",
         pool_type = "type",
         members = "members",
@@ -929,14 +934,9 @@ const ROUTE_FIELDS: &[&str] = &[
 ];
 
 fn project_reservation(mut r: ReservationInfo, fields: &BTreeSet<&str>) -> ReservationInfo {
-    macro_rules! keep {
-        ($($f:ident = $n:literal),*) => {$(
-            if !fields.contains($n) {
-                r.$f = None;
-            }
-        )*};
-    }
-    keep!(
+    keep_only!(
+        r,
+        fields,
         subnet = "subnet",
         ip = "ip",
         mac = "mac",
@@ -951,14 +951,9 @@ fn project_reservation(mut r: ReservationInfo, fields: &BTreeSet<&str>) -> Reser
 }
 
 fn project_route(mut r: RouteInfo, fields: &BTreeSet<&str>) -> RouteInfo {
-    macro_rules! keep {
-        ($($f:ident = $n:literal),*) => {$(
-            if !fields.contains($n) {
-                r.$f = None;
-            }
-        )*};
-    }
-    keep!(
+    keep_only!(
+        r,
+        fields,
         host = "host",
         path_prefix = "pathPrefix",
         rule = "rule",
@@ -1139,14 +1134,9 @@ fn mcp_server_info(s: &Entry) -> McpServerInfo {
 }
 
 fn project_mcp(mut s: McpServerInfo, fields: &BTreeSet<&str>) -> McpServerInfo {
-    macro_rules! keep {
-        ($($f:ident = $n:literal),*) => {$(
-            if !fields.contains($n) {
-                s.$f = None;
-            }
-        )*};
-    }
-    keep!(
+    keep_only!(
+        s,
+        fields,
         transport = "transport",
         endpoint = "endpoint",
         status = "status",
