@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use lab::reconciled_lab;
 use labctl::store::{ActorKind, Store};
-use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
-use rmcp::service::RunningService;
-use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::model::{CallToolResult, Tool};
 use serde_json::{json, Value as Json};
 use support::cli::labctl;
+use support::mcp::{call, connect, error_text, names};
 
 const TOOLS: &[&str] = &[
     "explain_deviation",
@@ -43,28 +41,6 @@ const MORE_TOOLS: &[&str] = &[
     "list_routes",
     "list_snapshots",
 ];
-
-async fn connect(db: &str) -> RunningService<RoleClient, ()> {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"));
-    cmd.args(["mcp", "--database-url", db])
-        .env("NO_COLOR", "1")
-        .env_remove("DATABASE_URL");
-    let (transport, _stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("labctl mcp starts");
-    ().serve(transport).await.expect("MCP handshake")
-}
-
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Json) -> CallToolResult {
-    let Json::Object(args) = args else {
-        panic!("arguments are an object")
-    };
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: {e}"))
-}
 
 /// A successful call's structured content, checked against the tool's output schema: every
 /// required property present, no property the schema does not name.
@@ -90,28 +66,6 @@ fn ok(tools: &[Tool], tool: &str, result: CallToolResult) -> Json {
         assert!(props.contains_key(key), "{tool}: `{key}` not in the schema");
     }
     value
-}
-
-fn error_text(tool: &str, result: CallToolResult) -> String {
-    assert_eq!(
-        result.is_error,
-        Some(true),
-        "{tool} should fail: {result:?}"
-    );
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn names(list: &Json, key: &str) -> Vec<String> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d[key].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,24 +7,27 @@ mod support;
 
 #[path = "fixtures/proxmox.rs"]
 mod fixture;
+#[path = "support/lab.rs"]
+mod lab;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 
+use lab::{git, guest, kea_reservation};
 use labctl::store::Store;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
+    CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ResourceContents, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{RequestContext, RunningService};
+use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService, TokioChildProcess};
-use rmcp::{ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Value as Json};
 use support::cli::write;
 use support::kea::Kea;
+use support::mcp::{call, connect, error_text, names};
 
 const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
 const TOKEN_ENV: &str = "LABCTL_TEST_MCP_TOOLS_PVE_TOKEN";
@@ -93,22 +96,6 @@ fn closed_port() -> u16 {
 }
 
 // ---- the lab ------------------------------------------------------------------------------
-
-fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest {
-    fixture::Guest {
-        node: "pve-01".into(),
-        kind: "qemu",
-        name: name.into(),
-        status: "running",
-        tags: None,
-        config: fixture::config(&[
-            ("cores", json!(cores)),
-            ("memory", json!(memory)),
-            ("net0", json!(format!("virtio={mac},bridge=vmbr0"))),
-        ]),
-        broken_config: false,
-    }
-}
 
 fn proxmox_lab() -> fixture::Lab {
     let mut lab = fixture::Lab {
@@ -238,21 +225,6 @@ fn reservation(dir: &Path, name: &str, subnet: &str, mac: &str, ip: &str) {
     );
 }
 
-fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
-    json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 async fn reconcile(repo: &Path, db: &str) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args([
@@ -275,28 +247,6 @@ async fn reconcile(repo: &Path, db: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-async fn connect(db: &str) -> RunningService<RoleClient, ()> {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"));
-    cmd.args(["mcp", "--database-url", db])
-        .env("NO_COLOR", "1")
-        .env_remove("DATABASE_URL");
-    let (transport, _stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("labctl mcp starts");
-    ().serve(transport).await.expect("MCP handshake")
-}
-
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Json) -> CallToolResult {
-    let Json::Object(args) = args else {
-        panic!("arguments are an object")
-    };
-    client
-        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
-        .await
-        .unwrap_or_else(|e| panic!("{tool}: {e}"))
 }
 
 /// Checks `value` against `schema` as far as these tests need: types, required properties,
@@ -387,28 +337,6 @@ fn ok(tools: &[Tool], tool: &str, result: CallToolResult) -> Json {
     let schema = Json::Object((*schema).clone());
     conforms(&schema, &schema, &value, tool);
     value
-}
-
-fn error_text(tool: &str, result: CallToolResult) -> String {
-    assert_eq!(
-        result.is_error,
-        Some(true),
-        "{tool} should fail: {result:?}"
-    );
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn names(list: &Json, key: &str) -> Vec<String> {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d[key].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn text_of(contents: &[ResourceContents]) -> (String, Option<String>) {

@@ -22,7 +22,7 @@ pub fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
     json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
 }
 
-fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest {
+pub fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest {
     fixture::Guest {
         node: "pve-01".into(),
         kind: "qemu",
@@ -97,7 +97,7 @@ fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
     );
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
         .args(args)

@@ -7,4 +7,5 @@
 pub mod caddy;
 pub mod cli;
 pub mod kea;
+pub mod mcp;
 pub mod postgres;
