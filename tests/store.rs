@@ -109,13 +109,16 @@ enum Databases {
 
 impl Databases {
     async fn fresh(&self) -> Store {
+        self.fresh_url().await.0
+    }
+
+    /// A fresh database and its URL, for writing rows as an older labctl did.
+    async fn fresh_url(&self) -> (Store, String) {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        match self {
+        let url = match self {
             Databases::Sqlite(dir) => {
                 let n = SEQ.fetch_add(1, Ordering::Relaxed);
-                Store::connect(&format!("sqlite://{}/db{n}.db", dir.path().display()))
-                    .await
-                    .unwrap()
+                format!("sqlite://{}/db{n}.db", dir.path().display())
             }
             Databases::Postgres(created) => {
                 let mut admin = sqlx::AnyConnection::connect(&pg_admin_url()).await.unwrap();
@@ -126,11 +129,10 @@ impl Databases {
                     .unwrap();
                 let _ = admin.close().await;
                 created.lock().unwrap().push(name.clone());
-                Store::connect(&format!("{}/{name}", pg_server()))
-                    .await
-                    .unwrap()
+                format!("{}/{name}", pg_server())
             }
-        }
+        };
+        (Store::connect(&url).await.unwrap(), url)
     }
 }
 
@@ -204,6 +206,67 @@ async fn sqlite_migrations_from_every_prefix() {
 #[tokio::test]
 async fn postgres_migrations_from_every_prefix() {
     on_postgres_databases(case_migrations_from_every_prefix).await;
+}
+
+#[tokio::test]
+async fn sqlite_runs_survive_the_partial_outcome_migration() {
+    on_sqlite_databases(case_runs_survive_the_partial_outcome_migration).await;
+}
+
+#[tokio::test]
+async fn postgres_runs_survive_the_partial_outcome_migration() {
+    on_postgres_databases(case_runs_survive_the_partial_outcome_migration).await;
+}
+
+/// Migration 4 rebuilds SQLite's runs table to allow `partial` and add `reason`: runs and
+/// their models recorded before it are kept as they were, and new runs use both.
+async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
+    let (store, url) = databases.fresh_url().await;
+    store.migrate_to(3).await.unwrap();
+    // A run with its model, written as labctl wrote them before migration 4.
+    let hash = "ab".repeat(32);
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    conn.execute(
+        format!(
+            "INSERT INTO blobs (hash, body, size, created_at) \
+             VALUES ('{hash}', '{{\"resources\":[]}}', 16, 1); \
+             INSERT INTO runs (trigger, controller, started_at, finished_at, commit_sha, \
+             outcome, resources, error, model_blob) \
+             VALUES ('timer', 'ctl-1', 1, 2, 'c1', 'succeeded', 3, NULL, '{hash}')"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    store.migrate().await.unwrap();
+    let kept = store.latest_run().await.unwrap().unwrap();
+    assert_eq!(
+        (kept.trigger.as_str(), kept.outcome, kept.resources),
+        ("timer", Outcome::Succeeded, 3)
+    );
+    assert_eq!((kept.finished_at, kept.reason), (Some(2), None));
+    assert_eq!(kept.model_hash.as_deref(), Some(hash.as_str()));
+    assert_eq!(store.latest_model().await.unwrap().unwrap().run, kept.id);
+
+    let reason = json!({"type": "manual", "via": "mcp", "by": "stdio"});
+    let new = store
+        .start_run_because("mcp", Some(&reason), "ctl-1")
+        .await
+        .unwrap();
+    let mut partial = report("c2", vec![]);
+    partial.outcome = Outcome::Partial;
+    partial.model = Some(model(3, "unknown"));
+    store.finish_run(new, partial).await.unwrap();
+    let latest = store.latest_run().await.unwrap().unwrap();
+    assert_eq!(
+        (latest.id, latest.outcome, latest.reason),
+        (new, Outcome::Partial, Some(reason))
+    );
+    // A partial run's model is the latest model: it says what is unknown.
+    assert_eq!(store.latest_model().await.unwrap().unwrap().run, new);
+    store.close().await;
 }
 
 fn deviation(kind: &str, name: &str, field: &str, actual: serde_json::Value) -> DeviationRecord {

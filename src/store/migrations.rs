@@ -26,6 +26,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "pull request branch",
         include_str!("../../migrations/sqlite/0003_pull_request_branch.sql"),
     ),
+    (
+        4,
+        "run reason and partial outcome",
+        include_str!("../../migrations/sqlite/0004_run_reason_partial.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -44,6 +49,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         3,
         "pull request branch",
         include_str!("../../migrations/postgres/0003_pull_request_branch.sql"),
+    ),
+    (
+        4,
+        "run reason and partial outcome",
+        include_str!("../../migrations/postgres/0004_run_reason_partial.sql"),
     ),
 ];
 

@@ -16,12 +16,15 @@ mod types;
 mod url;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Executor;
+
+use crate::time::{Clock, SystemClock};
 
 pub use json_diff::{json_diff, ChangeKind, JsonChange};
 pub use leader::LeaderGuard;
@@ -88,6 +91,8 @@ pub struct Store {
     redacted: String,
     /// The SQLite database file.
     sqlite_path: Option<PathBuf>,
+    /// Stamps every row: the system clock unless a test sets one ([`Store::with_clock`]).
+    clock: Arc<dyn Clock>,
 }
 
 impl Store {
@@ -139,6 +144,7 @@ impl Store {
             url: url.to_string(),
             redacted,
             sqlite_path,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -259,7 +265,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-pub(crate) use crate::time::now_ms;
+impl Store {
+    /// The same store, stamping rows with `clock`: tests move time instead of sleeping.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by the store's clock (unix milliseconds).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
 
 /// Canonical JSON text: object keys sorted at every level, no whitespace. Written straight
 /// from `value`, without a sorted copy: run reports carry megabytes of JSON.

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{now_ms, PullRequest, PullRequestState, Store, StoreError};
+use super::{PullRequest, PullRequestState, Store, StoreError};
 
 const PR_COLUMNS: &str = "id, branch, url, number, state, deviation_keys, created_at, updated_at";
 
@@ -27,7 +27,7 @@ impl Store {
         keys.sort();
         keys.dedup();
         let keys = serde_json::Value::from(keys).to_string();
-        let now = now_ms();
+        let now = self.now_ms();
         sqlx::query(
             "INSERT INTO pull_requests \
              (branch, url, number, state, deviation_keys, created_at, updated_at) \
@@ -57,7 +57,7 @@ impl Store {
         let updated =
             sqlx::query("UPDATE pull_requests SET state = $1, updated_at = $2 WHERE id = $3")
                 .bind(state.as_str())
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(id)
                 .execute(&self.pool)
                 .await

@@ -4,13 +4,13 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{
-    now_ms, ActorKind, AuditEntry, AuditRecord, Backend, Deviation, DeviationRecord, DeviationType,
+    ActorKind, AuditEntry, AuditRecord, Backend, Deviation, DeviationRecord, DeviationType,
     LatestModel, Outcome, PruneReport, RetentionPolicy, Run, RunCounts, Severity, Store,
     StoreError, StoreStats,
 };
 
 const RUN_COLUMNS: &str = "id, trigger, controller, started_at, finished_at, commit_sha, outcome, \
-     resources, deviations_open, deviations_opened, deviations_resolved, error, model_blob";
+     resources, deviations_open, deviations_opened, deviations_resolved, error, model_blob, reason";
 
 const DEVIATION_COLUMNS: &str = "id, kind, name, field_path, dtype, severity, auto_correctable, \
      remediation, expected, actual, opened_at, opened_run, last_seen_at, last_seen_run, \
@@ -21,7 +21,7 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 impl Store {
     /// Appends one entry to the audit log and returns its id.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        audit_insert(entry, now_ms())
+        audit_insert(entry, self.now_ms())
             .fetch_one(&self.pool)
             .await
             .and_then(|row| row.try_get(0))
@@ -32,7 +32,7 @@ impl Store {
     pub async fn audit_all(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         let err = self.query_err("appending to the audit log");
         let mut tx = self.pool.begin().await.map_err(&err)?;
-        let at = now_ms();
+        let at = self.now_ms();
         for entry in entries {
             audit_insert(entry, at)
                 .execute(&mut *tx)
@@ -151,12 +151,13 @@ impl Store {
         row.map(|r| self.run(&r)).transpose()
     }
 
-    /// The reconciled model of the most recent succeeded run that recorded one.
+    /// The reconciled model of the most recent finished run (succeeded or partial) that
+    /// recorded one: a partial run's model says which resources are unknown.
     pub async fn latest_model(&self) -> Result<Option<LatestModel>, StoreError> {
         let row = sqlx::query(
             "SELECT r.id, r.commit_sha, r.finished_at, b.body FROM runs r \
              JOIN blobs b ON b.hash = r.model_blob \
-             WHERE r.outcome = 'succeeded' ORDER BY r.id DESC LIMIT 1",
+             WHERE r.outcome IN ('succeeded', 'partial') ORDER BY r.id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await
@@ -214,7 +215,7 @@ impl Store {
     /// snapshots (never a provider's latest), desired snapshots no run refers to, resolved
     /// deviations, then unreferenced blobs; and old audit entries. Open deviations stay.
     pub async fn prune(&self, policy: RetentionPolicy) -> Result<PruneReport, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let runs_cutoff = now - i64::from(policy.keep_runs_days) * DAY_MS;
         let audit_cutoff = now - i64::from(policy.keep_audit_days) * DAY_MS;
         let mut tx = self.pool.begin().await.map_err(self.query_err("pruning"))?;
@@ -223,7 +224,7 @@ impl Store {
                 "DELETE FROM runs WHERE outcome <> 'running' AND finished_at < $1 \
                  AND id <> (SELECT MAX(id) FROM runs) \
                  AND id <> COALESCE((SELECT MAX(id) FROM runs \
-                     WHERE model_blob IS NOT NULL AND outcome = 'succeeded'), 0)",
+                     WHERE model_blob IS NOT NULL AND outcome IN ('succeeded', 'partial')), 0)",
                 runs_cutoff,
                 "pruning runs",
             ),
@@ -292,6 +293,7 @@ impl Store {
 
     fn run(&self, r: &AnyRow) -> Result<Run, StoreError> {
         let outcome: String = self.get(r, "outcome")?;
+        let reason: Option<String> = self.get(r, "reason")?;
         Ok(Run {
             id: self.get(r, "id")?,
             trigger: self.get(r, "trigger")?,
@@ -309,6 +311,7 @@ impl Store {
             },
             error: self.get(r, "error")?,
             model_hash: self.get(r, "model_blob")?,
+            reason: reason.as_deref().map(|text| self.json(text)).transpose()?,
         })
     }
 

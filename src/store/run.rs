@@ -2,12 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use serde_json::Value;
 use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 
 use super::{
-    canonical_json, content_hash, now_ms, DeviationRecord, Outcome, RunCounts, RunId, RunReport,
-    Store, StoreError,
+    canonical_json, content_hash, DeviationRecord, Outcome, RunCounts, RunId, RunReport, Store,
+    StoreError,
 };
 
 type Tx = Transaction<'static, Any>;
@@ -18,7 +19,18 @@ type Identity = (String, String, String);
 impl Store {
     /// Starts a run. A run still `running` from an earlier process is marked `aborted` first.
     pub async fn start_run(&self, trigger: &str, controller: &str) -> Result<RunId, StoreError> {
-        let now = now_ms();
+        self.start_run_because(trigger, None, controller).await
+    }
+
+    /// Starts a run, recording why it runs: `trigger` is the short label (`timer`, `mcp`,
+    /// `webhook`), `reason` the full reason as JSON.
+    pub async fn start_run_because(
+        &self,
+        trigger: &str,
+        reason: Option<&Value>,
+        controller: &str,
+    ) -> Result<RunId, StoreError> {
+        let now = self.now_ms();
         let mut tx = self
             .pool
             .begin()
@@ -34,12 +46,13 @@ impl Store {
         .await
         .map_err(self.query_err("aborting unfinished runs"))?;
         let id: i64 = sqlx::query(
-            "INSERT INTO runs (trigger, controller, started_at, outcome) \
-             VALUES ($1, $2, $3, 'running') RETURNING id",
+            "INSERT INTO runs (trigger, controller, started_at, outcome, reason) \
+             VALUES ($1, $2, $3, 'running', $4) RETURNING id",
         )
         .bind(trigger)
         .bind(controller)
         .bind(now)
+        .bind(reason.map(canonical_json))
         .fetch_one(&mut *tx)
         .await
         .and_then(|row| row.try_get(0))
@@ -65,7 +78,7 @@ impl Store {
         }
         let resources = i64::try_from(report.resources)
             .map_err(|_| StoreError::InvalidReport("resource count out of range".into()))?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self
             .pool
             .begin()

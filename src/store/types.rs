@@ -44,8 +44,11 @@ text_enum! {
     Outcome {
         /// Started, not finished yet.
         Running = "running",
-        /// Finished without error.
+        /// Finished without error, with every resource observed.
         Succeeded = "succeeded",
+        /// Finished without error, but something could not be observed (a provider, a
+        /// resource or one of its fields): its deviations are neither confirmed nor resolved.
+        Partial = "partial",
         /// Finished with an error.
         Failed = "failed",
         /// Never finished: the process stopped first.
@@ -193,9 +196,12 @@ pub struct Run {
     pub error: Option<String>,
     /// Content address of the run's reconciled model, if it recorded one.
     pub model_hash: Option<String>,
+    /// Why the run ran, as the controller recorded it (JSON); `None` for runs recorded before
+    /// reasons were, or started by a caller that gave only a trigger label.
+    pub reason: Option<Value>,
 }
 
-/// The reconciled model of the latest succeeded run that recorded one.
+/// The reconciled model of the latest finished run (succeeded or partial) that recorded one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LatestModel {
     pub run: RunId,
@@ -296,6 +302,20 @@ pub struct RetentionPolicy {
     /// Finished runs, observed snapshots, desired snapshots and resolved deviations.
     pub keep_runs_days: u32,
     pub keep_audit_days: u32,
+}
+
+impl RetentionPolicy {
+    /// A month of runs and a year of audit entries.
+    pub const DEFAULT: RetentionPolicy = RetentionPolicy {
+        keep_runs_days: 30,
+        keep_audit_days: 365,
+    };
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy::DEFAULT
+    }
 }
 
 /// Rows deleted by [`Store::prune`](super::Store::prune).
