@@ -12,11 +12,12 @@
 
 use std::time::{Duration, Instant};
 
+use labctl::controller::{self, Context, Reason, Request, Settings};
 use labctl::mcp::http::{self, HttpOptions};
 use labctl::mcp::{sha256_hex, LabServer, Tokens};
-use labctl::reconcile::{self, HostOptions};
+use labctl::reconcile::HostOptions;
 use labctl::source::SourceSpec;
-use labctl::store::Store;
+use labctl::store::{RetentionPolicy, Store};
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -87,15 +88,27 @@ async fn run(clients: usize, measure: Duration, interval: Duration) {
             ),
         );
     }
-    let loaded = labctl::mcp::load_valid(&SourceSpec::Directory(repo), None)
-        .unwrap_or_else(|e| panic!("the bench repository is invalid: {}", e.message));
     let url = format!("sqlite://{}", dir.path().join("state.db").display());
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
-    let providers = reconcile::providers_for(None, HostOptions::default());
-    reconcile::run_once(&store, &loaded, &providers, "bench", "bench")
-        .await
-        .unwrap();
+    let ctx = Context::new(
+        store.clone(),
+        Settings {
+            source: SourceSpec::Directory(repo),
+            path: None,
+            host: HostOptions::default(),
+            controller: "bench".into(),
+            retention: RetentionPolicy::DEFAULT,
+            backoff: Default::default(),
+        },
+    );
+    let request = Request {
+        reason: Reason::manual("bench", "bench"),
+        wait: true,
+    };
+    if let Err(e) = controller::reconcile(&ctx, &request).await {
+        panic!("the bench lab did not reconcile: {e}");
+    }
 
     // The server, with limits that do not get in the way of the measurement.
     let tokens = Tokens::parse(&format!(

@@ -3,6 +3,7 @@
 //! The flow is Git → [`source`] → [`validate`] (into the [`model`]) → observe → diff → record →
 //! remediate / answer MCP. See ARCHITECTURE.md for which module owns each step.
 
+pub mod controller;
 pub mod diff;
 pub mod mcp;
 pub mod model;

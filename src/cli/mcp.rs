@@ -5,14 +5,15 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
 use super::plan::HostArgs;
 use super::SourceArgs;
+use labctl::controller::{self, Context, Settings};
 use labctl::mcp::http::{self, Cidr, HttpOptions};
-use labctl::mcp::{Client, LabServer, Reconciler, Scopes, Tokens};
-use labctl::reconcile::HostOptions;
+use labctl::mcp::{Client, LabServer, Scopes, Tokens};
 use labctl::store::{ActorKind, RetentionPolicy, Store};
 
 #[derive(Args)]
@@ -92,7 +93,8 @@ pub struct McpSourceArgs {
 }
 
 impl McpSourceArgs {
-    fn reconciler(&self, host: &HostArgs) -> Option<Reconciler> {
+    /// What `trigger_reconcile` runs with; `None` without `--repo`.
+    fn settings(&self, host: &HostArgs) -> Option<Settings> {
         let repo = self.repo.clone()?;
         let source = SourceArgs {
             repo,
@@ -102,19 +104,13 @@ impl McpSourceArgs {
             cache_dir: self.cache_dir.clone(),
             token_env: self.token_env.clone(),
         };
-        Some(Reconciler {
-            spec: source.spec(),
+        Some(Settings {
+            source: source.spec(),
             path: source.path.clone(),
-            host: HostOptions {
-                probe: host.probe,
-                allow_commands: host.allow_commands,
-            },
-            controller: controller_id(),
-            // The defaults of `reconcile --once`.
-            retention: RetentionPolicy {
-                keep_runs_days: 30,
-                keep_audit_days: 365,
-            },
+            host: host.options(),
+            controller: controller::identity(),
+            retention: RetentionPolicy::DEFAULT,
+            backoff: Default::default(),
         })
     }
 }
@@ -143,11 +139,12 @@ pub fn run(args: &McpArgs) -> ExitCode {
     let Some(rt) = super::runtime() else {
         return ExitCode::FAILURE;
     };
-    let reconciler = args.source.reconciler(&args.host);
+    let settings = args.source.settings(&args.host);
     let result = rt.block_on(async {
         let store = Store::connect(&url).await?;
         // A new database answers "nothing recorded yet" rather than "no such table".
         store.migrate().await?;
+        let controller = settings.map(|s| Arc::new(Context::new(store.clone(), s)));
         let served = match args.http {
             None => {
                 tracing::info!(store = %store.describe(), "serving MCP on stdio");
@@ -156,14 +153,14 @@ pub fn run(args: &McpArgs) -> ExitCode {
                     actor: "stdio".into(),
                     scopes: Scopes::all(),
                 };
-                with(LabServer::new(store.clone(), client), reconciler)
+                with(LabServer::new(store.clone(), client), controller)
                     .serve_stdio()
                     .await
             }
             Some(addr) => {
                 let server = with(
                     LabServer::new(store.clone(), http::http_client()),
-                    reconciler,
+                    controller,
                 );
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
@@ -197,9 +194,9 @@ pub fn run(args: &McpArgs) -> ExitCode {
     }
 }
 
-fn with(server: LabServer, reconciler: Option<Reconciler>) -> LabServer {
-    match reconciler {
-        Some(r) => server.with_reconciler(r),
+fn with(server: LabServer, controller: Option<Arc<Context>>) -> LabServer {
+    match controller {
+        Some(c) => server.with_controller(c),
         None => server,
     }
 }
@@ -236,13 +233,4 @@ fn hash_token() -> ExitCode {
     }
     println!("{}", labctl::mcp::sha256_hex(token));
     ExitCode::SUCCESS
-}
-
-/// `user@host/pid`, recorded with each run, as `reconcile --once` records it.
-fn controller_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
-    let user = std::env::var("USER").unwrap_or_else(|_| "labctl".into());
-    format!("{user}@{host}/{}", std::process::id())
 }

@@ -12,14 +12,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 use serde_json::json;
 
+use labctl::controller::{self, Invalid};
 use labctl::reconcile::Loaded;
-use labctl::source::{self, GitOptions, Snapshot, SourceSpec};
-use labctl::validate::{self as checks, Validation};
+use labctl::source::{self, GitOptions, Snapshot, SourceError, SourceSpec};
+use labctl::validate::{self as checks, Diagnostic};
 
 /// Exit code when the command could not do its job: bad arguments, unreadable repository.
 /// (`validate`: 0 valid, 1 invalid, 2 this.)
@@ -166,24 +166,29 @@ pub fn load_snapshot(source: &SourceArgs, format: Format) -> Option<Snapshot> {
     match source::load(&source.spec(), source.path.as_deref()) {
         Ok(s) => Some(s),
         Err(e) => {
-            match format {
-                Format::Json => println!("{}", json!({ "valid": false, "error": e.to_string() })),
-                Format::Human => eprintln!("error: {e}"),
-            }
+            report_load_error(&e, format);
             None
         }
     }
 }
 
+/// Says that the repository could not be read, in `format`.
+pub fn report_load_error(error: &SourceError, format: Format) {
+    match format {
+        Format::Json => println!("{}", json!({ "valid": false, "error": error.to_string() })),
+        Format::Human => eprintln!("error: {error}"),
+    }
+}
+
 /// Renders diagnostics on stderr, in colour on a terminal. False if stderr is gone.
-pub fn print_diagnostics(result: &Validation, snapshot: &Snapshot) -> bool {
+pub fn print_diagnostics(diagnostics: &[Diagnostic], snapshot: &Snapshot) -> bool {
     let color = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         ColorChoice::Auto
     } else {
         ColorChoice::Never
     };
     let mut err = StandardStream::stderr(color);
-    match checks::render(&result.diagnostics, snapshot, &mut err) {
+    match checks::render(diagnostics, snapshot, &mut err) {
         Ok(()) => true,
         Err(e) => {
             eprintln!("error: cannot write diagnostics: {e}");
@@ -192,15 +197,24 @@ pub fn print_diagnostics(result: &Validation, snapshot: &Snapshot) -> bool {
     }
 }
 
-/// `origin at 0123456789ab`, or the origin alone for a directory.
-pub fn describe(snapshot: &Snapshot) -> String {
-    match &snapshot.revision {
-        Some(r) => format!(
-            "{} at {}",
-            snapshot.origin,
-            &r.commit[..r.commit.len().min(12)]
+/// Says why a desired state was refused, every diagnostic included, in `format`.
+pub fn report_invalid(invalid: &Invalid, format: Format) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({ "valid": false, "error": "the desired state is invalid", "diagnostics": invalid.validation.diagnostics })
         ),
-        None => snapshot.origin.clone(),
+        Format::Human => {
+            print_diagnostics(&invalid.validation.diagnostics, &invalid.snapshot);
+            eprintln!("error: {invalid}");
+        }
+    }
+}
+
+/// Validation warnings of a desired state that is in force, for people.
+pub fn print_warnings(loaded: &Loaded) {
+    if !loaded.warnings.is_empty() {
+        print_diagnostics(&loaded.warnings, &loaded.snapshot);
     }
 }
 
@@ -208,31 +222,22 @@ pub fn describe(snapshot: &Snapshot) -> String {
 /// that acts on the desired state, so none of them ever acts on an invalid one.
 pub fn load_valid(source: &SourceArgs, format: Format) -> Option<Loaded> {
     let snapshot = load_snapshot(source, format)?;
-    let result = checks::validate(&snapshot);
-    let Some(state) = result.state.clone() else {
-        match format {
-            Format::Json => println!(
-                "{}",
-                json!({ "valid": false, "error": "the desired state is invalid", "diagnostics": result.diagnostics })
-            ),
-            Format::Human => {
-                print_diagnostics(&result, &snapshot);
-                eprintln!(
-                    "error: {} is invalid ({} errors); nothing was observed or changed",
-                    describe(&snapshot),
-                    result.errors()
-                );
+    match controller::validated(snapshot) {
+        Ok(loaded) => {
+            if format == Format::Human {
+                print_warnings(&loaded);
             }
+            Some(loaded)
         }
-        return None;
-    };
-    if format == Format::Human && result.warnings() > 0 {
-        print_diagnostics(&result, &snapshot);
+        Err(controller::Error::Invalid(invalid)) => {
+            report_invalid(&invalid, format);
+            None
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
     }
-    Some(Loaded {
-        snapshot,
-        state: Arc::new(state),
-    })
 }
 
 /// A tokio runtime for one command.

@@ -6,9 +6,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::{load_valid, print_json, runtime, Format, SourceArgs};
+use labctl::controller::{self, Context, ImportError, Reason, Request, Settings};
 use labctl::diff::{render_human, RenderOptions};
-use labctl::reconcile::{self, HostOptions, Loaded, RunResult};
-use labctl::store::{RetentionPolicy, Store, StoreError};
+use labctl::reconcile::HostOptions;
+use labctl::store::{RetentionPolicy, Store};
 
 #[derive(Args)]
 pub struct PlanArgs {
@@ -38,10 +39,10 @@ pub struct ReconcileArgs {
     pub no_wait: bool,
     /// Retention applied after the run: keep runs, snapshots and resolved deviations of this
     /// many days (open deviations are always kept).
-    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
     pub keep_runs_days: u32,
     /// Retention applied after the run: keep audit entries of this many days.
-    #[arg(long, default_value_t = 365, value_name = "DAYS")]
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
     pub keep_audit_days: u32,
     /// What started this run, recorded with it.
     #[arg(long, default_value = "cli", value_name = "WHAT")]
@@ -56,11 +57,10 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
     let Some(loaded) = load_valid(&args.source, args.format) else {
         return ExitCode::FAILURE;
     };
-    let providers = providers(&loaded, &args.host);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let (plan, _) = rt.block_on(reconcile::plan(&loaded, &providers));
+    let plan = rt.block_on(controller::plan(&loaded, args.host.options()));
     match args.format {
         Format::Json => print_json(&json!({ "commit": loaded.commit(), "plan": plan })),
         Format::Human => print!("{}", render_human(&plan, render_options())),
@@ -81,81 +81,75 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
 
 /// `reconcile --once`: 0 the run completed, 1 it failed.
 pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
-    let Some(loaded) = load_valid(&args.source, args.format) else {
-        return ExitCode::FAILURE;
-    };
-    let providers = providers(&loaded, &args.host);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
     let url = super::db::database_url(args.database_url.as_deref());
-    let result: Result<RunResult, StoreError> = rt.block_on(async {
+    let settings = Settings {
+        source: args.source.spec(),
+        path: args.source.path.clone(),
+        host: args.host.options(),
+        controller: controller::identity(),
+        retention: RetentionPolicy {
+            keep_runs_days: args.keep_runs_days,
+            keep_audit_days: args.keep_audit_days,
+        },
+        backoff: Default::default(),
+    };
+    let request = Request {
+        reason: Reason::manual(&args.trigger, settings.controller.clone()),
+        wait: !args.no_wait,
+    };
+    let result = rt.block_on(async {
         let store = Store::connect(&url).await?;
         store.migrate().await?;
-        let leader = store.leader(!args.no_wait).await?;
-        let controller = controller_id();
-        let result = reconcile::run_once(&store, &loaded, &providers, &args.trigger, &controller).await;
-        if result.is_ok() {
-            // The controller applies retention, still holding the lock, after the run is safe.
-            let policy = RetentionPolicy { keep_runs_days: args.keep_runs_days, keep_audit_days: args.keep_audit_days };
-            match store.prune(policy).await {
-                Ok(report) => tracing::debug!(?report, "retention applied"),
-                Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
-            }
-        }
-        if let Err(e) = leader.release().await {
-            // Closing the connection releases the lock as well; say so and go on.
-            tracing::warn!(error = %e, "could not release the leader lock explicitly");
-        }
-        store.close().await;
+        let ctx = Context::new(store, settings);
+        let result = controller::reconcile(&ctx, &request).await;
+        ctx.store().close().await;
         result
     });
-    match result {
-        Ok(run) => {
-            match args.format {
-                Format::Json => print_json(&json!({ "commit": loaded.commit(), "run": run })),
-                Format::Human => {
-                    print!("{}", render_human(&run.plan, render_options()));
-                    for a in &run.applied {
-                        match (&a.report, &a.error) {
-                            (Some(r), _) => println!(
-                                "applied {} change(s) with {}",
-                                r.applied.len(),
-                                a.provider
-                            ),
-                            (_, Some(e)) => eprintln!("error: apply failed: {e}"),
-                            _ => {}
-                        }
-                    }
-                    println!(
-                        "recorded run {} in {}",
-                        run.run_id,
-                        labctl::store::redact(&url)
-                    );
-                }
-            }
-            if run.apply_failed() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+    let done = match result {
+        Ok(done) => done,
+        Err(controller::Error::Invalid(invalid)) => {
+            super::report_invalid(&invalid, args.format);
+            return ExitCode::FAILURE;
+        }
+        Err(controller::Error::Source(e)) => {
+            super::report_load_error(&e, args.format);
+            return ExitCode::FAILURE;
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = &done.run;
+    match args.format {
+        Format::Json => print_json(&json!({ "commit": done.loaded.commit(), "run": run })),
+        Format::Human => {
+            super::print_warnings(&done.loaded);
+            print!("{}", render_human(&run.plan, render_options()));
+            for a in &run.applied {
+                match (&a.report, &a.error) {
+                    (Some(r), _) => {
+                        println!("applied {} change(s) with {}", r.applied.len(), a.provider)
+                    }
+                    (_, Some(e)) => eprintln!("error: apply failed: {e}"),
+                    _ => {}
+                }
+            }
+            println!(
+                "recorded run {} in {}",
+                run.run_id,
+                labctl::store::redact(&url)
+            );
         }
     }
-}
-
-fn providers(
-    loaded: &Loaded,
-    host: &HostArgs,
-) -> Vec<std::sync::Arc<dyn labctl::providers::Provider>> {
-    let options = HostOptions {
-        probe: host.probe,
-        allow_commands: host.allow_commands,
-    };
-    reconcile::providers_for(loaded.state.config.as_ref().map(|c| &c.doc.spec), options)
+    if run.apply_failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// What this host allows; off unless asked for.
@@ -170,13 +164,13 @@ pub struct HostArgs {
     pub allow_commands: bool,
 }
 
-/// `user@host`, recorded with each run so a shared database shows who reconciled.
-fn controller_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown-host".into());
-    let user = std::env::var("USER").unwrap_or_else(|_| "labctl".into());
-    format!("{user}@{host}/{}", std::process::id())
+impl HostArgs {
+    pub fn options(&self) -> HostOptions {
+        HostOptions {
+            probe: self.probe,
+            allow_commands: self.allow_commands,
+        }
+    }
 }
 
 fn render_options() -> RenderOptions {
@@ -214,104 +208,52 @@ pub fn run_import(args: &ImportArgs) -> ExitCode {
     let Some(loaded) = load_valid(&source, args.format) else {
         return ExitCode::FAILURE;
     };
-    let providers = providers(&loaded, &args.host);
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let (plan, _) = rt.block_on(reconcile::plan(&loaded, &providers));
-    if !plan.unobservable.is_empty() {
-        // An import from a partial picture would look complete and not be.
-        for (p, why) in &plan.unobservable {
-            eprintln!("error: provider {p} could not be observed: {why}");
-        }
-        eprintln!("error: nothing was imported");
-        return ExitCode::FAILURE;
-    }
-    let staged = reconcile::import::prepare(&loaded.snapshot, &plan);
-    if !staged.validation.is_valid() {
-        let mut all = loaded.snapshot.clone();
-        all.files.extend(staged.files.iter().cloned());
-        super::print_diagnostics(&staged.validation, &all);
-        eprintln!("error: the imported documents would not validate with the repository; nothing was written");
-        return ExitCode::FAILURE;
-    }
     let root = std::path::Path::new(&args.repo);
-    if !args.dry_run {
-        if let Err(e) = write_all_new(root, &staged.files) {
-            eprintln!("error: {e}; nothing was written");
+    let target = (!args.dry_run).then_some(root);
+    let imported = match rt.block_on(controller::import(&loaded, args.host.options(), target)) {
+        Ok(imported) => imported,
+        Err(e) => {
+            match &e {
+                ImportError::Unobservable(providers) => {
+                    for (p, why) in providers {
+                        eprintln!("error: provider {p} could not be observed: {why}");
+                    }
+                    eprintln!("error: nothing was imported");
+                }
+                ImportError::Invalid(staged) => {
+                    let mut all = loaded.snapshot.clone();
+                    all.files.extend(staged.files.iter().cloned());
+                    super::print_diagnostics(&staged.validation.diagnostics, &all);
+                    eprintln!("error: {e}");
+                }
+                ImportError::Write(_) => eprintln!("error: {e}"),
+            }
             return ExitCode::FAILURE;
         }
-    }
+    };
     match args.format {
         Format::Json => print_json(&json!({
             "written": !args.dry_run,
-            "files": staged.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
-            "skipped": staged.skipped,
+            "files": imported.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            "skipped": imported.skipped,
         })),
         Format::Human => {
             let verb = if args.dry_run { "would write" } else { "wrote" };
-            for f in &staged.files {
+            for f in &imported.files {
                 println!("{verb} {}", f.path);
             }
-            for s in &staged.skipped {
+            for s in &imported.skipped {
                 println!("skipped {}/{}: {}", s.kind, s.name, s.reason);
             }
             println!(
                 "{verb} {} document(s), skipped {}",
-                staged.files.len(),
-                staged.skipped.len()
+                imported.files.len(),
+                imported.skipped.len()
             );
         }
     }
     ExitCode::SUCCESS
-}
-
-/// Writes every file or none: all are first written to hidden temporary files beside their
-/// targets, then linked into place (a link never replaces a file that appeared meanwhile).
-fn write_all_new(
-    root: &std::path::Path,
-    files: &[labctl::source::SourceFile],
-) -> Result<(), String> {
-    use std::io::Write;
-    let mut staged: Vec<(std::path::PathBuf, std::path::PathBuf)> = Vec::new();
-    let cleanup = |staged: &[(std::path::PathBuf, std::path::PathBuf)]| {
-        for (tmp, _) in staged {
-            let _ = std::fs::remove_file(tmp);
-        }
-    };
-    for f in files {
-        let target = root.join(&f.path);
-        let dir = target.parent().unwrap_or(root);
-        let tmp = dir.join(format!(
-            ".{}.labctl-import",
-            target.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|_| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
-            })
-            .and_then(|mut out| {
-                out.write_all(f.text.as_bytes())
-                    .and_then(|_| out.sync_all())
-            });
-        if let Err(e) = written {
-            cleanup(&staged);
-            return Err(format!("cannot write {}: {e}", tmp.display()));
-        }
-        staged.push((tmp, target));
-    }
-    for (i, (tmp, target)) in staged.iter().enumerate() {
-        if let Err(e) = std::fs::hard_link(tmp, target) {
-            for (_, done) in &staged[..i] {
-                let _ = std::fs::remove_file(done);
-            }
-            cleanup(&staged);
-            return Err(format!("cannot create {}: {e}", target.display()));
-        }
-    }
-    cleanup(&staged);
-    Ok(())
 }

@@ -40,7 +40,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             );
         }
         Format::Human => {
-            if !print_diagnostics(&result, &snapshot) {
+            if !print_diagnostics(&result.diagnostics, &snapshot) {
                 return ExitCode::from(EXIT_USAGE);
             }
             let verdict = if result.is_valid() {
@@ -50,7 +50,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             };
             println!(
                 "{}: {verdict}: {} documents in {} files, {} errors, {} warnings",
-                super::describe(&snapshot),
+                labctl::controller::describe(&snapshot),
                 result.documents,
                 snapshot.files.len(),
                 result.errors(),

@@ -16,7 +16,6 @@ mod trigger;
 mod types;
 
 pub use auth::{sha256_hex, Scope, Scopes, Tokens};
-pub use trigger::{load_valid, Reconciler};
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 
+use crate::controller;
 use crate::store::{ActorKind, AuditEntry, Store, StoreError};
 
 /// A tool call that ran and did not work: shown to the caller as a tool error (never a
@@ -76,8 +76,8 @@ pub struct LabServer {
     tools: Arc<Vec<Tool>>,
     /// The parsed model of the latest run that recorded one, keyed by run id.
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
-    /// How `trigger_reconcile` runs; without it the tool is not offered.
-    reconciler: Option<Arc<Reconciler>>,
+    /// The controller `trigger_reconcile` asks for runs; without it the tool is not offered.
+    controller: Option<Arc<controller::Context>>,
     /// Audit rows, committed in groups (every call waits for its own).
     audit_log: audit::AuditWriter,
 }
@@ -96,14 +96,14 @@ impl LabServer {
                     .collect(),
             ),
             cache: Arc::new(Mutex::new(None)),
-            reconciler: None,
+            controller: None,
         }
     }
 
-    /// Offers `trigger_reconcile` (admin scope), reconciling as `reconciler` says.
-    pub fn with_reconciler(mut self, reconciler: Reconciler) -> Self {
+    /// Offers `trigger_reconcile` (admin scope): runs requested from `controller`.
+    pub fn with_controller(mut self, controller: Arc<controller::Context>) -> Self {
         self.tools = Arc::new(tool_list());
-        self.reconciler = Some(Arc::new(reconciler));
+        self.controller = Some(controller);
         self
     }
 
@@ -177,7 +177,12 @@ impl LabServer {
     }
 
     /// Runs one tool; `None` when there is no such tool.
-    async fn dispatch(&self, name: &str, args: Json) -> Option<Result<Json, ToolError>> {
+    async fn dispatch(
+        &self,
+        name: &str,
+        args: Json,
+        client: &Client,
+    ) -> Option<Result<Json, ToolError>> {
         let result = match name {
             "infrastructure_summary" => {
                 self.with_model(args, |s, m, _: types::SummaryInput| async move {
@@ -260,9 +265,9 @@ impl LabServer {
                 .await
             }
             "trigger_reconcile" => {
-                let reconciler = self.reconciler.clone()?;
+                let controller = self.controller.clone()?;
                 match parse::<trigger::TriggerInput>(args) {
-                    Ok(_) => trigger::trigger(&self.store, &reconciler, "mcp")
+                    Ok(_) => trigger::trigger(&controller, &client.actor)
                         .await
                         .and_then(to_json),
                     Err(e) => Err(e),
@@ -405,7 +410,7 @@ impl ServerHandler for LabServer {
         // A tool outside the caller's scope is answered exactly as one that does not exist.
         let allowed = self.tools_for(&client).any(|t| t.name == name);
         let dispatched = if allowed {
-            self.dispatch(&name, args.clone()).await
+            self.dispatch(&name, args.clone(), &client).await
         } else {
             None
         };

@@ -1,31 +1,13 @@
-//! `trigger_reconcile`: one reconcile run exactly as `labctl reconcile --once` does it —
-//! load, validate, observe, diff, apply what the policy allows, record — under the store's
-//! leader lock, never waiting for it.
-
-use std::sync::Arc;
+//! `trigger_reconcile`: asks the controller for one run, exactly as `labctl reconcile --once`
+//! does — load, validate, observe, diff, apply what the policy allows, record — never waiting
+//! for another controller's run.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ToolError;
+use crate::controller::{self, Context, Reason, Request};
 use crate::diff::DeviationType;
-use crate::reconcile::{self, HostOptions, Loaded};
-use crate::source::{self, SourceSpec};
-use crate::store::{RetentionPolicy, Store, StoreError};
-
-/// Where the desired state comes from and what this host allows: fixed when the server
-/// starts (`labctl mcp --repo`), never chosen by the caller.
-#[derive(Debug, Clone)]
-pub struct Reconciler {
-    pub spec: SourceSpec,
-    /// Subdirectory of the repository holding the desired state.
-    pub path: Option<String>,
-    pub host: HostOptions,
-    /// Recorded with each run, as `reconcile --once` records `user@host/pid`.
-    pub controller: String,
-    /// Applied after each run, still holding the lock, as `reconcile --once` applies it.
-    pub retention: RetentionPolicy,
-}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +17,7 @@ pub struct TriggerInput {}
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TriggerOutput {
-    /// succeeded or failed (an apply failed).
+    /// succeeded, partial (something could not be observed) or failed (an apply failed).
     pub outcome: String,
     /// The run's id in the store (see get_reconcile_status).
     pub run_id: i64,
@@ -62,82 +44,32 @@ pub struct TriggerCounts {
     pub deviations_resolved: i64,
 }
 
-/// Loads and validates the desired state, without printing: the library half of the CLI's
-/// `load_valid`.
-pub fn load_valid(spec: &SourceSpec, path: Option<&str>) -> Result<Loaded, ToolError> {
-    let snapshot = source::load(spec, path)
-        .map_err(|e| ToolError::new(format!("cannot read the repository: {e}")))?;
-    let result = crate::validate::validate(&snapshot);
-    let Some(state) = result.state.clone() else {
-        let first: Vec<String> = result
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == crate::validate::Severity::Error)
-            .take(5)
-            .map(|d| match &d.document {
-                Some(doc) => format!("{doc}: {}", d.message),
-                None => d.message.clone(),
-            })
-            .collect();
-        return Err(ToolError::new(format!(
-            "the desired state is invalid ({} errors); nothing was observed or changed. \
-             Run `labctl validate` on the repository. First: {}",
-            result.errors(),
-            first.join("; ")
-        )));
+/// Runs one reconcile for the MCP client `by`; another controller holding the leader lock is
+/// a tool error at once.
+pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError> {
+    let request = Request {
+        reason: Reason::manual("mcp", by),
+        wait: false,
     };
-    Ok(Loaded {
-        snapshot,
-        state: Arc::new(state),
-    })
-}
-
-/// Runs one reconcile; another controller holding the leader lock is a tool error at once.
-pub async fn trigger(
-    store: &Store,
-    reconciler: &Reconciler,
-    trigger: &str,
-) -> Result<TriggerOutput, ToolError> {
-    let leader = match store.leader(false).await {
-        Ok(l) => l,
-        Err(StoreError::LeaderBusy { .. }) => {
+    let done = match controller::reconcile(ctx, &request).await {
+        Ok(done) => done,
+        Err(e) if e.is_leader_busy() => {
             return Err(ToolError::new(
                 "another controller is reconciling (it holds the leader lock); nothing was \
                  started. Try again when it has finished, or read get_reconcile_status",
             ))
         }
-        Err(e) => return Err(e.into()),
+        Err(controller::Error::Invalid(invalid)) => {
+            return Err(ToolError::new(format!(
+                "the desired state is invalid ({} errors); nothing was observed or changed. \
+                 Run `labctl validate` on the repository. First: {}",
+                invalid.validation.errors(),
+                invalid.first_errors(5).join("; ")
+            )))
+        }
+        Err(e) => return Err(ToolError::new(e.to_string())),
     };
-    let result = run(store, reconciler, trigger).await;
-    if let Err(e) = leader.release().await {
-        tracing::warn!(error = %e, "could not release the leader lock explicitly");
-    }
-    result
-}
-
-async fn run(
-    store: &Store,
-    reconciler: &Reconciler,
-    trigger: &str,
-) -> Result<TriggerOutput, ToolError> {
-    // Reading a Git repository is blocking work (and may fetch): off the async workers.
-    let (spec, path) = (reconciler.spec.clone(), reconciler.path.clone());
-    let loaded = tokio::task::spawn_blocking(move || load_valid(&spec, path.as_deref()))
-        .await
-        .map_err(|_| ToolError::new("loading the repository failed unexpectedly"))??;
-    let providers = reconcile::providers_for(
-        loaded.state.config.as_ref().map(|c| &c.doc.spec),
-        reconciler.host,
-    );
-    let run =
-        reconcile::run_once(store, &loaded, &providers, trigger, &reconciler.controller).await?;
-    match store.prune(reconciler.retention).await {
-        Ok(report) => tracing::debug!(?report, "retention applied"),
-        Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
-    }
-    // Still the leader: the latest run is this one.
-    let recorded = store.latest_run().await?.filter(|r| r.id == run.run_id);
-    let counts = recorded.as_ref().map(|r| r.counts);
+    let run = &done.run;
     let errors = run
         .applied
         .iter()
@@ -150,19 +82,9 @@ async fn run(
         )
         .collect();
     Ok(TriggerOutput {
-        outcome: recorded
-            .as_ref()
-            .map(|r| r.outcome.as_str().to_string())
-            .unwrap_or_else(|| {
-                if run.apply_failed() {
-                    "failed"
-                } else {
-                    "succeeded"
-                }
-                .to_string()
-            }),
+        outcome: run.outcome.as_str().to_string(),
         run_id: run.run_id,
-        commit: loaded.commit().map(str::to_string),
+        commit: done.loaded.commit().map(str::to_string),
         counts: TriggerCounts {
             missing: run.plan.count(DeviationType::Missing),
             unmanaged: run.plan.count(DeviationType::Unmanaged),
@@ -173,9 +95,9 @@ async fn run(
                 .iter()
                 .filter_map(|a| a.report.as_ref().map(|r| r.applied.len()))
                 .sum(),
-            deviations_open: counts.as_ref().map_or(0, |c| c.deviations_open),
-            deviations_opened: counts.as_ref().map_or(0, |c| c.deviations_opened),
-            deviations_resolved: counts.as_ref().map_or(0, |c| c.deviations_resolved),
+            deviations_open: run.counts.deviations_open,
+            deviations_opened: run.counts.deviations_opened,
+            deviations_resolved: run.counts.deviations_resolved,
         },
         errors,
     })

@@ -122,6 +122,53 @@ fn document(kind: Kind, name: &str, fields: &Json) -> Result<String, String> {
     }
 }
 
+/// Writes every file or none: all are first written to hidden temporary files beside their
+/// targets, then linked into place (a link never replaces a file that appeared meanwhile).
+pub fn write_all_new(root: &std::path::Path, files: &[SourceFile]) -> Result<(), String> {
+    use std::io::Write;
+    let mut staged: Vec<(std::path::PathBuf, std::path::PathBuf)> = Vec::new();
+    let cleanup = |staged: &[(std::path::PathBuf, std::path::PathBuf)]| {
+        for (tmp, _) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for f in files {
+        let target = root.join(&f.path);
+        let dir = target.parent().unwrap_or(root);
+        let tmp = dir.join(format!(
+            ".{}.labctl-import",
+            target.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+            })
+            .and_then(|mut out| {
+                out.write_all(f.text.as_bytes())
+                    .and_then(|_| out.sync_all())
+            });
+        if let Err(e) = written {
+            cleanup(&staged);
+            return Err(format!("cannot write {}: {e}", tmp.display()));
+        }
+        staged.push((tmp, target));
+    }
+    for (i, (tmp, target)) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::hard_link(tmp, target) {
+            for (_, done) in &staged[..i] {
+                let _ = std::fs::remove_file(done);
+            }
+            cleanup(&staged);
+            return Err(format!("cannot create {}: {e}", target.display()));
+        }
+    }
+    cleanup(&staged);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use crate::model::{DesiredState, Kind};
 use crate::providers::{ApplyReport, Provider, ProviderError};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
+use crate::validate::Diagnostic;
 
 pub use registry::{providers_for, HostOptions};
 
@@ -28,6 +29,8 @@ pub use registry::{providers_for, HostOptions};
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub state: Arc<DesiredState>,
+    /// What validation found short of an error.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Loaded {
@@ -53,6 +56,16 @@ pub struct RunResult {
     pub applied: Vec<Applied>,
     /// The run's id in the store.
     pub run_id: store::RunId,
+    /// How the run ended, as recorded.
+    #[serde(serialize_with = "as_text")]
+    pub outcome: Outcome,
+    /// Deviations open after the run, opened and resolved by it, as recorded.
+    #[serde(skip)]
+    pub counts: store::RunCounts,
+}
+
+fn as_text<S: serde::Serializer>(outcome: &Outcome, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(outcome.as_str())
 }
 
 impl RunResult {
@@ -128,23 +141,26 @@ pub async fn apply(plan: &Plan, providers: &[Arc<dyn Provider>]) -> Vec<Applied>
     out
 }
 
-/// One full run: plan, apply what the policy allows, and record everything in one transaction.
-pub async fn run_once(
+/// The body of the started run `run`: plan, apply what the policy allows, and record
+/// everything in one transaction. (Starting runs, leadership and retention are the
+/// controller's.)
+pub async fn execute(
     store: &Store,
+    run: store::RunId,
     loaded: &Loaded,
     providers: &[Arc<dyn Provider>],
-    trigger: &str,
-    controller: &str,
 ) -> Result<RunResult, StoreError> {
-    let run = store.start_run(trigger, controller).await?;
     let (plan, inputs) = plan(loaded, providers).await;
     let applied = apply(&plan, providers).await;
     let report = report(loaded, &plan, &inputs, &applied);
-    store.finish_run(run, report).await?;
+    let outcome = report.outcome;
+    let counts = store.finish_run(run, report).await?;
     Ok(RunResult {
         plan,
         applied,
         run_id: run,
+        outcome,
+        counts,
     })
 }
 
@@ -162,6 +178,9 @@ fn report(
         .collect();
     let outcome = if applied.iter().any(|a| a.error.is_some()) {
         Outcome::Failed
+    } else if !plan.unobservable.is_empty() || plan.count(DeviationType::Unknown) > 0 {
+        // Finished, but not everything was seen: not a success a gate may trust.
+        Outcome::Partial
     } else {
         Outcome::Succeeded
     };

@@ -1,0 +1,424 @@
+//! The controller: the one place that runs reconciles, whoever asks (the command line, an MCP
+//! client, later a watch, a schedule or a webhook).
+//!
+//! Shaped after kube-runtime: a [`Context`] holds what every run needs (the store, where the
+//! desired state comes from, what this host allows, the clock, the desired state in force); a
+//! [`Request`] says why a run is wanted; [`reconcile`] takes the leader lock, resolves the
+//! commit, runs, records and applies retention, and answers with what it did and an
+//! [`Action`] (when to look again); [`error_policy`] maps a failure to an [`Action`] with
+//! backoff. Callers only send requests and render answers: they decide nothing.
+
+mod reason;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::diff::Plan;
+use crate::providers::Provider;
+use crate::reconcile::import::{self, ImportPlan, Skipped};
+use crate::reconcile::{self, HostOptions, Loaded, RunResult};
+use crate::source::{self, Snapshot, SourceError, SourceFile, SourceSpec};
+use crate::store::{Outcome, RetentionPolicy, Store, StoreError};
+use crate::time::{Clock, SystemClock};
+use crate::validate::{self, Severity, Validation};
+
+pub use reason::Reason;
+
+/// Where the desired state comes from and what this host allows: fixed when the controller
+/// starts, never chosen by whoever asks for a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: SourceSpec,
+    /// Subdirectory of the repository holding the desired state.
+    pub path: Option<String>,
+    pub host: HostOptions,
+    /// Recorded with each run (`user@host/pid`, see [`identity`]).
+    pub controller: String,
+    /// Applied after each recorded run, still holding the leader lock.
+    pub retention: RetentionPolicy,
+    /// Delays between retries of failed or partial runs.
+    pub backoff: Backoff,
+}
+
+/// What every run needs. One per process; shared by every caller.
+#[derive(Debug)]
+pub struct Context {
+    store: Store,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    /// The desired state of the last loaded commit: an unchanged commit is not validated again.
+    current: Mutex<Option<Arc<Loaded>>>,
+}
+
+impl Context {
+    pub fn new(store: Store, settings: Settings) -> Self {
+        Context::with_clock(store, settings, Arc::new(SystemClock))
+    }
+
+    /// A context whose store stamps rows with `clock` (tests move time instead of sleeping).
+    pub fn with_clock(store: Store, settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        Context {
+            store: store.with_clock(Arc::clone(&clock)),
+            settings,
+            clock,
+            current: Mutex::new(None),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The desired state of the last run's commit, if a run has loaded one.
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the repository and validates it. Blocking work (Git, maybe a fetch) runs off the
+    /// async workers. The same commit as last time reuses the validated state.
+    pub async fn load(&self) -> Result<Arc<Loaded>, Error> {
+        let (spec, path) = (self.settings.source.clone(), self.settings.path.clone());
+        let snapshot = tokio::task::spawn_blocking(move || source::load(&spec, path.as_deref()))
+            .await
+            .map_err(|_| Error::Task("reading the repository"))??;
+        if let Some(current) = self.current() {
+            let same =
+                snapshot.revision.is_some() && snapshot.revision == current.snapshot.revision;
+            if same {
+                return Ok(current);
+            }
+        }
+        let loaded = tokio::task::spawn_blocking(move || validated(snapshot))
+            .await
+            .map_err(|_| Error::Task("validating the repository"))??;
+        let loaded = Arc::new(loaded);
+        if loaded.commit().is_some() {
+            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&loaded));
+        }
+        Ok(loaded)
+    }
+
+    /// The providers for `loaded`: those its `labctl.yaml` declares and those this host
+    /// enables.
+    pub fn providers(&self, loaded: &Loaded) -> Vec<Arc<dyn Provider>> {
+        providers(loaded, self.settings.host)
+    }
+}
+
+/// Validates `snapshot`; the state only when there is no error.
+pub fn validated(snapshot: Snapshot) -> Result<Loaded, Error> {
+    let validation = validate::validate(&snapshot);
+    match validation.state.clone() {
+        Some(state) => Ok(Loaded {
+            snapshot,
+            state: Arc::new(state),
+            warnings: validation.diagnostics,
+        }),
+        None => Err(Error::Invalid(Box::new(Invalid {
+            snapshot,
+            validation,
+        }))),
+    }
+}
+
+/// The providers for `loaded` under `host`'s permissions.
+pub fn providers(loaded: &Loaded, host: HostOptions) -> Vec<Arc<dyn Provider>> {
+    reconcile::providers_for(loaded.state.config.as_ref().map(|c| &c.doc.spec), host)
+}
+
+/// A request for one run.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub reason: Reason,
+    /// Wait for another controller's run to finish (else fail at once with
+    /// [`StoreError::LeaderBusy`]).
+    pub wait: bool,
+}
+
+/// What to do after a run, as kube-runtime's `Action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Run again after `delay`, even if nothing changes.
+    pub fn requeue(delay: Duration) -> Self {
+        Action {
+            requeue_after: Some(delay),
+        }
+    }
+
+    /// Run again only when something changes (a commit, a schedule, a request).
+    pub fn await_change() -> Self {
+        Action {
+            requeue_after: None,
+        }
+    }
+
+    pub fn requeue_after(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
+
+/// Exponential backoff between retries of one failure, separate from the providers' own
+/// per-call retries (which handle a dropped connection within one run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt + 1`: base, 2×base, 4×base, … up to max.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(30));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What a run did: the desired state it reconciled, the run's result, and when to look again.
+#[derive(Debug)]
+pub struct Reconciled {
+    pub loaded: Arc<Loaded>,
+    pub run: RunResult,
+    pub action: Action,
+}
+
+/// Why a run could not be carried out. Every variant means nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the repository: {0}")]
+    Source(#[from] SourceError),
+    #[error("{0}")]
+    Invalid(Box<Invalid>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} failed unexpectedly (the task panicked); nothing was changed")]
+    Task(&'static str),
+}
+
+impl Error {
+    /// Another controller holds the leader lock.
+    pub fn is_leader_busy(&self) -> bool {
+        matches!(self, Error::Store(StoreError::LeaderBusy { .. }))
+    }
+}
+
+/// A desired state that did not validate, with every diagnostic.
+#[derive(Debug)]
+pub struct Invalid {
+    pub snapshot: Snapshot,
+    pub validation: Validation,
+}
+
+impl Invalid {
+    /// The first `n` errors, one line each (`Kind/name: message`).
+    pub fn first_errors(&self, n: usize) -> Vec<String> {
+        self.validation
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .take(n)
+            .map(|d| match &d.document {
+                Some(doc) => format!("{doc}: {}", d.message),
+                None => d.message.clone(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is invalid ({} errors); nothing was observed or changed",
+            describe(&self.snapshot),
+            self.validation.errors()
+        )
+    }
+}
+
+/// `origin at 0123456789ab`, or the origin alone for a directory.
+pub fn describe(snapshot: &Snapshot) -> String {
+    match &snapshot.revision {
+        Some(r) => format!(
+            "{} at {}",
+            snapshot.origin,
+            &r.commit[..r.commit.len().min(12)]
+        ),
+        None => snapshot.origin.clone(),
+    }
+}
+
+/// One run: take the leader lock, resolve and validate the commit, observe, diff, apply what
+/// the policy allows, record, apply retention, release the lock.
+pub async fn reconcile(ctx: &Context, request: &Request) -> Result<Reconciled, Error> {
+    let leader = ctx.store.leader(request.wait).await?;
+    let result = reconcile_as_leader(ctx, request).await;
+    if let Err(e) = leader.release().await {
+        // Closing the connection releases the lock as well; say so and go on.
+        tracing::warn!(error = %e, "could not release the leader lock explicitly");
+    }
+    result
+}
+
+async fn reconcile_as_leader(ctx: &Context, request: &Request) -> Result<Reconciled, Error> {
+    // The commit is resolved only now that this controller holds the lock: a run that waited
+    // for another must reconcile what Git says now, not what it said before the wait.
+    let loaded = ctx.load().await?;
+    let providers = ctx.providers(&loaded);
+    let reason = serde_json::to_value(&request.reason).ok();
+    let run_id = ctx
+        .store
+        .start_run_because(
+            request.reason.label(),
+            reason.as_ref(),
+            &ctx.settings.controller,
+        )
+        .await?;
+    tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
+    let run = reconcile::execute(&ctx.store, run_id, &loaded, &providers).await?;
+    match ctx.store.prune(ctx.settings.retention).await {
+        Ok(report) => tracing::debug!(?report, "retention applied"),
+        Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
+    }
+    let action = match run.outcome {
+        Outcome::Failed | Outcome::Partial => {
+            Action::requeue(ctx.settings.backoff.delay(request.reason.attempt()))
+        }
+        _ => Action::await_change(),
+    };
+    Ok(Reconciled {
+        loaded,
+        run,
+        action,
+    })
+}
+
+/// What to do after `error` on retry number `attempt` (0 for a first try): an invalid
+/// desired state waits for a new commit (trying the same one again cannot help); anything
+/// else is retried with backoff.
+pub fn error_policy(error: &Error, attempt: u32, backoff: &Backoff) -> Action {
+    match error {
+        Error::Invalid(_) => Action::await_change(),
+        Error::Source(_) | Error::Store(_) | Error::Task(_) => {
+            Action::requeue(backoff.delay(attempt))
+        }
+    }
+}
+
+/// Observes and diffs `loaded` against the live lab. Writes nothing anywhere.
+pub async fn plan(loaded: &Loaded, host: HostOptions) -> Plan {
+    let providers = providers(loaded, host);
+    reconcile::plan(loaded, &providers).await.0
+}
+
+/// Why an import wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Some providers could not be observed: an import from a partial picture would look
+    /// complete and not be.
+    #[error("{} provider(s) could not be observed; nothing was imported", .0.len())]
+    Unobservable(Vec<(String, String)>),
+    /// The new documents would not validate together with the repository.
+    #[error("the imported documents would not validate with the repository; nothing was written")]
+    Invalid(Box<ImportPlan>),
+    #[error("{0}; nothing was written")]
+    Write(String),
+}
+
+/// What an import wrote (or, on a dry run, would write).
+#[derive(Debug)]
+pub struct Imported {
+    pub files: Vec<SourceFile>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Adopts a live lab: one document per unmanaged resource, validated with the repository,
+/// then written under `root` all or nothing (`None`: a dry run, nothing written).
+pub async fn import(
+    loaded: &Loaded,
+    host: HostOptions,
+    root: Option<&Path>,
+) -> Result<Imported, ImportError> {
+    let plan = plan(loaded, host).await;
+    if !plan.unobservable.is_empty() {
+        return Err(ImportError::Unobservable(
+            plan.unobservable.into_iter().collect(),
+        ));
+    }
+    let staged = import::prepare(&loaded.snapshot, &plan);
+    if !staged.validation.is_valid() {
+        return Err(ImportError::Invalid(Box::new(staged)));
+    }
+    if let Some(root) = root {
+        import::write_all_new(root, &staged.files).map_err(ImportError::Write)?;
+    }
+    Ok(Imported {
+        files: staged.files,
+        skipped: staged.skipped,
+    })
+}
+
+/// `user@host/pid`, recorded with each run so a shared database shows who reconciled.
+pub fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "labctl".into());
+    format!("{user}@{host}/{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (0..5).map(|a| b.delay(a).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 60, 60]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_invalid_commit_waits_for_a_new_one_and_io_is_retried() {
+        let b = Backoff::default();
+        let snapshot = Snapshot {
+            origin: "lab".into(),
+            revision: None,
+            files: vec![],
+        };
+        let invalid = validated(snapshot).unwrap_err();
+        assert!(matches!(invalid, Error::Invalid(_)));
+        assert_eq!(error_policy(&invalid, 3, &b), Action::await_change());
+        let io = Error::Source(SourceError::Git("fetch failed".into()));
+        assert_eq!(error_policy(&io, 0, &b), Action::requeue(b.base));
+        assert_eq!(error_policy(&io, 2, &b), Action::requeue(b.base * 4));
+    }
+}
