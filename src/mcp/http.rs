@@ -21,6 +21,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use axum::Router;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -108,6 +109,13 @@ pub async fn serve(
     });
     let app = app.layer(axum::middleware::from_fn_with_state(guard, guard_request));
     tracing::info!(address = %local, "serving MCP over streamable HTTP at /mcp, HTTP+SSE at /sse");
+    // Small answers go out at once: without TCP_NODELAY, Nagle's algorithm holds a response's
+    // last segment until the client's delayed ACK (40 ms on Linux) on every keep-alive call.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
