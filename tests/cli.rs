@@ -134,3 +134,29 @@ fn schemas_command_writes_one_file_per_kind() {
         ]
     );
 }
+
+/// `labctl validate | head -1` where head has already gone: the write fails with EPIPE, and
+/// labctl ends quietly as Unix tools do (141, as if killed by SIGPIPE), not with a panic.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    for format in ["human", "json"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+            .args([
+                "validate",
+                repo_layout().to_str().unwrap(),
+                "--format",
+                format,
+            ])
+            .env("NO_COLOR", "1")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("labctl runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{format}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{format}: {stderr}");
+        assert!(stderr.is_empty(), "{format}: {stderr}");
+    }
+}

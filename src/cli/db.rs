@@ -71,7 +71,7 @@ pub fn run(args: &DbArgs) -> ExitCode {
         let out = match &args.command {
             DbCommand::Migrate => {
                 store.migrate().await?;
-                println!("the schema of {} is up to date", store.describe());
+                outln!("the schema of {} is up to date", store.describe());
                 Ok(())
             }
             DbCommand::Stats { format } => {
@@ -141,18 +141,18 @@ async fn prune(
                 "policy": policy,
                 "deleted": deleted_json,
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&out).expect("JSON serialises")
             );
         }
         Format::Human => {
-            println!(
+            outln!(
                 "pruned {}: kept {keep_runs_days} days of runs, {keep_audit_days} days of audit",
                 store.describe()
             );
             for (name, count) in rows {
-                println!("  {name:<20} {count:>12} deleted");
+                outln!("  {name:<20} {count:>12} deleted");
             }
         }
     }
@@ -201,17 +201,17 @@ fn print_stats(database: &str, s: &StoreStats, format: Format) {
                 "rows": tables,
                 "database_bytes": s.database_bytes,
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&out).expect("JSON serialises")
             );
         }
         Format::Human => {
-            println!("{database}");
+            outln!("{database}");
             for (name, count) in rows {
-                println!("  {name:<20} {count:>12}");
+                outln!("  {name:<20} {count:>12}");
             }
-            println!("  {:<20} {:>12} bytes", "size", s.database_bytes);
+            outln!("  {:<20} {:>12} bytes", "size", s.database_bytes);
         }
     }
 }

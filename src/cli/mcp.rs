@@ -231,6 +231,6 @@ fn hash_token() -> ExitCode {
         eprintln!("error: no token on stdin");
         return ExitCode::from(super::EXIT_USAGE);
     }
-    println!("{}", labctl::mcp::sha256_hex(token));
+    outln!("{}", labctl::mcp::sha256_hex(token));
     ExitCode::SUCCESS
 }

@@ -1,5 +1,18 @@
 //! Command-line interface. Thin: every decision lives in the library.
 
+/// `print!` for command output. A reader that went away (`labctl status | head -1`) ends the
+/// process quietly with status 141, as SIGPIPE ends Unix tools, instead of a panic. (SIGPIPE
+/// itself stays ignored: a provider closing its socket must not kill a reconcile.)
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` for command output; see [`out!`].
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod db;
 mod mcp;
 mod plan;
@@ -175,7 +188,7 @@ pub fn load_snapshot(source: &SourceArgs, format: Format) -> Option<Snapshot> {
 /// Says that the repository could not be read, in `format`.
 pub fn report_load_error(error: &SourceError, format: Format) {
     match format {
-        Format::Json => println!("{}", json!({ "valid": false, "error": error.to_string() })),
+        Format::Json => outln!("{}", json!({ "valid": false, "error": error.to_string() })),
         Format::Human => eprintln!("error: {error}"),
     }
 }
@@ -200,7 +213,7 @@ pub fn print_diagnostics(diagnostics: &[Diagnostic], snapshot: &Snapshot) -> boo
 /// Says why a desired state was refused, every diagnostic included, in `format`.
 pub fn report_invalid(invalid: &Invalid, format: Format) {
     match format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             json!({ "valid": false, "error": "the desired state is invalid", "diagnostics": invalid.validation.diagnostics })
         ),
@@ -257,8 +270,20 @@ pub fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON serialises")
     );
+}
+
+/// Writes command output to stdout; see [`out!`].
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
 }

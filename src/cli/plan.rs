@@ -63,7 +63,7 @@ pub fn run_plan(args: &PlanArgs) -> ExitCode {
     let plan = rt.block_on(controller::plan(&loaded, args.host.options()));
     match args.format {
         Format::Json => print_json(&json!({ "commit": loaded.commit(), "plan": plan })),
-        Format::Human => print!("{}", render_human(&plan, render_options())),
+        Format::Human => out!("{}", render_human(&plan, render_options())),
     }
     if !plan.unobservable.is_empty() {
         // An incomplete plan must not pass a gate as "no drift".
@@ -128,17 +128,17 @@ pub fn run_reconcile(args: &ReconcileArgs) -> ExitCode {
         Format::Json => print_json(&json!({ "commit": done.loaded.commit(), "run": run })),
         Format::Human => {
             super::print_warnings(&done.loaded);
-            print!("{}", render_human(&run.plan, render_options()));
+            out!("{}", render_human(&run.plan, render_options()));
             for a in &run.applied {
                 match (&a.report, &a.error) {
                     (Some(r), _) => {
-                        println!("applied {} change(s) with {}", r.applied.len(), a.provider)
+                        outln!("applied {} change(s) with {}", r.applied.len(), a.provider)
                     }
                     (_, Some(e)) => eprintln!("error: apply failed: {e}"),
                     _ => {}
                 }
             }
-            println!(
+            outln!(
                 "recorded run {} in {}",
                 run.run_id,
                 labctl::store::redact(&url)
@@ -243,12 +243,12 @@ pub fn run_import(args: &ImportArgs) -> ExitCode {
         Format::Human => {
             let verb = if args.dry_run { "would write" } else { "wrote" };
             for f in &imported.files {
-                println!("{verb} {}", f.path);
+                outln!("{verb} {}", f.path);
             }
             for s in &imported.skipped {
-                println!("skipped {}/{}: {}", s.kind, s.name, s.reason);
+                outln!("skipped {}/{}: {}", s.kind, s.name, s.reason);
             }
-            println!(
+            outln!(
                 "{verb} {} document(s), skipped {}",
                 imported.files.len(),
                 imported.skipped.len()

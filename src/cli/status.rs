@@ -100,10 +100,10 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
         })),
         Format::Human => {
             let Some(last) = &latest else {
-                println!("No run recorded yet: run `labctl reconcile --once`.");
+                outln!("No run recorded yet: run `labctl reconcile --once`.");
                 return ExitCode::SUCCESS;
             };
-            println!(
+            outln!(
                 "Last run {} {} at {}{}",
                 last.id,
                 last.outcome,
@@ -111,11 +111,11 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
                 commit_text(last.commit_sha.as_deref())
             );
             if let Some(e) = &last.error {
-                println!("  problems: {e}");
+                outln!("  problems: {e}");
             }
             if let Some(m) = &model {
                 let parts: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
-                println!(
+                outln!(
                     "Resources ({} as of run {}): {}",
                     resources.len(),
                     m.run,
@@ -123,25 +123,25 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
                 );
             }
             if open.is_empty() {
-                println!("Open deviations: none");
+                outln!("Open deviations: none");
             } else {
                 let parts: Vec<String> = ["critical", "high", "medium", "low"]
                     .iter()
                     .filter_map(|s| by_severity.get(s).map(|n| format!("{n} {s}")))
                     .collect();
-                println!(
+                outln!(
                     "Open deviations: {} ({}); `labctl drift` lists them",
                     open.len(),
                     parts.join(", ")
                 );
             }
-            println!("Recent runs:");
+            outln!("Recent runs:");
             for r in recent {
                 let took = r
                     .finished_at
                     .map(|f| format!(" in {} ms", f - r.started_at))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "  {:>5} {:<9} {}{took}  {} by {}, {} opened, {} resolved",
                     r.id,
                     r.outcome.as_str(),
@@ -200,7 +200,7 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
         Format::Json => super::print_json(&Json::Array(list.iter().map(deviation_json).collect())),
         Format::Human => {
             if list.is_empty() {
-                println!(
+                outln!(
                     "{}",
                     if history.is_some() {
                         "No such deviation recorded."
@@ -224,14 +224,14 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                     Some(at) => format!("opened {}, resolved {}", utc(d.opened_at), utc(at)),
                     None => format!("open since {}, seen {}×", utc(d.opened_at), d.seen_count),
                 };
-                println!(
+                outln!(
                     "{:<8} {} {}/{}{field}{values}",
                     r.severity.as_str().to_uppercase(),
                     r.dtype,
                     r.kind,
                     r.name
                 );
-                println!(
+                outln!(
                     "         {life}{}",
                     r.remediation
                         .as_deref()

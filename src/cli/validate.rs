@@ -34,7 +34,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 "warnings": result.warnings(),
                 "diagnostics": result.diagnostics,
             });
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&out).expect("JSON serialises")
             );
@@ -48,7 +48,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             } else {
                 "invalid"
             };
-            println!(
+            outln!(
                 "{}: {verdict}: {} documents in {} files, {} errors, {} warnings",
                 labctl::controller::describe(&snapshot),
                 result.documents,
