@@ -3,18 +3,13 @@
 //! a real Kea, the Proxmox VE fixture and an rmcp server on loopback), then `labctl mcp` over
 //! stdio, talked to by rmcp's client.
 
-mod support;
-
-#[path = "fixtures/proxmox.rs"]
-mod fixture;
-#[path = "support/lab.rs"]
-mod lab;
+use crate::fixtures::proxmox as fixture;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use lab::{git, guest, kea_reservation};
+use crate::support::lab::{git, guest, kea_reservation};
 use labctl::store::Store;
 use rmcp::model::{
     CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
@@ -25,9 +20,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Value as Json};
-use support::cli::write;
-use support::kea::Kea;
-use support::mcp::{call, connect, error_text, names};
+use crate::support::cli::write;
+use crate::support::kea::Kea;
+use crate::support::mcp::{call, connect, error_text, names};
 
 const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
 const TOKEN_ENV: &str = "LABCTL_TEST_MCP_TOOLS_PVE_TOKEN";

@@ -2,16 +2,14 @@
 //! exits saying why). A controller killed mid-run leaves the store consistent, and the next
 //! start marks its run aborted. Real processes, on SQLite and on the machine's PostgreSQL.
 
-mod support;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use labctl::store::{Outcome, Store};
-use support::cli::write;
-use support::postgres::TempDatabase;
+use crate::support::cli::write;
+use crate::support::postgres::TempDatabase;
 
 /// A server that accepts connections and never answers, like a hung API: a run against it
 /// lasts for the provider's timeout and retries (about 3.5 s with `timeoutSeconds: 1`).

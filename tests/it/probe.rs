@@ -1,11 +1,9 @@
 //! `--probe`: the host opts in to probing declared services; without it labctl connects to no
 //! device. Services on loopback: one listening, one closed.
 
-mod support;
-
 use std::net::TcpListener;
 
-use support::cli::{dev, deviations, json_of, labctl, write};
+use crate::support::cli::{dev, deviations, json_of, labctl, write};
 
 #[test]
 fn probing_is_opt_in_and_reports_the_service_that_is_down() {

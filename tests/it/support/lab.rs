@@ -1,16 +1,13 @@
 //! A small lab for the MCP tests: a real Kea and the Proxmox VE fixture, its desired state
 //! committed to a real Git repository, and a SQLite store holding one `labctl reconcile --once`
-//! run of it (made by the real binary). Declare it with `#[path = "support/lab.rs"] mod lab;`
-//! next to `mod support;` and `#[path = "fixtures/proxmox.rs"] mod fixture;`.
-// Each test binary that declares this module uses part of it.
-#![allow(dead_code)]
+//! run of it (made by the real binary).
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value as Json};
 
-use crate::fixture;
+use crate::fixtures::proxmox as fixture;
 use crate::support::cli::write;
 use crate::support::kea::Kea;
 

@@ -1,14 +1,12 @@
 //! `labctl plan`, `reconcile --once` and `import` end to end: the real binary against a real
 //! Kea, a temporary desired-state repository and a SQLite store.
 
-mod support;
-
 use std::path::Path;
 
 use labctl::store::Store;
 use serde_json::{json, Value as Json};
-use support::cli::{dev, deviations, json_of, labctl, write};
-use support::kea::Kea;
+use crate::support::cli::{dev, deviations, json_of, labctl, write};
+use crate::support::kea::Kea;
 
 fn config(dir: &Path, kea_url: &str, policy: &str) {
     write(

@@ -2,8 +2,6 @@
 //! free loopback ports (no root, no NIC: UDP sockets on `lo`). Without the Kea binaries the
 //! tests print "skipped", unless CI=true, where they fail.
 
-mod support;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -14,7 +12,7 @@ use labctl::model::{
 use labctl::providers::kea::KeaProvider;
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
-use support::kea::Kea;
+use crate::support::kea::Kea;
 
 /// The provider under test, talking to this Kea.
 trait KeaExt {

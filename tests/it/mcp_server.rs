@@ -2,23 +2,16 @@
 //! Kea and the Proxmox VE fixture), then the real binary serving MCP over stdio, talked to by
 //! rmcp's client exactly as a desktop MCP client would.
 
-mod support;
-
-#[path = "fixtures/proxmox.rs"]
-mod fixture;
-#[path = "support/lab.rs"]
-mod lab;
-
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lab::reconciled_lab;
+use crate::support::lab::reconciled_lab;
 use labctl::store::{ActorKind, Store};
 use rmcp::model::{CallToolResult, Tool};
 use serde_json::{json, Value as Json};
-use support::cli::labctl;
-use support::mcp::{call, connect, error_text, names};
+use crate::support::cli::labctl;
+use crate::support::mcp::{call, connect, error_text, names};
 
 const TOOLS: &[&str] = &[
     "explain_deviation",

@@ -1,8 +1,6 @@
 //! The Caddy provider against a real Caddy (Debian package `caddy`), one per test on its own
 //! loopback ports, started and stopped here.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use labctl::model::{DesiredState, Kind, Located, Origin, ProviderConfig};
 use labctl::providers::caddy::CaddyProvider;
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
-use support::caddy::{Caddy, ROUTES};
+use crate::support::caddy::{Caddy, ROUTES};
 
 /// The provider under test, talking to this Caddy.
 trait CaddyExt {

@@ -3,15 +3,14 @@
 //! `socat` TLS proxy with certificates made by `openssl`. Without socat or openssl the TLS
 //! tests print "skipped", unless CI=true, where they fail.
 
-#[path = "fixtures/proxmox.rs"]
-mod fixture;
+use crate::fixtures::proxmox as fixture;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fixture::{config, Fixture, Guest, Lab, Node, Pool};
+use crate::fixtures::proxmox::{config, Fixture, Guest, Lab, Node, Pool};
 use labctl::diff::{self, DeviationType, ProviderInput, Rules};
 use labctl::model::{
     DesiredState, DeviceDoc, DeviceSpec, Document, Kind, Located, Metadata, Origin, PoolDoc,
