@@ -5,11 +5,11 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::support::caddy::{Caddy, ROUTES};
 use labctl::model::{DesiredState, Kind, Located, Origin, ProviderConfig};
 use labctl::providers::caddy::CaddyProvider;
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
-use crate::support::caddy::{Caddy, ROUTES};
 
 /// The provider under test, talking to this Caddy.
 trait CaddyExt {

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::support::kea::Kea;
 use labctl::model::{
     DesiredState, DhcpReservationDoc, Kind, Located, Origin, ProviderConfig, ProviderKind,
     SecretSource,
@@ -12,7 +13,6 @@ use labctl::model::{
 use labctl::providers::kea::KeaProvider;
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
-use crate::support::kea::Kea;
 
 /// The provider under test, talking to this Kea.
 trait KeaExt {

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labctl::store::{Outcome, Store};
 use crate::support::cli::write;
 use crate::support::postgres::TempDatabase;
+use labctl::store::{Outcome, Store};
 
 /// A server that accepts connections and never answers, like a hung API: a run against it
 /// lasts for the provider's timeout and retries (about 3.5 s with `timeoutSeconds: 1`).

@@ -40,6 +40,8 @@ use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
+use crate::support::net::free_port;
+
 const TOKEN: &str = "s3cret-lab-token";
 
 // ---------------------------------------------------------------------------------------------
@@ -567,15 +569,6 @@ fn everything(test: &str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// A port free right now on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// server-everything in an HTTP mode (`sse`, `streamableHttp`), bound to 127.0.0.1 by the

@@ -21,6 +21,8 @@ use labctl::providers::{CallPolicy, Observation, Provider, ProviderError};
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
+use crate::support::net::free_port;
+
 const TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
 const SECRET: &str = "5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
 
@@ -778,11 +780,7 @@ async fn tokens_come_from_env_file_or_credential_and_never_show() {
 
 #[tokio::test]
 async fn an_unreachable_api_is_reported_quickly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = TempDir::new().unwrap();
     let url = format!("https://127.0.0.1:{port}");
     let cfg = provider_config(&url, token_file(&dir, TOKEN), None);
@@ -928,11 +926,7 @@ fn tls_proxy(backend_port: u16) -> Option<TlsProxy> {
         .map(|(_, f)| f.to_string())
         .unwrap_or_else(|| panic!("unexpected openssl output {printed}"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new("socat")
         .arg(format!(
             "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",

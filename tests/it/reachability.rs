@@ -15,19 +15,7 @@ use labctl::providers::reachability::ReachabilityProvider;
 use labctl::providers::{CallPolicy, Change, Provider, ProviderError};
 use serde_json::{json, Value as Json};
 
-/// Serves `app` on a free loopback port; returns the port.
-async fn serve(app: axum::Router) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
-}
-
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use crate::support::net::{free_port, serve};
 
 fn device(name: &str, ip: Option<&str>, services: Json) -> Located<DeviceDoc> {
     let mut spec = json!({"type": "physical", "services": services});
@@ -76,16 +64,16 @@ async fn probes_report_exactly_the_services_that_do_not_answer() {
             held.push(stream);
         }
     });
-    let healthy = serve(axum::Router::new().route("/health", get(|| async { "ok" }))).await;
-    let failing = serve(axum::Router::new().route(
+    let (healthy, _) = serve(axum::Router::new().route("/health", get(|| async { "ok" }))).await;
+    let (failing, _) = serve(axum::Router::new().route(
         "/health",
         get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "db down") }),
     ))
     .await;
-    let login =
+    let (login, _) =
         serve(axum::Router::new().route("/", get(|| async { Redirect::temporary("/login") })))
             .await;
-    let closed = closed_port();
+    let closed = free_port();
 
     let state = DesiredState {
         devices: vec![
@@ -237,7 +225,7 @@ fn self_signed_server() -> Option<SelfSigned> {
         eprintln!("skipped: openssl is needed for the self-signed HTTPS server");
         return None;
     }
-    let port = closed_port();
+    let port = free_port();
     let child = Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
@@ -266,7 +254,7 @@ fn self_signed_server() -> Option<SelfSigned> {
 #[tokio::test]
 async fn https_health_checks_accept_a_self_signed_certificate_and_apply_is_refused() {
     // Plain HTTP on an https service's port: the TLS handshake fails, so it is down.
-    let plain = serve(axum::Router::new().route("/health", get(|| async { "ok" }))).await;
+    let (plain, _) = serve(axum::Router::new().route("/health", get(|| async { "ok" }))).await;
     let mut services =
         vec![json!({"name": "broken", "port": plain, "protocol": "https", "health": "/health"})];
     let tls = self_signed_server();

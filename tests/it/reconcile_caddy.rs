@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use serde_json::json;
 use crate::support::caddy::Caddy;
 use crate::support::cli::{dev, deviations, json_of, labctl, write};
+use serde_json::json;
 
 fn repo(dir: &Path, admin: &str, policy: &str) {
     write(

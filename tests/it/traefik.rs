@@ -37,6 +37,8 @@ use labctl::providers::{CallPolicy, Change, Provider, ProviderError};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::support::net::free_port;
+
 /// Traefik's default entry points in the fixture (those a router without any gets).
 const DEFAULT_ENTRY_POINTS: [&str; 2] = ["web", "websecure"];
 
@@ -749,10 +751,7 @@ async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn an_api_that_does_not_answer_is_unreachable_and_routes_are_unknown() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let p = provider(&format!("http://127.0.0.1:{port}"), None);
     let state = desired();
     let err = p.observe(&state).await.unwrap_err();

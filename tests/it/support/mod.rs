@@ -4,7 +4,9 @@
 
 pub mod caddy;
 pub mod cli;
+pub mod git;
 pub mod kea;
 pub mod lab;
 pub mod mcp;
+pub mod net;
 pub mod postgres;

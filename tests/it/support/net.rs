@@ -1,0 +1,24 @@
+//! Loopback ports and servers for the fixtures.
+
+use std::net::TcpListener;
+
+/// A loopback port nothing listens on right now (bound, then released): for a server a test
+/// starts, or as a port where nothing answers.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Serves `app` on a free loopback port until the returned task is aborted (or the test's
+/// runtime ends); returns the port.
+pub async fn serve(app: axum::Router) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, task)
+}
