@@ -2,21 +2,78 @@
 //! exits saying why). A controller killed mid-run leaves the store consistent, and the next
 //! start marks its run aborted. Real processes, on SQLite and on the machine's PostgreSQL.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
-use crate::support::cli::write;
+use sqlx::Connection;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::cli::{labctl_command, write};
 use crate::support::postgres::TempDatabase;
 use labctl::store::{Outcome, Store};
 
-/// A server that accepts connections and never answers, like a hung API: a run against it
-/// lasts for the provider's timeout and retries (about 3.5 s with `timeoutSeconds: 1`).
-fn hung_server() -> (TcpListener, u16) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    (listener, port)
+/// A Kea that holds every request without answering until released, like a hung API, and
+/// says when a request has arrived: a controller whose provider call has arrived holds the
+/// leader lock and is mid-run, for as long as the test wants. Released, it drops the held
+/// connections and stops listening, so every later call fails at once (unreachable).
+struct HeldServer {
+    port: u16,
+    arrived: mpsc::UnboundedReceiver<()>,
+    release: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldServer {
+    async fn start() -> HeldServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (arrived_tx, arrived) = mpsc::unbounded_channel();
+        let (release, mut released) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = &mut released => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut stream, _)) = accepted else { break };
+                        // The whole request head: the provider has made its call.
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = arrived_tx.send(());
+                        held.push(stream);
+                    }
+                }
+            }
+        });
+        HeldServer {
+            port,
+            arrived,
+            release: Some(release),
+            task,
+        }
+    }
+
+    /// Waits until a provider call has arrived (and is being held).
+    async fn arrival(&mut self) {
+        self.arrived.recv().await.expect("the server runs");
+    }
+
+    /// Lets go of the held calls; from now on nothing listens on the port.
+    async fn release(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+            (&mut self.task).await.unwrap();
+        }
+    }
 }
 
 fn repo(dir: &Path, port: u16) {
@@ -24,7 +81,7 @@ fn repo(dir: &Path, port: u16) {
         dir,
         "labctl.yaml",
         &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"http://127.0.0.1:{port}/\", timeoutSeconds: 1}}\n"
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"http://127.0.0.1:{port}/\", timeoutSeconds: 120}}\n"
         ),
     );
     write(
@@ -35,7 +92,7 @@ fn repo(dir: &Path, port: u16) {
 }
 
 fn spawn(repo: &Path, db: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_labctl"))
+    labctl_command()
         .args([
             "reconcile",
             "--once",
@@ -44,40 +101,67 @@ fn spawn(repo: &Path, db: &str, extra: &[&str]) -> Child {
             db,
         ])
         .args(extra)
-        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// Waits until the store shows a run in progress (the first controller holds the lock).
-async fn wait_for_running(db: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Whether the store shows a run in progress.
+async fn running(db: &str) -> bool {
+    let store = Store::connect(db).await.unwrap();
+    let running = store
+        .latest_run()
+        .await
+        .unwrap()
+        .is_some_and(|r| r.outcome == Outcome::Running);
+    store.close().await;
+    running
+}
+
+/// Waits until the controller `pid` is waiting for the leader lock on `db`: on SQLite it has
+/// opened the lock file (and tries it every 500 ms), on PostgreSQL a second session has asked
+/// for the advisory lock.
+async fn wait_until_waiting(db: &str, pid: u32) {
     loop {
-        if let Ok(store) = Store::connect(db).await {
-            let running = store
-                .latest_run()
-                .await
-                .ok()
+        let waiting = if db.starts_with("sqlite:") {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
                 .flatten()
-                .is_some_and(|r| r.outcome == Outcome::Running);
-            store.close().await;
-            if running {
-                return;
-            }
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .any(|target| target.to_string_lossy().ends_with(".db.lock"))
+        } else {
+            let mut conn = sqlx::AnyConnection::connect(db).await.unwrap();
+            let asking: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND query LIKE '%pg_try_advisory_lock%'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            let _ = conn.close().await;
+            // The first controller's session (holding the lock) is the other one.
+            asking >= 2
+        };
+        if waiting {
+            return;
         }
-        assert!(Instant::now() < deadline, "no run started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn one_reconciles_the_other_waits(db: &str) {
-    let (_hung, port) = hung_server();
+    let mut server = HeldServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    repo(dir.path(), port);
+    repo(dir.path(), server.port);
     let first = spawn(dir.path(), db, &[]);
-    wait_for_running(db).await;
+    // Its provider call has arrived: the first controller holds the lock, mid-run, until the
+    // server lets go.
+    server.arrival().await;
+    assert!(
+        running(db).await,
+        "the first controller's run is in progress"
+    );
 
     // Told not to wait, a second controller exits at once and says why.
     let busy = spawn(dir.path(), db, &["--no-wait"])
@@ -92,6 +176,8 @@ async fn one_reconciles_the_other_waits(db: &str) {
 
     // A waiting one runs after the first has finished.
     let waiting = spawn(dir.path(), db, &[]);
+    wait_until_waiting(db, waiting.id()).await;
+    server.release().await;
     let first = first.wait_with_output().unwrap();
     assert_eq!(
         first.status.code(),
@@ -126,13 +212,16 @@ async fn one_reconciles_the_other_waits(db: &str) {
 }
 
 async fn killed_mid_run_leaves_an_aborted_run(db: &str) {
-    let (_hung, port) = hung_server();
+    let mut server = HeldServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    repo(dir.path(), port);
+    repo(dir.path(), server.port);
     let mut victim = spawn(dir.path(), db, &[]);
-    wait_for_running(db).await;
+    // Mid-run: its provider call is being held.
+    server.arrival().await;
+    assert!(running(db).await, "the victim's run is in progress");
     victim.kill().unwrap();
     victim.wait().unwrap();
+    server.release().await;
 
     let next = spawn(dir.path(), db, &[]).wait_with_output().unwrap();
     assert_eq!(
