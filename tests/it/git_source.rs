@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 use crate::support::cli::write;
 use crate::support::git::{commit_all, git};
-use crate::support::net::free_port;
+use crate::support::net::{free_port, wait_until_listening};
 
 fn sample_repo() -> (TempDir, String) {
     let dir = TempDir::new().unwrap();
@@ -954,13 +954,11 @@ fn tls_proxy(backend_port: u16) -> Option<TlsProxy> {
         port,
         _certs: certs,
     };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(proxy);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("socat did not start listening on port {port}");
+    assert!(
+        wait_until_listening(port),
+        "socat did not start listening on port {port}"
+    );
+    Some(proxy)
 }
 
 #[test]

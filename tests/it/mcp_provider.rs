@@ -488,6 +488,23 @@ async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
 // ---------------------------------------------------------------------------------------------
 // stdio servers and the host setting.
 
+/// The child processes of this test process whose environment holds `entry` (`NAME=value`).
+fn children_with_env(entry: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|pids| {
+            pids.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
     let dir = TempDir::new().unwrap();
@@ -522,8 +539,13 @@ async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
         provider.reports()["local-tools"].reason.as_deref(),
         Some(COMMANDS_NOT_ALLOWED)
     );
-    // Give a process that should not exist time to show itself.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Had observe started the command, it would still be a child of this process, or have
+    // left its marker on the way out.
+    let env = format!("MARKER={}", marker.display());
+    assert!(
+        children_with_env(&env).is_empty(),
+        "the command runs although not allowed"
+    );
     assert!(!marker.exists(), "the command ran although not allowed");
 
     // Allowed: the same command runs; it is no MCP server, so the server is unreachable.

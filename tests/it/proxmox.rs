@@ -21,7 +21,7 @@ use labctl::providers::{CallPolicy, Observation, Provider, ProviderError};
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
-use crate::support::net::free_port;
+use crate::support::net::{free_port, wait_until_listening};
 
 const TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
 const SECRET: &str = "5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
@@ -941,13 +941,11 @@ fn tls_proxy(backend_port: u16) -> Option<TlsProxy> {
         fingerprint,
         _certs: certs,
     };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(proxy);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("socat did not start listening on port {port}");
+    assert!(
+        wait_until_listening(port),
+        "socat did not start listening on port {port}"
+    );
+    Some(proxy)
 }
 
 fn tls(ca_file: Option<&Path>, fingerprint: Option<&str>) -> Option<TlsConfig> {

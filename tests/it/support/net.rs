@@ -22,3 +22,15 @@ pub async fn serve(app: axum::Router) -> (u16, tokio::task::JoinHandle<()>) {
     });
     (port, task)
 }
+
+/// Waits (up to 5 s, for a process the test started) until something accepts connections on
+/// the loopback `port`; whether it does.
+pub fn wait_until_listening(port: u16) -> bool {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
