@@ -40,7 +40,7 @@ use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
-use crate::support::net::free_port;
+use crate::support::net::{free_port, silent_server};
 
 const TOKEN: &str = "s3cret-lab-token";
 
@@ -412,14 +412,7 @@ async fn an_rmcp_server_over_streamable_http_with_a_bearer_token() {
 #[tokio::test]
 async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
     // Accepts connections, never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let silent_port = silent_server().await;
     // An HTTP server that is no MCP server.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web_port = listener.local_addr().unwrap().port();

@@ -15,7 +15,7 @@ use labctl::providers::reachability::ReachabilityProvider;
 use labctl::providers::{CallPolicy, Change, Provider, ProviderError};
 use serde_json::{json, Value as Json};
 
-use crate::support::net::{free_port, serve};
+use crate::support::net::{free_port, serve, silent_server};
 
 fn device(name: &str, ip: Option<&str>, services: Json) -> Located<DeviceDoc> {
     let mut spec = json!({"type": "physical", "services": services});
@@ -47,23 +47,9 @@ fn policy() -> CallPolicy {
 #[tokio::test]
 async fn probes_report_exactly_the_services_that_do_not_answer() {
     // A plain TCP service that accepts and holds connections.
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp_port = tcp.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = tcp.accept().await {
-            held.push(stream);
-        }
-    });
+    let tcp_port = silent_server().await;
     // Accepts connections but never answers a request.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let silent_port = silent_server().await;
     let (healthy, _) = serve(axum::Router::new().route("/health", get(|| async { "ok" }))).await;
     let (failing, _) = serve(axum::Router::new().route(
         "/health",
@@ -280,14 +266,7 @@ async fn https_health_checks_accept_a_self_signed_certificate_and_apply_is_refus
 async fn at_most_sixteen_probes_run_at_once() {
     // 40 health checks against a server that never answers: each holds its permit for the
     // whole timeout, so they need ceil(40 / 16) = 3 rounds.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let port = silent_server().await;
     let services: Vec<Json> = (0..40)
         .map(|i| json!({"name": format!("s{i}"), "port": port, "protocol": "http", "health": "/"}))
         .collect();

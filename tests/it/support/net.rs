@@ -34,3 +34,17 @@ pub fn wait_until_listening(port: u16) -> bool {
     }
     false
 }
+
+/// A server on a free loopback port that accepts connections, holds them and never answers,
+/// like a hung service; returns the port.
+pub async fn silent_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
