@@ -1,5 +1,5 @@
 //! The Proxmox VE provider against a fixture server that answers like the Proxmox VE API
-//! (tests/fixtures/proxmox.rs), over plain HTTP on loopback and, for the TLS tests, behind a
+//! (`fixtures::proxmox`), over plain HTTP on loopback and, for the TLS tests, behind a
 //! `socat` TLS proxy with certificates made by `openssl`. Without socat or openssl the TLS
 //! tests print "skipped", unless CI=true, where they fail.
 
