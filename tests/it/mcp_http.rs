@@ -3,18 +3,12 @@
 //! tokens, talked to by rmcp's streamable-HTTP client and by raw HTTP for what a client must
 //! not get past: no token, a bad Origin, an oversized body.
 
-mod support;
-
-#[path = "fixtures/proxmox.rs"]
-mod fixture;
-#[path = "support/lab.rs"]
-mod lab;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{reconciled_lab, PVE_TOKEN, TOKEN_ENV};
+use crate::support::cli::write;
+use crate::support::lab::{reconciled_lab, PVE_TOKEN, TOKEN_ENV};
 use labctl::store::{ActorKind, Store};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -22,7 +16,6 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value as Json};
-use support::cli::write;
 
 const READ_TOKEN: &str = "lbl-read-6a1f0c3e9b7d4e21a8c5f0e2d9b1c7a4";
 const ADMIN_TOKEN: &str = "lbl-admin-2e9d7c1b0a4f4c8e9d3b6a5f1e0c7d28";
@@ -363,7 +356,7 @@ async fn rate_session_and_client_address_limits() {
 
 #[test]
 fn http_needs_a_tokens_file() {
-    let out = support::cli::labctl(&["mcp", "--http", "127.0.0.1:0"]);
+    let out = crate::support::cli::labctl(&["mcp", "--http", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tokens"));
 }

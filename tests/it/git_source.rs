@@ -7,48 +7,10 @@ use std::process::Command;
 use labctl::source::{self, GitLocation, GitOptions, Snapshot, SourceError, SourceSpec};
 use tempfile::TempDir;
 
-/// Runs git in `dir` with a fixed identity and no user or system configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "tag.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Test Author")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_COMMITTER_NAME", "Test Committer")
-        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use crate::support::cli::write;
+use crate::support::git::{commit_all, git};
+use crate::support::net::{free_port, wait_until_listening};
 
-fn write(root: &Path, rel: &str, text: &str) {
-    let path = root.join(rel);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-}
-
-fn commit_all(root: &Path, message: &str) -> String {
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "-q", "-m", message]);
-    git(root, &["rev-parse", "HEAD"])
-}
-
-/// A work-tree repository with YAML in nested directories, plus files that must be ignored.
 fn sample_repo() -> (TempDir, String) {
     let dir = TempDir::new().unwrap();
     let root = dir.path();
@@ -975,11 +937,7 @@ fn tls_proxy(backend_port: u16) -> Option<TlsProxy> {
     ]);
     std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem"));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new("socat")
         .arg(format!(
             "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
@@ -996,13 +954,11 @@ fn tls_proxy(backend_port: u16) -> Option<TlsProxy> {
         port,
         _certs: certs,
     };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(proxy);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("socat did not start listening on port {port}");
+    assert!(
+        wait_until_listening(port),
+        "socat did not start listening on port {port}"
+    );
+    Some(proxy)
 }
 
 #[test]

@@ -18,20 +18,27 @@ pub struct TempDatabase {
     name: String,
 }
 
+/// An admin connection to the PostgreSQL server, or `None` (the test is skipped) when it is
+/// unreachable outside CI.
+pub async fn admin() -> Option<sqlx::AnyConnection> {
+    sqlx::any::install_default_drivers();
+    let admin = admin_url();
+    match sqlx::AnyConnection::connect(&admin).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL at {admin} is required when CI=true: {e}");
+            }
+            eprintln!("skipped: PostgreSQL at {admin} is unreachable: {e}");
+            None
+        }
+    }
+}
+
 impl TempDatabase {
     pub async fn create() -> Option<TempDatabase> {
-        sqlx::any::install_default_drivers();
         let admin = admin_url();
-        let mut conn = match sqlx::AnyConnection::connect(&admin).await {
-            Ok(c) => c,
-            Err(e) => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("PostgreSQL at {admin} is required when CI=true: {e}");
-                }
-                eprintln!("skipped: PostgreSQL at {admin} is unreachable: {e}");
-                return None;
-            }
-        };
+        let mut conn = self::admin().await?;
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

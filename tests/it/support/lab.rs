@@ -1,22 +1,21 @@
 //! A small lab for the MCP tests: a real Kea and the Proxmox VE fixture, its desired state
 //! committed to a real Git repository, and a SQLite store holding one `labctl reconcile --once`
-//! run of it (made by the real binary). Declare it with `#[path = "support/lab.rs"] mod lab;`
-//! next to `mod support;` and `#[path = "fixtures/proxmox.rs"] mod fixture;`.
-// Each test binary that declares this module uses part of it.
-#![allow(dead_code)]
+//! run of it (made by the real binary).
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value as Json};
 
-use crate::fixture;
-use crate::support::cli::write;
+use crate::fixtures::proxmox as fixture;
+use crate::support::cli::{labctl_command, write};
+use crate::support::git::{commit_all, git};
 use crate::support::kea::Kea;
 
 /// The Proxmox API token the fixture accepts, and the variable labctl reads it from.
 pub const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
 pub const TOKEN_ENV: &str = "LABCTL_TEST_MCP_PVE_TOKEN";
+/// The subnet of the lab's reservations.
+pub const SUBNET: &str = "10.0.1.0/24";
 
 pub fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
     json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
@@ -38,7 +37,9 @@ pub fn guest(name: &str, cores: u32, memory: &str, mac: &str) -> fixture::Guest 
     }
 }
 
-fn proxmox_lab() -> fixture::Lab {
+/// The Proxmox VE side of the lab: node pve-01 with harbor (202, pool `services`) and whisper
+/// (201, pool `gpu`).
+pub fn proxmox_lab() -> fixture::Lab {
     let mut lab = fixture::Lab {
         token: PVE_TOKEN.into(),
         nodes: vec![fixture::Node {
@@ -87,25 +88,15 @@ fn device(
     );
 }
 
-fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
+/// Writes `dhcp/<name>.yaml`: a DhcpReservation of `ip` for `mac` in `subnet`.
+pub fn reservation(dir: &Path, name: &str, subnet: &str, mac: &str, ip: &str) {
     write(
         dir,
         &format!("dhcp/{name}.yaml"),
         &format!(
-            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
+            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: {subnet}\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
         ),
     );
-}
-
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A lab with a real Kea and the Proxmox fixture, its desired state committed to Git, and a
@@ -165,35 +156,14 @@ pub async fn reconciled_lab() -> Option<Lab> {
         "bc:24:11:5e:02:01",
         "10.0.1.201",
     );
-    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
-    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
+    reservation(r, "harbor", SUBNET, "bc:24:11:5e:02:02", "10.0.1.202");
+    reservation(r, "whisper", SUBNET, "bc:24:11:5e:02:01", "10.0.1.201");
     git(r, &["init", "-q", "-b", "main"]);
-    git(r, &["add", "."]);
-    git(r, &["commit", "-q", "-m", "lab"]);
-    let commit = git(r, &["rev-parse", "HEAD"]);
+    let commit = commit_all(r, "lab");
 
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
-    let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args([
-            "reconcile",
-            "--once",
-            r.to_str().unwrap(),
-            "--database-url",
-            &db,
-        ])
-        .env("NO_COLOR", "1")
-        .env(TOKEN_ENV, PVE_TOKEN)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("labctl runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reconcile_once(r, &db).await;
     Some(Lab {
         _kea: kea,
         _pve: pve,
@@ -202,4 +172,29 @@ pub async fn reconciled_lab() -> Option<Lab> {
         db,
         commit,
     })
+}
+
+/// Runs `labctl reconcile --once` of `repo` into `db` with the Proxmox token in the environment;
+/// it must exit 0.
+pub async fn reconcile_once(repo: &Path, db: &str) {
+    let mut cmd = labctl_command();
+    cmd.args([
+        "reconcile",
+        "--once",
+        repo.to_str().unwrap(),
+        "--database-url",
+        db,
+    ])
+    .env(TOKEN_ENV, PVE_TOKEN);
+    let out = tokio::process::Command::from(cmd)
+        .output()
+        .await
+        .expect("labctl runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,34 +3,27 @@
 //! a real Kea, the Proxmox VE fixture and an rmcp server on loopback), then `labctl mcp` over
 //! stdio, talked to by rmcp's client.
 
-mod support;
-
-#[path = "fixtures/proxmox.rs"]
-mod fixture;
-#[path = "support/lab.rs"]
-mod lab;
+use crate::fixtures::proxmox as fixture;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Arc;
 
-use lab::{git, guest, kea_reservation};
+use crate::support::cli::write;
+use crate::support::git::{commit_all, git};
+use crate::support::kea::Kea;
+use crate::support::lab::{kea_reservation, proxmox_lab, reconcile_once, reservation, TOKEN_ENV};
+use crate::support::mcp::{call, connect, error_text, names, ok};
+use crate::support::net::{free_port, serve};
 use labctl::store::Store;
 use rmcp::model::{
-    CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ResourceContents, ServerCapabilities, ServerConfig, Tool,
+    Implementation, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ResourceContents, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{json, Value as Json};
-use support::cli::write;
-use support::kea::Kea;
-use support::mcp::{call, connect, error_text, names};
-
-const PVE_TOKEN: &str = "labctl@pve!observe=5f0c9a1e-7d2b-4c1a-9e3f-0b5c11aa02d7";
-const TOKEN_ENV: &str = "LABCTL_TEST_MCP_TOOLS_PVE_TOKEN";
 
 // ---- an MCP server for the lab to register ------------------------------------------------
 
@@ -77,11 +70,7 @@ async fn mcp_fixture() -> McpFixture {
     let service: StreamableHttpService<LabTools, LocalSessionManager> =
         StreamableHttpService::new(|| Ok(LabTools), Default::default(), config.clone());
     let app = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (port, task) = serve(app).await;
     McpFixture {
         url: format!("http://127.0.0.1:{port}/mcp"),
         task,
@@ -89,45 +78,7 @@ async fn mcp_fixture() -> McpFixture {
     }
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 // ---- the lab ------------------------------------------------------------------------------
-
-fn proxmox_lab() -> fixture::Lab {
-    let mut lab = fixture::Lab {
-        token: PVE_TOKEN.into(),
-        nodes: vec![fixture::Node {
-            name: "pve-01".into(),
-            online: true,
-            maxcpu: 32,
-            maxmem: 137438953472,
-        }],
-        ..Default::default()
-    };
-    lab.guests
-        .insert(202, guest("harbor", 8, "16384", "BC:24:11:5E:02:02"));
-    lab.guests
-        .insert(201, guest("whisper", 12, "49152", "BC:24:11:5E:02:01"));
-    lab.pools.insert(
-        "gpu".into(),
-        fixture::Pool {
-            vmids: vec![201],
-            ..Default::default()
-        },
-    );
-    lab.pools.insert(
-        "services".into(),
-        fixture::Pool {
-            vmids: vec![202],
-            ..Default::default()
-        },
-    );
-    lab
-}
 
 const POOLS: &str = "\
 apiVersion: labctl.dev/v1
@@ -215,130 +166,6 @@ spec:
     - {name: eno1, mac: \"3c:ec:ef:10:20:40\", ip: 10.0.2.40}
 ";
 
-fn reservation(dir: &Path, name: &str, subnet: &str, mac: &str, ip: &str) {
-    write(
-        dir,
-        &format!("dhcp/{name}.yaml"),
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: {subnet}\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
-        ),
-    );
-}
-
-async fn reconcile(repo: &Path, db: &str) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args([
-            "reconcile",
-            "--once",
-            repo.to_str().unwrap(),
-            "--database-url",
-            db,
-        ])
-        .env("NO_COLOR", "1")
-        .env(TOKEN_ENV, PVE_TOKEN)
-        .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .expect("labctl runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Checks `value` against `schema` as far as these tests need: types, required properties,
-/// no property the schema does not name, down through objects, arrays and local `$ref`s.
-fn conforms(root: &Json, schema: &Json, value: &Json, at: &str) {
-    let schema = match schema.get("$ref").and_then(Json::as_str) {
-        Some(r) => {
-            let name = r.rsplit('/').next().unwrap();
-            root["$defs"]
-                .get(name)
-                .or_else(|| root["definitions"].get(name))
-                .unwrap_or_else(|| panic!("{at}: unresolved {r}"))
-        }
-        None => schema,
-    };
-    if let Some(any) = schema.get("anyOf").or_else(|| schema.get("oneOf")) {
-        let options = any.as_array().unwrap();
-        // Option<T>: null or T.
-        if value.is_null()
-            && options
-                .iter()
-                .any(|o| o.get("type") == Some(&json!("null")))
-        {
-            return;
-        }
-        let non_null: Vec<&Json> = options
-            .iter()
-            .filter(|o| o.get("type") != Some(&json!("null")))
-            .collect();
-        if non_null.len() == 1 {
-            return conforms(root, non_null[0], value, at);
-        }
-        return;
-    }
-    let types: Vec<&str> = match schema.get("type") {
-        Some(Json::String(t)) => vec![t.as_str()],
-        Some(Json::Array(ts)) => ts.iter().filter_map(Json::as_str).collect(),
-        _ => vec![],
-    };
-    if !types.is_empty() {
-        let ok = types.iter().any(|t| match *t {
-            "object" => value.is_object(),
-            "array" => value.is_array(),
-            "string" => value.is_string(),
-            "integer" => value.is_i64() || value.is_u64(),
-            "number" => value.is_number(),
-            "boolean" => value.is_boolean(),
-            "null" => value.is_null(),
-            _ => true,
-        });
-        assert!(ok, "{at}: {value} is not {types:?}");
-    }
-    if let (Some(obj), Some(props)) = (
-        value.as_object(),
-        schema.get("properties").and_then(Json::as_object),
-    ) {
-        for req in schema
-            .get("required")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let req = req.as_str().unwrap();
-            assert!(obj.contains_key(req), "{at}: `{req}` missing in {value}");
-        }
-        for (k, v) in obj {
-            let sub = props
-                .get(k)
-                .unwrap_or_else(|| panic!("{at}: `{k}` not in the schema"));
-            conforms(root, sub, v, &format!("{at}/{k}"));
-        }
-    }
-    if let (Some(items), Some(item_schema)) = (value.as_array(), schema.get("items")) {
-        for (i, v) in items.iter().enumerate() {
-            conforms(root, item_schema, v, &format!("{at}/{i}"));
-        }
-    }
-}
-
-fn ok(tools: &[Tool], tool: &str, result: CallToolResult) -> Json {
-    assert_ne!(result.is_error, Some(true), "{tool}: {result:?}");
-    let value = result.structured_content.expect("structured content");
-    let schema = tools
-        .iter()
-        .find(|t| t.name == tool)
-        .and_then(|t| t.output_schema.clone())
-        .expect("output schema");
-    let schema = Json::Object((*schema).clone());
-    conforms(&schema, &schema, &value, tool);
-    value
-}
-
 fn text_of(contents: &[ResourceContents]) -> (String, Option<String>) {
     match &contents[0] {
         ResourceContents::TextResourceContents {
@@ -418,7 +245,7 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
         "mcp/gone.yaml",
         &format!(
             "apiVersion: labctl.dev/v1\nkind: McpServer\nmetadata: {{name: gone}}\nspec:\n  transport: streamable-http\n  url: http://127.0.0.1:{}/mcp\n  expectedTools: [anything]\n",
-            closed_port()
+            free_port()
         ),
     );
     // Never started here (the host does not allow commands): unknown.
@@ -428,13 +255,11 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
         "apiVersion: labctl.dev/v1\nkind: McpServer\nmetadata: {name: local}\nspec:\n  transport: stdio\n  command: /opt/mcp/local\n  env: {MODE: ro, API_TOKEN: s3cr3t}\n",
     );
     git(r, &["init", "-q", "-b", "main"]);
-    git(r, &["add", "."]);
-    git(r, &["commit", "-q", "-m", "lab"]);
-    let commit = git(r, &["rev-parse", "HEAD"]);
+    let commit = commit_all(r, "lab");
 
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
-    reconcile(r, &db).await;
+    reconcile_once(r, &db).await;
     let store = Store::connect(&db).await.unwrap();
     let model = store.latest_model().await.unwrap().expect("a model");
     assert_eq!(model.commit_sha.as_deref(), Some(commit.as_str()));
@@ -877,7 +702,7 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
             .config
             .insert("cores".into(), json!(6));
     });
-    reconcile(r, &db).await;
+    reconcile_once(r, &db).await;
     let v = ok(
         &tools,
         "list_snapshots",

@@ -1,12 +1,10 @@
 //! The systemd units in systemd/ load cleanly (`systemd-analyze verify`), and the command line
 //! the service runs is one labctl accepts.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::cli::{labctl, write};
+use crate::support::cli::{labctl, write};
 
 fn units() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd")

@@ -5,14 +5,25 @@ use std::process::{Command, Output};
 
 use serde_json::Value as Json;
 
-/// Runs the labctl binary built for these tests, without colour or an inherited database.
+/// The labctl binary built for these tests, without colour and without the caller's database,
+/// state directory or log filter.
+pub fn labctl_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_labctl"));
+    cmd.env("NO_COLOR", "1");
+    for var in [
+        "DATABASE_URL",
+        "STATE_DIRECTORY",
+        "XDG_STATE_HOME",
+        "LABCTL_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs [`labctl_command`] with `args` to the end.
 pub fn labctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("labctl runs")
+    labctl_command().args(args).output().expect("labctl runs")
 }
 
 pub fn json_of(out: &Output) -> Json {

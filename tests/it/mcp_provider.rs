@@ -40,6 +40,8 @@ use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
+use crate::support::net::{free_port, silent_server};
+
 const TOKEN: &str = "s3cret-lab-token";
 
 // ---------------------------------------------------------------------------------------------
@@ -410,14 +412,7 @@ async fn an_rmcp_server_over_streamable_http_with_a_bearer_token() {
 #[tokio::test]
 async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
     // Accepts connections, never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let silent_port = silent_server().await;
     // An HTTP server that is no MCP server.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web_port = listener.local_addr().unwrap().port();
@@ -486,6 +481,23 @@ async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
 // ---------------------------------------------------------------------------------------------
 // stdio servers and the host setting.
 
+/// The child processes of this test process whose environment holds `entry` (`NAME=value`).
+fn children_with_env(entry: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|pids| {
+            pids.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
     let dir = TempDir::new().unwrap();
@@ -520,8 +532,13 @@ async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
         provider.reports()["local-tools"].reason.as_deref(),
         Some(COMMANDS_NOT_ALLOWED)
     );
-    // Give a process that should not exist time to show itself.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Had observe started the command, it would still be a child of this process, or have
+    // left its marker on the way out.
+    let env = format!("MARKER={}", marker.display());
+    assert!(
+        children_with_env(&env).is_empty(),
+        "the command runs although not allowed"
+    );
     assert!(!marker.exists(), "the command ran although not allowed");
 
     // Allowed: the same command runs; it is no MCP server, so the server is unreachable.
@@ -567,15 +584,6 @@ fn everything(test: &str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// A port free right now on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// server-everything in an HTTP mode (`sse`, `streamableHttp`), bound to 127.0.0.1 by the

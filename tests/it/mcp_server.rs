@@ -2,23 +2,15 @@
 //! Kea and the Proxmox VE fixture), then the real binary serving MCP over stdio, talked to by
 //! rmcp's client exactly as a desktop MCP client would.
 
-mod support;
-
-#[path = "fixtures/proxmox.rs"]
-mod fixture;
-#[path = "support/lab.rs"]
-mod lab;
-
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lab::reconciled_lab;
+use crate::support::cli::labctl;
+use crate::support::lab::reconciled_lab;
+use crate::support::mcp::{call, connect, error_text, names, ok};
 use labctl::store::{ActorKind, Store};
-use rmcp::model::{CallToolResult, Tool};
 use serde_json::{json, Value as Json};
-use support::cli::labctl;
-use support::mcp::{call, connect, error_text, names};
 
 const TOOLS: &[&str] = &[
     "explain_deviation",
@@ -44,30 +36,6 @@ const MORE_TOOLS: &[&str] = &[
 
 /// A successful call's structured content, checked against the tool's output schema: every
 /// required property present, no property the schema does not name.
-fn ok(tools: &[Tool], tool: &str, result: CallToolResult) -> Json {
-    assert_ne!(result.is_error, Some(true), "{tool}: {result:?}");
-    let value = result.structured_content.expect("structured content");
-    let schema = tools
-        .iter()
-        .find(|t| t.name == tool)
-        .and_then(|t| t.output_schema.clone())
-        .expect("output schema");
-    let props = schema["properties"].as_object().unwrap();
-    for req in schema
-        .get("required")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let req = req.as_str().unwrap();
-        assert!(value.get(req).is_some(), "{tool}: `{req}` missing: {value}");
-    }
-    for key in value.as_object().unwrap().keys() {
-        assert!(props.contains_key(key), "{tool}: `{key}` not in the schema");
-    }
-    value
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_tool_answers_from_the_reconciled_store_over_stdio() {
     let Some(lab) = reconciled_lab().await else {

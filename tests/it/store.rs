@@ -14,12 +14,7 @@ use labctl::store::{
 use serde_json::json;
 use sqlx::{Connection, Executor};
 
-/// The server and the database used to create one database per test; override with
-/// LABCTL_TEST_POSTGRES (a URL ending in the admin database).
-fn pg_admin_url() -> String {
-    std::env::var("LABCTL_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+use crate::support::postgres::{self, TempDatabase};
 
 async fn on_sqlite<F, Fut>(case: F)
 where
@@ -32,67 +27,17 @@ where
     case(store).await;
 }
 
-/// An admin connection to the PostgreSQL server, or `None` (test skipped) when unreachable.
-async fn pg_admin() -> Option<sqlx::AnyConnection> {
-    sqlx::any::install_default_drivers();
-    let admin_url = pg_admin_url();
-    match sqlx::AnyConnection::connect(&admin_url).await {
-        Ok(conn) => Some(conn),
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("PostgreSQL at {admin_url} is required when CI=true: {e}");
-            }
-            eprintln!("skipped: PostgreSQL at {admin_url} is unreachable: {e}");
-            None
-        }
-    }
-}
-
-/// A database name no other test uses.
-fn pg_database_name() -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "labctl_t_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The admin URL without its database: `postgres://…:5432`.
-fn pg_server() -> String {
-    let admin_url = pg_admin_url();
-    admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(s, _)| s)
-        .to_string()
-}
-
 async fn on_postgres<F, Fut>(case: F)
 where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(mut admin) = pg_admin().await else {
+    let Some(db) = TempDatabase::create().await else {
         return;
     };
-    let name = pg_database_name();
-    admin
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let store = Store::connect(&format!("{}/{name}", pg_server()))
-        .await
-        .unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
     let outcome = tokio::spawn(case(store)).await;
-    let _ = admin
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = admin.close().await;
+    db.drop_database().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -104,7 +49,7 @@ enum Databases {
     /// Files in one temporary directory.
     Sqlite(Arc<tempfile::TempDir>),
     /// Databases on the test server, dropped when the case ends.
-    Postgres(Arc<Mutex<Vec<String>>>),
+    Postgres(Arc<Mutex<Vec<TempDatabase>>>),
 }
 
 impl Databases {
@@ -121,15 +66,12 @@ impl Databases {
                 format!("sqlite://{}/db{n}.db", dir.path().display())
             }
             Databases::Postgres(created) => {
-                let mut admin = sqlx::AnyConnection::connect(&pg_admin_url()).await.unwrap();
-                let name = pg_database_name();
-                admin
-                    .execute(format!("CREATE DATABASE {name}").as_str())
+                let db = TempDatabase::create()
                     .await
-                    .unwrap();
-                let _ = admin.close().await;
-                created.lock().unwrap().push(name.clone());
-                format!("{}/{name}", pg_server())
+                    .expect("PostgreSQL is reachable");
+                let url = db.url.clone();
+                created.lock().unwrap().push(db);
+                url
             }
         };
         (Store::connect(&url).await.unwrap(), url)
@@ -150,18 +92,15 @@ where
     F: FnOnce(Databases) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(mut admin) = pg_admin().await else {
+    if postgres::admin().await.is_none() {
         return;
-    };
+    }
     let created = Arc::new(Mutex::new(Vec::new()));
     let outcome = tokio::spawn(case(Databases::Postgres(created.clone()))).await;
-    let names = std::mem::take(&mut *created.lock().unwrap());
-    for name in names {
-        let _ = admin
-            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await;
+    let databases = std::mem::take(&mut *created.lock().unwrap());
+    for db in databases {
+        db.drop_database().await;
     }
-    let _ = admin.close().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }

@@ -10,10 +10,15 @@
 //! `options: default` filled in), `status` and `using`; services carry `name`, `provider`,
 //! `loadBalancer.servers[].url`, `status`, `serverStatus`, `usedBy` and `type`.
 //!
-//! Like Traefik's file provider it watches the dynamic configuration file: it re-reads it on
-//! every API request (Traefik reloads on a file-system event instead; the outcome for a client
-//! is the same), keeps the last valid configuration when the file does not parse, and serves
-//! the file's routers and services with the `@file` suffix. Routers of another provider are
+//! It mimics Traefik's file provider with `watch: true` (the default): Traefik watches the
+//! dynamic configuration file and applies a change some time after it (after the file-system
+//! event and the providers' throttle, `providers.providersThrottleDuration`, 2 s by default),
+//! never during the request that reads the API. The fixture applies the file on a background
+//! task that looks at it every 50 ms, so a client that writes the file and asks at once still
+//! sees the old routers; the tests wait for the reload ([`Traefik::reloaded`]) before they
+//! observe. Like Traefik it keeps the last valid configuration when the file does not parse,
+//! drops the configuration of a file that disappears, and serves the file's routers and
+//! services with the `@file` suffix. Routers of another provider are
 //! held in memory as `@docker`, and Traefik's own `api@internal` / `dashboard@internal` are
 //! always there. It has no write endpoint: Traefik's API is read-only, and the fixture does
 //! nothing the real Traefik would not do.
@@ -37,6 +42,8 @@ use labctl::providers::{CallPolicy, Change, Provider, ProviderError};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::support::net::{free_port, serve};
+
 /// Traefik's default entry points in the fixture (those a router without any gets).
 const DEFAULT_ENTRY_POINTS: [&str; 2] = ["web", "websecure"];
 
@@ -45,9 +52,21 @@ struct Fixture {
     /// Routers and services of the docker provider, unqualified as a provider declares them.
     docker_routers: BTreeMap<String, Json>,
     docker_services: BTreeMap<String, Json>,
-    /// The last file-provider configuration that parsed (Traefik keeps it on a bad file).
-    last_good: Mutex<serde_yaml::Value>,
+    /// What the file provider has applied.
+    applied: Mutex<Applied>,
 }
+
+/// The file as the watcher last saw it, and the configuration in force.
+#[derive(Default)]
+struct Applied {
+    /// The file's content when last looked at (`None`: no file).
+    seen: Option<String>,
+    /// The last file-provider configuration that parsed (Traefik keeps it on a bad file).
+    config: serde_yaml::Value,
+}
+
+/// How often the fixture's watcher looks at the file.
+const WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 #[derive(Deserialize)]
 struct PageQuery {
@@ -56,20 +75,34 @@ struct PageQuery {
 }
 
 impl Fixture {
-    /// The file provider's current `http` section.
-    fn file_http(&self) -> serde_yaml::Value {
-        let mut last = self.last_good.lock().unwrap();
-        match std::fs::read_to_string(&self.file) {
-            Ok(text) if text.trim().is_empty() => *last = serde_yaml::Value::Null,
-            Ok(text) => {
-                if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
-                    *last = v;
+    /// The watcher: applies the file if it changed since it was last seen.
+    fn reload(&self) {
+        let on_disk = std::fs::read_to_string(&self.file).ok();
+        let mut applied = self.applied.lock().unwrap();
+        if applied.seen == on_disk {
+            return;
+        }
+        match &on_disk {
+            Some(text) if text.trim().is_empty() => applied.config = serde_yaml::Value::Null,
+            Some(text) => {
+                if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+                    applied.config = v;
                 }
             }
             // Traefik drops a file-provider file that disappears.
-            Err(_) => *last = serde_yaml::Value::Null,
+            None => applied.config = serde_yaml::Value::Null,
         }
-        last.get("http").cloned().unwrap_or(serde_yaml::Value::Null)
+        applied.seen = on_disk;
+    }
+
+    /// The file provider's `http` section in force.
+    fn file_http(&self) -> serde_yaml::Value {
+        let applied = self.applied.lock().unwrap();
+        applied
+            .config
+            .get("http")
+            .cloned()
+            .unwrap_or(serde_yaml::Value::Null)
     }
 
     /// `(qualified name, router as declared)` of every provider.
@@ -259,8 +292,28 @@ async fn services(State(fx): State<Arc<Fixture>>, Query(q): Query<PageQuery>) ->
     paginate(fx.service_list(), &q)
 }
 
-/// Starts the fixture on a free loopback port; returns its base URL.
-async fn start(file: &Path, docker: Vec<(&str, Json, Json)>) -> String {
+/// A running fixture.
+struct Traefik {
+    url: String,
+    fixture: Arc<Fixture>,
+}
+
+impl Traefik {
+    /// Waits until the watcher has applied the file as it is on disk now.
+    async fn reloaded(&self) {
+        loop {
+            let on_disk = std::fs::read_to_string(&self.fixture.file).ok();
+            if self.fixture.applied.lock().unwrap().seen == on_disk {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Starts the fixture on a free loopback port with the file as it is now applied, and its
+/// watcher.
+async fn start(file: &Path, docker: Vec<(&str, Json, Json)>) -> Traefik {
     let fixture = Arc::new(Fixture {
         file: file.to_path_buf(),
         docker_routers: docker
@@ -272,16 +325,29 @@ async fn start(file: &Path, docker: Vec<(&str, Json, Json)>) -> String {
             .filter(|(_, _, s)| !s.is_null())
             .map(|(n, _, s)| (n.to_string(), s.clone()))
             .collect(),
-        last_good: Mutex::new(serde_yaml::Value::Null),
+        applied: Mutex::new(Applied::default()),
+    });
+    // Traefik reads the file at startup, then watches it.
+    fixture.reload();
+    let watched = Arc::downgrade(&fixture);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            let Some(fixture) = watched.upgrade() else {
+                return;
+            };
+            fixture.reload();
+        }
     });
     let app = axum::Router::new()
         .route("/api/http/routers", get(routers))
         .route("/api/http/services", get(services))
-        .with_state(fixture);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+        .with_state(fixture.clone());
+    let (port, _) = serve(app).await;
+    Traefik {
+        url: format!("http://127.0.0.1:{port}"),
+        fixture,
+    }
 }
 
 fn whoami() -> (&'static str, Json, Json) {
@@ -415,8 +481,9 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Creates labctl's routes through `apply` from the diff's own changes.
-async fn create_all(p: &TraefikProvider, state: &DesiredState) {
+/// Creates labctl's routes through `apply` from the diff's own changes, and waits until
+/// Traefik has applied the file.
+async fn create_all(p: &TraefikProvider, state: &DesiredState, traefik: &Traefik) {
     let plan = plan_of(p, state, Some(Policy::Apply)).await;
     let changes: Vec<Change> = plan.changes["traefik"]
         .iter()
@@ -425,6 +492,7 @@ async fn create_all(p: &TraefikProvider, state: &DesiredState) {
         .collect();
     assert_eq!(changes.len(), 2, "{changes:?}");
     p.apply(&changes).await.unwrap();
+    traefik.reloaded().await;
 }
 
 #[tokio::test]
@@ -432,10 +500,11 @@ async fn observe_reports_managed_and_unmanaged_routers_but_not_traefiks_own() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dynamic.yml");
     std::fs::write(&file, FOREIGN).unwrap();
-    let url = start(&file, vec![whoami()]).await;
-    let p = provider(&url, Some(&file));
+    let traefik = start(&file, vec![whoami()]).await;
+    let url = &traefik.url;
+    let p = provider(url, Some(&file));
     let state = desired();
-    create_all(&p, &state).await;
+    create_all(&p, &state, &traefik).await;
 
     let obs = p.observe(&state).await.unwrap();
     let by_name: BTreeMap<&str, &Json> = obs
@@ -505,8 +574,9 @@ async fn routers_are_read_across_pages() {
             )
         })
         .collect();
-    let url = start(&file, docker).await;
-    let obs = provider(&url, Some(&file))
+    let traefik = start(&file, docker).await;
+    let url = &traefik.url;
+    let obs = provider(url, Some(&file))
         .observe(&DesiredState::default())
         .await
         .unwrap();
@@ -521,10 +591,11 @@ async fn routers_are_read_across_pages() {
 async fn edits_behind_labctls_back_are_drift_on_the_exact_field_and_deletion_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dynamic.yml");
-    let url = start(&file, vec![whoami()]).await;
-    let p = provider(&url, Some(&file));
+    let traefik = start(&file, vec![whoami()]).await;
+    let url = &traefik.url;
+    let p = provider(url, Some(&file));
     let state = desired();
-    create_all(&p, &state).await;
+    create_all(&p, &state, &traefik).await;
     assert_eq!(
         deviations(&plan_of(&p, &state, None).await),
         [(
@@ -547,6 +618,7 @@ async fn edits_behind_labctls_back_are_drift_on_the_exact_field_and_deletion_is_
         .unwrap()
         .remove("labctl-wiki");
     std::fs::write(&file, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    traefik.reloaded().await;
 
     let plan = plan_of(&p, &state, None).await;
     assert_eq!(
@@ -616,8 +688,9 @@ services:
         }
     }
     std::fs::write(&file, serde_yaml::to_string(&yaml).unwrap()).unwrap();
-    let url = start(&file, vec![whoami()]).await;
-    let p = provider(&url, Some(&file));
+    let traefik = start(&file, vec![whoami()]).await;
+    let url = &traefik.url;
+    let p = provider(url, Some(&file));
     let state = desired();
 
     let plan = plan_of(&p, &state, Some(Policy::Apply)).await;
@@ -698,7 +771,8 @@ services:
     assert_eq!(routers, ["legacy", "labctl-grafana", "labctl-wiki"]);
     assert!(after["http"]["services"].get("labctl-old").is_none());
 
-    // Observed again (the fixture has re-read the file, as Traefik reloads it): no drift.
+    // Observed again once Traefik has reloaded the file: no drift.
+    traefik.reloaded().await;
     let plan = plan_of(&p, &state, None).await;
     assert_eq!(
         deviations(&plan),
@@ -722,8 +796,9 @@ async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dynamic.yml");
     std::fs::write(&file, FOREIGN).unwrap();
-    let url = start(&file, vec![whoami()]).await;
-    let p = provider(&url, Some(&file));
+    let traefik = start(&file, vec![whoami()]).await;
+    let url = &traefik.url;
+    let p = provider(url, Some(&file));
     let state = desired();
     let plan = plan_of(&p, &state, Some(Policy::Apply)).await;
     // The plan deletes the unmanaged routers and creates both routes. A batch with the docker
@@ -749,10 +824,7 @@ async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn an_api_that_does_not_answer_is_unreachable_and_routes_are_unknown() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let p = provider(&format!("http://127.0.0.1:{port}"), None);
     let state = desired();
     let err = p.observe(&state).await.unwrap_err();

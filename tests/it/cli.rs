@@ -1,22 +1,8 @@
 //! The `labctl` binary as users and scripts run it: exit codes, human and JSON output.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn labctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("labctl runs")
-}
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let path = dir.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+use crate::support::cli::{labctl, write};
 
 fn repo_layout() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("repo-layout")
@@ -142,7 +128,7 @@ fn a_closed_stdout_ends_quietly() {
     for format in ["human", "json"] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_labctl"))
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
             .args([
                 "validate",
                 repo_layout().to_str().unwrap(),

@@ -2,13 +2,11 @@
 //! deleted and added behind labctl's back is reported on the exact field, restored under the
 //! apply policy, and the next plan is clean.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::caddy::Caddy;
+use crate::support::cli::{dev, deviations, json_of, labctl, write};
 use serde_json::json;
-use support::caddy::Caddy;
-use support::cli::{dev, deviations, json_of, labctl, write};
 
 fn repo(dir: &Path, admin: &str, policy: &str) {
     write(

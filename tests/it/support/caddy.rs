@@ -1,11 +1,12 @@
 //! A real Caddy, started with its admin API on a free loopback port for a test. Without the
 //! `caddy` binary a test prints "skipped", unless CI=true, where it fails.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
+
+use super::net::free_port;
 
 pub const ROUTES: &str = "/config/apps/http/servers/srv0/routes";
 
@@ -16,14 +17,6 @@ pub struct Caddy {
     pub http_port: u16,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn caddy_installed() -> bool {

@@ -1,26 +1,13 @@
 //! `labctl db migrate`, `labctl db stats` and `labctl db prune` through the binary, on SQLite.
 
-use std::process::Command;
-
-fn labctl() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_labctl"));
-    for var in [
-        "DATABASE_URL",
-        "STATE_DIRECTORY",
-        "XDG_STATE_HOME",
-        "LABCTL_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
+use crate::support::cli::labctl_command;
 
 #[test]
 fn migrate_then_stats_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/db/labctl.db", dir.path().display());
     for _ in 0..2 {
-        let out = labctl()
+        let out = labctl_command()
             .args(["db", "migrate", "--database-url", &url])
             .output()
             .unwrap();
@@ -31,7 +18,7 @@ fn migrate_then_stats_as_json() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
     }
-    let out = labctl()
+    let out = labctl_command()
         .args(["db", "stats", "--format", "json"])
         .env("DATABASE_URL", &url)
         .output()
@@ -49,7 +36,7 @@ fn migrate_then_stats_as_json() {
 #[test]
 fn default_database_is_in_the_state_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let out = labctl()
+    let out = labctl_command()
         .args(["db", "migrate"])
         .env("STATE_DIRECTORY", dir.path())
         .output()
@@ -62,7 +49,7 @@ fn default_database_is_in_the_state_directory() {
     assert!(dir.path().join("labctl.db").is_file());
 
     let xdg = tempfile::tempdir().unwrap();
-    let out = labctl()
+    let out = labctl_command()
         .args(["db", "migrate"])
         .env("XDG_STATE_HOME", xdg.path())
         .output()
@@ -79,14 +66,14 @@ fn default_database_is_in_the_state_directory() {
 fn stats_before_migrate_hints_and_unknown_scheme_is_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/new.db", dir.path().display());
-    let out = labctl()
+    let out = labctl_command()
         .args(["db", "stats", "--database-url", &url])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("labctl db migrate"));
 
-    let out = labctl()
+    let out = labctl_command()
         .args([
             "db",
             "stats",
@@ -153,7 +140,7 @@ fn prune_prints_what_it_deleted() {
     std::thread::sleep(std::time::Duration::from_millis(20));
 
     // The defaults (30 and 365 days) keep everything this young.
-    let out = labctl()
+    let out = labctl_command()
         .args(["db", "prune", "--database-url", &url])
         .output()
         .unwrap();
@@ -174,7 +161,7 @@ fn prune_prints_what_it_deleted() {
         "{stdout}"
     );
 
-    let out = labctl()
+    let out = labctl_command()
         .args([
             "db",
             "prune",
@@ -202,7 +189,7 @@ fn prune_prints_what_it_deleted() {
     // The seeded entry and the first prune's own entry.
     assert_eq!(deleted["audit_log"], 2, "{report}");
 
-    let out = labctl()
+    let out = labctl_command()
         .args(["db", "stats", "--format", "json", "--database-url", &url])
         .output()
         .unwrap();
@@ -212,7 +199,7 @@ fn prune_prints_what_it_deleted() {
     // Each prune is audited.
     assert_eq!(stats["rows"]["audit_log"], 1);
 
-    let out = labctl()
+    let out = labctl_command()
         .args([
             "db",
             "prune",

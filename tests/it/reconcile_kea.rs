@@ -1,14 +1,13 @@
 //! `labctl plan`, `reconcile --once` and `import` end to end: the real binary against a real
 //! Kea, a temporary desired-state repository and a SQLite store.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::cli::{dev, deviations, json_of, labctl, write};
+use crate::support::kea::Kea;
+use crate::support::lab::{kea_reservation, reservation, SUBNET};
 use labctl::store::Store;
 use serde_json::{json, Value as Json};
-use support::cli::{dev, deviations, json_of, labctl, write};
-use support::kea::Kea;
 
 fn config(dir: &Path, kea_url: &str, policy: &str) {
     write(
@@ -18,20 +17,6 @@ fn config(dir: &Path, kea_url: &str, policy: &str) {
             "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{kea_url}\", timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: {policy}\n"
         ),
     );
-}
-
-fn reservation(dir: &Path, name: &str, mac: &str, ip: &str) {
-    write(
-        dir,
-        &format!("dhcp/{name}.yaml"),
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {{name: {name}}}\nspec:\n  subnet: 10.0.1.0/24\n  mac: \"{mac}\"\n  ip: {ip}\n  hostname: {name}.lab.example\n"
-        ),
-    );
-}
-
-fn kea_reservation(name: &str, mac: &str, ip: &str) -> Json {
-    json!({ "hw-address": mac, "ip-address": ip, "hostname": format!("{name}.lab.example") })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,10 +38,10 @@ async fn drift_is_reported_on_the_exact_field_then_applied_then_gone() {
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
     config(r, &kea.url, "observe");
-    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
-    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
+    reservation(r, "harbor", SUBNET, "bc:24:11:5e:02:02", "10.0.1.202");
+    reservation(r, "whisper", SUBNET, "bc:24:11:5e:02:01", "10.0.1.201");
     // In Git, deleted from Kea.
-    reservation(r, "grafana", "bc:24:11:5e:02:20", "10.0.1.220");
+    reservation(r, "grafana", SUBNET, "bc:24:11:5e:02:20", "10.0.1.220");
     let repo_arg = r.to_str().unwrap();
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
@@ -179,9 +164,9 @@ async fn apply_restores_kea_and_the_next_run_resolves_the_deviations() {
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
     config(r, &kea.url, "apply");
-    reservation(r, "harbor", "bc:24:11:5e:02:02", "10.0.1.202");
-    reservation(r, "whisper", "bc:24:11:5e:02:01", "10.0.1.201");
-    reservation(r, "grafana", "bc:24:11:5e:02:20", "10.0.1.220");
+    reservation(r, "harbor", SUBNET, "bc:24:11:5e:02:02", "10.0.1.202");
+    reservation(r, "whisper", SUBNET, "bc:24:11:5e:02:01", "10.0.1.201");
+    reservation(r, "grafana", SUBNET, "bc:24:11:5e:02:20", "10.0.1.220");
     let repo_arg = r.to_str().unwrap();
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());

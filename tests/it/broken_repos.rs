@@ -2,6 +2,11 @@
 //! that must fail validation with exactly the diagnostics listed in its `expected.txt`
 //! (one `Diagnostic::summary()` line each, in the order validation returns them; blank lines
 //! and lines starting with `#` are ignored). Adding a case needs no code: add a directory.
+//!
+//! Bless mode: `LABCTL_BLESS=1 cargo test broken` rewrites each case's `expected.txt` to the
+//! diagnostics validation returns now, keeping the file's leading `#` comment lines; review the
+//! change with `git diff tests/broken`. Without it a mismatch fails with a unified diff
+//! (`-` expected, `+` actual).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -41,45 +46,47 @@ fn expected_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A line diff (longest common subsequence): `  ` both, `- ` expected only, `+ ` actual only.
+/// Whether this run rewrites the expected files instead of comparing against them.
+fn blessing() -> bool {
+    std::env::var_os("LABCTL_BLESS").is_some_and(|v| v == "1")
+}
+
+/// A unified line diff of the expected and the actual summary lines.
 fn diff(expected: &[String], actual: &[String]) -> String {
-    let (n, m) = (expected.len(), actual.len());
-    // lcs[i][j]: length of the longest common subsequence of expected[i..] and actual[j..].
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if expected[i] == actual[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
+    let expected = expected
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let actual = actual.iter().map(|l| format!("{l}\n")).collect::<String>();
+    similar::TextDiff::from_lines(&expected, &actual)
+        .unified_diff()
+        .context_radius(3)
+        .header("expected.txt", "actual")
+        .to_string()
+}
+
+/// `expected.txt` for `actual`: the old file's leading comment lines, then one line each.
+fn blessed(old: &str, actual: &[String]) -> String {
+    let mut text: String = old
+        .lines()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for line in actual {
+        writeln!(text, "{line}").unwrap();
     }
-    let mut out = String::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && expected[i] == actual[j] {
-            writeln!(out, "    {}", expected[i]).unwrap();
-            i += 1;
-            j += 1;
-        } else if j == m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
-            writeln!(out, "  - {}", expected[i]).unwrap();
-            i += 1;
-        } else {
-            writeln!(out, "  + {}", actual[j]).unwrap();
-            j += 1;
-        }
-    }
-    out
+    text
 }
 
 /// Validates one case; returns a description of what is wrong with it, if anything.
 fn check_case(dir: &Path) -> Option<String> {
     let expected_file = dir.join("expected.txt");
-    let expected = match fs::read_to_string(&expected_file) {
-        Ok(text) => expected_lines(&text),
+    let expected_text = match fs::read_to_string(&expected_file) {
+        Ok(text) => text,
+        Err(e) if blessing() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Some(format!("cannot read {}: {e}", expected_file.display())),
     };
+    let expected = expected_lines(&expected_text);
     let snapshot = match source::load(&SourceSpec::Directory(dir.to_path_buf()), None) {
         Ok(snapshot) => snapshot,
         Err(e) => return Some(format!("cannot load the repository: {e}")),
@@ -94,9 +101,14 @@ fn check_case(dir: &Path) -> Option<String> {
     if validation.state.is_some() {
         problems.push("a desired state was built although the repo is broken".to_string());
     }
-    if actual != expected {
+    if actual != expected && blessing() {
+        fs::write(&expected_file, blessed(&expected_text, &actual))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", expected_file.display()));
+        eprintln!("blessed {}", expected_file.display());
+    } else if actual != expected {
         problems.push(format!(
-            "diagnostics differ from expected.txt (- expected only, + actual only):\n{}",
+            "diagnostics differ from expected.txt (- expected only, + actual only; \
+             LABCTL_BLESS=1 rewrites it):\n{}",
             diff(&expected, &actual)
         ));
     }
@@ -104,7 +116,7 @@ fn check_case(dir: &Path) -> Option<String> {
         return None;
     }
     let mut report = problems.join("\n");
-    if actual != expected {
+    if actual != expected && !blessing() {
         report.push_str("\nactual diagnostics:\n");
         for line in &actual {
             writeln!(report, "{line}").unwrap();
@@ -148,7 +160,22 @@ fn broken_repos_report_exactly_the_expected_diagnostics() {
 fn diff_marks_missing_and_extra_lines() {
     let lines = |s: &[&str]| s.iter().map(|l| l.to_string()).collect::<Vec<_>>();
     let out = diff(&lines(&["a", "b", "c"]), &lines(&["a", "c", "d"]));
-    assert_eq!(out, "    a\n  - b\n    c\n  + d\n");
+    assert_eq!(
+        out,
+        "--- expected.txt\n+++ actual\n@@ -1,3 +1,3 @@\n a\n-b\n c\n+d\n"
+    );
+}
+
+#[test]
+fn blessing_keeps_the_leading_comments_and_writes_the_actual_lines() {
+    let old = "# what the case shows\n# and why\nold.yaml:1:1: error[x]: gone\n";
+    let actual = vec!["new.yaml:2:3: error[y]: now".to_string()];
+    let text = blessed(old, &actual);
+    assert_eq!(
+        text,
+        "# what the case shows\n# and why\nnew.yaml:2:3: error[y]: now\n"
+    );
+    assert_eq!(expected_lines(&text), actual);
 }
 
 #[test]

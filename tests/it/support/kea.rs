@@ -3,12 +3,14 @@
 //! unless CI=true, where it fails.
 
 use std::fs::File;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
+
+use super::net::free_port;
 
 pub const KEA_DHCP4: &str = "/usr/sbin/kea-dhcp4";
 pub const KEA_CTRL_AGENT: &str = "/usr/sbin/kea-ctrl-agent";
@@ -73,11 +75,7 @@ impl Kea {
         }});
         std::fs::write(&conf, serde_json::to_vec_pretty(&dhcp4).unwrap()).unwrap();
 
-        let http_port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let http_port = free_port();
         let dhcp_port = UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -1,20 +1,16 @@
 //! `--probe`: the host opts in to probing declared services; without it labctl connects to no
 //! device. Services on loopback: one listening, one closed.
 
-mod support;
-
 use std::net::TcpListener;
 
-use support::cli::{dev, deviations, json_of, labctl, write};
+use crate::support::cli::{dev, deviations, json_of, labctl, write};
+use crate::support::net::free_port;
 
 #[test]
 fn probing_is_opt_in_and_reports_the_service_that_is_down() {
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_port = up.local_addr().unwrap().port();
-    let closed_port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
     write(

@@ -1,0 +1,30 @@
+//! labctl's integration tests, in one binary (one link against the library instead of one
+//! per file): `cargo test --test it`, or `cargo test kea::` for one module.
+//!
+//! `support` and `fixtures` are shared by the test modules; every other module is the tests of
+//! one component or command. Data the tests read stays outside this directory: the broken
+//! repositories in `tests/broken/`, the pinned npm MCP servers in `tests/npm/`.
+
+mod fixtures;
+mod support;
+
+mod broken_repos;
+mod caddy;
+mod cli;
+mod db_cli;
+mod git_source;
+mod kea;
+mod leader;
+mod mcp_http;
+mod mcp_provider;
+mod mcp_server;
+mod mcp_tools;
+mod probe;
+mod proxmox;
+mod reachability;
+mod reconcile_caddy;
+mod reconcile_kea;
+mod schemas;
+mod store;
+mod systemd_units;
+mod traefik;
