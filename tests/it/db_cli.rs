@@ -93,7 +93,12 @@ fn stats_before_migrate_hints_and_unknown_scheme_is_redacted() {
 /// Two runs with different observations and an audit entry, recorded through the library.
 async fn history(url: &str) {
     use labctl::store::{ActorKind, AuditEntry, ObservedSnapshot, Outcome, RunReport, Store};
-    let store = Store::connect(url).await.unwrap();
+    // Written a second ago, so that pruning with 0 days of retention deletes it.
+    let then = labctl::time::ManualClock::at(labctl::time::now_ms() - 1_000);
+    let store = Store::connect(url)
+        .await
+        .unwrap()
+        .with_clock(std::sync::Arc::new(then));
     store.migrate().await.unwrap();
     for n in 0..2 {
         let run = store.start_run("timer", "ctl-1").await.unwrap();
@@ -137,7 +142,6 @@ fn prune_prints_what_it_deleted() {
         .build()
         .unwrap()
         .block_on(history(&url));
-    std::thread::sleep(std::time::Duration::from_millis(20));
 
     // The defaults (30 and 365 days) keep everything this young.
     let out = labctl_command()

@@ -11,6 +11,7 @@ use labctl::store::{
     ActorKind, AuditEntry, ChangeKind, DeviationRecord, DeviationType, ObservedSnapshot, Outcome,
     PullRequestState, RetentionPolicy, RunReport, Severity, Store, StoreError, Unobservable,
 };
+use labctl::time::ManualClock;
 use serde_json::json;
 use sqlx::{Connection, Executor};
 
@@ -567,6 +568,8 @@ async fn case_leader_lock(store: Store) {
 }
 
 async fn case_prune_keeps_open(store: Store) {
+    let clock = Arc::new(ManualClock::at(labctl::time::now_ms()));
+    let store = store.with_clock(clock.clone());
     store.migrate().await.unwrap();
     let observed = |n: i64| ObservedSnapshot {
         provider: "unifi".into(),
@@ -606,7 +609,7 @@ async fn case_prune_keeps_open(store: Store) {
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(20);
 
     let pruned = store
         .prune(RetentionPolicy {
@@ -828,6 +831,8 @@ async fn case_latest_model(store: Store) {
 }
 
 async fn case_prune_keeps_latest_model(store: Store) {
+    let clock = Arc::new(ManualClock::at(labctl::time::now_ms()));
+    let store = store.with_clock(clock.clone());
     store.migrate().await.unwrap();
     for status in ["old", "kept"] {
         one_run(
@@ -841,7 +846,7 @@ async fn case_prune_keeps_latest_model(store: Store) {
     }
     let with_model = store.latest_model().await.unwrap().unwrap().run;
     one_run(&store, report("c2", vec![])).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.advance(20);
     let pruned = store
         .prune(RetentionPolicy {
             keep_runs_days: 0,
@@ -960,6 +965,8 @@ async fn case_snapshots(store: Store) {
 }
 
 async fn case_pull_requests(store: Store) {
+    let clock = Arc::new(ManualClock::at(labctl::time::now_ms()));
+    let store = store.with_clock(clock.clone());
     store.migrate().await.unwrap();
     assert!(store.open_pull_requests().await.unwrap().is_empty());
     let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -991,7 +998,7 @@ async fn case_pull_requests(store: Store) {
     let created_at = open[0].created_at;
 
     // The same branch again: the same row, updated in place.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock.advance(5);
     let again = store
         .record_pull_request(
             "labctl/fix-abc",
