@@ -239,11 +239,18 @@ pub struct ProviderInput {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     pub deviations: Vec<Deviation>,
-    /// What the `apply` policy would change, per provider.
+    /// What the `apply` policy would change, per provider: [`Decisions::apply`].
     pub changes: BTreeMap<String, Vec<Change>>,
+    /// Changes to Git the `propose` policy asks for: [`Decisions::propose`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proposals: Vec<Proposal>,
     pub ignored: Vec<Ignored>,
     /// Providers that could not be observed, with the reason.
     pub unobservable: BTreeMap<String, String>,
+    /// Every change that would put live back in line with Git, whatever the policy, per
+    /// provider (deletes, then updates, then creates): what [`decide`] chooses from.
+    #[serde(skip)]
+    pub repairs: BTreeMap<String, Vec<Change>>,
 }
 
 impl Plan {
@@ -270,6 +277,14 @@ pub fn diff(inputs: &[ProviderInput], rules: &Rules) -> Plan {
     });
     plan.ignored
         .sort_by(|a, b| (a.kind, &a.name, &a.field_path).cmp(&(b.kind, &b.name, &b.field_path)));
+    let decisions = decide(&plan, rules);
+    for (d, decision) in plan.deviations.iter_mut().zip(&decisions.each) {
+        if let Some(text) = decision.remediation(d.kind, d.dtype) {
+            d.remediation = text;
+        }
+    }
+    plan.changes = decisions.apply;
+    plan.proposals = decisions.propose;
     plan
 }
 
@@ -311,7 +326,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         .iter()
         .map(|r| ((r.kind, r.name.as_str()), r))
         .collect();
-    let mut changes = Vec::new();
+    let mut repairs = Vec::new();
 
     for (&(kind, name), expected) in &wanted {
         if let Some(why) = unreadable.get(&(kind, name)) {
@@ -320,8 +335,6 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             continue;
         }
         let can_apply = input.can_apply.contains(&kind);
-        let apply =
-            rules.policy(kind) == Policy::Apply && can_apply && !rules.suspended(kind, name);
         match live.get(&(kind, name)) {
             None => {
                 plan.deviations.push(whole(
@@ -334,8 +347,8 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                     Some(&expected.fields),
                     None,
                 ));
-                if apply {
-                    changes.push(Change::Create {
+                if can_apply {
+                    repairs.push(Change::Create {
                         kind,
                         name: name.to_string(),
                         fields: expected.fields.clone(),
@@ -379,21 +392,15 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         severity,
                         provider: provider.clone(),
                         auto_correctable: can_apply,
-                        remediation: remediation(
-                            kind,
-                            DeviationType::Drifted,
-                            rules,
-                            can_apply,
-                            name,
-                        ),
+                        remediation: String::new(),
                         suspended: rules.suspended(kind, name),
                         expected: exp.cloned(),
                         actual: act.cloned(),
                         field_path: path,
                     });
                 }
-                if drifted && apply && !partial {
-                    changes.push(Change::Update {
+                if drifted && can_apply && !partial {
+                    repairs.push(Change::Update {
                         kind,
                         name: name.to_string(),
                         fields: target,
@@ -417,22 +424,22 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             None,
             Some(&actual.fields),
         ));
-        if rules.policy(kind) == Policy::Apply && can_apply && !rules.suspended(kind, name) {
-            changes.push(Change::Delete {
+        if can_apply {
+            repairs.push(Change::Delete {
                 kind,
                 name: name.to_string(),
             });
         }
     }
-    if !changes.is_empty() {
+    if !repairs.is_empty() {
         // Deletes first, then updates, then creates: an address or host freed by one change
         // is free before another claims it.
-        changes.sort_by_key(|c| match c {
+        repairs.sort_by_key(|c| match c {
             Change::Delete { .. } => 0,
             Change::Update { .. } => 1,
             Change::Create { .. } => 2,
         });
-        plan.changes.insert(provider.clone(), changes);
+        plan.repairs.insert(provider.clone(), repairs);
     }
 }
 
@@ -473,7 +480,7 @@ fn whole(
         severity: whole_severity(kind, dtype),
         provider: provider.to_string(),
         auto_correctable: can_apply,
-        remediation: remediation(kind, dtype, rules, can_apply, name),
+        remediation: String::new(),
         suspended: rules.suspended(kind, name),
         expected: expected.cloned(),
         actual: actual.cloned(),
@@ -519,33 +526,194 @@ pub fn drift_severity(kind: Kind, path: &str) -> Severity {
     }
 }
 
-fn remediation(
-    kind: Kind,
-    dtype: DeviationType,
-    rules: &Rules,
-    can_apply: bool,
-    name: &str,
-) -> String {
-    if rules.suspended(kind, name) {
-        return "suspended in Git: reported only".into();
-    }
-    let verb = match dtype {
-        DeviationType::Missing => "create it",
-        DeviationType::Unmanaged => "remove it",
-        DeviationType::Drifted => "restore the field",
-        DeviationType::Unknown => "nothing",
-    };
-    match rules.policy(kind) {
-        Policy::Apply if can_apply => format!("reconcile will {verb} (policy apply)"),
-        Policy::Propose => match dtype {
-            DeviationType::Unmanaged => "a pull request will add it to Git (policy propose)".into(),
-            _ => "a pull request will bring Git in line (policy propose)".into(),
-        },
-        _ if can_apply => {
-            format!("set policy apply for {kind} to let labctl {verb}, or change Git to match")
+/// What the policy makes of one deviation. Decided in one place ([`Decision::of`]); the
+/// changes applied, the proposals and every remediation text follow from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", content = "why", rename_all = "kebab-case")]
+pub enum Decision {
+    /// labctl puts the live system back in line with Git (policy apply).
+    Apply,
+    /// A change to Git is proposed for review (policy propose).
+    Propose,
+    /// Reported only.
+    Report(Why),
+}
+
+/// Why a deviation is only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Why {
+    /// It could not be observed: nothing is concluded about it.
+    Unknown,
+    /// Suspended in Git.
+    Suspended,
+    /// Policy observe; `can_apply` says whether policy apply would let labctl repair it.
+    Observe { can_apply: bool },
+    /// Policy apply, but its provider cannot change this kind.
+    CannotApply,
+    /// Policy apply, but part of the resource could not be read: it is not changed on the
+    /// strength of the rest.
+    Incomplete,
+    /// Policy propose, but removing a document from Git is not proposed.
+    RemovalNotProposed,
+}
+
+/// One change to Git that the `propose` policy asks for: make Git say what live says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Proposal {
+    pub kind: Kind,
+    pub name: String,
+    /// The drifted field; empty for a whole (unmanaged) resource.
+    pub field_path: String,
+    #[serde(rename = "type")]
+    pub dtype: DeviationType,
+    pub provider: String,
+    /// The live value Git should take: the field's, or the whole resource's fields.
+    pub value: Option<Json>,
+}
+
+/// A deviation that is only reported, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reported {
+    pub kind: Kind,
+    pub name: String,
+    pub field_path: String,
+    pub why: Why,
+}
+
+/// What the policy decided for a whole plan: the input of apply and of pull requests.
+#[derive(Debug, Clone, Default)]
+pub struct Decisions {
+    /// Changes to make live, per provider, in the order to make them.
+    pub apply: BTreeMap<String, Vec<Change>>,
+    /// Changes to propose to Git.
+    pub propose: Vec<Proposal>,
+    /// Deviations only reported.
+    pub report: Vec<Reported>,
+    /// The decision for each of the plan's deviations, in the plan's order.
+    pub each: Vec<Decision>,
+}
+
+impl Decision {
+    /// The policy's decision for `d`. `repairable`: the plan holds a change that would put it
+    /// right (its provider can apply the kind and read all of it).
+    pub fn of(d: &Deviation, rules: &Rules, repairable: bool) -> Decision {
+        if d.dtype == DeviationType::Unknown {
+            return Decision::Report(Why::Unknown);
         }
-        _ => "change the live system or Git by hand; labctl cannot apply this kind".into(),
+        if rules.suspended(d.kind, &d.name) {
+            return Decision::Report(Why::Suspended);
+        }
+        match rules.policy(d.kind) {
+            Policy::Apply if repairable => Decision::Apply,
+            Policy::Apply if d.auto_correctable => Decision::Report(Why::Incomplete),
+            Policy::Apply => Decision::Report(Why::CannotApply),
+            Policy::Propose if d.dtype == DeviationType::Missing => {
+                Decision::Report(Why::RemovalNotProposed)
+            }
+            Policy::Propose => Decision::Propose,
+            Policy::Observe => Decision::Report(Why::Observe {
+                can_apply: d.auto_correctable,
+            }),
+        }
     }
+
+    /// What will happen or what to do, in a sentence; `None` for an unknown deviation, whose
+    /// text (with the reason it could not be read) comes from the observation.
+    pub fn remediation(&self, kind: Kind, dtype: DeviationType) -> Option<String> {
+        let verb = match dtype {
+            DeviationType::Missing => "create it",
+            DeviationType::Unmanaged => "remove it",
+            DeviationType::Drifted => "restore the field",
+            DeviationType::Unknown => return None,
+        };
+        Some(match self {
+            Decision::Apply => format!("reconcile will {verb} (policy apply)"),
+            Decision::Propose if dtype == DeviationType::Unmanaged => {
+                "policy propose: add it to Git (`labctl import` writes the document; \
+                 labctl does not open pull requests yet)"
+                    .into()
+            }
+            Decision::Propose => "policy propose: set the field in Git to the live value \
+                                  (labctl does not open pull requests yet)"
+                .into(),
+            Decision::Report(why) => match why {
+                Why::Unknown => return None,
+                Why::Suspended => "suspended in Git: reported only".into(),
+                Why::Observe { can_apply: true } => {
+                    format!(
+                        "set policy apply for {kind} to let labctl {verb}, or change Git to match"
+                    )
+                }
+                Why::Observe { can_apply: false } | Why::CannotApply => {
+                    "change the live system or Git by hand; labctl cannot apply this kind".into()
+                }
+                Why::Incomplete => format!(
+                    "not changed while part of it cannot be read; reconcile will {verb} once it can"
+                ),
+                Why::RemovalNotProposed => {
+                    "policy propose does not propose removals: restore it live, or remove it \
+                     from Git"
+                        .into()
+                }
+            },
+        })
+    }
+}
+
+/// The policy's decisions for `plan`. Pure: the same plan and rules give the same decisions.
+pub fn decide(plan: &Plan, rules: &Rules) -> Decisions {
+    // (provider, kind, name) of every resource a change can repair; then of those the policy
+    // applies to. Sets, not scans: a plan may hold 100k deviations.
+    let repairable: BTreeSet<(&str, Kind, &str)> = plan
+        .repairs
+        .iter()
+        .flat_map(|(p, changes)| {
+            changes
+                .iter()
+                .map(move |c| (p.as_str(), c.kind(), c.name()))
+        })
+        .collect();
+    let mut applied: BTreeSet<(&str, Kind, &str)> = BTreeSet::new();
+    let mut decisions = Decisions::default();
+    for d in &plan.deviations {
+        let key = (d.provider.as_str(), d.kind, d.name.as_str());
+        let decision = Decision::of(d, rules, repairable.contains(&key));
+        match &decision {
+            Decision::Apply => {
+                applied.insert(key);
+            }
+            Decision::Propose => decisions.propose.push(Proposal {
+                kind: d.kind,
+                name: d.name.clone(),
+                field_path: d.field_path.clone(),
+                dtype: d.dtype,
+                provider: d.provider.clone(),
+                value: d.actual.clone(),
+            }),
+            Decision::Report(why) => decisions.report.push(Reported {
+                kind: d.kind,
+                name: d.name.clone(),
+                field_path: d.field_path.clone(),
+                why: *why,
+            }),
+        }
+        decisions.each.push(decision);
+    }
+    // One change can repair several deviations (every drifted field of one resource).
+    for (provider, changes) in &plan.repairs {
+        let chosen: Vec<Change> = changes
+            .iter()
+            .filter(|c| applied.contains(&(provider.as_str(), c.kind(), c.name())))
+            .cloned()
+            .collect();
+        if !chosen.is_empty() {
+            decisions.apply.insert(provider.clone(), chosen);
+        }
+    }
+    decisions
 }
 
 /// Collects `(path, expected, actual)` for every differing field. Objects are compared key by

@@ -333,3 +333,123 @@ fn an_unreadable_field_is_unknown_not_drifted_and_blocks_changes() {
         "nothing is changed on a partial observation"
     );
 }
+
+/// Missing b, drifted a (ip), unmanaged c: one of each, for the policy tests.
+fn one_of_each() -> ProviderInput {
+    input(
+        vec![
+            res(Kind::DhcpReservation, "a", r("10.0.1.5")),
+            res(Kind::DhcpReservation, "b", r("10.0.1.6")),
+        ],
+        vec![
+            res(Kind::DhcpReservation, "a", r("10.0.1.9")),
+            res(Kind::DhcpReservation, "c", r("10.0.1.7")),
+        ],
+    )
+}
+
+#[test]
+fn propose_policy_proposes_git_changes_and_applies_nothing() {
+    let rules = Rules {
+        policy: [(Kind::DhcpReservation, Policy::Propose)].into(),
+        ..Default::default()
+    };
+    let plan = diff(&[one_of_each()], &rules);
+    assert!(plan.changes.is_empty());
+    // Every repair is known; the policy chose none of them.
+    assert_eq!(plan.repairs["kea"].len(), 3);
+    let proposed: Vec<(&str, &str, Option<&Json>)> = plan
+        .proposals
+        .iter()
+        .map(|p| (p.name.as_str(), p.field_path.as_str(), p.value.as_ref()))
+        .collect();
+    assert_eq!(
+        proposed,
+        vec![
+            ("a", "spec.ip", Some(&json!("10.0.1.9"))),
+            ("c", "", Some(&r("10.0.1.7"))),
+        ]
+    );
+    let decisions = decide(&plan, &rules);
+    assert_eq!(
+        decisions.report,
+        vec![Reported {
+            kind: Kind::DhcpReservation,
+            name: "b".into(),
+            field_path: String::new(),
+            why: Why::RemovalNotProposed,
+        }]
+    );
+    // The text no longer promises a pull request labctl does not open.
+    assert!(plan
+        .deviations
+        .iter()
+        .all(|d| !d.remediation.contains("a pull request will")));
+    assert!(plan.deviations[2].remediation.contains("labctl import"));
+}
+
+#[test]
+fn decide_is_the_one_apply_decision() {
+    let mut rules = apply_rules();
+    rules.suspend.push((
+        Kind::DhcpReservation,
+        Some("c".into()),
+        "being migrated".into(),
+    ));
+    let plan = diff(&[one_of_each()], &rules);
+    let decisions = decide(&plan, &rules);
+    assert_eq!(decisions.apply, plan.changes);
+    assert_eq!(
+        decisions.each,
+        vec![
+            Decision::Apply,
+            Decision::Apply,
+            Decision::Report(Why::Suspended)
+        ]
+    );
+    let names: Vec<&str> = plan.changes["kea"].iter().map(Change::name).collect();
+    assert_eq!(names, ["a", "b"], "the suspended resource is not deleted");
+    assert_eq!(
+        plan.deviations[2].remediation,
+        "suspended in Git: reported only"
+    );
+}
+
+#[test]
+fn a_partly_unreadable_resource_is_reported_as_incomplete_not_promised() {
+    let mut i = input(
+        vec![res(
+            Kind::DhcpReservation,
+            "s",
+            json!({"ip": "10.0.1.5", "options": []}),
+        )],
+        vec![res(Kind::DhcpReservation, "s", json!({"ip": "10.0.1.9"}))],
+    );
+    if let Ok(o) = &mut i.observed {
+        o.unobservable.push(Unreadable::field(
+            Kind::DhcpReservation,
+            "s",
+            "spec.options",
+            "unknown option shape",
+        ));
+    }
+    let rules = apply_rules();
+    let plan = diff(&[i], &rules);
+    assert!(plan.changes.is_empty());
+    let drifted = plan
+        .deviations
+        .iter()
+        .find(|d| d.dtype == DeviationType::Drifted)
+        .unwrap();
+    assert_eq!(
+        Decision::of(drifted, &rules, false),
+        Decision::Report(Why::Incomplete)
+    );
+    assert!(
+        drifted
+            .remediation
+            .starts_with("not changed while part of it cannot be read"),
+        "{}",
+        drifted.remediation
+    );
+}
