@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod diff;
+pub mod jsondiff;
 pub mod mcp;
 pub mod model;
 pub mod providers;

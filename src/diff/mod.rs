@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use crate::jsondiff::{differences, Notation, Options};
 use crate::model::{DesiredState, Kind, Policy};
 use crate::providers::{Change, Observation, ProviderError, Resource};
 
@@ -225,6 +226,14 @@ fn covers(rule: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
+/// How expected and observed fields are compared: paths as documents name fields
+/// (`spec.ip`), lists as whole values, and an absent field equal to an empty one.
+const FIELDS: Options = Options {
+    notation: Notation::Dotted("spec"),
+    arrays_by_index: false,
+    absent_matches_empty: true,
+};
+
 /// One provider's side of the comparison.
 #[derive(Debug)]
 pub struct ProviderInput {
@@ -356,8 +365,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                 }
             }
             Some(actual) => {
-                let mut diffs = Vec::new();
-                compare("spec", &expected.fields, &actual.fields, &mut diffs);
+                let mut diffs = differences(&expected.fields, &actual.fields, FIELDS);
                 // Fields that could not be read are unknown: not compared, and the resource
                 // is not changed on the strength of the rest.
                 let unknown_fields = unreadable_fields(kind, name);
@@ -714,41 +722,6 @@ pub fn decide(plan: &Plan, rules: &Rules) -> Decisions {
         }
     }
     decisions
-}
-
-/// Collects `(path, expected, actual)` for every differing field. Objects are compared key by
-/// key; anything else (scalars, arrays) as a whole. A key absent on one side is `None`.
-fn compare<'a>(
-    path: &str,
-    expected: &'a Json,
-    actual: &'a Json,
-    out: &mut Vec<(String, Option<&'a Json>, Option<&'a Json>)>,
-) {
-    match (expected, actual) {
-        (Json::Object(e), Json::Object(a)) => {
-            let keys: BTreeSet<&String> = e.keys().chain(a.keys()).collect();
-            for k in keys {
-                let sub = format!("{path}.{k}");
-                match (e.get(k), a.get(k)) {
-                    (Some(x), Some(y)) => compare(&sub, x, y, out),
-                    (x, y) if is_empty(x) && is_empty(y) => {}
-                    (x, y) => out.push((sub, x, y)),
-                }
-            }
-        }
-        (e, a) if e == a => {}
-        (e, a) => out.push((path.to_string(), Some(e), Some(a))),
-    }
-}
-
-/// Absent, null, an empty list and an empty object mean the same to a person.
-fn is_empty(v: Option<&Json>) -> bool {
-    match v {
-        None | Some(Json::Null) => true,
-        Some(Json::Array(a)) => a.is_empty(),
-        Some(Json::Object(o)) => o.is_empty(),
-        _ => false,
-    }
 }
 
 /// Sets `spec.a.b` inside `root` (whose top is `spec`) to `value`, removing it for `None`.

@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::jsondiff::{differences, Notation, Options};
+
 /// How a value changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,65 +34,24 @@ pub struct JsonChange {
 /// index (a shorter array's missing tail is added or removed); any other difference is one
 /// change of the whole value.
 pub fn json_diff(before: &Value, after: &Value) -> Vec<JsonChange> {
-    let mut changes = Vec::new();
-    diff_at(&mut String::new(), before, after, &mut changes);
-    changes
-}
-
-fn diff_at(path: &mut String, before: &Value, after: &Value, out: &mut Vec<JsonChange>) {
-    match (before, after) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for key in keys {
-                let len = path.len();
-                push_token(path, key);
-                match (a.get(key), b.get(key)) {
-                    (Some(x), Some(y)) => diff_at(path, x, y, out),
-                    (Some(x), None) => out.push(change(path, ChangeKind::Removed, Some(x), None)),
-                    (None, Some(y)) => out.push(change(path, ChangeKind::Added, None, Some(y))),
-                    (None, None) => {}
-                }
-                path.truncate(len);
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for i in 0..a.len().max(b.len()) {
-                let len = path.len();
-                push_token(path, &i.to_string());
-                match (a.get(i), b.get(i)) {
-                    (Some(x), Some(y)) => diff_at(path, x, y, out),
-                    (Some(x), None) => out.push(change(path, ChangeKind::Removed, Some(x), None)),
-                    (None, Some(y)) => out.push(change(path, ChangeKind::Added, None, Some(y))),
-                    (None, None) => {}
-                }
-                path.truncate(len);
-            }
-        }
-        (a, b) if a == b => {}
-        (a, b) => out.push(change(path, ChangeKind::Changed, Some(a), Some(b))),
-    }
-}
-
-/// Appends `/token`, escaped as RFC 6901 says (`~` → `~0`, `/` → `~1`).
-fn push_token(path: &mut String, token: &str) {
-    path.push('/');
-    path.push_str(&token.replace('~', "~0").replace('/', "~1"));
-}
-
-fn change(
-    path: &str,
-    kind: ChangeKind,
-    before: Option<&Value>,
-    after: Option<&Value>,
-) -> JsonChange {
-    JsonChange {
-        path: path.to_string(),
-        kind,
-        before: before.cloned(),
-        after: after.cloned(),
-    }
+    let options = Options {
+        notation: Notation::Pointer,
+        arrays_by_index: true,
+        absent_matches_empty: false,
+    };
+    differences(before, after, options)
+        .into_iter()
+        .map(|(path, before, after)| JsonChange {
+            path,
+            kind: match (before, after) {
+                (None, _) => ChangeKind::Added,
+                (_, None) => ChangeKind::Removed,
+                _ => ChangeKind::Changed,
+            },
+            before: before.cloned(),
+            after: after.cloned(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
