@@ -3,6 +3,9 @@
 //! The flow is Git → [`source`] → [`validate`] (into the [`model`]) → observe → diff → record →
 //! remediate / answer MCP. See ARCHITECTURE.md for which module owns each step.
 
+#[macro_use]
+mod text_enum;
+
 pub mod controller;
 pub mod diff;
 pub mod jsondiff;

@@ -17,83 +17,27 @@ use crate::providers::{Change, Observation, ProviderError, Resource};
 
 pub use render::{render_human, RenderOptions};
 
-/// What kind of difference a deviation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviationType {
-    /// Declared in Git, not live.
-    Missing,
-    /// Live, not declared in Git.
-    Unmanaged,
-    /// Live and declared, but a field differs.
-    Drifted,
-    /// Could not be observed: nothing is concluded about it.
-    Unknown,
-}
-
-impl DeviationType {
-    pub const ALL: &'static [DeviationType] = &[
-        DeviationType::Missing,
-        DeviationType::Unmanaged,
-        DeviationType::Drifted,
-        DeviationType::Unknown,
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|t| t.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviationType::Missing => "missing",
-            DeviationType::Unmanaged => "unmanaged",
-            DeviationType::Drifted => "drifted",
-            DeviationType::Unknown => "unknown",
-        }
+text_enum! {
+    /// What kind of difference a deviation is.
+    serde DeviationType {
+        /// Declared in Git, not live.
+        Missing = "missing",
+        /// Live, not declared in Git.
+        Unmanaged = "unmanaged",
+        /// Live and declared, but a field differs.
+        Drifted = "drifted",
+        /// Could not be observed: nothing is concluded about it.
+        Unknown = "unknown",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    /// From low to critical.
-    pub const ALL: &'static [Severity] = &[
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|s| s.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-impl std::fmt::Display for DeviationType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+text_enum! {
+    /// How much a deviation matters, from low to critical.
+    serde Severity {
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+        Critical = "critical",
     }
 }
 

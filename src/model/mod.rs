@@ -15,7 +15,6 @@ pub mod schema;
 mod value;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -40,46 +39,15 @@ pub const API_VERSION: &str = "labctl.dev/v1";
 /// The file at the repository root that holds the [`Kind::Config`] document.
 pub const CONFIG_FILE: &str = "labctl.yaml";
 
-/// The kinds of document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Kind {
-    Pool,
-    Device,
-    DhcpReservation,
-    Route,
-    McpServer,
-    Config,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Pool,
-        Kind::Device,
-        Kind::DhcpReservation,
-        Kind::Route,
-        Kind::McpServer,
-        Kind::Config,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Pool => "Pool",
-            Kind::Device => "Device",
-            Kind::DhcpReservation => "DhcpReservation",
-            Kind::Route => "Route",
-            Kind::McpServer => "McpServer",
-            Kind::Config => "Config",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+text_enum! {
+    /// The kinds of document, as `kind:` names them.
+    serde Kind {
+        Pool = "Pool",
+        Device = "Device",
+        DhcpReservation = "DhcpReservation",
+        Route = "Route",
+        McpServer = "McpServer",
+        Config = "Config",
     }
 }
 
