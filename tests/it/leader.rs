@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::cli::{labctl_command, write};
+use crate::support::git::{commit_all, git};
 use crate::support::postgres::TempDatabase;
 use labctl::store::{Outcome, Store};
 
@@ -212,6 +213,46 @@ async fn one_reconciles_the_other_waits(db: &str) {
     );
 }
 
+/// A controller that waited for the lock reconciles the commit Git holds when it gets the
+/// lock, not the one it read before waiting: otherwise it would apply an older commit over a
+/// newer one another run had already applied.
+async fn a_run_that_waited_reconciles_the_newest_commit(db: &str) {
+    let mut server = HeldServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q"]);
+    repo(dir.path(), server.port);
+    let before = commit_all(dir.path(), "one reservation");
+    let first = spawn(dir.path(), db, &[]);
+    server.arrival().await;
+    let waiting = spawn(dir.path(), db, &[]);
+    wait_until_waiting(db, waiting.id()).await;
+
+    // A push lands while the second controller waits.
+    write(
+        dir.path(),
+        "dhcp/b.yaml",
+        "apiVersion: labctl.dev/v1\nkind: DhcpReservation\nmetadata: {name: b}\nspec: {subnet: 10.0.1.0/24, mac: \"aa:bb:cc:00:00:02\", ip: 10.0.1.6, hostname: b}\n",
+    );
+    let after = commit_all(dir.path(), "a second reservation");
+    server.release().await;
+    for child in [first, waiting] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let store = Store::connect(db).await.unwrap();
+    let runs = store.runs_between(0, i64::MAX).await.unwrap();
+    store.close().await;
+    let commits: Vec<Option<&str>> = runs.iter().map(|r| r.commit_sha.as_deref()).collect();
+    assert_eq!(commits, [Some(before.as_str()), Some(after.as_str())]);
+    assert_eq!((runs[0].resources, runs[1].resources), (1, 2));
+}
+
 async fn killed_mid_run_leaves_an_aborted_run(db: &str) {
     let mut server = HeldServer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -258,6 +299,25 @@ async fn postgres_one_reconciles_the_other_waits() {
         return;
     };
     one_reconciles_the_other_waits(&db.url).await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_run_that_waited_reconciles_the_newest_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    a_run_that_waited_reconciles_the_newest_commit(&format!(
+        "sqlite://{}",
+        dir.path().join("s.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_run_that_waited_reconciles_the_newest_commit() {
+    let Some(db) = TempDatabase::create().await else {
+        return;
+    };
+    a_run_that_waited_reconciles_the_newest_commit(&db.url).await;
     db.drop_database().await;
 }
 
