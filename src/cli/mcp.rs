@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use super::plan::HostArgs;
+use super::HostArgs;
 use super::SourceArgs;
 use labctl::controller::{self, Context, Settings};
 use labctl::mcp::http::{self, Cidr, HttpOptions};

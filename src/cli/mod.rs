@@ -14,8 +14,10 @@ macro_rules! outln {
 }
 
 mod db;
+mod import;
 mod mcp;
 mod plan;
+mod reconcile;
 mod status;
 mod validate;
 
@@ -30,7 +32,8 @@ use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
 use serde_json::json;
 
 use labctl::controller::{self, Invalid};
-use labctl::reconcile::Loaded;
+use labctl::diff::RenderOptions;
+use labctl::reconcile::{HostOptions, Loaded};
 use labctl::source::{self, GitOptions, Snapshot, SourceError, SourceSpec};
 use labctl::validate::{self as checks, Diagnostic};
 
@@ -68,14 +71,14 @@ enum Command {
     /// Run one reconcile: plan, apply what the policy allows, record the run in the store.
     ///
     /// Exit status: 0 the run completed (drift or not), 1 it failed.
-    Reconcile(plan::ReconcileArgs),
+    Reconcile(reconcile::ReconcileArgs),
     /// The last runs, resources by status and open deviations, from the store.
     Status(status::StatusArgs),
     /// Open deviations (or one deviation's history), worst first, from the store.
     Drift(status::DriftArgs),
     /// Adopt a live lab: write a document for every resource the providers have that Git
     /// does not, after checking the repository with them validates.
-    Import(plan::ImportArgs),
+    Import(import::ImportArgs),
     /// Serve MCP for assistants — on stdio, or streamable HTTP with bearer tokens (--http):
     /// the lab's state, drift and runs, answered from the store.
     Mcp(mcp::McpArgs),
@@ -147,9 +150,9 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate(args) => validate::run(&args),
-        Command::Plan(args) => plan::run_plan(&args),
-        Command::Reconcile(args) => plan::run_reconcile(&args),
-        Command::Import(args) => plan::run_import(&args),
+        Command::Plan(args) => plan::run(&args),
+        Command::Reconcile(args) => reconcile::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Status(args) => status::run_status(&args),
         Command::Drift(args) => status::run_drift(&args),
         Command::Schemas { dir } => write_schemas(&dir),
@@ -285,5 +288,34 @@ pub fn write_stdout(args: std::fmt::Arguments) {
         }
         eprintln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
+    }
+}
+
+/// What this host allows; off unless asked for.
+#[derive(Args, Clone, Debug)]
+pub struct HostArgs {
+    /// Probe every declared device service (TCP connect, HTTP health GET). Only from a host
+    /// inside the lab's network: it connects to the devices' addresses.
+    #[arg(long, env = "LABCTL_PROBE")]
+    pub probe: bool,
+    /// Start stdio MCP servers to check them: commands written in Git, run on this host.
+    #[arg(long, env = "LABCTL_ALLOW_COMMANDS")]
+    pub allow_commands: bool,
+}
+
+impl HostArgs {
+    pub fn options(&self) -> HostOptions {
+        HostOptions {
+            probe: self.probe,
+            allow_commands: self.allow_commands,
+        }
+    }
+}
+
+/// Plan rendering for stdout: colour on a terminal unless NO_COLOR.
+pub fn render_options() -> RenderOptions {
+    use std::io::IsTerminal;
+    RenderOptions {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     }
 }

@@ -1,0 +1,114 @@
+//! `labctl reconcile --once`: one run, recorded in the store.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{print_json, render_options, runtime, Format, HostArgs, SourceArgs};
+use labctl::controller::{self, Context, Reason, Request, Settings};
+use labctl::diff::render_human;
+use labctl::store::{RetentionPolicy, Store};
+
+#[derive(Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Run once and exit (for a systemd timer or cron). Required until the daemon exists.
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// State store: sqlite://PATH or postgres://USER@HOST/DB (default: see `labctl db`).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// If another controller holds the leader lock, exit at once instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Retention applied after the run: keep runs, snapshots and resolved deviations of this
+    /// many days (open deviations are always kept).
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
+    pub keep_runs_days: u32,
+    /// Retention applied after the run: keep audit entries of this many days.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
+    pub keep_audit_days: u32,
+    /// What started this run, recorded with it.
+    #[arg(long, default_value = "cli", value_name = "WHAT")]
+    pub trigger: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+}
+
+/// `reconcile --once`: 0 the run completed, 1 it failed.
+pub fn run(args: &ReconcileArgs) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let url = super::db::database_url(args.database_url.as_deref());
+    let settings = Settings {
+        source: args.source.spec(),
+        path: args.source.path.clone(),
+        host: args.host.options(),
+        controller: controller::identity(),
+        retention: RetentionPolicy {
+            keep_runs_days: args.keep_runs_days,
+            keep_audit_days: args.keep_audit_days,
+        },
+        backoff: Default::default(),
+    };
+    let request = Request {
+        reason: Reason::manual(&args.trigger, settings.controller.clone()),
+        wait: !args.no_wait,
+    };
+    let result = rt.block_on(async {
+        let store = Store::connect(&url).await?;
+        store.migrate().await?;
+        let ctx = Context::new(store, settings);
+        let result = controller::reconcile(&ctx, &request).await;
+        ctx.store().close().await;
+        result
+    });
+    let done = match result {
+        Ok(done) => done,
+        Err(controller::Error::Invalid(invalid)) => {
+            super::report_invalid(&invalid, args.format);
+            return ExitCode::FAILURE;
+        }
+        Err(controller::Error::Source(e)) => {
+            super::report_load_error(&e, args.format);
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = &done.run;
+    match args.format {
+        Format::Json => print_json(&json!({ "commit": done.loaded.commit(), "run": run })),
+        Format::Human => {
+            super::print_warnings(&done.loaded);
+            out!("{}", render_human(&run.plan, render_options()));
+            for a in &run.applied {
+                match (&a.report, &a.error) {
+                    (Some(r), _) => {
+                        outln!("applied {} change(s) with {}", r.applied.len(), a.provider)
+                    }
+                    (_, Some(e)) => eprintln!("error: apply failed: {e}"),
+                    _ => {}
+                }
+            }
+            outln!(
+                "recorded run {} in {}",
+                run.run_id,
+                labctl::store::redact(&url)
+            );
+        }
+    }
+    if run.apply_failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
