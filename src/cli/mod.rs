@@ -65,8 +65,8 @@ enum Command {
     Db(db::DbArgs),
     /// Compare Git with the live lab and show what differs, changing nothing.
     ///
-    /// Exit status, as `terraform plan -detailed-exitcode`: 0 no drift, 1 error (or a
-    /// provider could not be observed), 2 drift.
+    /// Exit status, as `terraform plan -detailed-exitcode`: 0 no drift, 1 error (or anything
+    /// could not be observed: a provider, a resource or a field), 2 drift.
     Plan(plan::PlanArgs),
     /// Run one reconcile: plan, apply what the policy allows, record the run in the store.
     ///

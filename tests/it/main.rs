@@ -19,6 +19,7 @@ mod mcp_http;
 mod mcp_provider;
 mod mcp_server;
 mod mcp_tools;
+mod partial;
 mod probe;
 mod proxmox;
 mod reachability;

@@ -71,7 +71,8 @@ pub fn proxmox_lab() -> fixture::Lab {
     lab
 }
 
-fn device(
+/// Writes `devices/<name>.yaml`: a VM on pve-01 in `pool` with one interface.
+pub fn device(
     dir: &Path,
     name: &str,
     pool: &str,
