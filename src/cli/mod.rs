@@ -144,8 +144,12 @@ fn default_cache_dir() -> PathBuf {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour only for a person at a terminal, as for diagnostics and plans: a journal or a
+    // log file gets plain text.
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("LABCTL_LOG"))
         .init();
     match cli.command {

@@ -146,3 +146,30 @@ fn a_closed_stdout_ends_quietly() {
         assert!(stderr.is_empty(), "{format}: {stderr}");
     }
 }
+
+/// Logs on a pipe (a journal, a file) are plain text: no ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "lab/labctl.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
+    );
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["reconcile", "--once"])
+        .arg(dir.path().join("lab"))
+        .args(["--database-url", &db])
+        .env("LABCTL_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("labctl runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("reconciling"),
+        "the run is logged: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
