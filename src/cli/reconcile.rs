@@ -25,6 +25,10 @@ pub struct ReconcileArgs {
     /// If another controller holds the leader lock, exit at once instead of waiting.
     #[arg(long)]
     pub no_wait: bool,
+    /// Apply even when the run changes more of a provider than labctl.yaml's `safety`
+    /// allows (by default 30 % of its resources), this once, after reviewing the plan.
+    #[arg(long)]
+    pub force: bool,
     /// Retention applied after the run: keep runs, snapshots and resolved deviations of this
     /// many days (open deviations are always kept).
     #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
@@ -40,7 +44,8 @@ pub struct ReconcileArgs {
     pub format: Format,
 }
 
-/// `reconcile --once`: 0 the run completed, 1 it failed.
+/// `reconcile --once`: 0 the run completed, 1 it failed (an apply failed, or changes were held
+/// back by `safety`).
 pub fn run(args: &ReconcileArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
@@ -60,6 +65,7 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
     let request = Request {
         reason: Reason::manual(&args.trigger, settings.controller.clone()),
         wait: !args.no_wait,
+        force: args.force,
     };
     let result = rt.block_on(async {
         let store = Store::connect(&url).await?;
@@ -99,6 +105,9 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
                     _ => {}
                 }
             }
+            for (provider, why) in &run.plan.held {
+                eprintln!("error: changes to {provider} held back: {why}");
+            }
             outln!(
                 "recorded run {} in {}",
                 run.run_id,
@@ -106,7 +115,7 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
             );
         }
     }
-    if run.apply_failed() {
+    if run.apply_failed() || !run.plan.held.is_empty() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -145,6 +145,8 @@ pub struct Request {
     /// Wait for another controller's run to finish (else fail at once with
     /// [`StoreError::LeaderBusy`]).
     pub wait: bool,
+    /// Apply beyond labctl.yaml's safety limits, this once (a person decided).
+    pub force: bool,
 }
 
 /// What to do after a run, as kube-runtime's `Action`.
@@ -299,7 +301,7 @@ async fn reconcile_as_leader(ctx: &Context, request: &Request) -> Result<Reconci
         )
         .await?;
     tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
-    let run = reconcile::execute(&ctx.store, run_id, &loaded, &providers).await?;
+    let run = reconcile::execute(&ctx.store, run_id, &loaded, &providers, request.force).await?;
     match ctx.store.prune(ctx.settings.retention).await {
         Ok(report) => tracing::debug!(?report, "retention applied"),
         Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
@@ -332,7 +334,7 @@ pub fn error_policy(error: &Error, attempt: u32, backoff: &Backoff) -> Action {
 /// Observes and diffs `loaded` against the live lab. Writes nothing anywhere.
 pub async fn plan(loaded: &Loaded, host: HostOptions) -> Plan {
     let providers = providers(loaded, host);
-    reconcile::plan(loaded, &providers).await.0
+    reconcile::plan(loaded, &providers, false).await.0
 }
 
 /// Why an import wrote nothing.

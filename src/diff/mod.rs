@@ -82,6 +82,62 @@ pub struct Rules {
     pub ignore: Vec<IgnoreRule>,
     /// (kind, name or None for the whole kind) with the reason.
     pub suspend: Vec<(Kind, Option<String>, String)>,
+    /// Kinds whose unmanaged resources are never deleted (`prune: false`).
+    pub no_prune: BTreeSet<Kind>,
+    pub safety: Safety,
+}
+
+/// How much of a provider's lab one run may change (labctl.yaml `safety`), and whether this
+/// run was told to go beyond it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Safety {
+    pub max_update_share: f64,
+    pub max_delete_share: f64,
+    /// Below this many existing resources a provider's changes are not limited.
+    pub min_existing: usize,
+    /// `--force`: this run applies beyond the limits.
+    pub force: bool,
+}
+
+impl Default for Safety {
+    /// octoDNS's defaults: 30 % of a provider's resources, once it has at least 10.
+    fn default() -> Self {
+        Safety {
+            max_update_share: 0.3,
+            max_delete_share: 0.3,
+            min_existing: 10,
+            force: false,
+        }
+    }
+}
+
+impl Safety {
+    /// Why `changes` to a provider holding `existing` resources are too many, if they are.
+    pub fn exceeded(&self, changes: &[Change], existing: usize) -> Option<String> {
+        if self.force || existing < self.min_existing {
+            return None;
+        }
+        let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
+        let deletes = count(|c| matches!(c, Change::Delete { .. }));
+        let updates = count(|c| matches!(c, Change::Update { .. }));
+        let limits = [
+            ("delete", deletes, self.max_delete_share, "maxDeleteShare"),
+            ("update", updates, self.max_update_share, "maxUpdateShare"),
+        ];
+        limits
+            .into_iter()
+            .find(|(_, n, share, _)| *n as f64 > share * existing as f64)
+            .map(|(verb, n, share, key)| {
+                format!(
+                    "this run would {verb} {n} of {existing} existing resources ({:.0} %, more \
+                     than the {:.0} % allowed), so nothing was applied with this provider. Review \
+                     the plan; then run `labctl reconcile --once --force` once, or raise \
+                     spec.safety.{key} in labctl.yaml",
+                    100.0 * n as f64 / existing as f64,
+                    100.0 * share
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +176,23 @@ impl Rules {
                 if let Some(kind) = Kind::parse(&s.kind) {
                     rules.suspend.push((kind, s.name.clone(), s.reason.clone()));
                 }
+            }
+            rules.no_prune = spec
+                .prune
+                .iter()
+                .filter(|(_, prune)| !**prune)
+                .filter_map(|(k, _)| Kind::parse(k))
+                .collect();
+            if let Some(safety) = &spec.safety {
+                let defaults = Safety::default();
+                rules.safety = Safety {
+                    max_update_share: safety.max_update_share.unwrap_or(defaults.max_update_share),
+                    max_delete_share: safety.max_delete_share.unwrap_or(defaults.max_delete_share),
+                    min_existing: safety
+                        .min_existing
+                        .map_or(defaults.min_existing, |n| n as usize),
+                    force: false,
+                };
             }
         }
         for (kind, meta) in state.metadata() {
@@ -204,6 +277,13 @@ pub struct Plan {
     /// provider (deletes, then updates, then creates): what [`decide`] chooses from.
     #[serde(skip)]
     pub repairs: BTreeMap<String, Vec<Change>>,
+    /// Live resources each observed provider holds: what a run's share of changes is of.
+    #[serde(skip)]
+    pub existing: BTreeMap<String, usize>,
+    /// Providers whose changes are held back because there are too many, with why and what
+    /// to do: [`Decisions::held`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -238,6 +318,7 @@ pub fn diff(inputs: &[ProviderInput], rules: &Rules) -> Plan {
     }
     plan.changes = decisions.apply;
     plan.proposals = decisions.propose;
+    plan.held = decisions.held;
     plan
 }
 
@@ -254,6 +335,8 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             return;
         }
     };
+    plan.existing
+        .insert(provider.clone(), observation.resources.len());
     // Whole resources that could not be read, with why; and single fields that could not.
     let unreadable: BTreeMap<(Kind, &str), &str> = observation
         .unobservable
@@ -508,6 +591,10 @@ pub enum Why {
     Incomplete,
     /// Policy propose, but removing a document from Git is not proposed.
     RemovalNotProposed,
+    /// Policy apply, but pruning is off for the kind (`prune: false`).
+    PruneDisabled,
+    /// Policy apply, but the run would change more of its provider than `safety` allows.
+    Held,
 }
 
 /// One change to Git that the `propose` policy asks for: make Git say what live says.
@@ -546,6 +633,8 @@ pub struct Decisions {
     pub report: Vec<Reported>,
     /// The decision for each of the plan's deviations, in the plan's order.
     pub each: Vec<Decision>,
+    /// Providers whose changes are all held back (too many for `safety`), and why.
+    pub held: BTreeMap<String, String>,
 }
 
 impl Decision {
@@ -559,6 +648,11 @@ impl Decision {
             return Decision::Report(Why::Suspended);
         }
         match rules.policy(d.kind) {
+            Policy::Apply
+                if d.dtype == DeviationType::Unmanaged && rules.no_prune.contains(&d.kind) =>
+            {
+                Decision::Report(Why::PruneDisabled)
+            }
             Policy::Apply if repairable => Decision::Apply,
             Policy::Apply if d.auto_correctable => Decision::Report(Why::Incomplete),
             Policy::Apply => Decision::Report(Why::CannotApply),
@@ -604,6 +698,14 @@ impl Decision {
                 }
                 Why::Incomplete => format!(
                     "not changed while part of it cannot be read; reconcile will {verb} once it can"
+                ),
+                Why::PruneDisabled => format!(
+                    "pruning is off for {kind} (prune: false in labctl.yaml): remove it by hand, \
+                     or add it to Git"
+                ),
+                Why::Held => format!(
+                    "held: reconcile would {verb}, but this run changes more than labctl.yaml's \
+                     safety allows (see the plan)"
                 ),
                 Why::RemovalNotProposed => {
                     "policy propose does not propose removals: restore it live, or remove it \
@@ -661,8 +763,29 @@ pub fn decide(plan: &Plan, rules: &Rules) -> Decisions {
             .filter(|c| applied.contains(&(provider.as_str(), c.kind(), c.name())))
             .cloned()
             .collect();
-        if !chosen.is_empty() {
-            decisions.apply.insert(provider.clone(), chosen);
+        if chosen.is_empty() {
+            continue;
+        }
+        let existing = plan.existing.get(provider).copied().unwrap_or(0);
+        match rules.safety.exceeded(&chosen, existing) {
+            None => {
+                decisions.apply.insert(provider.clone(), chosen);
+            }
+            Some(why) => {
+                decisions.held.insert(provider.clone(), why);
+            }
+        }
+    }
+    // What was held is reported, not applied.
+    for (d, decision) in plan.deviations.iter().zip(decisions.each.iter_mut()) {
+        if *decision == Decision::Apply && decisions.held.contains_key(&d.provider) {
+            *decision = Decision::Report(Why::Held);
+            decisions.report.push(Reported {
+                kind: d.kind,
+                name: d.name.clone(),
+                field_path: d.field_path.clone(),
+                why: Why::Held,
+            });
         }
     }
     decisions

@@ -129,6 +129,9 @@ pub fn render_human(plan: &Plan, opts: RenderOptions) -> String {
             );
         }
     }
+    for (provider, why) in &plan.held {
+        let _ = writeln!(out, "  ! changes to {provider} held back: {why}");
+    }
     let changes: usize = plan.changes.values().map(Vec::len).sum();
     let _ = writeln!(
         out,

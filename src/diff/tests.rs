@@ -453,3 +453,65 @@ fn a_partly_unreadable_resource_is_reported_as_incomplete_not_promised() {
         drifted.remediation
     );
 }
+
+/// `n` reservations `h0`… in Kea's shape.
+fn hosts(range: std::ops::Range<usize>) -> Vec<Resource> {
+    range
+        .map(|i| {
+            res(
+                Kind::DhcpReservation,
+                &format!("h{i}"),
+                r(&format!("10.0.1.{}", 10 + i)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn too_many_deletes_hold_back_every_change_of_the_provider() {
+    // Git lost 4 of 12 reservations (a third): under apply that is 4 deletes of 12 existing.
+    let plan = diff(&[input(hosts(0..8), hosts(0..12))], &apply_rules());
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    let why = &plan.held["kea"];
+    assert!(
+        why.contains("delete 4 of 12 existing resources (33 %"),
+        "{why}"
+    );
+    assert!(why.contains("--force"), "{why}");
+    assert!(plan
+        .deviations
+        .iter()
+        .all(|d| d.remediation.starts_with("held: reconcile would remove it")));
+
+    // Within the limit (3 of 12 = 25 %), or told to go ahead, it applies.
+    let plan = diff(&[input(hosts(0..9), hosts(0..12))], &apply_rules());
+    assert_eq!(plan.changes["kea"].len(), 3);
+    let mut forced = apply_rules();
+    forced.safety.force = true;
+    let plan = diff(&[input(hosts(0..8), hosts(0..12))], &forced);
+    assert_eq!(plan.changes["kea"].len(), 4);
+    assert!(plan.held.is_empty());
+    // Below min_existing the share is not checked: 2 deletes of 3.
+    let plan = diff(&[input(hosts(0..1), hosts(0..3))], &apply_rules());
+    assert_eq!(plan.changes["kea"].len(), 2);
+}
+
+#[test]
+fn prune_false_keeps_unmanaged_resources_and_repairs_the_rest() {
+    let mut rules = apply_rules();
+    rules.no_prune.insert(Kind::DhcpReservation);
+    let plan = diff(&[one_of_each()], &rules);
+    let actions: Vec<(&str, &str)> = plan.changes["kea"]
+        .iter()
+        .map(|c| {
+            let action = match c {
+                Change::Create { .. } => "create",
+                Change::Update { .. } => "update",
+                Change::Delete { .. } => "delete",
+            };
+            (action, c.name())
+        })
+        .collect();
+    assert_eq!(actions, [("update", "a"), ("create", "b")]);
+    assert!(plan.deviations[2].remediation.contains("prune: false"));
+}

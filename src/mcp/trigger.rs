@@ -50,6 +50,7 @@ pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError
     let request = Request {
         reason: Reason::manual("mcp", by),
         wait: false,
+        force: false,
     };
     let done = match controller::reconcile(ctx, &request).await {
         Ok(done) => done,

@@ -167,6 +167,30 @@ pub struct ConfigSpec {
     /// Kinds or resources that are observed and reported but never changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suspend: Vec<SuspendSpec>,
+    /// Per kind, `false` keeps labctl from deleting live resources Git does not declare, even
+    /// under policy apply (`DhcpReservation: false`); unlisted kinds are pruned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prune: BTreeMap<String, bool>,
+    /// How much of a provider's lab one run may change before it applies nothing and asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<SafetySpec>,
+}
+
+/// Limits on one run's changes per provider, as octoDNS's: a plan that would update or delete
+/// more than a share of a provider's existing resources applies nothing with that provider
+/// (`reconcile --once --force` overrides once).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SafetySpec {
+    /// Largest share (0–1) of existing resources one run may update; default 0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_update_share: Option<f64>,
+    /// Largest share (0–1) of existing resources one run may delete; default 0.3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete_share: Option<f64>,
+    /// The shares apply from this many existing resources on; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_existing: Option<u32>,
 }
 
 /// Ignore field paths of a kind (or of one resource of it).

@@ -110,9 +110,16 @@ pub async fn observe(
 }
 
 /// Load is done by the caller; this observes and diffs. Writes nothing anywhere.
-pub async fn plan(loaded: &Loaded, providers: &[Arc<dyn Provider>]) -> (Plan, Vec<ProviderInput>) {
+/// `force`: apply beyond labctl.yaml's safety limits (once, as a person decided).
+pub async fn plan(
+    loaded: &Loaded,
+    providers: &[Arc<dyn Provider>],
+    force: bool,
+) -> (Plan, Vec<ProviderInput>) {
     let inputs = observe(&loaded.state, providers).await;
-    let plan = diff::diff(&inputs, &Rules::from_state(&loaded.state));
+    let mut rules = Rules::from_state(&loaded.state);
+    rules.safety.force = force;
+    let plan = diff::diff(&inputs, &rules);
     (plan, inputs)
 }
 
@@ -149,8 +156,9 @@ pub async fn execute(
     run: store::RunId,
     loaded: &Loaded,
     providers: &[Arc<dyn Provider>],
+    force: bool,
 ) -> Result<RunResult, StoreError> {
-    let (plan, inputs) = plan(loaded, providers).await;
+    let (plan, inputs) = plan(loaded, providers, force).await;
     let applied = apply(&plan, providers).await;
     let report = report(loaded, &plan, &inputs, &applied);
     let outcome = report.outcome;
@@ -175,8 +183,10 @@ fn report(
         .iter()
         .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
         .chain(plan.unobservable.values().cloned())
+        .chain(plan.held.iter().map(|(p, why)| format!("{p}: {why}")))
         .collect();
-    let outcome = if applied.iter().any(|a| a.error.is_some()) {
+    // Held changes leave the lab out of line with what the policy asks: a person must look.
+    let outcome = if applied.iter().any(|a| a.error.is_some()) || !plan.held.is_empty() {
         Outcome::Failed
     } else if !plan.unobservable.is_empty() || plan.count(DeviationType::Unknown) > 0 {
         // Finished, but not everything was seen: not a success a gate may trust.

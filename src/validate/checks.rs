@@ -865,22 +865,49 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
             Kind::McpServer,
         ]
         .map(Kind::as_str);
-        for key in c.spec.policy.keys() {
+        let per_kind = c
+            .spec
+            .policy
+            .keys()
+            .map(|k| ("policy", k))
+            .chain(c.spec.prune.keys().map(|k| ("prune", k)));
+        for (setting, key) in per_kind {
             if !kinds.contains(&key.as_str()) {
                 let help = match did_you_mean(key, kinds) {
                     Some(s) => format!(
-                        "did you mean `{s}`? kinds with a policy: {}",
+                        "did you mean `{s}`? kinds with a {setting}: {}",
                         kinds.join(", ")
                     ),
-                    None => format!("kinds with a policy: {}", kinds.join(", ")),
+                    None => format!("kinds with a {setting}: {}", kinds.join(", ")),
                 };
                 diags.push(
-                    Diagnostic::error("unknown-kind", format!("policy for unknown kind `{key}`"))
-                        .at(p.key_at(&format!("spec.policy.{key}")))
-                        .document(p.ident())
-                        .field(format!("spec.policy.{key}"))
-                        .help(help),
+                    Diagnostic::error(
+                        "unknown-kind",
+                        format!("{setting} for unknown kind `{key}`"),
+                    )
+                    .at(p.key_at(&format!("spec.{setting}.{key}")))
+                    .document(p.ident())
+                    .field(format!("spec.{setting}.{key}"))
+                    .help(help),
                 );
+            }
+        }
+        if let Some(safety) = &c.spec.safety {
+            let shares = [
+                ("maxUpdateShare", safety.max_update_share),
+                ("maxDeleteShare", safety.max_delete_share),
+            ];
+            for (key, share) in shares {
+                if share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+                    diags.push(
+                        p.error(
+                            "invalid-value",
+                            &format!("spec.safety.{key}"),
+                            format!("`{key}` is a share of a provider's resources, from 0 to 1"),
+                        )
+                        .help("0.3 lets one run change at most 30 % of a provider's resources"),
+                    );
+                }
             }
         }
     }
@@ -909,6 +936,26 @@ mod tests {
 
     fn device(name: &str, mac: &str, ip: &str) -> String {
         format!("kind: Device\nmetadata: {{name: {name}}}\nspec:\n  type: physical\n  interfaces:\n    - name: eth0\n      mac: {mac}\n      ip: {ip}\n")
+    }
+
+    #[test]
+    fn prune_kinds_and_safety_shares_are_checked() {
+        let found = check(&[
+            "kind: Config\nmetadata: {name: lab}\nspec:\n  prune: {DhcpReservaton: false}\n  safety: {maxDeleteShare: 30}\n",
+        ]);
+        // (The first finding is that this test's Config is not in labctl.yaml.)
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found[1].ends_with(
+                "error[unknown-kind]: prune for unknown kind `DhcpReservaton` \
+                 [Config/lab spec.prune.DhcpReservaton]"
+            ),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].contains("error[invalid-value]: `maxDeleteShare` is a share"),
+            "{found:#?}"
+        );
     }
 
     #[test]
