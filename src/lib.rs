@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod model;
 pub mod providers;
 pub mod reconcile;
+pub mod redact;
 pub mod source;
 pub mod store;
 pub mod time;

@@ -113,6 +113,15 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
             if let Some(e) = &last.error {
                 outln!("  problems: {e}");
             }
+            if let Some(m) = model.as_ref().filter(|m| m.run != last.id) {
+                // The last run did not replace the model: say which commit is still in force.
+                outln!(
+                    "  in force: run {} at {}{}",
+                    m.run,
+                    utc(m.finished_at),
+                    commit_text(m.commit_sha.as_deref())
+                );
+            }
             if let Some(m) = &model {
                 let parts: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
                 outln!(
@@ -168,7 +177,7 @@ fn run_json(r: &labctl::store::Run) -> Json {
         "id": r.id, "trigger": r.trigger, "controller": r.controller, "outcome": r.outcome.as_str(),
         "startedAt": r.started_at, "finishedAt": r.finished_at, "commit": r.commit_sha,
         "resources": r.resources, "opened": r.counts.deviations_opened, "resolved": r.counts.deviations_resolved,
-        "open": r.counts.deviations_open, "error": r.error,
+        "open": r.counts.deviations_open, "error": r.error, "reason": r.reason,
     })
 }
 

@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::diff::Plan;
+use crate::model::Kind;
 use crate::providers::Provider;
 use crate::reconcile::import::{self, ImportPlan, Skipped};
 use crate::reconcile::{self, HostOptions, Loaded, RunResult};
 use crate::source::{self, Snapshot, SourceError, SourceFile, SourceSpec};
-use crate::store::{Outcome, RetentionPolicy, Store, StoreError};
+use crate::store::{Outcome, RetentionPolicy, RunReport, Store, StoreError, Unobservable};
 use crate::time::{Clock, SystemClock};
 use crate::validate::{self, Severity, Validation};
 
@@ -289,7 +290,14 @@ pub async fn reconcile(ctx: &Context, request: &Request) -> Result<Reconciled, E
 async fn reconcile_as_leader(ctx: &Context, request: &Request) -> Result<Reconciled, Error> {
     // The commit is resolved only now that this controller holds the lock: a run that waited
     // for another must reconcile what Git says now, not what it said before the wait.
-    let loaded = ctx.load().await?;
+    let loaded = match ctx.load().await {
+        Ok(loaded) => loaded,
+        Err(e @ (Error::Invalid(_) | Error::Source(_))) => {
+            record_refused(ctx, request, &e).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let providers = ctx.providers(&loaded);
     let reason = serde_json::to_value(&request.reason).ok();
     let run_id = ctx
@@ -317,6 +325,38 @@ async fn reconcile_as_leader(ctx: &Context, request: &Request) -> Result<Reconci
         run,
         action,
     })
+}
+
+/// Records a run that stopped before observing anything because Git could not be read or the
+/// commit is invalid: so `status`, MCP and a dashboard learn that changes are being refused.
+/// It concludes nothing about the lab: every open deviation stays open.
+async fn record_refused(ctx: &Context, request: &Request, error: &Error) -> Result<(), Error> {
+    let (commit, text) = match error {
+        Error::Invalid(invalid) => (
+            invalid.snapshot.revision.as_ref().map(|r| r.commit.clone()),
+            format!("{invalid}. First: {}", invalid.first_errors(5).join("; ")),
+        ),
+        other => (None, other.to_string()),
+    };
+    let reason = serde_json::to_value(&request.reason).ok();
+    let run = ctx
+        .store
+        .start_run_because(
+            request.reason.label(),
+            reason.as_ref(),
+            &ctx.settings.controller,
+        )
+        .await?;
+    let mut report = RunReport::new(Outcome::Failed);
+    report.commit_sha = commit;
+    // Diagnostics quote the files: a URL with a password in Git must not reach the store.
+    report.error = Some(crate::redact::userinfo(&text));
+    report.unobservable = Kind::ALL
+        .iter()
+        .map(|k| Unobservable::kind(k.as_str()))
+        .collect();
+    ctx.store.finish_run(run, report).await?;
+    Ok(())
 }
 
 /// What to do after `error` on retry number `attempt` (0 for a first try): an invalid

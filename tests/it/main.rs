@@ -25,6 +25,7 @@ mod proxmox;
 mod reachability;
 mod reconcile_caddy;
 mod reconcile_kea;
+mod refused;
 mod safety;
 mod schemas;
 mod store;
