@@ -196,4 +196,4 @@ impl DesiredState {
     }
 }
 
-pub use pool::{PoolTree, PoolTreeError, ResolvedPool};
+pub use pool::{PoolTree, PoolTreeError, ResolvedPool, MAX_DEPTH as MAX_POOL_DEPTH};

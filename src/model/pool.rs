@@ -1,7 +1,7 @@
 //! Resource pools: a hierarchy (`/homelab/compute/gpu-nodes`) whose properties and dimensions
 //! flow down to child pools and member devices unless they override them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,13 @@ pub enum PoolTreeError {
     UnknownParent { pool: String, parent: String },
     #[error("pools form a cycle: {}", cycle.join(" -> "))]
     Cycle { cycle: Vec<String> },
+    #[error("pool `{pool}` is {MAX_DEPTH} levels below its root, the deepest labctl resolves")]
+    TooDeep { pool: String },
 }
+
+/// The deepest pool hierarchy labctl resolves. Deeper is a mistake, not a lab, and every
+/// level costs each pool below it a longer path.
+pub const MAX_DEPTH: usize = 64;
 
 /// The resolved pool hierarchy, indexed by name and by path.
 #[derive(Debug, Clone, Default)]
@@ -91,42 +97,80 @@ pub struct PoolTree {
 }
 
 impl PoolTree {
-    /// Resolves paths and inheritance. Reports the first unknown parent or cycle found, in
-    /// name order so the result is deterministic.
+    /// Resolves paths and inheritance. Reports the first unknown parent, cycle or too deep
+    /// pool found, in name order so the result is deterministic.
     pub fn build<'a>(pools: impl IntoIterator<Item = &'a PoolDoc>) -> Result<Self, PoolTreeError> {
+        let (tree, errors) = PoolTree::build_partial(pools);
+        match errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(tree),
+        }
+    }
+
+    /// Resolves every pool whose ancestry resolves, and says why the others do not: each cycle
+    /// once, each unknown parent, and the first pool past [`MAX_DEPTH`] of each branch. For
+    /// validation, which checks device pools against the sound part of a broken hierarchy.
+    /// Linear in the number of pools: each is walked once.
+    pub fn build_partial<'a>(
+        pools: impl IntoIterator<Item = &'a PoolDoc>,
+    ) -> (Self, Vec<PoolTreeError>) {
         let specs: BTreeMap<&str, &PoolSpec> = pools
             .into_iter()
             .map(|p| (p.metadata.name.as_str(), &p.spec))
             .collect();
         let mut tree = PoolTree::default();
+        let mut errors = Vec::new();
+        // Pools that cannot be resolved, and the depth of those that are (a root is 1).
+        let mut unresolvable: HashSet<&str> = HashSet::new();
+        let mut depth: HashMap<&str, usize> = HashMap::new();
         for &name in specs.keys() {
             // Walk up to a root or an already resolved ancestor, then resolve downwards.
             let mut chain: Vec<&str> = Vec::new();
+            let mut in_chain: HashMap<&str, usize> = HashMap::new();
             let mut cursor = name;
-            loop {
-                if tree.by_name.contains_key(cursor) {
-                    break;
+            let broken = loop {
+                if depth.contains_key(cursor) {
+                    break false;
                 }
-                if let Some(pos) = chain.iter().position(|c| *c == cursor) {
+                if unresolvable.contains(cursor) {
+                    break true;
+                }
+                if let Some(&pos) = in_chain.get(cursor) {
                     let mut cycle: Vec<String> =
                         chain[pos..].iter().map(|s| s.to_string()).collect();
                     cycle.push(cursor.to_string());
-                    return Err(PoolTreeError::Cycle { cycle });
+                    errors.push(PoolTreeError::Cycle { cycle });
+                    break true;
                 }
+                in_chain.insert(cursor, chain.len());
                 chain.push(cursor);
                 match specs[cursor].parent.as_deref() {
-                    None => break,
+                    None => break false,
                     Some(parent) if specs.contains_key(parent) => cursor = parent,
                     Some(parent) => {
-                        return Err(PoolTreeError::UnknownParent {
+                        errors.push(PoolTreeError::UnknownParent {
                             pool: cursor.to_string(),
                             parent: parent.to_string(),
-                        })
+                        });
+                        break true;
                     }
                 }
+            };
+            if broken {
+                unresolvable.extend(chain);
+                continue;
             }
-            for &pool in chain.iter().rev() {
+            for (i, &pool) in chain.iter().enumerate().rev() {
                 let spec = specs[pool];
+                let level = spec.parent.as_deref().map_or(0, |p| depth[p]) + 1;
+                if level > MAX_DEPTH {
+                    errors.push(PoolTreeError::TooDeep {
+                        pool: pool.to_string(),
+                    });
+                    unresolvable.extend(&chain[..=i]);
+                    break;
+                }
+                depth.insert(pool, level);
                 let resolved = match spec.parent.as_deref() {
                     None => ResolvedPool {
                         name: pool.to_string(),
@@ -151,7 +195,7 @@ impl PoolTree {
                 tree.by_name.insert(pool.to_string(), resolved);
             }
         }
-        Ok(tree)
+        (tree, errors)
     }
 
     pub fn get(&self, name: &str) -> Option<&ResolvedPool> {

@@ -9,7 +9,7 @@ use super::parse::{AnyDoc, Parsed, Parsing};
 use super::suggest::did_you_mean;
 use crate::model::{
     ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, MacAddress, McpServerDoc, McpTransport,
-    PoolDoc, PoolTree, RouteDoc, ServiceProtocol,
+    PoolDoc, PoolTree, PoolTreeError, RouteDoc, ServiceProtocol,
 };
 
 /// Documents of one repository, split by kind, each with its parse record.
@@ -119,15 +119,14 @@ fn duplicate_names(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) {
 }
 
 fn pools(docs: &Docs, diags: &mut Vec<Diagnostic>) {
-    let names: Vec<&str> = docs
+    let names: HashSet<&str> = docs
         .pools
         .iter()
         .map(|(_, d)| d.metadata.name.as_str())
         .collect();
-    let mut cyclic_reported = HashSet::new();
     for (p, pool) in &docs.pools {
         if let Some(parent) = &pool.spec.parent {
-            if !names.contains(&parent.as_str()) && !docs.parsing.failed(Kind::Pool, parent) {
+            if !names.contains(parent.as_str()) && !docs.parsing.failed(Kind::Pool, parent) {
                 let mut d = p.error(
                     "unknown-pool",
                     "spec.parent",
@@ -144,60 +143,73 @@ fn pools(docs: &Docs, diags: &mut Vec<Diagnostic>) {
             }
         }
     }
-    // Cycles: follow parents from each pool; a walk that returns to a visited pool is a cycle.
-    let by_name: HashMap<&str, &(&Parsed, &PoolDoc)> = docs
+    // Cycles and depth, from the model's own resolution (each pool walked once). A cycle is
+    // reported once, at its member declared first.
+    let position: HashMap<&str, usize> = docs
         .pools
         .iter()
-        .map(|e| (e.1.metadata.name.as_str(), e))
+        .enumerate()
+        .map(|(i, (_, d))| (d.metadata.name.as_str(), i))
         .collect();
-    for (p, pool) in &docs.pools {
-        let mut walk = vec![pool.metadata.name.as_str()];
-        let mut cursor = pool.spec.parent.as_deref();
-        while let Some(name) = cursor {
-            if let Some(pos) = walk.iter().position(|n| *n == name) {
-                let mut cycle: Vec<&str> = walk[pos..].to_vec();
-                if pos == 0 && cyclic_reported.insert(cycle_key(&cycle)) {
-                    cycle.push(name);
-                    let mut d = p.error(
-                        "pool-cycle",
-                        "spec.parent",
-                        format!("pools form a cycle: {}", cycle.join(" -> ")),
+    let (_, errors) = PoolTree::build_partial(docs.pools.iter().map(|(_, d)| *d));
+    for error in errors {
+        match &error {
+            PoolTreeError::Cycle { cycle } => {
+                let mut cycle = cycle[..cycle.len() - 1].to_vec();
+                let first = (0..cycle.len())
+                    .min_by_key(|&i| position[cycle[i].as_str()])
+                    .unwrap_or(0);
+                cycle.rotate_left(first);
+                cycle.push(cycle[0].clone());
+                let (p, _) = docs.pools[position[cycle[0].as_str()]];
+                let mut d = p.error(
+                    "pool-cycle",
+                    "spec.parent",
+                    format!("pools form a cycle: {}", cycle.join(" -> ")),
+                );
+                for member in &cycle[1..cycle.len() - 1] {
+                    let (mp, _) = docs.pools[position[member.as_str()]];
+                    d = d.related(
+                        mp.at("spec.parent"),
+                        format!("`{member}` continues the cycle here"),
                     );
-                    for member in &cycle[1..cycle.len() - 1] {
-                        let (mp, _) = by_name[member];
-                        d = d.related(
-                            mp.at("spec.parent"),
-                            format!("`{member}` continues the cycle here"),
-                        );
-                    }
-                    diags.push(d.help(
-                        "one pool in the cycle must be a root (no parent) or point elsewhere",
-                    ));
                 }
-                break;
+                diags.push(
+                    d.help("one pool in the cycle must be a root (no parent) or point elsewhere"),
+                );
             }
-            walk.push(name);
-            cursor = by_name
-                .get(name)
-                .and_then(|(_, d)| d.spec.parent.as_deref());
+            PoolTreeError::TooDeep { pool } => {
+                let (p, _) = docs.pools[position[pool.as_str()]];
+                diags.push(
+                    p.error("pool-depth", "spec.parent", error.to_string())
+                        .help(
+                            "a pool hierarchy is a handful of levels: attach this pool higher up",
+                        ),
+                );
+            }
+            // Reported above, with the document's own parse state taken into account.
+            PoolTreeError::UnknownParent { .. } => {}
         }
     }
 }
 
-fn cycle_key(cycle: &[&str]) -> Vec<String> {
-    let mut k: Vec<String> = cycle.iter().map(|s| s.to_string()).collect();
-    k.sort();
-    k
-}
-
 fn devices(docs: &Docs, diags: &mut Vec<Diagnostic>) {
-    // Pool paths resolve only when the hierarchy is sound; its errors are reported above.
-    let tree = PoolTree::build(docs.pools.iter().map(|(_, d)| *d));
+    // Pool paths are checked against the sound part of the hierarchy: a path into a pool that
+    // is declared but cannot be resolved (a cycle, an unknown parent) is not reported on top of
+    // that error, and every other device is still checked.
+    let (tree, _) = PoolTree::build_partial(docs.pools.iter().map(|(_, d)| *d));
+    let declared: HashSet<&str> = docs
+        .pools
+        .iter()
+        .map(|(_, d)| d.metadata.name.as_str())
+        .collect();
     let mut vmids: HashMap<u32, &Parsed> = HashMap::new();
     for (p, dev) in &docs.devices {
         let spec = &dev.spec;
-        if let (Some(pool), Ok(tree)) = (&spec.pool, &tree) {
-            if tree.by_path(pool).is_none() && !docs.parsing.any_failed(Kind::Pool) {
+        if let Some(pool) = &spec.pool {
+            let name = pool.rsplit('/').next().unwrap_or(pool);
+            let unresolved = declared.contains(name) && tree.get(name).is_none();
+            if tree.by_path(pool).is_none() && !unresolved && !docs.parsing.any_failed(Kind::Pool) {
                 let mut d = p.error(
                     "unknown-pool",
                     "spec.pool",
@@ -363,15 +375,56 @@ impl Claim<'_> {
     /// A reservation and an interface describe the same host when their MACs agree (or, for
     /// an interface without a MAC, the reservation's hostname names the device).
     fn same_host(&self, other: &Claim) -> bool {
-        if self.reservation == other.reservation {
-            return false;
-        }
-        match (self.mac, other.mac) {
-            (Some(a), Some(b)) => a == b,
-            _ => {
-                let short = |h: &str| h.split('.').next().unwrap_or(h).to_ascii_lowercase();
-                short(self.host) == short(other.host)
+        self.reservation != other.reservation
+            && match (self.mac, other.mac) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.short_host() == other.short_host(),
             }
+    }
+
+    fn short_host(&self) -> String {
+        let h = self.host;
+        h.split('.').next().unwrap_or(h).to_ascii_lowercase()
+    }
+
+    /// [`Claim::same_host`] as keys: what this claim is, for [`conflicts`].
+    fn offers_host(&self) -> Vec<Match> {
+        let me = self.reservation;
+        let mut keys = vec![Match::Host(me, self.short_host())];
+        keys.push(match self.mac {
+            Some(mac) => Match::Mac(me, mac),
+            None => Match::HostWithoutMac(me, self.short_host()),
+        });
+        keys
+    }
+
+    /// [`Claim::same_host`] as keys: what the other side of the same host would offer.
+    fn wants_host(&self) -> Vec<Match> {
+        let other = !self.reservation;
+        match self.mac {
+            Some(mac) => vec![
+                Match::Mac(other, mac),
+                Match::HostWithoutMac(other, self.short_host()),
+            ],
+            None => vec![Match::Host(other, self.short_host())],
+        }
+    }
+
+    /// Among claims of one MAC: the same host when a reservation and an interface agree on the
+    /// IP (or one of them has none).
+    fn offers_ip(&self) -> Vec<Match> {
+        let me = self.reservation;
+        vec![
+            Match::AnyIp(me),
+            self.ip.map_or(Match::NoIp(me), |ip| Match::Ip(me, ip)),
+        ]
+    }
+
+    fn wants_ip(&self) -> Vec<Match> {
+        let other = !self.reservation;
+        match self.ip {
+            Some(ip) => vec![Match::Ip(other, ip), Match::NoIp(other)],
+            None => vec![Match::AnyIp(other)],
         }
     }
 
@@ -384,21 +437,49 @@ impl Claim<'_> {
     }
 }
 
+/// What makes two claims of one address compatible (the same host): a claim *offers* keys
+/// and *wants* keys, and two claims are compatible when one wants a key the other offers.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Match {
+    /// A reservation (true) or an interface (false) with this MAC.
+    Mac(bool, MacAddress),
+    /// … without a MAC, for a host of this short name.
+    HostWithoutMac(bool, String),
+    /// … with or without a MAC, for a host of this short name.
+    Host(bool, String),
+    /// … with this IP.
+    Ip(bool, Ipv4Addr),
+    /// … without an IP.
+    NoIp(bool),
+    /// … whatever its IP.
+    AnyIp(bool),
+}
+
 /// Splits claims of one address into hosts: a claim joins the first cluster holding a claim it
-/// is `compatible` with. The largest cluster (a device with its own reservation) owns the
-/// address; every other cluster is a conflict, reported once at its first claim.
+/// is compatible with. The largest cluster (a device with its own reservation) owns the
+/// address; every other cluster is a conflict, reported once at its first claim. Keys are
+/// indexed, so 20,000 claims of one address cost 20,000 lookups, not 200 million comparisons.
 fn conflicts<'c, 'a>(
     group: &[&'c Claim<'a>],
-    compatible: impl Fn(&Claim, &Claim) -> bool,
+    offers: impl Fn(&Claim<'a>) -> Vec<Match>,
+    wants: impl Fn(&Claim<'a>) -> Vec<Match>,
 ) -> Vec<(&'c Claim<'a>, &'c Claim<'a>)> {
-    let mut clusters: Vec<Vec<&Claim>> = Vec::new();
+    let mut clusters: Vec<Vec<&'c Claim<'a>>> = Vec::new();
+    // The first cluster holding a claim that offers each key.
+    let mut first: HashMap<Match, usize> = HashMap::new();
     for &c in group {
-        match clusters
-            .iter_mut()
-            .find(|cl| cl.iter().any(|m| compatible(c, m)))
-        {
-            Some(cl) => cl.push(c),
-            None => clusters.push(vec![c]),
+        let index = wants(c)
+            .iter()
+            .filter_map(|k| first.get(k).copied())
+            .min()
+            .unwrap_or_else(|| {
+                clusters.push(Vec::new());
+                clusters.len() - 1
+            });
+        clusters[index].push(c);
+        for key in offers(c) {
+            let at = first.entry(key).or_insert(index);
+            *at = (*at).min(index);
         }
     }
     let owner = (0..clusters.len())
@@ -447,7 +528,7 @@ fn address_claims(docs: &Docs, diags: &mut Vec<Diagnostic>) {
         }
     }
     for (ip, group) in &by_ip {
-        for (c, owner) in conflicts(group, |a, b| a.same_host(b)) {
+        for (c, owner) in conflicts(group, Claim::offers_host, Claim::wants_host) {
             diags.push(
                 c.parsed
                     .error("duplicate-ip", &format!("{}.ip", c.field), format!("IP {ip} is claimed twice"))
@@ -458,10 +539,7 @@ fn address_claims(docs: &Docs, diags: &mut Vec<Diagnostic>) {
     }
     for (mac, group) in &by_mac {
         // Same MAC, same host: one reservation and one interface whose IPs agree.
-        let agree = |a: &Claim, b: &Claim| {
-            a.same_host(b) && (a.ip.is_none() || b.ip.is_none() || a.ip == b.ip)
-        };
-        for (c, owner) in conflicts(group, agree) {
+        for (c, owner) in conflicts(group, Claim::offers_ip, Claim::wants_ip) {
             let mut d = c
                 .parsed
                 .error(
@@ -1044,6 +1122,89 @@ mod tests {
             out.diagnostics[0].help.as_deref(),
             Some("did you mean `/homelab/compute`?")
         );
+    }
+
+    #[test]
+    fn a_pool_cycle_does_not_hide_other_pool_errors() {
+        let pool = |n: &str, p: &str| {
+            format!("kind: Pool\nmetadata: {{name: {n}}}\nspec:\n  type: compute\n  parent: {p}\n")
+        };
+        let device = |n: &str, path: &str| {
+            format!(
+                "kind: Device\nmetadata: {{name: {n}}}\nspec: {{type: physical, pool: {path}}}\n"
+            )
+        };
+        let found = check(&[
+            &pool("a", "b"),
+            &pool("b", "a"),
+            "kind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n",
+            // Into the cycle: not reported on top of it.
+            &device("x", "/b/a"),
+            // A typo elsewhere: reported although the hierarchy has a cycle.
+            &device("y", "/lb"),
+            &device("z", "/lab"),
+        ]);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].contains("error[pool-cycle]: pools form a cycle: a -> b -> a"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1]
+                .contains("error[unknown-pool]: pool `/lb` is not declared [Device/y spec.pool]"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_pool_chain_deeper_than_the_limit_is_one_error() {
+        let n = 10_000;
+        let mut docs =
+            vec!["kind: Pool\nmetadata: {name: p0}\nspec: {type: compute}\n".to_string()];
+        docs.extend((1..n).map(|i| {
+            format!(
+                "kind: Pool\nmetadata: {{name: p{i}}}\nspec: {{type: compute, parent: p{}}}\n",
+                i - 1
+            )
+        }));
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let found = check(&refs);
+        assert_eq!(found.len(), 1, "{:#?}", &found[..found.len().min(3)]);
+        assert!(
+            found[0].contains(&format!(
+                "error[pool-depth]: pool `p{}` is 64 levels below its root",
+                crate::model::MAX_POOL_DEPTH
+            )),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn many_claims_of_one_address_are_each_reported_once() {
+        let n = 2_000;
+        let docs: Vec<String> = (0..n)
+            .map(|i| {
+                reservation(
+                    &format!("h{i}"),
+                    &format!("aa:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                    "10.0.1.40",
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let found = check(&refs);
+        assert_eq!(found.len(), n - 1);
+        assert!(found
+            .iter()
+            .all(|f| f.contains("error[duplicate-ip]: IP 10.0.1.40 is claimed twice")));
+        // A device and its own reservation still share the address without a conflict.
+        assert!(check(&[
+            &device("nas", "aa:00:00:00:00:01", "10.0.1.40"),
+            &reservation("nas", "aa:00:00:00:00:01", "10.0.1.40"),
+            &device("nas2", "aa:00:00:00:00:02", "10.0.1.41"),
+            &reservation("nas2", "aa:00:00:00:00:02", "10.0.1.41"),
+        ])
+        .is_empty());
     }
 
     #[test]
