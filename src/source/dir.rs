@@ -17,8 +17,13 @@ pub(super) fn load(root: &Path, subdir: Option<&str>) -> Result<Snapshot, Source
             });
         }
     }
+    // Links may point anywhere inside the repository, never out of it.
+    let inside = std::fs::canonicalize(root).map_err(|source| SourceError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let mut files = Vec::new();
-    walk(&base, "", &mut files)?;
+    walk(&base, "", &inside, &mut files)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
         origin: root.display().to_string(),
@@ -27,7 +32,12 @@ pub(super) fn load(root: &Path, subdir: Option<&str>) -> Result<Snapshot, Source
     })
 }
 
-fn walk(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<(), SourceError> {
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    inside: &Path,
+    out: &mut Vec<SourceFile>,
+) -> Result<(), SourceError> {
     let io = |source| SourceError::Io {
         path: dir.to_path_buf(),
         source,
@@ -43,14 +53,44 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<SourceFile>) -> Result<(), Sourc
         } else {
             format!("{prefix}/{name}")
         };
-        // Follow symlinks the way an editor would; a dangling one is reported, not skipped.
         let path = entry.path();
+        let link = entry
+            .file_type()
+            .map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .is_symlink();
+        // Follow a file link the way an editor would, but only within the repository; a
+        // dangling one is reported, not skipped.
         let meta = std::fs::metadata(&path).map_err(|source| SourceError::Io {
             path: path.clone(),
             source,
         })?;
+        if link {
+            let target = std::fs::canonicalize(&path).map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let refuse = |detail: &str| SourceError::Link {
+                path: rel.clone(),
+                detail: detail.into(),
+            };
+            if !target.starts_with(inside) && (meta.is_dir() || is_yaml(&rel)) {
+                return Err(refuse(
+                    "is a symbolic link out of the repository; labctl reads only the \
+                     repository's own files: copy the file in",
+                ));
+            }
+            if meta.is_dir() {
+                return Err(refuse(
+                    "is a symbolic link to a directory, which labctl does not walk (its \
+                     documents would be read twice or from elsewhere): move the files here",
+                ));
+            }
+        }
         if meta.is_dir() {
-            walk(&path, &rel, out)?;
+            walk(&path, &rel, inside, out)?;
         } else if meta.is_file() && is_yaml(&rel) {
             let bytes = std::fs::read(&path).map_err(|source| SourceError::Io {
                 path: path.clone(),

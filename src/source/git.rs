@@ -178,11 +178,17 @@ fn walk_tree(
             let text = String::from_utf8(data)
                 .map_err(|_| WalkError::Source(SourceError::NotUtf8 { path: rel.clone() }))?;
             out.push(SourceFile { path: rel, text });
-        } else if mode.is_link() && is_yaml(&rel) {
+        } else if mode.is_link() && (is_yaml(&rel) || !name.contains('.')) {
             // A symlink blob holds its target path, not content. Following it would read either
             // the work tree (not this commit) or another tree path whose meaning depends on the
-            // checkout, so desired state must be committed as regular files.
-            tracing::warn!(path = %rel, "skipping symlink in Git tree; commit the file itself");
+            // checkout; skipping it would drop what it declares, and under apply delete it live.
+            // So it stops the load. (A link without an extension may stand for a directory.)
+            return Err(WalkError::Source(SourceError::Link {
+                path: rel,
+                detail: "is a symbolic link in the commit; labctl reads committed files only: \
+                         commit the file (or directory) itself"
+                    .into(),
+            }));
         }
         // Submodule entries (commits) point into another repository, which is not desired state
         // of this one.

@@ -63,6 +63,10 @@ pub enum SourceError {
     MissingSubdir { subdir: String, origin: String },
     #[error("git: {0}")]
     Git(String),
+    /// A symbolic link that labctl will not follow: in a commit, out of the repository, or to
+    /// a directory.
+    #[error("{path} {detail}")]
+    Link { path: String, detail: String },
     #[error("revision `{rev}` not found in {origin}: {detail}")]
     RevisionNotFound {
         rev: String,

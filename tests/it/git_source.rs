@@ -246,12 +246,9 @@ fn non_utf8_yaml_is_an_error_naming_the_file() {
 }
 
 #[test]
-fn symlinks_and_submodules_are_skipped() {
+fn submodules_are_skipped() {
     let (dir, _) = sample_repo();
     let root = dir.path();
-    std::os::unix::fs::symlink("services.yaml", root.join("alias.yaml")).unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", root.join("outside.yaml")).unwrap();
-    git(root, &["add", "alias.yaml", "outside.yaml"]);
     // A gitlink entry, as `git submodule add` would record it.
     let other = git(root, &["rev-parse", "HEAD"]);
     git(
@@ -264,16 +261,86 @@ fn symlinks_and_submodules_are_skipped() {
         ],
     );
     // Not `commit_all`: `git add -A` would drop the gitlink, which has no directory behind it.
-    git(root, &["commit", "-q", "-m", "links"]);
+    git(root, &["commit", "-q", "-m", "submodule"]);
     let head = git(root, &["rev-parse", "HEAD"]);
-    let ls = git(root, &["ls-tree", "HEAD"]);
-    assert!(ls.contains("120000") && ls.contains("160000"), "{ls}");
+    assert!(git(root, &["ls-tree", "HEAD"]).contains("160000"));
 
     let snapshot = source::load(&local(root, None), None).unwrap();
     assert_eq!(commit_of(&snapshot), head);
     assert_eq!(
         paths(&snapshot),
         ["hosts/a.yaml", "hosts/nested/b.yml", "services.yaml"]
+    );
+}
+
+/// A committed symlink would be read from the work tree (not the commit) or dropped — and what
+/// it declared deleted live under apply. Either way the picture is wrong: the load fails and
+/// names the link.
+#[test]
+fn a_symlink_in_the_commit_is_an_error_naming_it() {
+    for (link, target) in [("alias.yaml", "services.yaml"), ("more", "hosts")] {
+        let (dir, _) = sample_repo();
+        let root = dir.path();
+        std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+        commit_all(root, "a link");
+        assert!(git(root, &["ls-tree", "HEAD"]).contains("120000"));
+        match source::load(&local(root, None), None) {
+            Err(e @ SourceError::Link { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.starts_with(&format!("{link} is a symbolic link in the commit")),
+                    "{text}"
+                );
+            }
+            other => panic!("expected a link error for {link}, got {other:?}"),
+        }
+    }
+    // A link that cannot hold documents (README.md) is no error.
+    let (dir, _) = sample_repo();
+    std::os::unix::fs::symlink("README.md", dir.path().join("INDEX.md")).unwrap();
+    commit_all(dir.path(), "a doc link");
+    assert!(source::load(&local(dir.path(), None), None).is_ok());
+}
+
+/// A directory (or `--worktree`) follows file links inside the repository, and refuses links
+/// out of it (whose target it must not read, let alone print) and links to directories.
+#[test]
+fn worktree_links_stay_inside_the_repository() {
+    let (dir, _) = sample_repo();
+    let root = dir.path();
+    std::os::unix::fs::symlink("services.yaml", root.join("alias.yaml")).unwrap();
+    let snapshot = source::load(&SourceSpec::Directory(root.to_path_buf()), None).unwrap();
+    assert_eq!(text(&snapshot, "alias.yaml"), "services: v1\n");
+
+    let outside = TempDir::new().unwrap();
+    write(
+        outside.path(),
+        "secret.yaml",
+        "root:x:0:0:root:/root:/bin/bash\n",
+    );
+    std::os::unix::fs::symlink(outside.path().join("secret.yaml"), root.join("x.yaml")).unwrap();
+    let err = source::load(&SourceSpec::Directory(root.to_path_buf()), None).unwrap_err();
+    assert!(
+        matches!(&err, SourceError::Link { path, .. } if path == "x.yaml"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("out of the repository"), "{err}");
+    let out = crate::support::cli::labctl(&["validate", root.to_str().unwrap(), "--worktree"]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{printed}");
+    assert!(!printed.contains("root:x"), "{printed}");
+    fs::remove_file(root.join("x.yaml")).unwrap();
+
+    std::os::unix::fs::symlink("hosts", root.join("more")).unwrap();
+    let err = source::load(&SourceSpec::Directory(root.to_path_buf()), None).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("more is a symbolic link to a directory"),
+        "{err}"
     );
 }
 
