@@ -42,32 +42,37 @@ pub struct DriftArgs {
     pub format: Format,
 }
 
+/// Runs `f` on the store opened read-only (see [`Store::open_reader`]); `empty` is the answer
+/// where nothing has been recorded yet (no store is created for a reader).
 fn with_store<T>(
     url: Option<&str>,
+    empty: T,
     f: impl AsyncFnOnce(&Store) -> Result<T, StoreError>,
 ) -> Result<T, String> {
     let url = super::db::database_url(url);
     let rt = runtime().ok_or("cannot start the async runtime")?;
     rt.block_on(async {
-        let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
-        // A new database reads as "nothing recorded yet" rather than a missing table.
-        let out = match store.migrate().await {
-            Ok(()) => f(&store).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let Some(store) = Store::open_reader(&url).await.map_err(|e| e.to_string())? else {
+            return Ok(empty);
         };
+        let out = f(&store).await.map_err(|e| e.to_string());
         store.close().await;
         out
     })
 }
 
 pub fn run_status(args: &StatusArgs) -> ExitCode {
-    let result = with_store(args.database_url.as_deref(), async |store| {
-        let latest = store.latest_run().await?;
-        let model = store.latest_model().await?;
-        let open = store.open_deviations(None, None).await?;
-        let runs = store.runs_between(0, i64::MAX).await?;
-        Ok((latest, model, open, runs))
-    });
+    let result = with_store(
+        args.database_url.as_deref(),
+        Default::default(),
+        async |store| {
+            let latest = store.latest_run().await?;
+            let model = store.latest_model().await?;
+            let open = store.open_deviations(None, None).await?;
+            let runs = store.runs_between(0, i64::MAX).await?;
+            Ok((latest, model, open, runs))
+        },
+    );
     let (latest, model, open, runs) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -190,10 +195,14 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
         }
     };
     let min = args.severity.as_deref().and_then(Severity::parse);
-    let result = with_store(args.database_url.as_deref(), async |store| match &history {
-        Some((kind, name, field)) => store.deviation_history(kind, name, field).await,
-        None => store.open_deviations(args.kind.as_deref(), min).await,
-    });
+    let result = with_store(
+        args.database_url.as_deref(),
+        Vec::new(),
+        async |store| match &history {
+            Some((kind, name, field)) => store.deviation_history(kind, name, field).await,
+            None => store.open_deviations(args.kind.as_deref(), min).await,
+        },
+    );
     let mut list = match result {
         Ok(l) => l,
         Err(e) => {

@@ -64,6 +64,8 @@ pub enum StoreError {
     NotFound { what: &'static str, id: i64 },
     #[error("run {0} is not running (finished, aborted or unknown)")]
     RunNotRunning(RunId),
+    #[error("the state store {url} has schema version {have} and this labctl needs {want}: run `labctl db migrate` (as the user that owns the store), or the labctl that wrote it")]
+    SchemaBehind { url: String, have: i64, want: i64 },
     #[error("another labctl controller holds the leader lock on {target}; stop it or run without leadership")]
     LeaderBusy { target: String },
     #[error("leader lock file {}: {source}", path.display())]
@@ -71,6 +73,22 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
+    /// Read-only, without SQLite's shared-memory file (see [`Store::open_reader`]).
+    Immutable,
+}
+
+/// SQLite's write-ahead log beside the database file.
+fn wal_file(db: &std::path::Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 /// Which database engine a store talks to.
@@ -98,6 +116,71 @@ pub struct Store {
 impl Store {
     /// Connects to `sqlite://PATH` (the file and its directory are created) or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, Access::ReadWrite).await
+    }
+
+    /// Opens the store to read only, as `status` and `drift` do: nothing is created, migrated
+    /// or written, so a reader works on a state directory it may not write (the controller's,
+    /// owned by another user). `None` when nothing has been recorded there yet.
+    pub async fn open_reader(url: &str) -> Result<Option<Store>, StoreError> {
+        if let url::Target::Sqlite { path, .. } = url::parse(url)? {
+            if !path.exists() {
+                return Ok(None);
+            }
+        }
+        let open = async |access| {
+            let store = Store::open(url, access).await?;
+            let version = store.schema_version().await?;
+            Ok::<_, StoreError>((store, version))
+        };
+        let (store, version) = match open(Access::ReadOnly).await {
+            Ok(opened) => opened,
+            // A WAL database in a directory the reader cannot write: SQLite cannot create the
+            // shared-memory file, so read the file as it is — safe only while no writer has
+            // uncommitted pages in a -wal file, which is then there to see.
+            Err(first) => match url::parse(url)? {
+                url::Target::Sqlite { path, .. } if !wal_file(&path).exists() => {
+                    open(Access::Immutable).await.map_err(|_| first)?
+                }
+                _ => return Err(first),
+            },
+        };
+        let latest = migrations::list(store.backend).last().map_or(0, |m| m.0);
+        match version {
+            None => Ok(None),
+            Some(v) if v < latest => Err(StoreError::SchemaBehind {
+                url: store.redacted.clone(),
+                have: v,
+                want: latest,
+            }),
+            Some(_) => Ok(Some(store)),
+        }
+    }
+
+    /// The newest migration applied, `None` for a database labctl never migrated.
+    async fn schema_version(&self) -> Result<Option<i64>, StoreError> {
+        let table = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = '_sqlx_migrations'"
+            }
+        };
+        let exists: i64 = sqlx::query_scalar(table)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.query_err("reading the schema version"))?;
+        if exists == 0 {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.query_err("reading the schema version"))
+    }
+
+    async fn open(url: &str, access: Access) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let redacted = redact(url);
         let target = url::parse(url)?;
@@ -107,12 +190,19 @@ impl Store {
         };
         let (backend, sqlx_url, sqlite_path) = match target {
             url::Target::Sqlite { path, url } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
+                if access == Access::ReadWrite {
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                            path: dir.to_path_buf(),
+                            source,
+                        })?;
+                    }
                 }
+                let url = match access {
+                    Access::ReadWrite => url,
+                    Access::ReadOnly => url.replace("mode=rwc", "mode=ro"),
+                    Access::Immutable => url.replace("mode=rwc", "mode=ro&immutable=1"),
+                };
                 (Backend::Sqlite, url, Some(path))
             }
             url::Target::Postgres { url } => (Backend::Postgres, url, None),
@@ -123,17 +213,27 @@ impl Store {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 8,
             });
-        if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _| {
+        let read_only = access != Access::ReadWrite;
+        options = match backend {
+            Backend::Sqlite => options.after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
                 })
-            });
-        }
+            }),
+            // The server refuses any write on a reader's sessions.
+            Backend::Postgres if read_only => options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET default_transaction_read_only = on")
+                        .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options,
+        };
         let pool = options.connect(&sqlx_url).await.map_err(connect_err)?;
-        if backend == Backend::Sqlite {
+        if backend == Backend::Sqlite && !read_only {
             pool.execute("PRAGMA journal_mode = WAL")
                 .await
                 .map_err(connect_err)?;

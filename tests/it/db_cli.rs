@@ -216,3 +216,65 @@ fn prune_prints_what_it_deleted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `status` and `drift` only read: they work on a state directory the caller cannot write
+/// (the controller's, owned by another user), and create nothing where no store exists.
+/// Run as `nobody` (root writes anywhere), on a store the controller wrote.
+#[test]
+fn readers_need_no_write_access() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let url = format!("sqlite://{}/labctl.db", state.display());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(history(&url));
+    for (path, mode) in [
+        (dir.path().to_path_buf(), 0o755),
+        (state.clone(), 0o755),
+        (state.join("labctl.db"), 0o644),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_labctl"))
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("setpriv runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "labctl {args:?}: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status: serde_json::Value = serde_json::from_str(&as_nobody(&[
+        "status",
+        "--database-url",
+        &url,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        status["recentRuns"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    as_nobody(&["drift", "--database-url", &url]);
+    let listing: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listing, ["labctl.db"], "a reader wrote nothing");
+
+    // Where no store exists yet, a reader says so and creates none.
+    let missing = format!("sqlite://{}/none/labctl.db", dir.path().display());
+    let text = as_nobody(&["status", "--database-url", &missing]);
+    assert!(text.contains("No run recorded yet"), "{text}");
+    assert!(!dir.path().join("none").exists());
+}
