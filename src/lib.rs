@@ -16,5 +16,6 @@ pub mod reconcile;
 pub mod redact;
 pub mod source;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod validate;

@@ -62,7 +62,7 @@ pub fn run(args: &DbArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -90,9 +90,9 @@ pub fn run(args: &DbArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             if matches!(e, StoreError::Query { .. }) {
-                eprintln!("hint: run `labctl db migrate` first if the database is new");
+                errln!("hint: run `labctl db migrate` first if the database is new");
             }
             ExitCode::from(EXIT_USAGE)
         }

@@ -47,17 +47,17 @@ pub fn run(args: &ImportArgs) -> ExitCode {
             match &e {
                 ImportError::Unobservable(providers) => {
                     for (p, why) in providers {
-                        eprintln!("error: provider {p} could not be observed: {why}");
+                        errln!("error: provider {p} could not be observed: {why}");
                     }
-                    eprintln!("error: nothing was imported");
+                    errln!("error: nothing was imported");
                 }
                 ImportError::Invalid(staged) => {
                     let mut all = loaded.snapshot.clone();
                     all.files.extend(staged.files.iter().cloned());
                     super::print_diagnostics(&staged.validation.diagnostics, &all);
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                 }
-                ImportError::Write(_) => eprintln!("error: {e}"),
+                ImportError::Write(_) => errln!("error: {e}"),
             }
             return ExitCode::FAILURE;
         }

@@ -123,13 +123,13 @@ pub fn run(args: &McpArgs) -> ExitCode {
     }
     let tokens = match (&args.http, &args.tokens) {
         (Some(_), None) => {
-            eprintln!("error: --http needs --tokens FILE (labctl mcp hash-token helps write it)");
+            errln!("error: --http needs --tokens FILE (labctl mcp hash-token helps write it)");
             return ExitCode::from(super::EXIT_USAGE);
         }
         (_, Some(path)) => match Tokens::load(path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return ExitCode::from(super::EXIT_USAGE);
             }
         },
@@ -167,7 +167,7 @@ pub fn run(args: &McpArgs) -> ExitCode {
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
                 let local = listener.local_addr()?;
                 // Always said, whatever LABCTL_LOG: the port chosen for :0 is needed.
-                eprintln!("labctl mcp: listening on http://{local}/mcp");
+                errln!("labctl mcp: listening on http://{local}/mcp");
                 let options = HttpOptions {
                     tokens,
                     allow_origins: args.allow_origins.clone(),
@@ -188,7 +188,7 @@ pub fn run(args: &McpArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -223,12 +223,12 @@ async fn shutdown_signal() {
 fn hash_token() -> ExitCode {
     let mut text = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-        eprintln!("error: cannot read the token from stdin: {e}");
+        errln!("error: cannot read the token from stdin: {e}");
         return ExitCode::from(super::EXIT_USAGE);
     }
     let token = text.trim();
     if token.is_empty() {
-        eprintln!("error: no token on stdin");
+        errln!("error: no token on stdin");
         return ExitCode::from(super::EXIT_USAGE);
     }
     outln!("{}", labctl::mcp::sha256_hex(token));

@@ -7,6 +7,12 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
 }
 
+/// `eprintln!` for messages: one line each, whatever the text it quotes (a provider's answer,
+/// a file name) holds — see [`labctl::text::printable`].
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::write_stderr_line(format_args!($($arg)*)) };
+}
+
 /// `println!` for command output; see [`out!`].
 macro_rules! outln {
     () => { $crate::cli::write_stdout(format_args!("\n")) };
@@ -28,7 +34,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use std::io::IsTerminal;
 
-use codespan_reporting::term::termcolor::{ColorChoice, StandardStream};
+use codespan_reporting::term::termcolor::Buffer;
 use serde_json::json;
 
 use labctl::controller::{self, Invalid};
@@ -175,7 +181,7 @@ fn write_schemas(dir: &std::path::Path) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: cannot write schemas to {}: {e}", dir.display());
+            errln!("error: cannot write schemas to {}: {e}", dir.display());
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -196,22 +202,47 @@ pub fn load_snapshot(source: &SourceArgs, format: Format) -> Option<Snapshot> {
 pub fn report_load_error(error: &SourceError, format: Format) {
     match format {
         Format::Json => outln!("{}", json!({ "valid": false, "error": error.to_string() })),
-        Format::Human => eprintln!("error: {error}"),
+        Format::Human => errln!("error: {error}"),
     }
 }
 
-/// Renders diagnostics on stderr, in colour on a terminal. False if stderr is gone.
+/// Renders diagnostics on stderr, in colour on a terminal. False if stderr is gone. What the
+/// files put in messages (a key with a newline, an ESC in a value) is shown escaped, so a
+/// repository cannot forge a line or drive the terminal.
 pub fn print_diagnostics(diagnostics: &[Diagnostic], snapshot: &Snapshot) -> bool {
-    let color = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-        ColorChoice::Auto
+    use std::io::Write;
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let one_line = |text: &str| labctl::text::printable(text, false).into_owned();
+    let safe: Vec<Diagnostic> = diagnostics
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.message = one_line(&d.message);
+            d.help = d.help.as_deref().map(one_line);
+            for r in &mut d.related {
+                r.message = one_line(&r.message);
+            }
+            d
+        })
+        .collect();
+    let mut buffer = if color {
+        Buffer::ansi()
     } else {
-        ColorChoice::Never
+        Buffer::no_color()
     };
-    let mut err = StandardStream::stderr(color);
-    match checks::render(diagnostics, snapshot, &mut err) {
+    let rendered = checks::render(&safe, snapshot, &mut buffer).and_then(|()| {
+        let text = String::from_utf8_lossy(buffer.as_slice());
+        let text = if color {
+            labctl::text::printable_keeping_colour(&text)
+        } else {
+            labctl::text::printable(&text, true)
+        };
+        std::io::stderr().lock().write_all(text.as_bytes())
+    });
+    match rendered {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("error: cannot write diagnostics: {e}");
+            errln!("error: cannot write diagnostics: {e}");
             false
         }
     }
@@ -226,7 +257,7 @@ pub fn report_invalid(invalid: &Invalid, format: Format) {
         ),
         Format::Human => {
             print_diagnostics(&invalid.validation.diagnostics, &invalid.snapshot);
-            eprintln!("error: {invalid}");
+            errln!("error: {invalid}");
         }
     }
 }
@@ -254,7 +285,7 @@ pub fn load_valid(source: &SourceArgs, format: Format) -> Option<Loaded> {
             None
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             None
         }
     }
@@ -269,7 +300,7 @@ pub fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             None
         }
     }
@@ -283,14 +314,24 @@ pub fn print_json(value: &serde_json::Value) {
     );
 }
 
-/// Writes command output to stdout; see [`out!`].
+/// Writes command output to stdout; see [`out!`]. Text a terminal would act on is shown
+/// escaped; colour passes only where labctl colours (a terminal, NO_COLOR unset).
 pub fn write_stdout(args: std::fmt::Arguments) {
     use std::io::Write;
-    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+    static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let colour = *COLOUR
+        .get_or_init(|| std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    let text = args.to_string();
+    let safe = if colour {
+        labctl::text::printable_keeping_colour(&text)
+    } else {
+        labctl::text::printable(&text, true)
+    };
+    if let Err(e) = std::io::stdout().lock().write_all(safe.as_bytes()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
-        eprintln!("error: cannot write to stdout: {e}");
+        errln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
     }
 }
@@ -322,4 +363,13 @@ pub fn render_options() -> RenderOptions {
     RenderOptions {
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     }
+}
+
+/// Writes one message line to stderr; see [`errln!`]. A closed stderr is ignored: there is
+/// nowhere left to say anything.
+pub fn write_stderr_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let text = args.to_string();
+    let line = labctl::text::printable(&text, false);
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

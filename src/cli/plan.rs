@@ -37,14 +37,14 @@ pub fn run(args: &PlanArgs) -> ExitCode {
     let unknown = plan.count(DeviationType::Unknown);
     if !plan.unobservable.is_empty() {
         // An incomplete plan must not pass a gate as "no drift".
-        eprintln!(
+        errln!(
             "error: {} provider(s) could not be observed; the plan is incomplete",
             plan.unobservable.len()
         );
         ExitCode::FAILURE
     } else if unknown > 0 {
         // So must one where a node, a guest or a field could not be read.
-        eprintln!(
+        errln!(
             "error: {unknown} resource(s) or field(s) could not be observed; the plan is incomplete"
         );
         ExitCode::FAILURE

@@ -86,7 +86,7 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -101,12 +101,12 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
                     (Some(r), _) => {
                         outln!("applied {} change(s) with {}", r.applied.len(), a.provider)
                     }
-                    (_, Some(e)) => eprintln!("error: apply failed: {e}"),
+                    (_, Some(e)) => errln!("error: apply failed: {e}"),
                     _ => {}
                 }
             }
             for (provider, why) in &run.plan.held {
-                eprintln!("error: changes to {provider} held back: {why}");
+                errln!("error: changes to {provider} held back: {why}");
             }
             outln!(
                 "recorded run {} in {}",

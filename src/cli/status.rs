@@ -76,7 +76,7 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
     let (latest, model, open, runs) = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -190,7 +190,7 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
     let history = match args.history.as_deref().map(parse_identity).transpose() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: --history: {e}");
+            errln!("error: --history: {e}");
             return ExitCode::from(super::EXIT_USAGE);
         }
     };
@@ -206,7 +206,7 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
     let mut list = match result {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -92,6 +92,7 @@ fn walk(
         if meta.is_dir() {
             walk(&path, &rel, inside, out)?;
         } else if meta.is_file() && is_yaml(&rel) {
+            super::printable_path(&rel)?;
             let bytes = std::fs::read(&path).map_err(|source| SourceError::Io {
                 path: path.clone(),
                 source,

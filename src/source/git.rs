@@ -168,6 +168,7 @@ fn walk_tree(
                 .map_err(|e| WalkError::Git(format!("directory `{rel}`"), e))?;
             walk_tree(repo, &sub, &rel, out)?;
         } else if mode.is_blob() && is_yaml(&rel) {
+            super::printable_path(&rel).map_err(WalkError::Source)?;
             if raw_name.to_str().is_err() {
                 return Err(WalkError::Source(SourceError::NotUtf8 { path: rel }));
             }

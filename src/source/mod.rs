@@ -63,6 +63,10 @@ pub enum SourceError {
     MissingSubdir { subdir: String, origin: String },
     #[error("git: {0}")]
     Git(String),
+    /// A desired-state file whose name a terminal would act on (a newline, an ESC, a
+    /// bidirectional override): shown escaped, never read.
+    #[error("{path}: the file name holds control characters, which could forge or hide output; rename the file")]
+    UnprintableName { path: String },
     /// A symbolic link that labctl will not follow: in a commit, out of the repository, or to
     /// a directory.
     #[error("{path} {detail}")]
@@ -73,6 +77,14 @@ pub enum SourceError {
         origin: String,
         detail: String,
     },
+}
+
+/// `Err` for a path a terminal would act on (see [`crate::text::printable`]).
+pub(crate) fn printable_path(path: &str) -> Result<(), SourceError> {
+    match crate::text::printable(path, false) {
+        std::borrow::Cow::Borrowed(_) => Ok(()),
+        std::borrow::Cow::Owned(escaped) => Err(SourceError::UnprintableName { path: escaped }),
+    }
 }
 
 /// True for files that hold desired-state documents.

@@ -173,3 +173,56 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     );
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// What a repository holds cannot forge output or drive the terminal: a file name with a
+/// newline is refused and shown escaped, and ESC, BEL and U+202E in a value are shown as
+/// `\u{..}` in the diagnostic that quotes them.
+#[test]
+fn file_names_and_values_cannot_forge_lines_or_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "labctl.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
+    );
+    write(dir.path(), "dhcp/a\nerror[forged]: all good.yaml", "x: 1\n");
+    let out = labctl(&["validate", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("error[forged]")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "dhcp/a\\nerror[forged]: all good.yaml: the file name holds control characters"
+        ),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "labctl.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
+    );
+    write(
+        dir.path(),
+        "dhcp/a.yaml",
+        // YAML's own escapes make the control characters; the message quotes the kind.
+        "apiVersion: labctl.dev/v1\nkind: \"Pool\\e]0;pwned\\a\\u202E\"\nmetadata: {name: a}\nspec: {}\n",
+    );
+    let out = labctl(&["validate", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !stderr.contains(raw),
+            "{raw:?} reached the terminal: {stderr:?}"
+        );
+    }
+    assert!(
+        stderr.contains("\\u{1b}]0;pwned\\u{7}\\u{202e}"),
+        "{stderr}"
+    );
+}
