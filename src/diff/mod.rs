@@ -397,6 +397,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         kind,
                         name: name.to_string(),
                         fields: target,
+                        key: actual.key.clone(),
                     });
                 }
             }
@@ -421,6 +422,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             changes.push(Change::Delete {
                 kind,
                 name: name.to_string(),
+                key: actual.key.clone(),
             });
         }
     }

@@ -4,11 +4,7 @@ use super::*;
 use crate::providers::{Observation, ProviderError, Resource, Unreadable};
 
 fn res(kind: Kind, name: &str, fields: Json) -> Resource {
-    Resource {
-        kind,
-        name: name.into(),
-        fields,
-    }
+    Resource::new(kind, name, fields)
 }
 
 fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
@@ -21,6 +17,7 @@ fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
             resources: live,
             unobservable: vec![],
             details: Default::default(),
+            version: None,
         }),
         can_apply: [Kind::DhcpReservation].into(),
     }
@@ -111,12 +108,14 @@ fn apply_policy_plans_create_update_delete() {
         &vec![
             Change::Delete {
                 kind: Kind::DhcpReservation,
-                name: "c".into()
+                name: "c".into(),
+                key: None
             },
             Change::Update {
                 kind: Kind::DhcpReservation,
                 name: "a".into(),
-                fields: r("10.0.1.5")
+                fields: r("10.0.1.5"),
+                key: None
             },
             Change::Create {
                 kind: Kind::DhcpReservation,

@@ -108,6 +108,16 @@ impl CaddyProvider {
         }
     }
 
+    fn stale(&self) -> ProviderError {
+        ProviderError::Stale {
+            provider: self.name.clone(),
+            detail: format!(
+                "the routes of server `{}` changed concurrently, run again",
+                self.server
+            ),
+        }
+    }
+
     fn rejected(&self, detail: String) -> ProviderError {
         ProviderError::Rejected {
             provider: self.name.clone(),
@@ -242,10 +252,7 @@ impl CaddyProvider {
                         ));
                     }
                 }
-                Err(self.rejected(format!(
-                    "the routes of server `{}` changed concurrently, run again",
-                    self.server
-                )))
+                Err(self.stale())
             }
             // Caddy answers 500 (sometimes 400) for a config it will not load and keeps the
             // old one.
@@ -345,16 +352,15 @@ impl CaddyProvider {
                     slots.push(Some(self.build_route(name, fields)?));
                 }
                 Change::Update { fields, .. } => {
-                    let key = fields_key(fields);
-                    let i = naming
-                        .find_desired(&parsed, name, key.as_ref())
-                        .ok_or_else(|| concurrently(name, "is not live"))?;
+                    let i = live_index(routes, change).ok_or_else(|| {
+                        concurrently(name, "is not live under the key it was observed with")
+                    })?;
                     slots[i] = Some(self.build_route(name, fields)?);
                 }
                 Change::Delete { .. } => {
-                    let i = naming
-                        .find_unwanted(name)
-                        .ok_or_else(|| concurrently(name, "is not live"))?;
+                    let i = live_index(routes, change).ok_or_else(|| {
+                        concurrently(name, "is not live under the key it was observed with")
+                    })?;
                     slots[i] = None;
                 }
             }
@@ -382,6 +388,7 @@ impl Provider for CaddyProvider {
                     kind: Kind::Route,
                     name: r.doc.metadata.name.clone(),
                     fields,
+                    key: None,
                 })
             })
             .collect()
@@ -404,24 +411,25 @@ impl Provider for CaddyProvider {
             let resources = parsed
                 .into_iter()
                 .zip(names)
-                .map(|(p, name)| Resource {
-                    kind: Kind::Route,
-                    name,
-                    fields: p.fields,
-                })
+                .zip(live_keys(&routes))
+                .map(|((p, name), key)| Resource::new(Kind::Route, name, p.fields).with_key(key))
                 .collect();
-            Ok(http::observed(&self.name, resources))
+            let mut observation = Observation::now(&self.name, resources);
+            observation.version = read.etag;
+            Ok(observation)
         })
     }
 
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
         Box::pin(async move {
             if changes.is_empty() {
                 return Ok(ApplyReport::default());
             }
+            let planned = super::planned_version(&self.name, base)?;
             let read = self.read_routes().await?;
             let Some(routes) = &read.routes else {
                 return Err(self.rejected(format!(
@@ -431,6 +439,11 @@ impl Provider for CaddyProvider {
                     self.routes_path()
                 )));
             };
+            // The write is guarded by this ETag too (If-Match), so a change between this read
+            // and the write is refused by Caddy itself.
+            if read.etag.as_deref() != planned {
+                return Err(self.stale());
+            }
             let new_routes = self.plan(routes, changes)?;
             self.write_routes(&read, new_routes).await?;
             Ok(ApplyReport {
@@ -762,19 +775,33 @@ impl Naming {
                     .find(|&i| self.managed[i].is_none() && parsed[i].key.as_ref() == Some(key))
             })
     }
+}
 
-    /// The route a Delete of `name` refers to: by id, else by a derived name in either form.
-    fn find_unwanted(&self, name: &str) -> Option<usize> {
-        self.managed
-            .iter()
-            .position(|n| n.as_deref() == Some(name))
-            .or_else(|| {
-                self.derived.iter().position(|d| {
-                    d.as_ref()
-                        .is_some_and(|(plain, alt)| plain == name || alt == name)
-                })
-            })
+/// The live key of each route ([`Resource::key`]): `@id NAME` for a route whose `@id` is
+/// unique, else `#INDEX`, its position in the array. Either names one route exactly in the
+/// routes of the ETag it was read at, which apply checks before using it.
+fn live_keys(routes: &[Json]) -> Vec<String> {
+    let id = |r: &Json| r.get("@id").and_then(Json::as_str).map(str::to_string);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in routes {
+        if let Some(id) = id(r) {
+            *counts.entry(id).or_insert(0) += 1;
+        }
     }
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match id(r) {
+            Some(id) if counts[&id] == 1 => format!("@id {id}"),
+            _ => format!("#{i}"),
+        })
+        .collect()
+}
+
+/// The position in `routes` of the route `change` targets, by its live key.
+fn live_index(routes: &[Json], change: &Change) -> Option<usize> {
+    let key = change.key()?;
+    live_keys(routes).iter().position(|k| k == key)
 }
 
 /// Caddy's `{"error": "..."}` message, or the body as text.
@@ -834,17 +861,16 @@ mod tests {
 
     #[test]
     fn names_prefer_ids_then_keys_then_derived_unique() {
-        let routes: Vec<Parsed> = [
+        let raw = [
             json!({"@id": "labctl-a", "match": [{"host": ["a.lab"]}]}),
             json!({"match": [{"host": ["b.lab"]}]}),
             json!({"match": [{"host": ["c.lab"], "path": ["/x*"]}]}),
             json!({"match": [{"host": ["c.lab"], "path": ["/x*"]}]}),
             json!({"@id": "labctl-a", "match": [{"host": ["d.lab"]}]}),
             json!({"handle": []}),
-        ]
-        .iter()
-        .map(parse_route)
-        .collect();
+            json!({"@id": "edge", "match": [{"host": ["e.lab"]}]}),
+        ];
+        let routes: Vec<Parsed> = raw.iter().map(parse_route).collect();
         let naming = Naming::new(&routes);
         let key = |h: &str| (h.to_string(), "/".to_string());
         let desired = vec![
@@ -861,12 +887,21 @@ mod tests {
                 "unmanaged-c-lab-x",
                 "c-lab-x-2",
                 "d-lab",
-                "unnamed"
+                "unnamed",
+                "e-lab"
             ]
         );
-        // Apply finds the same routes without the desired state.
-        for (i, n) in names.iter().enumerate().filter(|(i, _)| *i != 1) {
-            assert_eq!(naming.find_unwanted(n), Some(i), "{n}");
+        // Apply finds each route by the live key observe gave it, without the desired state.
+        let keys = live_keys(&raw);
+        assert_eq!(keys[0], "#0", "a duplicated @id names no route");
+        assert_eq!(keys[6], "@id edge");
+        for (i, key) in keys.iter().enumerate() {
+            let delete = Change::Delete {
+                kind: Kind::Route,
+                name: names[i].clone(),
+                key: Some(key.clone()),
+            };
+            assert_eq!(live_index(&raw, &delete), Some(i), "{key}");
         }
         assert_eq!(
             naming.find_desired(&routes, "bee", Some(&key("b.lab"))),

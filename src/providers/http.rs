@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{ApplyReport, BoxFuture, CallPolicy, Change, Observation, ProviderError, Resource};
+use super::{CallPolicy, ProviderError};
 use crate::model::{ProviderConfig, SecretSource, TlsConfig};
 
 /// Marks the error a pin mismatch produces, to tell it from a network failure.
@@ -281,35 +281,6 @@ pub(crate) fn excerpt(text: &str) -> String {
     } else {
         text.to_string()
     }
-}
-
-/// What `provider` saw just now, every resource of it readable.
-pub(crate) fn observed(provider: &str, resources: Vec<Resource>) -> Observation {
-    Observation {
-        provider: provider.to_string(),
-        observed_at: crate::time::now_ms(),
-        resources,
-        unobservable: Vec::new(),
-        details: Default::default(),
-    }
-}
-
-/// `apply` of a provider that only observes: no changes is fine, any change is refused with
-/// `why`.
-pub(crate) fn observe_only(
-    provider: &str,
-    changes: &[Change],
-    why: &str,
-) -> BoxFuture<'static, Result<ApplyReport, ProviderError>> {
-    let result = if changes.is_empty() {
-        Ok(ApplyReport::default())
-    } else {
-        Err(ProviderError::Rejected {
-            provider: provider.to_string(),
-            detail: why.to_string(),
-        })
-    };
-    Box::pin(std::future::ready(result))
 }
 
 /// `AA:BB:…` (or without separators, any case) as 32 bytes.

@@ -37,6 +37,29 @@ pub struct Resource {
     pub kind: Kind,
     pub name: String,
     pub fields: Json,
+    /// The live object's key in its API (a reservation's subnet and MAC, a router's
+    /// qualified name, a Caddy route's `@id`), so a change to it can say what it targets.
+    /// `None` for expected resources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl Resource {
+    /// A resource without a live key: an expected one, or one whose API has no key.
+    pub fn new(kind: Kind, name: impl Into<String>, fields: Json) -> Self {
+        Resource {
+            kind,
+            name: name.into(),
+            fields,
+            key: None,
+        }
+    }
+
+    /// The same resource, with the live key it was read under.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
 }
 
 /// What a provider saw, and when.
@@ -56,6 +79,25 @@ pub struct Observation {
     /// Only stable facts belong here (no latencies): observations are content-addressed.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The version of the live state this is a picture of (Kea's configuration fingerprint,
+    /// Caddy's ETag, the hash of Traefik's dynamic file): `apply` refuses to change anything
+    /// when the live version is no longer this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Observation {
+    /// What `provider` saw just now, every resource of it readable.
+    pub fn now(provider: &str, resources: Vec<Resource>) -> Self {
+        Observation {
+            provider: provider.to_string(),
+            observed_at: crate::time::now_ms(),
+            resources,
+            unobservable: Vec::new(),
+            details: Default::default(),
+            version: None,
+        }
+    }
 }
 
 /// A resource, or one field of it, that could not be read, and why.
@@ -122,8 +164,14 @@ pub enum ProviderError {
     Timeout { provider: String, seconds: u64 },
     #[error("{provider}: refused the change: {detail}")]
     Rejected { provider: String, detail: String },
+    /// The live state is no longer the version the changes were planned against.
+    #[error("{provider}: changed since it was observed: {detail}")]
+    Stale { provider: String, detail: String },
     #[error("{provider}: {detail}")]
     Config { provider: String, detail: String },
+    /// labctl itself failed (a task panicked): says nothing about the live system.
+    #[error("{provider}: {detail}")]
+    Internal { provider: String, detail: String },
 }
 
 impl ProviderError {
@@ -151,9 +199,18 @@ pub enum Change {
         kind: Kind,
         name: String,
         fields: Json,
+        /// The live key of the resource, as observed ([`Resource::key`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Remove the live resource.
-    Delete { kind: Kind, name: String },
+    Delete {
+        kind: Kind,
+        name: String,
+        /// The live key of the resource, as observed ([`Resource::key`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
 }
 
 impl Change {
@@ -172,6 +229,41 @@ impl Change {
             | Change::Delete { name, .. } => name,
         }
     }
+
+    /// The live key the change targets; `None` for a create (nothing live yet).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Change::Create { .. } => None,
+            Change::Update { key, .. } | Change::Delete { key, .. } => key.as_deref(),
+        }
+    }
+}
+
+/// The version `base` was observed at, after checking that `base` is `provider`'s own
+/// observation: changes planned against another provider's picture are refused.
+pub(crate) fn planned_version<'a>(
+    provider: &str,
+    base: &'a Observation,
+) -> Result<Option<&'a str>, ProviderError> {
+    if base.provider != provider {
+        return Err(ProviderError::Rejected {
+            provider: provider.to_string(),
+            detail: format!(
+                "the changes were planned against an observation of `{}`, not of `{provider}`",
+                base.provider
+            ),
+        });
+    }
+    Ok(base.version.as_deref())
+}
+
+/// SHA-256 of `bytes`, as lowercase hex: the version of a configuration an API gives none for.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What an apply did.
@@ -200,14 +292,40 @@ pub trait Provider: Send + Sync {
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>>;
 
-    /// Carries out `changes` atomically where the API allows it: all or none.
+    /// Carries out `changes`, planned against `base` (this provider's observation), atomically
+    /// where the API allows it: all or none. Needs nothing from an earlier call: the version
+    /// is `base`'s and each change names its live key. Refuses with
+    /// [`ProviderError::Stale`] when the live state is no longer `base`'s version.
+    ///
+    /// An observe-only provider keeps this default: no changes is fine, any change is refused
+    /// with [`Provider::read_only_reason`].
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>>;
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+        let _ = base;
+        let result = if changes.is_empty() {
+            Ok(ApplyReport::default())
+        } else {
+            Err(ProviderError::Rejected {
+                provider: self.name().to_string(),
+                detail: self.read_only_reason().to_string(),
+            })
+        };
+        Box::pin(std::future::ready(result))
+    }
 
     /// Whether [`Provider::apply`] is implemented for `kind`.
-    fn can_apply(&self, kind: Kind) -> bool;
+    fn can_apply(&self, kind: Kind) -> bool {
+        let _ = kind;
+        false
+    }
+
+    /// Why the default [`Provider::apply`] refuses changes, and where to make them instead.
+    fn read_only_reason(&self) -> &str {
+        "this provider observes only; make the change where the resource lives"
+    }
 }
 
 /// Limits for talking to a provider: a per-call timeout and bounded retries with backoff.

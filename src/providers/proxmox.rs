@@ -38,8 +38,8 @@ use tokio::sync::Semaphore;
 
 use super::http::{self, excerpt, Classify, Pinning, Reply};
 use super::{
-    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
-    ProviderError, Resource, Unreadable,
+    derive_name, unique_name, BoxFuture, CallPolicy, Observation, Provider, ProviderError,
+    Resource, Unreadable,
 };
 use crate::model::{
     DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, ProviderConfig, SecretSource,
@@ -237,6 +237,7 @@ impl ProxmoxProvider {
             resources,
             unobservable,
             details: Default::default(),
+            version: None,
         })
     }
 
@@ -308,6 +309,7 @@ impl ProxmoxProvider {
                 kind: Kind::Device,
                 name,
                 fields,
+                key: None,
             });
         }
         // A desired guest that was not listed is missing, unless a node could not be listed:
@@ -346,6 +348,7 @@ impl ProxmoxProvider {
                     "type": guest.kind.device_type(),
                     "proxmox": { "node": guest.node, "vmid": guest.vmid },
                 }),
+                key: None,
             });
         }
     }
@@ -396,6 +399,7 @@ impl ProxmoxProvider {
                         kind: Kind::Pool,
                         name,
                         fields: json!({ "members": members }),
+                        key: None,
                     });
                 }
                 Some(Err(e)) => {
@@ -456,6 +460,7 @@ impl Provider for ProxmoxProvider {
                 kind: Kind::Pool,
                 name: name.to_string(),
                 fields: json!({ "members": list }),
+                key: None,
             });
         }
         for doc in desired_guests(desired) {
@@ -463,6 +468,7 @@ impl Provider for ProxmoxProvider {
                 kind: Kind::Device,
                 name: doc.metadata.name.clone(),
                 fields: expected_guest(doc),
+                key: None,
             });
         }
         out
@@ -475,20 +481,9 @@ impl Provider for ProxmoxProvider {
         Box::pin(self.observe_inner(desired))
     }
 
-    fn apply<'a>(
-        &'a self,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
-        http::observe_only(
-            &self.api.provider,
-            changes,
-            "the Proxmox VE provider observes only; change guests and pools in Proxmox VE or in \
-             Git",
-        )
-    }
-
-    fn can_apply(&self, _kind: Kind) -> bool {
-        false
+    fn read_only_reason(&self) -> &str {
+        "the Proxmox VE provider observes only; change guests and pools in Proxmox VE or in \
+             Git"
     }
 }
 

@@ -23,9 +23,7 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::Semaphore;
 
 use super::http;
-use super::{
-    ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError, Resource,
-};
+use super::{BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource};
 use crate::model::{DesiredState, Kind, Service, ServiceProtocol};
 
 /// Probes in flight at once, over all devices.
@@ -183,6 +181,7 @@ impl Provider for ReachabilityProvider {
                 kind: Kind::Device,
                 name: device,
                 fields: fields(probes.into_iter().map(|p| (p.service, true))),
+                key: None,
             })
             .collect()
     }
@@ -215,26 +214,16 @@ impl Provider for ReachabilityProvider {
                     kind: Kind::Device,
                     name: device.clone(),
                     fields: fields(results),
+                    key: None,
                 }
             });
             let resources = futures_join(tasks).await;
-            Ok(http::observed(&self.name, resources))
+            Ok(Observation::now(&self.name, resources))
         })
     }
 
-    fn apply<'a>(
-        &'a self,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
-        http::observe_only(
-            &self.name,
-            changes,
-            "reachability is observed only; start or fix the service on the device",
-        )
-    }
-
-    fn can_apply(&self, _kind: Kind) -> bool {
-        false
+    fn read_only_reason(&self) -> &str {
+        "reachability is observed only; start or fix the service on the device"
     }
 }
 

@@ -52,7 +52,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
@@ -74,6 +73,8 @@ const INTERNAL_PROVIDER: &str = "internal";
 const PER_PAGE: u32 = 100;
 /// More pages than this means the API keeps answering `X-Next-Page` wrongly.
 const MAX_PAGES: u32 = 1000;
+/// The version of a dynamic configuration file that does not exist.
+const ABSENT: &str = "absent";
 /// Placed above the YAML labctl writes. serde_yaml drops comments, so the file says so.
 const HEADER: &str = "# Traefik dynamic configuration managed by labctl.\n\
 # Routers and services named labctl-* are rewritten on every apply; other entries are kept,\n\
@@ -89,9 +90,6 @@ pub struct TraefikProvider {
     policy: CallPolicy,
     /// `USER:PASSWORD` when the API sits behind basic authentication.
     basic_auth: Option<BasicAuth>,
-    /// Resource name → qualified router name, from the last `observe`, so that a refused
-    /// `Delete` can say which provider the router comes from.
-    last: Mutex<BTreeMap<String, String>>,
 }
 
 impl TraefikProvider {
@@ -119,7 +117,6 @@ impl TraefikProvider {
             client,
             policy,
             basic_auth,
-            last: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -236,17 +233,33 @@ impl TraefikProvider {
         Ok(path)
     }
 
-    /// Reads the dynamic configuration file as a YAML mapping; absent or empty is empty.
-    fn read_file(&self, path: &Path) -> Result<serde_yaml::Mapping, ProviderError> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    /// Reads the dynamic configuration file as a YAML mapping (absent or empty is empty), with
+    /// its version: the SHA-256 of its bytes, or `absent`.
+    fn read_file(&self, path: &Path) -> Result<(serde_yaml::Mapping, String), ProviderError> {
+        let (text, version) = match fs::read(path) {
+            Ok(bytes) => {
+                let version = super::sha256_hex(&bytes);
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    self.rejected(format!(
+                        "{} is not UTF-8 ({e}); labctl does not overwrite a file it cannot read",
+                        path.display()
+                    ))
+                })?;
+                (text, version)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (String::new(), ABSENT.to_string())
+            }
             Err(e) => return Err(self.config_error(format!("cannot read {}: {e}", path.display()))),
         };
+        Ok((self.parse_file(path, &text)?, version))
+    }
+
+    fn parse_file(&self, path: &Path, text: &str) -> Result<serde_yaml::Mapping, ProviderError> {
         let value: serde_yaml::Value = if text.trim().is_empty() {
             serde_yaml::Value::Null
         } else {
-            serde_yaml::from_str(&text).map_err(|e| {
+            serde_yaml::from_str(text).map_err(|e| {
                 self.rejected(format!(
                     "{} is not valid YAML ({e}); labctl does not overwrite a file it cannot read",
                     path.display()
@@ -263,15 +276,14 @@ impl TraefikProvider {
         }
     }
 
-    /// Names of labctl's routers in the dynamic configuration file that name no entry point;
-    /// empty when there is no file or it cannot be read (then nothing is adjusted).
-    fn routers_without_entry_points(&self) -> HashSet<String> {
-        let Some(path) = self.file.as_deref() else {
-            return HashSet::new();
-        };
-        let Ok(mut root) = self.read_file(path) else {
-            return HashSet::new();
-        };
+    /// The dynamic configuration file and its version, when one is configured and readable.
+    fn observe_file(&self) -> Option<(serde_yaml::Mapping, String)> {
+        self.read_file(self.file.as_deref()?).ok()
+    }
+
+    /// Names of labctl's routers in the dynamic configuration file `root` that name no entry
+    /// point.
+    fn routers_without_entry_points(mut root: serde_yaml::Mapping) -> HashSet<String> {
         let routers = take_mapping(&mut root, "http")
             .and_then(|mut http| take_mapping(&mut http, "routers"))
             .unwrap_or_default();
@@ -297,7 +309,6 @@ impl TraefikProvider {
         let mut http = take_mapping(&mut root, "http").map_err(|e| self.rejected(e))?;
         let mut routers = take_mapping(&mut http, "routers").map_err(|e| self.rejected(e))?;
         let mut services = take_mapping(&mut http, "services").map_err(|e| self.rejected(e))?;
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for change in changes {
             let name = change.name();
             if change.kind() != Kind::Route {
@@ -314,8 +325,16 @@ impl TraefikProvider {
                     services.insert(key, service);
                 }
                 Change::Delete { .. } => {
-                    if routers.shift_remove(&key).is_none() {
-                        let origin = match last.get(name) {
+                    // The live key is the router's qualified name: only `labctl-…@file` can be
+                    // in labctl's file.
+                    let entry = change
+                        .key()
+                        .and_then(|k| k.strip_suffix("@file"))
+                        .filter(|k| k.starts_with(PREFIX))
+                        .map(|k| serde_yaml::Value::String(k.to_string()));
+                    let removed = entry.as_ref().and_then(|e| routers.shift_remove(e));
+                    if removed.is_none() {
+                        let origin = match change.key() {
                             Some(router) => format!("router `{router}`"),
                             None => format!("no router `{PREFIX}{name}` in the file"),
                         };
@@ -326,7 +345,9 @@ impl TraefikProvider {
                              must be removed where they are declared"
                         )));
                     }
-                    services.shift_remove(&key);
+                    if let Some(entry) = entry {
+                        services.shift_remove(&entry);
+                    }
                 }
             }
         }
@@ -432,6 +453,7 @@ impl Provider for TraefikProvider {
                 kind: Kind::Route,
                 name: r.doc.metadata.name.clone(),
                 fields: expected_fields(&r.doc.spec, desired),
+                key: None,
             })
             .collect()
     }
@@ -486,9 +508,11 @@ impl Provider for TraefikProvider {
             // `pkg/server/aggregator.go`), so the API cannot tell "none declared" from "all
             // declared". For labctl's own routers the file can: their entryPoints are reported
             // only when the file names them, or a Route without entryPoints would drift forever.
-            let undeclared = self.routers_without_entry_points();
+            let (undeclared, version) = match self.observe_file() {
+                Some((root, version)) => (Self::routers_without_entry_points(root), Some(version)),
+                None => (HashSet::new(), None),
+            };
             let mut resources = Vec::new();
-            let mut last = BTreeMap::new();
             for (i, (full, provider, router)) in live.iter().enumerate() {
                 let mut fields = router_fields(router, provider, &services);
                 let name = match names[i].take() {
@@ -513,29 +537,40 @@ impl Provider for TraefikProvider {
                         n
                     }
                 };
-                last.insert(name.clone(), full.to_string());
-                resources.push(Resource {
-                    kind: Kind::Route,
-                    name,
-                    fields,
-                });
+                resources.push(Resource::new(Kind::Route, name, fields).with_key(*full));
             }
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
-            Ok(http::observed(&self.name, resources))
+            let mut observation = Observation::now(&self.name, resources);
+            observation.version = version;
+            Ok(observation)
         })
     }
 
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
         Box::pin(async move {
             if changes.is_empty() {
                 return Ok(ApplyReport::default());
             }
+            let planned = super::planned_version(&self.name, base)?;
             let path = self.dynamic_file()?.to_path_buf();
             // File I/O is blocking, but one small file; not worth a blocking-pool hop.
-            let root = self.read_file(&path)?;
+            let (root, live) = self.read_file(&path)?;
+            // The whole file is rewritten: one planned against other contents would undo
+            // whatever was written since.
+            if planned != Some(live.as_str()) {
+                return Err(ProviderError::Stale {
+                    provider: self.name.clone(),
+                    detail: format!(
+                        "{} is not the version the changes were planned against ({}, now {live}); \
+                         run again",
+                        path.display(),
+                        planned.unwrap_or("not read")
+                    ),
+                });
+            }
             let root = self.edit(root, changes)?;
             self.write_file(&path, &root)?;
             Ok(ApplyReport {
@@ -898,6 +933,7 @@ mod tests {
                 &[Change::Delete {
                     kind: Kind::Route,
                     name: "whoami-docker".into(),
+                    key: Some("whoami@docker".into()),
                 }],
             )
             .unwrap_err();

@@ -117,6 +117,7 @@ impl Provider for Unavailable {
             kind,
             name: name.to_string(),
             fields: json!({}),
+            key: None,
         };
         match self.kind {
             ProviderKind::Proxmox => state
@@ -152,11 +153,11 @@ impl Provider for Unavailable {
         Box::pin(async move { Err(self.error.clone()) })
     }
 
-    fn apply<'a>(&'a self, _: &'a [Change]) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+    fn apply<'a>(
+        &'a self,
+        _: &'a Observation,
+        _: &'a [Change],
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
         Box::pin(async move { Err(self.error.clone()) })
-    }
-
-    fn can_apply(&self, _: Kind) -> bool {
-        false
     }
 }

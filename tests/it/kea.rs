@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use crate::support::kea::Kea;
+use crate::support::without_keys;
 use labctl::model::{
     DesiredState, DhcpReservationDoc, Kind, Located, Origin, ProviderConfig, ProviderKind,
     SecretSource,
@@ -76,11 +77,7 @@ fn desired(reservations: Vec<Located<DhcpReservationDoc>>) -> DesiredState {
 }
 
 fn resource(name: &str, fields: Json) -> Resource {
-    Resource {
-        kind: Kind::DhcpReservation,
-        name: name.into(),
-        fields,
-    }
+    Resource::new(Kind::DhcpReservation, name, fields)
 }
 
 fn sorted(mut resources: Vec<Resource>) -> Vec<Resource> {
@@ -103,6 +100,7 @@ fn changes(expected: &[Resource], observed: &[Resource]) -> Vec<Change> {
                 kind: e.kind,
                 name: e.name.clone(),
                 fields: e.fields.clone(),
+                key: o.key.clone(),
             }),
             Some(_) => {}
         }
@@ -112,6 +110,7 @@ fn changes(expected: &[Resource], observed: &[Resource]) -> Vec<Change> {
             out.push(Change::Delete {
                 kind: o.kind,
                 name: o.name.clone(),
+                key: o.key.clone(),
             });
         }
     }
@@ -192,7 +191,7 @@ async fn observe_normalises_and_names_live_reservations() {
     eprintln!("observe took {:?}", started.elapsed());
     assert_eq!(observation.provider, "kea");
     assert!(observation.unobservable.is_empty());
-    assert!(provider.observed_fingerprint().is_some());
+    assert!(observation.version.is_some());
 
     let expected = provider.expected(&desired);
     let want = sorted(vec![
@@ -213,7 +212,7 @@ async fn observe_normalises_and_names_live_reservations() {
             json!({ "subnet": "10.0.2.0/24", "mac": "bc:24:11:00:00:07", "ip": "10.0.2.7" }),
         ),
     ]);
-    assert_eq!(observation.resources, want);
+    assert_eq!(without_keys(&observation.resources), want);
     // Exactly the expected shape: MAC lowercase with colons, Kea's defaults gone, options
     // reduced to name and data, no `options` where there are none.
     assert_eq!(
@@ -229,6 +228,16 @@ async fn observe_normalises_and_names_live_reservations() {
         .resources
         .iter()
         .any(|r| r.name == "missing-host"));
+    // Each live reservation carries its key in Kea, for changes to name what they target.
+    let storage = observation
+        .resources
+        .iter()
+        .find(|r| r.name == "storage-box")
+        .unwrap();
+    assert_eq!(
+        storage.key.as_deref(),
+        Some("10.0.1.0/24 hw-address bc:24:11:00:00:01")
+    );
 }
 
 #[tokio::test]
@@ -239,7 +248,10 @@ async fn edits_behind_labctls_back_are_observed() {
     let desired = desired(lab_desired());
     let provider = kea.provider(false);
     let before = provider.observe(&desired).await.unwrap();
-    assert_eq!(before.resources, sorted(provider.expected(&desired)));
+    assert_eq!(
+        without_keys(&before.resources),
+        sorted(provider.expected(&desired))
+    );
     assert!(changes(&provider.expected(&desired), &before.resources).is_empty());
 
     // Someone changes the printer's address, deletes the NAS and adds a laptop.
@@ -259,7 +271,7 @@ async fn edits_behind_labctls_back_are_observed() {
 
     let after = provider.observe(&desired).await.unwrap();
     assert_eq!(
-        after.resources,
+        without_keys(&after.resources),
         vec![
             resource(
                 "laptop",
@@ -335,7 +347,7 @@ async fn apply_creates_updates_and_deletes_and_leaves_the_rest() {
         .any(|c| matches!(c, Change::Delete { name, .. } if name == "old-box")));
 
     let started = Instant::now();
-    let report = provider.apply(&plan).await.unwrap();
+    let report = provider.apply(&observed, &plan).await.unwrap();
     eprintln!(
         "apply of {} changes took {:?}",
         plan.len(),
@@ -343,16 +355,13 @@ async fn apply_creates_updates_and_deletes_and_leaves_the_rest() {
     );
     assert_eq!(report.applied, plan);
 
-    // The observation was used up: applying again needs a new observe.
-    let err = provider.apply(&plan).await.unwrap_err();
-    assert!(
-        matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("observe first")),
-        "{err}"
-    );
+    // The observation is out of date now: applying against it again is refused.
+    let err = provider.apply(&observed, &plan).await.unwrap_err();
+    assert!(matches!(&err, ProviderError::Stale { .. }), "{err}");
 
     // No drift: the live state is now exactly the expected one.
     let again = provider.observe(&desired).await.unwrap();
-    assert_eq!(again.resources, sorted(expected.clone()));
+    assert_eq!(without_keys(&again.resources), sorted(expected.clone()));
     assert!(changes(&expected, &again.resources).is_empty());
 
     // Everything but the reservations is as it was: the second subnet, valid-lifetime, …
@@ -395,22 +404,66 @@ async fn apply_is_refused_when_kea_changed_since_observe() {
     dhcp4["valid-lifetime"] = json!(5000);
     kea.set_config(dhcp4).await;
 
-    let err = provider.apply(&plan).await.unwrap_err();
+    // Applied by another instance, as a separate process would: only the observation travels.
+    let err = kea
+        .provider(false)
+        .apply(&observed, &plan)
+        .await
+        .unwrap_err();
     match &err {
-        ProviderError::Rejected { detail, .. } => assert_eq!(
-            detail,
-            "Kea's configuration changed since it was observed; run again"
+        ProviderError::Stale { detail, .. } => assert!(
+            detail.contains(observed.version.as_deref().unwrap()) && detail.contains("run again"),
+            "{detail}"
         ),
-        other => panic!("expected Rejected, got {other:?}"),
+        other => panic!("expected Stale, got {other:?}"),
     }
     let now = kea.config().await;
     assert_eq!(now["valid-lifetime"], 5000);
     assert!(!now.to_string().contains("bc:24:11:00:00:04"));
 
-    // After a fresh observe the same plan goes through.
-    provider.observe(&desired).await.unwrap();
-    provider.apply(&plan).await.unwrap();
+    // Against a fresh observation the same plan goes through.
+    let fresh = provider.observe(&desired).await.unwrap();
+    provider.apply(&fresh, &plan).await.unwrap();
     assert!(kea.config().await.to_string().contains("bc:24:11:00:00:04"));
+}
+
+#[tokio::test]
+async fn a_fresh_instance_applies_given_only_the_observation() {
+    let Some(kea) = Kea::start(lab_subnet1(), json!([])).await else {
+        return;
+    };
+    // The NAS moves, the printer is no longer wanted, a camera is new.
+    let desired = desired(vec![
+        reservation(
+            "storage-box",
+            "10.0.1.0/24",
+            "bc:24:11:00:00:01",
+            "10.0.1.20",
+            "nas",
+            &[("domain-name-servers", "10.0.1.1, 10.0.1.2")],
+        ),
+        reservation(
+            "camera",
+            "10.0.1.0/24",
+            "bc:24:11:00:00:04",
+            "10.0.1.30",
+            "camera",
+            &[],
+        ),
+    ]);
+    let observed = kea.provider(false).observe(&desired).await.unwrap();
+    let expected = kea.provider(false).expected(&desired);
+    let plan = changes(&expected, &observed.resources);
+    assert_eq!(plan.len(), 3, "{plan:#?}");
+
+    // Planning and applying apart: an instance that never observed applies the plan.
+    let applier = kea.provider(false);
+    let report = applier.apply(&observed, &plan).await.unwrap();
+    assert_eq!(report.applied, plan);
+    let after = applier.observe(&desired).await.unwrap();
+    assert_eq!(without_keys(&after.resources), sorted(expected.clone()));
+    let live = kea.config().await.to_string();
+    assert!(!live.contains("bc:24:11:00:00:02"), "{live}");
 }
 
 #[tokio::test]
@@ -443,7 +496,7 @@ async fn a_bad_change_is_refused_by_config_test_and_nothing_changes() {
     let plan = changes(&provider.expected(&desired), &observed.resources);
     assert_eq!(plan.len(), 2);
 
-    let err = provider.apply(&plan).await.unwrap_err();
+    let err = provider.apply(&observed, &plan).await.unwrap_err();
     match &err {
         ProviderError::Rejected { detail, .. } => assert!(
             detail.contains("specified reservation '10.0.2.50' is not within the IPv4 subnet"),
@@ -461,7 +514,7 @@ async fn a_bad_change_is_refused_by_config_test_and_nothing_changes() {
         fields: json!({ "subnet": "10.9.0.0/24", "mac": "bc:24:11:00:00:0c", "ip": "10.9.0.2",
                         "hostname": "far" }),
     };
-    let err = provider.apply(&[far]).await.unwrap_err();
+    let err = provider.apply(&observed, &[far]).await.unwrap_err();
     assert!(err.to_string().contains("no subnet 10.9.0.0/24"), "{err}");
     assert_eq!(kea.config().await, config_before);
 }
