@@ -21,8 +21,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    ConfigSpec, Credential, IgnoreSpec, Policy, ProviderConfig, ProviderKind, SecretSource,
-    SuspendSpec, TlsConfig,
+    ConfigSpec, Credential, IgnoreSpec, Policy, ProviderConfig, SecretSource, SuspendSpec,
+    TlsConfig,
 };
 pub use device::{
     DeviceSpec, DeviceType, Disk, NetworkInterface, ProxmoxGuest, Service, ServiceProtocol,

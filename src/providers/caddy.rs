@@ -21,6 +21,7 @@
 //! change would leave the first applied, indexes shift under concurrent edits, and Caddy 2.6
 //! accepts duplicate `@id`s, which makes `/id/…` ambiguous.
 
+use std::sync::Arc;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use reqwest::{Method, StatusCode, Url};
@@ -28,13 +29,52 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http;
 use super::{
+    Factory,
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
     Resource,
 };
-use crate::model::{DesiredState, Kind, ProviderConfig, RouteSpec, ServiceProtocol};
+use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
 /// `@id` prefix that marks a route as labctl's.
 const ID_PREFIX: &str = "labctl-";
+
+settings! {
+    /// A Caddy server, through its admin API (`url`).
+    pub struct Settings {
+        /// The HTTP server whose routes labctl manages (default `srv0`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub server: Option<String>,
+    }
+}
+
+/// Builds [`CaddyProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::Route];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let fields = expected_fields(&r.doc.spec, desired)?;
+                Some(Resource {
+                    kind: Kind::Route,
+                    name: r.doc.metadata.name.clone(),
+                    fields,
+                    key: None,
+                })
+            })
+            .collect()
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(CaddyProvider::new(settings)?))
+    }
+}
 
 /// A Caddy server's routes, reached through the admin API.
 pub struct CaddyProvider {
@@ -67,11 +107,11 @@ struct Parsed {
 }
 
 impl CaddyProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
         let config_err = http::config_error(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid admin URL `{url}`: {e}")))?;
-        let policy = http::call_policy(cfg);
+        let policy = http::call_policy(cfg.timeout_seconds);
         let builder = reqwest::Client::builder()
             // The admin API is on the management host or the LAN; a proxy from the
             // environment would only stand in the way (and see the whole config).
@@ -375,23 +415,11 @@ impl Provider for CaddyProvider {
     }
 
     fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::Route])
+        Plugin::KINDS.iter().copied().collect()
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        desired
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let fields = expected_fields(&r.doc.spec, desired)?;
-                Some(Resource {
-                    kind: Kind::Route,
-                    name: r.doc.metadata.name.clone(),
-                    fields,
-                    key: None,
-                })
-            })
-            .collect()
+        Plugin::expected(desired)
     }
 
     fn observe<'a>(
@@ -831,8 +859,8 @@ mod tests {
 
     #[test]
     fn labctl_shape_round_trips() {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "caddy", "kind": "caddy", "url": "http://127.0.0.1:2019/"
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "caddy", "url": "http://127.0.0.1:2019/"
         }))
         .unwrap();
         let p = CaddyProvider::new(&cfg).unwrap();

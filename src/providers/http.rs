@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{CallPolicy, ProviderError};
-use crate::model::{ProviderConfig, SecretSource, TlsConfig};
+use crate::model::{SecretSource, TlsConfig};
 
 /// Marks the error a pin mismatch produces, to tell it from a network failure.
 const FINGERPRINT_MISMATCH: &str = "does not match tls.fingerprint";
@@ -22,9 +22,9 @@ pub(crate) fn config_error(provider: &str) -> impl Fn(String) -> ProviderError +
 }
 
 /// The provider's call policy: the default with `timeoutSeconds` (at least 1) as the timeout.
-pub(crate) fn call_policy(cfg: &ProviderConfig) -> CallPolicy {
+pub(crate) fn call_policy(timeout_seconds: Option<u32>) -> CallPolicy {
     CallPolicy {
-        timeout: Duration::from_secs(cfg.timeout_seconds.unwrap_or(10).max(1).into()),
+        timeout: Duration::from_secs(timeout_seconds.unwrap_or(10).max(1).into()),
         ..CallPolicy::default()
     }
 }

@@ -6,16 +6,18 @@
 //! back exactly as Kea returned it. Kea 2.2 has no configuration hash either, so the provider
 //! fingerprints what it observed and refuses to apply over a configuration that changed since.
 
+use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
 use super::{
+    Factory,
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
     ProviderError, Resource,
 };
-use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress, ProviderConfig};
+use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress};
 
 /// Kea's result codes (the `result` of each element of an answer).
 const RESULT_OK: i64 = 0;
@@ -30,6 +32,58 @@ const IDENTIFIERS: [(&str, &str); 5] = [
     ("circuit-id", "circuitId"),
     ("flex-id", "flexId"),
 ];
+
+settings! {
+    /// A Kea DHCPv4 server, through its Control Agent (`url`); `token` is `USER:PASSWORD` for
+    /// the agent's HTTP Basic authentication, when it asks for one.
+    pub struct Settings {
+        /// Persist applied changes with `config-write`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub write_config: bool,
+    }
+}
+
+/// Builds [`KeaProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::DhcpReservation];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .reservations
+            .iter()
+            .map(|r| {
+                let spec = &r.doc.spec;
+                let mut fields = Map::new();
+                fields.insert("subnet".into(), json!(spec.subnet.to_string()));
+                fields.insert("mac".into(), json!(spec.mac.to_string()));
+                fields.insert("ip".into(), json!(spec.ip.to_string()));
+                fields.insert("hostname".into(), json!(spec.hostname));
+                if !spec.options.is_empty() {
+                    let options: Vec<Json> = spec
+                        .options
+                        .iter()
+                        .map(|o| json!({ "name": o.name, "data": o.data }))
+                        .collect();
+                    fields.insert("options".into(), Json::Array(options));
+                }
+                Resource {
+                    kind: Kind::DhcpReservation,
+                    name: r.doc.metadata.name.clone(),
+                    fields: Json::Object(fields),
+                    key: None,
+                }
+            })
+            .collect()
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(KeaProvider::new(settings)?))
+    }
+}
 
 /// The Kea provider: one Control Agent, one `reqwest::Client`.
 pub struct KeaProvider {
@@ -71,7 +125,7 @@ impl HostKey {
 }
 
 impl KeaProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
         let config_err = http::config_error(&cfg.name);
         let client = http::build_client(
             reqwest::Client::builder(),
@@ -80,7 +134,7 @@ impl KeaProvider {
             &config_err,
         )?;
         let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Kea", &config_err)?;
-        let policy = http::call_policy(cfg);
+        let policy = http::call_policy(cfg.timeout_seconds);
         Ok(KeaProvider {
             name: cfg.name.clone(),
             url: cfg.url.clone(),
@@ -329,36 +383,11 @@ impl Provider for KeaProvider {
     }
 
     fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::DhcpReservation])
+        Plugin::KINDS.iter().copied().collect()
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        desired
-            .reservations
-            .iter()
-            .map(|r| {
-                let spec = &r.doc.spec;
-                let mut fields = Map::new();
-                fields.insert("subnet".into(), json!(spec.subnet.to_string()));
-                fields.insert("mac".into(), json!(spec.mac.to_string()));
-                fields.insert("ip".into(), json!(spec.ip.to_string()));
-                fields.insert("hostname".into(), json!(spec.hostname));
-                if !spec.options.is_empty() {
-                    let options: Vec<Json> = spec
-                        .options
-                        .iter()
-                        .map(|o| json!({ "name": o.name, "data": o.data }))
-                        .collect();
-                    fields.insert("options".into(), Json::Array(options));
-                }
-                Resource {
-                    kind: Kind::DhcpReservation,
-                    name: r.doc.metadata.name.clone(),
-                    fields: Json::Object(fields),
-                    key: None,
-                }
-            })
-            .collect()
+        Plugin::expected(desired)
     }
 
     fn observe<'a>(

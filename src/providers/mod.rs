@@ -6,16 +6,28 @@
 //! two shapes field by field and never needs to know any API. A provider knows nothing of the
 //! store or of MCP.
 
-// Provider modules, one per API:
-pub mod caddy;
-pub mod kea;
-pub mod mcp;
-pub mod proxmox;
-pub mod reachability;
-pub mod traefik;
-
-/// Plumbing shared by the provider modules above.
+/// Factories, the settings macro and the list macro of the providers labctl.yaml declares.
+#[macro_use]
+mod plugin;
+/// Plumbing shared by the provider modules.
 mod http;
+
+// The providers labctl.yaml can declare, one per API: a new one is a module and a line here.
+plugins! {
+    Proxmox => proxmox,
+    Kea => kea,
+    Traefik => traefik,
+    Caddy => caddy,
+    #[cfg(test)]
+    Fixture => fixture,
+}
+
+// Providers labctl adds by itself: MCP servers by their registrations, probes when the host
+// allows them.
+pub mod mcp;
+pub mod reachability;
+
+pub use plugin::Factory;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -38,16 +38,82 @@ use tokio::sync::Semaphore;
 
 use super::http::{self, excerpt, Classify, Pinning, Reply};
 use super::{
+    Factory,
     derive_name, unique_name, BoxFuture, CallPolicy, Observation, Provider, ProviderError,
     Resource, Unreadable,
 };
 use crate::model::{
-    DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, ProviderConfig, SecretSource,
+    DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, SecretSource,
 };
 pub use http::parse_fingerprint;
 
 /// At most this many guest-config and pool calls are in flight at once.
 pub const MAX_CONCURRENT_CALLS: usize = 8;
+
+settings! {
+    /// A Proxmox VE cluster, through its API (`url`, e.g. `https://10.0.1.10:8006`); `token`
+    /// is the API token, `USER@REALM!TOKENID=SECRET`.
+    pub struct Settings {}
+}
+
+/// Builds [`ProxmoxProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::Pool, Kind::Device];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        let tree = desired.pool_tree().unwrap_or_default();
+        let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for doc in desired_guests(desired) {
+            let (Some(path), Some(px)) = (doc.spec.pool.as_deref(), doc.spec.proxmox.as_ref())
+            else {
+                continue;
+            };
+            if let Some(pool) = tree.by_path(path) {
+                let prefix = match doc.spec.device_type {
+                    DeviceType::Lxc => "lxc",
+                    _ => "qemu",
+                };
+                members
+                    .entry(pool.name.as_str())
+                    .or_default()
+                    .push(format!("{prefix}/{}", px.vmid));
+            }
+        }
+        let mut out = Vec::new();
+        for pool in &desired.pools {
+            if pool.doc.spec.proxmox_pool.is_none() {
+                continue;
+            }
+            let name = pool.doc.metadata.name.as_str();
+            let mut list = members.get(name).cloned().unwrap_or_default();
+            list.sort();
+            list.dedup();
+            out.push(Resource {
+                kind: Kind::Pool,
+                name: name.to_string(),
+                fields: json!({ "members": list }),
+                key: None,
+            });
+        }
+        for doc in desired_guests(desired) {
+            out.push(Resource {
+                kind: Kind::Device,
+                name: doc.metadata.name.clone(),
+                fields: expected_guest(doc),
+                key: None,
+            });
+        }
+        out
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(ProxmoxProvider::new(settings)?))
+    }
+}
 
 /// The Proxmox VE provider: one API endpoint (any node of the cluster), one client.
 pub struct ProxmoxProvider {
@@ -68,7 +134,7 @@ struct Api {
 }
 
 impl ProxmoxProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
         let config_err = http::config_error(&cfg.name);
         let source = cfg.token.as_ref().ok_or_else(|| {
             config_err(
@@ -95,7 +161,7 @@ impl ProxmoxProvider {
         })?;
         auth.set_sensitive(true);
 
-        let policy = http::call_policy(cfg);
+        let policy = http::call_policy(cfg.timeout_seconds);
         // The API never redirects; not following keeps the token on the configured host.
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -421,7 +487,7 @@ impl Provider for ProxmoxProvider {
     }
 
     fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::Pool, Kind::Device])
+        Plugin::KINDS.iter().copied().collect()
     }
 
     /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
@@ -429,49 +495,7 @@ impl Provider for ProxmoxProvider {
     /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
     /// when declared. Interface IPs are left out: addresses are DHCP's business.
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        let tree = desired.pool_tree().unwrap_or_default();
-        let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for doc in desired_guests(desired) {
-            let (Some(path), Some(px)) = (doc.spec.pool.as_deref(), doc.spec.proxmox.as_ref())
-            else {
-                continue;
-            };
-            if let Some(pool) = tree.by_path(path) {
-                let prefix = match doc.spec.device_type {
-                    DeviceType::Lxc => "lxc",
-                    _ => "qemu",
-                };
-                members
-                    .entry(pool.name.as_str())
-                    .or_default()
-                    .push(format!("{prefix}/{}", px.vmid));
-            }
-        }
-        let mut out = Vec::new();
-        for pool in &desired.pools {
-            if pool.doc.spec.proxmox_pool.is_none() {
-                continue;
-            }
-            let name = pool.doc.metadata.name.as_str();
-            let mut list = members.get(name).cloned().unwrap_or_default();
-            list.sort();
-            list.dedup();
-            out.push(Resource {
-                kind: Kind::Pool,
-                name: name.to_string(),
-                fields: json!({ "members": list }),
-                key: None,
-            });
-        }
-        for doc in desired_guests(desired) {
-            out.push(Resource {
-                kind: Kind::Device,
-                name: doc.metadata.name.clone(),
-                fields: expected_guest(doc),
-                key: None,
-            });
-        }
-        out
+        Plugin::expected(desired)
     }
 
     fn observe<'a>(

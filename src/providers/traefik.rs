@@ -48,6 +48,7 @@
 //! deleted through the file, so such a `Delete` is refused. `@internal` routers are Traefik's
 //! own (API, dashboard, ping) and are not reported at all.
 
+use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -58,10 +59,11 @@ use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
 use super::{
+    Factory,
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
     Resource,
 };
-use crate::model::{DesiredState, Kind, ProviderConfig, RouteSpec, ServiceProtocol};
+use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
 /// Prefix of the routers and services labctl writes.
 const PREFIX: &str = "labctl-";
@@ -80,6 +82,42 @@ const HEADER: &str = "# Traefik dynamic configuration managed by labctl.\n\
 # Routers and services named labctl-* are rewritten on every apply; other entries are kept,\n\
 # but comments in this file are not preserved.\n";
 
+settings! {
+    /// Traefik, read through its API (`url`; `token` is `USER:PASSWORD` when the API sits
+    /// behind basic authentication) and written through a file of its file provider.
+    pub struct Settings {
+        /// The file provider's dynamic configuration file labctl writes routes to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dynamic_config_file: Option<std::path::PathBuf>,
+    }
+}
+
+/// Builds [`TraefikProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::Route];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .routes
+            .iter()
+            .map(|r| Resource {
+                kind: Kind::Route,
+                name: r.doc.metadata.name.clone(),
+                fields: expected_fields(&r.doc.spec, desired),
+                key: None,
+            })
+            .collect()
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(TraefikProvider::new(settings)?))
+    }
+}
+
 /// Traefik's HTTP routers, read from its API and written through one file-provider file.
 pub struct TraefikProvider {
     name: String,
@@ -93,11 +131,11 @@ pub struct TraefikProvider {
 }
 
 impl TraefikProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
         let config_err = http::config_error(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid API URL `{url}`: {e}")))?;
-        let policy = http::call_policy(cfg);
+        let policy = http::call_policy(cfg.timeout_seconds);
         // The API is on the LAN or the management host: a proxy from the environment would
         // only stand in the way (and see the whole routing configuration).
         let builder = reqwest::Client::builder()
@@ -442,20 +480,11 @@ impl Provider for TraefikProvider {
     }
 
     fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::Route])
+        Plugin::KINDS.iter().copied().collect()
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        desired
-            .routes
-            .iter()
-            .map(|r| Resource {
-                kind: Kind::Route,
-                name: r.doc.metadata.name.clone(),
-                fields: expected_fields(&r.doc.spec, desired),
-                key: None,
-            })
-            .collect()
+        Plugin::expected(desired)
     }
 
     fn observe<'a>(
@@ -893,8 +922,8 @@ mod tests {
 
     #[test]
     fn written_router_reads_back_as_expected() {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "traefik", "kind": "traefik", "url": "http://127.0.0.1:8080/"
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "traefik", "url": "http://127.0.0.1:8080/"
         }))
         .unwrap();
         let p = TraefikProvider::new(&cfg).unwrap();
@@ -920,8 +949,8 @@ mod tests {
 
     #[test]
     fn a_delete_of_a_foreign_router_is_refused_and_nothing_else_happens() {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "traefik", "kind": "traefik", "url": "http://127.0.0.1:8080"
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "traefik", "url": "http://127.0.0.1:8080"
         }))
         .unwrap();
         let p = TraefikProvider::new(&cfg).unwrap();

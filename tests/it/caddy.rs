@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::support::caddy::{Caddy, ROUTES};
 use crate::support::{key_of, without_keys};
-use labctl::model::{DesiredState, Kind, Located, Origin, ProviderConfig};
-use labctl::providers::caddy::CaddyProvider;
+use labctl::model::{DesiredState, Kind, Located, Origin};
+use labctl::providers::caddy::{CaddyProvider, Settings};
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
 
@@ -19,8 +19,8 @@ trait CaddyExt {
 
 impl CaddyExt for Caddy {
     fn provider(&self) -> CaddyProvider {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "caddy", "kind": "caddy", "url": self.admin, "timeoutSeconds": 5
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "caddy", "url": self.admin, "timeoutSeconds": 5
         }))
         .unwrap();
         CaddyProvider::new(&cfg).unwrap()
@@ -504,8 +504,8 @@ async fn a_concurrent_edit_is_not_lost() {
     let theirs = json!({"@id": "theirs", "match": [{"host": ["theirs.lab"]}],
                         "handle": [{"handler": "static_response"}], "terminal": true});
     let proxy = racing_proxy(admin_port, theirs.clone());
-    let cfg: ProviderConfig = serde_json::from_value(json!({
-        "name": "caddy", "kind": "caddy", "url": format!("http://127.0.0.1:{proxy}")
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "caddy", "url": format!("http://127.0.0.1:{proxy}")
     }))
     .unwrap();
     let provider = CaddyProvider::new(&cfg).unwrap();
@@ -559,8 +559,8 @@ async fn missing_server_is_no_routes_and_cannot_be_applied_to() {
     let Some(caddy) = Caddy::start(json!([])).await else {
         return;
     };
-    let cfg: ProviderConfig = serde_json::from_value(json!({
-        "name": "caddy", "kind": "caddy", "url": caddy.admin, "server": "nope"
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "caddy", "url": caddy.admin, "server": "nope"
     }))
     .unwrap();
     let provider = CaddyProvider::new(&cfg).unwrap();

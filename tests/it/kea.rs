@@ -7,11 +7,8 @@ use std::time::Instant;
 
 use crate::support::kea::Kea;
 use crate::support::without_keys;
-use labctl::model::{
-    DesiredState, DhcpReservationDoc, Kind, Located, Origin, ProviderConfig, ProviderKind,
-    SecretSource,
-};
-use labctl::providers::kea::KeaProvider;
+use labctl::model::{DesiredState, DhcpReservationDoc, Kind, Located, Origin, SecretSource};
+use labctl::providers::kea::{KeaProvider, Settings};
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
 
@@ -25,15 +22,12 @@ impl KeaExt for Kea {
         KeaProvider::new(&provider_config(&self.url, write_config, None)).unwrap()
     }
 }
-fn provider_config(url: &str, write_config: bool, token: Option<SecretSource>) -> ProviderConfig {
-    ProviderConfig {
+fn provider_config(url: &str, write_config: bool, token: Option<SecretSource>) -> Settings {
+    Settings {
         name: "kea".into(),
-        kind: ProviderKind::Kea,
         url: url.into(),
         token,
         tls: None,
-        dynamic_config_file: None,
-        server: None,
         write_config,
         timeout_seconds: Some(2),
     }

@@ -34,10 +34,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use labctl::diff::{diff, DeviationType, Plan, ProviderInput, Rules};
-use labctl::model::{
-    DesiredState, DeviceDoc, Kind, Located, Origin, Policy, ProviderConfig, RouteDoc,
-};
-use labctl::providers::traefik::TraefikProvider;
+use labctl::model::{DesiredState, DeviceDoc, Kind, Located, Origin, Policy, RouteDoc};
+use labctl::providers::traefik::{Settings, TraefikProvider};
 use labctl::providers::{CallPolicy, Change, Observation, Provider, ProviderError};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -368,8 +366,8 @@ fn policy() -> CallPolicy {
 }
 
 fn provider(url: &str, file: Option<&Path>) -> TraefikProvider {
-    let cfg: ProviderConfig = serde_json::from_value(json!({
-        "name": "traefik", "kind": "traefik", "url": url,
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "traefik", "url": url,
         "dynamicConfigFile": file,
     }))
     .unwrap();
