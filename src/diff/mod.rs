@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::model::{DesiredState, Kind, Policy};
-use crate::providers::{Change, Observation, ProviderError, Resource};
+pub use crate::providers::Severity;
+use crate::providers::{Change, Observation, ProviderError, Resource, Severities};
 
 pub use render::{render_human, RenderOptions};
 
@@ -52,45 +53,7 @@ impl DeviationType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    /// From low to critical.
-    pub const ALL: &'static [Severity] = &[
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|s| s.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
 impl std::fmt::Display for DeviationType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for Severity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -233,6 +196,8 @@ pub struct ProviderInput {
     pub observed: Result<Observation, ProviderError>,
     /// Kinds the provider can apply.
     pub can_apply: BTreeSet<Kind>,
+    /// How much a drifted field matters, as the provider says.
+    pub severities: Severities,
 }
 
 /// The outcome of a comparison.
@@ -371,7 +336,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         continue;
                     }
                     drifted = true;
-                    let severity = drift_severity(kind, &path);
+                    let severity = drift_severity(input.severities, kind, &path);
                     plan.deviations.push(Deviation {
                         kind,
                         name: name.to_string(),
@@ -499,26 +464,15 @@ pub fn whole_severity(kind: Kind, dtype: DeviationType) -> Severity {
     }
 }
 
-/// Severity of a drifted field.
-///
-/// Addresses, identities and where traffic goes are high (a wrong IP, MAC, host or backend
-/// sends traffic or leases to the wrong place; TLS off exposes plain text); a server that is
-/// down or lacks an expected tool is high; sizing (cores, memory, disks) and options are
-/// medium; names, descriptions and placement (a guest migrated to another node) are low.
-pub fn drift_severity(kind: Kind, path: &str) -> Severity {
+/// Severity of a drifted field: what the provider that compared it says for its top-level
+/// field ([`crate::providers::Provider::severities`]); low where it says nothing.
+pub fn drift_severity(severities: Severities, kind: Kind, path: &str) -> Severity {
     let field = path.strip_prefix("spec.").unwrap_or(path);
     let top = field.split(['.', '[']).next().unwrap_or(field);
-    match (kind, top) {
-        (Kind::DhcpReservation, "ip" | "mac" | "subnet") => Severity::High,
-        (Kind::DhcpReservation, "options") => Severity::Medium,
-        (Kind::Route, "host" | "pathPrefix" | "rule" | "backend" | "tls") => Severity::High,
-        (Kind::Route, "middlewares" | "entryPoints") => Severity::Medium,
-        (Kind::Device, "type" | "interfaces") => Severity::High,
-        (Kind::Device, "cores" | "memoryMiB" | "disks" | "services") => Severity::Medium,
-        (Kind::McpServer, "reachable" | "expectedTools" | "url" | "transport") => Severity::High,
-        (Kind::Pool, "members") => Severity::Medium,
-        _ => Severity::Low,
-    }
+    severities
+        .iter()
+        .find(|(k, fields, _)| *k == kind && fields.contains(&top))
+        .map_or(Severity::Low, |(_, _, severity)| *severity)
 }
 
 fn remediation(

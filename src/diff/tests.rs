@@ -20,6 +20,15 @@ fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
             version: None,
         }),
         can_apply: [Kind::DhcpReservation].into(),
+        // As Kea says: the addresses matter most.
+        severities: &[
+            (
+                Kind::DhcpReservation,
+                &["ip", "mac", "subnet"],
+                Severity::High,
+            ),
+            (Kind::DhcpReservation, &["options"], Severity::Medium),
+        ],
     }
 }
 

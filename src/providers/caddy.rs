@@ -28,7 +28,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http;
-use super::{
+use super::{Severities, Severity, 
     Factory,
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
     Resource,
@@ -54,6 +54,8 @@ impl Factory for Plugin {
     type Settings = Settings;
 
     const KINDS: &'static [Kind] = &[Kind::Route];
+
+    const SEVERITIES: Severities = &[(Kind::Route, &["host", "pathPrefix", "backend"], Severity::High)];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         desired
@@ -416,6 +418,10 @@ impl Provider for CaddyProvider {
 
     fn kinds(&self) -> BTreeSet<Kind> {
         Plugin::KINDS.iter().copied().collect()
+    }
+
+    fn severities(&self) -> Severities {
+        Plugin::SEVERITIES
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{http, BoxFuture, Factory, Observation, Provider, ProviderError, Resource};
+use super::{Severities, Severity, http, BoxFuture, Factory, Observation, Provider, ProviderError, Resource};
 use crate::model::{DesiredState, DeviceType, Kind};
 
 settings! {
@@ -25,6 +25,8 @@ impl Factory for Plugin {
     type Settings = Settings;
 
     const KINDS: &'static [Kind] = &[Kind::Device];
+
+    const SEVERITIES: Severities = &[(Kind::Device, &["type"], Severity::High)];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         desired
@@ -56,6 +58,10 @@ impl Provider for FixtureProvider {
 
     fn kinds(&self) -> BTreeSet<Kind> {
         Plugin::KINDS.iter().copied().collect()
+    }
+
+    fn severities(&self) -> Severities {
+        Plugin::SEVERITIES
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
-use super::{
+use super::{Severities, Severity, 
     Factory,
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
     ProviderError, Resource,
@@ -50,6 +50,11 @@ impl Factory for Plugin {
     type Settings = Settings;
 
     const KINDS: &'static [Kind] = &[Kind::DhcpReservation];
+
+    const SEVERITIES: Severities = &[
+        (Kind::DhcpReservation, &["ip", "mac", "subnet"], Severity::High),
+        (Kind::DhcpReservation, &["options"], Severity::Medium),
+    ];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         desired
@@ -384,6 +389,10 @@ impl Provider for KeaProvider {
 
     fn kinds(&self) -> BTreeSet<Kind> {
         Plugin::KINDS.iter().copied().collect()
+    }
+
+    fn severities(&self) -> Severities {
+        Plugin::SEVERITIES
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {

@@ -51,7 +51,10 @@ use serde_json::{json, Value as Json};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::http;
-use super::{BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource, Unreadable};
+use super::{
+    BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource, Severities, Severity,
+    Unreadable,
+};
 use crate::model::{DesiredState, Kind, McpServerSpec, McpTransport, SecretSource};
 
 /// Servers probed at once.
@@ -349,6 +352,14 @@ impl Provider for McpProvider {
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
         Box::pin(async move { Ok(self.observe_with_reports(desired).await.0) })
+    }
+
+    fn severities(&self) -> Severities {
+        &[(
+            Kind::McpServer,
+            &["reachable", "expectedTools", "url", "transport"],
+            Severity::High,
+        )]
     }
 
     fn read_only_reason(&self) -> &str {

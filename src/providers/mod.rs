@@ -196,6 +196,50 @@ impl ProviderError {
     }
 }
 
+/// How much a deviation matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// From low to critical.
+    pub const ALL: &'static [Severity] = &[
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The severity of a drift per kind and top-level field (`spec.` omitted), as a provider says
+/// for the fields it compares: addresses, identities and where traffic goes are high, sizing
+/// and options medium; unlisted fields (names, descriptions, placement) are low.
+pub type Severities = &'static [(Kind, &'static [&'static str], Severity)];
+
 /// One change to make live.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -333,6 +377,9 @@ pub trait Provider: Send + Sync {
         let _ = kind;
         false
     }
+
+    /// How much a drift of each field it compares matters.
+    fn severities(&self) -> Severities;
 
     /// Why the default [`Provider::apply`] refuses changes, and where to make them instead.
     fn read_only_reason(&self) -> &str {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{Provider, ProviderError, Resource};
+use super::{Provider, ProviderError, Resource, Severities};
 use crate::model::{DesiredState, Kind};
 
 /// How one kind of provider is made: what it serves, what it expects, how it is built.
@@ -16,6 +16,9 @@ pub trait Factory {
 
     /// The kinds of documents it observes.
     const KINDS: &'static [Kind];
+
+    /// How much a drift of each field it compares matters ([`Provider::severities`]).
+    const SEVERITIES: Severities;
 
     /// The desired state as the provider shows it live ([`Provider::expected`]). A provider
     /// that could not be built covers exactly these resources, as unknown.

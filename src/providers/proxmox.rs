@@ -37,7 +37,7 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::Semaphore;
 
 use super::http::{self, excerpt, Classify, Pinning, Reply};
-use super::{
+use super::{Severities, Severity, 
     Factory,
     derive_name, unique_name, BoxFuture, CallPolicy, Observation, Provider, ProviderError,
     Resource, Unreadable,
@@ -63,6 +63,12 @@ impl Factory for Plugin {
     type Settings = Settings;
 
     const KINDS: &'static [Kind] = &[Kind::Pool, Kind::Device];
+
+    const SEVERITIES: Severities = &[
+        (Kind::Device, &["type", "interfaces"], Severity::High),
+        (Kind::Device, &["cores", "memoryMiB", "disks"], Severity::Medium),
+        (Kind::Pool, &["members"], Severity::Medium),
+    ];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         let tree = desired.pool_tree().unwrap_or_default();
@@ -488,6 +494,10 @@ impl Provider for ProxmoxProvider {
 
     fn kinds(&self) -> BTreeSet<Kind> {
         Plugin::KINDS.iter().copied().collect()
+    }
+
+    fn severities(&self) -> Severities {
+        Plugin::SEVERITIES
     }
 
     /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the

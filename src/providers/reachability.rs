@@ -23,7 +23,9 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::Semaphore;
 
 use super::http;
-use super::{BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource};
+use super::{
+    BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource, Severities, Severity,
+};
 use crate::model::{DesiredState, Kind, Service, ServiceProtocol};
 
 /// Probes in flight at once, over all devices.
@@ -220,6 +222,10 @@ impl Provider for ReachabilityProvider {
             let resources = futures_join(tasks).await;
             Ok(Observation::now(&self.name, resources))
         })
+    }
+
+    fn severities(&self) -> Severities {
+        &[(Kind::Device, &["services"], Severity::Medium)]
     }
 
     fn read_only_reason(&self) -> &str {

@@ -58,7 +58,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
-use super::{
+use super::{Severities, Severity, 
     Factory,
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
     Resource,
@@ -99,6 +99,11 @@ impl Factory for Plugin {
     type Settings = Settings;
 
     const KINDS: &'static [Kind] = &[Kind::Route];
+
+    const SEVERITIES: Severities = &[
+        (Kind::Route, &["rule", "backend", "tls"], Severity::High),
+        (Kind::Route, &["middlewares", "entryPoints"], Severity::Medium),
+    ];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         desired
@@ -481,6 +486,10 @@ impl Provider for TraefikProvider {
 
     fn kinds(&self) -> BTreeSet<Kind> {
         Plugin::KINDS.iter().copied().collect()
+    }
+
+    fn severities(&self) -> Severities {
+        Plugin::SEVERITIES
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {

@@ -104,6 +104,7 @@ pub async fn observe(
                 })
             }),
             can_apply: p.kinds().into_iter().filter(|k| p.can_apply(*k)).collect(),
+            severities: p.severities(),
         })
         .collect()
 }
@@ -349,6 +350,7 @@ mod tests {
                 version: None,
             }),
             can_apply: Default::default(),
+            severities: &[],
         }
     }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::model::{ConfigSpec, DesiredState, Kind, ProviderConfig};
 use crate::providers::{
     mcp::McpProvider, reachability::ReachabilityProvider, ApplyReport, BoxFuture, CallPolicy,
-    Change, Observation, Provider, ProviderError, Resource,
+    Change, Observation, Provider, ProviderError, Resource, Severities,
 };
 
 /// What this host allows, beyond what the repository declares. Both are off by default: the
@@ -99,6 +99,11 @@ impl Provider for Unavailable {
         self.config.kinds().iter().copied().collect()
     }
 
+    /// Nothing is compared: every resource is unknown.
+    fn severities(&self) -> Severities {
+        &[]
+    }
+
     /// The resources the provider would cover, without fields: each becomes `unknown`.
     fn expected(&self, state: &DesiredState) -> Vec<Resource> {
         self.config
@@ -127,7 +132,7 @@ impl Provider for Unavailable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{self, DeviationType, Rules};
+    use crate::diff::{self, DeviationType, Rules, Severity};
     use crate::validate::validate_text;
 
     /// Two entries of the test-only `fixture` provider: one that works, one whose credential
@@ -167,16 +172,29 @@ spec: {type: physical, interfaces: [{name: eth0, ip: 10.0.1.40}]}
 
         let inputs = crate::reconcile::observe(&Arc::new(state), &providers).await;
         let plan = diff::diff(&inputs, &Rules::default());
-        let found: Vec<(&str, &str, DeviationType)> = plan
+        let found: Vec<(&str, &str, DeviationType, Severity)> = plan
             .deviations
             .iter()
-            .map(|d| (d.provider.as_str(), d.field_path.as_str(), d.dtype))
+            .map(|d| {
+                (
+                    d.provider.as_str(),
+                    d.field_path.as_str(),
+                    d.dtype,
+                    d.severity,
+                )
+            })
             .collect();
+        // The drift's severity is the one the fixture gives its field.
         assert_eq!(
             found,
             [
-                ("broken", "", DeviationType::Unknown),
-                ("inventory", "spec.type", DeviationType::Drifted),
+                ("broken", "", DeviationType::Unknown, Severity::Medium),
+                (
+                    "inventory",
+                    "spec.type",
+                    DeviationType::Drifted,
+                    Severity::High
+                ),
             ]
         );
         assert!(plan.unobservable["broken"].contains("LABCTL_TEST_TOKEN_THAT_IS_NOT_SET"));

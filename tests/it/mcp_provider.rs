@@ -255,6 +255,7 @@ async fn observe_and_diff(
         expected: provider.expected(state),
         observed: Ok(obs.clone()),
         can_apply: Default::default(),
+        severities: provider.severities(),
     };
     (obs, diff(&[input], &Rules::from_state(state)), reports)
 }

@@ -358,6 +358,7 @@ fn run_diff(
             .into_iter()
             .filter(|k| provider.can_apply(*k))
             .collect(),
+        severities: provider.severities(),
     };
     diff::diff(&[input], &Rules::from_state(state))
 }

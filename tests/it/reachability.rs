@@ -134,6 +134,7 @@ async fn probes_report_exactly_the_services_that_do_not_answer() {
         expected,
         observed: Ok(obs),
         can_apply: Default::default(),
+        severities: p.severities(),
     };
     let plan = diff(&[input], &Rules::default());
     let found: Vec<(&str, &str, DeviationType)> = plan

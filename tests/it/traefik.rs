@@ -469,6 +469,7 @@ async fn plan_with_base(
             .into_iter()
             .filter(|k| p.can_apply(*k))
             .collect(),
+        severities: p.severities(),
     };
     let plan = diff(std::slice::from_ref(&input), &rules);
     // An unobservable Traefik gets an empty base: the plan then has no changes to apply.
