@@ -21,17 +21,16 @@
 //! change would leave the first applied, indexes shift under concurrent edits, and Caddy 2.6
 //! accepts duplicate `@id`s, which makes `/id/…` ambiguous.
 
-use std::sync::Arc;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http;
-use super::{Severities, Severity, 
-    Factory,
-    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
-    Resource,
+use super::{
+    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
+    ProviderError, Resource, Severities, Severity,
 };
 use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
@@ -55,7 +54,11 @@ impl Factory for Plugin {
 
     const KINDS: &'static [Kind] = &[Kind::Route];
 
-    const SEVERITIES: Severities = &[(Kind::Route, &["host", "pathPrefix", "backend"], Severity::High)];
+    const SEVERITIES: Severities = &[(
+        Kind::Route,
+        &["host", "pathPrefix", "backend"],
+        Severity::High,
+    )];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         desired
@@ -110,10 +113,10 @@ struct Parsed {
 
 impl CaddyProvider {
     pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+        let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid admin URL `{url}`: {e}")))?;
-        let policy = http::call_policy(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         let builder = reqwest::Client::builder()
             // The admin API is on the management host or the LAN; a proxy from the
             // environment would only stand in the way (and see the whole config).

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Severities, Severity, http, BoxFuture, Factory, Observation, Provider, ProviderError, Resource};
+use super::{
+    BoxFuture, Factory, Observation, Provider, ProviderError, Resource, Severities, Severity,
+};
 use crate::model::{DesiredState, DeviceType, Kind};
 
 settings! {
@@ -42,7 +44,7 @@ impl Factory for Plugin {
     fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
         // Like a real API's credential: one that is not there stops only this provider.
         if let Some(token) = &settings.token {
-            http::read_secret(token).map_err(http::config_error(&settings.name))?;
+            super::secret::read(token).map_err(ProviderError::config(&settings.name))?;
         }
         Ok(Arc::new(FixtureProvider(settings.clone())))
     }
@@ -68,13 +70,19 @@ impl Provider for FixtureProvider {
         Plugin::expected(desired)
     }
 
-    fn observe<'a>(&'a self, _: &'a DesiredState) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+    fn observe<'a>(
+        &'a self,
+        _: &'a DesiredState,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
         let resources = self
             .0
             .devices
             .iter()
             .map(|(name, t)| Resource::new(Kind::Device, name.clone(), json!({ "type": t })))
             .collect();
-        Box::pin(std::future::ready(Ok(Observation::now(&self.0.name, resources))))
+        Box::pin(std::future::ready(Ok(Observation::now(
+            &self.0.name,
+            resources,
+        ))))
     }
 }

@@ -1,5 +1,5 @@
-//! Plumbing the HTTP providers share: secrets, the client and its TLS trust, basic
-//! authentication, and turning failures into [`ProviderError`]s. Each provider keeps its own
+//! Plumbing the HTTP providers share: the client and its TLS trust, basic authentication, and
+//! turning transport failures into [`ProviderError`]s. Each provider keeps its own
 //! wording and choices; what differs on purpose is a parameter here.
 
 use std::sync::Arc;
@@ -7,47 +7,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{CallPolicy, ProviderError};
+use super::ProviderError;
 use crate::model::{SecretSource, TlsConfig};
 
 /// Marks the error a pin mismatch produces, to tell it from a network failure.
 const FINGERPRINT_MISMATCH: &str = "does not match tls.fingerprint";
-
-/// A `Config` error of `provider`, as a closure to hand to `map_err`.
-pub(crate) fn config_error(provider: &str) -> impl Fn(String) -> ProviderError + '_ {
-    move |detail| ProviderError::Config {
-        provider: provider.to_string(),
-        detail,
-    }
-}
-
-/// The provider's call policy: the default with `timeoutSeconds` (at least 1) as the timeout.
-pub(crate) fn call_policy(timeout_seconds: Option<u32>) -> CallPolicy {
-    CallPolicy {
-        timeout: Duration::from_secs(timeout_seconds.unwrap_or(10).max(1).into()),
-        ..CallPolicy::default()
-    }
-}
-
-/// Reads a secret from where the configuration says, trimmed. The error names the source
-/// (variable, file, credential), never a value.
-pub(crate) fn read_secret(source: &SecretSource) -> Result<String, String> {
-    let value = match source {
-        SecretSource::Env(var) => std::env::var(var)
-            .map_err(|_| format!("token: the environment variable {var} is not set"))?,
-        SecretSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("token: cannot read {}: {e}", path.display()))?,
-        SecretSource::SystemdCredential(name) => {
-            let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
-                format!("token: systemd credential {name}: CREDENTIALS_DIRECTORY is not set")
-            })?;
-            let path = std::path::Path::new(&dir).join(name);
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("token: cannot read {}: {e}", path.display()))?
-        }
-    };
-    Ok(value.trim().to_string())
-}
 
 /// HTTP Basic credentials, from a `USER:PASSWORD` token.
 #[derive(Clone)]
@@ -67,7 +31,7 @@ impl BasicAuth {
         let Some(source) = token else {
             return Ok(None);
         };
-        let token = read_secret(source).map_err(config_err)?;
+        let token = super::secret::read(source).map_err(config_err)?;
         let (user, password) = token.split_once(':').ok_or_else(|| {
             config_err(format!("the {api} token must have the form USER:PASSWORD"))
         })?;

@@ -6,16 +6,15 @@
 //! back exactly as Kea returned it. Kea 2.2 has no configuration hash either, so the provider
 //! fingerprints what it observed and refuses to apply over a configuration that changed since.
 
-use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
-use super::{Severities, Severity, 
-    Factory,
-    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
-    ProviderError, Resource,
+use super::{
+    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation,
+    Provider, ProviderError, Resource, Severities, Severity,
 };
 use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress};
 
@@ -52,7 +51,11 @@ impl Factory for Plugin {
     const KINDS: &'static [Kind] = &[Kind::DhcpReservation];
 
     const SEVERITIES: Severities = &[
-        (Kind::DhcpReservation, &["ip", "mac", "subnet"], Severity::High),
+        (
+            Kind::DhcpReservation,
+            &["ip", "mac", "subnet"],
+            Severity::High,
+        ),
         (Kind::DhcpReservation, &["options"], Severity::Medium),
     ];
 
@@ -131,7 +134,7 @@ impl HostKey {
 
 impl KeaProvider {
     pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+        let config_err = ProviderError::config(&cfg.name);
         let client = http::build_client(
             reqwest::Client::builder(),
             cfg.tls.as_ref(),
@@ -139,7 +142,7 @@ impl KeaProvider {
             &config_err,
         )?;
         let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Kea", &config_err)?;
-        let policy = http::call_policy(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         Ok(KeaProvider {
             name: cfg.name.clone(),
             url: cfg.url.clone(),

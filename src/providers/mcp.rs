@@ -298,7 +298,7 @@ impl McpProvider {
                         auth.credential
                     )
                 })?;
-                let token = http::read_secret(source)
+                let token = super::secret::read(source)
                     .map_err(|e| format!("credential `{}`: {e}", auth.credential))?;
                 Some(token)
             }
@@ -519,7 +519,7 @@ async fn probe(
 /// The HTTP client for one attempt. No overall request timeout: event streams stay open;
 /// the attempt as a whole is bounded by the call policy.
 fn http_client(provider: &str, policy: CallPolicy) -> Result<reqwest::Client, ProviderError> {
-    let config_err = http::config_error(provider);
+    let config_err = ProviderError::config(provider);
     http::build(
         reqwest::Client::builder().connect_timeout(policy.timeout),
         &config_err,

@@ -9,10 +9,20 @@
 /// Factories, the settings macro and the list macro of the providers labctl.yaml declares.
 #[macro_use]
 mod plugin;
-/// Plumbing shared by the provider modules.
+/// HTTP plumbing shared by the provider modules.
 mod http;
+/// Reading the secrets labctl.yaml names.
+mod secret;
 
-// The providers labctl.yaml can declare, one per API: a new one is a module and a line here.
+// The providers labctl.yaml can declare, one per API: a new one is its module and a line in
+// the list below.
+pub mod caddy;
+#[cfg(test)]
+pub mod fixture;
+pub mod kea;
+pub mod proxmox;
+pub mod traefik;
+
 plugins! {
     Proxmox => proxmox,
     Kea => kea,
@@ -187,6 +197,14 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// A `Config` error of `provider`, as a closure to hand to `map_err`.
+    pub(crate) fn config(provider: &str) -> impl Fn(String) -> ProviderError + '_ {
+        move |detail| ProviderError::Config {
+            provider: provider.to_string(),
+            detail,
+        }
+    }
+
     /// Worth retrying: the failure may pass by itself.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -406,6 +424,15 @@ impl Default for CallPolicy {
 }
 
 impl CallPolicy {
+    /// The default policy with `timeoutSeconds` from labctl.yaml (at least 1; default 10) as
+    /// the timeout.
+    pub fn with_timeout_seconds(timeout_seconds: Option<u32>) -> Self {
+        CallPolicy {
+            timeout: Duration::from_secs(timeout_seconds.unwrap_or(10).max(1).into()),
+            ..CallPolicy::default()
+        }
+    }
+
     /// Runs `call` with the timeout, retrying transient failures with exponential backoff.
     pub async fn run<T, F, Fut>(&self, provider: &str, mut call: F) -> Result<T, ProviderError>
     where

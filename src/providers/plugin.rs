@@ -1,8 +1,8 @@
 //! Providers as plug-ins. A provider that `labctl.yaml` can declare is one module with a
 //! `Settings` type (declared with [`settings!`]) and a `Plugin` implementing [`Factory`], plus
-//! one line in the [`plugins!`] list in `providers/mod.rs`: that line declares the module, the
-//! `kind` of its entries in `labctl.yaml` and the [`ProviderConfig`](super::ProviderConfig)
-//! variant, so nothing else names the provider.
+//! its `mod` line and one line in the [`plugins!`] list in `providers/mod.rs`: that line is
+//! the `kind` of its entries in `labctl.yaml` and the
+//! [`ProviderConfig`](super::ProviderConfig) variant, so nothing else names the provider.
 
 use std::sync::Arc;
 
@@ -57,12 +57,11 @@ macro_rules! settings {
 }
 
 /// The list of providers `labctl.yaml` can declare: `Variant => module`, the variant's
-/// kebab-case name being the entry's `kind`. Generates the module declarations and
-/// [`ProviderConfig`](super::ProviderConfig) with its dispatch to each [`Factory`].
+/// kebab-case name being the entry's `kind`. Generates
+/// [`ProviderConfig`](super::ProviderConfig) with its dispatch to each [`Factory`]. (The
+/// modules are declared beside it, not by the macro: rustfmt does not see into macros.)
 macro_rules! plugins {
     ($($(#[cfg($cfg:meta)])? $variant:ident => $module:ident,)*) => {
-        $($(#[cfg($cfg)])? pub mod $module;)*
-
         /// One provider entry of `labctl.yaml`: `kind` picks the provider, the other fields are
         /// its settings.
         #[derive(

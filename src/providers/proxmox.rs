@@ -37,14 +37,11 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::Semaphore;
 
 use super::http::{self, excerpt, Classify, Pinning, Reply};
-use super::{Severities, Severity, 
-    Factory,
-    derive_name, unique_name, BoxFuture, CallPolicy, Observation, Provider, ProviderError,
-    Resource, Unreadable,
+use super::{
+    derive_name, unique_name, BoxFuture, CallPolicy, Factory, Observation, Provider, ProviderError,
+    Resource, Severities, Severity, Unreadable,
 };
-use crate::model::{
-    DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, SecretSource,
-};
+use crate::model::{DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, SecretSource};
 pub use http::parse_fingerprint;
 
 /// At most this many guest-config and pool calls are in flight at once.
@@ -66,7 +63,11 @@ impl Factory for Plugin {
 
     const SEVERITIES: Severities = &[
         (Kind::Device, &["type", "interfaces"], Severity::High),
-        (Kind::Device, &["cores", "memoryMiB", "disks"], Severity::Medium),
+        (
+            Kind::Device,
+            &["cores", "memoryMiB", "disks"],
+            Severity::Medium,
+        ),
         (Kind::Pool, &["members"], Severity::Medium),
     ];
 
@@ -141,7 +142,7 @@ struct Api {
 
 impl ProxmoxProvider {
     pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+        let config_err = ProviderError::config(&cfg.name);
         let source = cfg.token.as_ref().ok_or_else(|| {
             config_err(
                 "Proxmox VE needs an API token (USER@REALM!TOKENID=SECRET): give `token` as \
@@ -149,7 +150,7 @@ impl ProxmoxProvider {
                     .into(),
             )
         })?;
-        let token = http::read_secret(source).map_err(&config_err)?;
+        let token = super::secret::read(source).map_err(&config_err)?;
         if token.is_empty() {
             return Err(config_err(format!("token: {} is empty", describe(source))));
         }
@@ -167,7 +168,7 @@ impl ProxmoxProvider {
         })?;
         auth.set_sensitive(true);
 
-        let policy = http::call_policy(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         // The API never redirects; not following keeps the token on the configured host.
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

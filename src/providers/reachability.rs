@@ -63,7 +63,7 @@ impl ReachabilityProvider {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(policy.timeout)
             .timeout(policy.timeout);
-        let client = http::build(builder, &http::config_error(&name))?;
+        let client = http::build(builder, &ProviderError::config(&name))?;
         Ok(ReachabilityProvider {
             name,
             policy,

@@ -48,20 +48,19 @@
 //! deleted through the file, so such a `Delete` is refused. `@internal` routers are Traefik's
 //! own (API, dashboard, ping) and are not reported at all.
 
-use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
-use super::{Severities, Severity, 
-    Factory,
-    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
-    Resource,
+use super::{
+    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
+    ProviderError, Resource, Severities, Severity,
 };
 use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
@@ -102,7 +101,11 @@ impl Factory for Plugin {
 
     const SEVERITIES: Severities = &[
         (Kind::Route, &["rule", "backend", "tls"], Severity::High),
-        (Kind::Route, &["middlewares", "entryPoints"], Severity::Medium),
+        (
+            Kind::Route,
+            &["middlewares", "entryPoints"],
+            Severity::Medium,
+        ),
     ];
 
     fn expected(desired: &DesiredState) -> Vec<Resource> {
@@ -137,10 +140,10 @@ pub struct TraefikProvider {
 
 impl TraefikProvider {
     pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+        let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid API URL `{url}`: {e}")))?;
-        let policy = http::call_policy(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         // The API is on the LAN or the management host: a proxy from the environment would
         // only stand in the way (and see the whole routing configuration).
         let builder = reqwest::Client::builder()

@@ -160,7 +160,7 @@ spec: {type: physical, interfaces: [{name: eth0, ip: 10.0.1.40}]}
     }
 
     #[tokio::test]
-    async fn a_provider_is_one_module_and_one_line_in_the_list() {
+    async fn a_new_provider_needs_only_its_module_and_a_line_in_the_list() {
         // Through validation, as a repository is read: the entries are plain labctl.yaml.
         let config = validate_text("labctl.yaml", LAB).state.expect("valid");
         let mut state = validate_text("devices/nas.yaml", NAS).state.expect("valid");
