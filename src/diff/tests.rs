@@ -143,6 +143,7 @@ fn a_failed_observation_makes_everything_unknown_and_changes_nothing() {
         provider: "kea".into(),
         url: "http://127.0.0.1:1".into(),
         detail: "connection refused".into(),
+        source: None,
     });
     let plan = diff(&[i], &apply_rules());
     assert_eq!(plan.deviations.len(), 1);

@@ -142,7 +142,7 @@ impl CaddyProvider {
     /// Refused, reset or closed mid-answer: all may pass, so all are transient.
     fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
         let classify = http::Classify::default();
-        http::transport_error(&self.name, url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.name, url, self.policy.timeout, e, classify)
     }
 
     fn bad_response(&self, url: &str, detail: String) -> ProviderError {
@@ -150,6 +150,7 @@ impl CaddyProvider {
             provider: self.name.clone(),
             url: url.to_string(),
             detail,
+            source: None,
         }
     }
 
@@ -245,6 +246,7 @@ impl CaddyProvider {
                     };
                     format!("HTTP {status}: {msg}{hint}")
                 },
+                source: None,
             }
         })
     }

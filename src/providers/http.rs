@@ -66,6 +66,7 @@ impl BasicAuth {
                 provider: provider.to_string(),
                 url: url.to_string(),
                 detail: format!("HTTP {status}; give {whose} USER:PASSWORD as the token"),
+                source: None,
             });
         }
         Ok(())
@@ -193,13 +194,15 @@ pub(crate) fn transport_error(
     provider: &str,
     url: &str,
     timeout: Duration,
-    e: &reqwest::Error,
+    e: reqwest::Error,
     classify: Classify,
 ) -> ProviderError {
     if e.is_timeout() {
         return timeout_error(provider, timeout);
     }
-    let chain = error_chain(e);
+    let chain = error_chain(&e);
+    let bad_body = e.is_decode() || e.is_body();
+    let source: Option<super::Cause> = Some(Arc::new(e));
     let (provider, url) = (provider.to_string(), url.to_string());
     if classify.certificate_is_authentication
         && (chain.contains(FINGERPRINT_MISMATCH) || chain.contains("certificate"))
@@ -208,12 +211,14 @@ pub(crate) fn transport_error(
             provider,
             url,
             detail: format!("TLS: {chain}"),
+            source,
         }
-    } else if classify.body_is_bad_response && (e.is_decode() || e.is_body()) {
+    } else if classify.body_is_bad_response && bad_body {
         ProviderError::BadResponse {
             provider,
             url,
             detail: chain,
+            source,
         }
     } else {
         // Refused, reset or DNS: the server could not be talked to at all.
@@ -221,6 +226,7 @@ pub(crate) fn transport_error(
             provider,
             url,
             detail: chain,
+            source,
         }
     }
 }

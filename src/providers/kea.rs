@@ -171,6 +171,7 @@ impl KeaProvider {
             provider: self.name.clone(),
             url: self.url.clone(),
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -238,7 +239,7 @@ impl KeaProvider {
             body_is_bad_response: true,
             ..Classify::default()
         };
-        http::transport_error(&self.name, &self.url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.name, &self.url, self.policy.timeout, e, classify)
     }
 
     /// `config-get`: the running `Dhcp4` object.

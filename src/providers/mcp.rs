@@ -493,6 +493,7 @@ async fn probe(
                 provider: provider.to_string(),
                 url: shown.clone(),
                 detail: format!("cannot start the command: {e}"),
+                source: None,
             })?;
             let pid = transport.id();
             tracing::debug!(
@@ -559,6 +560,7 @@ where
                 provider: provider.to_string(),
                 url: endpoint.to_string(),
                 detail,
+                source: None,
             }
         })
     } else {
@@ -599,6 +601,7 @@ fn init_error(provider: &str, endpoint: &str, e: &ClientInitializeError) -> Prov
             detail: "authentication refused: the server rejected the credential \
                      (HTTP 401/403)"
                 .to_string(),
+            source: None,
         };
     }
     match e {
@@ -607,11 +610,13 @@ fn init_error(provider: &str, endpoint: &str, e: &ClientInitializeError) -> Prov
             provider,
             url,
             detail: chain,
+            source: None,
         },
         _ => ProviderError::BadResponse {
             provider,
             url,
             detail: chain,
+            source: None,
         },
     }
 }
@@ -634,19 +639,23 @@ fn with_stderr(e: ProviderError, stderr: &Arc<Mutex<Vec<String>>>) -> ProviderEr
             provider,
             url,
             detail,
+            source,
         } => ProviderError::Unreachable {
             provider,
             url,
             detail: detail + &tail,
+            source,
         },
         ProviderError::BadResponse {
             provider,
             url,
             detail,
+            source,
         } => ProviderError::BadResponse {
             provider,
             url,
             detail: detail + &tail,
+            source,
         },
         other => other,
     }
@@ -744,11 +753,13 @@ impl SseClientTransport {
             provider: provider.to_string(),
             url: url.to_string(),
             detail,
+            source: None,
         };
         let bad = |detail: String| ProviderError::BadResponse {
             provider: provider.to_string(),
             url: url.to_string(),
             detail,
+            source: None,
         };
         let base = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let mut request = client
@@ -769,6 +780,7 @@ impl SseClientTransport {
                 detail: format!(
                     "authentication refused: the server rejected the credential (HTTP {status})"
                 ),
+                source: None,
             });
         }
         if status.is_server_error() {

@@ -169,18 +169,28 @@ pub enum ProviderError {
         provider: String,
         url: String,
         detail: String,
+        /// The transport error, for callers that walk the chain (`detail` already says it).
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
     },
     #[error("{provider}: authentication failed at {url}: {detail}")]
     Authentication {
         provider: String,
         url: String,
         detail: String,
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
     },
     #[error("{provider}: unexpected response from {url}: {detail}")]
     BadResponse {
         provider: String,
         url: String,
         detail: String,
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
     },
     #[error("{provider}: no answer within {seconds} s")]
     Timeout { provider: String, seconds: u64 },
@@ -190,11 +200,21 @@ pub enum ProviderError {
     #[error("{provider}: changed since it was observed: {detail}")]
     Stale { provider: String, detail: String },
     #[error("{provider}: {detail}")]
-    Config { provider: String, detail: String },
+    Config {
+        provider: String,
+        detail: String,
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
+    },
     /// labctl itself failed (a task panicked): says nothing about the live system.
     #[error("{provider}: {detail}")]
     Internal { provider: String, detail: String },
 }
+
+/// The underlying error of a [`ProviderError`]: shared, so the error stays `Clone` (it is
+/// reported for every resource of the provider).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
 
 impl ProviderError {
     /// A `Config` error of `provider`, as a closure to hand to `map_err`.
@@ -202,6 +222,7 @@ impl ProviderError {
         move |detail| ProviderError::Config {
             provider: provider.to_string(),
             detail,
+            source: None,
         }
     }
 
@@ -524,6 +545,7 @@ mod tests {
                         provider: "kea".into(),
                         url: "http://127.0.0.1:1".into(),
                         detail: "refused".into(),
+                        source: None,
                     })
                 }
             })
@@ -544,6 +566,36 @@ mod tests {
             })
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_keeps_its_cause_but_not_in_its_json() {
+        // Nothing listens on port 1 of loopback: the connection is refused.
+        let refused = reqwest::Client::new()
+            .get("http://127.0.0.1:1/")
+            .send()
+            .await
+            .unwrap_err();
+        let e = http::transport_error(
+            "kea",
+            "http://127.0.0.1:1/",
+            Duration::from_secs(1),
+            refused,
+            http::Classify::default(),
+        );
+        assert!(matches!(e, ProviderError::Unreachable { .. }), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("the reqwest error is kept");
+        assert!(
+            cause.to_string().contains("error sending request"),
+            "{cause}"
+        );
+        assert!(cause.source().is_some(), "and its own causes");
+        let json = serde_json::to_value(&e).unwrap();
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["detail", "provider", "type", "url"]);
+        assert!(e
+            .to_string()
+            .starts_with("kea: cannot reach http://127.0.0.1:1/: "));
     }
 
     #[tokio::test]

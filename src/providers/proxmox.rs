@@ -277,6 +277,7 @@ impl ProxmoxProvider {
                         provider: api.provider.clone(),
                         url: api.base.clone(),
                         detail: format!("a concurrent call failed: {e}"),
+                        source: None,
                     })
                 }
             }
@@ -548,6 +549,7 @@ impl Api {
                 detail: "HTTP 401: Proxmox VE refused the API token; check USER@REALM!TOKENID \
                          and the secret"
                     .into(),
+                source: None,
             });
         }
         if status == reqwest::StatusCode::FORBIDDEN {
@@ -559,6 +561,7 @@ impl Api {
                      Pool.Audit, e.g. the PVEAuditor role): {}",
                     pve_message(&bytes)
                 ),
+                source: None,
             });
         }
         if !status.is_success() {
@@ -569,12 +572,14 @@ impl Api {
                     provider: self.provider.clone(),
                     url,
                     detail,
+                    source: None,
                 }
             } else {
                 ProviderError::BadResponse {
                     provider: self.provider.clone(),
                     url,
                     detail,
+                    source: None,
                 }
             });
         }
@@ -583,6 +588,7 @@ impl Api {
                 provider: self.provider.clone(),
                 url: url.clone(),
                 detail: format!("the answer is not JSON: {e}"),
+                source: None,
             })?;
         match parsed.get_mut("data").map(Json::take) {
             Some(data) if !data.is_null() => Ok(data),
@@ -593,6 +599,7 @@ impl Api {
                     "expected {{\"data\": …}}, got {}",
                     excerpt(&String::from_utf8_lossy(&bytes))
                 ),
+                source: None,
             }),
         }
     }
@@ -602,7 +609,7 @@ impl Api {
             certificate_is_authentication: true,
             body_is_bad_response: true,
         };
-        http::transport_error(&self.provider, url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.provider, url, self.policy.timeout, e, classify)
     }
 }
 

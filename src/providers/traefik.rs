@@ -183,6 +183,7 @@ impl TraefikProvider {
         ProviderError::Config {
             provider: self.name.clone(),
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -191,12 +192,13 @@ impl TraefikProvider {
             provider: self.name.clone(),
             url: url.to_string(),
             detail: detail.into(),
+            source: None,
         }
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
         let classify = http::Classify::default();
-        http::transport_error(&self.name, url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.name, url, self.policy.timeout, e, classify)
     }
 
     /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages.

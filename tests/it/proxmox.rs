@@ -737,7 +737,9 @@ async fn tokens_come_from_env_file_or_credential_and_never_show() {
         None,
     );
     match ProxmoxProvider::new(&unset) {
-        Err(ProviderError::Config { provider, detail }) => {
+        Err(ProviderError::Config {
+            provider, detail, ..
+        }) => {
             assert_eq!(provider, "pve");
             assert!(detail.contains("LABCTL_TEST_PVE_TOKEN_UNSET"), "{detail}");
         }
