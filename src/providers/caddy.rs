@@ -21,7 +21,7 @@
 //! change would leave the first applied, indexes shift under concurrent edits, and Caddy 2.6
 //! accepts duplicate `@id`s, which makes `/id/…` ambiguous.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode, Url};
@@ -421,17 +421,7 @@ impl Provider for CaddyProvider {
         &self.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        Plugin::KINDS.iter().copied().collect()
-    }
-
-    fn severities(&self) -> Severities {
-        Plugin::SEVERITIES
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        Plugin::expected(desired)
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,

@@ -1,7 +1,7 @@
 //! A test-only provider for an existing kind, written the way a new one would be: this file
 //! plus its line in the `plugins!` list. Its "live system" is the `devices` of its settings.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -58,17 +58,7 @@ impl Provider for FixtureProvider {
         &self.0.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        Plugin::KINDS.iter().copied().collect()
-    }
-
-    fn severities(&self) -> Severities {
-        Plugin::SEVERITIES
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        Plugin::expected(desired)
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,

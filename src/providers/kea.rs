@@ -391,17 +391,7 @@ impl Provider for KeaProvider {
         &self.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        Plugin::KINDS.iter().copied().collect()
-    }
-
-    fn severities(&self) -> Severities {
-        Plugin::SEVERITIES
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        Plugin::expected(desired)
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,

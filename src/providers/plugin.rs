@@ -116,3 +116,28 @@ macro_rules! plugins {
         }
     };
 }
+
+/// The [`Provider`] methods a plug-in's provider takes from its [`Factory`] (`kinds`,
+/// `severities`, `expected`), written inside its `impl Provider`: the provider and the
+/// stand-in for one that could not be built then say the same.
+macro_rules! from_factory {
+    ($plugin:ty) => {
+        fn kinds(&self) -> std::collections::BTreeSet<$crate::model::Kind> {
+            <$plugin as $crate::providers::Factory>::KINDS
+                .iter()
+                .copied()
+                .collect()
+        }
+
+        fn severities(&self) -> $crate::providers::Severities {
+            <$plugin as $crate::providers::Factory>::SEVERITIES
+        }
+
+        fn expected(
+            &self,
+            desired: &$crate::model::DesiredState,
+        ) -> Vec<$crate::providers::Resource> {
+            <$plugin as $crate::providers::Factory>::expected(desired)
+        }
+    };
+}

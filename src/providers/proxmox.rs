@@ -71,6 +71,10 @@ impl Factory for Plugin {
         (Kind::Pool, &["members"], Severity::Medium),
     ];
 
+    /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
+    /// guests whose `pool` is that pool's path), and guests (`vm`, `lxc`) as `{"type",
+    /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
+    /// when declared. Interface IPs are left out: addresses are DHCP's business.
     fn expected(desired: &DesiredState) -> Vec<Resource> {
         let tree = desired.pool_tree().unwrap_or_default();
         let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -494,21 +498,7 @@ impl Provider for ProxmoxProvider {
         &self.api.provider
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        Plugin::KINDS.iter().copied().collect()
-    }
-
-    fn severities(&self) -> Severities {
-        Plugin::SEVERITIES
-    }
-
-    /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
-    /// guests whose `pool` is that pool's path), and guests (`vm`, `lxc`) as `{"type",
-    /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
-    /// when declared. Interface IPs are left out: addresses are DHCP's business.
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        Plugin::expected(desired)
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,

@@ -48,7 +48,7 @@
 //! deleted through the file, so such a `Delete` is refused. `@internal` routers are Traefik's
 //! own (API, dashboard, ping) and are not reported at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -489,17 +489,7 @@ impl Provider for TraefikProvider {
         &self.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        Plugin::KINDS.iter().copied().collect()
-    }
-
-    fn severities(&self) -> Severities {
-        Plugin::SEVERITIES
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        Plugin::expected(desired)
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,

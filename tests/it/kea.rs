@@ -128,6 +128,18 @@ fn lab_subnet1() -> Json {
     ])
 }
 
+/// A camera Kea does not have yet.
+fn camera(options: &[(&str, &str)]) -> Located<DhcpReservationDoc> {
+    reservation(
+        "camera",
+        "10.0.1.0/24",
+        "bc:24:11:00:00:04",
+        "10.0.1.30",
+        "camera",
+        options,
+    )
+}
+
 /// The desired counterparts of [`lab_subnet1`]; the NAS document is not named after its
 /// hostname, so only the MAC can match it.
 fn lab_desired() -> Vec<Located<DhcpReservationDoc>> {
@@ -312,14 +324,7 @@ async fn apply_creates_updates_and_deletes_and_leaves_the_rest() {
             &[],
         ),
         // Create, in each subnet.
-        reservation(
-            "camera",
-            "10.0.1.0/24",
-            "bc:24:11:00:00:04",
-            "10.0.1.30",
-            "camera",
-            &[("routers", "10.0.1.1")],
-        ),
+        camera(&[("routers", "10.0.1.1")]),
         reservation(
             "backup",
             "10.0.2.0/24",
@@ -379,14 +384,7 @@ async fn apply_is_refused_when_kea_changed_since_observe() {
         return;
     };
     let mut wanted = lab_desired();
-    wanted.push(reservation(
-        "camera",
-        "10.0.1.0/24",
-        "bc:24:11:00:00:04",
-        "10.0.1.30",
-        "camera",
-        &[],
-    ));
+    wanted.push(camera(&[]));
     let desired = desired(wanted);
     let provider = kea.provider(false);
     let observed = provider.observe(&desired).await.unwrap();
@@ -427,24 +425,9 @@ async fn a_fresh_instance_applies_given_only_the_observation() {
         return;
     };
     // The NAS moves, the printer is no longer wanted, a camera is new.
-    let desired = desired(vec![
-        reservation(
-            "storage-box",
-            "10.0.1.0/24",
-            "bc:24:11:00:00:01",
-            "10.0.1.20",
-            "nas",
-            &[("domain-name-servers", "10.0.1.1, 10.0.1.2")],
-        ),
-        reservation(
-            "camera",
-            "10.0.1.0/24",
-            "bc:24:11:00:00:04",
-            "10.0.1.30",
-            "camera",
-            &[],
-        ),
-    ]);
+    let mut nas = lab_desired().remove(0);
+    nas.doc.spec.ip = "10.0.1.20".parse().unwrap();
+    let desired = desired(vec![nas, camera(&[])]);
     let observed = kea.provider(false).observe(&desired).await.unwrap();
     let expected = kea.provider(false).expected(&desired);
     let plan = changes(&expected, &observed.resources);
@@ -466,14 +449,7 @@ async fn a_bad_change_is_refused_by_config_test_and_nothing_changes() {
         return;
     };
     let mut wanted = lab_desired();
-    wanted.push(reservation(
-        "camera",
-        "10.0.1.0/24",
-        "bc:24:11:00:00:04",
-        "10.0.1.30",
-        "camera",
-        &[],
-    ));
+    wanted.push(camera(&[]));
     // Outside its subnet: only Kea's config-test can say so.
     wanted.push(reservation(
         "stray",
