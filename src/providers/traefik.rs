@@ -187,6 +187,15 @@ impl TraefikProvider {
         }
     }
 
+    /// The dynamic file could not be read or written (`what`), with the I/O error as source.
+    fn file_error(&self, what: &str, path: &Path, e: std::io::Error) -> ProviderError {
+        ProviderError::Config {
+            provider: self.name.clone(),
+            detail: format!("cannot {what} {}: {e}", path.display()),
+            source: Some(Arc::new(e)),
+        }
+    }
+
     fn bad_response(&self, url: &str, detail: impl Into<String>) -> ProviderError {
         ProviderError::BadResponse {
             provider: self.name.clone(),
@@ -298,7 +307,7 @@ impl TraefikProvider {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 (String::new(), ABSENT.to_string())
             }
-            Err(e) => return Err(self.config_error(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => return Err(self.file_error("read", path, e)),
         };
         Ok((self.parse_file(path, &text)?, version))
     }
@@ -479,8 +488,7 @@ impl TraefikProvider {
                 .map_err(|e| self.rejected(format!("cannot write YAML: {e}")))?
         };
         let text = format!("{HEADER}{yaml}");
-        write_atomically(path, text.as_bytes())
-            .map_err(|e| self.config_error(format!("cannot write {}: {e}", path.display())))
+        write_atomically(path, text.as_bytes()).map_err(|e| self.file_error("write", path, e))
     }
 }
 
