@@ -295,7 +295,7 @@ pub enum Change {
         name: String,
         fields: Json,
         /// The live key of the resource, as observed ([`Resource::key`]).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     },
     /// Remove the live resource.
@@ -303,7 +303,7 @@ pub enum Change {
         kind: Kind,
         name: String,
         /// The live key of the resource, as observed ([`Resource::key`]).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     },
 }
