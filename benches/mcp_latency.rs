@@ -105,6 +105,7 @@ async fn run(clients: usize, measure: Duration, interval: Duration) {
     let request = Request {
         reason: Reason::manual("bench", "bench"),
         wait: true,
+        force: false,
     };
     if let Err(e) = controller::reconcile(&ctx, &request).await {
         panic!("the bench lab did not reconcile: {e}");

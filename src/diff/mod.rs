@@ -13,7 +13,8 @@ use serde_json::Value as Json;
 
 use crate::jsondiff::{differences, Notation, Options};
 use crate::model::{DesiredState, Kind, Policy};
-use crate::providers::{Change, Observation, ProviderError, Resource};
+pub use crate::providers::Severity;
+use crate::providers::{Change, Observation, ProviderError, Resource, Severities};
 
 pub use render::{render_human, RenderOptions};
 
@@ -28,16 +29,6 @@ text_enum! {
         Drifted = "drifted",
         /// Could not be observed: nothing is concluded about it.
         Unknown = "unknown",
-    }
-}
-
-text_enum! {
-    /// How much a deviation matters, from low to critical.
-    serde Severity {
-        Low = "low",
-        Medium = "medium",
-        High = "high",
-        Critical = "critical",
     }
 }
 
@@ -259,6 +250,8 @@ pub struct ProviderInput {
     pub observed: Result<Observation, ProviderError>,
     /// Kinds the provider can apply.
     pub can_apply: BTreeSet<Kind>,
+    /// How much a drifted field matters, as the provider says.
+    pub severities: Severities,
 }
 
 /// The outcome of a comparison.
@@ -419,7 +412,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         continue;
                     }
                     drifted = true;
-                    let severity = drift_severity(kind, &path);
+                    let severity = drift_severity(input.severities, kind, &path);
                     plan.deviations.push(Deviation {
                         kind,
                         name: name.to_string(),
@@ -439,6 +432,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         kind,
                         name: name.to_string(),
                         fields: target,
+                        key: actual.key.clone(),
                     });
                 }
             }
@@ -463,6 +457,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             repairs.push(Change::Delete {
                 kind,
                 name: name.to_string(),
+                key: actual.key.clone(),
             });
         }
     }
@@ -539,26 +534,15 @@ pub fn whole_severity(kind: Kind, dtype: DeviationType) -> Severity {
     }
 }
 
-/// Severity of a drifted field.
-///
-/// Addresses, identities and where traffic goes are high (a wrong IP, MAC, host or backend
-/// sends traffic or leases to the wrong place; TLS off exposes plain text); a server that is
-/// down or lacks an expected tool is high; sizing (cores, memory, disks) and options are
-/// medium; names, descriptions and placement (a guest migrated to another node) are low.
-pub fn drift_severity(kind: Kind, path: &str) -> Severity {
+/// Severity of a drifted field: what the provider that compared it says for its top-level
+/// field ([`crate::providers::Provider::severities`]); low where it says nothing.
+pub fn drift_severity(severities: Severities, kind: Kind, path: &str) -> Severity {
     let field = path.strip_prefix("spec.").unwrap_or(path);
     let top = field.split(['.', '[']).next().unwrap_or(field);
-    match (kind, top) {
-        (Kind::DhcpReservation, "ip" | "mac" | "subnet") => Severity::High,
-        (Kind::DhcpReservation, "options") => Severity::Medium,
-        (Kind::Route, "host" | "pathPrefix" | "rule" | "backend" | "tls") => Severity::High,
-        (Kind::Route, "middlewares" | "entryPoints") => Severity::Medium,
-        (Kind::Device, "type" | "interfaces") => Severity::High,
-        (Kind::Device, "cores" | "memoryMiB" | "disks" | "services") => Severity::Medium,
-        (Kind::McpServer, "reachable" | "expectedTools" | "url" | "transport") => Severity::High,
-        (Kind::Pool, "members") => Severity::Medium,
-        _ => Severity::Low,
-    }
+    severities
+        .iter()
+        .find(|(k, fields, _)| *k == kind && fields.contains(&top))
+        .map_or(Severity::Low, |(_, _, severity)| *severity)
 }
 
 /// What the policy makes of one deviation. Decided in one place ([`Decision::of`]); the

@@ -4,11 +4,7 @@ use super::*;
 use crate::providers::{Observation, ProviderError, Resource, Unreadable};
 
 fn res(kind: Kind, name: &str, fields: Json) -> Resource {
-    Resource {
-        kind,
-        name: name.into(),
-        fields,
-    }
+    Resource::new(kind, name, fields)
 }
 
 fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
@@ -21,8 +17,18 @@ fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
             resources: live,
             unobservable: vec![],
             details: Default::default(),
+            version: None,
         }),
         can_apply: [Kind::DhcpReservation].into(),
+        // As Kea says: the addresses matter most.
+        severities: &[
+            (
+                Kind::DhcpReservation,
+                &["ip", "mac", "subnet"],
+                Severity::High,
+            ),
+            (Kind::DhcpReservation, &["options"], Severity::Medium),
+        ],
     }
 }
 
@@ -111,12 +117,14 @@ fn apply_policy_plans_create_update_delete() {
         &vec![
             Change::Delete {
                 kind: Kind::DhcpReservation,
-                name: "c".into()
+                name: "c".into(),
+                key: None
             },
             Change::Update {
                 kind: Kind::DhcpReservation,
                 name: "a".into(),
-                fields: r("10.0.1.5")
+                fields: r("10.0.1.5"),
+                key: None
             },
             Change::Create {
                 kind: Kind::DhcpReservation,
@@ -135,6 +143,7 @@ fn a_failed_observation_makes_everything_unknown_and_changes_nothing() {
         provider: "kea".into(),
         url: "http://127.0.0.1:1".into(),
         detail: "connection refused".into(),
+        source: None,
     });
     let plan = diff(&[i], &apply_rules());
     assert_eq!(plan.deviations.len(), 1);

@@ -83,17 +83,6 @@ impl JsonSchema for SecretSource {
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProviderKind {
-    Proxmox,
-    Kea,
-    Traefik,
-    Caddy,
-}
-
 /// TLS settings for a provider's HTTPS API. Self-signed lab certificates are the norm: pin
 /// a CA file or the certificate's SHA-256 fingerprint rather than turning verification off.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -106,34 +95,9 @@ pub struct TlsConfig {
     pub fingerprint: Option<String>,
 }
 
-/// One live system labctl observes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ProviderConfig {
-    /// Unique name, used in plans and logs.
-    pub name: String,
-    pub kind: ProviderKind,
-    /// API base URL, e.g. `https://10.0.1.10:8006` for Proxmox VE, the Kea Control Agent URL,
-    /// the Traefik API URL or the Caddy admin URL.
-    pub url: String,
-    /// API token (Proxmox: `USER@REALM!TOKENID=SECRET`), when the API needs one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<SecretSource>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-    /// Traefik: the file provider's dynamic configuration file labctl writes routes to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dynamic_config_file: Option<PathBuf>,
-    /// Caddy: the HTTP server whose routes labctl manages (default `srv0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    /// Kea: persist applied changes with `config-write`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub write_config: bool,
-    /// Per-request timeout in seconds (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u32>,
-}
+/// One provider entry: each provider's settings are declared in its own module
+/// (`providers::kea::Settings`, …), and `kind` picks among them.
+pub use crate::providers::ProviderConfig;
 
 /// What labctl may do about a kind's deviations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]

@@ -20,8 +20,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    ConfigSpec, Credential, IgnoreSpec, Policy, ProviderConfig, ProviderKind, SafetySpec,
-    SecretSource, SuspendSpec, TlsConfig,
+    ConfigSpec, Credential, IgnoreSpec, Policy, ProviderConfig, SafetySpec, SecretSource,
+    SuspendSpec, TlsConfig,
 };
 pub use device::{
     DeviceSpec, DeviceType, Disk, NetworkInterface, ProxmoxGuest, Service, ServiceProtocol,

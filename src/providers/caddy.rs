@@ -21,20 +21,65 @@
 //! change would leave the first applied, indexes shift under concurrent edits, and Caddy 2.6
 //! accepts duplicate `@id`s, which makes `/id/…` ambiguous.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http;
 use super::{
-    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
-    Resource,
+    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
+    ProviderError, Resource, Severities, Severity,
 };
-use crate::model::{DesiredState, Kind, ProviderConfig, RouteSpec, ServiceProtocol};
+use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
 /// `@id` prefix that marks a route as labctl's.
 const ID_PREFIX: &str = "labctl-";
+
+settings! {
+    /// A Caddy server, through its admin API (`url`).
+    pub struct Settings {
+        /// The HTTP server whose routes labctl manages (default `srv0`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub server: Option<String>,
+    }
+}
+
+/// Builds [`CaddyProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::Route];
+
+    const SEVERITIES: Severities = &[(
+        Kind::Route,
+        &["host", "pathPrefix", "backend"],
+        Severity::High,
+    )];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let fields = expected_fields(&r.doc.spec, desired)?;
+                Some(Resource {
+                    kind: Kind::Route,
+                    name: r.doc.metadata.name.clone(),
+                    fields,
+                    key: None,
+                })
+            })
+            .collect()
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(CaddyProvider::new(settings)?))
+    }
+}
 
 /// A Caddy server's routes, reached through the admin API.
 pub struct CaddyProvider {
@@ -67,11 +112,11 @@ struct Parsed {
 }
 
 impl CaddyProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
+        let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid admin URL `{url}`: {e}")))?;
-        let policy = http::call_policy(cfg);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         let builder = reqwest::Client::builder()
             // The admin API is on the management host or the LAN; a proxy from the
             // environment would only stand in the way (and see the whole config).
@@ -97,7 +142,7 @@ impl CaddyProvider {
     /// Refused, reset or closed mid-answer: all may pass, so all are transient.
     fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
         let classify = http::Classify::default();
-        http::transport_error(&self.name, url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.name, url, self.policy.timeout, e, classify)
     }
 
     fn bad_response(&self, url: &str, detail: String) -> ProviderError {
@@ -105,6 +150,17 @@ impl CaddyProvider {
             provider: self.name.clone(),
             url: url.to_string(),
             detail,
+            source: None,
+        }
+    }
+
+    fn stale(&self) -> ProviderError {
+        ProviderError::Stale {
+            provider: self.name.clone(),
+            detail: format!(
+                "the routes of server `{}` changed concurrently, run again",
+                self.server
+            ),
         }
     }
 
@@ -190,6 +246,7 @@ impl CaddyProvider {
                     };
                     format!("HTTP {status}: {msg}{hint}")
                 },
+                source: None,
             }
         })
     }
@@ -242,10 +299,7 @@ impl CaddyProvider {
                         ));
                     }
                 }
-                Err(self.rejected(format!(
-                    "the routes of server `{}` changed concurrently, run again",
-                    self.server
-                )))
+                Err(self.stale())
             }
             // Caddy answers 500 (sometimes 400) for a config it will not load and keeps the
             // old one.
@@ -345,16 +399,15 @@ impl CaddyProvider {
                     slots.push(Some(self.build_route(name, fields)?));
                 }
                 Change::Update { fields, .. } => {
-                    let key = fields_key(fields);
-                    let i = naming
-                        .find_desired(&parsed, name, key.as_ref())
-                        .ok_or_else(|| concurrently(name, "is not live"))?;
+                    let i = live_index(routes, change).ok_or_else(|| {
+                        concurrently(name, "is not live under the key it was observed with")
+                    })?;
                     slots[i] = Some(self.build_route(name, fields)?);
                 }
                 Change::Delete { .. } => {
-                    let i = naming
-                        .find_unwanted(name)
-                        .ok_or_else(|| concurrently(name, "is not live"))?;
+                    let i = live_index(routes, change).ok_or_else(|| {
+                        concurrently(name, "is not live under the key it was observed with")
+                    })?;
                     slots[i] = None;
                 }
             }
@@ -368,24 +421,7 @@ impl Provider for CaddyProvider {
         &self.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::Route])
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        desired
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let fields = expected_fields(&r.doc.spec, desired)?;
-                Some(Resource {
-                    kind: Kind::Route,
-                    name: r.doc.metadata.name.clone(),
-                    fields,
-                })
-            })
-            .collect()
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,
@@ -404,24 +440,25 @@ impl Provider for CaddyProvider {
             let resources = parsed
                 .into_iter()
                 .zip(names)
-                .map(|(p, name)| Resource {
-                    kind: Kind::Route,
-                    name,
-                    fields: p.fields,
-                })
+                .zip(live_keys(&routes))
+                .map(|((p, name), key)| Resource::new(Kind::Route, name, p.fields).with_key(key))
                 .collect();
-            Ok(http::observed(&self.name, resources))
+            let mut observation = Observation::now(&self.name, resources);
+            observation.version = read.etag;
+            Ok(observation)
         })
     }
 
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
         Box::pin(async move {
             if changes.is_empty() {
                 return Ok(ApplyReport::default());
             }
+            let planned = super::planned_version(&self.name, base)?;
             let read = self.read_routes().await?;
             let Some(routes) = &read.routes else {
                 return Err(self.rejected(format!(
@@ -431,6 +468,11 @@ impl Provider for CaddyProvider {
                     self.routes_path()
                 )));
             };
+            // The write is guarded by this ETag too (If-Match), so a change between this read
+            // and the write is refused by Caddy itself.
+            if read.etag.as_deref() != planned {
+                return Err(self.stale());
+            }
             let new_routes = self.plan(routes, changes)?;
             self.write_routes(&read, new_routes).await?;
             Ok(ApplyReport {
@@ -762,19 +804,33 @@ impl Naming {
                     .find(|&i| self.managed[i].is_none() && parsed[i].key.as_ref() == Some(key))
             })
     }
+}
 
-    /// The route a Delete of `name` refers to: by id, else by a derived name in either form.
-    fn find_unwanted(&self, name: &str) -> Option<usize> {
-        self.managed
-            .iter()
-            .position(|n| n.as_deref() == Some(name))
-            .or_else(|| {
-                self.derived.iter().position(|d| {
-                    d.as_ref()
-                        .is_some_and(|(plain, alt)| plain == name || alt == name)
-                })
-            })
+/// The live key of each route ([`Resource::key`]): `@id NAME` for a route whose `@id` is
+/// unique, else `#INDEX`, its position in the array. Either names one route exactly in the
+/// routes of the ETag it was read at, which apply checks before using it.
+fn live_keys(routes: &[Json]) -> Vec<String> {
+    let id = |r: &Json| r.get("@id").and_then(Json::as_str).map(str::to_string);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in routes {
+        if let Some(id) = id(r) {
+            *counts.entry(id).or_insert(0) += 1;
+        }
     }
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match id(r) {
+            Some(id) if counts[&id] == 1 => format!("@id {id}"),
+            _ => format!("#{i}"),
+        })
+        .collect()
+}
+
+/// The position in `routes` of the route `change` targets, by its live key.
+fn live_index(routes: &[Json], change: &Change) -> Option<usize> {
+    let key = change.key()?;
+    live_keys(routes).iter().position(|k| k == key)
 }
 
 /// Caddy's `{"error": "..."}` message, or the body as text.
@@ -804,8 +860,8 @@ mod tests {
 
     #[test]
     fn labctl_shape_round_trips() {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "caddy", "kind": "caddy", "url": "http://127.0.0.1:2019/"
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "caddy", "url": "http://127.0.0.1:2019/"
         }))
         .unwrap();
         let p = CaddyProvider::new(&cfg).unwrap();
@@ -834,17 +890,16 @@ mod tests {
 
     #[test]
     fn names_prefer_ids_then_keys_then_derived_unique() {
-        let routes: Vec<Parsed> = [
+        let raw = [
             json!({"@id": "labctl-a", "match": [{"host": ["a.lab"]}]}),
             json!({"match": [{"host": ["b.lab"]}]}),
             json!({"match": [{"host": ["c.lab"], "path": ["/x*"]}]}),
             json!({"match": [{"host": ["c.lab"], "path": ["/x*"]}]}),
             json!({"@id": "labctl-a", "match": [{"host": ["d.lab"]}]}),
             json!({"handle": []}),
-        ]
-        .iter()
-        .map(parse_route)
-        .collect();
+            json!({"@id": "edge", "match": [{"host": ["e.lab"]}]}),
+        ];
+        let routes: Vec<Parsed> = raw.iter().map(parse_route).collect();
         let naming = Naming::new(&routes);
         let key = |h: &str| (h.to_string(), "/".to_string());
         let desired = vec![
@@ -861,12 +916,21 @@ mod tests {
                 "unmanaged-c-lab-x",
                 "c-lab-x-2",
                 "d-lab",
-                "unnamed"
+                "unnamed",
+                "e-lab"
             ]
         );
-        // Apply finds the same routes without the desired state.
-        for (i, n) in names.iter().enumerate().filter(|(i, _)| *i != 1) {
-            assert_eq!(naming.find_unwanted(n), Some(i), "{n}");
+        // Apply finds each route by the live key observe gave it, without the desired state.
+        let keys = live_keys(&raw);
+        assert_eq!(keys[0], "#0", "a duplicated @id names no route");
+        assert_eq!(keys[6], "@id edge");
+        for (i, key) in keys.iter().enumerate() {
+            let delete = Change::Delete {
+                kind: Kind::Route,
+                name: names[i].clone(),
+                key: Some(key.clone()),
+            };
+            assert_eq!(live_index(&raw, &delete), Some(i), "{key}");
         }
         assert_eq!(
             naming.find_desired(&routes, "bee", Some(&key("b.lab"))),

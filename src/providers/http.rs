@@ -1,5 +1,5 @@
-//! Plumbing the HTTP providers share: secrets, the client and its TLS trust, basic
-//! authentication, and turning failures into [`ProviderError`]s. Each provider keeps its own
+//! Plumbing the HTTP providers share: the client and its TLS trust, basic authentication, and
+//! turning transport failures into [`ProviderError`]s. Each provider keeps its own
 //! wording and choices; what differs on purpose is a parameter here.
 
 use std::sync::Arc;
@@ -7,47 +7,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{ApplyReport, BoxFuture, CallPolicy, Change, Observation, ProviderError, Resource};
-use crate::model::{ProviderConfig, SecretSource, TlsConfig};
+use super::ProviderError;
+use crate::model::{SecretSource, TlsConfig};
 
 /// Marks the error a pin mismatch produces, to tell it from a network failure.
 const FINGERPRINT_MISMATCH: &str = "does not match tls.fingerprint";
-
-/// A `Config` error of `provider`, as a closure to hand to `map_err`.
-pub(crate) fn config_error(provider: &str) -> impl Fn(String) -> ProviderError + '_ {
-    move |detail| ProviderError::Config {
-        provider: provider.to_string(),
-        detail,
-    }
-}
-
-/// The provider's call policy: the default with `timeoutSeconds` (at least 1) as the timeout.
-pub(crate) fn call_policy(cfg: &ProviderConfig) -> CallPolicy {
-    CallPolicy {
-        timeout: Duration::from_secs(cfg.timeout_seconds.unwrap_or(10).max(1).into()),
-        ..CallPolicy::default()
-    }
-}
-
-/// Reads a secret from where the configuration says, trimmed. The error names the source
-/// (variable, file, credential), never a value.
-pub(crate) fn read_secret(source: &SecretSource) -> Result<String, String> {
-    let value = match source {
-        SecretSource::Env(var) => std::env::var(var)
-            .map_err(|_| format!("token: the environment variable {var} is not set"))?,
-        SecretSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("token: cannot read {}: {e}", path.display()))?,
-        SecretSource::SystemdCredential(name) => {
-            let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
-                format!("token: systemd credential {name}: CREDENTIALS_DIRECTORY is not set")
-            })?;
-            let path = std::path::Path::new(&dir).join(name);
-            std::fs::read_to_string(&path)
-                .map_err(|e| format!("token: cannot read {}: {e}", path.display()))?
-        }
-    };
-    Ok(value.trim().to_string())
-}
 
 /// HTTP Basic credentials, from a `USER:PASSWORD` token.
 #[derive(Clone)]
@@ -67,7 +31,7 @@ impl BasicAuth {
         let Some(source) = token else {
             return Ok(None);
         };
-        let token = read_secret(source).map_err(config_err)?;
+        let token = super::secret::read(source).map_err(config_err)?;
         let (user, password) = token.split_once(':').ok_or_else(|| {
             config_err(format!("the {api} token must have the form USER:PASSWORD"))
         })?;
@@ -102,6 +66,7 @@ impl BasicAuth {
                 provider: provider.to_string(),
                 url: url.to_string(),
                 detail: format!("HTTP {status}; give {whose} USER:PASSWORD as the token"),
+                source: None,
             });
         }
         Ok(())
@@ -229,13 +194,15 @@ pub(crate) fn transport_error(
     provider: &str,
     url: &str,
     timeout: Duration,
-    e: &reqwest::Error,
+    e: reqwest::Error,
     classify: Classify,
 ) -> ProviderError {
     if e.is_timeout() {
         return timeout_error(provider, timeout);
     }
-    let chain = error_chain(e);
+    let chain = error_chain(&e);
+    let bad_body = e.is_decode() || e.is_body();
+    let source: Option<super::Cause> = Some(Arc::new(e));
     let (provider, url) = (provider.to_string(), url.to_string());
     if classify.certificate_is_authentication
         && (chain.contains(FINGERPRINT_MISMATCH) || chain.contains("certificate"))
@@ -244,12 +211,14 @@ pub(crate) fn transport_error(
             provider,
             url,
             detail: format!("TLS: {chain}"),
+            source,
         }
-    } else if classify.body_is_bad_response && (e.is_decode() || e.is_body()) {
+    } else if classify.body_is_bad_response && bad_body {
         ProviderError::BadResponse {
             provider,
             url,
             detail: chain,
+            source,
         }
     } else {
         // Refused, reset or DNS: the server could not be talked to at all.
@@ -257,6 +226,7 @@ pub(crate) fn transport_error(
             provider,
             url,
             detail: chain,
+            source,
         }
     }
 }
@@ -281,35 +251,6 @@ pub(crate) fn excerpt(text: &str) -> String {
     } else {
         text.to_string()
     }
-}
-
-/// What `provider` saw just now, every resource of it readable.
-pub(crate) fn observed(provider: &str, resources: Vec<Resource>) -> Observation {
-    Observation {
-        provider: provider.to_string(),
-        observed_at: crate::time::now_ms(),
-        resources,
-        unobservable: Vec::new(),
-        details: Default::default(),
-    }
-}
-
-/// `apply` of a provider that only observes: no changes is fine, any change is refused with
-/// `why`.
-pub(crate) fn observe_only(
-    provider: &str,
-    changes: &[Change],
-    why: &str,
-) -> BoxFuture<'static, Result<ApplyReport, ProviderError>> {
-    let result = if changes.is_empty() {
-        Ok(ApplyReport::default())
-    } else {
-        Err(ProviderError::Rejected {
-            provider: provider.to_string(),
-            detail: why.to_string(),
-        })
-    };
-    Box::pin(std::future::ready(result))
 }
 
 /// `AA:BB:…` (or without separators, any case) as 32 bytes.

@@ -7,17 +7,16 @@
 //! fingerprints what it observed and refuses to apply over a configuration that changed since.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
-use sha2::{Digest, Sha256};
 
 use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
 use super::{
-    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
-    ProviderError, Resource,
+    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation,
+    Provider, ProviderError, Resource, Severities, Severity,
 };
-use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress, ProviderConfig};
+use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress};
 
 /// Kea's result codes (the `result` of each element of an answer).
 const RESULT_OK: i64 = 0;
@@ -33,6 +32,67 @@ const IDENTIFIERS: [(&str, &str); 5] = [
     ("flex-id", "flexId"),
 ];
 
+settings! {
+    /// A Kea DHCPv4 server, through its Control Agent (`url`); `token` is `USER:PASSWORD` for
+    /// the agent's HTTP Basic authentication, when it asks for one.
+    pub struct Settings {
+        /// Persist applied changes with `config-write`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub write_config: bool,
+    }
+}
+
+/// Builds [`KeaProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::DhcpReservation];
+
+    const SEVERITIES: Severities = &[
+        (
+            Kind::DhcpReservation,
+            &["ip", "mac", "subnet"],
+            Severity::High,
+        ),
+        (Kind::DhcpReservation, &["options"], Severity::Medium),
+    ];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .reservations
+            .iter()
+            .map(|r| {
+                let spec = &r.doc.spec;
+                let mut fields = Map::new();
+                fields.insert("subnet".into(), json!(spec.subnet.to_string()));
+                fields.insert("mac".into(), json!(spec.mac.to_string()));
+                fields.insert("ip".into(), json!(spec.ip.to_string()));
+                fields.insert("hostname".into(), json!(spec.hostname));
+                if !spec.options.is_empty() {
+                    let options: Vec<Json> = spec
+                        .options
+                        .iter()
+                        .map(|o| json!({ "name": o.name, "data": o.data }))
+                        .collect();
+                    fields.insert("options".into(), Json::Array(options));
+                }
+                Resource {
+                    kind: Kind::DhcpReservation,
+                    name: r.doc.metadata.name.clone(),
+                    fields: Json::Object(fields),
+                    key: None,
+                }
+            })
+            .collect()
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(KeaProvider::new(settings)?))
+    }
+}
+
 /// The Kea provider: one Control Agent, one `reqwest::Client`.
 pub struct KeaProvider {
     name: String,
@@ -42,16 +102,6 @@ pub struct KeaProvider {
     write_config: bool,
     /// `USER:PASSWORD` for the agent's HTTP Basic authentication, when configured.
     basic_auth: Option<BasicAuth>,
-    /// What the last `observe` saw; `apply` works only against that exact configuration.
-    last: Mutex<Option<Seen>>,
-}
-
-/// The part of an observation `apply` needs.
-#[derive(Debug, Clone)]
-struct Seen {
-    fingerprint: String,
-    /// Resource name → the live reservation it was given to.
-    keys: BTreeMap<String, HostKey>,
 }
 
 /// A reservation's natural key in Kea: its subnet and host identifier.
@@ -62,9 +112,29 @@ struct HostKey {
     id_value: String,
 }
 
+impl HostKey {
+    /// The live key of [`Resource::key`]: `SUBNET ID-TYPE VALUE`, e.g.
+    /// `10.0.1.0/24 hw-address bc:24:11:00:00:01` (neither a subnet nor a Kea identifier
+    /// type has a space; the value comes last, so it may).
+    fn to_live_key(&self) -> String {
+        format!("{} {} {}", self.subnet, self.id_type, self.id_value)
+    }
+
+    fn from_live_key(raw: &str) -> Option<HostKey> {
+        let mut parts = raw.splitn(3, ' ');
+        let (subnet, id_type, id_value) = (parts.next()?, parts.next()?, parts.next()?);
+        let id_type = IDENTIFIERS.iter().find(|(t, _)| *t == id_type)?.0;
+        Some(HostKey {
+            subnet: subnet.to_string(),
+            id_type,
+            id_value: id_value.to_string(),
+        })
+    }
+}
+
 impl KeaProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
+        let config_err = ProviderError::config(&cfg.name);
         let client = http::build_client(
             reqwest::Client::builder(),
             cfg.tls.as_ref(),
@@ -72,7 +142,7 @@ impl KeaProvider {
             &config_err,
         )?;
         let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Kea", &config_err)?;
-        let policy = http::call_policy(cfg);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         Ok(KeaProvider {
             name: cfg.name.clone(),
             url: cfg.url.clone(),
@@ -80,7 +150,6 @@ impl KeaProvider {
             policy,
             write_config: cfg.write_config,
             basic_auth,
-            last: Mutex::new(None),
         })
     }
 
@@ -88,20 +157,6 @@ impl KeaProvider {
     pub fn with_policy(mut self, policy: CallPolicy) -> Self {
         self.policy = policy;
         self
-    }
-
-    /// The fingerprint (SHA-256 of the canonical JSON of `Dhcp4`) of the configuration the
-    /// last `observe` saw, until an `apply` consumes it.
-    pub fn observed_fingerprint(&self) -> Option<String> {
-        self.last_seen().map(|s| s.fingerprint)
-    }
-
-    fn last_seen(&self) -> Option<Seen> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set_last_seen(&self, seen: Option<Seen>) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = seen;
     }
 
     fn rejected(&self, detail: impl Into<String>) -> ProviderError {
@@ -116,6 +171,7 @@ impl KeaProvider {
             provider: self.name.clone(),
             url: self.url.clone(),
             detail: detail.into(),
+            source: None,
         }
     }
 
@@ -183,7 +239,7 @@ impl KeaProvider {
             body_is_bad_response: true,
             ..Classify::default()
         };
-        http::transport_error(&self.name, &self.url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.name, &self.url, self.policy.timeout, e, classify)
     }
 
     /// `config-get`: the running `Dhcp4` object.
@@ -256,22 +312,25 @@ impl KeaProvider {
             taken.insert(base.clone());
         }
 
-        let mut keys = BTreeMap::new();
-        let mut resources = Vec::new();
-        for (name, key, fields) in named.into_iter().chain(unnamed) {
-            keys.insert(name.clone(), key);
-            resources.push(Resource {
-                kind: Kind::DhcpReservation,
-                name,
-                fields,
-            });
-        }
+        let mut resources: Vec<Resource> = named
+            .into_iter()
+            .chain(unnamed)
+            .map(|(name, key, fields)| {
+                Resource::new(Kind::DhcpReservation, name, fields).with_key(key.to_live_key())
+            })
+            .collect();
         resources.sort_by(|a, b| a.name.cmp(&b.name));
-        self.set_last_seen(Some(Seen { fingerprint, keys }));
-        Ok(http::observed(&self.name, resources))
+        let mut observation = Observation::now(&self.name, resources);
+        // The fingerprint (SHA-256 of the canonical JSON of `Dhcp4`) is what apply checks.
+        observation.version = Some(fingerprint);
+        Ok(observation)
     }
 
-    async fn apply_inner(&self, changes: &[Change]) -> Result<ApplyReport, ProviderError> {
+    async fn apply_inner(
+        &self,
+        base: &Observation,
+        changes: &[Change],
+    ) -> Result<ApplyReport, ProviderError> {
         if let Some(other) = changes.iter().find(|c| c.kind() != Kind::DhcpReservation) {
             return Err(self.rejected(format!(
                 "Kea manages DhcpReservation only, not {}/{}",
@@ -282,17 +341,24 @@ impl KeaProvider {
         if changes.is_empty() {
             return Ok(ApplyReport::default());
         }
-        let seen = self.last_seen().ok_or_else(|| {
-            self.rejected("nothing was observed before applying; observe first, then apply")
+        let planned = super::planned_version(&self.name, base)?.ok_or_else(|| {
+            self.rejected("the observation the changes were planned against has no configuration fingerprint; observe, then apply")
         })?;
+        // Re-read just before writing: config-set replaces the whole configuration, so one
+        // planned against an older one would undo whatever changed since.
         let mut dhcp4 = self.config_get().await?;
-        if fingerprint(&dhcp4) != seen.fingerprint {
-            return Err(
-                self.rejected("Kea's configuration changed since it was observed; run again")
-            );
+        let live = fingerprint(&dhcp4);
+        if live != planned {
+            return Err(ProviderError::Stale {
+                provider: self.name.clone(),
+                detail: format!(
+                    "Kea's configuration fingerprint is {live}, the changes were planned \
+                     against {planned}; run again"
+                ),
+            });
         }
         for change in changes {
-            edit(&mut dhcp4, change, &seen.keys).map_err(|d| self.rejected(d))?;
+            edit(&mut dhcp4, change).map_err(|d| self.rejected(d))?;
         }
 
         let arguments = json!({ "Dhcp4": dhcp4 });
@@ -304,8 +370,6 @@ impl KeaProvider {
         if set.result != RESULT_OK {
             return Err(self.rejected(format!("config-set: {}", set.text)));
         }
-        // The configuration is no longer the observed one: the next apply needs a new observe.
-        self.set_last_seen(None);
         if self.write_config {
             let write = self.command("config-write", None).await?;
             if write.result != RESULT_OK {
@@ -327,37 +391,7 @@ impl Provider for KeaProvider {
         &self.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::DhcpReservation])
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        desired
-            .reservations
-            .iter()
-            .map(|r| {
-                let spec = &r.doc.spec;
-                let mut fields = Map::new();
-                fields.insert("subnet".into(), json!(spec.subnet.to_string()));
-                fields.insert("mac".into(), json!(spec.mac.to_string()));
-                fields.insert("ip".into(), json!(spec.ip.to_string()));
-                fields.insert("hostname".into(), json!(spec.hostname));
-                if !spec.options.is_empty() {
-                    let options: Vec<Json> = spec
-                        .options
-                        .iter()
-                        .map(|o| json!({ "name": o.name, "data": o.data }))
-                        .collect();
-                    fields.insert("options".into(), Json::Array(options));
-                }
-                Resource {
-                    kind: Kind::DhcpReservation,
-                    name: r.doc.metadata.name.clone(),
-                    fields: Json::Object(fields),
-                }
-            })
-            .collect()
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,
@@ -368,9 +402,10 @@ impl Provider for KeaProvider {
 
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
-        Box::pin(self.apply_inner(changes))
+        Box::pin(self.apply_inner(base, changes))
     }
 
     fn can_apply(&self, kind: Kind) -> bool {
@@ -503,15 +538,11 @@ fn normalise(subnet: &str, live: &Json) -> Option<(HostKey, Json)> {
     Some((key, Json::Object(fields)))
 }
 
-/// The key a change refers to: the observed reservation of that name, else (Create, Update)
-/// the subnet and MAC in its fields.
-fn change_key(
-    name: &str,
-    fields: Option<&Json>,
-    keys: &BTreeMap<String, HostKey>,
-) -> Option<HostKey> {
-    if let Some(key) = keys.get(name) {
-        return Some(key.clone());
+/// The reservation a change targets: its live key as observed, else (an update planned
+/// without one) the subnet and MAC in its fields.
+fn change_key(change: &Change, fields: Option<&Json>) -> Option<HostKey> {
+    if let Some(raw) = change.key() {
+        return HostKey::from_live_key(raw);
     }
     let fields = fields?;
     let subnet = canonical_subnet(fields.get("subnet")?.as_str()?);
@@ -564,11 +595,14 @@ fn kea_fields(name: &str, fields: &Json) -> Result<Map<String, Json>, String> {
 }
 
 /// Applies one change to the reservations of `dhcp4`, touching nothing else.
-fn edit(dhcp4: &mut Json, change: &Change, keys: &BTreeMap<String, HostKey>) -> Result<(), String> {
+fn edit(dhcp4: &mut Json, change: &Change) -> Result<(), String> {
     match change {
         Change::Delete { name, .. } => {
-            let key = change_key(name, None, keys).ok_or_else(|| {
-                format!("DhcpReservation/{name} was not observed in Kea, so it cannot be deleted")
+            let key = change_key(change, None).ok_or_else(|| {
+                format!(
+                    "DhcpReservation/{name}: the change names no live reservation (subnet and \
+                     host identifier) to delete"
+                )
             })?;
             let (si, ri) = locate(dhcp4, &key).ok_or_else(|| {
                 format!(
@@ -585,7 +619,7 @@ fn edit(dhcp4: &mut Json, change: &Change, keys: &BTreeMap<String, HostKey>) -> 
         }
         Change::Update { name, fields, .. } => {
             let managed = kea_fields(name, fields)?;
-            let key = change_key(name, Some(fields), keys).ok_or_else(|| {
+            let key = change_key(change, Some(fields)).ok_or_else(|| {
                 format!("DhcpReservation/{name}: no subnet and MAC to find it in Kea by")
             })?;
             let (si, ri) = locate(dhcp4, &key)
@@ -658,10 +692,7 @@ fn fingerprint(value: &Json) -> String {
         }
     }
     let bytes = serde_json::to_vec(&canonical(value)).expect("JSON values always serialise");
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::sha256_hex(&bytes)
 }
 
 #[cfg(test)]
@@ -721,14 +752,14 @@ mod tests {
         let mut dhcp4 = json!({ "subnet4": [{ "id": 1, "subnet": "10.0.1.0/24",
             "reservations": [live("bc:24:11:00:00:09", "10.0.1.9", "x"), r] }],
             "valid-lifetime": 4000 });
-        let keys = BTreeMap::new();
         let change = Change::Update {
             kind: Kind::DhcpReservation,
             name: "nas".into(),
             fields: json!({ "subnet": "10.0.1.0/24", "mac": "bc:24:11:00:00:01",
                             "ip": "10.0.1.20", "hostname": "nas" }),
+            key: None,
         };
-        edit(&mut dhcp4, &change, &keys).unwrap();
+        edit(&mut dhcp4, &change).unwrap();
         let updated = &dhcp4["subnet4"][0]["reservations"][1];
         assert_eq!(updated["ip-address"], "10.0.1.20");
         assert_eq!(updated["client-classes"], json!(["lab"]));
@@ -739,7 +770,7 @@ mod tests {
             fields: json!({ "subnet": "10.9.0.0/24", "mac": "bc:24:11:00:00:03",
                             "ip": "10.9.0.2", "hostname": "far" }),
         };
-        let err = edit(&mut dhcp4, &create, &keys).unwrap_err();
+        let err = edit(&mut dhcp4, &create).unwrap_err();
         assert!(err.contains("no subnet 10.9.0.0/24"), "{err}");
     }
 }

@@ -15,7 +15,7 @@
 //! is observed as `{"reachable": false}`: that is a fact about the server (it is down), drift on
 //! `spec.reachable`, not unknown. So is a server that refuses the configured bearer token
 //! (HTTP 401/403): the server is not usable with the credential labctl was given, and the
-//! reason (`authentication refused`) is in [`McpProvider::reports`] and the log.
+//! reason (`authentication refused`) is in [`McpProvider::observe_with_reports`] and the log.
 //!
 //! A server is unobservable (unknown, never concluded about) only when labctl's own side
 //! fails: its credential is not declared or cannot be read, or the document lacks the `url` or
@@ -26,7 +26,7 @@
 //! `env`: labctl's own environment, which may hold credentials, is not passed on.
 //!
 //! Server name and version, the full tool list, the protocol version and the latency are
-//! logged (tracing, debug) and kept in [`McpProvider::reports`], never in the compared fields.
+//! logged (tracing, debug) and kept in [`McpProvider::observe_with_reports`], never in the compared fields.
 //! The bearer token is never logged or returned.
 //!
 //! The provider only observes (`can_apply` is false) and is not declared in `labctl.yaml`: it
@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::http;
 use super::{
-    ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError, Resource,
+    BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource, Severities, Severity,
     Unreadable,
 };
 use crate::model::{DesiredState, Kind, McpServerSpec, McpTransport, SecretSource};
@@ -77,7 +77,6 @@ pub struct McpProvider {
     allow_commands: bool,
     policy: CallPolicy,
     limit: Arc<Semaphore>,
-    reports: Mutex<BTreeMap<String, McpServerReport>>,
 }
 
 /// What the last [`Provider::observe`] learnt about one server, beyond the compared fields.
@@ -138,7 +137,6 @@ impl McpProvider {
             allow_commands,
             policy,
             limit: Arc::new(Semaphore::new(MAX_CONCURRENT)),
-            reports: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -156,10 +154,118 @@ impl McpProvider {
             .collect()
     }
 
-    /// What the last observation learnt per server: name, version, tools, latency, and why a
-    /// server was unreachable or not observed.
-    pub fn reports(&self) -> BTreeMap<String, McpServerReport> {
-        self.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    /// Observes, and returns beside the observation what it learnt per server: name, version,
+    /// tools, latency, and why a server was unreachable or not observed. The reports travel
+    /// with the observation they belong to; nothing is kept on the provider.
+    pub async fn observe_with_reports(
+        &self,
+        desired: &DesiredState,
+    ) -> (Observation, BTreeMap<String, McpServerReport>) {
+        let mut reports = BTreeMap::new();
+        let mut unobservable = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for doc in &desired.mcp_servers {
+            let server = doc.doc.metadata.name.clone();
+            let target = match self.target(&server, &doc.doc.spec) {
+                Ok(t) => t,
+                Err(reason) => {
+                    if reason == COMMANDS_NOT_ALLOWED {
+                        // The host's decision, not a fault.
+                        tracing::info!(
+                            provider = %self.name,
+                            server = %server,
+                            %reason,
+                            "MCP server not started"
+                        );
+                    } else {
+                        tracing::warn!(
+                            provider = %self.name,
+                            server = %server,
+                            %reason,
+                            "MCP server not observed"
+                        );
+                    }
+                    unobservable.push(Unreadable::resource(
+                        Kind::McpServer,
+                        server.clone(),
+                        reason.clone(),
+                    ));
+                    reports.insert(
+                        server,
+                        McpServerReport {
+                            reason: Some(reason),
+                            ..Default::default()
+                        },
+                    );
+                    continue;
+                }
+            };
+            let (provider, policy, limit) = (self.name.clone(), self.policy, self.limit.clone());
+            tasks.spawn(async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = limit.acquire_owned().await.ok();
+                let report = check(&provider, policy, &target).await;
+                (target, report)
+            });
+        }
+        let mut resources = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (target, report) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    // A probe that panicked says nothing about the server.
+                    tracing::error!(provider = %self.name, error = %e, "MCP probe failed");
+                    continue;
+                }
+            };
+            let fields = observed_fields(&target.spec, &report);
+            if fields["reachable"] == Json::Bool(false) && !target.spec.expected_tools.is_empty() {
+                // A server that does not answer shows no tools: they are unknown, not gone.
+                unobservable.push(Unreadable::field(
+                    Kind::McpServer,
+                    target.server.clone(),
+                    "spec.expectedTools",
+                    "the server did not answer, so its tools could not be listed",
+                ));
+            }
+            resources.push(Resource {
+                kind: Kind::McpServer,
+                name: target.server.clone(),
+                fields,
+                key: None,
+            });
+            reports.insert(target.server, report);
+        }
+        // A probe that panicked left its server out: unknown, not missing.
+        for doc in &desired.mcp_servers {
+            let name = &doc.doc.metadata.name;
+            if !reports.contains_key(name) {
+                unobservable.push(Unreadable::resource(
+                    Kind::McpServer,
+                    name.clone(),
+                    "the check of this server failed inside labctl",
+                ));
+            }
+        }
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut observation = Observation::now(&self.name, resources);
+        observation.unobservable = unobservable;
+        // What each server said about itself, for the model (latency stays in the log:
+        // it changes every run and observations are content-addressed).
+        observation.details = reports
+            .iter()
+            .filter(|(_, r)| r.reachable == Some(true))
+            .map(|(name, r)| {
+                let details = json!({
+                    "serverName": r.server_name,
+                    "serverVersion": r.server_version,
+                    "protocolVersion": r.protocol_version,
+                    "tools": r.tools,
+                });
+                (format!("{}/{name}", Kind::McpServer), details)
+            })
+            .collect();
+        (observation, reports)
     }
 
     /// Reads what a server needs from labctl's side; `Err` (why) makes it unobservable.
@@ -192,7 +298,7 @@ impl McpProvider {
                         auth.credential
                     )
                 })?;
-                let token = http::read_secret(source)
+                let token = super::secret::read(source)
                     .map_err(|e| format!("credential `{}`: {e}", auth.credential))?;
                 Some(token)
             }
@@ -235,6 +341,7 @@ impl Provider for McpProvider {
                     kind: Kind::McpServer,
                     name: d.doc.metadata.name.clone(),
                     fields,
+                    key: None,
                 }
             })
             .collect()
@@ -244,133 +351,19 @@ impl Provider for McpProvider {
         &'a self,
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
-        Box::pin(async move {
-            let mut reports = BTreeMap::new();
-            let mut unobservable = Vec::new();
-            let mut tasks = tokio::task::JoinSet::new();
-            for doc in &desired.mcp_servers {
-                let server = doc.doc.metadata.name.clone();
-                let target = match self.target(&server, &doc.doc.spec) {
-                    Ok(t) => t,
-                    Err(reason) => {
-                        if reason == COMMANDS_NOT_ALLOWED {
-                            // The host's decision, not a fault.
-                            tracing::info!(
-                                provider = %self.name,
-                                server = %server,
-                                %reason,
-                                "MCP server not started"
-                            );
-                        } else {
-                            tracing::warn!(
-                                provider = %self.name,
-                                server = %server,
-                                %reason,
-                                "MCP server not observed"
-                            );
-                        }
-                        unobservable.push(Unreadable::resource(
-                            Kind::McpServer,
-                            server.clone(),
-                            reason.clone(),
-                        ));
-                        reports.insert(
-                            server,
-                            McpServerReport {
-                                reason: Some(reason),
-                                ..Default::default()
-                            },
-                        );
-                        continue;
-                    }
-                };
-                let (provider, policy, limit) =
-                    (self.name.clone(), self.policy, self.limit.clone());
-                tasks.spawn(async move {
-                    // The semaphore is never closed, so acquiring only waits.
-                    let _permit = limit.acquire_owned().await.ok();
-                    let report = check(&provider, policy, &target).await;
-                    (target, report)
-                });
-            }
-            let mut resources = Vec::new();
-            while let Some(joined) = tasks.join_next().await {
-                let (target, report) = match joined {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // A probe that panicked says nothing about the server.
-                        tracing::error!(provider = %self.name, error = %e, "MCP probe failed");
-                        continue;
-                    }
-                };
-                let fields = observed_fields(&target.spec, &report);
-                if fields["reachable"] == Json::Bool(false)
-                    && !target.spec.expected_tools.is_empty()
-                {
-                    // A server that does not answer shows no tools: they are unknown, not gone.
-                    unobservable.push(Unreadable::field(
-                        Kind::McpServer,
-                        target.server.clone(),
-                        "spec.expectedTools",
-                        "the server did not answer, so its tools could not be listed",
-                    ));
-                }
-                resources.push(Resource {
-                    kind: Kind::McpServer,
-                    name: target.server.clone(),
-                    fields,
-                });
-                reports.insert(target.server, report);
-            }
-            // A probe that panicked left its server out: unknown, not missing.
-            for doc in &desired.mcp_servers {
-                let name = &doc.doc.metadata.name;
-                if !reports.contains_key(name) {
-                    unobservable.push(Unreadable::resource(
-                        Kind::McpServer,
-                        name.clone(),
-                        "the check of this server failed inside labctl",
-                    ));
-                }
-            }
-            resources.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut observation = http::observed(&self.name, resources);
-            observation.unobservable = unobservable;
-            // What each server said about itself, for the model (latency stays in the log:
-            // it changes every run and observations are content-addressed).
-            observation.details = reports
-                .iter()
-                .filter(|(_, r)| r.reachable == Some(true))
-                .map(|(name, r)| {
-                    let details = json!({
-                        "serverName": r.server_name,
-                        "serverVersion": r.server_version,
-                        "protocolVersion": r.protocol_version,
-                        "tools": r.tools,
-                    });
-                    (format!("{}/{name}", Kind::McpServer), details)
-                })
-                .collect();
-            if let Ok(mut r) = self.reports.lock() {
-                *r = reports;
-            }
-            Ok(observation)
-        })
+        Box::pin(async move { Ok(self.observe_with_reports(desired).await.0) })
     }
 
-    fn apply<'a>(
-        &'a self,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
-        http::observe_only(
-            &self.name,
-            changes,
-            "MCP servers are observed only; fix or start the server where it runs",
-        )
+    fn severities(&self) -> Severities {
+        &[(
+            Kind::McpServer,
+            &["reachable", "expectedTools", "url", "transport"],
+            Severity::High,
+        )]
     }
 
-    fn can_apply(&self, _kind: Kind) -> bool {
-        false
+    fn read_only_reason(&self) -> &str {
+        "MCP servers are observed only; fix or start the server where it runs"
     }
 }
 
@@ -500,6 +493,7 @@ async fn probe(
                 provider: provider.to_string(),
                 url: shown.clone(),
                 detail: format!("cannot start the command: {e}"),
+                source: None,
             })?;
             let pid = transport.id();
             tracing::debug!(
@@ -526,7 +520,7 @@ async fn probe(
 /// The HTTP client for one attempt. No overall request timeout: event streams stay open;
 /// the attempt as a whole is bounded by the call policy.
 fn http_client(provider: &str, policy: CallPolicy) -> Result<reqwest::Client, ProviderError> {
-    let config_err = http::config_error(provider);
+    let config_err = ProviderError::config(provider);
     http::build(
         reqwest::Client::builder().connect_timeout(policy.timeout),
         &config_err,
@@ -566,6 +560,7 @@ where
                 provider: provider.to_string(),
                 url: endpoint.to_string(),
                 detail,
+                source: None,
             }
         })
     } else {
@@ -606,6 +601,7 @@ fn init_error(provider: &str, endpoint: &str, e: &ClientInitializeError) -> Prov
             detail: "authentication refused: the server rejected the credential \
                      (HTTP 401/403)"
                 .to_string(),
+            source: None,
         };
     }
     match e {
@@ -614,11 +610,13 @@ fn init_error(provider: &str, endpoint: &str, e: &ClientInitializeError) -> Prov
             provider,
             url,
             detail: chain,
+            source: None,
         },
         _ => ProviderError::BadResponse {
             provider,
             url,
             detail: chain,
+            source: None,
         },
     }
 }
@@ -641,19 +639,23 @@ fn with_stderr(e: ProviderError, stderr: &Arc<Mutex<Vec<String>>>) -> ProviderEr
             provider,
             url,
             detail,
+            source,
         } => ProviderError::Unreachable {
             provider,
             url,
             detail: detail + &tail,
+            source,
         },
         ProviderError::BadResponse {
             provider,
             url,
             detail,
+            source,
         } => ProviderError::BadResponse {
             provider,
             url,
             detail: detail + &tail,
+            source,
         },
         other => other,
     }
@@ -751,11 +753,13 @@ impl SseClientTransport {
             provider: provider.to_string(),
             url: url.to_string(),
             detail,
+            source: None,
         };
         let bad = |detail: String| ProviderError::BadResponse {
             provider: provider.to_string(),
             url: url.to_string(),
             detail,
+            source: None,
         };
         let base = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let mut request = client
@@ -776,6 +780,7 @@ impl SseClientTransport {
                 detail: format!(
                     "authentication refused: the server rejected the credential (HTTP {status})"
                 ),
+                source: None,
             });
         }
         if status.is_server_error() {

@@ -6,16 +6,38 @@
 //! two shapes field by field and never needs to know any API. A provider knows nothing of the
 //! store or of MCP.
 
-// Provider modules, one per API:
+/// Factories, the settings macro and the list macro of the providers labctl.yaml declares.
+#[macro_use]
+mod plugin;
+/// HTTP plumbing shared by the provider modules.
+mod http;
+/// Reading the secrets labctl.yaml names.
+mod secret;
+
+// The providers labctl.yaml can declare, one per API: a new one is its module and a line in
+// the list below.
 pub mod caddy;
+#[cfg(test)]
+pub mod fixture;
 pub mod kea;
-pub mod mcp;
 pub mod proxmox;
-pub mod reachability;
 pub mod traefik;
 
-/// Plumbing shared by the provider modules above.
-mod http;
+plugins! {
+    Proxmox => proxmox,
+    Kea => kea,
+    Traefik => traefik,
+    Caddy => caddy,
+    #[cfg(test)]
+    Fixture => fixture,
+}
+
+// Providers labctl adds by itself: MCP servers by their registrations, probes when the host
+// allows them.
+pub mod mcp;
+pub mod reachability;
+
+pub use plugin::Factory;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -37,6 +59,29 @@ pub struct Resource {
     pub kind: Kind,
     pub name: String,
     pub fields: Json,
+    /// The live object's key in its API (a reservation's subnet and MAC, a router's
+    /// qualified name, a Caddy route's `@id`), so a change to it can say what it targets.
+    /// `None` for expected resources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl Resource {
+    /// A resource without a live key: an expected one, or one whose API has no key.
+    pub fn new(kind: Kind, name: impl Into<String>, fields: Json) -> Self {
+        Resource {
+            kind,
+            name: name.into(),
+            fields,
+            key: None,
+        }
+    }
+
+    /// The same resource, with the live key it was read under.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
 }
 
 /// What a provider saw, and when.
@@ -56,6 +101,25 @@ pub struct Observation {
     /// Only stable facts belong here (no latencies): observations are content-addressed.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The version of the live state this is a picture of (Kea's configuration fingerprint,
+    /// Caddy's ETag, the hash of Traefik's dynamic file): `apply` refuses to change anything
+    /// when the live version is no longer this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Observation {
+    /// What `provider` saw just now, every resource of it readable.
+    pub fn now(provider: &str, resources: Vec<Resource>) -> Self {
+        Observation {
+            provider: provider.to_string(),
+            observed_at: crate::time::now_ms(),
+            resources,
+            unobservable: Vec::new(),
+            details: Default::default(),
+            version: None,
+        }
+    }
 }
 
 /// A resource, or one field of it, that could not be read, and why.
@@ -105,28 +169,63 @@ pub enum ProviderError {
         provider: String,
         url: String,
         detail: String,
+        /// The transport error, for callers that walk the chain (`detail` already says it).
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
     },
     #[error("{provider}: authentication failed at {url}: {detail}")]
     Authentication {
         provider: String,
         url: String,
         detail: String,
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
     },
     #[error("{provider}: unexpected response from {url}: {detail}")]
     BadResponse {
         provider: String,
         url: String,
         detail: String,
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
     },
     #[error("{provider}: no answer within {seconds} s")]
     Timeout { provider: String, seconds: u64 },
     #[error("{provider}: refused the change: {detail}")]
     Rejected { provider: String, detail: String },
+    /// The live state is no longer the version the changes were planned against.
+    #[error("{provider}: changed since it was observed: {detail}")]
+    Stale { provider: String, detail: String },
     #[error("{provider}: {detail}")]
-    Config { provider: String, detail: String },
+    Config {
+        provider: String,
+        detail: String,
+        #[source]
+        #[serde(skip)]
+        source: Option<Cause>,
+    },
+    /// labctl itself failed (a task panicked): says nothing about the live system.
+    #[error("{provider}: {detail}")]
+    Internal { provider: String, detail: String },
 }
 
+/// The underlying error of a [`ProviderError`]: shared, so the error stays `Clone` (it is
+/// reported for every resource of the provider).
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
 impl ProviderError {
+    /// A `Config` error of `provider`, as a closure to hand to `map_err`.
+    pub(crate) fn config(provider: &str) -> impl Fn(String) -> ProviderError + '_ {
+        move |detail| ProviderError::Config {
+            provider: provider.to_string(),
+            detail,
+            source: None,
+        }
+    }
+
     /// Worth retrying: the failure may pass by itself.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -135,6 +234,21 @@ impl ProviderError {
         )
     }
 }
+
+text_enum! {
+    /// How much a deviation matters, from low to critical.
+    serde Severity {
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+        Critical = "critical",
+    }
+}
+
+/// The severity of a drift per kind and top-level field (`spec.` omitted), as a provider says
+/// for the fields it compares: addresses, identities and where traffic goes are high, sizing
+/// and options medium; unlisted fields (names, descriptions, placement) are low.
+pub type Severities = &'static [(Kind, &'static [&'static str], Severity)];
 
 /// One change to make live.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -151,9 +265,18 @@ pub enum Change {
         kind: Kind,
         name: String,
         fields: Json,
+        /// The live key of the resource, as observed ([`Resource::key`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Remove the live resource.
-    Delete { kind: Kind, name: String },
+    Delete {
+        kind: Kind,
+        name: String,
+        /// The live key of the resource, as observed ([`Resource::key`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
 }
 
 impl Change {
@@ -172,6 +295,41 @@ impl Change {
             | Change::Delete { name, .. } => name,
         }
     }
+
+    /// The live key the change targets; `None` for a create (nothing live yet).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Change::Create { .. } => None,
+            Change::Update { key, .. } | Change::Delete { key, .. } => key.as_deref(),
+        }
+    }
+}
+
+/// The version `base` was observed at, after checking that `base` is `provider`'s own
+/// observation: changes planned against another provider's picture are refused.
+pub(crate) fn planned_version<'a>(
+    provider: &str,
+    base: &'a Observation,
+) -> Result<Option<&'a str>, ProviderError> {
+    if base.provider != provider {
+        return Err(ProviderError::Rejected {
+            provider: provider.to_string(),
+            detail: format!(
+                "the changes were planned against an observation of `{}`, not of `{provider}`",
+                base.provider
+            ),
+        });
+    }
+    Ok(base.version.as_deref())
+}
+
+/// SHA-256 of `bytes`, as lowercase hex: the version of a configuration an API gives none for.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// What an apply did.
@@ -200,14 +358,43 @@ pub trait Provider: Send + Sync {
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>>;
 
-    /// Carries out `changes` atomically where the API allows it: all or none.
+    /// Carries out `changes`, planned against `base` (this provider's observation), atomically
+    /// where the API allows it: all or none. Needs nothing from an earlier call: the version
+    /// is `base`'s and each change names its live key. Refuses with
+    /// [`ProviderError::Stale`] when the live state is no longer `base`'s version.
+    ///
+    /// An observe-only provider keeps this default: no changes is fine, any change is refused
+    /// with [`Provider::read_only_reason`].
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>>;
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+        let _ = base;
+        let result = if changes.is_empty() {
+            Ok(ApplyReport::default())
+        } else {
+            Err(ProviderError::Rejected {
+                provider: self.name().to_string(),
+                detail: self.read_only_reason().to_string(),
+            })
+        };
+        Box::pin(std::future::ready(result))
+    }
 
     /// Whether [`Provider::apply`] is implemented for `kind`.
-    fn can_apply(&self, kind: Kind) -> bool;
+    fn can_apply(&self, kind: Kind) -> bool {
+        let _ = kind;
+        false
+    }
+
+    /// How much a drift of each field it compares matters.
+    fn severities(&self) -> Severities;
+
+    /// Why the default [`Provider::apply`] refuses changes, and where to make them instead.
+    fn read_only_reason(&self) -> &str {
+        "this provider observes only; make the change where the resource lives"
+    }
 }
 
 /// Limits for talking to a provider: a per-call timeout and bounded retries with backoff.
@@ -229,6 +416,15 @@ impl Default for CallPolicy {
 }
 
 impl CallPolicy {
+    /// The default policy with `timeoutSeconds` from labctl.yaml (at least 1; default 10) as
+    /// the timeout.
+    pub fn with_timeout_seconds(timeout_seconds: Option<u32>) -> Self {
+        CallPolicy {
+            timeout: Duration::from_secs(timeout_seconds.unwrap_or(10).max(1).into()),
+            ..CallPolicy::default()
+        }
+    }
+
     /// Runs `call` with the timeout, retrying transient failures with exponential backoff.
     pub async fn run<T, F, Fut>(&self, provider: &str, mut call: F) -> Result<T, ProviderError>
     where
@@ -320,6 +516,7 @@ mod tests {
                         provider: "kea".into(),
                         url: "http://127.0.0.1:1".into(),
                         detail: "refused".into(),
+                        source: None,
                     })
                 }
             })
@@ -340,6 +537,36 @@ mod tests {
             })
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_keeps_its_cause_but_not_in_its_json() {
+        // Nothing listens on port 1 of loopback: the connection is refused.
+        let refused = reqwest::Client::new()
+            .get("http://127.0.0.1:1/")
+            .send()
+            .await
+            .unwrap_err();
+        let e = http::transport_error(
+            "kea",
+            "http://127.0.0.1:1/",
+            Duration::from_secs(1),
+            refused,
+            http::Classify::default(),
+        );
+        assert!(matches!(e, ProviderError::Unreachable { .. }), "{e:?}");
+        let cause = std::error::Error::source(&e).expect("the reqwest error is kept");
+        assert!(
+            cause.to_string().contains("error sending request"),
+            "{cause}"
+        );
+        assert!(cause.source().is_some(), "and its own causes");
+        let json = serde_json::to_value(&e).unwrap();
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["detail", "provider", "type", "url"]);
+        assert!(e
+            .to_string()
+            .starts_with("kea: cannot reach http://127.0.0.1:1/: "));
     }
 
     #[tokio::test]

@@ -38,16 +38,93 @@ use tokio::sync::Semaphore;
 
 use super::http::{self, excerpt, Classify, Pinning, Reply};
 use super::{
-    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider,
-    ProviderError, Resource, Unreadable,
+    derive_name, unique_name, BoxFuture, CallPolicy, Factory, Observation, Provider, ProviderError,
+    Resource, Severities, Severity, Unreadable,
 };
-use crate::model::{
-    DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, ProviderConfig, SecretSource,
-};
+use crate::model::{DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, SecretSource};
 pub use http::parse_fingerprint;
 
 /// At most this many guest-config and pool calls are in flight at once.
 pub const MAX_CONCURRENT_CALLS: usize = 8;
+
+settings! {
+    /// A Proxmox VE cluster, through its API (`url`, e.g. `https://10.0.1.10:8006`); `token`
+    /// is the API token, `USER@REALM!TOKENID=SECRET`.
+    pub struct Settings {}
+}
+
+/// Builds [`ProxmoxProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::Pool, Kind::Device];
+
+    const SEVERITIES: Severities = &[
+        (Kind::Device, &["type", "interfaces"], Severity::High),
+        (
+            Kind::Device,
+            &["cores", "memoryMiB", "disks"],
+            Severity::Medium,
+        ),
+        (Kind::Pool, &["members"], Severity::Medium),
+    ];
+
+    /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
+    /// guests whose `pool` is that pool's path), and guests (`vm`, `lxc`) as `{"type",
+    /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
+    /// when declared. Interface IPs are left out: addresses are DHCP's business.
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        let tree = desired.pool_tree().unwrap_or_default();
+        let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for doc in desired_guests(desired) {
+            let (Some(path), Some(px)) = (doc.spec.pool.as_deref(), doc.spec.proxmox.as_ref())
+            else {
+                continue;
+            };
+            if let Some(pool) = tree.by_path(path) {
+                let prefix = match doc.spec.device_type {
+                    DeviceType::Lxc => "lxc",
+                    _ => "qemu",
+                };
+                members
+                    .entry(pool.name.as_str())
+                    .or_default()
+                    .push(format!("{prefix}/{}", px.vmid));
+            }
+        }
+        let mut out = Vec::new();
+        for pool in &desired.pools {
+            if pool.doc.spec.proxmox_pool.is_none() {
+                continue;
+            }
+            let name = pool.doc.metadata.name.as_str();
+            let mut list = members.get(name).cloned().unwrap_or_default();
+            list.sort();
+            list.dedup();
+            out.push(Resource {
+                kind: Kind::Pool,
+                name: name.to_string(),
+                fields: json!({ "members": list }),
+                key: None,
+            });
+        }
+        for doc in desired_guests(desired) {
+            out.push(Resource {
+                kind: Kind::Device,
+                name: doc.metadata.name.clone(),
+                fields: expected_guest(doc),
+                key: None,
+            });
+        }
+        out
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(ProxmoxProvider::new(settings)?))
+    }
+}
 
 /// The Proxmox VE provider: one API endpoint (any node of the cluster), one client.
 pub struct ProxmoxProvider {
@@ -68,8 +145,8 @@ struct Api {
 }
 
 impl ProxmoxProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
+        let config_err = ProviderError::config(&cfg.name);
         let source = cfg.token.as_ref().ok_or_else(|| {
             config_err(
                 "Proxmox VE needs an API token (USER@REALM!TOKENID=SECRET): give `token` as \
@@ -77,7 +154,7 @@ impl ProxmoxProvider {
                     .into(),
             )
         })?;
-        let token = http::read_secret(source).map_err(&config_err)?;
+        let token = super::secret::read(source).map_err(&config_err)?;
         if token.is_empty() {
             return Err(config_err(format!("token: {} is empty", describe(source))));
         }
@@ -95,7 +172,7 @@ impl ProxmoxProvider {
         })?;
         auth.set_sensitive(true);
 
-        let policy = http::call_policy(cfg);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         // The API never redirects; not following keeps the token on the configured host.
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -204,6 +281,7 @@ impl ProxmoxProvider {
                         provider: api.provider.clone(),
                         url: api.base.clone(),
                         detail: format!("a concurrent call failed: {e}"),
+                        source: None,
                     })
                 }
             }
@@ -237,6 +315,7 @@ impl ProxmoxProvider {
             resources,
             unobservable,
             details: Default::default(),
+            version: None,
         })
     }
 
@@ -308,6 +387,7 @@ impl ProxmoxProvider {
                 kind: Kind::Device,
                 name,
                 fields,
+                key: None,
             });
         }
         // A desired guest that was not listed is missing, unless a node could not be listed:
@@ -346,6 +426,7 @@ impl ProxmoxProvider {
                     "type": guest.kind.device_type(),
                     "proxmox": { "node": guest.node, "vmid": guest.vmid },
                 }),
+                key: None,
             });
         }
     }
@@ -396,6 +477,7 @@ impl ProxmoxProvider {
                         kind: Kind::Pool,
                         name,
                         fields: json!({ "members": members }),
+                        key: None,
                     });
                 }
                 Some(Err(e)) => {
@@ -416,57 +498,7 @@ impl Provider for ProxmoxProvider {
         &self.api.provider
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::Pool, Kind::Device])
-    }
-
-    /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
-    /// guests whose `pool` is that pool's path), and guests (`vm`, `lxc`) as `{"type",
-    /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
-    /// when declared. Interface IPs are left out: addresses are DHCP's business.
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        let tree = desired.pool_tree().unwrap_or_default();
-        let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for doc in desired_guests(desired) {
-            let (Some(path), Some(px)) = (doc.spec.pool.as_deref(), doc.spec.proxmox.as_ref())
-            else {
-                continue;
-            };
-            if let Some(pool) = tree.by_path(path) {
-                let prefix = match doc.spec.device_type {
-                    DeviceType::Lxc => "lxc",
-                    _ => "qemu",
-                };
-                members
-                    .entry(pool.name.as_str())
-                    .or_default()
-                    .push(format!("{prefix}/{}", px.vmid));
-            }
-        }
-        let mut out = Vec::new();
-        for pool in &desired.pools {
-            if pool.doc.spec.proxmox_pool.is_none() {
-                continue;
-            }
-            let name = pool.doc.metadata.name.as_str();
-            let mut list = members.get(name).cloned().unwrap_or_default();
-            list.sort();
-            list.dedup();
-            out.push(Resource {
-                kind: Kind::Pool,
-                name: name.to_string(),
-                fields: json!({ "members": list }),
-            });
-        }
-        for doc in desired_guests(desired) {
-            out.push(Resource {
-                kind: Kind::Device,
-                name: doc.metadata.name.clone(),
-                fields: expected_guest(doc),
-            });
-        }
-        out
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,
@@ -475,20 +507,9 @@ impl Provider for ProxmoxProvider {
         Box::pin(self.observe_inner(desired))
     }
 
-    fn apply<'a>(
-        &'a self,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
-        http::observe_only(
-            &self.api.provider,
-            changes,
-            "the Proxmox VE provider observes only; change guests and pools in Proxmox VE or in \
-             Git",
-        )
-    }
-
-    fn can_apply(&self, _kind: Kind) -> bool {
-        false
+    fn read_only_reason(&self) -> &str {
+        "the Proxmox VE provider observes only; change guests and pools in Proxmox VE or in \
+             Git"
     }
 }
 
@@ -518,6 +539,7 @@ impl Api {
                 detail: "HTTP 401: Proxmox VE refused the API token; check USER@REALM!TOKENID \
                          and the secret"
                     .into(),
+                source: None,
             });
         }
         if status == reqwest::StatusCode::FORBIDDEN {
@@ -529,6 +551,7 @@ impl Api {
                      Pool.Audit, e.g. the PVEAuditor role): {}",
                     pve_message(&bytes)
                 ),
+                source: None,
             });
         }
         if !status.is_success() {
@@ -539,12 +562,14 @@ impl Api {
                     provider: self.provider.clone(),
                     url,
                     detail,
+                    source: None,
                 }
             } else {
                 ProviderError::BadResponse {
                     provider: self.provider.clone(),
                     url,
                     detail,
+                    source: None,
                 }
             });
         }
@@ -553,6 +578,7 @@ impl Api {
                 provider: self.provider.clone(),
                 url: url.clone(),
                 detail: format!("the answer is not JSON: {e}"),
+                source: None,
             })?;
         match parsed.get_mut("data").map(Json::take) {
             Some(data) if !data.is_null() => Ok(data),
@@ -563,6 +589,7 @@ impl Api {
                     "expected {{\"data\": …}}, got {}",
                     excerpt(&String::from_utf8_lossy(&bytes))
                 ),
+                source: None,
             }),
         }
     }
@@ -572,7 +599,7 @@ impl Api {
             certificate_is_authentication: true,
             body_is_bad_response: true,
         };
-        http::transport_error(&self.provider, url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.provider, url, self.policy.timeout, e, classify)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::http;
 use super::{
-    ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError, Resource,
+    BoxFuture, CallPolicy, Observation, Provider, ProviderError, Resource, Severities, Severity,
 };
 use crate::model::{DesiredState, Kind, Service, ServiceProtocol};
 
@@ -63,7 +63,7 @@ impl ReachabilityProvider {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(policy.timeout)
             .timeout(policy.timeout);
-        let client = http::build(builder, &http::config_error(&name))?;
+        let client = http::build(builder, &ProviderError::config(&name))?;
         Ok(ReachabilityProvider {
             name,
             policy,
@@ -183,6 +183,7 @@ impl Provider for ReachabilityProvider {
                 kind: Kind::Device,
                 name: device,
                 fields: fields(probes.into_iter().map(|p| (p.service, true))),
+                key: None,
             })
             .collect()
     }
@@ -215,26 +216,20 @@ impl Provider for ReachabilityProvider {
                     kind: Kind::Device,
                     name: device.clone(),
                     fields: fields(results),
+                    key: None,
                 }
             });
             let resources = futures_join(tasks).await;
-            Ok(http::observed(&self.name, resources))
+            Ok(Observation::now(&self.name, resources))
         })
     }
 
-    fn apply<'a>(
-        &'a self,
-        changes: &'a [Change],
-    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
-        http::observe_only(
-            &self.name,
-            changes,
-            "reachability is observed only; start or fix the service on the device",
-        )
+    fn severities(&self) -> Severities {
+        &[(Kind::Device, &["services"], Severity::Medium)]
     }
 
-    fn can_apply(&self, _kind: Kind) -> bool {
-        false
+    fn read_only_reason(&self) -> &str {
+        "reachability is observed only; start or fix the service on the device"
     }
 }
 

@@ -48,21 +48,21 @@
 //! deleted through the file, so such a `Delete` is refused. `@internal` routers are Traefik's
 //! own (API, dashboard, ping) and are not reported at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
 use super::{
-    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Observation, Provider, ProviderError,
-    Resource,
+    derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
+    ProviderError, Resource, Severities, Severity,
 };
-use crate::model::{DesiredState, Kind, ProviderConfig, RouteSpec, ServiceProtocol};
+use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
 /// Prefix of the routers and services labctl writes.
 const PREFIX: &str = "labctl-";
@@ -74,10 +74,57 @@ const INTERNAL_PROVIDER: &str = "internal";
 const PER_PAGE: u32 = 100;
 /// More pages than this means the API keeps answering `X-Next-Page` wrongly.
 const MAX_PAGES: u32 = 1000;
+/// The version of a dynamic configuration file that does not exist.
+const ABSENT: &str = "absent";
 /// Placed above the YAML labctl writes. serde_yaml drops comments, so the file says so.
 const HEADER: &str = "# Traefik dynamic configuration managed by labctl.\n\
 # Routers and services named labctl-* are rewritten on every apply; other entries are kept,\n\
 # but comments in this file are not preserved.\n";
+
+settings! {
+    /// Traefik, read through its API (`url`; `token` is `USER:PASSWORD` when the API sits
+    /// behind basic authentication) and written through a file of its file provider.
+    pub struct Settings {
+        /// The file provider's dynamic configuration file labctl writes routes to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dynamic_config_file: Option<std::path::PathBuf>,
+    }
+}
+
+/// Builds [`TraefikProvider`]s.
+pub struct Plugin;
+
+impl Factory for Plugin {
+    type Settings = Settings;
+
+    const KINDS: &'static [Kind] = &[Kind::Route];
+
+    const SEVERITIES: Severities = &[
+        (Kind::Route, &["rule", "backend", "tls"], Severity::High),
+        (
+            Kind::Route,
+            &["middlewares", "entryPoints"],
+            Severity::Medium,
+        ),
+    ];
+
+    fn expected(desired: &DesiredState) -> Vec<Resource> {
+        desired
+            .routes
+            .iter()
+            .map(|r| Resource {
+                kind: Kind::Route,
+                name: r.doc.metadata.name.clone(),
+                fields: expected_fields(&r.doc.spec, desired),
+                key: None,
+            })
+            .collect()
+    }
+
+    fn build(settings: &Settings) -> Result<Arc<dyn Provider>, ProviderError> {
+        Ok(Arc::new(TraefikProvider::new(settings)?))
+    }
+}
 
 /// Traefik's HTTP routers, read from its API and written through one file-provider file.
 pub struct TraefikProvider {
@@ -89,17 +136,14 @@ pub struct TraefikProvider {
     policy: CallPolicy,
     /// `USER:PASSWORD` when the API sits behind basic authentication.
     basic_auth: Option<BasicAuth>,
-    /// Resource name → qualified router name, from the last `observe`, so that a refused
-    /// `Delete` can say which provider the router comes from.
-    last: Mutex<BTreeMap<String, String>>,
 }
 
 impl TraefikProvider {
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
-        let config_err = http::config_error(&cfg.name);
+    pub fn new(cfg: &Settings) -> Result<Self, ProviderError> {
+        let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid API URL `{url}`: {e}")))?;
-        let policy = http::call_policy(cfg);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
         // The API is on the LAN or the management host: a proxy from the environment would
         // only stand in the way (and see the whole routing configuration).
         let builder = reqwest::Client::builder()
@@ -119,7 +163,6 @@ impl TraefikProvider {
             client,
             policy,
             basic_auth,
-            last: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -140,6 +183,16 @@ impl TraefikProvider {
         ProviderError::Config {
             provider: self.name.clone(),
             detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// The dynamic file could not be read or written (`what`), with the I/O error as source.
+    fn file_error(&self, what: &str, path: &Path, e: std::io::Error) -> ProviderError {
+        ProviderError::Config {
+            provider: self.name.clone(),
+            detail: format!("cannot {what} {}: {e}", path.display()),
+            source: Some(Arc::new(e)),
         }
     }
 
@@ -148,12 +201,13 @@ impl TraefikProvider {
             provider: self.name.clone(),
             url: url.to_string(),
             detail: detail.into(),
+            source: None,
         }
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
         let classify = http::Classify::default();
-        http::transport_error(&self.name, url, self.policy.timeout, &e, classify)
+        http::transport_error(&self.name, url, self.policy.timeout, e, classify)
     }
 
     /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages.
@@ -236,17 +290,33 @@ impl TraefikProvider {
         Ok(path)
     }
 
-    /// Reads the dynamic configuration file as a YAML mapping; absent or empty is empty.
-    fn read_file(&self, path: &Path) -> Result<serde_yaml::Mapping, ProviderError> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(self.config_error(format!("cannot read {}: {e}", path.display()))),
+    /// Reads the dynamic configuration file as a YAML mapping (absent or empty is empty), with
+    /// its version: the SHA-256 of its bytes, or `absent`.
+    fn read_file(&self, path: &Path) -> Result<(serde_yaml::Mapping, String), ProviderError> {
+        let (text, version) = match fs::read(path) {
+            Ok(bytes) => {
+                let version = super::sha256_hex(&bytes);
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    self.rejected(format!(
+                        "{} is not UTF-8 ({e}); labctl does not overwrite a file it cannot read",
+                        path.display()
+                    ))
+                })?;
+                (text, version)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (String::new(), ABSENT.to_string())
+            }
+            Err(e) => return Err(self.file_error("read", path, e)),
         };
+        Ok((self.parse_file(path, &text)?, version))
+    }
+
+    fn parse_file(&self, path: &Path, text: &str) -> Result<serde_yaml::Mapping, ProviderError> {
         let value: serde_yaml::Value = if text.trim().is_empty() {
             serde_yaml::Value::Null
         } else {
-            serde_yaml::from_str(&text).map_err(|e| {
+            serde_yaml::from_str(text).map_err(|e| {
                 self.rejected(format!(
                     "{} is not valid YAML ({e}); labctl does not overwrite a file it cannot read",
                     path.display()
@@ -263,15 +333,14 @@ impl TraefikProvider {
         }
     }
 
-    /// Names of labctl's routers in the dynamic configuration file that name no entry point;
-    /// empty when there is no file or it cannot be read (then nothing is adjusted).
-    fn routers_without_entry_points(&self) -> HashSet<String> {
-        let Some(path) = self.file.as_deref() else {
-            return HashSet::new();
-        };
-        let Ok(mut root) = self.read_file(path) else {
-            return HashSet::new();
-        };
+    /// The dynamic configuration file and its version, when one is configured and readable.
+    fn observe_file(&self) -> Option<(serde_yaml::Mapping, String)> {
+        self.read_file(self.file.as_deref()?).ok()
+    }
+
+    /// Names of labctl's routers in the dynamic configuration file `root` that name no entry
+    /// point.
+    fn routers_without_entry_points(mut root: serde_yaml::Mapping) -> HashSet<String> {
         let routers = take_mapping(&mut root, "http")
             .and_then(|mut http| take_mapping(&mut http, "routers"))
             .unwrap_or_default();
@@ -297,7 +366,6 @@ impl TraefikProvider {
         let mut http = take_mapping(&mut root, "http").map_err(|e| self.rejected(e))?;
         let mut routers = take_mapping(&mut http, "routers").map_err(|e| self.rejected(e))?;
         let mut services = take_mapping(&mut http, "services").map_err(|e| self.rejected(e))?;
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for change in changes {
             let name = change.name();
             if change.kind() != Kind::Route {
@@ -314,8 +382,16 @@ impl TraefikProvider {
                     services.insert(key, service);
                 }
                 Change::Delete { .. } => {
-                    if routers.shift_remove(&key).is_none() {
-                        let origin = match last.get(name) {
+                    // The live key is the router's qualified name: only `labctl-…@file` can be
+                    // in labctl's file.
+                    let entry = change
+                        .key()
+                        .and_then(|k| k.strip_suffix("@file"))
+                        .filter(|k| k.starts_with(PREFIX))
+                        .map(|k| serde_yaml::Value::String(k.to_string()));
+                    let removed = entry.as_ref().and_then(|e| routers.shift_remove(e));
+                    if removed.is_none() {
+                        let origin = match change.key() {
                             Some(router) => format!("router `{router}`"),
                             None => format!("no router `{PREFIX}{name}` in the file"),
                         };
@@ -326,7 +402,9 @@ impl TraefikProvider {
                              must be removed where they are declared"
                         )));
                     }
-                    services.shift_remove(&key);
+                    if let Some(entry) = entry {
+                        services.shift_remove(&entry);
+                    }
                 }
             }
         }
@@ -410,8 +488,7 @@ impl TraefikProvider {
                 .map_err(|e| self.rejected(format!("cannot write YAML: {e}")))?
         };
         let text = format!("{HEADER}{yaml}");
-        write_atomically(path, text.as_bytes())
-            .map_err(|e| self.config_error(format!("cannot write {}: {e}", path.display())))
+        write_atomically(path, text.as_bytes()).map_err(|e| self.file_error("write", path, e))
     }
 }
 
@@ -420,21 +497,7 @@ impl Provider for TraefikProvider {
         &self.name
     }
 
-    fn kinds(&self) -> BTreeSet<Kind> {
-        BTreeSet::from([Kind::Route])
-    }
-
-    fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
-        desired
-            .routes
-            .iter()
-            .map(|r| Resource {
-                kind: Kind::Route,
-                name: r.doc.metadata.name.clone(),
-                fields: expected_fields(&r.doc.spec, desired),
-            })
-            .collect()
-    }
+    from_factory!(Plugin);
 
     fn observe<'a>(
         &'a self,
@@ -486,9 +549,11 @@ impl Provider for TraefikProvider {
             // `pkg/server/aggregator.go`), so the API cannot tell "none declared" from "all
             // declared". For labctl's own routers the file can: their entryPoints are reported
             // only when the file names them, or a Route without entryPoints would drift forever.
-            let undeclared = self.routers_without_entry_points();
+            let (undeclared, version) = match self.observe_file() {
+                Some((root, version)) => (Self::routers_without_entry_points(root), Some(version)),
+                None => (HashSet::new(), None),
+            };
             let mut resources = Vec::new();
-            let mut last = BTreeMap::new();
             for (i, (full, provider, router)) in live.iter().enumerate() {
                 let mut fields = router_fields(router, provider, &services);
                 let name = match names[i].take() {
@@ -513,29 +578,40 @@ impl Provider for TraefikProvider {
                         n
                     }
                 };
-                last.insert(name.clone(), full.to_string());
-                resources.push(Resource {
-                    kind: Kind::Route,
-                    name,
-                    fields,
-                });
+                resources.push(Resource::new(Kind::Route, name, fields).with_key(*full));
             }
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
-            Ok(http::observed(&self.name, resources))
+            let mut observation = Observation::now(&self.name, resources);
+            observation.version = version;
+            Ok(observation)
         })
     }
 
     fn apply<'a>(
         &'a self,
+        base: &'a Observation,
         changes: &'a [Change],
     ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
         Box::pin(async move {
             if changes.is_empty() {
                 return Ok(ApplyReport::default());
             }
+            let planned = super::planned_version(&self.name, base)?;
             let path = self.dynamic_file()?.to_path_buf();
             // File I/O is blocking, but one small file; not worth a blocking-pool hop.
-            let root = self.read_file(&path)?;
+            let (root, live) = self.read_file(&path)?;
+            // The whole file is rewritten: one planned against other contents would undo
+            // whatever was written since.
+            if planned != Some(live.as_str()) {
+                return Err(ProviderError::Stale {
+                    provider: self.name.clone(),
+                    detail: format!(
+                        "{} is not the version the changes were planned against ({}, now {live}); \
+                         run again",
+                        path.display(),
+                        planned.unwrap_or("not read")
+                    ),
+                });
+            }
             let root = self.edit(root, changes)?;
             self.write_file(&path, &root)?;
             Ok(ApplyReport {
@@ -858,8 +934,8 @@ mod tests {
 
     #[test]
     fn written_router_reads_back_as_expected() {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "traefik", "kind": "traefik", "url": "http://127.0.0.1:8080/"
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "traefik", "url": "http://127.0.0.1:8080/"
         }))
         .unwrap();
         let p = TraefikProvider::new(&cfg).unwrap();
@@ -885,8 +961,8 @@ mod tests {
 
     #[test]
     fn a_delete_of_a_foreign_router_is_refused_and_nothing_else_happens() {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "traefik", "kind": "traefik", "url": "http://127.0.0.1:8080"
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "traefik", "url": "http://127.0.0.1:8080"
         }))
         .unwrap();
         let p = TraefikProvider::new(&cfg).unwrap();
@@ -898,6 +974,7 @@ mod tests {
                 &[Change::Delete {
                     kind: Kind::Route,
                     name: "whoami-docker".into(),
+                    key: Some("whoami@docker".into()),
                 }],
             )
             .unwrap_err();

@@ -98,13 +98,13 @@ pub async fn observe(
             provider: p.name().to_string(),
             expected: p.expected(state),
             observed: results.remove(&i).unwrap_or_else(|| {
-                Err(ProviderError::BadResponse {
+                Err(ProviderError::Internal {
                     provider: p.name().to_string(),
-                    url: String::new(),
                     detail: "the observation task panicked".into(),
                 })
             }),
             can_apply: p.kinds().into_iter().filter(|k| p.can_apply(*k)).collect(),
+            severities: p.severities(),
         })
         .collect()
 }
@@ -123,14 +123,27 @@ pub async fn plan(
     (plan, inputs)
 }
 
-/// Carries out the plan's changes, provider by provider.
-pub async fn apply(plan: &Plan, providers: &[Arc<dyn Provider>]) -> Vec<Applied> {
+/// Carries out the plan's changes, provider by provider, each against the observation its
+/// changes were planned from (in `inputs`): nothing is taken from an earlier call.
+pub async fn apply(
+    plan: &Plan,
+    inputs: &[ProviderInput],
+    providers: &[Arc<dyn Provider>],
+) -> Vec<Applied> {
     let mut out = Vec::new();
     for (name, changes) in &plan.changes {
         let Some(p) = providers.iter().find(|p| p.name() == name) else {
             continue;
         };
-        let result = p.apply(changes).await;
+        // The diff plans changes only from a successful observation.
+        let Some(base) = inputs
+            .iter()
+            .find(|i| &i.provider == name)
+            .and_then(|i| i.observed.as_ref().ok())
+        else {
+            continue;
+        };
+        let result = p.apply(base, changes).await;
         match &result {
             Ok(r) => tracing::info!(provider = %name, changes = r.applied.len(), "applied"),
             Err(e) => tracing::warn!(provider = %name, error = %e, "apply failed"),
@@ -159,7 +172,7 @@ pub async fn execute(
     force: bool,
 ) -> Result<RunResult, StoreError> {
     let (plan, inputs) = plan(loaded, providers, force).await;
-    let applied = apply(&plan, providers).await;
+    let applied = apply(&plan, &inputs, providers).await;
     let report = report(loaded, &plan, &inputs, &applied);
     let outcome = report.outcome;
     let counts = store.finish_run(run, report).await?;
@@ -334,11 +347,7 @@ mod tests {
     use crate::providers::{Observation, Resource};
 
     fn input(provider: &str, expected: Json, observed: Json) -> ProviderInput {
-        let res = |fields: Json| Resource {
-            kind: Kind::Device,
-            name: "nas".into(),
-            fields,
-        };
+        let res = |fields: Json| Resource::new(Kind::Device, "nas", fields);
         ProviderInput {
             provider: provider.into(),
             expected: vec![res(expected)],
@@ -348,8 +357,10 @@ mod tests {
                 resources: vec![res(observed)],
                 unobservable: vec![],
                 details: Default::default(),
+                version: None,
             }),
             can_apply: Default::default(),
+            severities: &[],
         }
     }
 

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::model::{ConfigSpec, DesiredState, Kind, ProviderConfig, ProviderKind};
+use crate::model::{ConfigSpec, DesiredState, Kind, ProviderConfig};
 use crate::providers::{
-    caddy::CaddyProvider, kea::KeaProvider, mcp::McpProvider, proxmox::ProxmoxProvider,
-    reachability::ReachabilityProvider, traefik::TraefikProvider, ApplyReport, BoxFuture,
-    CallPolicy, Change, Observation, Provider, ProviderError, Resource,
+    mcp::McpProvider, reachability::ReachabilityProvider, ApplyReport, BoxFuture, CallPolicy,
+    Change, Observation, Provider, ProviderError, Resource, Severities,
 };
 
 /// What this host allows, beyond what the repository declares. Both are off by default: the
@@ -66,14 +65,8 @@ fn declared(config: Option<&ConfigSpec>) -> Vec<Arc<dyn Provider>> {
         .providers
         .iter()
         .map(|cfg| {
-            let built: Result<Arc<dyn Provider>, ProviderError> = match cfg.kind {
-                ProviderKind::Kea => KeaProvider::new(cfg).map(|p| Arc::new(p) as _),
-                ProviderKind::Caddy => CaddyProvider::new(cfg).map(|p| Arc::new(p) as _),
-                ProviderKind::Proxmox => ProxmoxProvider::new(cfg).map(|p| Arc::new(p) as _),
-                ProviderKind::Traefik => TraefikProvider::new(cfg).map(|p| Arc::new(p) as _),
-            };
-            built.unwrap_or_else(|error| {
-                tracing::warn!(provider = %cfg.name, %error, "provider unavailable");
+            cfg.build().unwrap_or_else(|error| {
+                tracing::warn!(provider = %cfg.name(), %error, "provider unavailable");
                 Arc::new(Unavailable::new(cfg, error)) as Arc<dyn Provider>
             })
         })
@@ -81,18 +74,17 @@ fn declared(config: Option<&ConfigSpec>) -> Vec<Arc<dyn Provider>> {
 }
 
 /// A provider that could not be set up: everything it would cover is `unknown`, never
-/// `missing`, and nothing is applied through it.
+/// `missing`, and nothing is applied through it. What it covers comes from the same factory
+/// as the real provider's, so the two cannot disagree.
 struct Unavailable {
-    name: String,
-    kind: ProviderKind,
+    config: ProviderConfig,
     error: ProviderError,
 }
 
 impl Unavailable {
     fn new(cfg: &ProviderConfig, error: ProviderError) -> Self {
         Unavailable {
-            name: cfg.name.clone(),
-            kind: cfg.kind,
+            config: cfg.clone(),
             error,
         }
     }
@@ -100,49 +92,25 @@ impl Unavailable {
 
 impl Provider for Unavailable {
     fn name(&self) -> &str {
-        &self.name
+        self.config.name()
     }
 
     fn kinds(&self) -> BTreeSet<Kind> {
-        match self.kind {
-            ProviderKind::Proxmox => [Kind::Pool, Kind::Device].into(),
-            ProviderKind::Kea => [Kind::DhcpReservation].into(),
-            ProviderKind::Traefik | ProviderKind::Caddy => [Kind::Route].into(),
-        }
+        self.config.kinds().iter().copied().collect()
     }
 
-    /// The names the provider would cover, without fields: each becomes `unknown`.
+    /// Nothing is compared: every resource is unknown.
+    fn severities(&self) -> Severities {
+        &[]
+    }
+
+    /// The resources the provider would cover, without fields: each becomes `unknown`.
     fn expected(&self, state: &DesiredState) -> Vec<Resource> {
-        let resource = |kind, name: &str| Resource {
-            kind,
-            name: name.to_string(),
-            fields: json!({}),
-        };
-        match self.kind {
-            ProviderKind::Proxmox => state
-                .pools
-                .iter()
-                .filter(|p| p.doc.spec.proxmox_pool.is_some())
-                .map(|p| resource(Kind::Pool, &p.doc.metadata.name))
-                .chain(
-                    state
-                        .devices
-                        .iter()
-                        .filter(|d| d.doc.spec.device_type.is_guest())
-                        .map(|d| resource(Kind::Device, &d.doc.metadata.name)),
-                )
-                .collect(),
-            ProviderKind::Kea => state
-                .reservations
-                .iter()
-                .map(|r| resource(Kind::DhcpReservation, &r.doc.metadata.name))
-                .collect(),
-            ProviderKind::Traefik | ProviderKind::Caddy => state
-                .routes
-                .iter()
-                .map(|r| resource(Kind::Route, &r.doc.metadata.name))
-                .collect(),
-        }
+        self.config
+            .expected(state)
+            .into_iter()
+            .map(|r| Resource::new(r.kind, r.name, json!({})))
+            .collect()
     }
 
     fn observe<'a>(
@@ -152,11 +120,116 @@ impl Provider for Unavailable {
         Box::pin(async move { Err(self.error.clone()) })
     }
 
-    fn apply<'a>(&'a self, _: &'a [Change]) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
+    fn apply<'a>(
+        &'a self,
+        _: &'a Observation,
+        _: &'a [Change],
+    ) -> BoxFuture<'a, Result<ApplyReport, ProviderError>> {
         Box::pin(async move { Err(self.error.clone()) })
     }
+}
 
-    fn can_apply(&self, _: Kind) -> bool {
-        false
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{self, DeviationType, Rules, Severity};
+    use crate::validate::validate_text;
+
+    /// Two entries of the test-only `fixture` provider: one that works, one whose credential
+    /// is not there.
+    const LAB: &str = r#"apiVersion: labctl.dev/v1
+kind: Config
+metadata: {name: lab}
+spec:
+  providers:
+    - {name: inventory, kind: fixture, url: "http://127.0.0.1:1", devices: {nas: vm}}
+    - name: broken
+      kind: fixture
+      url: "http://127.0.0.1:1"
+      token: {env: LABCTL_TEST_TOKEN_THAT_IS_NOT_SET}
+"#;
+
+    const NAS: &str = r#"apiVersion: labctl.dev/v1
+kind: Device
+metadata: {name: nas}
+spec: {type: physical, interfaces: [{name: eth0, ip: 10.0.1.40}]}
+"#;
+
+    fn names(resources: &[Resource]) -> Vec<(Kind, String)> {
+        resources.iter().map(|r| (r.kind, r.name.clone())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_provider_needs_only_its_module_and_a_line_in_the_list() {
+        // Through validation, as a repository is read: the entries are plain labctl.yaml.
+        let config = validate_text("labctl.yaml", LAB).state.expect("valid");
+        let mut state = validate_text("devices/nas.yaml", NAS).state.expect("valid");
+        state.config = config.config;
+        let config = &state.config.as_ref().unwrap().doc.spec;
+        let providers = providers_for(Some(config), HostOptions::default());
+        let listed: Vec<&str> = providers.iter().map(|p| p.name()).collect();
+        assert_eq!(listed, ["inventory", "broken", "mcp"]);
+
+        let inputs = crate::reconcile::observe(&Arc::new(state), &providers).await;
+        let plan = diff::diff(&inputs, &Rules::default());
+        let found: Vec<(&str, &str, DeviationType, Severity)> = plan
+            .deviations
+            .iter()
+            .map(|d| {
+                (
+                    d.provider.as_str(),
+                    d.field_path.as_str(),
+                    d.dtype,
+                    d.severity,
+                )
+            })
+            .collect();
+        // The drift's severity is the one the fixture gives its field.
+        assert_eq!(
+            found,
+            [
+                ("broken", "", DeviationType::Unknown, Severity::Medium),
+                (
+                    "inventory",
+                    "spec.type",
+                    DeviationType::Drifted,
+                    Severity::High
+                ),
+            ]
+        );
+        assert!(plan.unobservable["broken"].contains("LABCTL_TEST_TOKEN_THAT_IS_NOT_SET"));
+    }
+
+    #[test]
+    fn an_unavailable_provider_covers_exactly_what_the_real_one_would() {
+        let text = r#"apiVersion: labctl.dev/v1
+kind: Route
+metadata: {name: plain}
+spec: {host: plain.lab, backend: {urls: ["http://10.0.1.9"]}}
+---
+apiVersion: labctl.dev/v1
+kind: Route
+metadata: {name: either}
+spec: {rule: "Host(`a.lab`) || Host(`b.lab`)", backend: {urls: ["http://10.0.1.9"]}}
+"#;
+        let state = validate_text("routes.yaml", text)
+            .state
+            .expect("the routes validate");
+        // Caddy holds no route with a rule beyond one host and prefix; Traefik holds both.
+        for (kind, covered) in [
+            ("caddy", vec!["plain"]),
+            ("traefik", vec!["either", "plain"]),
+        ] {
+            let cfg: ProviderConfig =
+                serde_json::from_value(json!({"name": kind, "kind": kind, "url": "not a URL"}))
+                    .unwrap();
+            let error = cfg.build().err().expect("an invalid URL is refused");
+            let stand_in = Unavailable::new(&cfg, error);
+            let expected = stand_in.expected(&state);
+            assert_eq!(names(&expected), names(&cfg.expected(&state)), "{kind}");
+            let mut got: Vec<&str> = expected.iter().map(|r| r.name.as_str()).collect();
+            got.sort();
+            assert_eq!(got, covered, "{kind}");
+        }
     }
 }

@@ -922,16 +922,16 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
         unique_within(
             p,
             "spec.providers",
-            c.spec.providers.iter().map(|x| x.name.as_str()),
+            c.spec.providers.iter().map(|x| x.name()),
             "provider",
             diags,
         );
         for (i, prov) in c.spec.providers.iter().enumerate() {
-            if url_host(&prov.url).is_none() {
+            if url_host(prov.url()).is_none() {
                 diags.push(p.error(
                     "invalid-value",
                     &format!("spec.providers[{i}].url"),
-                    format!("`{}` is not an http(s) URL", prov.url),
+                    format!("`{}` is not an http(s) URL", prov.url()),
                 ));
             }
         }

@@ -390,6 +390,15 @@ fn yaml_error(
         code = "unknown-field";
         let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let allowed = backticked(expected);
+        let at = Pos {
+            line: location.line,
+            column: location.column,
+        };
+        let entry = path.and_then(|p| entry_with_key(spans, p, name, at));
+        if let Some(entry) = &entry {
+            location = Location::new(file, spans.key(&join(Some(entry), name)));
+        }
+        let path = entry.as_deref().or(path);
         let within = path.unwrap_or("the document");
         let name = name.to_string();
         help = Some(
@@ -442,6 +451,26 @@ fn yaml_error(
     d.field = field;
     d.help = help;
     d
+}
+
+/// The entry of the sequence at `path` that holds the unknown key `name`, when serde_yaml's
+/// path stops at the sequence: inside an internally tagged enum (a provider entry, whose
+/// `kind` picks its type) the entry is read whole first, and the index is lost. Among entries
+/// with that key, the one on the line serde_yaml points at.
+fn entry_with_key(spans: &DocSpans, path: &str, name: &str, at: Pos) -> Option<String> {
+    if spans.has(&join(Some(path), name)) {
+        return None;
+    }
+    let entries: Vec<String> = (0..)
+        .map(|i| format!("{path}[{i}]"))
+        .take_while(|e| spans.has(e))
+        .filter(|e| spans.has(&join(Some(e), name)))
+        .collect();
+    entries
+        .iter()
+        .find(|e| spans.value(e).line == at.line)
+        .or(entries.first())
+        .cloned()
 }
 
 /// Splits serde_yaml's `path: message` prefix off, when there is one.
@@ -523,6 +552,21 @@ mod tests {
         assert_eq!(
             diags,
             vec!["devices/x.yaml:7:3: error[unknown-field]: unknown field `memoryMb` in spec [Device/harbor spec.memoryMb]"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_of_a_provider_entry_names_the_entry() {
+        // Each provider's settings are their own type, picked by `kind`.
+        let text = "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec:\n  providers:\n    - {name: pve, kind: proxmox, url: \"https://10.0.1.10:8006\"}\n    - name: edge\n      kind: caddy\n      url: http://127.0.0.1:2019\n      writeConfig: true\n";
+        let (_, diags) = parse(text);
+        let unknown: Vec<&String> = diags
+            .iter()
+            .filter(|d| d.contains("unknown-field"))
+            .collect();
+        assert_eq!(
+            unknown,
+            ["devices/x.yaml:10:7: error[unknown-field]: unknown field `writeConfig` in spec.providers[1] [Config/lab spec.providers[1].writeConfig]"]
         );
     }
 

@@ -6,8 +6,9 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use crate::support::caddy::{Caddy, ROUTES};
-use labctl::model::{DesiredState, Kind, Located, Origin, ProviderConfig};
-use labctl::providers::caddy::CaddyProvider;
+use crate::support::{key_of, without_keys};
+use labctl::model::{DesiredState, Kind, Located, Origin};
+use labctl::providers::caddy::{CaddyProvider, Settings};
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
 
@@ -18,8 +19,8 @@ trait CaddyExt {
 
 impl CaddyExt for Caddy {
     fn provider(&self) -> CaddyProvider {
-        let cfg: ProviderConfig = serde_json::from_value(json!({
-            "name": "caddy", "kind": "caddy", "url": self.admin, "timeoutSeconds": 5
+        let cfg: Settings = serde_json::from_value(json!({
+            "name": "caddy", "url": self.admin, "timeoutSeconds": 5
         }))
         .unwrap();
         CaddyProvider::new(&cfg).unwrap()
@@ -122,18 +123,18 @@ async fn observe_names_and_normalises_managed_and_unmanaged_routes() {
     assert_eq!(
         expected,
         vec![
-            Resource {
-                kind: Kind::Route,
-                name: "grafana".into(),
-                fields: json!({"host": "grafana.lab.example", "pathPrefix": "/api",
-                               "backend": {"urls": ["http://10.0.1.220:3000"]}}),
-            },
-            Resource {
-                kind: Kind::Route,
-                name: "ruled".into(),
-                fields: json!({"host": "rule.lab", "pathPrefix": "/r",
-                               "backend": {"urls": ["https://10.0.1.9:443"]}}),
-            },
+            Resource::new(
+                Kind::Route,
+                "grafana",
+                json!({"host": "grafana.lab.example", "pathPrefix": "/api",
+                       "backend": {"urls": ["http://10.0.1.220:3000"]}}),
+            ),
+            Resource::new(
+                Kind::Route,
+                "ruled",
+                json!({"host": "rule.lab", "pathPrefix": "/r",
+                       "backend": {"urls": ["https://10.0.1.9:443"]}}),
+            ),
         ]
     );
 
@@ -143,18 +144,25 @@ async fn observe_names_and_normalises_managed_and_unmanaged_routes() {
     assert_eq!(observed.provider, "caddy");
     assert!(observed.unobservable.is_empty());
     assert_eq!(
-        observed.resources,
+        without_keys(&observed.resources),
         vec![
             expected[0].clone(),
-            Resource {
-                kind: Kind::Route,
-                name: "other-lab-x".into(),
-                fields: json!({"host": "other.lab", "pathPrefix": "/x",
-                               "backend": {"urls": ["http://10.0.1.5:80"]},
-                               "unrepresented": ["not terminal"]}),
-            },
+            Resource::new(
+                Kind::Route,
+                "other-lab-x",
+                json!({"host": "other.lab", "pathPrefix": "/x",
+                       "backend": {"urls": ["http://10.0.1.5:80"]},
+                       "unrepresented": ["not terminal"]}),
+            ),
         ]
     );
+    // Live keys: the unique `@id`, else the position in the routes array.
+    assert_eq!(
+        key_of(&observed, "grafana").as_deref(),
+        Some("@id labctl-grafana")
+    );
+    assert_eq!(key_of(&observed, "other-lab-x").as_deref(), Some("#1"));
+    assert!(observed.version.is_some(), "the ETag of the routes read");
 }
 
 #[tokio::test]
@@ -247,11 +255,13 @@ async fn apply_creates_updates_and_deletes_then_proxies() {
     )]);
     state.devices[0].doc.spec.services[0].port = 3001;
     let expected = provider.expected(&state);
+    let base = provider.observe(&state).await.unwrap();
     let changes = vec![
         Change::Update {
             kind: Kind::Route,
             name: "grafana".into(),
             fields: expected[0].fields.clone(),
+            key: key_of(&base, "grafana"),
         },
         Change::Create {
             kind: Kind::Route,
@@ -261,15 +271,20 @@ async fn apply_creates_updates_and_deletes_then_proxies() {
         Change::Delete {
             kind: Kind::Route,
             name: "other-lab-x".into(),
+            key: key_of(&base, "other-lab-x"),
         },
     ];
     let started = Instant::now();
-    let report = provider.apply(&changes).await.unwrap();
+    // Planning and applying apart: an instance that never observed applies the plan.
+    let report = caddy.provider().apply(&base, &changes).await.unwrap();
     eprintln!("apply took {:?}", started.elapsed());
     assert_eq!(report.applied, changes);
 
     let observed = provider.observe(&state).await.unwrap();
-    assert_eq!(sorted(observed.resources), sorted(expected.clone()));
+    assert_eq!(
+        sorted(without_keys(&observed.resources)),
+        sorted(expected.clone())
+    );
     // Written in labctl's shape, grafana kept its place.
     let raw = caddy.routes().await;
     assert_eq!(raw[0]["@id"], "labctl-grafana");
@@ -296,10 +311,11 @@ async fn apply_creates_updates_and_deletes_then_proxies() {
     let delete = [Change::Delete {
         kind: Kind::Route,
         name: "grafana".into(),
+        key: key_of(&observed, "grafana"),
     }];
-    provider.apply(&delete).await.unwrap();
+    provider.apply(&observed, &delete).await.unwrap();
     let observed = provider.observe(&state).await.unwrap();
-    assert_eq!(observed.resources, vec![expected[1].clone()]);
+    assert_eq!(without_keys(&observed.resources), vec![expected[1].clone()]);
 }
 
 #[tokio::test]
@@ -321,11 +337,12 @@ async fn apply_adopts_a_hand_written_route_with_the_desired_host() {
         kind: Kind::Route,
         name: "other".into(),
         fields: expected[1].fields.clone(),
+        key: other.key.clone(),
     }];
-    provider.apply(&update).await.unwrap();
+    provider.apply(&observed, &update).await.unwrap();
     assert_eq!(caddy.routes().await[0]["@id"], "labctl-other");
     let observed = provider.observe(&state).await.unwrap();
-    assert_eq!(observed.resources, vec![expected[1].clone()]);
+    assert_eq!(without_keys(&observed.resources), vec![expected[1].clone()]);
 }
 
 #[tokio::test]
@@ -349,6 +366,8 @@ async fn refused_changes_leave_the_routes_unchanged() {
     };
     let provider = caddy.provider();
     let before = caddy.routes().await;
+    let base = provider.observe(&desired(&[])).await.unwrap();
+    let grafana = key_of(&base, "grafana");
 
     // labctl refuses what Caddy cannot hold, before sending anything.
     let bad_url = [Change::Update {
@@ -356,8 +375,9 @@ async fn refused_changes_leave_the_routes_unchanged() {
         name: "grafana".into(),
         fields: json!({"host": "grafana.lab.example",
                        "backend": {"urls": ["http://10.0.1.220:3000/sub"]}}),
+        key: grafana.clone(),
     }];
-    let err = provider.apply(&bad_url).await.unwrap_err();
+    let err = provider.apply(&base, &bad_url).await.unwrap_err();
     assert!(
         matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("/sub")),
         "{err}"
@@ -375,9 +395,10 @@ async fn refused_changes_leave_the_routes_unchanged() {
         Change::Delete {
             kind: Kind::Route,
             name: "grafana".into(),
+            key: grafana,
         },
     ];
-    let err = provider.apply(&batch).await.unwrap_err();
+    let err = provider.apply(&base, &batch).await.unwrap_err();
     eprintln!("refused: {err}");
     assert!(
         matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("ca cert")),
@@ -391,7 +412,7 @@ async fn refused_changes_leave_the_routes_unchanged() {
         name: "grafana".into(),
         fields: json!({"host": "g.lab", "backend": {"urls": ["http://10.0.0.1:1"]}}),
     }];
-    let err = provider.apply(&dup).await.unwrap_err();
+    let err = provider.apply(&base, &dup).await.unwrap_err();
     assert!(
         matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("run again")),
         "{err}"
@@ -483,8 +504,8 @@ async fn a_concurrent_edit_is_not_lost() {
     let theirs = json!({"@id": "theirs", "match": [{"host": ["theirs.lab"]}],
                         "handle": [{"handler": "static_response"}], "terminal": true});
     let proxy = racing_proxy(admin_port, theirs.clone());
-    let cfg: ProviderConfig = serde_json::from_value(json!({
-        "name": "caddy", "kind": "caddy", "url": format!("http://127.0.0.1:{proxy}")
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "caddy", "url": format!("http://127.0.0.1:{proxy}")
     }))
     .unwrap();
     let provider = CaddyProvider::new(&cfg).unwrap();
@@ -493,16 +514,44 @@ async fn a_concurrent_edit_is_not_lost() {
         name: "app".into(),
         fields: json!({"host": "app.test", "backend": {"urls": ["http://127.0.0.1:9"]}}),
     }];
-    let err = provider.apply(&create).await.unwrap_err();
+    let state = desired(&[]);
+    let base = provider.observe(&state).await.unwrap();
+    let err = provider.apply(&base, &create).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("changed concurrently, run again")),
+        matches!(&err, ProviderError::Stale { detail, .. } if detail.contains("changed concurrently, run again")),
         "{err}"
     );
     // Their route survived and ours was not written over it.
     assert_eq!(caddy.routes().await, json!([managed_grafana(), theirs]));
     // Run again: the proxy no longer races, and the create goes through.
-    provider.apply(&create).await.unwrap();
+    let base = provider.observe(&state).await.unwrap();
+    provider.apply(&base, &create).await.unwrap();
     assert_eq!(caddy.routes().await[2]["@id"], "labctl-app");
+}
+
+#[tokio::test]
+async fn an_edit_between_observe_and_apply_is_refused_not_overwritten() {
+    let Some(caddy) = Caddy::start(json!([managed_grafana(), unmanaged_other()])).await else {
+        return;
+    };
+    let state = desired(&[]);
+    let base = caddy.provider().observe(&state).await.unwrap();
+    let delete = [Change::Delete {
+        kind: Kind::Route,
+        name: "other-lab-x".into(),
+        key: key_of(&base, "other-lab-x"),
+    }];
+    // Someone else puts a route first: `#1` is now grafana, not their old route.
+    let theirs = json!({"@id": "theirs", "match": [{"host": ["theirs.lab"]}],
+                        "handle": [{"handler": "static_response"}], "terminal": true});
+    caddy
+        .call("PUT", &format!("{ROUTES}/0"), Some(theirs.clone()))
+        .await;
+    let before = caddy.routes().await;
+    let err = caddy.provider().apply(&base, &delete).await.unwrap_err();
+    assert!(matches!(&err, ProviderError::Stale { .. }), "{err}");
+    assert_eq!(caddy.routes().await, before);
+    assert_eq!(before[0], theirs);
 }
 
 #[tokio::test]
@@ -510,26 +559,28 @@ async fn missing_server_is_no_routes_and_cannot_be_applied_to() {
     let Some(caddy) = Caddy::start(json!([])).await else {
         return;
     };
-    let cfg: ProviderConfig = serde_json::from_value(json!({
-        "name": "caddy", "kind": "caddy", "url": caddy.admin, "server": "nope"
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "caddy", "url": caddy.admin, "server": "nope"
     }))
     .unwrap();
     let provider = CaddyProvider::new(&cfg).unwrap();
     let state = desired(&[]);
-    assert!(provider.observe(&state).await.unwrap().resources.is_empty());
+    let base = provider.observe(&state).await.unwrap();
+    assert!(base.resources.is_empty());
     let create = [Change::Create {
         kind: Kind::Route,
         name: "app".into(),
         fields: json!({"host": "app.test", "backend": {"urls": ["http://127.0.0.1:9"]}}),
     }];
-    let err = provider.apply(&create).await.unwrap_err();
+    let err = provider.apply(&base, &create).await.unwrap_err();
     assert!(
         matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("no HTTP server `nope`")),
         "{err}"
     );
     // The real server has an empty routes array: a create goes through.
     let provider = caddy.provider();
-    provider.apply(&create).await.unwrap();
+    let base = provider.observe(&state).await.unwrap();
+    provider.apply(&base, &create).await.unwrap();
     assert_eq!(provider.observe(&state).await.unwrap().resources.len(), 1);
 }
 

@@ -6,11 +6,9 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use crate::support::kea::Kea;
-use labctl::model::{
-    DesiredState, DhcpReservationDoc, Kind, Located, Origin, ProviderConfig, ProviderKind,
-    SecretSource,
-};
-use labctl::providers::kea::KeaProvider;
+use crate::support::without_keys;
+use labctl::model::{DesiredState, DhcpReservationDoc, Kind, Located, Origin, SecretSource};
+use labctl::providers::kea::{KeaProvider, Settings};
 use labctl::providers::{Change, Provider, ProviderError, Resource};
 use serde_json::{json, Value as Json};
 
@@ -24,15 +22,12 @@ impl KeaExt for Kea {
         KeaProvider::new(&provider_config(&self.url, write_config, None)).unwrap()
     }
 }
-fn provider_config(url: &str, write_config: bool, token: Option<SecretSource>) -> ProviderConfig {
-    ProviderConfig {
+fn provider_config(url: &str, write_config: bool, token: Option<SecretSource>) -> Settings {
+    Settings {
         name: "kea".into(),
-        kind: ProviderKind::Kea,
         url: url.into(),
         token,
         tls: None,
-        dynamic_config_file: None,
-        server: None,
         write_config,
         timeout_seconds: Some(2),
     }
@@ -76,11 +71,7 @@ fn desired(reservations: Vec<Located<DhcpReservationDoc>>) -> DesiredState {
 }
 
 fn resource(name: &str, fields: Json) -> Resource {
-    Resource {
-        kind: Kind::DhcpReservation,
-        name: name.into(),
-        fields,
-    }
+    Resource::new(Kind::DhcpReservation, name, fields)
 }
 
 fn sorted(mut resources: Vec<Resource>) -> Vec<Resource> {
@@ -103,6 +94,7 @@ fn changes(expected: &[Resource], observed: &[Resource]) -> Vec<Change> {
                 kind: e.kind,
                 name: e.name.clone(),
                 fields: e.fields.clone(),
+                key: o.key.clone(),
             }),
             Some(_) => {}
         }
@@ -112,6 +104,7 @@ fn changes(expected: &[Resource], observed: &[Resource]) -> Vec<Change> {
             out.push(Change::Delete {
                 kind: o.kind,
                 name: o.name.clone(),
+                key: o.key.clone(),
             });
         }
     }
@@ -133,6 +126,18 @@ fn lab_subnet1() -> Json {
           "option-data": [{ "name": "domain-name-servers", "data": "10.0.1.1, 10.0.1.2" }] },
         { "hw-address": "bc:24:11:00:00:02", "ip-address": "10.0.1.11", "hostname": "printer" }
     ])
+}
+
+/// A camera Kea does not have yet.
+fn camera(options: &[(&str, &str)]) -> Located<DhcpReservationDoc> {
+    reservation(
+        "camera",
+        "10.0.1.0/24",
+        "bc:24:11:00:00:04",
+        "10.0.1.30",
+        "camera",
+        options,
+    )
 }
 
 /// The desired counterparts of [`lab_subnet1`]; the NAS document is not named after its
@@ -192,7 +197,7 @@ async fn observe_normalises_and_names_live_reservations() {
     eprintln!("observe took {:?}", started.elapsed());
     assert_eq!(observation.provider, "kea");
     assert!(observation.unobservable.is_empty());
-    assert!(provider.observed_fingerprint().is_some());
+    assert!(observation.version.is_some());
 
     let expected = provider.expected(&desired);
     let want = sorted(vec![
@@ -213,7 +218,7 @@ async fn observe_normalises_and_names_live_reservations() {
             json!({ "subnet": "10.0.2.0/24", "mac": "bc:24:11:00:00:07", "ip": "10.0.2.7" }),
         ),
     ]);
-    assert_eq!(observation.resources, want);
+    assert_eq!(without_keys(&observation.resources), want);
     // Exactly the expected shape: MAC lowercase with colons, Kea's defaults gone, options
     // reduced to name and data, no `options` where there are none.
     assert_eq!(
@@ -229,6 +234,16 @@ async fn observe_normalises_and_names_live_reservations() {
         .resources
         .iter()
         .any(|r| r.name == "missing-host"));
+    // Each live reservation carries its key in Kea, for changes to name what they target.
+    let storage = observation
+        .resources
+        .iter()
+        .find(|r| r.name == "storage-box")
+        .unwrap();
+    assert_eq!(
+        storage.key.as_deref(),
+        Some("10.0.1.0/24 hw-address bc:24:11:00:00:01")
+    );
 }
 
 #[tokio::test]
@@ -239,7 +254,10 @@ async fn edits_behind_labctls_back_are_observed() {
     let desired = desired(lab_desired());
     let provider = kea.provider(false);
     let before = provider.observe(&desired).await.unwrap();
-    assert_eq!(before.resources, sorted(provider.expected(&desired)));
+    assert_eq!(
+        without_keys(&before.resources),
+        sorted(provider.expected(&desired))
+    );
     assert!(changes(&provider.expected(&desired), &before.resources).is_empty());
 
     // Someone changes the printer's address, deletes the NAS and adds a laptop.
@@ -259,7 +277,7 @@ async fn edits_behind_labctls_back_are_observed() {
 
     let after = provider.observe(&desired).await.unwrap();
     assert_eq!(
-        after.resources,
+        without_keys(&after.resources),
         vec![
             resource(
                 "laptop",
@@ -306,14 +324,7 @@ async fn apply_creates_updates_and_deletes_and_leaves_the_rest() {
             &[],
         ),
         // Create, in each subnet.
-        reservation(
-            "camera",
-            "10.0.1.0/24",
-            "bc:24:11:00:00:04",
-            "10.0.1.30",
-            "camera",
-            &[("routers", "10.0.1.1")],
-        ),
+        camera(&[("routers", "10.0.1.1")]),
         reservation(
             "backup",
             "10.0.2.0/24",
@@ -335,7 +346,7 @@ async fn apply_creates_updates_and_deletes_and_leaves_the_rest() {
         .any(|c| matches!(c, Change::Delete { name, .. } if name == "old-box")));
 
     let started = Instant::now();
-    let report = provider.apply(&plan).await.unwrap();
+    let report = provider.apply(&observed, &plan).await.unwrap();
     eprintln!(
         "apply of {} changes took {:?}",
         plan.len(),
@@ -343,16 +354,13 @@ async fn apply_creates_updates_and_deletes_and_leaves_the_rest() {
     );
     assert_eq!(report.applied, plan);
 
-    // The observation was used up: applying again needs a new observe.
-    let err = provider.apply(&plan).await.unwrap_err();
-    assert!(
-        matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("observe first")),
-        "{err}"
-    );
+    // The observation is out of date now: applying against it again is refused.
+    let err = provider.apply(&observed, &plan).await.unwrap_err();
+    assert!(matches!(&err, ProviderError::Stale { .. }), "{err}");
 
     // No drift: the live state is now exactly the expected one.
     let again = provider.observe(&desired).await.unwrap();
-    assert_eq!(again.resources, sorted(expected.clone()));
+    assert_eq!(without_keys(&again.resources), sorted(expected.clone()));
     assert!(changes(&expected, &again.resources).is_empty());
 
     // Everything but the reservations is as it was: the second subnet, valid-lifetime, …
@@ -376,14 +384,7 @@ async fn apply_is_refused_when_kea_changed_since_observe() {
         return;
     };
     let mut wanted = lab_desired();
-    wanted.push(reservation(
-        "camera",
-        "10.0.1.0/24",
-        "bc:24:11:00:00:04",
-        "10.0.1.30",
-        "camera",
-        &[],
-    ));
+    wanted.push(camera(&[]));
     let desired = desired(wanted);
     let provider = kea.provider(false);
     let observed = provider.observe(&desired).await.unwrap();
@@ -395,22 +396,51 @@ async fn apply_is_refused_when_kea_changed_since_observe() {
     dhcp4["valid-lifetime"] = json!(5000);
     kea.set_config(dhcp4).await;
 
-    let err = provider.apply(&plan).await.unwrap_err();
+    // Applied by another instance, as a separate process would: only the observation travels.
+    let err = kea
+        .provider(false)
+        .apply(&observed, &plan)
+        .await
+        .unwrap_err();
     match &err {
-        ProviderError::Rejected { detail, .. } => assert_eq!(
-            detail,
-            "Kea's configuration changed since it was observed; run again"
+        ProviderError::Stale { detail, .. } => assert!(
+            detail.contains(observed.version.as_deref().unwrap()) && detail.contains("run again"),
+            "{detail}"
         ),
-        other => panic!("expected Rejected, got {other:?}"),
+        other => panic!("expected Stale, got {other:?}"),
     }
     let now = kea.config().await;
     assert_eq!(now["valid-lifetime"], 5000);
     assert!(!now.to_string().contains("bc:24:11:00:00:04"));
 
-    // After a fresh observe the same plan goes through.
-    provider.observe(&desired).await.unwrap();
-    provider.apply(&plan).await.unwrap();
+    // Against a fresh observation the same plan goes through.
+    let fresh = provider.observe(&desired).await.unwrap();
+    provider.apply(&fresh, &plan).await.unwrap();
     assert!(kea.config().await.to_string().contains("bc:24:11:00:00:04"));
+}
+
+#[tokio::test]
+async fn a_fresh_instance_applies_given_only_the_observation() {
+    let Some(kea) = Kea::start(lab_subnet1(), json!([])).await else {
+        return;
+    };
+    // The NAS moves, the printer is no longer wanted, a camera is new.
+    let mut nas = lab_desired().remove(0);
+    nas.doc.spec.ip = "10.0.1.20".parse().unwrap();
+    let desired = desired(vec![nas, camera(&[])]);
+    let observed = kea.provider(false).observe(&desired).await.unwrap();
+    let expected = kea.provider(false).expected(&desired);
+    let plan = changes(&expected, &observed.resources);
+    assert_eq!(plan.len(), 3, "{plan:#?}");
+
+    // Planning and applying apart: an instance that never observed applies the plan.
+    let applier = kea.provider(false);
+    let report = applier.apply(&observed, &plan).await.unwrap();
+    assert_eq!(report.applied, plan);
+    let after = applier.observe(&desired).await.unwrap();
+    assert_eq!(without_keys(&after.resources), sorted(expected.clone()));
+    let live = kea.config().await.to_string();
+    assert!(!live.contains("bc:24:11:00:00:02"), "{live}");
 }
 
 #[tokio::test]
@@ -419,14 +449,7 @@ async fn a_bad_change_is_refused_by_config_test_and_nothing_changes() {
         return;
     };
     let mut wanted = lab_desired();
-    wanted.push(reservation(
-        "camera",
-        "10.0.1.0/24",
-        "bc:24:11:00:00:04",
-        "10.0.1.30",
-        "camera",
-        &[],
-    ));
+    wanted.push(camera(&[]));
     // Outside its subnet: only Kea's config-test can say so.
     wanted.push(reservation(
         "stray",
@@ -443,7 +466,7 @@ async fn a_bad_change_is_refused_by_config_test_and_nothing_changes() {
     let plan = changes(&provider.expected(&desired), &observed.resources);
     assert_eq!(plan.len(), 2);
 
-    let err = provider.apply(&plan).await.unwrap_err();
+    let err = provider.apply(&observed, &plan).await.unwrap_err();
     match &err {
         ProviderError::Rejected { detail, .. } => assert!(
             detail.contains("specified reservation '10.0.2.50' is not within the IPv4 subnet"),
@@ -461,7 +484,7 @@ async fn a_bad_change_is_refused_by_config_test_and_nothing_changes() {
         fields: json!({ "subnet": "10.9.0.0/24", "mac": "bc:24:11:00:00:0c", "ip": "10.9.0.2",
                         "hostname": "far" }),
     };
-    let err = provider.apply(&[far]).await.unwrap_err();
+    let err = provider.apply(&observed, &[far]).await.unwrap_err();
     assert!(err.to_string().contains("no subnet 10.9.0.0/24"), "{err}");
     assert_eq!(kea.config().await, config_before);
 }

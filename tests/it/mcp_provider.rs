@@ -26,7 +26,7 @@ use labctl::model::{
     DesiredState, Document, Kind, Located, McpServerDoc, McpServerSpec, Metadata, Origin,
     SecretSource,
 };
-use labctl::providers::mcp::{McpProvider, COMMANDS_NOT_ALLOWED};
+use labctl::providers::mcp::{McpProvider, McpServerReport, COMMANDS_NOT_ALLOWED};
 use labctl::providers::{CallPolicy, Observation, Provider};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -244,16 +244,20 @@ fn fields<'a>(obs: &'a Observation, name: &str) -> &'a Json {
 }
 
 /// Expected × observed through the generic diff.
-async fn observe_and_diff(provider: &McpProvider, state: &DesiredState) -> (Observation, Plan) {
-    let observed = provider.observe(state).await;
-    let obs = observed.clone().expect("the MCP provider always answers");
+/// The observation, its diff, and the per-server reports that came with the observation.
+async fn observe_and_diff(
+    provider: &McpProvider,
+    state: &DesiredState,
+) -> (Observation, Plan, BTreeMap<String, McpServerReport>) {
+    let (obs, reports) = provider.observe_with_reports(state).await;
     let input = ProviderInput {
         provider: provider.name().to_string(),
         expected: provider.expected(state),
-        observed,
+        observed: Ok(obs.clone()),
         can_apply: Default::default(),
+        severities: provider.severities(),
     };
-    (obs, diff(&[input], &Rules::from_state(state)))
+    (obs, diff(&[input], &Rules::from_state(state)), reports)
 }
 
 /// `(name, field path, type)` of every deviation.
@@ -328,7 +332,7 @@ async fn an_rmcp_server_over_streamable_http_with_a_bearer_token() {
     assert_eq!(expected[2].fields, json!({"reachable": true}));
     assert!(!provider.can_apply(Kind::McpServer));
 
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
     assert_eq!(
         fields(&obs, "lab-tools"),
         &json!({"reachable": true, "expectedTools": ["get_status", "list_hosts"]})
@@ -375,7 +379,6 @@ async fn an_rmcp_server_over_streamable_http_with_a_bearer_token() {
     assert_eq!(plan.deviations[1].severity, Severity::High);
 
     // The side channel: who answered, with what, and why the others did not.
-    let reports = provider.reports();
     let lab = &reports["lab-tools"];
     assert_eq!(lab.reachable, Some(true));
     assert_eq!(lab.server_name.as_deref(), Some("lab-tools"));
@@ -395,7 +398,7 @@ async fn an_rmcp_server_over_streamable_http_with_a_bearer_token() {
 
     // The server goes down: an observed fact (drift on spec.reachable), not unknown.
     server.stop().await;
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
     assert_eq!(fields(&obs, "lab-tools"), &json!({"reachable": false}));
     let down = plan
         .deviations
@@ -406,7 +409,7 @@ async fn an_rmcp_server_over_streamable_http_with_a_bearer_token() {
     assert_eq!(down.severity, Severity::High);
     assert_eq!(down.expected, Some(json!(true)));
     assert_eq!(down.actual, Some(json!(false)));
-    assert!(provider.reports()["lab-tools"].reason.is_some());
+    assert!(reports["lab-tools"].reason.is_some());
 }
 
 #[tokio::test]
@@ -454,7 +457,7 @@ async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
         backoff: Duration::from_millis(10),
     };
     let provider = McpProvider::new("mcp", BTreeMap::new(), false, quick);
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
     for name in ["silent", "silent-sse", "web", "web-sse", "private-sse"] {
         assert_eq!(fields(&obs, name), &json!({"reachable": false}), "{name}");
     }
@@ -469,7 +472,6 @@ async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
             dev("web-sse", "spec.reachable", DeviationType::Drifted),
         ]
     );
-    let reports = provider.reports();
     let silent = reports["silent"].reason.as_deref().unwrap();
     assert!(silent.contains("no answer within"), "{silent}");
     let web = reports["web-sse"].reason.as_deref().unwrap();
@@ -517,7 +519,7 @@ async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
             "sh -c 'touch \"$MARKER\"'".to_string()
         )]
     );
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
     assert!(obs.resources.is_empty(), "{:#?}", obs.resources);
     assert_eq!(
         whole_unknowns(&obs),
@@ -529,7 +531,7 @@ async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
         vec![dev("local-tools", "", DeviationType::Unknown)]
     );
     assert_eq!(
-        provider.reports()["local-tools"].reason.as_deref(),
+        reports["local-tools"].reason.as_deref(),
         Some(COMMANDS_NOT_ALLOWED)
     );
     // Had observe started the command, it would still be a child of this process, or have
@@ -544,7 +546,7 @@ async fn stdio_servers_are_not_started_unless_the_host_allows_commands() {
     // Allowed: the same command runs; it is no MCP server, so the server is unreachable.
     let allowed = McpProvider::new("mcp", BTreeMap::new(), true, policy());
     assert!(allowed.skipped_commands(&desired).is_empty());
-    let (obs, _) = observe_and_diff(&allowed, &desired).await;
+    let (obs, _, _) = observe_and_diff(&allowed, &desired).await;
     assert_eq!(fields(&obs, "local-tools"), &json!({"reachable": false}));
     assert!(marker.exists(), "the allowed command did not run");
 }
@@ -660,12 +662,17 @@ fn everything_doc(name: &str, mut spec: Json) -> Located<McpServerDoc> {
 }
 
 /// Observed reachable, offering the long-standing tools; `no-such-tool` is drift.
-fn assert_everything(obs: &Observation, plan: &Plan, provider: &McpProvider, name: &str) {
+fn assert_everything(
+    obs: &Observation,
+    plan: &Plan,
+    reports: &BTreeMap<String, McpServerReport>,
+    name: &str,
+) {
     assert_eq!(
         fields(obs, name),
         &json!({"reachable": true, "expectedTools": EVERYTHING_TOOLS}),
         "{:#?}",
-        provider.reports().get(name)
+        reports.get(name)
     );
     let drift: Vec<_> = plan.deviations.iter().filter(|d| d.name == name).collect();
     assert_eq!(drift.len(), 1, "{drift:#?}");
@@ -675,7 +682,7 @@ fn assert_everything(obs: &Observation, plan: &Plan, provider: &McpProvider, nam
         Some(json!(["echo", "get-sum", "no-such-tool"]))
     );
     assert_eq!(drift[0].actual, Some(json!(EVERYTHING_TOOLS)));
-    let report = &provider.reports()[name];
+    let report = &reports[name];
     assert_eq!(
         report.server_name.as_deref(),
         Some("mcp-servers/everything")
@@ -703,8 +710,8 @@ async fn server_everything_over_stdio_is_started_and_stopped() {
                        "SERVER": script.to_str().unwrap()}}),
     )]);
     let provider = McpProvider::new("mcp", BTreeMap::new(), true, policy());
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
-    assert_everything(&obs, &plan, &provider, "everything-stdio");
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
+    assert_everything(&obs, &plan, &reports, "everything-stdio");
 
     // The server process is gone once observing is done.
     let pid = std::fs::read_to_string(&pid_file).unwrap();
@@ -742,8 +749,8 @@ async fn server_everything_over_streamable_http() {
                "url": format!("http://127.0.0.1:{}/mcp", server.port)}),
     )]);
     let provider = McpProvider::new("mcp", BTreeMap::new(), false, policy());
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
-    assert_everything(&obs, &plan, &provider, "everything-http");
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
+    assert_everything(&obs, &plan, &reports, "everything-http");
 }
 
 #[tokio::test]
@@ -758,12 +765,10 @@ async fn server_everything_over_legacy_sse() {
         json!({"transport": "sse", "url": format!("http://127.0.0.1:{}/sse", server.port)}),
     )]);
     let provider = McpProvider::new("mcp", BTreeMap::new(), false, policy());
-    let (obs, plan) = observe_and_diff(&provider, &desired).await;
-    assert_everything(&obs, &plan, &provider, "everything-sse");
+    let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
+    assert_everything(&obs, &plan, &reports, "everything-sse");
     assert_eq!(
-        provider.reports()["everything-sse"]
-            .protocol_version
-            .as_deref(),
+        reports["everything-sse"].protocol_version.as_deref(),
         Some("2024-11-05")
     );
 }

@@ -14,9 +14,9 @@ use crate::fixtures::proxmox::{config, Fixture, Guest, Lab, Node, Pool};
 use labctl::diff::{self, DeviationType, ProviderInput, Rules};
 use labctl::model::{
     DesiredState, DeviceDoc, DeviceSpec, Document, Kind, Located, Metadata, Origin, PoolDoc,
-    PoolSpec, ProviderConfig, ProviderKind, SecretSource, TlsConfig,
+    PoolSpec, SecretSource, TlsConfig,
 };
-use labctl::providers::proxmox::ProxmoxProvider;
+use labctl::providers::proxmox::{ProxmoxProvider, Settings};
 use labctl::providers::{CallPolicy, Observation, Provider, ProviderError};
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
@@ -306,16 +306,12 @@ fn desired() -> DesiredState {
     }
 }
 
-fn provider_config(url: &str, token: SecretSource, tls: Option<TlsConfig>) -> ProviderConfig {
-    ProviderConfig {
+fn provider_config(url: &str, token: SecretSource, tls: Option<TlsConfig>) -> Settings {
+    Settings {
         name: "pve".into(),
-        kind: ProviderKind::Proxmox,
         url: url.into(),
         token: Some(token),
         tls,
-        dynamic_config_file: None,
-        server: None,
-        write_config: false,
         timeout_seconds: Some(5),
     }
 }
@@ -362,6 +358,7 @@ fn run_diff(
             .into_iter()
             .filter(|k| provider.can_apply(*k))
             .collect(),
+        severities: provider.severities(),
     };
     diff::diff(&[input], &Rules::from_state(state))
 }
@@ -740,7 +737,9 @@ async fn tokens_come_from_env_file_or_credential_and_never_show() {
         None,
     );
     match ProxmoxProvider::new(&unset) {
-        Err(ProviderError::Config { provider, detail }) => {
+        Err(ProviderError::Config {
+            provider, detail, ..
+        }) => {
             assert_eq!(provider, "pve");
             assert!(detail.contains("LABCTL_TEST_PVE_TOKEN_UNSET"), "{detail}");
         }

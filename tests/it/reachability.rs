@@ -134,6 +134,7 @@ async fn probes_report_exactly_the_services_that_do_not_answer() {
         expected,
         observed: Ok(obs),
         can_apply: Default::default(),
+        severities: p.severities(),
     };
     let plan = diff(&[input], &Rules::default());
     let found: Vec<(&str, &str, DeviationType)> = plan
@@ -253,10 +254,14 @@ async fn https_health_checks_accept_a_self_signed_certificate_and_apply_is_refus
     }
     assert_eq!(obs.resources[0].fields, expected);
     let err = p
-        .apply(&[Change::Delete {
-            kind: Kind::Device,
-            name: "vault".into(),
-        }])
+        .apply(
+            &obs,
+            &[Change::Delete {
+                kind: Kind::Device,
+                name: "vault".into(),
+                key: None,
+            }],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");

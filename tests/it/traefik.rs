@@ -34,11 +34,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use labctl::diff::{diff, DeviationType, Plan, ProviderInput, Rules};
-use labctl::model::{
-    DesiredState, DeviceDoc, Kind, Located, Origin, Policy, ProviderConfig, RouteDoc,
-};
-use labctl::providers::traefik::TraefikProvider;
-use labctl::providers::{CallPolicy, Change, Provider, ProviderError};
+use labctl::model::{DesiredState, DeviceDoc, Kind, Located, Origin, Policy, RouteDoc};
+use labctl::providers::traefik::{Settings, TraefikProvider};
+use labctl::providers::{CallPolicy, Change, Observation, Provider, ProviderError};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -368,8 +366,8 @@ fn policy() -> CallPolicy {
 }
 
 fn provider(url: &str, file: Option<&Path>) -> TraefikProvider {
-    let cfg: ProviderConfig = serde_json::from_value(json!({
-        "name": "traefik", "kind": "traefik", "url": url,
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "traefik", "url": url,
         "dynamicConfigFile": file,
     }))
     .unwrap();
@@ -450,6 +448,15 @@ tls:
 ";
 
 async fn plan_of(p: &TraefikProvider, state: &DesiredState, policy: Option<Policy>) -> Plan {
+    plan_with_base(p, state, policy).await.0
+}
+
+/// The plan and the observation it was made from, which apply needs.
+async fn plan_with_base(
+    p: &TraefikProvider,
+    state: &DesiredState,
+    policy: Option<Policy>,
+) -> (Plan, Observation) {
     let mut rules = Rules::default();
     if let Some(pol) = policy {
         rules.policy.insert(Kind::Route, pol);
@@ -462,8 +469,14 @@ async fn plan_of(p: &TraefikProvider, state: &DesiredState, policy: Option<Polic
             .into_iter()
             .filter(|k| p.can_apply(*k))
             .collect(),
+        severities: p.severities(),
     };
-    diff(&[input], &rules)
+    let plan = diff(std::slice::from_ref(&input), &rules);
+    // An unobservable Traefik gets an empty base: the plan then has no changes to apply.
+    let base = input
+        .observed
+        .unwrap_or_else(|_| Observation::now(p.name(), Vec::new()));
+    (plan, base)
 }
 
 fn deviations(plan: &Plan) -> Vec<(String, String, DeviationType)> {
@@ -484,14 +497,14 @@ fn leftovers(dir: &Path) -> Vec<String> {
 /// Creates labctl's routes through `apply` from the diff's own changes, and waits until
 /// Traefik has applied the file.
 async fn create_all(p: &TraefikProvider, state: &DesiredState, traefik: &Traefik) {
-    let plan = plan_of(p, state, Some(Policy::Apply)).await;
+    let (plan, base) = plan_with_base(p, state, Some(Policy::Apply)).await;
     let changes: Vec<Change> = plan.changes["traefik"]
         .iter()
         .filter(|c| matches!(c, Change::Create { .. }))
         .cloned()
         .collect();
     assert_eq!(changes.len(), 2, "{changes:?}");
-    p.apply(&changes).await.unwrap();
+    p.apply(&base, &changes).await.unwrap();
     traefik.reloaded().await;
 }
 
@@ -693,7 +706,7 @@ services:
     let p = provider(url, Some(&file));
     let state = desired();
 
-    let plan = plan_of(&p, &state, Some(Policy::Apply)).await;
+    let (plan, base) = plan_with_base(&p, &state, Some(Policy::Apply)).await;
     assert_eq!(
         deviations(&plan),
         [
@@ -739,7 +752,11 @@ services:
     );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
     let inode = std::fs::metadata(&file).unwrap().ino();
-    let report = p.apply(&changes).await.unwrap();
+    // Planning and applying apart: an instance that never observed applies the plan.
+    let report = provider(url, Some(&file))
+        .apply(&base, &changes)
+        .await
+        .unwrap();
     assert_eq!(report.applied, changes);
 
     // Rewritten whole, by rename (a new inode, the same permissions): nothing of the temporary
@@ -792,6 +809,29 @@ services:
 }
 
 #[tokio::test]
+async fn an_edit_of_the_file_between_observe_and_apply_is_refused_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dynamic.yml");
+    std::fs::write(&file, FOREIGN).unwrap();
+    let traefik = start(&file, vec![whoami()]).await;
+    let p = provider(&traefik.url, Some(&file));
+    let (plan, base) = plan_with_base(&p, &desired(), Some(Policy::Apply)).await;
+    assert!(base.version.is_some(), "the file's hash");
+    let creates: Vec<Change> = plan.changes["traefik"]
+        .iter()
+        .filter(|c| matches!(c, Change::Create { .. }))
+        .cloned()
+        .collect();
+    assert!(!creates.is_empty());
+    // Someone edits the file by hand in between.
+    let edited = format!("{FOREIGN}# a note by hand\n");
+    std::fs::write(&file, &edited).unwrap();
+    let err = p.apply(&base, &creates).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Stale { .. }), "{err:?}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
+}
+
+#[tokio::test]
 async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dynamic.yml");
@@ -800,7 +840,7 @@ async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
     let url = &traefik.url;
     let p = provider(url, Some(&file));
     let state = desired();
-    let plan = plan_of(&p, &state, Some(Policy::Apply)).await;
+    let (plan, base) = plan_with_base(&p, &state, Some(Policy::Apply)).await;
     // The plan deletes the unmanaged routers and creates both routes. A batch with the docker
     // router's delete and the two creates: apply is all or none.
     let changes: Vec<Change> = plan.changes["traefik"]
@@ -810,7 +850,7 @@ async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
         .collect();
     assert_eq!(changes.len(), 3, "{changes:?}");
     assert!(matches!(&changes[0], Change::Delete { name, .. } if name == "whoami-docker"));
-    let err = p.apply(&changes).await.unwrap_err();
+    let err = p.apply(&base, &changes).await.unwrap_err();
     match &err {
         ProviderError::Rejected { detail, .. } => {
             assert!(detail.contains("whoami@docker"), "{detail}");
@@ -843,7 +883,8 @@ async fn apply_without_a_dynamic_config_file_is_a_config_error() {
         name: "grafana".into(),
         fields: p.expected(&state)[0].fields.clone(),
     };
-    let err = p.apply(&[change]).await.unwrap_err();
+    let base = Observation::now("traefik", Vec::new());
+    let err = p.apply(&base, &[change]).await.unwrap_err();
     assert!(matches!(err, ProviderError::Config { .. }), "{err:?}");
 }
 
@@ -880,7 +921,8 @@ async fn a_file_that_does_not_parse_is_never_overwritten() {
         name: "grafana".into(),
         fields: p.expected(&state)[0].fields.clone(),
     };
-    let err = p.apply(&[change]).await.unwrap_err();
+    let base = Observation::now("traefik", Vec::new());
+    let err = p.apply(&base, &[change]).await.unwrap_err();
     assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), broken);
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());

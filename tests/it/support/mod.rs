@@ -10,3 +10,22 @@ pub mod lab;
 pub mod mcp;
 pub mod net;
 pub mod postgres;
+
+use labctl::providers::{Observation, Resource};
+
+/// `resources` without their live keys: names and fields, as `expected` gives them.
+pub fn without_keys(resources: &[Resource]) -> Vec<Resource> {
+    resources
+        .iter()
+        .map(|r| Resource::new(r.kind, r.name.clone(), r.fields.clone()))
+        .collect()
+}
+
+/// The live key `observation` gave the resource `name` (any kind).
+pub fn key_of(observation: &Observation, name: &str) -> Option<String> {
+    observation
+        .resources
+        .iter()
+        .find(|r| r.name == name)
+        .and_then(|r| r.key.clone())
+}
