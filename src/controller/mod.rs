@@ -20,7 +20,9 @@ use crate::providers::Provider;
 use crate::reconcile::import::{self, ImportPlan, Skipped};
 use crate::reconcile::{self, HostOptions, Loaded, RunResult};
 use crate::source::{self, Snapshot, SourceError, SourceFile, SourceSpec};
-use crate::store::{Outcome, RetentionPolicy, RunReport, Store, StoreError, Unobservable};
+use crate::store::{
+    LeaderGuard, Outcome, RetentionPolicy, RunReport, Store, StoreError, Unobservable,
+};
 use crate::time::{Clock, SystemClock};
 use crate::validate::{self, Severity, Validation};
 
@@ -278,8 +280,8 @@ pub fn describe(snapshot: &Snapshot) -> String {
 /// One run: take the leader lock, resolve and validate the commit, observe, diff, apply what
 /// the policy allows, record, apply retention, release the lock.
 pub async fn reconcile(ctx: &Context, request: &Request) -> Result<Reconciled, Error> {
-    let leader = ctx.store.leader(request.wait).await?;
-    let result = reconcile_as_leader(ctx, request).await;
+    let mut leader = ctx.store.leader(request.wait).await?;
+    let result = reconcile_as_leader(ctx, request, &mut leader).await;
     if let Err(e) = leader.release().await {
         // Closing the connection releases the lock as well; say so and go on.
         tracing::warn!(error = %e, "could not release the leader lock explicitly");
@@ -287,7 +289,11 @@ pub async fn reconcile(ctx: &Context, request: &Request) -> Result<Reconciled, E
     result
 }
 
-async fn reconcile_as_leader(ctx: &Context, request: &Request) -> Result<Reconciled, Error> {
+async fn reconcile_as_leader(
+    ctx: &Context,
+    request: &Request,
+    leader: &mut LeaderGuard,
+) -> Result<Reconciled, Error> {
     // The commit is resolved only now that this controller holds the lock: a run that waited
     // for another must reconcile what Git says now, not what it said before the wait.
     let loaded = match ctx.load().await {
@@ -309,7 +315,15 @@ async fn reconcile_as_leader(ctx: &Context, request: &Request) -> Result<Reconci
         )
         .await?;
     tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
-    let run = reconcile::execute(&ctx.store, run_id, &loaded, &providers, request.force).await?;
+    let run = reconcile::execute(
+        &ctx.store,
+        run_id,
+        leader,
+        &loaded,
+        &providers,
+        request.force,
+    )
+    .await?;
     match ctx.store.prune(ctx.settings.retention).await {
         Ok(report) => tracing::debug!(?report, "retention applied"),
         Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),

@@ -164,14 +164,36 @@ pub async fn apply(
 /// The body of the started run `run`: plan, apply what the policy allows, and record
 /// everything in one transaction. (Starting runs, leadership and retention are the
 /// controller's.)
+///
+/// Leadership is confirmed just before anything is applied: a run that lost the lock (its
+/// database session ended) stops there, changes nothing and is recorded as aborted.
 pub async fn execute(
     store: &Store,
     run: store::RunId,
+    leader: &mut store::LeaderGuard,
     loaded: &Loaded,
     providers: &[Arc<dyn Provider>],
     force: bool,
 ) -> Result<RunResult, StoreError> {
     let (plan, inputs) = plan(loaded, providers, force).await;
+    if !plan.changes.is_empty() {
+        if let Err(lost) = leader.confirm().await {
+            tracing::error!(error = %lost, "not applying");
+            let mut report = RunReport::new(Outcome::Aborted);
+            report.commit_sha = loaded.commit().map(str::to_string);
+            report.error = Some(lost.to_string());
+            report.unobservable = Kind::ALL
+                .iter()
+                .map(|k| store::Unobservable::kind(k.as_str()))
+                .collect();
+            match store.finish_run(run, report).await {
+                // The next leader may have marked it aborted already.
+                Ok(_) | Err(StoreError::RunNotRunning(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "could not record the aborted run"),
+            }
+            return Err(lost);
+        }
+    }
     let applied = apply(&plan, &inputs, providers).await;
     let report = report(loaded, &plan, &inputs, &applied);
     let outcome = report.outcome;

@@ -112,6 +112,33 @@ impl Store {
 }
 
 impl LeaderGuard {
+    /// Confirms leadership is still held, just before acting on it. A PostgreSQL advisory lock
+    /// lives as long as its session: when the server restarts or the session is cut, the lock
+    /// is gone, and another controller may already hold it. A file lock cannot be lost while
+    /// the process lives.
+    pub async fn confirm(&mut self) -> Result<(), StoreError> {
+        let Held::Postgres(conn) = &mut self.held else {
+            return Ok(());
+        };
+        let held: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND pid = pg_backend_pid() \
+             AND ((classid::bigint << 32) | objid::bigint) = $1",
+        )
+        .bind(LEADER_KEY)
+        .fetch_one(&mut *conn)
+        .await;
+        match held {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(StoreError::LeaderLost {
+                detail: "the session no longer holds the advisory lock".into(),
+            }),
+            Err(e) => Err(StoreError::LeaderLost {
+                detail: format!("the session holding the lock is gone ({e})"),
+            }),
+        }
+    }
+
     /// Gives leadership up.
     pub async fn release(self) -> Result<(), StoreError> {
         match self.held {

@@ -68,6 +68,8 @@ pub enum StoreError {
     SchemaBehind { url: String, have: i64, want: i64 },
     #[error("another labctl controller holds the leader lock on {target}; stop it or run without leadership")]
     LeaderBusy { target: String },
+    #[error("lost the leader lock before applying: {detail}; nothing was changed, and another controller may be reconciling now")]
+    LeaderLost { detail: String },
     #[error("leader lock file {}: {source}", path.display())]
     LockFile {
         path: PathBuf,

@@ -339,3 +339,78 @@ async fn postgres_killed_mid_run_leaves_an_aborted_run() {
     killed_mid_run_leaves_an_aborted_run(&db.url).await;
     db.drop_database().await;
 }
+
+/// PostgreSQL drops the leader's session mid-run (a restart, a cut connection, here
+/// `pg_terminate_backend`): its advisory lock is gone and another controller may take it. The
+/// run notices before applying, changes nothing, and is recorded as aborted.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_run_that_lost_the_lock_applies_nothing() {
+    use crate::support::kea::Kea;
+    use crate::support::lab::{kea_reservation, reservation, SUBNET};
+    let Some(db) = TempDatabase::create().await else {
+        return;
+    };
+    // Kea holds .209 where Git says .201: policy apply would restore it.
+    let Some(kea) = Kea::start(
+        serde_json::json!([kea_reservation(
+            "whisper",
+            "bc:24:11:5e:02:01",
+            "10.0.1.209"
+        )]),
+        serde_json::json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    // A second provider that holds its call: the run waits there, lock held, until released.
+    let mut held = HeldServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "labctl.yaml",
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 5}}\n    - {{name: held, kind: kea, url: \"http://127.0.0.1:{}/\", timeoutSeconds: 120}}\n  policy:\n    DhcpReservation: apply\n",
+            kea.url, held.port
+        ),
+    );
+    reservation(
+        dir.path(),
+        "whisper",
+        SUBNET,
+        "bc:24:11:5e:02:01",
+        "10.0.1.201",
+    );
+    let run = spawn(dir.path(), &db.url, &[]);
+    held.arrival().await;
+
+    // The lock's session ends.
+    let mut admin = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let _ = admin.close().await;
+    assert_eq!(cut, [true], "the leader's session was found and ended");
+    held.release().await;
+
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lost the leader lock before applying"),
+        "{stderr}"
+    );
+    let live = kea.config().await["subnet4"][0]["reservations"][0]["ip-address"].clone();
+    assert_eq!(live, "10.0.1.209", "nothing was applied");
+    let store = Store::connect(&db.url).await.unwrap();
+    let runs = store.runs_between(0, i64::MAX).await.unwrap();
+    let open = store.open_deviations(None, None).await.unwrap();
+    store.close().await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].outcome, Outcome::Aborted, "{runs:?}");
+    assert!(open.is_empty(), "nothing was concluded: {open:?}");
+    db.drop_database().await;
+}
