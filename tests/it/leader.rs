@@ -387,7 +387,8 @@ async fn postgres_a_run_that_lost_the_lock_applies_nothing() {
     // The lock's session ends.
     let mut admin = sqlx::AnyConnection::connect(&db.url).await.unwrap();
     let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .fetch_all(&mut admin)
     .await
