@@ -8,6 +8,7 @@ pub mod diff;
 pub mod mcp;
 pub mod model;
 pub mod providers;
+pub mod readmodel;
 pub mod reconcile;
 pub mod source;
 pub mod store;
