@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 pub mod http;
 mod model;
+mod page;
 mod resources;
 mod tools;
 mod trigger;
@@ -48,6 +49,12 @@ impl ToolError {
         ToolError {
             message: message.into(),
         }
+    }
+}
+
+impl From<crate::readmodel::ReadModelError> for ToolError {
+    fn from(e: crate::readmodel::ReadModelError) -> Self {
+        ToolError::new(e.to_string())
     }
 }
 
@@ -160,7 +167,7 @@ impl LabServer {
         if let Some(cached) = self.cached().filter(|c| c.run == latest.run) {
             return Ok(cached);
         }
-        let parsed = Arc::new(model::Model::from_latest(latest));
+        let parsed = Arc::new(model::Model::from_latest(latest)?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|c| c.run < parsed.run) {
             *cache = Some(Arc::clone(&parsed));
