@@ -16,7 +16,7 @@ mod tools;
 mod trigger;
 mod types;
 
-pub use auth::{sha256_hex, Scope, Scopes, Tokens};
+pub use auth::{sha256_hex, Scope, Scopes, Tokens, TokensError};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,17 @@ impl From<StoreError> for ToolError {
         // Store errors name the redacted URL and what was being done: no secret, no trace.
         ToolError::new(format!("the state store could not answer: {e}"))
     }
+}
+
+/// Why the MCP server stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("MCP initialisation failed: {0}")]
+    Initialize(#[source] Box<rmcp::service::ServerInitializeError>),
+    #[error("the MCP session ended abnormally: {0}")]
+    Session(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Who is asking, for the audit log.
@@ -129,11 +140,11 @@ impl LabServer {
     }
 
     /// Serves MCP on stdin/stdout until the client closes the connection.
-    pub async fn serve_stdio(self) -> anyhow::Result<()> {
+    pub async fn serve_stdio(self) -> Result<(), ServeError> {
         let running = self
             .serve(rmcp::transport::stdio())
             .await
-            .map_err(|e| anyhow::anyhow!("MCP initialisation failed: {e}"))?;
+            .map_err(|e| ServeError::Initialize(Box::new(e)))?;
         let reason = running.waiting().await?;
         tracing::info!(?reason, "MCP client disconnected");
         Ok(())
