@@ -1,9 +1,25 @@
 //! Pages of list answers. A cursor names the run whose model it pages through: a page of
 //! another run's model would skip or repeat items.
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::{json, Map, Value as Json};
+
 use super::ToolError;
 
-/// One page of a list, its size before paging, and the cursor of the next page.
+/// What the items of a page are called in an answer, and in which order they come.
+pub trait Listed {
+    /// The answer's field that holds the page (`devices`, `pools`…).
+    const FIELD: &'static str;
+    /// That field's description in the output schema: the order.
+    const ORDER: &'static str;
+}
+
+/// One page of a list, its size before paging, and the cursor of the next page. Flattened
+/// into an answer it is `{FIELD: [...], total, nextCursor?}`, the one shape of every list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -44,6 +60,60 @@ impl<T> Page<T> {
     }
 }
 
+impl<T: Listed + Serialize> Serialize for Page<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(T::FIELD, &self.items)?;
+        map.serialize_entry("total", &self.total)?;
+        if let Some(next) = &self.next_cursor {
+            map.serialize_entry("nextCursor", next)?;
+        }
+        map.end()
+    }
+}
+
+impl<T: Listed + JsonSchema> JsonSchema for Page<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("PageOf{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let described = |mut schema: Schema, text: &str| {
+            schema.insert("description".into(), text.into());
+            Json::from(schema)
+        };
+        let mut properties = Map::new();
+        properties.insert(
+            T::FIELD.into(),
+            described(generator.subschema_for::<Vec<T>>(), T::ORDER),
+        );
+        properties.insert(
+            "total".into(),
+            described(
+                generator.subschema_for::<u64>(),
+                "Items matching the filters, over all pages.",
+            ),
+        );
+        properties.insert(
+            "nextCursor".into(),
+            described(
+                generator.subschema_for::<Option<String>>(),
+                "Pass as `cursor` for the next page; absent on the last page.",
+            ),
+        );
+        Schema::try_from(json!({
+            "type": "object",
+            "properties": properties,
+            "required": [T::FIELD, "total"],
+        }))
+        .expect("an object is a schema")
+    }
+}
+
 /// The cursor of the page starting at `offset` of run `run`'s model.
 pub fn cursor(run: i64, offset: usize) -> String {
     format!("r{run}o{offset}")
@@ -73,6 +143,29 @@ pub fn parse_cursor(cursor: Option<&str>, run: i64) -> Result<usize, ToolError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Listed for u8 {
+        const FIELD: &'static str = "numbers";
+        const ORDER: &'static str = "Ascending.";
+    }
+
+    #[test]
+    fn a_page_is_written_and_described_under_its_items_name() {
+        let page = Page::of(vec![1u8, 2, 3], Some(2), 50, None, 7).unwrap();
+        assert_eq!(
+            serde_json::to_value(&page).unwrap(),
+            json!({"numbers": [1, 2], "total": 3, "nextCursor": "r7o2"})
+        );
+        let last = Page::of(vec![1u8], None, 50, None, 7).unwrap();
+        assert_eq!(
+            serde_json::to_value(&last).unwrap(),
+            json!({"numbers": [1], "total": 1})
+        );
+        let schema = Json::from(schemars::schema_for!(Page<u8>));
+        assert_eq!(schema["required"], json!(["numbers", "total"]));
+        assert_eq!(schema["properties"]["numbers"]["type"], "array");
+        assert_eq!(schema["properties"]["numbers"]["description"], "Ascending.");
+    }
 
     #[test]
     fn pages_follow_their_cursors_within_one_run() {

@@ -153,9 +153,7 @@ pub fn list_devices(
     .map(|d| project(device_info(model, d), &fields));
     Ok(ListDevicesOutput {
         basis: basis(model),
-        devices: page.items,
-        total: page.total,
-        next_cursor: page.next_cursor,
+        page,
         notes,
     })
 }
@@ -259,9 +257,7 @@ pub async fn get_drift(
     .map(deviation_info);
     Ok(GetDriftOutput {
         basis: basis(model),
-        total: page.total,
-        next_cursor: page.next_cursor,
-        deviations: page.items,
+        page,
     })
 }
 
@@ -487,9 +483,7 @@ pub fn list_pools(model: &Model, input: ListPoolsInput) -> Result<ListPoolsOutpu
     .map(|p| project_pool(pool_info(model, p), &fields));
     Ok(ListPoolsOutput {
         basis: basis(model),
-        pools: page.items,
-        total: page.total,
-        next_cursor: page.next_cursor,
+        page,
     })
 }
 
@@ -698,9 +692,7 @@ pub fn list_dhcp_reservations(
         .map(|r| project_reservation(r, &fields));
     Ok(ListReservationsOutput {
         basis: basis(model),
-        reservations: page.items,
-        total: page.total,
-        next_cursor: page.next_cursor,
+        page,
     })
 }
 
@@ -728,9 +720,7 @@ pub fn list_routes(model: &Model, input: ListRoutesInput) -> Result<ListRoutesOu
         .map(|r| project_route(r, &fields));
     Ok(ListRoutesOutput {
         basis: basis(model),
-        routes: page.items,
-        total: page.total,
-        next_cursor: page.next_cursor,
+        page,
     })
 }
 
@@ -892,9 +882,7 @@ pub fn list_mcp_servers(
         .map(|s| project_mcp(s, &fields));
     Ok(ListMcpServersOutput {
         basis: basis(model),
-        servers: page.items,
-        total: page.total,
-        next_cursor: page.next_cursor,
+        page,
     })
 }
 
@@ -1141,9 +1129,7 @@ pub async fn diff_snapshots(
         basis: basis(model),
         from: snapshot_item(from),
         to: snapshot_item(to),
-        changes: page.items,
-        total: page.total,
-        next_cursor: page.next_cursor,
+        page,
     })
 }
 
