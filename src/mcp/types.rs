@@ -815,37 +815,22 @@ pub struct DiagnosticInfo {
 
 // ---- what each list is called -----------------------------------------------------------
 
-impl Listed for DeviceInfo {
-    const FIELD: &'static str = "devices";
-    const ORDER: &'static str = "Sorted by name.";
+/// `Item => "field", "order"`: the name and order of a list of `Item` in an answer.
+macro_rules! listed {
+    ($($item:ty => $field:literal, $order:literal;)*) => {$(
+        impl Listed for $item {
+            const FIELD: &'static str = $field;
+            const ORDER: &'static str = $order;
+        }
+    )*};
 }
 
-impl Listed for PoolInfo {
-    const FIELD: &'static str = "pools";
-    const ORDER: &'static str = "Sorted by path.";
-}
-
-impl Listed for ReservationInfo {
-    const FIELD: &'static str = "reservations";
-    const ORDER: &'static str = "Sorted by address, then name.";
-}
-
-impl Listed for RouteInfo {
-    const FIELD: &'static str = "routes";
-    const ORDER: &'static str = "Sorted by host, then name.";
-}
-
-impl Listed for McpServerInfo {
-    const FIELD: &'static str = "servers";
-    const ORDER: &'static str = "Sorted by name.";
-}
-
-impl Listed for ChangeInfo {
-    const FIELD: &'static str = "changes";
-    const ORDER: &'static str = "In document order.";
-}
-
-impl Listed for DeviationInfo {
-    const FIELD: &'static str = "deviations";
-    const ORDER: &'static str = "Worst first, then by kind, name and field.";
+listed! {
+    DeviceInfo => "devices", "Sorted by name.";
+    PoolInfo => "pools", "Sorted by path.";
+    ReservationInfo => "reservations", "Sorted by address, then name.";
+    RouteInfo => "routes", "Sorted by host, then name.";
+    McpServerInfo => "servers", "Sorted by name.";
+    ChangeInfo => "changes", "In document order.";
+    DeviationInfo => "deviations", "Worst first, then by kind, name and field.";
 }
