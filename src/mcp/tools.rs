@@ -10,7 +10,7 @@ use super::model::{count, Model};
 use super::page::{cursor, parse_cursor, Page};
 use super::types::*;
 use super::ToolError;
-use crate::model::{Ipv4Cidr, Kind, ResolvedPool, RouteSpec};
+use crate::model::{Ipv4Cidr, Kind, ResolvedPool};
 use crate::readmodel::query::{values, Amounts, DeviceFilter, PoolQuery};
 use crate::readmodel::{Entry, Status};
 use crate::store::{Deviation, Run, Severity, SnapshotInfo, Store};
@@ -791,7 +791,6 @@ fn project_route(mut r: RouteInfo, fields: &BTreeSet<&str>) -> RouteInfo {
 
 fn route_info(r: &Entry) -> RouteInfo {
     let fields = r.fields().cloned().unwrap_or(Json::Null);
-    let spec: Option<RouteSpec> = r.spec.clone().and_then(|s| serde_json::from_value(s).ok());
     let strings = |v: Option<&Json>| -> Vec<String> {
         v.and_then(Json::as_array)
             .into_iter()
@@ -801,16 +800,7 @@ fn route_info(r: &Entry) -> RouteInfo {
             .collect()
     };
     let rule = r.field_str("rule").map(str::to_string);
-    let host = r
-        .field_str("host")
-        .map(str::to_string)
-        .or_else(|| spec.as_ref().and_then(|s| s.match_key()).map(|(h, _)| h))
-        .or_else(|| {
-            let rule = rule.as_deref()?;
-            let start = rule.find("Host(`")? + 6;
-            let len = rule[start..].find('`')?;
-            Some(rule[start..start + len].to_string())
-        });
+    let host = r.route_host();
     let backend = fields.get("backend");
     let service = backend.and_then(|b| b.get("service")).and_then(|s| {
         Some(format!(
@@ -887,17 +877,6 @@ pub fn list_mcp_servers(
 }
 
 fn mcp_server_info(s: &Entry) -> McpServerInfo {
-    let strings = |v: Option<&Json>| -> Option<Vec<String>> {
-        v.and_then(Json::as_array).map(|l| {
-            let mut out: Vec<String> = l
-                .iter()
-                .filter_map(Json::as_str)
-                .map(str::to_string)
-                .collect();
-            out.sort();
-            out
-        })
-    };
     let detail = |k: &str| {
         s.details
             .as_ref()
@@ -905,26 +884,7 @@ fn mcp_server_info(s: &Entry) -> McpServerInfo {
             .and_then(Json::as_str)
             .map(str::to_string)
     };
-    let reachable = s
-        .observed
-        .as_ref()
-        .and_then(|o| o.get("reachable"))
-        .and_then(Json::as_bool);
-    let expected = strings(s.spec_get("expectedTools"))
-        .or_else(|| strings(s.desired.as_ref().and_then(|d| d.get("expectedTools"))));
-    let offered = strings(s.details.as_ref().and_then(|d| d.get("tools")));
-    // What it offered of the expected ones: all its tools, else the observed subset.
-    let offered_expected = offered.clone().or_else(|| {
-        (reachable == Some(true))
-            .then(|| strings(s.observed.as_ref().and_then(|o| o.get("expectedTools"))))
-            .flatten()
-    });
-    let missing = match (&expected, &offered_expected) {
-        (Some(e), Some(o)) if reachable == Some(true) => {
-            Some(e.iter().filter(|t| !o.contains(t)).cloned().collect())
-        }
-        _ => None,
-    };
+    let tools = s.mcp_tools();
     McpServerInfo {
         name: s.name.clone(),
         transport: s.field_str("transport").map(str::to_string),
@@ -935,10 +895,10 @@ fn mcp_server_info(s: &Entry) -> McpServerInfo {
         device: s.spec_str("device").map(str::to_string),
         status: Some(s.status.to_string()),
         deviations: Some(s.deviations),
-        reachable,
-        expected_tools: expected,
-        offered_tools: offered,
-        missing_tools: missing,
+        reachable: tools.reachable,
+        expected_tools: tools.expected,
+        offered_tools: tools.offered,
+        missing_tools: tools.missing,
         server_name: detail("serverName"),
         server_version: detail("serverVersion"),
         protocol_version: detail("protocolVersion"),

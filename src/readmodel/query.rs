@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 use serde_json::Value as Json;
 
 use super::{Entry, ReconciledModel, Status};
-use crate::model::{Document, Kind, Metadata, PoolDoc, PoolSpec, PoolTree, ResolvedPool};
+use crate::model::{
+    Document, Kind, Metadata, PoolDoc, PoolSpec, PoolTree, ResolvedPool, RouteSpec,
+};
 
 /// The reconciled model ready for queries: entries sorted by kind and name, the pool
 /// hierarchy resolved once.
@@ -670,6 +672,80 @@ impl Entry {
     }
 }
 
+/// What an MCP server's entry says of its tools.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpTools {
+    /// Whether it answered when observed; `None` when not observed.
+    pub reachable: Option<bool>,
+    /// The tools Git expects, sorted.
+    pub expected: Option<Vec<String>>,
+    /// All the tools it offered, sorted, when the provider reported them.
+    pub offered: Option<Vec<String>>,
+    /// The expected tools it did not offer; only known for a server that answered.
+    pub missing: Option<Vec<String>>,
+}
+
+impl Entry {
+    /// The host a route matches: its `host` field, else the host of its spec's match, else
+    /// the first ``Host(`…`)`` of its raw rule.
+    pub fn route_host(&self) -> Option<String> {
+        let spec: Option<RouteSpec> = self
+            .spec
+            .clone()
+            .and_then(|s| serde_json::from_value(s).ok());
+        self.field_str("host")
+            .map(str::to_string)
+            .or_else(|| spec.as_ref().and_then(|s| s.match_key()).map(|(h, _)| h))
+            .or_else(|| {
+                let rule = self.field_str("rule")?;
+                let start = rule.find("Host(`")? + 6;
+                let len = rule[start..].find('`')?;
+                Some(rule[start..start + len].to_string())
+            })
+    }
+
+    /// An MCP server's expected tools against those it offered.
+    pub fn mcp_tools(&self) -> McpTools {
+        let strings = |v: Option<&Json>| -> Option<Vec<String>> {
+            v.and_then(Json::as_array).map(|l| {
+                let mut out: Vec<String> = l
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_string)
+                    .collect();
+                out.sort();
+                out
+            })
+        };
+        let reachable = self
+            .observed
+            .as_ref()
+            .and_then(|o| o.get("reachable"))
+            .and_then(Json::as_bool);
+        let expected = strings(self.spec_get("expectedTools"))
+            .or_else(|| strings(self.desired.as_ref().and_then(|d| d.get("expectedTools"))));
+        let offered = strings(self.details.as_ref().and_then(|d| d.get("tools")));
+        // What it offered of the expected ones: all its tools, else the observed subset.
+        let offered_expected = offered.clone().or_else(|| {
+            (reachable == Some(true))
+                .then(|| strings(self.observed.as_ref().and_then(|o| o.get("expectedTools"))))
+                .flatten()
+        });
+        let missing = match (&expected, &offered_expected) {
+            (Some(e), Some(o)) if reachable == Some(true) => {
+                Some(e.iter().filter(|t| !o.contains(t)).cloned().collect())
+            }
+            _ => None,
+        };
+        McpTools {
+            reachable,
+            expected,
+            offered,
+            missing,
+        }
+    }
+}
+
 /// `path` is `base` or below it (both lower case).
 fn is_under(path: &str, base: &str) -> bool {
     path == base
@@ -950,6 +1026,43 @@ mod tests {
             ..Default::default()
         })
         .is_empty());
+    }
+
+    #[test]
+    fn routes_have_a_host_and_mcp_servers_miss_what_they_did_not_offer() {
+        let entry = |v: Json| serde_json::from_value::<Entry>(v).unwrap();
+        let route = |spec: Json| entry(json!({"kind": "Route", "name": "r", "spec": spec}));
+        let backend = json!({"urls": ["http://10.0.1.5:3000"]});
+        assert_eq!(
+            route(json!({"host": "A.lab", "backend": backend}))
+                .route_host()
+                .as_deref(),
+            Some("A.lab")
+        );
+        let raw = route(json!({"rule": "Host(`b.lab`) && PathPrefix(`/x`)", "backend": backend}));
+        assert_eq!(raw.route_host().as_deref(), Some("b.lab"));
+        let live = entry(json!({"kind": "Route", "name": "r",
+            "observed": {"rule": "PathPrefix(`/x`) || Host(`c.lab`)"}}));
+        assert_eq!(live.route_host().as_deref(), Some("c.lab"));
+
+        let server = |observed: Json, details: Json| {
+            entry(json!({"kind": "McpServer", "name": "m",
+                "spec": {"expectedTools": ["b", "a", "c"]},
+                "observed": observed, "details": details}))
+            .mcp_tools()
+        };
+        let answered = server(json!({"reachable": true}), json!({"tools": ["c", "a"]}));
+        assert_eq!(answered.expected.unwrap(), ["a", "b", "c"]);
+        assert_eq!(answered.offered.unwrap(), ["a", "c"]);
+        assert_eq!(answered.missing.unwrap(), ["b"]);
+        // Without the full list, the observed subset of the expected ones stands in.
+        let subset = server(
+            json!({"reachable": true, "expectedTools": ["a"]}),
+            json!({}),
+        );
+        assert_eq!(subset.missing.unwrap(), ["b", "c"]);
+        let silent = server(json!({"reachable": false}), json!({"tools": ["a"]}));
+        assert_eq!((silent.reachable, silent.missing), (Some(false), None));
     }
 
     #[test]
