@@ -12,6 +12,7 @@ pub mod jsondiff;
 pub mod mcp;
 pub mod model;
 pub mod providers;
+pub mod readmodel;
 pub mod reconcile;
 pub mod redact;
 pub mod source;

@@ -183,7 +183,7 @@ pub fn run(args: &McpArgs) -> ExitCode {
             }
         };
         store.close().await;
-        served
+        served.map_err(anyhow::Error::from)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use clap::Args;
 use serde_json::{json, Value as Json};
 
 use super::{runtime, Format};
+use labctl::readmodel::{Entry, ReconciledModel};
 use labctl::store::{Deviation, Severity, Store, StoreError};
 use labctl::time::{now_ms, utc};
 
@@ -81,14 +82,19 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
         }
     };
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
-    let resources: Vec<Json> = model
+    let resources: Vec<Entry> = match model
         .as_ref()
-        .and_then(|m| m.model["resources"].as_array().cloned())
-        .unwrap_or_default();
+        .map(|m| ReconciledModel::from_stored(m.model.clone()))
+    {
+        Some(Ok(m)) => m.entries,
+        Some(Err(e)) => {
+            eprintln!("warning: {e}");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     for r in &resources {
-        *statuses
-            .entry(r["status"].as_str().unwrap_or("unknown").to_string())
-            .or_default() += 1;
+        *statuses.entry(r.status.to_string()).or_default() += 1;
     }
     let mut by_severity = std::collections::BTreeMap::<&str, usize>::new();
     for d in &open {

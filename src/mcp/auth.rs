@@ -1,7 +1,7 @@
 //! Who may do what over HTTP: bearer tokens kept as SHA-256 hashes, their scopes, and the
 //! scope each tool needs. stdio is trusted as the local user and holds every scope.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -65,32 +65,57 @@ pub struct Tokens {
     entries: Vec<([u8; 32], TokenEntry)>,
 }
 
+/// Why a tokens file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        source: Box<TokensError>,
+    },
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("token `{0}`: sha256 must be 64 hex digits (labctl mcp hash-token prints it)")]
+    BadHash(String),
+    #[error("token `{0}`: no scopes (read, propose, admin)")]
+    NoScopes(String),
+    #[error("token `{0}` is listed twice")]
+    Duplicate(String),
+}
+
 impl Tokens {
     /// Reads a YAML tokens file: `tokens: [{name, sha256, scopes: [read|propose|admin]}]`.
-    pub fn load(path: &Path) -> anyhow::Result<Tokens> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Tokens::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Tokens::parse(&text).map_err(|e| TokensError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
-    pub fn parse(text: &str) -> anyhow::Result<Tokens> {
+    pub fn parse(text: &str) -> Result<Tokens, TokensError> {
         let file: TokensFile = serde_yaml::from_str(text)?;
         let mut entries = Vec::new();
         for t in file.tokens {
             let Some(hash) = parse_hex32(&t.sha256) else {
-                anyhow::bail!(
-                    "token `{}`: sha256 must be 64 hex digits (labctl mcp hash-token prints it)",
-                    t.name
-                );
+                return Err(TokensError::BadHash(t.name));
             };
             if t.scopes.is_empty() {
-                anyhow::bail!("token `{}`: no scopes (read, propose, admin)", t.name);
+                return Err(TokensError::NoScopes(t.name));
             }
             if entries
                 .iter()
                 .any(|(_, e): &(_, TokenEntry)| e.name == t.name)
             {
-                anyhow::bail!("token `{}` is listed twice", t.name);
+                return Err(TokensError::Duplicate(t.name));
             }
             entries.push((hash, t));
         }
@@ -168,5 +193,35 @@ mod tests {
         assert!(tokens.verify("nope").is_none());
         assert!(Tokens::parse("tokens: [{name: x, sha256: abc, scopes: [read]}]").is_err());
         assert!(Tokens::parse("tokens: [{name: x, sha256: abc, scopes: [root]}]").is_err());
+    }
+
+    #[test]
+    fn a_refused_tokens_file_says_which_file_and_which_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let e = Tokens::load(&missing).unwrap_err();
+        assert!(matches!(e, TokensError::Read { .. }));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("cannot read {}: ", missing.display())));
+        let path = dir.path().join("tokens.yaml");
+        let hash = sha256_hex("t");
+        let twice = format!("tokens: [{{name: a, sha256: {hash}, scopes: [read]}}, {{name: a, sha256: {hash}, scopes: [read]}}]");
+        std::fs::write(&path, twice).unwrap();
+        let e = Tokens::load(&path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: token `a` is listed twice", path.display())
+        );
+        std::fs::write(
+            &path,
+            format!("tokens: [{{name: b, sha256: {hash}, scopes: []}}]"),
+        )
+        .unwrap();
+        let e = Tokens::load(&path).unwrap_err().to_string();
+        assert!(
+            e.ends_with("token `b`: no scopes (read, propose, admin)"),
+            "{e}"
+        );
     }
 }

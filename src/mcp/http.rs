@@ -80,7 +80,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), super::ServeError> {
     let local = listener.local_addr()?;
     let sessions = Arc::new(LocalSessionManager::default());
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];

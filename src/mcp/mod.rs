@@ -10,16 +10,19 @@ mod audit;
 mod auth;
 pub mod http;
 mod model;
+mod page;
 mod resources;
 mod tools;
 mod trigger;
 mod types;
 
-pub use auth::{sha256_hex, Scope, Scopes, Tokens};
+pub use auth::{sha256_hex, Scope, Scopes, Tokens, TokensError};
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -51,11 +54,28 @@ impl ToolError {
     }
 }
 
+impl From<crate::readmodel::ReadModelError> for ToolError {
+    fn from(e: crate::readmodel::ReadModelError) -> Self {
+        ToolError::new(e.to_string())
+    }
+}
+
 impl From<StoreError> for ToolError {
     fn from(e: StoreError) -> Self {
         // Store errors name the redacted URL and what was being done: no secret, no trace.
         ToolError::new(format!("the state store could not answer: {e}"))
     }
+}
+
+/// Why the MCP server stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("MCP initialisation failed: {0}")]
+    Initialize(#[source] Box<rmcp::service::ServerInitializeError>),
+    #[error("the MCP session ended abnormally: {0}")]
+    Session(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Who is asking, for the audit log.
@@ -73,7 +93,8 @@ pub struct Client {
 pub struct LabServer {
     store: Store,
     client: Client,
-    tools: Arc<Vec<Tool>>,
+    /// This server's tools (see [`tool_table`]).
+    tools: Arc<Vec<ToolDef>>,
     /// The parsed model of the latest run that recorded one, keyed by run id.
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
     /// The controller `trigger_reconcile` asks for runs; without it the tool is not offered.
@@ -89,12 +110,7 @@ impl LabServer {
             audit_log: audit::AuditWriter::start(store.clone()),
             store,
             client,
-            tools: Arc::new(
-                tool_list()
-                    .into_iter()
-                    .filter(|t| t.name != "trigger_reconcile")
-                    .collect(),
-            ),
+            tools: Arc::new(tool_table(false)),
             cache: Arc::new(Mutex::new(None)),
             controller: None,
         }
@@ -102,7 +118,7 @@ impl LabServer {
 
     /// Offers `trigger_reconcile` (admin scope): runs requested from `controller`.
     pub fn with_controller(mut self, controller: Arc<controller::Context>) -> Self {
-        self.tools = Arc::new(tool_list());
+        self.tools = Arc::new(tool_table(true));
         self.controller = Some(controller);
         self
     }
@@ -119,26 +135,24 @@ impl LabServer {
     }
 
     /// The tools `client` may see and call.
-    fn tools_for<'a>(&'a self, client: &'a Client) -> impl Iterator<Item = &'a Tool> + 'a {
-        self.tools
-            .iter()
-            .filter(|t| client.scopes.allows(required_scope(t)))
+    fn tools_for<'a>(&'a self, client: &'a Client) -> impl Iterator<Item = &'a ToolDef> + 'a {
+        self.tools.iter().filter(|t| client.scopes.allows(t.scope))
     }
 
     /// Serves MCP on stdin/stdout until the client closes the connection.
-    pub async fn serve_stdio(self) -> anyhow::Result<()> {
+    pub async fn serve_stdio(self) -> Result<(), ServeError> {
         let running = self
             .serve(rmcp::transport::stdio())
             .await
-            .map_err(|e| anyhow::anyhow!("MCP initialisation failed: {e}"))?;
+            .map_err(|e| ServeError::Initialize(Box::new(e)))?;
         let reason = running.waiting().await?;
         tracing::info!(?reason, "MCP client disconnected");
         Ok(())
     }
 
-    /// The tools this server offers, as `tools/list` shows them.
-    pub fn tools(&self) -> &[Tool] {
-        &self.tools
+    /// The tools this server offers, as `tools/list` shows them to a caller with every scope.
+    pub fn tools(&self) -> impl Iterator<Item = &Tool> {
+        self.tools.iter().map(|t| &t.tool)
     }
 
     /// The latest reconciled model. While the latest run is the one that recorded the cached
@@ -160,7 +174,7 @@ impl LabServer {
         if let Some(cached) = self.cached().filter(|c| c.run == latest.run) {
             return Ok(cached);
         }
-        let parsed = Arc::new(model::Model::from_latest(latest));
+        let parsed = Arc::new(model::Model::from_latest(latest)?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|c| c.run < parsed.run) {
             *cache = Some(Arc::clone(&parsed));
@@ -174,120 +188,6 @@ impl LabServer {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(Arc::clone)
-    }
-
-    /// Runs one tool; `None` when there is no such tool.
-    async fn dispatch(
-        &self,
-        name: &str,
-        args: Json,
-        client: &Client,
-    ) -> Option<Result<Json, ToolError>> {
-        let result = match name {
-            "infrastructure_summary" => {
-                self.with_model(args, |s, m, _: types::SummaryInput| async move {
-                    tools::infrastructure_summary(&s.store, &m).await
-                })
-                .await
-            }
-            "list_devices" => {
-                self.with_model(args, |_, m, i| async move { tools::list_devices(&m, i) })
-                    .await
-            }
-            "get_device" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::get_device(&s.store, &m, i).await
-                })
-                .await
-            }
-            "lookup_ip" => {
-                self.with_model(args, |_, m, i| async move { tools::lookup_ip(&m, i) })
-                    .await
-            }
-            "get_drift" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::get_drift(&s.store, &m, i).await
-                })
-                .await
-            }
-            "explain_deviation" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::explain_deviation(&s.store, &m, i).await
-                })
-                .await
-            }
-            "get_reconcile_status" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::get_reconcile_status(&s.store, &m, i).await
-                })
-                .await
-            }
-            "validate_definition" => parse::<types::ValidateInput>(args)
-                .map(tools::validate_definition)
-                .and_then(to_json),
-            "list_pools" => {
-                self.with_model(args, |_, m, i| async move { tools::list_pools(&m, i) })
-                    .await
-            }
-            "get_pool" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::get_pool(&s.store, &m, i).await
-                })
-                .await
-            }
-            "list_dhcp_reservations" => {
-                self.with_model(args, |_, m, i| async move {
-                    tools::list_dhcp_reservations(&m, i)
-                })
-                .await
-            }
-            "list_routes" => {
-                self.with_model(args, |_, m, i| async move { tools::list_routes(&m, i) })
-                    .await
-            }
-            "list_mcp_servers" => {
-                self.with_model(
-                    args,
-                    |_, m, i| async move { tools::list_mcp_servers(&m, i) },
-                )
-                .await
-            }
-            "list_snapshots" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::list_snapshots(&s.store, &m, i).await
-                })
-                .await
-            }
-            "diff_snapshots" => {
-                self.with_model(args, |s, m, i| async move {
-                    tools::diff_snapshots(&s.store, &m, i).await
-                })
-                .await
-            }
-            "trigger_reconcile" => {
-                let controller = self.controller.clone()?;
-                match parse::<trigger::TriggerInput>(args) {
-                    Ok(_) => trigger::trigger(&controller, &client.actor)
-                        .await
-                        .and_then(to_json),
-                    Err(e) => Err(e),
-                }
-            }
-            _ => return None,
-        };
-        Some(result)
-    }
-
-    async fn with_model<I, O, F, Fut>(&self, args: Json, f: F) -> Result<Json, ToolError>
-    where
-        I: DeserializeOwned,
-        O: Serialize,
-        F: FnOnce(LabServer, Arc<model::Model>, I) -> Fut,
-        Fut: std::future::Future<Output = Result<O, ToolError>>,
-    {
-        let input = parse::<I>(args)?;
-        let model = self.model().await?;
-        to_json(f(self.clone(), model, input).await?)
     }
 
     async fn audit(
@@ -386,7 +286,7 @@ impl ServerHandler for LabServer {
     ) -> Result<ListToolsResult, ErrorData> {
         let client = self.caller(&context);
         Ok(ListToolsResult::with_all_items(
-            self.tools_for(&client).cloned().collect(),
+            self.tools_for(&client).map(|t| t.tool.clone()).collect(),
         ))
     }
 
@@ -394,8 +294,8 @@ impl ServerHandler for LabServer {
     /// HTTP nothing, so no tool's existence shows through rmcp's header checks).
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools_for(&self.client)
-            .find(|t| t.name == name)
-            .cloned()
+            .find(|t| t.tool.name == name)
+            .map(|t| t.tool.clone())
     }
 
     async fn call_tool(
@@ -408,14 +308,15 @@ impl ServerHandler for LabServer {
         let name = request.name.to_string();
         let args = Json::Object(request.arguments.unwrap_or_default());
         // A tool outside the caller's scope is answered exactly as one that does not exist.
-        let allowed = self.tools_for(&client).any(|t| t.name == name);
-        let dispatched = if allowed {
-            self.dispatch(&name, args.clone(), &client).await
-        } else {
-            None
-        };
-        let Some(result) = dispatched else {
-            let known: Vec<&str> = self.tools_for(&client).map(|t| t.name.as_ref()).collect();
+        let handler = self
+            .tools_for(&client)
+            .find(|t| t.tool.name == name)
+            .map(|t| Arc::clone(&t.handler));
+        let Some(handler) = handler else {
+            let known: Vec<&str> = self
+                .tools_for(&client)
+                .map(|t| t.tool.name.as_ref())
+                .collect();
             let hint = crate::validate::did_you_mean(&name, known.iter().copied())
                 .map(|s| format!(" Did you mean `{s}`?"))
                 .unwrap_or_default();
@@ -431,6 +332,7 @@ impl ServerHandler for LabServer {
             .await;
             return Err(ErrorData::invalid_params(message, None));
         };
+        let result = handler(self.clone(), args.clone(), client.clone()).await;
         let elapsed = started.elapsed().as_millis();
         match result {
             Ok(value) => {
@@ -455,36 +357,87 @@ fn to_json<O: Serialize>(value: O) -> Result<Json, ToolError> {
         .map_err(|e| ToolError::new(format!("cannot encode the answer: {e}")))
 }
 
-/// A read tool: only reads the store, talks to nothing outside it.
-fn read_tool<I, O>(name: &'static str, title: &str, description: &'static str) -> Tool
-where
-    I: JsonSchema + 'static,
-    O: JsonSchema + 'static,
-{
-    let input = schema_for_input::<I>().expect("tool inputs are objects");
-    Tool::new(name, description, input)
-        .with_title(title)
-        .with_raw_output_schema(schema_for_output::<O>())
-        .with_annotations(
-            ToolAnnotations::with_title(title)
-                .read_only(true)
-                .destructive(false)
-                .idempotent(true)
-                .open_world(false),
-        )
+/// How one tool is answered: the server, the arguments and the caller in, the JSON answer out.
+type Handler = Arc<
+    dyn Fn(LabServer, Json, Client) -> BoxFuture<'static, Result<Json, ToolError>> + Send + Sync,
+>;
+
+/// One tool: what `tools/list` shows, the scope a caller needs to see and call it, and how it
+/// is answered. [`tool_table`] is the only place a tool is declared.
+struct ToolDef {
+    tool: Tool,
+    scope: Scope,
+    handler: Handler,
 }
 
-fn tool_list() -> Vec<Tool> {
+impl ToolDef {
+    /// A read tool (read scope): only reads the store, talks to nothing outside it.
+    fn read<I, O>(
+        name: &'static str,
+        title: &str,
+        description: &'static str,
+        handler: Handler,
+    ) -> ToolDef
+    where
+        I: JsonSchema + 'static,
+        O: JsonSchema + 'static,
+    {
+        let input = schema_for_input::<I>().expect("tool inputs are objects");
+        let tool = Tool::new(name, description, input)
+            .with_title(title)
+            .with_raw_output_schema(schema_for_output::<O>())
+            .with_annotations(
+                ToolAnnotations::with_title(title)
+                    .read_only(true)
+                    .destructive(false)
+                    .idempotent(true)
+                    .open_world(false),
+            );
+        ToolDef {
+            tool,
+            scope: Scope::Read,
+            handler,
+        }
+    }
+}
+
+/// A tool answered from the latest reconciled model (and the store): arguments parsed, the
+/// model read (or taken from the cache), `f` asked.
+fn on_model<I, O, F, Fut>(f: F) -> Handler
+where
+    I: DeserializeOwned + Send + 'static,
+    O: Serialize + 'static,
+    F: Fn(LabServer, Arc<model::Model>, I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, ToolError>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |server: LabServer, args: Json, _: Client| {
+        let f = Arc::clone(&f);
+        let answer: BoxFuture<'static, Result<Json, ToolError>> = Box::pin(async move {
+            let input = parse::<I>(args)?;
+            let model = server.model().await?;
+            to_json(f(server, model, input).await?)
+        });
+        answer
+    })
+}
+
+/// Every tool, in the order `tools/list` shows them; `trigger_reconcile` only when runs can be
+/// requested from a controller.
+fn tool_table(with_controller: bool) -> Vec<ToolDef> {
     use types::*;
-    vec![
-        read_tool::<SummaryInput, SummaryOutput>(
+    let mut tools = vec![
+        ToolDef::read::<SummaryInput, SummaryOutput>(
             "infrastructure_summary",
             "Lab overview",
             "Overview of the whole lab from the latest reconcile run: how many resources of \
              each kind (Pool, Device, DhcpReservation, Route, McpServer) are synced, \
              out-of-sync or unknown, open deviations by severity, and the last run. Start here.",
+            on_model(|s, m, _: SummaryInput| async move {
+                tools::infrastructure_summary(&s.store, &m).await
+            }),
         ),
-        read_tool::<ListDevicesInput, ListDevicesOutput>(
+        ToolDef::read::<ListDevicesInput, ListDevicesOutput>(
             "list_devices",
             "List devices",
             "Devices (VMs, containers, hosts) in the reconciled model, sorted by name, with \
@@ -494,52 +447,65 @@ fn tool_list() -> Vec<Tool> {
              (key=value, e.g. role=inference) or dimension (key=value, inherited from pools, \
              e.g. gpu=true). Paginated: pass nextCursor back as cursor. Use `fields` to return \
              only what you need (add services, dimensions, desired/observed for details).",
+            on_model(|_, m, i| async move { tools::list_devices(&m, i) }),
         ),
-        read_tool::<GetDeviceInput, GetDeviceOutput>(
+        ToolDef::read::<GetDeviceInput, GetDeviceOutput>(
             "get_device",
             "Get one device",
             "One device by name (case-insensitive) or by one of its IPv4 addresses: its \
              labels, pool path, services and effective dimensions from Git, what providers \
              expected and observed live, its status, its DHCP reservations and their open \
              deviations. An unknown name gives an error listing close names.",
+            on_model(|s, m, i| async move { tools::get_device(&s.store, &m, i).await }),
         ),
-        read_tool::<LookupIpInput, LookupIpOutput>(
+        ToolDef::read::<LookupIpInput, LookupIpOutput>(
             "lookup_ip",
             "Who uses an IP",
             "Which DHCP reservation, device, route backend or MCP server uses an IPv4 address, \
              in Git or live — or that it is free — plus the free addresses nearest to it in its \
              /24. Use before choosing an address for something new.",
+            on_model(|_, m, i| async move { tools::lookup_ip(&m, i) }),
         ),
-        read_tool::<GetDriftInput, GetDriftOutput>(
+        ToolDef::read::<GetDriftInput, GetDriftOutput>(
             "get_drift",
             "Open drift",
             "Open deviations between Git and the live lab, worst first: missing (in Git, not \
              live), unmanaged (live, not in Git), drifted (a field differs, with expected and \
              actual values). Filter by kind, minSeverity (low, medium, high, critical) and \
              since (opened within e.g. 24h, 7d). Paginated with cursor.",
+            on_model(|s, m, i| async move { tools::get_drift(&s.store, &m, i).await }),
         ),
-        read_tool::<ExplainDeviationInput, ExplainDeviationOutput>(
+        ToolDef::read::<ExplainDeviationInput, ExplainDeviationOutput>(
             "explain_deviation",
             "Explain a deviation",
             "The whole story of one deviation (kind, name, optional field such as spec.ip): \
              expected vs actual, severity, why it matters, the suggested remediation, and \
              every time it opened and was resolved.",
+            on_model(|s, m, i| async move { tools::explain_deviation(&s.store, &m, i).await }),
         ),
-        read_tool::<ReconcileStatusInput, ReconcileStatusOutput>(
+        ToolDef::read::<ReconcileStatusInput, ReconcileStatusOutput>(
             "get_reconcile_status",
             "Reconcile runs",
             "Recent reconcile runs, newest first (outcome, commit, counts, errors such as \
              unreachable providers), and when each provider was last observed.",
+            on_model(|s, m, i| async move { tools::get_reconcile_status(&s.store, &m, i).await }),
         ),
-        read_tool::<ValidateInput, ValidateOutput>(
+        ToolDef::read::<ValidateInput, ValidateOutput>(
             "validate_definition",
             "Validate YAML",
             "Check desired-state YAML (one or more documents: Pool, Device, DhcpReservation, \
              Route, McpServer, Config) exactly as `labctl validate` would, without writing \
              anything: every error with file:line:column, the document, the field and what to \
              do. Checks the text on its own, not against the rest of the repository.",
+            // Needs no model: it answers even before the first run.
+            Arc::new(|_: LabServer, args: Json, _: Client| {
+                let answer = parse::<ValidateInput>(args)
+                    .map(tools::validate_definition)
+                    .and_then(to_json);
+                Box::pin(async move { answer })
+            }),
         ),
-        read_tool::<ListPoolsInput, ListPoolsOutput>(
+        ToolDef::read::<ListPoolsInput, ListPoolsOutput>(
             "list_pools",
             "List pools",
             "Resource pools of the hierarchy (e.g. /homelab/compute/gpu-nodes), sorted by path, \
@@ -549,8 +515,9 @@ fn tool_list() -> Vec<Tool> {
              exceeds. Filter by pathPrefix, type \
              (compute, storage, network) or dimensions [\"gpu=true\"] (effective, i.e. \
              inherited). Paginated with cursor; `fields` picks what to return.",
+            on_model(|_, m, i| async move { tools::list_pools(&m, i) }),
         ),
-        read_tool::<GetPoolInput, GetPoolOutput>(
+        ToolDef::read::<GetPoolInput, GetPoolOutput>(
             "get_pool",
             "Get one pool",
             "One pool by name or path (case-insensitive): its resolved path and ancestors, \
@@ -558,40 +525,45 @@ fn tool_list() -> Vec<Tool> {
              child pools, direct members and all members below it, capacity against usage, and \
              the open deviations of the pool and its member devices. An unknown pool gives an \
              error with the closest path.",
+            on_model(|s, m, i| async move { tools::get_pool(&s.store, &m, i).await }),
         ),
-        read_tool::<ListReservationsInput, ListReservationsOutput>(
+        ToolDef::read::<ListReservationsInput, ListReservationsOutput>(
             "list_dhcp_reservations",
             "List DHCP reservations",
             "DHCP reservations, in Git and live-only (unmanaged), sorted by address: subnet, \
              IP, MAC, hostname, the device each belongs to, status, and the live address when \
              it differs from Git's. Filter by subnet (10.0.1.0/24) or status. Paginated with \
              cursor. Use lookup_ip for one address.",
+            on_model(|_, m, i| async move { tools::list_dhcp_reservations(&m, i) }),
         ),
-        read_tool::<ListRoutesInput, ListRoutesOutput>(
+        ToolDef::read::<ListRoutesInput, ListRoutesOutput>(
             "list_routes",
             "List routes",
             "Reverse-proxy routes (Traefik, Caddy), sorted by host: host, path prefix, backend \
              URLs or device/service, entry points, middlewares, TLS resolver, which providers \
              serve it and its status. Filter by host (case-insensitive substring, e.g. \
              `grafana`) or status. Paginated with cursor.",
+            on_model(|_, m, i| async move { tools::list_routes(&m, i) }),
         ),
-        read_tool::<ListMcpServersInput, ListMcpServersOutput>(
+        ToolDef::read::<ListMcpServersInput, ListMcpServersOutput>(
             "list_mcp_servers",
             "List MCP servers",
             "MCP servers registered in Git with their observed health: whether each answered, \
              what it calls itself, the tools Git expects against those it offered \
              (missingTools), and status. Filter by status or reachable (true/false). \
              Paginated with cursor; `fields` adds offeredTools, serverVersion and more.",
+            on_model(|_, m, i| async move { tools::list_mcp_servers(&m, i) }),
         ),
-        read_tool::<ListSnapshotsInput, ListSnapshotsOutput>(
+        ToolDef::read::<ListSnapshotsInput, ListSnapshotsOutput>(
             "list_snapshots",
             "List observed snapshots",
             "What each provider observed, as stored snapshots, newest first: a snapshot spans \
              the runs (firstRun..lastRun) that saw the same thing, so a new one means the live \
              lab changed. Filter by provider. Pass two ids to diff_snapshots. Paginated with \
              cursor.",
+            on_model(|s, m, i| async move { tools::list_snapshots(&s.store, &m, i).await }),
         ),
-        read_tool::<DiffSnapshotsInput, DiffSnapshotsOutput>(
+        ToolDef::read::<DiffSnapshotsInput, DiffSnapshotsOutput>(
             "diff_snapshots",
             "Diff two snapshots",
             "What changed in the live lab between two observed snapshots of one provider: \
@@ -599,25 +571,28 @@ fn tool_list() -> Vec<Tool> {
              and the resource (Kind/name) it belongs to. Give from and to ids, or only from \
              (compared to that provider's latest), or only provider (its two latest). \
              Filter by pathPrefix. Paginated with cursor.",
+            on_model(|s, m, i| async move { tools::diff_snapshots(&s.store, &m, i).await }),
         ),
-        trigger::tool(),
-    ]
-}
-
-/// The scope a tool needs: read for a read-only tool, the scope named for a write tool, and
-/// admin for anything else (a new write tool is closed until given its scope here).
-fn required_scope(tool: &Tool) -> Scope {
-    match tool.name.as_ref() {
-        "trigger_reconcile" => Scope::Admin,
-        _ if tool
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.read_only_hint == Some(true)) =>
-        {
-            Scope::Read
-        }
-        _ => Scope::Admin,
+    ];
+    if with_controller {
+        tools.push(ToolDef {
+            tool: trigger::tool(),
+            // It changes what the controller does.
+            scope: Scope::Admin,
+            handler: Arc::new(|server: LabServer, args: Json, client: Client| {
+                Box::pin(async move {
+                    parse::<trigger::TriggerInput>(args)?;
+                    let Some(controller) = server.controller.clone() else {
+                        return Err(ToolError::new(
+                            "this server has no controller to ask for a run",
+                        ));
+                    };
+                    to_json(trigger::trigger(&controller, &client.actor).await?)
+                })
+            }),
+        });
     }
+    tools
 }
 
 /// Arguments for the audit log: values under secret-looking keys replaced, long strings
@@ -690,11 +665,19 @@ mod tests {
 
     #[test]
     fn every_tool_has_schemas_and_read_only_annotations() {
-        let tools = tool_list();
-        assert_eq!(tools.len(), 16);
-        assert_eq!(required_scope(tools.last().unwrap()), Scope::Admin);
-        for t in tools.iter().filter(|t| t.name != "trigger_reconcile") {
-            assert_eq!(required_scope(t), Scope::Read, "{}", t.name);
+        let defs = tool_table(true);
+        assert_eq!(defs.len(), 16);
+        assert_eq!(tool_table(false).len(), 15);
+        let names: std::collections::BTreeSet<_> = defs.iter().map(|d| &d.tool.name).collect();
+        assert_eq!(names.len(), defs.len(), "a tool is declared twice");
+        let last = defs.last().unwrap();
+        assert_eq!(
+            (last.tool.name.as_ref(), last.scope),
+            ("trigger_reconcile", Scope::Admin)
+        );
+        for d in defs.iter().filter(|d| d.tool.name != "trigger_reconcile") {
+            let t = &d.tool;
+            assert_eq!(d.scope, Scope::Read, "{}", t.name);
             assert!(t.description.as_ref().is_some_and(|d| d.len() > 40));
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")));
             assert!(t.output_schema.is_some(), "{}", t.name);

@@ -13,9 +13,10 @@ use rmcp::model::{
 use rmcp::ErrorData;
 use serde_json::{json, Value as Json};
 
-use super::model::{Entry, Model};
+use super::model::Model;
 use super::{tools, LabServer};
 use crate::model::{schema, Kind, API_VERSION};
+use crate::readmodel::Entry;
 use crate::validate::did_you_mean;
 
 /// The scheme of every labctl resource.
@@ -96,10 +97,10 @@ fn all_resources(model: Option<&Model>) -> Vec<Resource> {
     }));
     if let Some(model) = model {
         for kind in DOC_KINDS {
-            for e in model.of_kind(kind.as_str()).filter(|e| e.spec.is_some()) {
+            for e in model.lab.of_kind(kind).filter(|e| e.in_git()) {
                 out.push(
                     Resource::new(
-                        document_uri(&e.kind, &e.name),
+                        document_uri(e.kind.as_str(), &e.name),
                         format!("{}/{}", e.kind, e.name),
                     )
                     .with_title(format!("{} {}", e.kind, e.name))
@@ -237,11 +238,9 @@ impl LabServer {
             .model()
             .await
             .map_err(|e| ErrorData::resource_not_found(e.message, None))?;
-        let entry = model
-            .find(kind.as_str(), &second)
-            .filter(|e| e.spec.is_some());
+        let entry = model.lab.find(kind, &second).filter(|e| e.in_git());
         let Some(entry) = entry else {
-            let miss = tools::not_found(&model, kind.as_str(), &second);
+            let miss = tools::not_found(&model, kind, &second);
             return Err(ErrorData::resource_not_found(miss.message, None));
         };
         text(&document(&model, entry), JSON)
@@ -290,8 +289,8 @@ impl LabServer {
 /// A document as Git declares it (from the model's spec and labels), with its status.
 fn document(model: &Model, e: &Entry) -> Json {
     let mut metadata = json!({ "name": e.name });
-    if !e.labels.is_empty() {
-        metadata["labels"] = json!(e.labels);
+    if !e.labels().is_empty() {
+        metadata["labels"] = json!(e.labels());
     }
     let b = tools::basis(model);
     let mut spec = e.spec.clone().unwrap_or(Json::Null);

@@ -1,21 +1,31 @@
-//! What each tool answers, from the store's latest reconciled model and deviation tables.
-//! Nothing here calls a provider.
+//! What each tool answers: its arguments checked, the question put to the reconciled model
+//! ([`crate::readmodel::query`]) or the store, the answer projected into the tool's output
+//! type, paged, and every refusal worded so an agent can act on it. Nothing here calls a
+//! provider.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::model::{count, Entry, Model};
+use super::model::{count, Model};
+use super::page::{cursor, parse_cursor, Page};
 use super::types::*;
 use super::ToolError;
-use crate::model::{Ipv4Cidr, ResolvedPool, RouteSpec};
+use crate::model::{Ipv4Cidr, Kind, ResolvedPool};
+use crate::readmodel::query::{values, Amounts, DeviceFilter, PoolQuery};
+use crate::readmodel::{Entry, Status};
 use crate::store::{Deviation, Run, Severity, SnapshotInfo, Store};
 use crate::time::{now_ms, rfc3339};
 use crate::validate::{self, did_you_mean};
 use serde_json::Value as Json;
 
-/// The kinds a resource can have.
-pub const KINDS: &[&str] = &["Pool", "Device", "DhcpReservation", "Route", "McpServer"];
-const STATUSES: &[&str] = &["synced", "out-of-sync", "unknown", "unobserved"];
+/// The kinds a tool can be asked about (every kind but Config, which is no resource).
+const KINDS: [Kind; 5] = [
+    Kind::Pool,
+    Kind::Device,
+    Kind::DhcpReservation,
+    Kind::Route,
+    Kind::McpServer,
+];
 const DEFAULT_FIELDS: &[&str] = &[
     "name",
     "type",
@@ -58,17 +68,17 @@ pub async fn infrastructure_summary(
     model: &Model,
 ) -> Result<SummaryOutput, ToolError> {
     let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
-    for e in &model.entries {
-        let k = by_kind.entry(e.kind.clone()).or_default();
+    for e in model.lab.entries() {
+        let k = by_kind.entry(e.kind.to_string()).or_default();
         k.total += 1;
-        *k.by_status.entry(e.status.clone()).or_insert(0) += 1;
+        *k.by_status.entry(e.status.to_string()).or_insert(0) += 1;
     }
     let open = store.open_deviations(None, None).await?;
     let severities = count(open.iter().map(|d| d.record.severity.as_str()));
     let sev = |s: &str| severities.get(s).copied().unwrap_or(0);
     Ok(SummaryOutput {
         basis: basis(model),
-        resources: model.entries.len() as u64,
+        resources: model.lab.entries().len() as u64,
         by_kind,
         open_deviations: DeviationCounts {
             total: open.len() as u64,
@@ -86,26 +96,32 @@ pub fn list_devices(
     input: ListDevicesInput,
 ) -> Result<ListDevicesOutput, ToolError> {
     let fields = choose_fields(input.fields.as_deref(), DEFAULT_FIELDS, ALL_FIELDS)?;
-    if let Some(status) = &input.status {
-        one_of("status", status, STATUSES)?;
-    }
-    let label = input
-        .label
-        .as_deref()
-        .map(|l| key_value("label", l, "role=inference"))
-        .transpose()?;
-    let dimension = input
-        .dimension
-        .as_deref()
-        .map(|d| key_value("dimension", d, "gpu=true"))
-        .transpose()?;
-    let pool = input
-        .pool
-        .as_deref()
-        .map(|p| pool_filter(model, p))
-        .transpose()?;
+    let filter = DeviceFilter {
+        device_type: input.device_type.clone(),
+        status: input.status.as_deref().map(status).transpose()?,
+        pool: input
+            .pool
+            .as_deref()
+            .map(|p| {
+                model
+                    .lab
+                    .pool_filter(p)
+                    .ok_or_else(|| pool_not_found(model, p.trim()))
+            })
+            .transpose()?,
+        label: input
+            .label
+            .as_deref()
+            .map(|l| key_value("label", l, "role=inference"))
+            .transpose()?,
+        dimension: input
+            .dimension
+            .as_deref()
+            .map(|d| key_value("dimension", d, "gpu=true"))
+            .transpose()?,
+    };
     let mut notes = Vec::new();
-    let devices: Vec<&Entry> = model.of_kind("Device").collect();
+    let devices: Vec<&Entry> = model.lab.of_kind(Kind::Device).collect();
     if let Some(t) = &input.device_type {
         let types: BTreeSet<&str> = devices.iter().filter_map(|d| d.field_str("type")).collect();
         if !types.iter().any(|x| x.eq_ignore_ascii_case(t)) && !types.is_empty() {
@@ -115,10 +131,10 @@ pub fn list_devices(
             ));
         }
     }
-    if let Some((k, _)) = &label {
+    if let Some((k, _)) = &filter.label {
         let keys: BTreeSet<&str> = devices
             .iter()
-            .flat_map(|d| d.labels.keys().map(String::as_str))
+            .flat_map(|d| d.labels().keys().map(String::as_str))
             .collect();
         if !keys.iter().any(|x| x.eq_ignore_ascii_case(k)) {
             notes.push(format!(
@@ -127,45 +143,17 @@ pub fn list_devices(
             ));
         }
     }
-    let matching: Vec<&Entry> = devices
-        .into_iter()
-        .filter(|d| {
-            input.device_type.as_deref().is_none_or(|t| {
-                d.field_str("type")
-                    .is_some_and(|x| x.eq_ignore_ascii_case(t))
-            })
-        })
-        .filter(|d| {
-            input
-                .status
-                .as_deref()
-                .is_none_or(|s| d.status.eq_ignore_ascii_case(s.trim()))
-        })
-        .filter(|d| pool.as_ref().is_none_or(|p| p.matches(model, d)))
-        .filter(|d| {
-            label.as_ref().is_none_or(|(k, v)| {
-                d.labels
-                    .iter()
-                    .any(|(lk, lv)| lk.eq_ignore_ascii_case(k) && lv.eq_ignore_ascii_case(v))
-            })
-        })
-        .filter(|d| {
-            dimension.as_ref().is_none_or(|(k, v)| {
-                device_dimensions(model, d)
-                    .iter()
-                    .any(|(dk, dv)| dk.eq_ignore_ascii_case(k) && scalar_eq(dv, v))
-            })
-        })
-        .collect();
-    let (page, total, next_cursor) = paginate(matching, input.limit, 50, input.cursor, model.run)?;
+    let page = Page::of(
+        model.lab.devices(&filter),
+        input.limit,
+        50,
+        input.cursor.as_deref(),
+        model.run,
+    )?
+    .map(|d| project(device_info(model, d), &fields));
     Ok(ListDevicesOutput {
         basis: basis(model),
-        devices: page
-            .into_iter()
-            .map(|d| project(device_info(model, d), &fields))
-            .collect(),
-        total,
-        next_cursor,
+        page,
         notes,
     })
 }
@@ -176,18 +164,12 @@ pub async fn get_device(
     input: GetDeviceInput,
 ) -> Result<GetDeviceOutput, ToolError> {
     let query = input.device.trim();
-    let device = match query.parse::<Ipv4Addr>() {
-        Ok(ip) => model
-            .of_kind("Device")
-            .find(|d| device_ips(model, d).contains(&ip)),
-        Err(_) => model.find("Device", query),
+    let Some(device) = model.lab.find_device(query) else {
+        return Err(not_found(model, Kind::Device, query));
     };
-    let Some(device) = device else {
-        return Err(not_found(model, "Device", query));
-    };
-    let mut names = vec![("Device", device.name.clone())];
-    for r in model.reservations_of(device) {
-        names.push(("DhcpReservation", r.name.clone()));
+    let mut names = vec![(Kind::Device, device.name.clone())];
+    for r in model.lab.reservations_of(device) {
+        names.push((Kind::DhcpReservation, r.name.clone()));
     }
     let open = store.open_deviations(None, None).await?;
     let open_deviations = open
@@ -195,7 +177,7 @@ pub async fn get_device(
         .filter(|d| {
             names
                 .iter()
-                .any(|(k, n)| d.record.kind == *k && d.record.name == *n)
+                .any(|(k, n)| d.record.kind == k.as_str() && d.record.name == *n)
         })
         .map(deviation_info)
         .collect();
@@ -213,73 +195,30 @@ pub fn lookup_ip(model: &Model, input: LookupIpInput) -> Result<LookupIpOutput, 
             input.ip
         ))
     })?;
-    let uses = model.ip_uses();
-    let mut used_by = Vec::new();
-    for (entry, list) in &uses {
-        let here: Vec<_> = list.iter().filter(|u| u.ip == ip).collect();
-        if here.is_empty() {
-            continue;
-        }
-        let fields: BTreeSet<String> = here.iter().map(|u| u.field.clone()).collect();
-        let sides: BTreeSet<&str> = here.iter().map(|u| u.side).collect();
-        used_by.push(IpUser {
-            kind: entry.kind.clone(),
-            name: entry.name.clone(),
-            fields: fields.into_iter().collect(),
-            source: if sides.len() > 1 {
-                "both".into()
-            } else {
-                sides.into_iter().next().unwrap_or("desired").into()
-            },
-            status: entry.status.clone(),
-        });
-    }
-    // A device uses the addresses of its reservations.
-    for device in model.of_kind("Device") {
-        if used_by
-            .iter()
-            .any(|u| u.kind == "Device" && u.name == device.name)
-        {
-            continue;
-        }
-        let via: Vec<&Entry> = model
-            .reservations_of(device)
-            .into_iter()
-            .filter(|r| r.ips().contains(&ip))
-            .collect();
-        if !via.is_empty() {
-            used_by.push(IpUser {
-                kind: "Device".into(),
-                name: device.name.clone(),
-                fields: via
-                    .iter()
-                    .map(|r| format!("via DhcpReservation/{}", r.name))
-                    .collect(),
-                source: "desired".into(),
-                status: device.status.clone(),
-            });
-        }
-    }
-    let taken: BTreeSet<Ipv4Addr> = uses
-        .iter()
-        .flat_map(|(_, l)| l.iter().map(|u| u.ip))
+    let used_by: Vec<IpUser> = model
+        .lab
+        .ip_users(ip)
+        .into_iter()
+        .map(|u| IpUser {
+            kind: u.entry.kind.to_string(),
+            name: u.entry.name.clone(),
+            fields: u.fields,
+            source: u.side.as_str().into(),
+            status: u.entry.status.to_string(),
+        })
         .collect();
-    let [a, b, c, d] = ip.octets();
-    let mut nearby: Vec<u8> = (1..=254u8)
-        .filter(|&x| x != d && !taken.contains(&Ipv4Addr::new(a, b, c, x)))
-        .collect();
-    nearby.sort_by_key(|&x| ((x as i32 - d as i32).abs(), x));
-    nearby.truncate(5);
-    nearby.sort();
+    let [a, b, c, _] = ip.octets();
     Ok(LookupIpOutput {
         basis: basis(model),
         ip: ip.to_string(),
         free: used_by.is_empty(),
         used_by,
         subnet: format!("{a}.{b}.{c}.0/24"),
-        free_nearby: nearby
+        free_nearby: model
+            .lab
+            .free_near(ip, 5)
             .into_iter()
-            .map(|x| Ipv4Addr::new(a, b, c, x).to_string())
+            .map(|x| x.to_string())
             .collect(),
     })
 }
@@ -303,25 +242,22 @@ pub async fn get_drift(
         .transpose()?;
     let since = input.since.as_deref().map(parse_age).transpose()?;
     let cutoff = since.map(|age| now_ms() - age);
-    let all = store.open_deviations(kind, min).await?;
+    let all = store.open_deviations(kind.map(Kind::as_str), min).await?;
     let matching: Vec<&Deviation> = all
         .iter()
         .filter(|d| cutoff.is_none_or(|c| d.opened_at >= c))
         .collect();
-    let limit = input.limit.unwrap_or(50).clamp(1, 500) as usize;
-    let offset = parse_cursor(input.cursor.as_deref(), model.run)?;
-    let page: Vec<DeviationInfo> = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|d| deviation_info(d))
-        .collect();
-    let next = offset + page.len();
+    let page = Page::of(
+        matching,
+        input.limit,
+        50,
+        input.cursor.as_deref(),
+        model.run,
+    )?
+    .map(deviation_info);
     Ok(GetDriftOutput {
         basis: basis(model),
-        total: matching.len() as u64,
-        next_cursor: (next < matching.len()).then(|| cursor(model.run, next)),
-        deviations: page,
+        page,
     })
 }
 
@@ -331,9 +267,10 @@ pub async fn explain_deviation(
     input: ExplainDeviationInput,
 ) -> Result<ExplainDeviationOutput, ToolError> {
     let kind = kind_name(&input.kind)?;
-    let open = store.open_deviations(Some(kind), None).await?;
+    let open = store.open_deviations(Some(kind.as_str()), None).await?;
     // The name as recorded: from the model, else from the open deviations.
     let name = model
+        .lab
         .find(kind, &input.name)
         .map(|e| e.name.clone())
         .or_else(|| {
@@ -365,7 +302,9 @@ pub async fn explain_deviation(
             }
         }
     };
-    let history = store.deviation_history(kind, &name, &field).await?;
+    let history = store
+        .deviation_history(kind.as_str(), &name, &field)
+        .await?;
     let Some(current) = history.last() else {
         let fields: BTreeSet<&str> = open
             .iter()
@@ -422,7 +361,7 @@ pub async fn explain_deviation(
                 actual: d.record.actual.clone(),
             })
             .collect(),
-        resource_status: model.find(kind, &name).map(|e| e.status.clone()),
+        resource_status: model.lab.find(kind, &name).map(|e| e.status.to_string()),
         current: info,
     })
 }
@@ -524,51 +463,27 @@ pub fn list_pools(model: &Model, input: ListPoolsInput) -> Result<ListPoolsOutpu
         .as_deref()
         .map(|t| one_of("type", t, POOL_TYPES))
         .transpose()?;
-    let dims: Vec<(String, String)> = input
-        .dimensions
-        .iter()
-        .flatten()
-        .map(|d| key_value("dimension", d, "gpu=true"))
-        .collect::<Result<_, _>>()?;
-    let prefix = input
-        .path_prefix
-        .as_deref()
-        .map(|p| p.trim().trim_end_matches('/').to_ascii_lowercase());
-    let matching: Vec<&ResolvedPool> = model
-        .pools
-        .iter()
-        .filter(|p| {
-            prefix.as_deref().is_none_or(|x| {
-                let path = p.path.to_ascii_lowercase();
-                x.is_empty() || path == x || path.starts_with(&format!("{x}/"))
-            })
-        })
-        .filter(|p| {
-            pool_type.is_none_or(|t| {
-                model
-                    .find("Pool", &p.name)
-                    .and_then(|e| e.spec_str("type"))
-                    .is_some_and(|x| x.eq_ignore_ascii_case(t))
-            })
-        })
-        .filter(|p| {
-            let effective = values(&p.dimensions);
-            dims.iter().all(|(k, v)| {
-                effective
-                    .iter()
-                    .any(|(dk, dv)| dk.eq_ignore_ascii_case(k) && scalar_eq(dv, v))
-            })
-        })
-        .collect();
-    let (page, total, next_cursor) = paginate(matching, input.limit, 50, input.cursor, model.run)?;
+    let query = PoolQuery {
+        path_prefix: input.path_prefix.clone(),
+        pool_type: pool_type.map(str::to_string),
+        dimensions: input
+            .dimensions
+            .iter()
+            .flatten()
+            .map(|d| key_value("dimension", d, "gpu=true"))
+            .collect::<Result<_, _>>()?,
+    };
+    let page = Page::of(
+        model.lab.pools_matching(&query),
+        input.limit,
+        50,
+        input.cursor.as_deref(),
+        model.run,
+    )?
+    .map(|p| project_pool(pool_info(model, p), &fields));
     Ok(ListPoolsOutput {
         basis: basis(model),
-        pools: page
-            .into_iter()
-            .map(|p| project_pool(pool_info(model, p), &fields))
-            .collect(),
-        total,
-        next_cursor,
+        page,
     })
 }
 
@@ -577,43 +492,28 @@ pub async fn get_pool(
     model: &Model,
     input: GetPoolInput,
 ) -> Result<GetPoolOutput, ToolError> {
-    let Some(pool) = model.resolve_pool(&input.pool) else {
+    let Some(pool) = model.lab.resolve_pool(&input.pool) else {
         return Err(pool_not_found(model, input.pool.trim()));
     };
-    // Root first: the chain whose own settings make up the effective ones.
-    let mut chain: Vec<&ResolvedPool> = vec![pool];
-    while let Some(parent) = chain
-        .last()
-        .and_then(|p| p.parent.as_deref())
-        .and_then(|n| model.pools.get(n))
-    {
-        if chain.iter().any(|c| c.name == parent.name) {
-            break;
-        }
-        chain.push(parent);
-    }
-    chain.reverse();
-    let sources = |key: &str| {
-        let mut out: BTreeMap<String, Inherited> = BTreeMap::new();
-        for p in &chain {
-            let own = model
-                .find("Pool", &p.name)
-                .and_then(|e| e.spec_get(key))
-                .and_then(Json::as_object);
-            for (k, v) in own.into_iter().flatten() {
-                out.insert(
-                    k.clone(),
-                    Inherited {
-                        value: v.clone(),
-                        from: p.name.clone(),
-                        inherited: p.name != pool.name,
-                    },
-                );
-            }
-        }
-        out
+    let chain = model.lab.pool_chain(pool);
+    let sources = |key: &str| -> BTreeMap<String, Inherited> {
+        model
+            .lab
+            .settings(pool, key)
+            .into_iter()
+            .map(|(k, s)| {
+                let setting = Inherited {
+                    value: s.value,
+                    from: s.from,
+                    inherited: s.inherited,
+                };
+                (k, setting)
+            })
+            .collect()
     };
-    let all_members: Vec<String> = members_under(model, &pool.path)
+    let all_members: Vec<String> = model
+        .lab
+        .members_under(&pool.path)
         .iter()
         .map(|d| d.name.clone())
         .collect();
@@ -621,8 +521,8 @@ pub async fn get_pool(
     let open_deviations = open
         .iter()
         .filter(|d| {
-            (d.record.kind == "Pool" && d.record.name == pool.name)
-                || (d.record.kind == "Device" && all_members.contains(&d.record.name))
+            (d.record.kind == Kind::Pool.as_str() && d.record.name == pool.name)
+                || (d.record.kind == Kind::Device.as_str() && all_members.contains(&d.record.name))
         })
         .map(deviation_info)
         .collect();
@@ -640,78 +540,10 @@ pub async fn get_pool(
     })
 }
 
-/// Devices whose `spec.pool` is the pool at `path` or one below it, by name.
-fn members_under<'a>(model: &'a Model, path: &str) -> Vec<&'a Entry> {
-    let lower = path.to_ascii_lowercase();
-    model
-        .of_kind("Device")
-        .filter(|d| {
-            model.pool_path_of(d).is_some_and(|p| {
-                let p = p.to_ascii_lowercase();
-                p == lower || p.starts_with(&format!("{lower}/"))
-            })
-        })
-        .collect()
-}
-
 fn pool_info(model: &Model, p: &ResolvedPool) -> PoolInfo {
-    let entry = model.find("Pool", &p.name);
+    let entry = model.lab.find(Kind::Pool, &p.name);
     let spec_str = |k: &str| entry.and_then(|e| e.spec_str(k)).map(str::to_string);
-    let members: Vec<String> = model
-        .of_kind("Device")
-        .filter(|d| {
-            model
-                .pool_path_of(d)
-                .is_some_and(|x| x.eq_ignore_ascii_case(&p.path))
-        })
-        .map(|d| d.name.clone())
-        .collect();
-    let mut usage = Resources {
-        cores: Some(0),
-        memory_mib: Some(0),
-        storage_gib: Some(0),
-        devices: Some(0),
-    };
-    for d in members_under(model, &p.path) {
-        usage.devices = usage.devices.map(|c| c + 1);
-        // Hosts (physical devices) provide capacity rather than use it: only guests count.
-        let guest = matches!(d.spec_str("type"), Some("vm" | "lxc"));
-        if !guest {
-            continue;
-        }
-        let num = |k: &str| d.spec_get(k).and_then(Json::as_u64).unwrap_or(0);
-        let disks: u64 = d
-            .spec_get("disks")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|disk| disk.get("sizeGiB").and_then(Json::as_u64))
-            .sum();
-        usage.cores = usage.cores.map(|c| c + num("cores"));
-        usage.memory_mib = usage.memory_mib.map(|c| c + num("memoryMiB"));
-        usage.storage_gib = usage.storage_gib.map(|c| c + disks);
-    }
-    let capacity = entry.and_then(|e| e.spec_get("capacity")).map(|c| {
-        let num = |k: &str| c.get(k).and_then(Json::as_u64);
-        Resources {
-            cores: num("cores"),
-            memory_mib: num("memoryMiB"),
-            storage_gib: num("storageGiB"),
-            devices: num("devices"),
-        }
-    });
-    let over_capacity = capacity.as_ref().map(|cap| {
-        [
-            ("cores", cap.cores, usage.cores),
-            ("memoryMiB", cap.memory_mib, usage.memory_mib),
-            ("storageGiB", cap.storage_gib, usage.storage_gib),
-            ("devices", cap.devices, usage.devices),
-        ]
-        .into_iter()
-        .filter(|(_, c, u)| matches!((c, u), (Some(c), Some(u)) if u > c))
-        .map(|(k, _, _)| k.to_string())
-        .collect()
-    });
+    let used = model.lab.capacity_use(p);
     PoolInfo {
         name: p.name.clone(),
         path: Some(p.path.clone()),
@@ -719,23 +551,34 @@ fn pool_info(model: &Model, p: &ResolvedPool) -> PoolInfo {
         parent: p.parent.clone(),
         description: spec_str("description"),
         proxmox_pool: spec_str("proxmoxPool"),
-        labels: Some(entry.map(|e| e.labels.clone()).unwrap_or_default()),
+        labels: Some(entry.map(|e| e.labels().clone()).unwrap_or_default()),
         properties: Some(values(&p.properties)),
         dimensions: Some(values(&p.dimensions)),
-        children: Some(
+        children: Some(model.lab.children_of(p).map(|c| c.name.clone()).collect()),
+        members: Some(
             model
-                .pools
+                .lab
+                .members_of(p)
                 .iter()
-                .filter(|c| c.parent.as_deref() == Some(p.name.as_str()))
-                .map(|c| c.name.clone())
+                .map(|d| d.name.clone())
                 .collect(),
         ),
-        members: Some(members),
-        capacity,
-        usage: Some(usage),
-        over_capacity,
-        status: entry.map(|e| e.status.clone()),
+        capacity: used.capacity.map(resources),
+        usage: Some(resources(used.usage)),
+        over_capacity: used
+            .over
+            .map(|o| o.into_iter().map(str::to_string).collect()),
+        status: entry.map(|e| e.status.to_string()),
         deviations: entry.map(|e| e.deviations),
+    }
+}
+
+fn resources(a: Amounts) -> Resources {
+    Resources {
+        cores: a.cores,
+        memory_mib: a.memory_mib,
+        storage_gib: a.storage_gib,
+        devices: a.devices,
     }
 }
 
@@ -783,9 +626,7 @@ pub fn list_dhcp_reservations(
         RESERVATION_FIELDS,
         RESERVATION_FIELDS,
     )?;
-    if let Some(status) = &input.status {
-        one_of("status", status, STATUSES)?;
-    }
+    let wanted = input.status.as_deref().map(status).transpose()?;
     let subnet = input
         .subnet
         .as_deref()
@@ -797,15 +638,10 @@ pub fn list_dhcp_reservations(
             })
         })
         .transpose()?;
-    let devices: Vec<&Entry> = model.of_kind("Device").collect();
     let mut items: Vec<ReservationInfo> = model
-        .of_kind("DhcpReservation")
-        .filter(|r| {
-            input
-                .status
-                .as_deref()
-                .is_none_or(|s| r.status.eq_ignore_ascii_case(s.trim()))
-        })
+        .lab
+        .of_kind(Kind::DhcpReservation)
+        .filter(|r| wanted.is_none_or(|s| r.status == s))
         .map(|r| {
             let observed_ip = r
                 .observed
@@ -821,12 +657,9 @@ pub fn list_dhcp_reservations(
                 ip,
                 mac: r.field_str("mac").map(str::to_string),
                 hostname: r.field_str("hostname").map(str::to_string),
-                in_git: Some(r.spec.is_some()),
-                device: devices
-                    .iter()
-                    .find(|d| model.reservations_of(d).iter().any(|x| x.name == r.name))
-                    .map(|d| d.name.clone()),
-                status: Some(r.status.clone()),
+                in_git: Some(r.in_git()),
+                device: model.lab.device_of_reservation(r).map(|d| d.name.clone()),
+                status: Some(r.status.to_string()),
                 deviations: Some(r.deviations),
             }
         })
@@ -855,32 +688,22 @@ pub fn list_dhcp_reservations(
             r.name.clone(),
         )
     });
-    let (page, total, next_cursor) = paginate(items, input.limit, 100, input.cursor, model.run)?;
+    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), model.run)?
+        .map(|r| project_reservation(r, &fields));
     Ok(ListReservationsOutput {
         basis: basis(model),
-        reservations: page
-            .into_iter()
-            .map(|r| project_reservation(r, &fields))
-            .collect(),
-        total,
-        next_cursor,
+        page,
     })
 }
 
 pub fn list_routes(model: &Model, input: ListRoutesInput) -> Result<ListRoutesOutput, ToolError> {
     let fields = choose_fields(input.fields.as_deref(), ROUTE_FIELDS, ROUTE_FIELDS)?;
-    if let Some(status) = &input.status {
-        one_of("status", status, STATUSES)?;
-    }
+    let wanted_status = input.status.as_deref().map(status).transpose()?;
     let wanted = input.host.as_deref().map(|h| h.trim().to_ascii_lowercase());
     let mut items: Vec<RouteInfo> = model
-        .of_kind("Route")
-        .filter(|r| {
-            input
-                .status
-                .as_deref()
-                .is_none_or(|s| r.status.eq_ignore_ascii_case(s.trim()))
-        })
+        .lab
+        .of_kind(Kind::Route)
+        .filter(|r| wanted_status.is_none_or(|s| r.status == s))
         .map(route_info)
         .filter(|r| {
             wanted.as_deref().is_none_or(|w| {
@@ -893,15 +716,11 @@ pub fn list_routes(model: &Model, input: ListRoutesInput) -> Result<ListRoutesOu
     items.sort_by(|a, b| {
         (a.host.is_none(), &a.host, &a.name).cmp(&(b.host.is_none(), &b.host, &b.name))
     });
-    let (page, total, next_cursor) = paginate(items, input.limit, 100, input.cursor, model.run)?;
+    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), model.run)?
+        .map(|r| project_route(r, &fields));
     Ok(ListRoutesOutput {
         basis: basis(model),
-        routes: page
-            .into_iter()
-            .map(|r| project_route(r, &fields))
-            .collect(),
-        total,
-        next_cursor,
+        page,
     })
 }
 
@@ -972,7 +791,6 @@ fn project_route(mut r: RouteInfo, fields: &BTreeSet<&str>) -> RouteInfo {
 
 fn route_info(r: &Entry) -> RouteInfo {
     let fields = r.fields().cloned().unwrap_or(Json::Null);
-    let spec: Option<RouteSpec> = r.spec.clone().and_then(|s| serde_json::from_value(s).ok());
     let strings = |v: Option<&Json>| -> Vec<String> {
         v.and_then(Json::as_array)
             .into_iter()
@@ -982,16 +800,7 @@ fn route_info(r: &Entry) -> RouteInfo {
             .collect()
     };
     let rule = r.field_str("rule").map(str::to_string);
-    let host = r
-        .field_str("host")
-        .map(str::to_string)
-        .or_else(|| spec.as_ref().and_then(|s| s.match_key()).map(|(h, _)| h))
-        .or_else(|| {
-            let rule = rule.as_deref()?;
-            let start = rule.find("Host(`")? + 6;
-            let len = rule[start..].find('`')?;
-            Some(rule[start..start + len].to_string())
-        });
+    let host = r.route_host();
     let backend = fields.get("backend");
     let service = backend.and_then(|b| b.get("service")).and_then(|s| {
         Some(format!(
@@ -1014,9 +823,9 @@ fn route_info(r: &Entry) -> RouteInfo {
             .and_then(|t| t.get("certResolver"))
             .and_then(Json::as_str)
             .map(str::to_string),
-        in_git: Some(r.spec.is_some()),
+        in_git: Some(r.in_git()),
         providers: Some(r.providers.clone()),
-        status: Some(r.status.clone()),
+        status: Some(r.status.to_string()),
         deviations: Some(r.deviations),
     }
 }
@@ -1051,41 +860,23 @@ pub fn list_mcp_servers(
     input: ListMcpServersInput,
 ) -> Result<ListMcpServersOutput, ToolError> {
     let fields = choose_fields(input.fields.as_deref(), MCP_DEFAULT_FIELDS, MCP_FIELDS)?;
-    if let Some(status) = &input.status {
-        one_of("status", status, STATUSES)?;
-    }
+    let wanted = input.status.as_deref().map(status).transpose()?;
     let items: Vec<McpServerInfo> = model
-        .of_kind("McpServer")
-        .filter(|s| {
-            input
-                .status
-                .as_deref()
-                .is_none_or(|x| s.status.eq_ignore_ascii_case(x.trim()))
-        })
+        .lab
+        .of_kind(Kind::McpServer)
+        .filter(|s| wanted.is_none_or(|x| s.status == x))
         .map(mcp_server_info)
         .filter(|s| input.reachable.is_none_or(|r| s.reachable == Some(r)))
         .collect();
-    let (page, total, next_cursor) = paginate(items, input.limit, 50, input.cursor, model.run)?;
+    let page = Page::of(items, input.limit, 50, input.cursor.as_deref(), model.run)?
+        .map(|s| project_mcp(s, &fields));
     Ok(ListMcpServersOutput {
         basis: basis(model),
-        servers: page.into_iter().map(|s| project_mcp(s, &fields)).collect(),
-        total,
-        next_cursor,
+        page,
     })
 }
 
 fn mcp_server_info(s: &Entry) -> McpServerInfo {
-    let strings = |v: Option<&Json>| -> Option<Vec<String>> {
-        v.and_then(Json::as_array).map(|l| {
-            let mut out: Vec<String> = l
-                .iter()
-                .filter_map(Json::as_str)
-                .map(str::to_string)
-                .collect();
-            out.sort();
-            out
-        })
-    };
     let detail = |k: &str| {
         s.details
             .as_ref()
@@ -1093,26 +884,7 @@ fn mcp_server_info(s: &Entry) -> McpServerInfo {
             .and_then(Json::as_str)
             .map(str::to_string)
     };
-    let reachable = s
-        .observed
-        .as_ref()
-        .and_then(|o| o.get("reachable"))
-        .and_then(Json::as_bool);
-    let expected = strings(s.spec_get("expectedTools"))
-        .or_else(|| strings(s.desired.as_ref().and_then(|d| d.get("expectedTools"))));
-    let offered = strings(s.details.as_ref().and_then(|d| d.get("tools")));
-    // What it offered of the expected ones: all its tools, else the observed subset.
-    let offered_expected = offered.clone().or_else(|| {
-        (reachable == Some(true))
-            .then(|| strings(s.observed.as_ref().and_then(|o| o.get("expectedTools"))))
-            .flatten()
-    });
-    let missing = match (&expected, &offered_expected) {
-        (Some(e), Some(o)) if reachable == Some(true) => {
-            Some(e.iter().filter(|t| !o.contains(t)).cloned().collect())
-        }
-        _ => None,
-    };
+    let tools = s.mcp_tools();
     McpServerInfo {
         name: s.name.clone(),
         transport: s.field_str("transport").map(str::to_string),
@@ -1121,12 +893,12 @@ fn mcp_server_info(s: &Entry) -> McpServerInfo {
             .or_else(|| s.spec_str("command"))
             .map(str::to_string),
         device: s.spec_str("device").map(str::to_string),
-        status: Some(s.status.clone()),
+        status: Some(s.status.to_string()),
         deviations: Some(s.deviations),
-        reachable,
-        expected_tools: expected,
-        offered_tools: offered,
-        missing_tools: missing,
+        reachable: tools.reachable,
+        expected_tools: tools.expected,
+        offered_tools: tools.offered,
+        missing_tools: tools.missing,
         server_name: detail("serverName"),
         server_version: detail("serverVersion"),
         protocol_version: detail("protocolVersion"),
@@ -1306,14 +1078,18 @@ pub async fn diff_snapshots(
             after: c.after,
         })
         .collect();
-    let (page, total, next_cursor) = paginate(matching, input.limit, 100, input.cursor, model.run)?;
+    let page = Page::of(
+        matching,
+        input.limit,
+        100,
+        input.cursor.as_deref(),
+        model.run,
+    )?;
     Ok(DiffSnapshotsOutput {
         basis: basis(model),
         from: snapshot_item(from),
         to: snapshot_item(to),
-        changes: page,
-        total,
-        next_cursor,
+        page,
     })
 }
 
@@ -1348,43 +1124,33 @@ fn snapshot_item(s: &SnapshotInfo) -> SnapshotItem {
 
 // ---- helpers ----------------------------------------------------------------------------
 
-fn device_ips(model: &Model, device: &Entry) -> Vec<Ipv4Addr> {
-    let mut ips = device.ips();
-    for r in model.reservations_of(device) {
-        ips.extend(r.ips());
-    }
-    ips.sort();
-    ips.dedup();
-    ips
-}
-
 fn device_info(model: &Model, d: &Entry) -> DeviceInfo {
+    let lab = &model.lab;
     DeviceInfo {
         name: d.name.clone(),
         device_type: d.field_str("type").map(str::to_string),
-        status: Some(d.status.clone()),
+        status: Some(d.status.to_string()),
         deviations: Some(d.deviations),
         ips: Some(
-            device_ips(model, d)
+            lab.device_ips(d)
                 .into_iter()
                 .map(|ip| ip.to_string())
                 .collect(),
         ),
-        pool: model.pool_path_of(d),
-        pools: Some(model.pools_of(d)),
-        labels: Some(d.labels.clone()),
+        pool: lab.pool_path_of(d),
+        pools: Some(lab.pools_of(d)),
+        labels: Some(d.labels().clone()),
         services: Some(
             d.spec_get("services")
                 .and_then(|s| s.as_array())
                 .cloned()
                 .unwrap_or_default(),
         ),
-        dimensions: Some(device_dimensions(model, d)),
-        provider: Some(d.provider.clone()),
+        dimensions: Some(lab.device_dimensions(d)),
+        provider: Some(d.providers.join(", ")),
         macs: Some(d.macs()),
         reservations: Some(
-            model
-                .reservations_of(d)
+            lab.reservations_of(d)
                 .into_iter()
                 .map(|r| r.name.clone())
                 .collect(),
@@ -1468,87 +1234,17 @@ fn key_value(what: &str, text: &str, example: &str) -> Result<(String, String), 
         })
 }
 
-/// A scalar JSON value equal to `text` as written (`true`, `24`, `basement-rack`),
-/// case-insensitive.
-fn scalar_eq(value: &Json, text: &str) -> bool {
-    match value {
-        Json::String(s) => s.eq_ignore_ascii_case(text),
-        other => other.to_string().eq_ignore_ascii_case(text),
-    }
-}
-
-/// A device's effective dimensions: its own over those of its pool (and the pool's
-/// ancestors).
-fn device_dimensions(model: &Model, d: &Entry) -> BTreeMap<String, Json> {
-    let mut out: BTreeMap<String, Json> = d
-        .spec_str("pool")
-        .and_then(|p| model.resolve_pool(p))
-        .map(|p| values(&p.dimensions))
-        .unwrap_or_default();
-    if let Some(own) = d.spec_get("dimensions").and_then(Json::as_object) {
-        out.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-    out
-}
-
-fn values(map: &BTreeMap<String, crate::model::Value>) -> BTreeMap<String, Json> {
-    map.iter()
-        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
-        .collect()
-}
-
-/// A pool filter: a known pool (by name or path) selects devices in it or below it; a
-/// trailing `*` selects devices whose pool path (or name) starts with what precedes it.
-enum PoolFilter {
-    Under(String),
-    Prefix(String),
-}
-
-impl PoolFilter {
-    fn matches(&self, model: &Model, d: &Entry) -> bool {
-        let paths: Vec<String> = model
-            .pool_path_of(d)
-            .into_iter()
-            .chain(
-                model
-                    .pools_of(d)
-                    .iter()
-                    .filter_map(|n| model.pools.get(n).map(|p| p.path.clone())),
-            )
-            .map(|p| p.to_ascii_lowercase())
-            .collect();
-        match self {
-            PoolFilter::Under(path) => {
-                let path = path.to_ascii_lowercase();
-                paths
-                    .iter()
-                    .any(|p| *p == path || p.starts_with(&format!("{path}/")))
-            }
-            PoolFilter::Prefix(prefix) => {
-                let prefix = prefix.to_ascii_lowercase();
-                paths.iter().any(|p| {
-                    p.starts_with(&prefix)
-                        || p.rsplit('/').next().is_some_and(|n| n.starts_with(&prefix))
-                })
-            }
-        }
-    }
-}
-
-fn pool_filter(model: &Model, filter: &str) -> Result<PoolFilter, ToolError> {
-    let f = filter.trim();
-    if let Some(prefix) = f.strip_suffix('*') {
-        return Ok(PoolFilter::Prefix(prefix.to_string()));
-    }
-    match model.resolve_pool(f) {
-        Some(p) => Ok(PoolFilter::Under(p.path.clone())),
-        None => Err(pool_not_found(model, f)),
-    }
+/// A status filter as written, or an error naming the statuses.
+fn status(text: &str) -> Result<Status, ToolError> {
+    let names = Status::ALL.map(Status::as_str);
+    let name = one_of("status", text, &names)?;
+    Ok(Status::parse(name).unwrap_or_default())
 }
 
 fn pool_not_found(model: &Model, query: &str) -> ToolError {
-    let paths = model.pools.paths();
-    let names: Vec<&str> = model.pools.iter().map(|p| p.name.as_str()).collect();
+    let pools = model.lab.pools();
+    let paths = pools.paths();
+    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
     let hint = did_you_mean(query, paths.iter().copied())
         .or_else(|| {
             let last = query
@@ -1557,7 +1253,7 @@ fn pool_not_found(model: &Model, query: &str) -> ToolError {
                 .next()
                 .unwrap_or(query);
             did_you_mean(last, names.iter().copied())
-                .and_then(|n| model.pools.get(n).map(|p| p.path.as_str()))
+                .and_then(|n| pools.get(n).map(|p| p.path.as_str()))
         })
         .map(|s| format!(" Did you mean `{s}`?"))
         .unwrap_or_default();
@@ -1572,29 +1268,8 @@ fn pool_not_found(model: &Model, query: &str) -> ToolError {
     ))
 }
 
-/// One page of `items` and the cursor of the next; the cursor names the model's run.
-fn paginate<T>(
-    items: Vec<T>,
-    limit: Option<u32>,
-    default: u32,
-    cursor_in: Option<String>,
-    run: i64,
-) -> Result<(Vec<T>, u64, Option<String>), ToolError> {
-    let max = 500.max(default);
-    let limit = limit.unwrap_or(default).clamp(1, max) as usize;
-    let offset = parse_cursor(cursor_in.as_deref(), run)?;
-    let total = items.len();
-    let page: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
-    let next = offset + page.len();
-    Ok((
-        page,
-        total as u64,
-        (next < total).then(|| cursor(run, next)),
-    ))
-}
-
 /// `value` if it is one of `allowed` (case-insensitive), else an error naming them.
-fn one_of(what: &str, value: &str, allowed: &[&'static str]) -> Result<&'static str, ToolError> {
+fn one_of<'a>(what: &str, value: &str, allowed: &[&'a str]) -> Result<&'a str, ToolError> {
     allowed
         .iter()
         .find(|a| a.eq_ignore_ascii_case(value.trim()))
@@ -1610,12 +1285,14 @@ fn one_of(what: &str, value: &str, allowed: &[&'static str]) -> Result<&'static 
         })
 }
 
-fn kind_name(kind: &str) -> Result<&'static str, ToolError> {
-    one_of("kind", kind, KINDS)
+fn kind_name(kind: &str) -> Result<Kind, ToolError> {
+    let names = KINDS.map(Kind::as_str);
+    let name = one_of("kind", kind, &names)?;
+    Ok(KINDS[names.iter().position(|n| *n == name).unwrap_or(0)])
 }
 
-pub(super) fn not_found(model: &Model, kind: &str, query: &str) -> ToolError {
-    let names: Vec<&str> = model.of_kind(kind).map(|e| e.name.as_str()).collect();
+pub(super) fn not_found(model: &Model, kind: Kind, query: &str) -> ToolError {
+    let names: Vec<&str> = model.lab.of_kind(kind).map(|e| e.name.as_str()).collect();
     let mut close: Vec<&str> = Vec::new();
     if let Some(best) = did_you_mean(query, names.iter().copied()) {
         close.push(best);
@@ -1725,31 +1402,6 @@ fn run_info(r: &Run) -> RunInfo {
     }
 }
 
-/// Cursors name the run they page through: a page of another model would skip or repeat.
-fn cursor(run: i64, offset: usize) -> String {
-    format!("r{run}o{offset}")
-}
-
-fn parse_cursor(cursor: Option<&str>, run: i64) -> Result<usize, ToolError> {
-    let Some(c) = cursor.filter(|c| !c.is_empty()) else {
-        return Ok(0);
-    };
-    let parsed = c
-        .strip_prefix('r')
-        .and_then(|rest| rest.split_once('o'))
-        .and_then(|(r, o)| Some((r.parse::<i64>().ok()?, o.parse::<usize>().ok()?)));
-    match parsed {
-        Some((r, o)) if r == run => Ok(o),
-        Some((r, _)) => Err(ToolError::new(format!(
-            "the cursor belongs to run {r}, but the model is now that of run {run}; \
-             list again without a cursor"
-        ))),
-        None => Err(ToolError::new(format!(
-            "`{c}` is not a cursor; pass the nextCursor of the previous page"
-        ))),
-    }
-}
-
 /// `30m`, `24h`, `7d` → milliseconds, as an error an agent can act on.
 fn parse_age(text: &str) -> Result<i64, ToolError> {
     crate::time::parse_age(text).map_err(|e| ToolError::new(format!("since: {e}")))
@@ -1763,23 +1415,20 @@ mod tests {
     fn times_ages_and_cursors() {
         assert_eq!(parse_age("24h").unwrap(), 86_400_000);
         assert!(parse_age("yesterday").is_err());
-        assert_eq!(parse_cursor(Some(&cursor(7, 50)), 7).unwrap(), 50);
         assert!(parse_cursor(Some(&cursor(6, 50)), 7).is_err());
-        assert!(parse_cursor(Some("zzz"), 7).is_err());
-        assert!(scalar_eq(&serde_json::json!(true), "TRUE"));
-        assert!(scalar_eq(&serde_json::json!(24), "24"));
         assert!(key_value("label", "role", "a=b").is_err());
     }
 
     #[test]
     fn bad_filters_name_the_allowed_values() {
-        let e = one_of("status", "in-sync", STATUSES).unwrap_err();
+        let e = status("in-sync").unwrap_err();
         assert!(
             e.message.contains("synced, out-of-sync, unknown"),
             "{}",
             e.message
         );
-        assert_eq!(kind_name("dhcpreservation").unwrap(), "DhcpReservation");
+        assert_eq!(status(" Out-Of-Sync").unwrap(), Status::OutOfSync);
+        assert_eq!(kind_name("dhcpreservation").unwrap(), Kind::DhcpReservation);
         let e = kind_name("Devices").unwrap_err();
         assert!(
             e.message.contains("Did you mean `Device`?"),

@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::page::{Listed, Page};
+
 /// Which state an answer reflects.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -160,13 +162,9 @@ pub struct DeviceInfo {
 pub struct ListDevicesOutput {
     #[serde(flatten)]
     pub basis: Basis,
-    /// Sorted by name.
-    pub devices: Vec<DeviceInfo>,
-    /// Devices matching the filters, over all pages.
-    pub total: u64,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `devices`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<DeviceInfo>,
     /// Why an answer may be emptier than expected.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -264,11 +262,9 @@ pub struct PoolInfo {
 pub struct ListPoolsOutput {
     #[serde(flatten)]
     pub basis: Basis,
-    /// Sorted by path.
-    pub pools: Vec<PoolInfo>,
-    pub total: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `pools`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<PoolInfo>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -360,11 +356,9 @@ pub struct ReservationInfo {
 pub struct ListReservationsOutput {
     #[serde(flatten)]
     pub basis: Basis,
-    /// Sorted by address, then name.
-    pub reservations: Vec<ReservationInfo>,
-    pub total: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `reservations`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<ReservationInfo>,
 }
 
 // ---- list_routes ------------------------------------------------------------------------
@@ -425,11 +419,9 @@ pub struct RouteInfo {
 pub struct ListRoutesOutput {
     #[serde(flatten)]
     pub basis: Basis,
-    /// Sorted by host, then name.
-    pub routes: Vec<RouteInfo>,
-    pub total: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `routes`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<RouteInfo>,
 }
 
 // ---- list_mcp_servers -------------------------------------------------------------------
@@ -493,11 +485,9 @@ pub struct McpServerInfo {
 pub struct ListMcpServersOutput {
     #[serde(flatten)]
     pub basis: Basis,
-    /// Sorted by name.
-    pub servers: Vec<McpServerInfo>,
-    pub total: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `servers`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<McpServerInfo>,
 }
 
 // ---- list_snapshots / diff_snapshots ----------------------------------------------------
@@ -581,12 +571,9 @@ pub struct DiffSnapshotsOutput {
     pub basis: Basis,
     pub from: SnapshotItem,
     pub to: SnapshotItem,
-    /// In document order.
-    pub changes: Vec<ChangeInfo>,
-    /// Changes matching pathPrefix, over all pages.
-    pub total: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `changes`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<ChangeInfo>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -694,11 +681,9 @@ pub struct DeviationInfo {
 pub struct GetDriftOutput {
     #[serde(flatten)]
     pub basis: Basis,
-    /// Worst first, then by kind, name and field.
-    pub deviations: Vec<DeviationInfo>,
-    pub total: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
+    /// `deviations`, `total` and `nextCursor`.
+    #[serde(flatten)]
+    pub page: Page<DeviationInfo>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -826,4 +811,26 @@ pub struct DiagnosticInfo {
     pub help: Option<String>,
     /// The one-line form `file:line:col: error[code]: message [Kind/name field]`.
     pub summary: String,
+}
+
+// ---- what each list is called -----------------------------------------------------------
+
+/// `Item => "field", "order"`: the name and order of a list of `Item` in an answer.
+macro_rules! listed {
+    ($($item:ty => $field:literal, $order:literal;)*) => {$(
+        impl Listed for $item {
+            const FIELD: &'static str = $field;
+            const ORDER: &'static str = $order;
+        }
+    )*};
+}
+
+listed! {
+    DeviceInfo => "devices", "Sorted by name.";
+    PoolInfo => "pools", "Sorted by path.";
+    ReservationInfo => "reservations", "Sorted by address, then name.";
+    RouteInfo => "routes", "Sorted by host, then name.";
+    McpServerInfo => "servers", "Sorted by name.";
+    ChangeInfo => "changes", "In document order.";
+    DeviationInfo => "deviations", "Worst first, then by kind, name and field.";
 }

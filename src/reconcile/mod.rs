@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
 use crate::model::{DesiredState, Kind};
 use crate::providers::{ApplyReport, Provider, ProviderError};
+use crate::readmodel::{Entry, ReconciledModel, Status};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
 use crate::validate::Diagnostic;
@@ -279,7 +280,7 @@ fn report(
             actual: d.actual.clone(),
         })
         .collect();
-    report.model = Some(model(&loaded.state, inputs, plan));
+    report.model = Some(model(&loaded.state, inputs, plan).to_json());
     report
 }
 
@@ -287,25 +288,25 @@ fn report(
 /// what each provider expected and observed, the stable details providers reported, and a
 /// status in Argo CD's words: synced, out-of-sync, unknown, or unobserved (no provider covers
 /// it).
-fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> Json {
-    let mut resources: BTreeMap<(Kind, String), Json> = BTreeMap::new();
+fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> ReconciledModel {
+    let mut resources: BTreeMap<(Kind, String), Entry> = BTreeMap::new();
     for (kind, meta, spec) in state.documents() {
-        resources.insert(
-            (kind, meta.name.clone()),
-            json!({ "kind": kind, "name": meta.name, "labels": meta.labels, "spec": spec, "providers": [] }),
-        );
+        let mut e = Entry::new(kind, &meta.name);
+        e.labels = Some(meta.labels.clone());
+        e.spec = Some(spec);
+        resources.insert((kind, meta.name.clone()), e);
     }
     for input in inputs {
         for r in &input.expected {
             let e = resource_entry(&mut resources, r.kind, &r.name, &input.provider);
-            merge(e, "desired", &r.fields);
+            merge(&mut e.desired, &r.fields);
         }
         if let Ok(o) = &input.observed {
             for r in &o.resources {
                 let e = resource_entry(&mut resources, r.kind, &r.name, &input.provider);
-                merge(e, "observed", &r.fields);
+                merge(&mut e.observed, &r.fields);
                 if let Some(details) = o.details.get(&format!("{}/{}", r.kind, r.name)) {
-                    merge(e, "details", details);
+                    merge(&mut e.details, details);
                 }
             }
         }
@@ -316,50 +317,47 @@ fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> Json {
             .iter()
             .filter(|d| d.kind == *kind && &d.name == name)
             .collect();
-        let status = if e["providers"].as_array().is_none_or(Vec::is_empty) {
-            "unobserved"
+        e.status = if e.providers.is_empty() {
+            Status::Unobserved
         } else if devs.iter().any(|d| d.dtype == DeviationType::Unknown) {
-            "unknown"
+            Status::Unknown
         } else if devs.is_empty() {
-            "synced"
+            Status::Synced
         } else {
-            "out-of-sync"
+            Status::OutOfSync
         };
-        e["status"] = json!(status);
-        e["deviations"] = json!(devs.len());
+        e.deviations = devs.len() as u64;
     }
     // No timestamps in here: the model is content-addressed, so an unchanged lab must give
     // byte-identical models (when it was seen is on the run row).
-    json!({ "resources": resources.into_values().collect::<Vec<_>>() })
+    ReconciledModel::new(resources.into_values().collect())
 }
 
 /// The model entry of a resource (created for a live-only one), with `provider` noted as
 /// covering it.
 fn resource_entry<'a>(
-    resources: &'a mut BTreeMap<(Kind, String), Json>,
+    resources: &'a mut BTreeMap<(Kind, String), Entry>,
     kind: Kind,
     name: &str,
     provider: &str,
-) -> &'a mut Json {
+) -> &'a mut Entry {
     let e = resources
         .entry((kind, name.to_string()))
-        .or_insert_with(|| json!({ "kind": kind, "name": name, "providers": [] }));
-    if let Some(providers) = e["providers"].as_array_mut() {
-        if !providers.iter().any(|p| p == provider) {
-            providers.push(json!(provider));
-        }
+        .or_insert_with(|| Entry::new(kind, name));
+    if !e.providers.iter().any(|p| p == provider) {
+        e.providers.push(provider.to_string());
     }
     e
 }
 
-/// Merges `value` into `target[key]`: objects key by key (two providers see different fields
-/// of one resource), anything else replaces.
-fn merge(target: &mut Json, key: &str, value: &Json) {
-    match (target.get_mut(key), value) {
+/// Merges `value` into `target`: objects key by key (two providers see different fields of
+/// one resource), anything else replaces.
+fn merge(target: &mut Option<Json>, value: &Json) {
+    match (target.as_mut(), value) {
         (Some(Json::Object(existing)), Json::Object(more)) => {
             existing.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        _ => target[key] = value.clone(),
+        _ => *target = Some(value.clone()),
     }
 }
 
@@ -401,7 +399,7 @@ mod tests {
             ),
         ];
         let plan = diff::diff(&inputs, &Rules::default());
-        let m = model(&state, &inputs, &plan);
+        let m = model(&state, &inputs, &plan).to_json();
         let nas = &m["resources"][0];
         assert_eq!(nas["name"], "nas");
         assert_eq!(nas["labels"]["role"], "storage");
@@ -414,5 +412,38 @@ mod tests {
         assert_eq!(nas["status"], "synced");
         assert_eq!(m["resources"][1]["name"], "scope");
         assert_eq!(m["resources"][1]["status"], "unobserved");
+        // The shape models had before they carried a version, plus the version: readers of
+        // either find the same keys.
+        let keys = |v: &Json| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&m), ["resources", "version"]);
+        assert_eq!(m["version"], 1);
+        let git_and_live = "desired deviations kind labels name observed providers spec status";
+        assert_eq!(keys(nas).join(" "), git_and_live);
+        let git_only = "deviations kind labels name providers spec status";
+        assert_eq!(keys(&m["resources"][1]).join(" "), git_only);
+    }
+
+    #[test]
+    fn a_live_only_resource_has_no_labels_or_spec() {
+        let state = crate::validate::validate_text("lab.yaml", "")
+            .state
+            .unwrap();
+        let inputs = [input("pve", json!({"cores": 4}), json!({"cores": 2}))];
+        let plan = diff::diff(&inputs, &Rules::default());
+        let m = model(&state, &inputs, &plan);
+        let nas = &m.entries[0];
+        assert_eq!((nas.labels.as_ref(), nas.spec.as_ref()), (None, None));
+        assert_eq!(nas.status, Status::OutOfSync);
+        assert_eq!(nas.deviations, 1);
+        let keys: Vec<String> = m.to_json()["resources"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys.join(" "),
+            "desired deviations kind name observed providers status"
+        );
     }
 }

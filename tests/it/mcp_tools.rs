@@ -876,3 +876,137 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
     store.close().await;
     drop(mcp);
 }
+
+// ---- a model stored before models had a version -----------------------------------------
+
+/// A reconciled model exactly as labctl wrote it before the model had a version (keys sorted,
+/// Git documents with `labels` and `spec`, live-only resources without them).
+fn unversioned_model() -> Json {
+    json!({"resources": [
+        {"deviations": 0, "kind": "Pool", "labels": {}, "name": "homelab", "providers": [],
+         "spec": {"type": "compute", "dimensions": {"site": "basement"},
+                  "capacity": {"cores": 8}},
+         "status": "unobserved"},
+        {"deviations": 0, "kind": "Pool", "labels": {"tier": "gpu"}, "name": "gpu-nodes",
+         "providers": [],
+         "spec": {"type": "compute", "parent": "homelab", "dimensions": {"gpu": true}},
+         "status": "unobserved"},
+        {"deviations": 1, "desired": {"cores": 6, "memoryMiB": 8192},
+         "kind": "Device", "labels": {"role": "inference"}, "name": "whisper",
+         "observed": {"cores": 4, "memoryMiB": 8192}, "providers": ["proxmox"],
+         "spec": {"type": "vm", "pool": "gpu-nodes", "cores": 6, "memoryMiB": 8192,
+                  "interfaces": [{"name": "net0", "mac": "BC:24:11:00:00:01"}]},
+         "status": "out-of-sync"},
+        {"deviations": 0, "kind": "Device", "labels": {}, "name": "pve1", "providers": [],
+         "spec": {"type": "physical", "pool": "homelab", "ip": "10.0.1.2"},
+         "status": "unobserved"},
+        {"deviations": 0, "desired": {"ip": "10.0.1.30", "mac": "bc:24:11:00:00:01"},
+         "kind": "DhcpReservation", "labels": {}, "name": "whisper",
+         "observed": {"ip": "10.0.1.30", "mac": "bc:24:11:00:00:01"}, "providers": ["kea"],
+         "spec": {"subnet": "10.0.1.0/24", "ip": "10.0.1.30", "mac": "bc:24:11:00:00:01"},
+         "status": "synced"},
+        {"deviations": 1, "kind": "DhcpReservation", "name": "printer",
+         "observed": {"ip": "10.0.1.40", "mac": "bc:24:11:00:00:09"}, "providers": ["kea"],
+         "status": "out-of-sync"},
+        {"deviations": 0, "desired": {"host": "asr.lab"}, "kind": "Route", "labels": {},
+         "name": "asr", "observed": {"host": "asr.lab"}, "providers": ["caddy"],
+         "spec": {"host": "asr.lab", "backend": {"urls": ["http://10.0.1.30:9000"]}},
+         "status": "synced"},
+        {"deviations": 0, "details": {"serverName": "lab-tools", "tools": ["b", "a"]},
+         "desired": {"expectedTools": ["a"]}, "kind": "McpServer", "labels": {},
+         "name": "lab-tools", "observed": {"reachable": true}, "providers": ["mcp"],
+         "spec": {"transport": "http", "url": "http://10.0.1.30:8080/mcp",
+                  "expectedTools": ["a", "c"]},
+         "status": "synced"},
+    ]})
+}
+
+#[tokio::test]
+async fn mcp_answers_over_a_model_stored_before_models_had_a_version() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
+    let store = Store::connect(&db).await.unwrap();
+    store.migrate().await.unwrap();
+    let run = store.start_run("timer", "ctl-1").await.unwrap();
+    let report = labctl::store::RunReport {
+        commit_sha: Some("c0ffee".into()),
+        model: Some(unversioned_model()),
+        ..labctl::store::RunReport::new(labctl::store::Outcome::Succeeded)
+    };
+    store.finish_run(run, report).await.unwrap();
+    store.close().await;
+
+    let client = connect(&db).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let answer = |tool: &'static str, args: Json| {
+        let (client, tools) = (&client, &tools);
+        async move { ok(tools, tool, call(client, tool, args).await) }
+    };
+
+    let v = answer("infrastructure_summary", json!({})).await;
+    assert_eq!(v["resources"], 8);
+    assert_eq!(v["run"], run);
+    assert_eq!(v["commit"], "c0ffee");
+    assert_eq!(v["byKind"]["DhcpReservation"]["byStatus"]["out-of-sync"], 1);
+    assert_eq!(v["byKind"]["Device"]["total"], 2);
+
+    let v = answer("list_devices", json!({"pool": "homelab"})).await;
+    assert_eq!(names(&v["devices"], "name"), ["pve1", "whisper"]);
+    let v = answer("list_devices", json!({"dimension": "gpu=true"})).await;
+    assert_eq!(names(&v["devices"], "name"), ["whisper"]);
+    assert_eq!(v["devices"][0]["pool"], "/homelab/gpu-nodes");
+    assert_eq!(v["devices"][0]["ips"], json!(["10.0.1.30"]));
+    let v = answer("list_devices", json!({"status": "Out-Of-Sync"})).await;
+    assert_eq!(names(&v["devices"], "name"), ["whisper"]);
+
+    let v = answer("get_device", json!({"device": "10.0.1.30"})).await;
+    assert_eq!(v["device"]["name"], "whisper");
+    assert_eq!(v["device"]["reservations"], json!(["whisper"]));
+    assert_eq!(v["device"]["provider"], "proxmox");
+    assert_eq!(v["device"]["dimensions"]["site"], "basement");
+
+    let v = answer("lookup_ip", json!({"ip": "10.0.1.30"})).await;
+    assert_eq!(v["free"], false);
+    let users: BTreeSet<String> = v["usedBy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| format!("{}/{} {}", u["kind"], u["name"], u["source"]))
+        .collect();
+    assert!(
+        users.contains("\"DhcpReservation\"/\"whisper\" \"both\""),
+        "{users:?}"
+    );
+    assert!(users.contains("\"Route\"/\"asr\" \"desired\""), "{users:?}");
+    assert!(users.contains("\"McpServer\"/\"lab-tools\" \"desired\""));
+
+    let v = answer("get_pool", json!({"pool": "GPU-NODES"})).await;
+    assert_eq!(v["pool"]["path"], "/homelab/gpu-nodes");
+    assert_eq!(v["ancestors"], json!(["/homelab"]));
+    assert_eq!(v["dimensions"]["site"]["from"], "homelab");
+    assert_eq!(v["dimensions"]["site"]["inherited"], true);
+    let v = answer("list_pools", json!({"fields": ["overCapacity", "usage"]})).await;
+    assert_eq!(names(&v["pools"], "name"), ["homelab", "gpu-nodes"]);
+    assert_eq!(v["pools"][0]["usage"]["cores"], 6);
+    assert_eq!(v["pools"][0]["overCapacity"], json!([]));
+
+    let v = answer("list_dhcp_reservations", json!({"status": "out-of-sync"})).await;
+    assert_eq!(names(&v["reservations"], "name"), ["printer"]);
+    assert_eq!(v["reservations"][0]["inGit"], false);
+    let v = answer("list_routes", json!({})).await;
+    assert_eq!(v["routes"][0]["host"], "asr.lab");
+    let v = answer("list_mcp_servers", json!({})).await;
+    assert_eq!(v["servers"][0]["missingTools"], json!(["c"]));
+
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("labctl://Device/whisper"))
+        .await
+        .unwrap();
+    let ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else {
+        panic!("a text resource")
+    };
+    let doc: Json = serde_json::from_str(text).unwrap();
+    assert_eq!(doc["metadata"]["labels"]["role"], "inference");
+    assert_eq!(doc["status"]["state"], "out-of-sync");
+    client.cancel().await.unwrap();
+}

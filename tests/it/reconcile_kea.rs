@@ -101,6 +101,12 @@ async fn drift_is_reported_on_the_exact_field_then_applied_then_gone() {
         status.contains("Open deviations: 3 (2 high, 1 medium)"),
         "{status}"
     );
+    // Statuses counted from the typed model.
+    let resources = status
+        .lines()
+        .find(|l| l.starts_with("Resources ("))
+        .unwrap_or_default();
+    assert!(resources.contains(" out-of-sync"), "{status}");
     let out = labctl(&[
         "drift",
         "--database-url",
