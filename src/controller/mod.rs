@@ -15,14 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::diff::Plan;
-use crate::model::Kind;
 use crate::providers::Provider;
 use crate::reconcile::import::{self, ImportPlan, Skipped};
 use crate::reconcile::{self, HostOptions, Loaded, RunResult};
 use crate::source::{self, Snapshot, SourceError, SourceFile, SourceSpec};
-use crate::store::{
-    LeaderGuard, Outcome, RetentionPolicy, RunReport, Store, StoreError, Unobservable,
-};
+use crate::store::{LeaderGuard, Outcome, RetentionPolicy, Store, StoreError};
 use crate::time::{Clock, SystemClock};
 use crate::validate::{self, Severity, Validation};
 
@@ -305,15 +302,7 @@ async fn reconcile_as_leader(
         Err(e) => return Err(e),
     };
     let providers = ctx.providers(&loaded);
-    let reason = serde_json::to_value(&request.reason).ok();
-    let run_id = ctx
-        .store
-        .start_run_because(
-            request.reason.label(),
-            reason.as_ref(),
-            &ctx.settings.controller,
-        )
-        .await?;
+    let run_id = start_run(ctx, request).await?;
     tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
     let run = reconcile::execute(
         &ctx.store,
@@ -352,25 +341,25 @@ async fn record_refused(ctx: &Context, request: &Request, error: &Error) -> Resu
         ),
         other => (None, other.to_string()),
     };
+    let run = start_run(ctx, request).await?;
+    // Diagnostics quote the files: a URL with a password in Git must not reach the store.
+    let report =
+        reconcile::concluding_nothing(Outcome::Failed, commit, crate::redact::userinfo(&text));
+    ctx.store.finish_run(run, report).await?;
+    Ok(())
+}
+
+/// Starts the run row, with the request's reason.
+async fn start_run(ctx: &Context, request: &Request) -> Result<crate::store::RunId, Error> {
     let reason = serde_json::to_value(&request.reason).ok();
-    let run = ctx
+    Ok(ctx
         .store
         .start_run_because(
             request.reason.label(),
             reason.as_ref(),
             &ctx.settings.controller,
         )
-        .await?;
-    let mut report = RunReport::new(Outcome::Failed);
-    report.commit_sha = commit;
-    // Diagnostics quote the files: a URL with a password in Git must not reach the store.
-    report.error = Some(crate::redact::userinfo(&text));
-    report.unobservable = Kind::ALL
-        .iter()
-        .map(|k| Unobservable::kind(k.as_str()))
-        .collect();
-    ctx.store.finish_run(run, report).await?;
-    Ok(())
+        .await?)
 }
 
 /// What to do after `error` on retry number `attempt` (0 for a first try): an invalid

@@ -180,13 +180,11 @@ pub async fn execute(
     if !plan.changes.is_empty() {
         if let Err(lost) = leader.confirm().await {
             tracing::error!(error = %lost, "not applying");
-            let mut report = RunReport::new(Outcome::Aborted);
-            report.commit_sha = loaded.commit().map(str::to_string);
-            report.error = Some(lost.to_string());
-            report.unobservable = Kind::ALL
-                .iter()
-                .map(|k| store::Unobservable::kind(k.as_str()))
-                .collect();
+            let report = concluding_nothing(
+                Outcome::Aborted,
+                loaded.commit().map(str::to_string),
+                lost.to_string(),
+            );
             match store.finish_run(run, report).await {
                 // The next leader may have marked it aborted already.
                 Ok(_) | Err(StoreError::RunNotRunning(_)) => {}
@@ -206,6 +204,19 @@ pub async fn execute(
         outcome,
         counts,
     })
+}
+
+/// The report of a run that stopped before it could conclude anything about the lab: every
+/// kind unobservable, so every open deviation stays open.
+pub fn concluding_nothing(outcome: Outcome, commit: Option<String>, error: String) -> RunReport {
+    let mut report = RunReport::new(outcome);
+    report.commit_sha = commit;
+    report.error = Some(error);
+    report.unobservable = Kind::ALL
+        .iter()
+        .map(|k| store::Unobservable::kind(k.as_str()))
+        .collect();
+    report
 }
 
 /// What the store keeps of a run.

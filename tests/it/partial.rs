@@ -3,7 +3,7 @@
 //! partial, not succeeded — in the store and in `status`.
 
 use crate::fixtures::proxmox as fixture;
-use crate::support::cli::{json_of, labctl_command, write};
+use crate::support::cli::{exited, json_of, labctl_command, status_json, write};
 use crate::support::git::{commit_all, git};
 use crate::support::lab::{device, proxmox_lab, PVE_TOKEN, TOKEN_ENV};
 
@@ -57,8 +57,7 @@ async fn one_unreadable_guest_fails_plan_and_makes_the_run_partial() {
     };
 
     let out = run(&["plan", repo_arg, "--format", "json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = exited(&out, 1);
     assert!(
         stderr.contains("could not be observed; the plan is incomplete"),
         "{stderr}"
@@ -80,14 +79,8 @@ async fn one_unreadable_guest_fails_plan_and_makes_the_run_partial() {
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
     let out = run(&["reconcile", "--once", repo_arg, "--database-url", &db]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(&["status", "--database-url", &db, "--format", "json"]);
-    let status = json_of(&out);
+    exited(&out, 0);
+    let status = status_json(&db);
     assert_eq!(status["latestRun"]["outcome"], "partial", "{status}");
     assert_eq!(status["latestRun"]["trigger"], "cli", "{status}");
 }

@@ -2,7 +2,7 @@
 //! commit and the first errors, the model of the last good commit stays in force, and nothing
 //! is concluded about the lab (open deviations stay open).
 
-use crate::support::cli::{json_of, labctl, write};
+use crate::support::cli::{exited, labctl, status_json, write};
 use crate::support::git::{commit_all, git};
 
 #[test]
@@ -29,19 +29,8 @@ fn an_invalid_commit_is_a_failed_run_that_changes_nothing_else() {
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
     let repo_arg = r.to_str().unwrap();
     let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let before = json_of(&labctl(&[
-        "status",
-        "--database-url",
-        &db,
-        "--format",
-        "json",
-    ]));
+    exited(&out, 0);
+    let before = status_json(&db);
     assert_eq!(before["openDeviations"]["high"], 1, "{before}");
 
     // A password in a provider URL, and an error elsewhere in the same commit.
@@ -52,15 +41,9 @@ fn an_invalid_commit_is_a_failed_run_that_changes_nothing_else() {
     );
     let bad = commit_all(r, "a broken provider URL");
     let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
-    assert_eq!(out.status.code(), Some(1));
+    exited(&out, 1);
 
-    let status = json_of(&labctl(&[
-        "status",
-        "--database-url",
-        &db,
-        "--format",
-        "json",
-    ]));
+    let status = status_json(&db);
     let last = &status["latestRun"];
     assert_eq!(last["outcome"], "failed", "{status}");
     assert_eq!(last["commit"], bad.as_str(), "{status}");

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value as Json};
 
-use crate::support::cli::{json_of, labctl, write};
+use crate::support::cli::{exited, labctl, status_json, write};
 use crate::support::kea::Kea;
 use crate::support::lab::{kea_reservation, reservation, SUBNET};
 
@@ -53,21 +53,14 @@ async fn a_run_that_would_delete_a_third_of_kea_applies_nothing_until_forced() {
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
 
     let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = exited(&out, 1);
     assert!(
         stderr.contains("changes to kea held back: this run would delete 4 of 12"),
         "{stderr}"
     );
     assert!(stderr.contains("--force"), "{stderr}");
     assert_eq!(live_count(&kea).await, 12, "nothing was deleted");
-    let status = json_of(&labctl(&[
-        "status",
-        "--database-url",
-        &db,
-        "--format",
-        "json",
-    ]));
+    let status = status_json(&db);
     assert_eq!(status["latestRun"]["outcome"], "failed", "{status}");
     assert!(
         status["latestRun"]["error"]
@@ -85,11 +78,6 @@ async fn a_run_that_would_delete_a_third_of_kea_applies_nothing_until_forced() {
         &db,
         "--force",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited(&out, 0);
     assert_eq!(live_count(&kea).await, 8);
 }

@@ -65,3 +65,21 @@ pub fn deviations(plan: &Json) -> Vec<(String, String, String)> {
 pub fn dev(resource: &str, field: &str, dtype: &str) -> (String, String, String) {
     (resource.into(), field.into(), dtype.into())
 }
+
+/// Asserts the command exited with `code`, showing its stderr otherwise; returns the stderr.
+pub fn exited(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    stderr
+}
+
+/// `labctl status --format json` of the store at `db`.
+pub fn status_json(db: &str) -> Json {
+    json_of(&labctl(&[
+        "status",
+        "--database-url",
+        db,
+        "--format",
+        "json",
+    ]))
+}
