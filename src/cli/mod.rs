@@ -154,7 +154,7 @@ pub fn main() -> ExitCode {
     // log file gets plain text.
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_ansi(color)
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("LABCTL_LOG"))
         .init();
@@ -231,7 +231,7 @@ pub fn print_diagnostics(diagnostics: &[Diagnostic], snapshot: &Snapshot) -> boo
         Buffer::no_color()
     };
     let rendered = checks::render(&safe, snapshot, &mut buffer).and_then(|()| {
-        let text = String::from_utf8_lossy(buffer.as_slice());
+        let text = labctl::redact::userinfo(&String::from_utf8_lossy(buffer.as_slice()));
         let text = if color {
             labctl::text::printable_keeping_colour(&text)
         } else {
@@ -321,7 +321,7 @@ pub fn write_stdout(args: std::fmt::Arguments) {
     static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let colour = *COLOUR
         .get_or_init(|| std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
-    let text = args.to_string();
+    let text = labctl::redact::userinfo(&args.to_string());
     let safe = if colour {
         labctl::text::printable_keeping_colour(&text)
     } else {
@@ -369,7 +369,23 @@ pub fn render_options() -> RenderOptions {
 /// nowhere left to say anything.
 pub fn write_stderr_line(args: std::fmt::Arguments) {
     use std::io::Write;
-    let text = args.to_string();
+    let text = labctl::redact::userinfo(&args.to_string());
     let line = labctl::text::printable(&text, false);
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The log writer: each event is written whole, so URL passwords in it (a provider's error
+/// quoting its URL) are redacted before they reach the journal.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(labctl::redact::userinfo(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }

@@ -81,6 +81,7 @@ pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError
                 .iter()
                 .map(|(p, why)| format!("provider {p} could not be observed: {why}")),
         )
+        .map(|e| crate::redact::userinfo(&e))
         .collect();
     Ok(TriggerOutput {
         outcome: run.outcome.as_str().to_string(),

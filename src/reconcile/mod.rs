@@ -245,7 +245,8 @@ fn report(
     report.commit_sha = loaded.commit().map(str::to_string);
     // Desired snapshots are keyed by commit: a plain directory has none to key them by.
     report.desired = loaded.commit().map(|_| loaded.state.to_json());
-    report.error = (!failures.is_empty()).then(|| failures.join("; "));
+    // A provider URL may carry a password (`http://user:pass@kea`); never into the store.
+    report.error = (!failures.is_empty()).then(|| crate::redact::userinfo(&failures.join("; ")));
     report.resources = inputs.iter().map(|i| i.expected.len() as u64).sum();
     for input in inputs {
         match &input.observed {

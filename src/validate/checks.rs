@@ -927,12 +927,27 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
             diags,
         );
         for (i, prov) in c.spec.providers.iter().enumerate() {
-            if url_host(prov.url()).is_none() {
+            let url = prov.url();
+            let field = format!("spec.providers[{i}].url");
+            if url_host(url).is_none() {
                 diags.push(p.error(
                     "invalid-value",
-                    &format!("spec.providers[{i}].url"),
-                    format!("`{}` is not an http(s) URL", prov.url()),
+                    &field,
+                    format!("`{}` is not an http(s) URL", crate::redact::userinfo(url)),
                 ));
+            } else if crate::redact::userinfo(url) != url {
+                // Redacted in every message labctl writes, but still in Git for anyone to read.
+                diags.push(
+                    p.warning(
+                        "secret-in-url",
+                        &field,
+                        format!(
+                            "the URL of provider `{}` holds a user and password",
+                            prov.name()
+                        ),
+                    )
+                    .help("name a credential (`token:` or `auth:`) instead; labctl.yaml is in Git"),
+                );
             }
         }
         let kinds = [

@@ -28,6 +28,7 @@ mod reconcile_kea;
 mod refused;
 mod safety;
 mod schemas;
+mod secrets;
 mod store;
 mod systemd_units;
 mod traefik;
