@@ -205,7 +205,8 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
         args.database_url.as_deref(),
         Vec::new(),
         async |store| match &history {
-            Some((kind, name, field)) => store.deviation_history(kind, name, field).await,
+            Some((kind, name, Some(field))) => store.deviation_history(kind, name, field).await,
+            Some((kind, name, None)) => store.resource_history(kind, name).await,
             None => store.open_deviations(args.kind.as_deref(), min).await,
         },
     );
@@ -244,10 +245,23 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                     (Some(a), Some(e), "drifted") => format!("  live {a} → Git {e}"),
                     _ => String::new(),
                 };
-                let life = match d.resolved_at {
-                    Some(at) => format!("opened {}, resolved {}", utc(d.opened_at), utc(at)),
-                    None => format!("open since {}, seen {}×", utc(d.opened_at), d.seen_count),
+                let opened = format!("{} (run {})", utc(d.opened_at), d.opened_run);
+                let life = match (d.resolved_at, d.resolved_run) {
+                    (Some(at), run) => format!(
+                        "opened {opened}, resolved {}{}{}",
+                        utc(at),
+                        run.map(|r| format!(" by run {r}")).unwrap_or_default(),
+                        commit_text(d.resolved_commit.as_deref())
+                    ),
+                    (None, _) => format!("open since {opened}, seen {}×", d.seen_count),
                 };
+                // What to do is said of an open deviation only.
+                let remediation = r
+                    .remediation
+                    .as_deref()
+                    .filter(|_| d.is_open())
+                    .map(|x| format!("; {x}"))
+                    .unwrap_or_default();
                 outln!(
                     "{:<8} {} {}/{}{field}{values}",
                     r.severity.as_str().to_uppercase(),
@@ -255,26 +269,23 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                     r.kind,
                     r.name
                 );
-                outln!(
-                    "         {life}{}",
-                    r.remediation
-                        .as_deref()
-                        .map(|x| format!("; {x}"))
-                        .unwrap_or_default()
-                );
+                outln!("         {life}{remediation}");
             }
         }
     }
     ExitCode::SUCCESS
 }
 
-/// `Kind/name` or `Kind/name:spec.field`.
-fn parse_identity(text: &str) -> Result<(String, String, String), String> {
-    let (resource, field) = text.split_once(':').unwrap_or((text, ""));
+/// `Kind/name` (every field) or `Kind/name:spec.field` (one; empty for the whole resource).
+fn parse_identity(text: &str) -> Result<(String, String, Option<String>), String> {
+    let (resource, field) = match text.split_once(':') {
+        Some((resource, field)) => (resource, Some(field.to_string())),
+        None => (text, None),
+    };
     let (kind, name) = resource
         .split_once('/')
         .ok_or_else(|| format!("`{text}` is not Kind/name or Kind/name:field"))?;
-    Ok((kind.to_string(), name.to_string(), field.to_string()))
+    Ok((kind.to_string(), name.to_string(), field))
 }
 
 fn deviation_json(d: &Deviation) -> Json {
@@ -296,11 +307,19 @@ mod tests {
     fn identities_parse() {
         assert_eq!(
             parse_identity("DhcpReservation/whisper:spec.ip"),
-            Ok(("DhcpReservation".into(), "whisper".into(), "spec.ip".into()))
+            Ok((
+                "DhcpReservation".into(),
+                "whisper".into(),
+                Some("spec.ip".into())
+            ))
         );
         assert_eq!(
             parse_identity("Route/wiki"),
-            Ok(("Route".into(), "wiki".into(), String::new()))
+            Ok(("Route".into(), "wiki".into(), None))
+        );
+        assert_eq!(
+            parse_identity("Route/wiki:"),
+            Ok(("Route".into(), "wiki".into(), Some(String::new())))
         );
         assert!(parse_identity("wiki").is_err());
     }

@@ -114,9 +114,27 @@ impl Store {
         name: &str,
         field_path: &str,
     ) -> Result<Vec<Deviation>, StoreError> {
+        self.history(kind, name, Some(field_path)).await
+    }
+
+    /// Every deviation ever recorded of one resource, whatever the field, oldest first.
+    pub async fn resource_history(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<Deviation>, StoreError> {
+        self.history(kind, name, None).await
+    }
+
+    async fn history(
+        &self,
+        kind: &str,
+        name: &str,
+        field_path: Option<&str>,
+    ) -> Result<Vec<Deviation>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {DEVIATION_COLUMNS} FROM deviations \
-             WHERE kind = $1 AND name = $2 AND field_path = $3 ORDER BY id"
+             WHERE kind = $1 AND name = $2 AND field_path = COALESCE($3, field_path) ORDER BY id"
         ))
         .bind(kind)
         .bind(name)

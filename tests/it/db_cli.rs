@@ -278,3 +278,71 @@ fn readers_need_no_write_access() {
     assert!(text.contains("No run recorded yet"), "{text}");
     assert!(!dir.path().join("none").exists());
 }
+
+/// `drift --history Kind/name` (no field) lists every field's history of the resource, with
+/// the runs and the commit that resolved each; a resolved entry no longer says what to do.
+#[test]
+fn history_of_a_resource_names_runs_and_commits() {
+    use labctl::store::{DeviationRecord, DeviationType, Outcome, RunReport, Severity, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/labctl.db", dir.path().display());
+    let record = |field: &str| DeviationRecord {
+        kind: "Device".into(),
+        name: "sw1".into(),
+        field_path: field.into(),
+        dtype: DeviationType::Drifted,
+        severity: Severity::Medium,
+        auto_correctable: true,
+        remediation: Some("reconcile will restore the field (policy apply)".into()),
+        expected: Some(serde_json::json!(10)),
+        actual: Some(serde_json::json!(20)),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = Store::connect(&url).await.unwrap();
+            store.migrate().await.unwrap();
+            for (commit, deviations) in [
+                (
+                    "a".repeat(40),
+                    vec![record("spec.vlan"), record("spec.cores")],
+                ),
+                ("b".repeat(40), vec![record("spec.cores")]),
+            ] {
+                let run = store.start_run("timer", "ctl-1").await.unwrap();
+                let report = RunReport {
+                    commit_sha: Some(commit),
+                    deviations,
+                    ..RunReport::new(Outcome::Succeeded)
+                };
+                store.finish_run(run, report).await.unwrap();
+            }
+            store.close().await;
+        });
+
+    let out = labctl_command()
+        .args(["drift", "--database-url", &url, "--history", "Device/sw1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].contains("Device/sw1 spec.vlan"), "{text}");
+    assert!(
+        lines[1].contains("(run 1), resolved")
+            && lines[1].contains("by run 2, commit bbbbbbbbbbbb"),
+        "{text}"
+    );
+    assert!(
+        !lines[1].contains("reconcile will"),
+        "a resolved entry says nothing to do: {text}"
+    );
+    assert!(lines[2].contains("Device/sw1 spec.cores"), "{text}");
+    assert!(
+        lines[3].contains("open since") && lines[3].contains("(run 1), seen 2×; reconcile will"),
+        "{text}"
+    );
+}
