@@ -135,12 +135,15 @@ pub(crate) fn build_client(
     build(builder, config_err)
 }
 
-/// `builder.build()`, its failure as a `Config` error.
+/// `builder.build()`, its failure as a `Config` error. No provider follows a redirect: a 307
+/// would send the command (and its credentials) on to another host, whose answer would then be
+/// taken for the provider's; a redirect is an answer like any other unexpected status.
 pub(crate) fn build(
     builder: reqwest::ClientBuilder,
     config_err: &impl Fn(String) -> ProviderError,
 ) -> Result<reqwest::Client, ProviderError> {
     builder
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))
 }

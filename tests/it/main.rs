@@ -25,6 +25,7 @@ mod proxmox;
 mod reachability;
 mod reconcile_caddy;
 mod reconcile_kea;
+mod redirects;
 mod refused;
 mod safety;
 mod schemas;
