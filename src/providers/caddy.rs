@@ -429,7 +429,16 @@ impl Provider for CaddyProvider {
     ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
         Box::pin(async move {
             let read = self.read_routes().await?;
-            let routes = read.routes.unwrap_or_default();
+            // A server that is not there is a wrong `server:` (or a Caddy that is not the one
+            // meant), not a lab without routes: its routes are unknown, never missing.
+            let Some(routes) = read.routes else {
+                return Err(ProviderError::config(&self.name)(format!(
+                    "Caddy has no HTTP server `{}` (no {}); check `server:` of this provider \
+                     in labctl.yaml (Caddy names them srv0, srv1, … unless its config does)",
+                    self.server,
+                    self.routes_path()
+                )));
+            };
             let parsed: Vec<Parsed> = routes.iter().map(parse_route).collect();
             let keys: Vec<(String, (String, String))> = desired
                 .routes

@@ -554,8 +554,10 @@ async fn an_edit_between_observe_and_apply_is_refused_not_overwritten() {
     assert_eq!(before[0], theirs);
 }
 
+/// A `server:` Caddy does not have is a configuration error that makes every route unknown —
+/// never "no routes", which would report every live route missing.
 #[tokio::test]
-async fn missing_server_is_no_routes_and_cannot_be_applied_to() {
+async fn missing_server_is_unknown_and_cannot_be_applied_to() {
     let Some(caddy) = Caddy::start(json!([])).await else {
         return;
     };
@@ -565,13 +567,18 @@ async fn missing_server_is_no_routes_and_cannot_be_applied_to() {
     .unwrap();
     let provider = CaddyProvider::new(&cfg).unwrap();
     let state = desired(&[]);
-    let base = provider.observe(&state).await.unwrap();
-    assert!(base.resources.is_empty());
+    let err = provider.observe(&state).await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Config { detail, .. } if detail.contains("no HTTP server `nope`") && detail.contains("check `server:`")),
+        "{err}"
+    );
     let create = [Change::Create {
         kind: Kind::Route,
         name: "app".into(),
         fields: json!({"host": "app.test", "backend": {"urls": ["http://127.0.0.1:9"]}}),
     }];
+    // Even given an observation of the real server, apply to `nope` refuses.
+    let base = caddy.provider().observe(&state).await.unwrap();
     let err = provider.apply(&base, &create).await.unwrap_err();
     assert!(
         matches!(&err, ProviderError::Rejected { detail, .. } if detail.contains("no HTTP server `nope`")),
