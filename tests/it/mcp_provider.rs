@@ -596,55 +596,82 @@ struct NodeServer {
 }
 
 impl NodeServer {
+    /// Starts the server on a free port. All tests share one process, so another test may
+    /// bind the port between `free_port` and node's bind: the server counts as started only
+    /// when the listening socket is node's own, and node failing to bind means another port.
     async fn start(script: &Path, mode: &str) -> NodeServer {
         let preload = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/npm/loopback.cjs");
-        let port = free_port();
-        let mut child = tokio::process::Command::new("node")
-            .arg("--require")
-            .arg(&preload)
-            .arg(script)
-            .arg(mode)
-            .env("PORT", port.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return NodeServer { child, port };
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = tokio::process::Command::new("node")
+                .arg("--require")
+                .arg(&preload)
+                .arg(script)
+                .arg(mode)
+                .env("PORT", port.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node starts");
+            for _ in 0..200 {
+                if child.id().is_some_and(|pid| listens(pid, port)) {
+                    return NodeServer { child, port };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("server-everything {mode} exited: {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("server-everything {mode} did not listen on 127.0.0.1:{port}");
+        panic!("server-everything {mode} did not start listening on a loopback port");
     }
 
     /// Whether the server listens on 127.0.0.1 only (not on all interfaces): the kernel's
     /// socket table has the port bound to 127.0.0.1 and nowhere else.
     fn listens_on_loopback_only(&self) -> bool {
-        let port = format!(":{:04X}", self.port);
-        let mut local = Vec::new();
-        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            let Ok(text) = std::fs::read_to_string(table) else {
-                continue;
-            };
-            for line in text.lines().skip(1) {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                // Column 3 is the state; 0A is LISTEN.
-                if cols.len() > 3 && cols[1].ends_with(&port) && cols[3] == "0A" {
-                    local.push(cols[1].to_string());
-                }
-            }
-        }
-        !local.is_empty() && local.iter().all(|a| a == &format!("0100007F{port}"))
+        let local = listeners(self.port);
+        !local.is_empty()
+            && local
+                .iter()
+                .all(|(address, _)| *address == format!("0100007F:{:04X}", self.port))
     }
+}
+
+/// The sockets listening on `port`: (local address as /proc writes it, inode).
+fn listeners(port: u16) -> Vec<(String, String)> {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    // Column 3 is the state (0A is LISTEN), column 9 the inode.
+                    (cols.len() > 9 && cols[1].ends_with(&port) && cols[3] == "0A")
+                        .then(|| (cols[1].to_string(), cols[9].to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` holds a socket listening on `port`: the socket's inode is among the
+/// process's file descriptors.
+fn listens(pid: u32, port: u16) -> bool {
+    let sockets: Vec<String> = listeners(port)
+        .into_iter()
+        .map(|(_, inode)| format!("socket:[{inode}]"))
+        .collect();
+    !sockets.is_empty()
+        && std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|target| sockets.iter().any(|s| target.to_string_lossy() == *s))
 }
 
 impl Drop for NodeServer {
