@@ -152,7 +152,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Colour only for a person at a terminal, as for diagnostics and plans: a journal or a
     // log file gets plain text.
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = colour_on(std::io::stderr().is_terminal());
     tracing_subscriber::fmt()
         .with_writer(|| RedactingStderr)
         .with_ansi(color)
@@ -211,7 +211,7 @@ pub fn report_load_error(error: &SourceError, format: Format) {
 /// repository cannot forge a line or drive the terminal.
 pub fn print_diagnostics(diagnostics: &[Diagnostic], snapshot: &Snapshot) -> bool {
     use std::io::Write;
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = colour_on(std::io::stderr().is_terminal());
     let one_line = |text: &str| labctl::text::printable(text, false).into_owned();
     let safe: Vec<Diagnostic> = diagnostics
         .iter()
@@ -319,8 +319,7 @@ pub fn print_json(value: &serde_json::Value) {
 pub fn write_stdout(args: std::fmt::Arguments) {
     use std::io::Write;
     static COLOUR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let colour = *COLOUR
-        .get_or_init(|| std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    let colour = *COLOUR.get_or_init(|| colour_on(std::io::stdout().is_terminal()));
     let text = labctl::redact::userinfo(&args.to_string());
     let safe = if colour {
         labctl::text::printable_keeping_colour(&text)
@@ -361,7 +360,7 @@ impl HostArgs {
 pub fn render_options() -> RenderOptions {
     use std::io::IsTerminal;
     RenderOptions {
-        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        color: colour_on(std::io::stdout().is_terminal()),
     }
 }
 
@@ -388,4 +387,10 @@ impl std::io::Write for RedactingStderr {
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
+}
+
+/// Colour for a person at a terminal, unless NO_COLOR says otherwise: one rule for output,
+/// diagnostics and logs.
+pub fn colour_on(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none()
 }
