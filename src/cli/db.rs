@@ -114,6 +114,7 @@ async fn prune(
         .await?;
     let rows = [
         ("runs", deleted.runs),
+        ("applied_changes", deleted.applied_changes),
         ("observed_snapshots", deleted.observed_snapshots),
         ("desired_snapshots", deleted.desired_snapshots),
         ("deviations", deleted.deviations),
@@ -182,6 +183,7 @@ fn default_database_path() -> PathBuf {
 fn print_stats(database: &str, s: &StoreStats, format: Format) {
     let rows = [
         ("runs", s.runs),
+        ("applied_changes", s.applied_changes),
         ("blobs", s.blobs),
         ("desired_snapshots", s.desired_snapshots),
         ("observed_snapshots", s.observed_snapshots),

@@ -44,8 +44,8 @@ pub struct ReconcileArgs {
     pub format: Format,
 }
 
-/// `reconcile --once`: 0 the run completed, 1 it failed (an apply failed, or changes were held
-/// back by `safety`).
+/// `reconcile --once`: 0 the run completed, 1 it failed (an apply failed, a change did not
+/// show when observed again, or changes were held back by `safety`).
 pub fn run(args: &ReconcileArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
@@ -105,6 +105,10 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
                     _ => {}
                 }
             }
+            // What observing again after the apply showed, change by change.
+            for c in &run.changes {
+                outln!("  {}", super::status::change_line(c));
+            }
             for (provider, why) in &run.plan.held {
                 errln!("error: changes to {provider} held back: {why}");
             }
@@ -115,7 +119,7 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
             );
         }
     }
-    if run.apply_failed() || !run.plan.held.is_empty() {
+    if run.outcome == labctl::store::Outcome::Failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

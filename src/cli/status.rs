@@ -7,7 +7,7 @@ use serde_json::{json, Value as Json};
 
 use super::{runtime, Format};
 use labctl::readmodel::{Entry, ReconciledModel};
-use labctl::store::{Deviation, Severity, Store, StoreError};
+use labctl::store::{AppliedChange, ChangeRecord, Deviation, Severity, Store, StoreError};
 use labctl::time::{now_ms, utc};
 
 #[derive(Args)]
@@ -62,6 +62,9 @@ fn with_store<T>(
     })
 }
 
+/// Changes of the last run listed by `status` for people; JSON has them all.
+const SHOWN_CHANGES: usize = 20;
+
 pub fn run_status(args: &StatusArgs) -> ExitCode {
     let result = with_store(
         args.database_url.as_deref(),
@@ -71,10 +74,14 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
             let model = store.latest_model().await?;
             let open = store.open_deviations(None, None).await?;
             let runs = store.runs_between(0, i64::MAX).await?;
-            Ok((latest, model, open, runs))
+            let changes = match &latest {
+                Some(run) => store.run_changes(run.id).await?,
+                None => Vec::new(),
+            };
+            Ok((latest, model, open, runs, changes))
         },
     );
-    let (latest, model, open, runs) = match result {
+    let (latest, model, open, runs, changes) = match result {
         Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");
@@ -104,6 +111,7 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
     match args.format {
         Format::Json => super::print_json(&json!({
             "latestRun": latest.as_ref().map(run_json),
+            "latestRunChanges": changes.iter().map(change_json).collect::<Vec<_>>(),
             "model": model.as_ref().map(|m| json!({"run": m.run, "commit": m.commit_sha, "finishedAt": m.finished_at})),
             "resources": statuses,
             "openDeviations": by_severity,
@@ -123,6 +131,18 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
             );
             if let Some(e) = &last.error {
                 outln!("  problems: {e}");
+            }
+            if !changes.is_empty() {
+                outln!("  changes made ({}):", changes.len());
+                for c in changes.iter().take(SHOWN_CHANGES) {
+                    outln!("    {}", change_line(&c.change));
+                }
+                if changes.len() > SHOWN_CHANGES {
+                    outln!(
+                        "    … and {} more (`labctl status --format json` lists them)",
+                        changes.len() - SHOWN_CHANGES
+                    );
+                }
             }
             if let Some(m) = model.as_ref().filter(|m| m.run != last.id) {
                 // The last run did not replace the model: say which commit is still in force.
@@ -177,6 +197,20 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One change a run asked for, on one line: `update DhcpReservation/whisper with kea: applied`
+/// and why, when it did not take.
+pub(super) fn change_line(c: &ChangeRecord) -> String {
+    let why = c
+        .error
+        .as_deref()
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
+    format!(
+        "{} {}/{} with {}: {}{why}",
+        c.action, c.kind, c.name, c.provider, c.result
+    )
+}
+
 fn commit_text(commit: Option<&str>) -> String {
     commit
         .map(|c| format!(", commit {}", &c[..c.len().min(12)]))
@@ -203,14 +237,23 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
     let min = args.severity.as_deref().and_then(Severity::parse);
     let result = with_store(
         args.database_url.as_deref(),
-        Vec::new(),
-        async |store| match &history {
-            Some((kind, name, Some(field))) => store.deviation_history(kind, name, field).await,
-            Some((kind, name, None)) => store.resource_history(kind, name).await,
-            None => store.open_deviations(args.kind.as_deref(), min).await,
+        (Vec::new(), Vec::new()),
+        async |store| {
+            let list = match &history {
+                Some((kind, name, Some(field))) => {
+                    store.deviation_history(kind, name, field).await?
+                }
+                Some((kind, name, None)) => store.resource_history(kind, name).await?,
+                None => store.open_deviations(args.kind.as_deref(), min).await?,
+            };
+            let changes = match &history {
+                Some((kind, name, _)) => store.resource_changes(kind, name).await?,
+                None => Vec::new(),
+            };
+            Ok((list, changes))
         },
     );
-    let mut list = match result {
+    let (mut list, changes) = match result {
         Ok(l) => l,
         Err(e) => {
             errln!("error: {e}");
@@ -222,7 +265,17 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
         list.retain(|d| d.opened_at >= cutoff);
     }
     match args.format {
-        Format::Json => super::print_json(&Json::Array(list.iter().map(deviation_json).collect())),
+        Format::Json => super::print_json(&Json::Array(
+            list.iter()
+                .map(|d| {
+                    let mut j = deviation_json(d);
+                    if let Some(c) = labctl::store::repaired_by(d, &changes) {
+                        j["repairedBy"] = change_json(c);
+                    }
+                    j
+                })
+                .collect(),
+        )),
         Format::Human => {
             if list.is_empty() {
                 outln!(
@@ -248,10 +301,16 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                 let opened = format!("{} (run {})", utc(d.opened_at), d.opened_run);
                 let life = match (d.resolved_at, d.resolved_run) {
                     (Some(at), run) => format!(
-                        "opened {opened}, resolved {}{}{}",
+                        "opened {opened}, resolved {}{}{}{}",
                         utc(at),
                         run.map(|r| format!(" by run {r}")).unwrap_or_default(),
-                        commit_text(d.resolved_commit.as_deref())
+                        commit_text(d.resolved_commit.as_deref()),
+                        labctl::store::repaired_by(d, &changes)
+                            .map(|c| format!(
+                                ", which made the {} with {}",
+                                c.change.action, c.change.provider
+                            ))
+                            .unwrap_or_default()
                     ),
                     (None, _) => format!("open since {opened}, seen {}×", d.seen_count),
                 };
@@ -271,6 +330,12 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                 );
                 outln!("         {life}{remediation}");
             }
+            if !changes.is_empty() {
+                outln!("Changes labctl asked for:");
+                for c in &changes {
+                    outln!("  {} (run {}) {}", utc(c.at), c.run, change_line(&c.change));
+                }
+            }
         }
     }
     ExitCode::SUCCESS
@@ -286,6 +351,10 @@ fn parse_identity(text: &str) -> Result<(String, String, Option<String>), String
         .split_once('/')
         .ok_or_else(|| format!("`{text}` is not Kind/name or Kind/name:field"))?;
     Ok((kind.to_string(), name.to_string(), field))
+}
+
+fn change_json(c: &AppliedChange) -> Json {
+    serde_json::to_value(c).expect("a change serialises")
 }
 
 fn deviation_json(d: &Deviation) -> Json {

@@ -13,7 +13,7 @@ use super::ToolError;
 use crate::model::{Ipv4Cidr, Kind, ResolvedPool};
 use crate::readmodel::query::{values, Amounts, DeviceFilter, PoolQuery};
 use crate::readmodel::{Entry, Status};
-use crate::store::{Deviation, Run, Severity, SnapshotInfo, Store};
+use crate::store::{repaired_by, AppliedChange, Deviation, Run, Severity, SnapshotInfo, Store};
 use crate::time::{now_ms, rfc3339};
 use crate::validate::{self, did_you_mean};
 use serde_json::Value as Json;
@@ -305,6 +305,7 @@ pub async fn explain_deviation(
     let history = store
         .deviation_history(kind.as_str(), &name, &field)
         .await?;
+    let changes = store.resource_changes(kind.as_str(), &name).await?;
     let Some(current) = history.last() else {
         let fields: BTreeSet<&str> = open
             .iter()
@@ -359,6 +360,7 @@ pub async fn explain_deviation(
                 severity: d.record.severity.to_string(),
                 expected: d.record.expected.clone(),
                 actual: d.record.actual.clone(),
+                repaired_by: repaired_by(d, &changes).map(change_item),
             })
             .collect(),
         resource_status: model.lab.find(kind, &name).map(|e| e.status.to_string()),
@@ -393,10 +395,17 @@ pub async fn get_reconcile_status(
             last_run: s.last_run,
         });
     }
+    let recent_changes = store
+        .recent_changes(50)
+        .await?
+        .iter()
+        .map(change_item)
+        .collect();
     Ok(ReconcileStatusOutput {
         basis: basis(model),
         runs,
         providers: providers.into_values().collect(),
+        recent_changes,
     })
 }
 
@@ -1399,6 +1408,21 @@ fn run_info(r: &Run) -> RunInfo {
         deviations_resolved: r.counts.deviations_resolved,
         error: r.error.clone(),
         has_model: r.model_hash.is_some(),
+    }
+}
+
+fn change_item(c: &AppliedChange) -> ChangeItem {
+    ChangeItem {
+        run: c.run,
+        at: rfc3339(c.at),
+        provider: c.change.provider.clone(),
+        action: c.change.action.to_string(),
+        kind: c.change.kind.clone(),
+        name: c.change.name.clone(),
+        before: c.change.before.clone(),
+        after: c.change.after.clone(),
+        result: c.change.result.to_string(),
+        error: c.change.error.clone(),
     }
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ToolError;
 use crate::controller::{self, Context, Reason, Request};
 use crate::diff::DeviationType;
+use crate::store::ChangeResult;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +37,7 @@ pub struct TriggerCounts {
     pub unmanaged: usize,
     pub drifted: usize,
     pub unknown: usize,
-    /// Changes the policy allowed and that were applied.
+    /// Changes the policy allowed that were applied and then seen live when observed again.
     pub applied: usize,
     /// Deviations open after the run, opened and resolved by it.
     pub deviations_open: i64,
@@ -76,6 +77,12 @@ pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError
         .iter()
         .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
         .chain(
+            run.changes
+                .iter()
+                .filter(|c| c.result == ChangeResult::Unconfirmed)
+                .filter_map(|c| c.error.clone()),
+        )
+        .chain(
             run.plan
                 .unobservable
                 .iter()
@@ -92,11 +99,12 @@ pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError
             unmanaged: run.plan.count(DeviationType::Unmanaged),
             drifted: run.plan.count(DeviationType::Drifted),
             unknown: run.plan.count(DeviationType::Unknown),
+            // Confirmed by observing again after the apply.
             applied: run
-                .applied
+                .changes
                 .iter()
-                .filter_map(|a| a.report.as_ref().map(|r| r.applied.len()))
-                .sum(),
+                .filter(|c| c.result == ChangeResult::Applied)
+                .count(),
             deviations_open: run.counts.deviations_open,
             deviations_opened: run.counts.deviations_opened,
             deviations_resolved: run.counts.deviations_resolved,

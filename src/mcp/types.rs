@@ -735,6 +735,32 @@ pub struct HistoryEntry {
     pub severity: String,
     pub expected: Option<Json>,
     pub actual: Option<Json>,
+    /// The change labctl made that resolved it, when a run of labctl repaired it itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired_by: Option<ChangeItem>,
+}
+
+/// A change a run asked a provider to make, and what came of it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeItem {
+    pub run: i64,
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub provider: String,
+    /// create, update or delete.
+    pub action: String,
+    pub kind: String,
+    pub name: String,
+    /// The live fields before; null for a create.
+    pub before: Option<Json>,
+    /// The fields asked for; null for a delete.
+    pub after: Option<Json>,
+    /// `applied` (confirmed by observing again), `unconfirmed` (accepted, but the lab does
+    /// not show it) or `failed`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 // ---- get_reconcile_status ---------------------------------------------------------------
@@ -755,6 +781,8 @@ pub struct ReconcileStatusOutput {
     pub runs: Vec<RunInfo>,
     /// Per provider: when it last answered an observation.
     pub providers: Vec<ProviderInfo>,
+    /// The most recent changes labctl asked providers to make (at most 50), newest first.
+    pub recent_changes: Vec<ChangeItem>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -5,6 +5,8 @@
 //! partial picture: a provider that could not be observed contributes only `unknown`
 //! deviations and no changes, and its open deviations are not resolved.
 
+#[cfg(test)]
+mod confirm_tests;
 pub mod import;
 mod registry;
 
@@ -53,8 +55,12 @@ pub struct Applied {
 /// The result of a run.
 #[derive(Debug, Serialize)]
 pub struct RunResult {
+    /// What the run decided, from the observation before it changed anything.
     pub plan: Plan,
     pub applied: Vec<Applied>,
+    /// Every change asked for and what came of it, confirmed by observing again after the
+    /// apply: what the store recorded.
+    pub changes: Vec<store::ChangeRecord>,
     /// The run's id in the store.
     pub run_id: store::RunId,
     /// How the run ended, as recorded.
@@ -67,12 +73,6 @@ pub struct RunResult {
 
 fn as_text<S: serde::Serializer>(outcome: &Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(outcome.as_str())
-}
-
-impl RunResult {
-    pub fn apply_failed(&self) -> bool {
-        self.applied.iter().any(|a| a.error.is_some())
-    }
 }
 
 /// Observes every provider concurrently; each observation has its own timeout and retries
@@ -118,10 +118,15 @@ pub async fn plan(
     force: bool,
 ) -> (Plan, Vec<ProviderInput>) {
     let inputs = observe(&loaded.state, providers).await;
+    let plan = diff::diff(&inputs, &rules(loaded, force));
+    (plan, inputs)
+}
+
+/// The policy of `loaded`'s labctl.yaml, with `force` as asked this once.
+fn rules(loaded: &Loaded, force: bool) -> Rules {
     let mut rules = Rules::from_state(&loaded.state);
     rules.safety.force = force;
-    let plan = diff::diff(&inputs, &rules);
-    (plan, inputs)
+    rules
 }
 
 /// Carries out the plan's changes, provider by provider, each against the observation its
@@ -176,7 +181,7 @@ pub async fn execute(
     providers: &[Arc<dyn Provider>],
     force: bool,
 ) -> Result<RunResult, StoreError> {
-    let (plan, inputs) = plan(loaded, providers, force).await;
+    let (plan, mut inputs) = plan(loaded, providers, force).await;
     if !plan.changes.is_empty() {
         if let Err(lost) = leader.confirm().await {
             tracing::error!(error = %lost, "not applying");
@@ -194,16 +199,199 @@ pub async fn execute(
         }
     }
     let applied = apply(&plan, &inputs, providers).await;
-    let report = report(loaded, &plan, &inputs, &applied);
+    // What the lab looks like now: the providers that were changed are observed again, so the
+    // run records (and resolves) what is true after its own changes, and every change is
+    // confirmed, or not, by what the provider shows afterwards.
+    let (after, changes) = if applied.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (after, changes) =
+            reobserve(loaded, &plan, &mut inputs, &applied, providers, force).await;
+        (Some(after), changes)
+    };
+    let mut report = report(
+        loaded,
+        after.as_ref().unwrap_or(&plan),
+        &inputs,
+        &applied,
+        &changes,
+    );
+    if let Some(after) = &after {
+        report.repaired = repaired(&plan, after, &changes);
+    }
+    report.changes = changes.clone();
     let outcome = report.outcome;
     let counts = store.finish_run(run, report).await?;
     Ok(RunResult {
         plan,
         applied,
+        changes,
         run_id: run,
         outcome,
         counts,
     })
+}
+
+/// Observes again every provider in `applied`, replacing its observation in `inputs`, and
+/// diffs anew. Returns the new plan and a record of every change asked for: `before` from the
+/// observation it was planned against, the result from the provider's answer and the new
+/// observation.
+async fn reobserve(
+    loaded: &Loaded,
+    plan: &Plan,
+    inputs: &mut [ProviderInput],
+    applied: &[Applied],
+    providers: &[Arc<dyn Provider>],
+    force: bool,
+) -> (Plan, Vec<store::ChangeRecord>) {
+    let mut records = Vec::new();
+    for a in applied {
+        let base = inputs
+            .iter()
+            .find(|i| i.provider == a.provider)
+            .and_then(|i| i.observed.as_ref().ok());
+        for change in plan.changes.get(&a.provider).into_iter().flatten() {
+            records.push(change_record(&a.provider, change, base, a));
+        }
+    }
+    let again: Vec<Arc<dyn Provider>> = providers
+        .iter()
+        .filter(|p| applied.iter().any(|a| a.provider == p.name()))
+        .cloned()
+        .collect();
+    for fresh in observe(&loaded.state, &again).await {
+        if let Some(input) = inputs.iter_mut().find(|i| i.provider == fresh.provider) {
+            input.observed = fresh.observed;
+        }
+    }
+    let after = diff::diff(inputs, &rules(loaded, force));
+    let residue = Residue::new(&after);
+    for r in records
+        .iter_mut()
+        .filter(|r| r.result == store::ChangeResult::Applied)
+    {
+        if let Some(why) = residue.unconfirmed(r) {
+            r.result = store::ChangeResult::Unconfirmed;
+            r.error = Some(why);
+        }
+    }
+    (after, records)
+}
+
+/// What the plan made after an apply still finds, indexed by resource: what tells whether
+/// the run's changes took.
+struct Residue<'a> {
+    after: &'a Plan,
+    /// Resources that could not be read.
+    unreadable: std::collections::HashSet<(&'a str, &'a str)>,
+    /// (provider, kind, name) the plan would change again.
+    differs: std::collections::HashSet<(&'a str, &'a str, &'a str)>,
+}
+
+impl<'a> Residue<'a> {
+    fn new(after: &'a Plan) -> Self {
+        Residue {
+            after,
+            unreadable: after
+                .deviations
+                .iter()
+                .filter(|d| d.dtype == DeviationType::Unknown)
+                .map(|d| (d.kind.as_str(), d.name.as_str()))
+                .collect(),
+            differs: after
+                .repairs
+                .iter()
+                .flat_map(|(p, changes)| {
+                    changes
+                        .iter()
+                        .map(move |c| (p.as_str(), c.kind().as_str(), c.name()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the provider accepted `change` but still shows its resource unlike Git.
+    fn still_differs(&self, change: &store::ChangeRecord) -> bool {
+        self.differs.contains(&(
+            change.provider.as_str(),
+            change.kind.as_str(),
+            change.name.as_str(),
+        ))
+    }
+
+    /// Why the observation after the apply does not confirm `change`, if it does not: the
+    /// provider could not be observed again, the resource could not be read, or it still
+    /// differs.
+    fn unconfirmed(&self, change: &store::ChangeRecord) -> Option<String> {
+        let provider = &change.provider;
+        let (kind, name) = (&change.kind, &change.name);
+        if let Some(why) = self.after.unobservable.get(provider) {
+            Some(crate::redact::userinfo(&format!(
+                "{provider} could not be observed after the apply: {why}"
+            )))
+        } else if self.unreadable.contains(&(kind.as_str(), name.as_str())) {
+            Some(format!(
+                "{provider} did not show {kind}/{name} readably after the apply"
+            ))
+        } else if self.still_differs(change) {
+            Some(format!(
+                "{provider} accepted the change, but after the apply {kind}/{name} still \
+                 differs from Git"
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// The record of `change`, as `applied` (the provider's answer) tells it; `base` is the
+/// observation the change was planned against.
+fn change_record(
+    provider: &str,
+    change: &crate::providers::Change,
+    base: Option<&crate::providers::Observation>,
+    applied: &Applied,
+) -> store::ChangeRecord {
+    use crate::providers::Change;
+    let (action, after) = match change {
+        Change::Create { fields, .. } => (store::ChangeAction::Create, Some(fields.clone())),
+        Change::Update { fields, .. } => (store::ChangeAction::Update, Some(fields.clone())),
+        Change::Delete { .. } => (store::ChangeAction::Delete, None),
+    };
+    let before = match change {
+        Change::Create { .. } => None,
+        _ => base.and_then(|o| {
+            o.resources
+                .iter()
+                .find(|r| {
+                    r.kind == change.kind()
+                        && r.name == change.name()
+                        && (change.key().is_none() || r.key.as_deref() == change.key())
+                })
+                .map(|r| r.fields.clone())
+        }),
+    };
+    let (result, error) = match (&applied.report, &applied.error) {
+        (_, Some(e)) => (
+            store::ChangeResult::Failed,
+            Some(crate::redact::userinfo(&e.to_string())),
+        ),
+        (Some(r), None) if r.applied.contains(change) => (store::ChangeResult::Applied, None),
+        _ => (
+            store::ChangeResult::Failed,
+            Some(format!("{provider} did not make this change")),
+        ),
+    };
+    store::ChangeRecord {
+        provider: provider.to_string(),
+        action,
+        kind: change.kind().as_str().to_string(),
+        name: change.name().to_string(),
+        before,
+        after,
+        result,
+        error,
+    }
 }
 
 /// The report of a run that stopped before it could conclude anything about the lab: every
@@ -225,15 +413,26 @@ fn report(
     plan: &Plan,
     inputs: &[ProviderInput],
     applied: &[Applied],
+    changes: &[store::ChangeRecord],
 ) -> RunReport {
+    // A change the provider accepted but does not show is a failed apply too.
+    let residue = Residue::new(plan);
+    let not_taken: Vec<&store::ChangeRecord> = changes
+        .iter()
+        .filter(|c| c.result == store::ChangeResult::Unconfirmed && residue.still_differs(c))
+        .collect();
     let failures: Vec<String> = applied
         .iter()
         .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
+        .chain(not_taken.iter().filter_map(|c| c.error.clone()))
         .chain(plan.unobservable.values().cloned())
         .chain(plan.held.iter().map(|(p, why)| format!("{p}: {why}")))
         .collect();
     // Held changes leave the lab out of line with what the policy asks: a person must look.
-    let outcome = if applied.iter().any(|a| a.error.is_some()) || !plan.held.is_empty() {
+    let outcome = if applied.iter().any(|a| a.error.is_some())
+        || !not_taken.is_empty()
+        || !plan.held.is_empty()
+    {
         Outcome::Failed
     } else if !plan.unobservable.is_empty() || plan.count(DeviationType::Unknown) > 0 {
         // Finished, but not everything was seen: not a success a gate may trust.
@@ -280,20 +479,52 @@ fn report(
         .deviations
         .iter()
         .filter(|d| d.dtype != DeviationType::Unknown)
-        .map(|d| store::DeviationRecord {
-            kind: d.kind.as_str().to_string(),
-            name: d.name.clone(),
-            field_path: d.field_path.clone(),
-            dtype: d.dtype,
-            severity: d.severity,
-            auto_correctable: d.auto_correctable,
-            remediation: Some(d.remediation.clone()),
-            expected: d.expected.clone(),
-            actual: d.actual.clone(),
-        })
+        .map(deviation_record)
         .collect();
     report.model = Some(model(&loaded.state, inputs, plan).to_json());
     report
+}
+
+fn deviation_record(d: &diff::Deviation) -> store::DeviationRecord {
+    store::DeviationRecord {
+        kind: d.kind.as_str().to_string(),
+        name: d.name.clone(),
+        field_path: d.field_path.clone(),
+        dtype: d.dtype,
+        severity: d.severity,
+        auto_correctable: d.auto_correctable,
+        remediation: Some(d.remediation.clone()),
+        expected: d.expected.clone(),
+        actual: d.actual.clone(),
+    }
+}
+
+/// The deviations `before` found that are gone in `after` because one of the run's own
+/// changes, confirmed, repaired their resource.
+fn repaired(
+    before: &Plan,
+    after: &Plan,
+    changes: &[store::ChangeRecord],
+) -> Vec<store::DeviationRecord> {
+    use std::collections::HashSet;
+    let still: HashSet<(Kind, &str, &str)> = after
+        .deviations
+        .iter()
+        .map(|d| (d.kind, d.name.as_str(), d.field_path.as_str()))
+        .collect();
+    let confirmed: HashSet<(&str, &str)> = changes
+        .iter()
+        .filter(|c| c.result == store::ChangeResult::Applied)
+        .map(|c| (c.kind.as_str(), c.name.as_str()))
+        .collect();
+    before
+        .deviations
+        .iter()
+        .filter(|d| d.dtype != DeviationType::Unknown)
+        .filter(|d| !still.contains(&(d.kind, d.name.as_str(), d.field_path.as_str())))
+        .filter(|d| confirmed.contains(&(d.kind.as_str(), d.name.as_str())))
+        .map(deviation_record)
+        .collect()
 }
 
 /// The reconciled model: every resource of Git (its spec and labels) and every live one, with

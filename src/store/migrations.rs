@@ -31,6 +31,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "run reason and partial outcome",
         include_str!("../../migrations/sqlite/0004_run_reason_partial.sql"),
     ),
+    (
+        5,
+        "applied changes",
+        include_str!("../../migrations/sqlite/0005_applied_changes.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -54,6 +59,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         4,
         "run reason and partial outcome",
         include_str!("../../migrations/postgres/0004_run_reason_partial.sql"),
+    ),
+    (
+        5,
+        "applied changes",
+        include_str!("../../migrations/postgres/0005_applied_changes.sql"),
     ),
 ];
 

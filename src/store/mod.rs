@@ -5,6 +5,7 @@
 //! milliseconds, booleans as 0/1, JSON as text. The store takes plain records ([`RunReport`],
 //! [`DeviationRecord`], …) and knows nothing of providers or MCP.
 
+mod changes;
 mod json_diff;
 mod leader;
 mod migrations;
@@ -26,6 +27,7 @@ use sqlx::Executor;
 
 use crate::time::{Clock, SystemClock};
 
+pub use changes::repaired_by;
 pub use json_diff::{json_diff, ChangeKind, JsonChange};
 pub use leader::LeaderGuard;
 pub use types::*;

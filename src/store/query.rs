@@ -205,7 +205,8 @@ impl Store {
              (SELECT COUNT(*) FROM desired_snapshots), (SELECT COUNT(*) FROM observed_snapshots), \
              (SELECT COUNT(*) FROM deviations), \
              (SELECT COUNT(*) FROM deviations WHERE resolved_at IS NULL), \
-             (SELECT COUNT(*) FROM pull_requests), (SELECT COUNT(*) FROM audit_log), {size_sql}"
+             (SELECT COUNT(*) FROM pull_requests), (SELECT COUNT(*) FROM audit_log), {size_sql}, \
+             (SELECT COUNT(*) FROM applied_changes)"
         );
         let row = sqlx::query(&sql)
             .fetch_one(&self.pool)
@@ -225,6 +226,7 @@ impl Store {
             pull_requests: n(6)?,
             audit_log: n(7)?,
             database_bytes: n(8)?,
+            applied_changes: n(9)?,
         })
     }
 
@@ -237,7 +239,7 @@ impl Store {
         let runs_cutoff = now - i64::from(policy.keep_runs_days) * DAY_MS;
         let audit_cutoff = now - i64::from(policy.keep_audit_days) * DAY_MS;
         let mut tx = self.pool.begin().await.map_err(self.query_err("pruning"))?;
-        let statements: [(&str, i64, &'static str); 6] = [
+        let statements: [(&str, i64, &'static str); 7] = [
             (
                 "DELETE FROM runs WHERE outcome <> 'running' AND finished_at < $1 \
                  AND id <> (SELECT MAX(id) FROM runs) \
@@ -245,6 +247,13 @@ impl Store {
                      WHERE model_blob IS NOT NULL AND outcome IN ('succeeded', 'partial')), 0)",
                 runs_cutoff,
                 "pruning runs",
+            ),
+            (
+                // A change is kept as long as its run.
+                "DELETE FROM applied_changes WHERE applied_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = applied_changes.run_id)",
+                runs_cutoff,
+                "pruning applied changes",
             ),
             (
                 "DELETE FROM observed_snapshots WHERE last_seen_at < $1 \
@@ -277,7 +286,7 @@ impl Store {
                 "pruning the audit log",
             ),
         ];
-        let mut deleted = [0u64; 6];
+        let mut deleted = [0u64; 7];
         for (i, (sql, cutoff, doing)) in statements.into_iter().enumerate() {
             deleted[i] = sqlx::query(sql)
                 .bind(cutoff)
@@ -289,11 +298,12 @@ impl Store {
         tx.commit().await.map_err(self.query_err("pruning"))?;
         Ok(PruneReport {
             runs: deleted[0],
-            observed_snapshots: deleted[1],
-            desired_snapshots: deleted[2],
-            deviations: deleted[3],
-            blobs: deleted[4],
-            audit_log: deleted[5],
+            applied_changes: deleted[1],
+            observed_snapshots: deleted[2],
+            desired_snapshots: deleted[3],
+            deviations: deleted[4],
+            blobs: deleted[5],
+            audit_log: deleted[6],
         })
     }
 

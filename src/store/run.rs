@@ -7,8 +7,8 @@ use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 
 use super::{
-    canonical_json, content_hash, DeviationRecord, Outcome, RunCounts, RunId, RunReport, Store,
-    StoreError,
+    canonical_json, content_hash, ChangeRecord, DeviationRecord, Outcome, RunCounts, RunId,
+    RunReport, Store, StoreError,
 };
 
 type Tx = Transaction<'static, Any>;
@@ -159,6 +159,8 @@ impl Store {
         }
 
         let counts = self.record_deviations(&mut tx, run, now, &report).await?;
+        self.record_changes(&mut tx, run, now, &report.changes)
+            .await?;
 
         let model_hash = match &report.model {
             Some(model) => Some(self.put_blob(&mut tx, model, now).await?),
@@ -224,6 +226,75 @@ impl Store {
         Ok(hash)
     }
 
+    /// Records the changes the run asked for, in the run's transaction: a run that is not
+    /// recorded leaves no changes either.
+    async fn record_changes(
+        &self,
+        tx: &mut Tx,
+        run: RunId,
+        now: i64,
+        changes: &[ChangeRecord],
+    ) -> Result<(), StoreError> {
+        for c in changes {
+            sqlx::query(
+                "INSERT INTO applied_changes (run_id, provider, action, kind, name, \
+                 before_value, after_value, result, error, applied_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(run)
+            .bind(&c.provider)
+            .bind(c.action.as_str())
+            .bind(&c.kind)
+            .bind(&c.name)
+            .bind(c.before.as_ref().map(canonical_json))
+            .bind(c.after.as_ref().map(canonical_json))
+            .bind(c.result.as_str())
+            .bind(c.error.as_deref())
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.query_err("recording an applied change"))?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a deviation first seen by `run`; `resolved` (with the commit, if any) when the
+    /// run also resolved it.
+    async fn insert_deviation(
+        &self,
+        tx: &mut Tx,
+        run: RunId,
+        now: i64,
+        d: &DeviationRecord,
+        resolved: Option<Option<&str>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deviations (kind, name, field_path, dtype, severity, \
+             auto_correctable, remediation, expected, actual, opened_at, opened_run, \
+             last_seen_at, last_seen_run, seen_count, resolved_at, resolved_run, \
+             resolved_commit) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11, 1, $12, $13, $14)",
+        )
+        .bind(&d.kind)
+        .bind(&d.name)
+        .bind(&d.field_path)
+        .bind(d.dtype.as_str())
+        .bind(d.severity.as_str())
+        .bind(i64::from(d.auto_correctable))
+        .bind(d.remediation.as_deref())
+        .bind(d.expected.as_ref().map(canonical_json))
+        .bind(d.actual.as_ref().map(canonical_json))
+        .bind(now)
+        .bind(run)
+        .bind(resolved.map(|_| now))
+        .bind(resolved.map(|_| run))
+        .bind(resolved.flatten())
+        .execute(&mut **tx)
+        .await
+        .map_err(self.query_err("recording a deviation"))?;
+        Ok(())
+    }
+
     /// Opens new deviations, refreshes present ones and resolves absent, observable ones.
     async fn record_deviations(
         &self,
@@ -279,26 +350,7 @@ impl Store {
                 .await
                 .map_err(self.query_err("updating a deviation"))?;
             } else {
-                sqlx::query(
-                    "INSERT INTO deviations (kind, name, field_path, dtype, severity, \
-                     auto_correctable, remediation, expected, actual, opened_at, opened_run, \
-                     last_seen_at, last_seen_run, seen_count) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11, 1)",
-                )
-                .bind(&d.kind)
-                .bind(&d.name)
-                .bind(&d.field_path)
-                .bind(d.dtype.as_str())
-                .bind(d.severity.as_str())
-                .bind(auto)
-                .bind(d.remediation.as_deref())
-                .bind(expected)
-                .bind(actual)
-                .bind(now)
-                .bind(run)
-                .execute(&mut **tx)
-                .await
-                .map_err(self.query_err("opening a deviation"))?;
+                self.insert_deviation(tx, run, now, d, None).await?;
                 counts.deviations_opened += 1;
             }
         }
@@ -324,6 +376,17 @@ impl Store {
             .execute(&mut **tx)
             .await
             .map_err(self.query_err("resolving a deviation"))?;
+            counts.deviations_resolved += 1;
+        }
+        // Found and repaired within this run: a life cycle that opened and closed here.
+        for d in &report.repaired {
+            let key = (d.kind.clone(), d.name.clone(), d.field_path.clone());
+            if open.contains_key(&key) || present.contains(&key) {
+                continue;
+            }
+            self.insert_deviation(tx, run, now, d, Some(report.commit_sha.as_deref()))
+                .await?;
+            counts.deviations_opened += 1;
             counts.deviations_resolved += 1;
         }
         counts.deviations_open = order.len() as i64 + kept;

@@ -49,6 +49,57 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What a change asked of a provider.
+    serde ChangeAction {
+        Create = "create",
+        Update = "update",
+        Delete = "delete",
+    }
+}
+
+text_enum! {
+    /// What came of a change a run asked a provider to make.
+    serde ChangeResult {
+        /// Accepted, and a re-observation after the apply shows the resource as Git declares.
+        Applied = "applied",
+        /// Accepted, but the re-observation still shows a difference or could not be made.
+        Unconfirmed = "unconfirmed",
+        /// Refused, or the call failed.
+        Failed = "failed",
+    }
+}
+
+/// One change a run asked a provider to make, and what came of it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeRecord {
+    pub provider: String,
+    pub action: ChangeAction,
+    pub kind: String,
+    pub name: String,
+    /// The live fields when the change was planned; `None` for a create.
+    pub before: Option<Value>,
+    /// The fields asked for; `None` for a delete.
+    pub after: Option<Value>,
+    pub result: ChangeResult,
+    /// Why it failed or is unconfirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An applied-change row.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedChange {
+    pub id: i64,
+    pub run: RunId,
+    /// Unix milliseconds (when the run recorded it).
+    pub at: i64,
+    #[serde(flatten)]
+    pub change: ChangeRecord,
+}
+
 /// One deviation as found by one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviationRecord {
@@ -116,6 +167,9 @@ pub struct RunReport {
     pub observed: Vec<ObservedSnapshot>,
     /// Every deviation present now; open ones absent here are resolved.
     pub deviations: Vec<DeviationRecord>,
+    /// Deviations the run found and repaired itself, confirmed by observing again after its
+    /// apply: recorded as opened (unless open already) and resolved, both by this run.
+    pub repaired: Vec<DeviationRecord>,
     pub unobservable: Vec<Unobservable>,
     /// Number of desired resources.
     pub resources: u64,
@@ -123,6 +177,8 @@ pub struct RunReport {
     /// The reconciled model of the run (per resource: kind, name, desired, observed, status).
     /// Opaque to the store; stored content-addressed, so an unchanged model costs no space.
     pub model: Option<Value>,
+    /// The changes the run asked providers to make, and what came of each.
+    pub changes: Vec<ChangeRecord>,
 }
 
 impl RunReport {
@@ -134,10 +190,12 @@ impl RunReport {
             desired: None,
             observed: Vec::new(),
             deviations: Vec::new(),
+            repaired: Vec::new(),
             unobservable: Vec::new(),
             resources: 0,
             error: None,
             model: None,
+            changes: Vec::new(),
         }
     }
 }
@@ -255,6 +313,7 @@ pub struct AuditRecord {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub runs: i64,
+    pub applied_changes: i64,
     pub blobs: i64,
     pub desired_snapshots: i64,
     pub observed_snapshots: i64,
@@ -291,6 +350,7 @@ impl Default for RetentionPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
     pub runs: u64,
+    pub applied_changes: u64,
     pub observed_snapshots: u64,
     pub desired_snapshots: u64,
     pub deviations: u64,

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::support::cli::{dev, deviations, json_of, labctl, write};
 use crate::support::kea::Kea;
 use crate::support::lab::{kea_reservation, reservation, SUBNET};
+use crate::support::mcp::{call, connect, ok};
 use labctl::store::Store;
 use serde_json::{json, Value as Json};
 
@@ -154,7 +155,7 @@ async fn drift_is_reported_on_the_exact_field_then_applied_then_gone() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn apply_restores_kea_and_the_next_run_resolves_the_deviations() {
+async fn apply_restores_kea_and_the_same_run_records_and_resolves_what_it_changed() {
     let Some(kea) = Kea::start(
         json!([
             kea_reservation("harbor", "bc:24:11:5e:02:02", "10.0.1.202"),
@@ -224,7 +225,87 @@ async fn apply_restores_kea_and_the_next_run_resolves_the_deviations() {
         ]
     );
 
-    // The next plan shows no drift, and the next run resolves what the first one recorded.
+    // The run observed Kea again after its apply: each change is confirmed, with the value
+    // before and after, and the three deviations it found are resolved by the same run.
+    let changes: Vec<(String, String, String)> = run["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap().to_string();
+            (text("action"), text("name"), text("result"))
+        })
+        .collect();
+    let expect = |a: &str, n: &str| (a.to_string(), n.to_string(), "applied".to_string());
+    assert_eq!(
+        changes,
+        [
+            expect("delete", "printer"),
+            expect("update", "whisper"),
+            expect("create", "grafana")
+        ],
+        "{run}"
+    );
+    let whisper = &run["changes"][1];
+    assert_eq!(whisper["before"]["ip"], "10.0.1.209", "{whisper}");
+    assert_eq!(whisper["after"]["ip"], "10.0.1.201", "{whisper}");
+    let store = Store::connect(&db).await.unwrap();
+    assert!(store.open_deviations(None, None).await.unwrap().is_empty());
+    let out = labctl(&["status", "--database-url", &db]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("Open deviations: none"), "{status}");
+    assert!(
+        status.contains("changes made (3):")
+            && status.contains("update DhcpReservation/whisper with kea: applied"),
+        "{status}"
+    );
+    let out = labctl(&[
+        "drift",
+        "--database-url",
+        &db,
+        "--history",
+        "DhcpReservation/whisper",
+    ]);
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        history.contains("resolved") && history.contains("which made the update with kea"),
+        "{history}"
+    );
+    // No remediation is offered for what is resolved.
+    assert!(!history.contains("reconcile will"), "{history}");
+    // And an assistant asking over MCP hears the same.
+    let client = connect(&db).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let v = ok(
+        &tools,
+        "explain_deviation",
+        call(
+            &client,
+            "explain_deviation",
+            json!({"kind": "DhcpReservation", "name": "whisper", "field": "spec.ip"}),
+        )
+        .await,
+    );
+    assert_eq!(v["open"], false, "{v}");
+    let by = &v["history"][0]["repairedBy"];
+    assert_eq!(
+        (&by["action"], &by["provider"], &by["result"]),
+        (&json!("update"), &json!("kea"), &json!("applied")),
+        "{v}"
+    );
+    let v = ok(
+        &tools,
+        "get_reconcile_status",
+        call(&client, "get_reconcile_status", json!({})).await,
+    );
+    let recent = v["recentChanges"].as_array().unwrap();
+    assert_eq!(recent.len(), 3, "{v}");
+    assert!(recent
+        .iter()
+        .all(|c| c["result"] == "applied" && c["provider"] == "kea"));
+    client.cancel().await.unwrap();
+
+    // The next plan shows no drift, and the next run finds nothing to do.
     let out = labctl(&["plan", repo_arg]);
     assert_eq!(
         out.status.code(),
@@ -235,7 +316,6 @@ async fn apply_restores_kea_and_the_next_run_resolves_the_deviations() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("No drift"));
     let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
     assert_eq!(out.status.code(), Some(0));
-    let store = Store::connect(&db).await.unwrap();
     assert!(store.open_deviations(None, None).await.unwrap().is_empty());
     // An unchanged lab adds only the run's own row: observations and the model are
     // content-addressed and extended in place.

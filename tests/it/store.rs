@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use labctl::store::{
-    ActorKind, AuditEntry, ChangeKind, DeviationRecord, DeviationType, ObservedSnapshot, Outcome,
-    PullRequestState, RetentionPolicy, RunReport, Severity, Store, StoreError, Unobservable,
+    ActorKind, AuditEntry, ChangeAction, ChangeKind, ChangeRecord, ChangeResult, DeviationRecord,
+    DeviationType, ObservedSnapshot, Outcome, PullRequestState, RetentionPolicy, RunReport,
+    Severity, Store, StoreError, Unobservable,
 };
 use labctl::time::ManualClock;
 use serde_json::json;
@@ -136,6 +137,7 @@ on_both! {
     case_prune_keeps_latest_model => sqlite_prune_keeps_latest_model, postgres_prune_keeps_latest_model;
     case_snapshots => sqlite_snapshots, postgres_snapshots;
     case_pull_requests => sqlite_pull_requests, postgres_pull_requests;
+    case_changes_and_repairs => sqlite_changes_and_repairs, postgres_changes_and_repairs;
 }
 
 #[tokio::test]
@@ -1084,4 +1086,120 @@ async fn postgres_describe_and_errors_redact_the_password() {
     let text = err.to_string();
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("postgres://***@127.0.0.1:5432/lab"), "{text}");
+}
+
+/// A run's changes are stored with it, read back per run, per resource and newest first, and
+/// pruned with it; a deviation it found and repaired is one life cycle opened and resolved by
+/// that run, named as repaired by its change.
+async fn case_changes_and_repairs(store: Store) {
+    let clock = Arc::new(ManualClock::at(labctl::time::now_ms()));
+    let store = store.with_clock(clock.clone());
+    store.migrate().await.unwrap();
+    let change = |name: &str, result: ChangeResult, error: Option<&str>| ChangeRecord {
+        provider: "kea".into(),
+        action: ChangeAction::Update,
+        kind: "DhcpReservation".into(),
+        name: name.into(),
+        before: Some(json!({"ip": "10.0.1.209"})),
+        after: Some(json!({"ip": "10.0.1.201"})),
+        result,
+        error: error.map(str::to_string),
+    };
+    // sw1 was open from an earlier run; this one repairs it and whisper (new), and fails on
+    // harbor, which stays open.
+    one_run(
+        &store,
+        report(
+            "c1",
+            vec![deviation("DhcpReservation", "sw1", "spec.ip", json!(1))],
+        ),
+    )
+    .await;
+    let counts = one_run(
+        &store,
+        RunReport {
+            repaired: vec![
+                deviation("DhcpReservation", "sw1", "spec.ip", json!(1)),
+                deviation("DhcpReservation", "whisper", "spec.ip", json!(2)),
+            ],
+            changes: vec![
+                change("sw1", ChangeResult::Applied, None),
+                change("whisper", ChangeResult::Applied, None),
+                change(
+                    "harbor",
+                    ChangeResult::Failed,
+                    Some("kea: config-set refused"),
+                ),
+            ],
+            ..report(
+                "c2",
+                vec![deviation("DhcpReservation", "harbor", "spec.ip", json!(3))],
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            counts.deviations_open,
+            counts.deviations_opened,
+            counts.deviations_resolved
+        ),
+        (1, 2, 2),
+        "harbor opened and open; whisper opened and resolved; sw1 resolved"
+    );
+    let run = store.latest_run().await.unwrap().unwrap().id;
+    let changes = store.run_changes(run).await.unwrap();
+    assert_eq!(changes.len(), 3);
+    assert_eq!(
+        changes[0].change,
+        change("sw1", ChangeResult::Applied, None)
+    );
+    assert_eq!(
+        changes[2].change.error.as_deref(),
+        Some("kea: config-set refused")
+    );
+    let whisper = store
+        .deviation_history("DhcpReservation", "whisper", "spec.ip")
+        .await
+        .unwrap();
+    assert_eq!(whisper.len(), 1);
+    assert_eq!(
+        (
+            whisper[0].opened_run,
+            whisper[0].resolved_run,
+            whisper[0].resolved_commit.as_deref()
+        ),
+        (run, Some(run), Some("c2"))
+    );
+    let of_whisper = store
+        .resource_changes("DhcpReservation", "whisper")
+        .await
+        .unwrap();
+    assert_eq!(
+        labctl::store::repaired_by(&whisper[0], &of_whisper).map(|c| c.id),
+        Some(changes[1].id)
+    );
+    let recent = store.recent_changes(2).await.unwrap();
+    assert_eq!(
+        recent
+            .iter()
+            .map(|c| c.change.name.as_str())
+            .collect::<Vec<_>>(),
+        ["harbor", "whisper"]
+    );
+    assert_eq!(store.stats().await.unwrap().applied_changes, 3);
+
+    // Kept as long as their run: a newer run keeps this one's rows until it is pruned.
+    one_run(&store, report("c3", vec![])).await;
+    clock.advance(20);
+    let pruned = store
+        .prune(RetentionPolicy {
+            keep_runs_days: 0,
+            keep_audit_days: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned.applied_changes, 3);
+    assert!(store.run_changes(run).await.unwrap().is_empty());
+    store.close().await;
 }
