@@ -415,3 +415,95 @@ async fn postgres_a_run_that_lost_the_lock_applies_nothing() {
     assert!(open.is_empty(), "nothing was concluded: {open:?}");
     db.drop_database().await;
 }
+
+/// PostgreSQL restarts under a running controller (a cluster of the test's own, made with
+/// `initdb` and restarted with `pg_ctl`): the leader's session and its advisory lock are gone.
+/// A second controller started meanwhile takes the lock and applies its commit; the first,
+/// when its slow provider answers, notices before applying and changes nothing — it does not
+/// overwrite the newer run's change.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_under_a_run_the_run_applies_nothing() {
+    use crate::support::kea::Kea;
+    use crate::support::lab::{kea_reservation, reservation, SUBNET};
+    use crate::support::pg_cluster::Cluster;
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let db = cluster.url();
+    let Some(kea) = Kea::start(
+        serde_json::json!([kea_reservation(
+            "whisper",
+            "bc:24:11:5e:02:01",
+            "10.0.1.209"
+        )]),
+        serde_json::json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let config = |dir: &Path, held: Option<u16>| {
+        let held = held
+            .map(|port| {
+                format!(
+                    "    - {{name: held, kind: kea, url: \"http://127.0.0.1:{port}/\", timeoutSeconds: 120}}\n"
+                )
+            })
+            .unwrap_or_default();
+        write(
+            dir,
+            "labctl.yaml",
+            &format!(
+                "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 5}}\n{held}  policy:\n    DhcpReservation: apply\n",
+                kea.url
+            ),
+        );
+    };
+    // The first controller's commit says .201 and waits on a held provider, lock taken.
+    let mut held = HeldServer::start().await;
+    let first_repo = tempfile::tempdir().unwrap();
+    config(first_repo.path(), Some(held.port));
+    let mac = "bc:24:11:5e:02:01";
+    reservation(first_repo.path(), "whisper", SUBNET, mac, "10.0.1.201");
+    let first = spawn(first_repo.path(), &db, &[]);
+    held.arrival().await;
+
+    cluster.restart();
+
+    // The second controller's commit says .202; the lock is free, so it runs and applies.
+    let second_repo = tempfile::tempdir().unwrap();
+    config(second_repo.path(), None);
+    reservation(second_repo.path(), "whisper", SUBNET, mac, "10.0.1.202");
+    let out = spawn(second_repo.path(), &db, &["--no-wait"])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live =
+        || async { kea.config().await["subnet4"][0]["reservations"][0]["ip-address"].clone() };
+    assert_eq!(live().await, "10.0.1.202");
+
+    held.release().await;
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lost the leader lock before applying"),
+        "{stderr}"
+    );
+    assert_eq!(live().await, "10.0.1.202", "the first run changed nothing");
+    let store = Store::connect(&db).await.unwrap();
+    let outcomes: Vec<Outcome> = store
+        .runs_between(0, i64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.outcome)
+        .collect();
+    store.close().await;
+    assert_eq!(outcomes, [Outcome::Aborted, Outcome::Succeeded]);
+}

@@ -9,6 +9,7 @@ pub mod kea;
 pub mod lab;
 pub mod mcp;
 pub mod net;
+pub mod pg_cluster;
 pub mod postgres;
 
 use labctl::providers::{Observation, Resource};
