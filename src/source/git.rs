@@ -257,10 +257,17 @@ impl RemoteTarget {
         })?;
         let user = url.user().map(str::to_string);
         let url_pass = url.set_password(None);
+        // The variable, else the systemd credential `git-token` (LoadCredential=): a unit
+        // needs no shell to move the token into the environment.
         let token = options
             .token_env
             .as_deref()
             .and_then(|name| std::env::var(name).ok())
+            .or_else(|| {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+                std::fs::read_to_string(Path::new(&dir).join("git-token")).ok()
+            })
+            .map(|token| token.trim().to_string())
             .filter(|token| !token.is_empty());
         let credentials = match (token, url_pass) {
             (Some(token), _) => Some(Credentials {
