@@ -15,6 +15,7 @@ pub mod providers;
 pub mod readmodel;
 pub mod reconcile;
 pub mod redact;
+pub mod serve;
 pub mod source;
 pub mod store;
 pub mod text;

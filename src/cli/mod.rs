@@ -24,6 +24,7 @@ mod import;
 mod mcp;
 mod plan;
 mod reconcile;
+mod serve;
 mod status;
 mod validate;
 
@@ -78,6 +79,10 @@ enum Command {
     ///
     /// Exit status: 0 the run completed (drift or not), 1 it failed.
     Reconcile(reconcile::ReconcileArgs),
+    /// Run as a daemon: reconcile when the repository moves (a watch of a local repository,
+    /// a poll of a remote), on a schedule, on a push webhook or on request; serve /healthz,
+    /// /readyz and the webhooks. Stops cleanly on SIGTERM or SIGINT.
+    Serve(serve::ServeArgs),
     /// The last runs, resources by status and open deviations, from the store.
     Status(status::StatusArgs),
     /// Open deviations (or one deviation's history), worst first, from the store.
@@ -162,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Reconcile(args) => reconcile::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Status(args) => status::run_status(&args),
         Command::Drift(args) => status::run_drift(&args),

@@ -13,6 +13,7 @@ mod plugin;
 mod http;
 /// Reading the secrets labctl.yaml names.
 mod secret;
+pub use secret::read as read_secret;
 
 // The providers labctl.yaml can declare, one per API: a new one is its module and a line in
 // the list below.

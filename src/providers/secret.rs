@@ -4,7 +4,7 @@ use crate::model::SecretSource;
 
 /// Reads a secret from where the configuration says, trimmed. The error names the source
 /// (variable, file, credential), never a value.
-pub(crate) fn read(source: &SecretSource) -> Result<String, String> {
+pub fn read(source: &SecretSource) -> Result<String, String> {
     let value = match source {
         SecretSource::Env(var) => std::env::var(var)
             .map_err(|_| format!("token: the environment variable {var} is not set"))?,

@@ -63,6 +63,23 @@ impl Store {
         Ok(id)
     }
 
+    /// Marks the runs `controller` left unfinished as aborted, saying `why`; returns how many.
+    /// (A controller that stops cleanly says so at once instead of leaving it to the next
+    /// start.)
+    pub async fn abort_unfinished(&self, controller: &str, why: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = 'aborted', finished_at = $1, error = COALESCE(error, $2) \
+             WHERE outcome = 'running' AND controller = $3",
+        )
+        .bind(self.now_ms())
+        .bind(why)
+        .bind(controller)
+        .execute(&self.pool)
+        .await
+        .map_err(self.query_err("aborting unfinished runs"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Records everything `run` found and finishes it, atomically: on any error nothing of the
     /// report is stored and the run stays `running`.
     pub async fn finish_run(&self, run: RunId, report: RunReport) -> Result<RunCounts, StoreError> {

@@ -20,15 +20,15 @@ use labctl::store::{Outcome, Store};
 /// says when a request has arrived: a controller whose provider call has arrived holds the
 /// leader lock and is mid-run, for as long as the test wants. Released, it drops the held
 /// connections and stops listening, so every later call fails at once (unreachable).
-struct HeldServer {
-    port: u16,
+pub(crate) struct HeldServer {
+    pub port: u16,
     arrived: mpsc::UnboundedReceiver<()>,
     release: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl HeldServer {
-    async fn start() -> HeldServer {
+    pub async fn start() -> HeldServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (arrived_tx, arrived) = mpsc::unbounded_channel();
@@ -64,12 +64,12 @@ impl HeldServer {
     }
 
     /// Waits until a provider call has arrived (and is being held).
-    async fn arrival(&mut self) {
+    pub async fn arrival(&mut self) {
         self.arrived.recv().await.expect("the server runs");
     }
 
     /// Lets go of the held calls; from now on nothing listens on the port.
-    async fn release(&mut self) {
+    pub async fn release(&mut self) {
         if let Some(release) = self.release.take() {
             let _ = release.send(());
             (&mut self.task).await.unwrap();

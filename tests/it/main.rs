@@ -30,6 +30,7 @@ mod refused;
 mod safety;
 mod schemas;
 mod secrets;
+mod serve;
 mod store;
 mod systemd_units;
 mod traefik;
