@@ -27,6 +27,18 @@ pub struct McpArgs {
     /// Serve streamable HTTP at this address (path /mcp) instead of stdio. Needs --tokens.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    #[command(flatten)]
+    pub face: McpHttpArgs,
+    #[command(flatten)]
+    pub source: McpSourceArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// How the MCP HTTP face is reached and bounded: shared by `labctl mcp --http` and
+/// `labctl serve --mcp-http` (each names its address argument `http`).
+#[derive(Args)]
+pub struct McpHttpArgs {
     /// Bearer tokens accepted over HTTP: YAML `tokens: [{name, sha256, scopes}]`, scopes from
     /// read, propose, admin; each token kept as its SHA-256 (see `labctl mcp hash-token`).
     #[arg(long, value_name = "FILE", requires = "http")]
@@ -57,10 +69,30 @@ pub struct McpArgs {
     /// Requests a token may make in a burst.
     #[arg(long, default_value_t = 100.0, value_name = "N")]
     pub burst: f64,
-    #[command(flatten)]
-    pub source: McpSourceArgs,
-    #[command(flatten)]
-    pub host: HostArgs,
+}
+
+impl McpHttpArgs {
+    /// The HTTP options, with the tokens file read; an unreadable or malformed file is a
+    /// usage error that names it.
+    pub fn options(&self) -> Result<HttpOptions, String> {
+        let Some(path) = &self.tokens else {
+            return Err(
+                "serving MCP over HTTP needs --tokens FILE (labctl mcp hash-token helps write it)"
+                    .into(),
+            );
+        };
+        Ok(HttpOptions {
+            tokens: Tokens::load(path).map_err(|e| e.to_string())?,
+            allow_origins: self.allow_origins.clone(),
+            allow_clients: self.allow_clients.clone(),
+            allow_hosts: self.allow_hosts.clone(),
+            max_body_bytes: self.max_body_bytes,
+            max_in_flight: self.max_in_flight,
+            max_sessions: self.max_sessions,
+            rate_per_second: self.rate,
+            rate_burst: self.burst,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -121,19 +153,15 @@ pub fn run(args: &McpArgs) -> ExitCode {
     if let Some(McpCommand::HashToken) = args.command {
         return hash_token();
     }
-    let tokens = match (&args.http, &args.tokens) {
-        (Some(_), None) => {
-            errln!("error: --http needs --tokens FILE (labctl mcp hash-token helps write it)");
-            return ExitCode::from(super::EXIT_USAGE);
-        }
-        (_, Some(path)) => match Tokens::load(path) {
-            Ok(t) => t,
+    let options = match args.http {
+        Some(_) => match args.face.options() {
+            Ok(options) => Some(options),
             Err(e) => {
                 errln!("error: {e}");
                 return ExitCode::from(super::EXIT_USAGE);
             }
         },
-        (None, None) => Tokens::default(),
+        None => None,
     };
     let url = super::db::database_url(args.database_url.as_deref());
     let Some(rt) = super::runtime() else {
@@ -145,8 +173,23 @@ pub fn run(args: &McpArgs) -> ExitCode {
         // A new database answers "nothing recorded yet" rather than "no such table".
         store.migrate().await?;
         let controller = settings.map(|s| Arc::new(Context::new(store.clone(), s)));
-        let served = match args.http {
-            None => {
+        let served = match (args.http, options) {
+            (Some(addr), Some(options)) => {
+                let server = with(
+                    LabServer::new(store.clone(), http::http_client()),
+                    controller,
+                );
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                // Always said, whatever LABCTL_LOG: the port chosen for :0 is needed.
+                errln!(
+                    "labctl mcp: listening on http://{}/mcp",
+                    listener.local_addr()?
+                );
+                http::serve(server, listener, options, shutdown_signal()).await
+            }
+            _ => {
                 tracing::info!(store = %store.describe(), "serving MCP on stdio");
                 let client = Client {
                     kind: ActorKind::Mcp,
@@ -156,30 +199,6 @@ pub fn run(args: &McpArgs) -> ExitCode {
                 with(LabServer::new(store.clone(), client), controller)
                     .serve_stdio()
                     .await
-            }
-            Some(addr) => {
-                let server = with(
-                    LabServer::new(store.clone(), http::http_client()),
-                    controller,
-                );
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-                let local = listener.local_addr()?;
-                // Always said, whatever LABCTL_LOG: the port chosen for :0 is needed.
-                errln!("labctl mcp: listening on http://{local}/mcp");
-                let options = HttpOptions {
-                    tokens,
-                    allow_origins: args.allow_origins.clone(),
-                    allow_clients: args.allow_clients.clone(),
-                    allow_hosts: args.allow_hosts.clone(),
-                    max_body_bytes: args.max_body_bytes,
-                    max_in_flight: args.max_in_flight,
-                    max_sessions: args.max_sessions,
-                    rate_per_second: args.rate,
-                    rate_burst: args.burst,
-                };
-                http::serve(server, listener, options, shutdown_signal()).await
             }
         };
         store.close().await;

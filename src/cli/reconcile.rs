@@ -16,9 +16,25 @@ pub struct ReconcileArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub host: HostArgs,
-    /// Run once and exit (for a systemd timer or cron). Required until the daemon exists.
-    #[arg(long, required = true)]
+    /// Run once and exit (for a systemd timer or cron).
+    #[arg(long, required_unless_present = "now", conflicts_with = "now")]
     pub once: bool,
+    /// Ask the running `labctl serve` for a run now (POST /api/reconcile with the admin
+    /// token from --admin-token-file, LABCTL_ADMIN_TOKEN or the credential admin-token).
+    #[arg(long)]
+    pub now: bool,
+    /// Where the daemon's HTTP face listens (its --listen), for --now.
+    #[arg(
+        long,
+        env = "LABCTL_DAEMON",
+        default_value = "http://127.0.0.1:8420",
+        value_name = "URL",
+        requires = "now"
+    )]
+    pub daemon: String,
+    /// The daemon's admin token, from a file, for --now.
+    #[arg(long, value_name = "FILE", requires = "now")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// State store: sqlite://PATH or postgres://USER@HOST/DB (default: see `labctl db`).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -50,6 +66,9 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
+    if args.now {
+        return rt.block_on(ask_daemon(args));
+    }
     let url = super::db::database_url(args.database_url.as_deref());
     let settings = Settings {
         source: args.source.spec(),
@@ -123,5 +142,69 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `reconcile --now`: queues a run in the daemon at `--daemon`. 0 queued, 1 refused or not
+/// reachable, 2 no admin token.
+async fn ask_daemon(args: &ReconcileArgs) -> ExitCode {
+    let token = match super::serve::secret(
+        args.admin_token_file.as_ref(),
+        "LABCTL_ADMIN_TOKEN",
+        "admin-token",
+    ) {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            errln!(
+                "error: --now needs the daemon's admin token: --admin-token-file FILE, \
+                 LABCTL_ADMIN_TOKEN or the systemd credential admin-token"
+            );
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    let endpoint = format!("{}/api/reconcile", args.daemon.trim_end_matches('/'));
+    let by = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    // The token goes to exactly the address given: no redirect is followed.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    let answer = match client {
+        Ok(client) => {
+            client
+                .post(&endpoint)
+                .bearer_auth(String::from_utf8_lossy(&token))
+                .header("x-labctl-user", by)
+                .send()
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+            outln!("reconcile queued in the daemon at {}", args.daemon);
+            outln!("follow it with `labctl status`");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            let status = r.status();
+            let body: String = r
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            errln!("error: {endpoint} answered {status}: {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            errln!("error: cannot reach the daemon at {endpoint}: {e} (is `labctl serve` running there?)");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -32,6 +32,12 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub listen: SocketAddr,
+    /// Serve MCP over streamable HTTP (path /mcp, HTTP+SSE at /sse) at this address too,
+    /// answering from the store this daemon writes. Needs --tokens.
+    #[arg(long = "mcp-http", env = "LABCTL_MCP_LISTEN", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    #[command(flatten)]
+    pub mcp: super::mcp::McpHttpArgs,
     /// Full runs on this cron schedule (minute hour day month weekday), which observe the
     /// providers again even when Git did not change, so live drift is found.
     #[arg(
@@ -77,8 +83,12 @@ pub struct ServeArgs {
 }
 
 /// A secret from `file`, else the variable `env`, else the systemd credential `credential`;
-/// `None` when none of them is there.
-fn secret(file: Option<&PathBuf>, env: &str, credential: &str) -> Result<Option<Vec<u8>>, String> {
+/// `None` when none of them is there, or the credential is empty.
+pub(super) fn secret(
+    file: Option<&PathBuf>,
+    env: &str,
+    credential: &str,
+) -> Result<Option<Vec<u8>>, String> {
     let source = match file {
         Some(path) => SecretSource::File(path.clone()),
         None if std::env::var_os(env).is_some() => SecretSource::Env(env.into()),
@@ -91,10 +101,15 @@ fn secret(file: Option<&PathBuf>, env: &str, credential: &str) -> Result<Option<
         }
     };
     let value = labctl::providers::read_secret(&source)?;
-    if value.is_empty() {
-        return Err(format!("the secret from {source:?} is empty"));
+    if !value.is_empty() {
+        return Ok(Some(value.into_bytes()));
     }
-    Ok(Some(value.into_bytes()))
+    match source {
+        // A unit names every credential it may use (LoadCredential= fails on a missing
+        // file), so an empty credential is how an operator says "none".
+        SecretSource::SystemdCredential(_) => Ok(None),
+        _ => Err(format!("the secret from {source:?} is empty")),
+    }
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -134,6 +149,13 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         (Err(e), _) | (_, Err(e)) => {
             errln!("error: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    let mcp_options = match args.http.map(|_| args.mcp.options()).transpose() {
+        Ok(options) => options,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
         }
     };
     let Some(rt) = runtime() else {
@@ -189,16 +211,40 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             _ => None,
         };
         tokio::spawn(triggers::schedule(schedule, triggers.clone(), stop.clone()));
-        let router = http::router(
-            Arc::clone(&ctx),
-            Arc::clone(&state),
-            triggers.clone(),
+        let metrics = Arc::new(serve::metrics::Metrics::default());
+        let router = http::router(http::App {
+            ctx: Arc::clone(&ctx),
+            state: Arc::clone(&state),
+            triggers: triggers.clone(),
             secrets,
-        );
+            metrics: Arc::clone(&metrics),
+        });
         let mut http_stop = stop.clone();
         let http = tokio::spawn(http::serve(router, listener, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
+        let mcp = match (args.http, mcp_options) {
+            (Some(addr), Some(options)) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {addr} for MCP: {e}"))?;
+                let server = labctl::mcp::LabServer::new(
+                    ctx.store().clone(),
+                    labctl::mcp::http::http_client(),
+                );
+                let server = server.with_daemon(triggers.clone());
+                let mut mcp_stop = stop.clone();
+                Some(tokio::spawn(labctl::mcp::http::serve(
+                    server,
+                    listener,
+                    options,
+                    async move {
+                        let _ = mcp_stop.wait_for(|s| *s).await;
+                    },
+                )))
+            }
+            _ => None,
+        };
         let watchdog = tokio::spawn(watchdog(stop.clone()));
         tokio::spawn(signals(stop_tx));
         tracing::info!(listen = %args.listen, schedule = %args.schedule, "serving");
@@ -207,10 +253,16 @@ pub fn run(args: &ServeArgs) -> ExitCode {
 
         let options = serve::Options {
             grace: Duration::from_secs(args.shutdown_grace),
+            metrics,
         };
         serve::run(Arc::clone(&ctx), queue, state, stop, options).await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = http.await;
+        if let Some(mcp) = mcp {
+            if let Ok(Err(e)) = mcp.await {
+                tracing::warn!(error = %e, "the MCP face stopped with an error");
+            }
+        }
         watchdog.abort();
         ctx.store().close().await;
         tracing::info!("stopped");

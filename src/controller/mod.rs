@@ -286,7 +286,10 @@ pub async fn reconcile(ctx: &Context, request: &Request) -> Result<Reconciled, E
     result
 }
 
-async fn reconcile_as_leader(
+/// One run under leadership the caller already holds (a daemon keeps it between runs):
+/// resolve and validate the commit, observe, diff, apply, record, apply retention. The lock
+/// is confirmed again just before anything is applied.
+pub async fn reconcile_as_leader(
     ctx: &Context,
     request: &Request,
     leader: &mut LeaderGuard,

@@ -97,8 +97,8 @@ pub struct LabServer {
     tools: Arc<Vec<ToolDef>>,
     /// The parsed model of the latest run that recorded one, keyed by run id.
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
-    /// The controller `trigger_reconcile` asks for runs; without it the tool is not offered.
-    controller: Option<Arc<controller::Context>>,
+    /// Where `trigger_reconcile` gets runs; without it the tool is not offered.
+    controller: Option<trigger::Runner>,
     /// Audit rows, committed in groups (every call waits for its own).
     audit_log: audit::AuditWriter,
 }
@@ -117,9 +117,18 @@ impl LabServer {
     }
 
     /// Offers `trigger_reconcile` (admin scope): runs requested from `controller`.
-    pub fn with_controller(mut self, controller: Arc<controller::Context>) -> Self {
+    pub fn with_controller(self, controller: Arc<controller::Context>) -> Self {
+        self.with_runner(trigger::Runner::Controller(controller))
+    }
+
+    /// Offers `trigger_reconcile` (admin scope): runs asked of the daemon through `triggers`.
+    pub fn with_daemon(self, triggers: crate::serve::Triggers) -> Self {
+        self.with_runner(trigger::Runner::Daemon(triggers))
+    }
+
+    fn with_runner(mut self, runner: trigger::Runner) -> Self {
         self.tools = Arc::new(tool_table(true));
-        self.controller = Some(controller);
+        self.controller = Some(runner);
         self
     }
 

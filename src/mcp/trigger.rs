@@ -45,32 +45,69 @@ pub struct TriggerCounts {
     pub deviations_resolved: i64,
 }
 
-/// Runs one reconcile for the MCP client `by`; another controller holding the leader lock is
-/// a tool error at once.
-pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError> {
-    let request = Request {
-        reason: Reason::manual("mcp", by),
-        wait: false,
-        force: false,
-    };
-    let done = match controller::reconcile(ctx, &request).await {
-        Ok(done) => done,
-        Err(e) if e.is_leader_busy() => {
-            return Err(ToolError::new(
-                "another controller is reconciling (it holds the leader lock); nothing was \
-                 started. Try again when it has finished, or read get_reconcile_status",
-            ))
+/// Where `trigger_reconcile` gets its runs: a controller it runs itself (`labctl mcp
+/// --repo`), or the daemon it lives in (`labctl serve`), which holds the leader lock and
+/// answers the request with its next run.
+#[derive(Clone, Debug)]
+pub enum Runner {
+    Controller(std::sync::Arc<Context>),
+    Daemon(crate::serve::Triggers),
+}
+
+/// Runs one reconcile for the MCP client `by`. Run by a controller of its own, another
+/// controller holding the leader lock is a tool error at once; asked of the daemon, the
+/// answer is the daemon's next run (which may answer other requests too).
+pub async fn trigger(runner: &Runner, by: &str) -> Result<TriggerOutput, ToolError> {
+    let reason = Reason::manual("mcp", by);
+    match runner {
+        Runner::Controller(ctx) => {
+            let request = Request {
+                reason,
+                wait: false,
+                force: false,
+            };
+            match controller::reconcile(ctx, &request).await {
+                Ok(done) => Ok(output(&done)),
+                Err(e) => Err(refusal(&e)),
+            }
         }
-        Err(controller::Error::Invalid(invalid)) => {
-            return Err(ToolError::new(format!(
-                "the desired state is invalid ({} errors); nothing was observed or changed. \
-                 Run `labctl validate` on the repository. First: {}",
-                invalid.validation.errors(),
-                invalid.first_errors(5).join("; ")
-            )))
+        Runner::Daemon(triggers) => {
+            let answer = triggers
+                .ask(reason)
+                .map_err(|busy| ToolError::new(busy.to_string()))?
+                .await
+                .map_err(|_| {
+                    ToolError::new(
+                        "the daemon stopped before the run finished; nothing is known of it",
+                    )
+                })?;
+            match answer.as_ref() {
+                Ok(done) => Ok(output(done)),
+                Err(e) => Err(refusal(e)),
+            }
         }
-        Err(e) => return Err(ToolError::new(e.to_string())),
-    };
+    }
+}
+
+/// Why a run was refused or failed, as the tool says it.
+fn refusal(e: &controller::Error) -> ToolError {
+    match e {
+        e if e.is_leader_busy() => ToolError::new(
+            "another controller is reconciling (it holds the leader lock); nothing was \
+             started. Try again when it has finished, or read get_reconcile_status",
+        ),
+        controller::Error::Invalid(invalid) => ToolError::new(format!(
+            "the desired state is invalid ({} errors); nothing was observed or changed. \
+             Run `labctl validate` on the repository. First: {}",
+            invalid.validation.errors(),
+            invalid.first_errors(5).join("; ")
+        )),
+        e => ToolError::new(e.to_string()),
+    }
+}
+
+/// What one run did, as the tool answers.
+fn output(done: &controller::Reconciled) -> TriggerOutput {
     let run = &done.run;
     let errors = run
         .applied
@@ -90,7 +127,7 @@ pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError
         )
         .map(|e| crate::redact::userinfo(&e))
         .collect();
-    Ok(TriggerOutput {
+    TriggerOutput {
         outcome: run.outcome.as_str().to_string(),
         run_id: run.run_id,
         commit: done.loaded.commit().map(str::to_string),
@@ -110,7 +147,7 @@ pub async fn trigger(ctx: &Context, by: &str) -> Result<TriggerOutput, ToolError
             deviations_resolved: run.counts.deviations_resolved,
         },
         errors,
-    })
+    }
 }
 
 /// The tool as `tools/list` shows it to an admin token.
@@ -123,7 +160,9 @@ pub fn tool() -> rmcp::model::Tool {
         "Run one reconcile now, exactly as `labctl reconcile --once` on this server's \
          repository: read Git, observe every provider, record the drift, and apply what the \
          repository's policy allows. Returns the outcome, the run id, the commit and counts. \
-         Fails at once if another controller is reconciling. Takes no arguments.",
+         Served by `labctl serve`, the daemon's next run answers (requests that arrive \
+         together share one run); otherwise it fails at once if another controller is \
+         reconciling. Takes no arguments.",
         schema_for_input::<TriggerInput>().expect("an object"),
     )
     .with_title(title)

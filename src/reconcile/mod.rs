@@ -69,10 +69,23 @@ pub struct RunResult {
     /// Deviations open after the run, opened and resolved by it, as recorded.
     #[serde(skip)]
     pub counts: store::RunCounts,
+    /// How each provider's first observation went.
+    #[serde(skip)]
+    pub observed: Vec<ObserveTiming>,
 }
 
 fn as_text<S: serde::Serializer>(outcome: &Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(outcome.as_str())
+}
+
+/// How long one provider's observation took and whether it answered at all: for the
+/// daemon's metrics and the logs, never compared or stored with the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObserveTiming {
+    pub provider: String,
+    /// The provider answered (some of its resources may still be unreadable).
+    pub answered: bool,
+    pub seconds: f64,
 }
 
 /// Observes every provider concurrently; each observation has its own timeout and retries
@@ -81,33 +94,54 @@ pub async fn observe(
     state: &Arc<DesiredState>,
     providers: &[Arc<dyn Provider>],
 ) -> Vec<ProviderInput> {
+    observe_timed(state, providers).await.0
+}
+
+async fn observe_timed(
+    state: &Arc<DesiredState>,
+    providers: &[Arc<dyn Provider>],
+) -> (Vec<ProviderInput>, Vec<ObserveTiming>) {
     let mut set = JoinSet::new();
     for (i, p) in providers.iter().enumerate() {
         let (p, state) = (Arc::clone(p), Arc::clone(state));
-        set.spawn(async move { (i, p.observe(&state).await) });
+        set.spawn(async move {
+            let start = std::time::Instant::now();
+            let observed = p.observe(&state).await;
+            (i, observed, start.elapsed())
+        });
     }
-    let mut results: BTreeMap<usize, Result<_, ProviderError>> = BTreeMap::new();
+    let mut results: BTreeMap<usize, (Result<_, ProviderError>, f64)> = BTreeMap::new();
     while let Some(joined) = set.join_next().await {
-        if let Ok((i, r)) = joined {
-            results.insert(i, r);
+        if let Ok((i, r, took)) = joined {
+            results.insert(i, (r, took.as_secs_f64()));
         }
     }
     providers
         .iter()
         .enumerate()
-        .map(|(i, p)| ProviderInput {
-            provider: p.name().to_string(),
-            expected: p.expected(state),
-            observed: results.remove(&i).unwrap_or_else(|| {
-                Err(ProviderError::Internal {
+        .map(|(i, p)| {
+            let (observed, seconds) = results.remove(&i).unwrap_or_else(|| {
+                let panicked = ProviderError::Internal {
                     provider: p.name().to_string(),
                     detail: "the observation task panicked".into(),
-                })
-            }),
-            can_apply: p.kinds().into_iter().filter(|k| p.can_apply(*k)).collect(),
-            severities: p.severities(),
+                };
+                (Err(panicked), 0.0)
+            });
+            let timing = ObserveTiming {
+                provider: p.name().to_string(),
+                answered: observed.is_ok(),
+                seconds,
+            };
+            let input = ProviderInput {
+                provider: p.name().to_string(),
+                expected: p.expected(state),
+                observed,
+                can_apply: p.kinds().into_iter().filter(|k| p.can_apply(*k)).collect(),
+                severities: p.severities(),
+            };
+            (input, timing)
         })
-        .collect()
+        .unzip()
 }
 
 /// Load is done by the caller; this observes and diffs. Writes nothing anywhere.
@@ -117,9 +151,18 @@ pub async fn plan(
     providers: &[Arc<dyn Provider>],
     force: bool,
 ) -> (Plan, Vec<ProviderInput>) {
-    let inputs = observe(&loaded.state, providers).await;
-    let plan = diff::diff(&inputs, &rules(loaded, force));
+    let (plan, inputs, _) = plan_timed(loaded, providers, force).await;
     (plan, inputs)
+}
+
+async fn plan_timed(
+    loaded: &Loaded,
+    providers: &[Arc<dyn Provider>],
+    force: bool,
+) -> (Plan, Vec<ProviderInput>, Vec<ObserveTiming>) {
+    let (inputs, timings) = observe_timed(&loaded.state, providers).await;
+    let plan = diff::diff(&inputs, &rules(loaded, force));
+    (plan, inputs, timings)
 }
 
 /// The policy of `loaded`'s labctl.yaml, with `force` as asked this once.
@@ -181,7 +224,7 @@ pub async fn execute(
     providers: &[Arc<dyn Provider>],
     force: bool,
 ) -> Result<RunResult, StoreError> {
-    let (plan, mut inputs) = plan(loaded, providers, force).await;
+    let (plan, mut inputs, observed) = plan_timed(loaded, providers, force).await;
     if !plan.changes.is_empty() {
         if let Err(lost) = leader.confirm().await {
             tracing::error!(error = %lost, "not applying");
@@ -229,6 +272,7 @@ pub async fn execute(
         run_id: run,
         outcome,
         counts,
+        observed,
     })
 }
 

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 
+use super::metrics::{self as m, Metrics};
 use super::webhook::{self, Forge, Verdict};
 use super::{State, Triggers};
 use crate::controller::{Context, Reason};
@@ -39,34 +40,44 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
+/// What the daemon's endpoints answer from.
 #[derive(Clone)]
-struct App {
-    ctx: Arc<Context>,
-    state: Arc<State>,
-    triggers: Triggers,
-    secrets: Secrets,
+pub struct App {
+    pub ctx: Arc<Context>,
+    pub state: Arc<State>,
+    pub triggers: Triggers,
+    pub secrets: Secrets,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The router of the daemon's endpoints.
-pub fn router(
-    ctx: Arc<Context>,
-    state: Arc<State>,
-    triggers: Triggers,
-    secrets: Secrets,
-) -> Router {
-    let app = App {
-        ctx,
-        state,
-        triggers,
-        secrets,
-    };
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route("/hooks/{forge}", post(hook))
         .route("/api/reconcile", post(manual))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+/// Prometheus' scrape: what this process counted, and what the store knows now.
+async fn metrics(
+    AxumState(app): AxumState<App>,
+    headers: HeaderMap,
+) -> impl axum::response::IntoResponse {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = m::negotiate(accept);
+    let text = app.metrics.encode(app.ctx.store()).await;
+    let text = if format == m::OPENMETRICS {
+        text
+    } else {
+        m::classic_text(&text)
+    };
+    ([(axum::http::header::CONTENT_TYPE, format)], text)
 }
 
 /// Serves `router` on `listener` until `shutdown`.
@@ -95,7 +106,8 @@ async fn ready(AxumState(app): AxumState<App>) -> (StatusCode, String) {
         );
     }
     let progress = app.state.progress();
-    if progress.last_outcome.is_none() {
+    // A standby answers MCP and health from the store; it has no run of its own to wait for.
+    if progress.leader && progress.last_outcome.is_none() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no run has finished yet\n".into(),

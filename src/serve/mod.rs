@@ -5,37 +5,70 @@
 //! controller's backoff. Nothing here decides about the lab: that is the controller's.
 
 pub mod http;
+pub mod metrics;
 pub mod triggers;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::controller::{self, Context, Reason, Request};
-use crate::store::Outcome;
+use crate::store::{LeaderGuard, Outcome};
 
 /// How many triggers may wait while a run is going; more are dropped, since they would
 /// coalesce into the same follow-up run anyway.
 const QUEUE: usize = 64;
 
+/// What a run that answered a request did, for a caller that waits for it (MCP's
+/// `trigger_reconcile`); shared by every request the run answered.
+pub type Answer = Arc<Result<controller::Reconciled, controller::Error>>;
+
+/// One request for a run: why, and where to send the answer if someone waits.
+#[derive(Debug)]
+struct Ask {
+    reason: Reason,
+    reply: Option<oneshot::Sender<Answer>>,
+}
+
 /// Sends triggers to the loop. Cloned into every trigger source.
 #[derive(Clone, Debug)]
-pub struct Triggers(mpsc::Sender<Reason>);
+pub struct Triggers(mpsc::Sender<Ask>);
+
+/// The daemon cannot take a request now.
+#[derive(Debug, thiserror::Error)]
+#[error("the daemon has {QUEUE} requests waiting already; try again when its run has finished")]
+pub struct Busy;
 
 impl Triggers {
     /// Asks for a run because of `reason`. Never waits: a full queue already holds a run.
     pub fn send(&self, reason: Reason) {
-        if let Err(mpsc::error::TrySendError::Full(reason)) = self.0.try_send(reason) {
-            tracing::debug!(%reason, "trigger coalesced: runs are already queued");
+        let ask = Ask {
+            reason,
+            reply: None,
+        };
+        if let Err(mpsc::error::TrySendError::Full(ask)) = self.0.try_send(ask) {
+            tracing::debug!(reason = %ask.reason, "trigger coalesced: runs are already queued");
         }
+    }
+
+    /// Asks for a run and for its answer: the receiver gets what the run that answers this
+    /// request did (dropped, if the daemon stops first).
+    pub fn ask(&self, reason: Reason) -> Result<oneshot::Receiver<Answer>, Busy> {
+        let (tx, rx) = oneshot::channel();
+        let ask = Ask {
+            reason,
+            reply: Some(tx),
+        };
+        self.0.try_send(ask).map_err(|_| Busy)?;
+        Ok(rx)
     }
 }
 
 /// The receiving end, for [`run`].
-pub struct Queue(mpsc::Receiver<Reason>);
+pub struct Queue(mpsc::Receiver<Ask>);
 
 /// A trigger channel.
 pub fn queue() -> (Triggers, Queue) {
@@ -63,6 +96,8 @@ pub struct Progress {
     pub commit: Option<String>,
     /// When the next retry is due, if one is.
     pub retry_in: Option<Duration>,
+    /// This process holds the leader lock (else it is a standby).
+    pub leader: bool,
 }
 
 impl State {
@@ -77,6 +112,9 @@ impl State {
     /// One line for systemd's STATUS and the logs.
     pub fn status_line(&self) -> String {
         let p = self.progress();
+        if !p.leader {
+            return "standby: another controller holds the leader lock".into();
+        }
         match p.last_outcome {
             None => "waiting for the first run".into(),
             Some(outcome) => format!(
@@ -96,15 +134,26 @@ impl State {
 }
 
 /// How long a run may go on after a shutdown was asked for before it is abandoned (its
-/// lock released by dropping the session, its row marked aborted).
-#[derive(Debug, Clone, Copy)]
+/// lock released by dropping the session, its row marked aborted), and where the loop counts
+/// what it does.
+#[derive(Debug, Clone)]
 pub struct Options {
     pub grace: Duration,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
+/// How often an idle leader checks that it still holds the lock (a PostgreSQL restart ends
+/// the session that held it).
+const CONFIRM_EVERY: Duration = Duration::from_secs(10);
+/// How long to wait before trying again when the store cannot be reached for the lock.
+const LOCK_RETRY: Duration = Duration::from_secs(5);
+
 /// Runs reconciles one at a time as triggers arrive, until `shutdown` turns true (or every
-/// trigger source is gone). A run in progress at shutdown may finish within `options.grace`;
-/// past it, it is abandoned and recorded as aborted.
+/// trigger source is gone). The process first becomes the leader — it holds the store's
+/// leader lock from then on, so other `serve` processes on the same store wait as standbys
+/// and take over when it dies — and confirms the lock before every run and while idle. A run
+/// in progress at shutdown may finish within `options.grace`; past it, it is abandoned and
+/// recorded as aborted.
 pub async fn run(
     ctx: Arc<Context>,
     mut queue: Queue,
@@ -113,23 +162,56 @@ pub async fn run(
     options: Options,
 ) {
     let mut retry: Option<(Instant, u32)> = None;
+    let mut leader: Option<LeaderGuard> = None;
+    // A request taken from the queue that still needs a run (leadership was lost first).
+    let mut pending: Option<(Reason, Vec<oneshot::Sender<Answer>>)> = None;
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            Some(reason) = queue.0.recv() => reason,
-            _ = sleep_until(retry.map(|r| r.0)) => Reason::Retry { attempt: retry.map_or(1, |r| r.1) },
-            else => break,
+        let Some(guard) = leader.as_mut() else {
+            match lead(&ctx, &state, &options, &mut shutdown).await {
+                Some(guard) => leader = Some(guard),
+                None => break,
+            }
+            continue;
+        };
+        let (first, mut replies) = match pending.take() {
+            Some(pending) => pending,
+            None => tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                Some(ask) = queue.0.recv() => {
+                    options.metrics.triggered(ask.reason.label());
+                    (ask.reason, ask.reply.into_iter().collect())
+                }
+                _ = sleep_until(retry.map(|r| r.0)) => {
+                    (Reason::Retry { attempt: retry.map_or(1, |r| r.1) }, Vec::new())
+                }
+                _ = tokio::time::sleep(CONFIRM_EVERY) => {
+                    if let Err(e) = guard.confirm().await {
+                        lost(&state, &options, &e);
+                        leader = None;
+                    }
+                    continue;
+                }
+                else => break,
+            },
         };
         // Whatever else arrived while waiting is answered by the same run.
         let mut reason = first;
         let mut coalesced = 0;
         while let Ok(next) = queue.0.try_recv() {
-            reason = stronger(reason, next);
+            options.metrics.triggered(next.reason.label());
+            reason = stronger(reason, next.reason);
+            replies.extend(next.reply);
             coalesced += 1;
         }
         if coalesced > 0 {
             tracing::debug!(coalesced, %reason, "triggers coalesced into one run");
+        }
+        if let Err(e) = guard.confirm().await {
+            lost(&state, &options, &e);
+            leader = None;
+            pending = Some((reason, replies));
+            continue;
         }
         let request = Request {
             reason: reason.clone(),
@@ -137,10 +219,11 @@ pub async fn run(
             force: false,
         };
         let span = tracing::info_span!("run", reason = %reason);
-        // Boxed so that, abandoned at shutdown, it can be dropped (its session and the lock
-        // with it) before the run is recorded as aborted.
+        let started = Instant::now();
+        // Boxed so that, abandoned at shutdown, it can be dropped before the run is recorded
+        // as aborted (still under the lock, so no other leader has begun meanwhile).
         let mut reconcile = Box::pin(tracing::Instrument::instrument(
-            controller::reconcile(&ctx, &request),
+            controller::reconcile_as_leader(&ctx, &request, guard),
             span,
         ));
         let result = tokio::select! {
@@ -148,7 +231,13 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => {
                 tracing::info!(grace_s = options.grace.as_secs(), "shutting down: letting the run finish");
                 match tokio::time::timeout(options.grace, &mut reconcile).await {
-                    Ok(result) => { record(&state, &request, result); }
+                    Ok(result) => {
+                        let answer = Arc::new(result);
+                        record(&state, &options.metrics, &request, started, &answer);
+                        for reply in replies {
+                            let _ = reply.send(Arc::clone(&answer));
+                        }
+                    }
                     Err(_) => {
                         drop(reconcile);
                         abandon(&ctx).await;
@@ -157,25 +246,81 @@ pub async fn run(
                 break;
             }
         };
-        let action = record(&state, &request, result);
+        let answer = Arc::new(result);
+        let action = record(&state, &options.metrics, &request, started, &answer);
+        for reply in replies {
+            // A caller that stopped waiting is no one's concern.
+            let _ = reply.send(Arc::clone(&answer));
+        }
         retry = action.requeue_after().map(|delay| {
             state.update(|p| p.retry_in = Some(delay));
             (Instant::now() + delay, request.reason.attempt() + 1)
         });
+        options.metrics.retry_in(action.requeue_after());
         notify_status(&state);
     }
+    if let Some(guard) = leader {
+        if let Err(e) = guard.release().await {
+            tracing::warn!(error = %e, "could not release the leader lock explicitly; it goes with the session");
+        }
+    }
+}
+
+/// Waits until this process holds the leader lock; `None` when shut down first.
+async fn lead(
+    ctx: &Context,
+    state: &State,
+    options: &Options,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<LeaderGuard> {
+    state.update(|p| p.leader = false);
+    options.metrics.leader(false);
+    notify_status(state);
+    loop {
+        tracing::info!("waiting for the leader lock (another controller may be reconciling)");
+        let taken = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+            taken = ctx.store().leader(true) => taken,
+        };
+        match taken {
+            Ok(guard) => {
+                tracing::info!("leading: this process reconciles");
+                state.update(|p| p.leader = true);
+                options.metrics.leader(true);
+                notify_status(state);
+                return Some(guard);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_s = LOCK_RETRY.as_secs(), "cannot take the leader lock");
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => return None,
+                    _ = tokio::time::sleep(LOCK_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+fn lost(state: &State, options: &Options, e: &crate::store::StoreError) {
+    tracing::error!(error = %e, "the leader lock was lost; running nothing until it is held again");
+    state.update(|p| p.leader = false);
+    options.metrics.leader(false);
 }
 
 /// Notes what a run did and answers when to run again.
 fn record(
     state: &State,
+    metrics: &metrics::Metrics,
     request: &Request,
-    result: Result<controller::Reconciled, controller::Error>,
+    started: Instant,
+    result: &Result<controller::Reconciled, controller::Error>,
 ) -> controller::Action {
     let backoff = controller::Backoff::default();
     match result {
         Ok(done) => {
             let outcome = done.run.outcome;
+            metrics.ran(outcome, started.elapsed(), &done.run.observed);
             tracing::info!(
                 run = done.run.run_id,
                 %outcome,
@@ -196,6 +341,7 @@ fn record(
         }
         Err(e) => {
             tracing::warn!(error = %e, "run failed");
+            metrics.ran(Outcome::Failed, started.elapsed(), &[]);
             state.update(|p| {
                 p.runs += 1;
                 p.last_outcome = Some(Outcome::Failed);
@@ -204,7 +350,7 @@ fn record(
                     p.commit = invalid.snapshot.revision.as_ref().map(|r| r.commit.clone());
                 }
             });
-            controller::error_policy(&e, request.reason.attempt(), &backoff)
+            controller::error_policy(e, request.reason.attempt(), &backoff)
         }
     }
 }

@@ -192,6 +192,19 @@ impl Store {
         .transpose()
     }
 
+    /// When the most recent run with `outcome` finished (Unix milliseconds), if any did.
+    pub async fn last_finished(&self, outcome: Outcome) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT finished_at FROM runs WHERE outcome = $1 AND finished_at IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(outcome.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_err("reading the last finished run"))?;
+        row.map(|r| self.get(&r, "finished_at")).transpose()
+    }
+
     /// Row counts per table and the database size in bytes.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
         let size_sql = match self.backend {

@@ -14,6 +14,7 @@ use crate::support::git::{commit_all, git};
 use crate::support::kea::Kea;
 use crate::support::lab::{kea_reservation, reservation, SUBNET};
 use crate::support::net::free_port;
+use crate::support::postgres::TempDatabase;
 use labctl::serve::webhook::github_signature;
 use labctl::store::{Outcome, Run, Store};
 
@@ -29,9 +30,17 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(repo: &Path, extra: &[&str]) -> Daemon {
+    fn start(repo: &Path, extra: &[impl AsRef<std::ffi::OsStr>]) -> Daemon {
+        Daemon::start_on(repo, None, extra)
+    }
+
+    /// On the store at `db` (default: a SQLite file of its own).
+    fn start_on(repo: &Path, db: Option<&str>, extra: &[impl AsRef<std::ffi::OsStr>]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let db = format!("sqlite://{}", dir.path().join("state.db").display());
+        let db = db.map_or_else(
+            || format!("sqlite://{}", dir.path().join("state.db").display()),
+            str::to_string,
+        );
         let secret = dir.path().join("webhook.secret");
         std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
         let port = free_port();
@@ -100,6 +109,17 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL: the process dies holding whatever it held.
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// SIGTERM, then the exit status and everything it logged.
     fn terminate(&mut self) -> (Option<i32>, String) {
         let child = self.child.take().unwrap();
@@ -134,6 +154,116 @@ impl Drop for Daemon {
     }
 }
 
+const MCP_TOKEN: &str = "serve-mcp-read-token-5a1f";
+const MCP_ADMIN_TOKEN: &str = "serve-mcp-admin-token-93c0";
+
+/// The MCP face `serve --mcp-http` adds: its address, a tokens file with one read token.
+struct McpFace {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl McpFace {
+    fn new() -> McpFace {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokens.yaml"),
+            format!(
+                "tokens:\n  - name: reader\n    sha256: {}\n    scopes: [read]\n\
+                 \x20 - name: ops\n    sha256: {}\n    scopes: [admin]\n",
+                labctl::mcp::sha256_hex(MCP_TOKEN),
+                labctl::mcp::sha256_hex(MCP_ADMIN_TOKEN)
+            ),
+        )
+        .unwrap();
+        McpFace {
+            port: free_port(),
+            dir,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let tokens = self.dir.path().join("tokens.yaml");
+        vec![
+            "--mcp-http".into(),
+            format!("127.0.0.1:{}", self.port),
+            "--tokens".into(),
+            tokens.to_str().unwrap().into(),
+        ]
+    }
+
+    /// The structured result of calling `tool` with `token` through tests/npm/sdk-client.mjs
+    /// (the official TypeScript SDK); `None` (outside CI only) when Node.js or the SDK is
+    /// missing.
+    async fn call(&self, token: &str, tool: &str) -> Option<serde_json::Value> {
+        let npm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/npm");
+        if !npm.join("node_modules/@modelcontextprotocol/sdk").is_dir() {
+            let msg = "Node.js and the npm packages are needed (npm ci --prefix tests/npm)";
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+            eprintln!("skipped: {msg}");
+            return None;
+        }
+        let out = tokio::process::Command::new("node")
+            .arg(npm.join("sdk-client.mjs"))
+            .arg(format!("http://127.0.0.1:{}/mcp", self.port))
+            .arg(json!([[tool, {}]]).to_string())
+            .env("LABCTL_TEST_TOKEN", token)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let call = &answer["calls"][tool];
+        assert_eq!(call["isError"], false, "{answer}");
+        Some(call["structured"].clone())
+    }
+}
+
+/// `promtool check metrics` (Debian's prometheus package) accepts `text`: the exposition
+/// parses and follows Prometheus' naming conventions.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is required under CI=true (apt-get install prometheus)"
+        );
+        eprintln!("skipped: promtool is not installed");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of the one sample named exactly `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with(' '))
+        })
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 fn lab_repo(dir: &Path, kea_url: &str, ip: &str) {
     git(dir, &["init", "-q"]);
     write(
@@ -147,7 +277,7 @@ fn lab_repo(dir: &Path, kea_url: &str, ip: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_commit_and_a_signed_webhook_are_reconciled_and_sigterm_stops_cleanly() {
+async fn commits_webhooks_and_requests_are_reconciled_and_served_over_mcp_and_metrics() {
     let Some(kea) = Kea::start(
         json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
         json!([]),
@@ -159,7 +289,12 @@ async fn a_commit_and_a_signed_webhook_are_reconciled_and_sigterm_stops_cleanly(
     let repo = tempfile::tempdir().unwrap();
     lab_repo(repo.path(), &kea.url, "10.0.1.201");
     let first = commit_all(repo.path(), "whisper at .201");
-    let mut daemon = Daemon::start(repo.path(), &[]);
+    let mcp = McpFace::new();
+    let admin = mcp.dir.path().join("admin-token");
+    std::fs::write(&admin, "admin-token-for-tests\n").unwrap();
+    let mut args = mcp.args();
+    args.extend(["--admin-token-file".into(), admin.to_str().unwrap().into()]);
+    let mut daemon = Daemon::start(repo.path(), &args);
     daemon.ready().await;
     let start = daemon
         .run_where("at the first commit", |r| {
@@ -188,6 +323,22 @@ async fn a_commit_and_a_signed_webhook_are_reconciled_and_sigterm_stops_cleanly(
         "{run:?}"
     );
     assert_eq!(run.counts.deviations_opened, 1, "{run:?}");
+    // The same process answers MCP from the run it just recorded: asked with the official
+    // TypeScript SDK client, get_drift names the new commit and the moved reservation.
+    if let Some(drift) = mcp.call(MCP_TOKEN, "get_drift").await {
+        assert_eq!(drift["commit"], second.as_str(), "{drift}");
+        let found: Vec<_> = drift["deviations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["kind"].as_str(), d["name"].as_str(), d["field"].as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(Some("DhcpReservation"), Some("whisper"), Some("spec.ip"))],
+            "{drift}"
+        );
+    }
 
     // Webhooks: unsigned and wrongly signed are refused and run nothing; signed runs once.
     let body = r#"{"ref":"refs/heads/main"}"#;
@@ -228,6 +379,74 @@ async fn a_commit_and_a_signed_webhook_are_reconciled_and_sigterm_stops_cleanly(
     );
     assert_eq!(daemon.get("/healthz").await.unwrap().0, 200);
     assert_eq!(daemon.get("/hooks/github").await.unwrap().0, 405);
+
+    // A person asks the daemon for a run from the command line, with the admin token.
+    let now = |token_file: &Path| {
+        labctl_command()
+            .args(["reconcile", "--now", "--daemon", &daemon.base])
+            .arg("--admin-token-file")
+            .arg(token_file)
+            .env("USER", "alice")
+            .output()
+            .unwrap()
+    };
+    let wrong = mcp.dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-admin-token").unwrap();
+    let refused = now(&wrong);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
+    let queued = now(&admin);
+    assert_eq!(queued.status.code(), Some(0), "{queued:?}");
+    let asked = daemon
+        .run_where("asked for with reconcile --now", |r| r.trigger == "http")
+        .await;
+    assert_eq!(asked.reason.as_ref().unwrap()["by"], "alice", "{asked:?}");
+
+    // An assistant with an admin token asks for a run over MCP: the daemon's next run
+    // answers it, under the lock the daemon holds.
+    if let Some(triggered) = mcp.call(MCP_ADMIN_TOKEN, "trigger_reconcile").await {
+        let run = daemon
+            .run_where("asked for over MCP", |r| r.trigger == "mcp")
+            .await;
+        assert_eq!(triggered["runId"], run.id, "{triggered}");
+        assert_eq!(triggered["outcome"], "succeeded", "{triggered}");
+        assert_eq!(
+            run.reason.as_ref().unwrap()["by"],
+            "http:ops@127.0.0.1",
+            "{run:?}"
+        );
+    }
+
+    // The metrics pass promtool and agree with the store.
+    let (status, text) = daemon.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    promtool_check(&text);
+    let finished = daemon
+        .runs()
+        .await
+        .iter()
+        .filter(|r| r.outcome != Outcome::Running)
+        .count();
+    assert_eq!(
+        sample(&text, "labctl_runs_total{outcome=\"succeeded\"}"),
+        finished as f64
+    );
+    assert_eq!(sample(&text, "labctl_provider_up{provider=\"kea\"}"), 1.0);
+    assert_eq!(sample(&text, "labctl_store_up"), 1.0);
+    assert_eq!(
+        sample(&text, "labctl_triggers_total{trigger=\"webhook\"}"),
+        1.0
+    );
+    assert!(sample(&text, "labctl_last_successful_run_timestamp_seconds") > 1.7e9);
+    let open: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("labctl_deviations_open{kind=\"DhcpReservation\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(open, 1.0, "{text}");
 
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
@@ -284,4 +503,68 @@ async fn sigterm_mid_run_abandons_it_after_the_grace_and_releases_the_lock() {
     lock.release().await.unwrap();
     store.close().await;
     held.release().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_on_the_same_postgres_takes_over_when_the_leader_is_killed() {
+    let Some(kea) = Kea::start(
+        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let Some(db) = TempDatabase::create().await else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    lab_repo(repo.path(), &kea.url, "10.0.1.201");
+    commit_all(repo.path(), "whisper at .201");
+    let none: [&str; 0] = [];
+    let mut leader = Daemon::start_on(repo.path(), Some(&db.url), &none);
+    leader.ready().await;
+    let standby = Daemon::start_on(repo.path(), Some(&db.url), &none);
+    standby.ready().await;
+    let (_, said) = standby.get("/readyz").await.unwrap();
+    assert!(said.starts_with("standby"), "{said}");
+    let (_, metrics) = standby.get("/metrics").await.unwrap();
+    assert_eq!(sample(&metrics, "labctl_leader"), 0.0);
+    // A webhook-free commit seen by both: only the leader runs.
+    reservation(repo.path(), "whisper", SUBNET, MAC, "10.0.1.202");
+    let second = commit_all(repo.path(), "whisper to .202");
+    leader
+        .run_where("for the second commit", |r| {
+            r.commit_sha.as_deref() == Some(&second)
+        })
+        .await;
+    let leader_pid = format!("/{}", leader.pid());
+    assert!(
+        leader
+            .runs()
+            .await
+            .iter()
+            .all(|r| r.controller.ends_with(&leader_pid)),
+        "only the leader reconciles: {:?}",
+        leader.runs().await
+    );
+
+    leader.kill();
+    let killed_at = Instant::now();
+    let standby_pid = format!("/{}", standby.pid());
+    let took_over = standby
+        .run_where("by the standby", |r| r.controller.ends_with(&standby_pid))
+        .await;
+    eprintln!(
+        "leader killed → standby's run recorded: {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(took_over.outcome, Outcome::Succeeded, "{took_over:?}");
+    assert_eq!(took_over.commit_sha.as_deref(), Some(second.as_str()));
+    let (_, said) = standby.get("/readyz").await.unwrap();
+    assert!(!said.starts_with("standby"), "{said}");
+    let (_, metrics) = standby.get("/metrics").await.unwrap();
+    assert_eq!(sample(&metrics, "labctl_leader"), 1.0);
+    drop(standby);
+    db.drop_database().await;
 }
