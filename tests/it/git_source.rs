@@ -7,7 +7,7 @@ use std::process::Command;
 use labctl::source::{self, GitLocation, GitOptions, Snapshot, SourceError, SourceSpec};
 use tempfile::TempDir;
 
-use crate::support::cli::write;
+use crate::support::cli::{exited, labctl_command, write};
 use crate::support::git::{commit_all, git};
 use crate::support::net::{free_port, wait_until_listening};
 
@@ -1086,6 +1086,29 @@ fn https_token_from_environment_is_sent_as_basic_auth() {
         "",
         "token written to the cache"
     );
+
+    // Under systemd the token arrives as the credential `git-token` (LoadCredential=), with
+    // no variable set: the unit needs no shell. The files are not labctl documents, so a
+    // repository that was read fails validation (1); one that was not fails to load (2).
+    let validate = |credentials: Option<&Path>| {
+        let mut cmd = labctl_command();
+        cmd.args(["validate", &url, "--cache-dir"])
+            .arg(cache.path())
+            .env_remove("LABCTL_GIT_TOKEN")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = credentials {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        cmd.output().unwrap()
+    };
+    let credentials = TempDir::new().unwrap();
+    fs::write(credentials.path().join("git-token"), format!("{token}\n")).unwrap();
+    let read = validate(Some(credentials.path()));
+    exited(&read, 1);
+    let refused = validate(None);
+    exited(&refused, 2);
+    let printed = [read.stdout, read.stderr, refused.stdout, refused.stderr].concat();
+    assert!(!String::from_utf8_lossy(&printed).contains(token));
 }
 
 #[test]
