@@ -11,8 +11,9 @@ use clap::Args;
 use super::{runtime, HostArgs, SourceArgs};
 use labctl::controller::{self, Context, Reason, Settings};
 use labctl::model::SecretSource;
-use labctl::serve::{self, http, triggers};
+use labctl::serve::{self, http, notify, triggers};
 use labctl::source::{GitLocation, SourceSpec};
+use labctl::store::Severity;
 use labctl::store::{RetentionPolicy, Store};
 
 #[derive(Args)]
@@ -70,6 +71,17 @@ pub struct ServeArgs {
     /// systemd credential `admin-token`; none: the endpoint is off.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Send notifications to this ntfy topic URL (https://ntfy.example/labctl); its access
+    /// token, if the topic is protected, from LABCTL_NTFY_TOKEN or the credential ntfy-token.
+    #[arg(long, env = "LABCTL_NOTIFY_NTFY", value_name = "URL")]
+    pub notify_ntfy: Option<String>,
+    /// Send notifications as JSON POSTs to this URL.
+    #[arg(long, env = "LABCTL_NOTIFY_WEBHOOK", value_name = "URL")]
+    pub notify_webhook: Option<String>,
+    /// Announce new deviations of at least this severity (low, medium, high, critical);
+    /// failed runs are always announced.
+    #[arg(long, default_value = "high", value_name = "SEVERITY", value_parser = severity)]
+    pub notify_min_severity: Severity,
     /// At SIGTERM or SIGINT, how long a run in progress may take to finish before it is
     /// abandoned (recorded as aborted; the leader lock goes with its session).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
@@ -110,6 +122,45 @@ pub(super) fn secret(
         SecretSource::SystemdCredential(_) => Ok(None),
         _ => Err(format!("the secret from {source:?} is empty")),
     }
+}
+
+fn severity(text: &str) -> Result<Severity, String> {
+    Severity::parse(&text.to_ascii_lowercase())
+        .ok_or_else(|| format!("`{text}` is not a severity; use low, medium, high or critical"))
+}
+
+/// The notification targets the flags name; a URL that is not http(s) is an error.
+fn notify_settings(args: &ServeArgs) -> Result<notify::Settings, String> {
+    let checked = |flag: &str, url: &String| {
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            format!(
+                "{flag}: `{}` is not a URL: {e}",
+                labctl::redact::userinfo(url)
+            )
+        })?;
+        match parsed.scheme() {
+            "http" | "https" => Ok(url.clone()),
+            other => Err(format!("{flag}: scheme `{other}` is not http or https")),
+        }
+    };
+    let mut targets = Vec::new();
+    if let Some(url) = &args.notify_ntfy {
+        let token = secret(None, "LABCTL_NTFY_TOKEN", "ntfy-token")?
+            .map(|t| String::from_utf8_lossy(&t).into_owned());
+        targets.push(notify::Target::Ntfy {
+            url: checked("--notify-ntfy", url)?,
+            token,
+        });
+    }
+    if let Some(url) = &args.notify_webhook {
+        targets.push(notify::Target::Webhook {
+            url: checked("--notify-webhook", url)?,
+        });
+    }
+    Ok(notify::Settings {
+        targets,
+        min_severity: args.notify_min_severity,
+    })
 }
 
 pub fn run(args: &ServeArgs) -> ExitCode {
@@ -153,6 +204,13 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
     let mcp_options = match args.http.map(|_| args.mcp.options()).transpose() {
         Ok(options) => options,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
+    let notify_settings = match notify_settings(args) {
+        Ok(settings) => settings,
         Err(e) => {
             errln!("error: {e}");
             return ExitCode::from(super::EXIT_USAGE);
@@ -251,9 +309,12 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         serve::notify_status(&state);
 
+        let notifier =
+            notify::Notifier::start(notify_settings, ctx.store().clone(), Arc::clone(&metrics));
         let options = serve::Options {
             grace: Duration::from_secs(args.shutdown_grace),
             metrics,
+            notifier,
         };
         serve::run(Arc::clone(&ctx), queue, state, stop, options).await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

@@ -79,6 +79,12 @@ struct ProviderLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    target: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeviationLabels {
     kind: String,
     severity: String,
@@ -102,6 +108,7 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     store_up: Gauge,
     leader: Gauge,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -190,7 +197,14 @@ impl Default for Metrics {
             "Whether this process holds the leader lock and reconciles (1) or is a standby (0)",
             leader.clone(),
         );
+        let notifications = Family::default();
+        registry.register(
+            "notifications",
+            "Notification messages by target (ntfy, webhook) and result (sent, failed)",
+            notifications.clone(),
+        );
         Metrics {
+            notifications,
             leader,
             registry,
             runs,
@@ -238,6 +252,17 @@ impl Metrics {
                 .get_or_create(&label)
                 .observe(timing.seconds);
         }
+    }
+
+    /// A message to `target` was delivered (`sent`) or not.
+    pub fn notified(&self, target: &str, sent: bool) {
+        let result = if sent { "sent" } else { "failed" };
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                target: target.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// This process became the leader (`true`) or a standby.

@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod triggers;
 pub mod webhook;
 
@@ -140,6 +141,7 @@ impl State {
 pub struct Options {
     pub grace: Duration,
     pub metrics: Arc<metrics::Metrics>,
+    pub notifier: notify::Notifier,
 }
 
 /// How often an idle leader checks that it still holds the lock (a PostgreSQL restart ends
@@ -248,6 +250,7 @@ pub async fn run(
         };
         let answer = Arc::new(result);
         let action = record(&state, &options.metrics, &request, started, &answer);
+        options.notifier.after_run(notify_event(&answer));
         for reply in replies {
             // A caller that stopped waiting is no one's concern.
             let _ = reply.send(Arc::clone(&answer));
@@ -263,6 +266,42 @@ pub async fn run(
         if let Err(e) = guard.release().await {
             tracing::warn!(error = %e, "could not release the leader lock explicitly; it goes with the session");
         }
+    }
+}
+
+/// What the notifier needs of a finished run.
+fn notify_event(answer: &Answer) -> notify::RunEvent {
+    match answer.as_ref() {
+        Ok(done) => notify::RunEvent {
+            run: Some(done.run.run_id),
+            commit: done.loaded.commit().map(str::to_string),
+            outcome: done.run.outcome,
+            error: (done.run.outcome == Outcome::Failed).then(|| failed_because(done)),
+        },
+        Err(e) => notify::RunEvent {
+            run: None,
+            commit: None,
+            outcome: Outcome::Failed,
+            error: Some(crate::redact::userinfo(&e.to_string())),
+        },
+    }
+}
+
+/// Why a recorded run failed: its apply errors and unconfirmed changes.
+fn failed_because(done: &controller::Reconciled) -> String {
+    let run = &done.run;
+    let mut why: Vec<String> = run
+        .applied
+        .iter()
+        .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
+        .chain(run.changes.iter().filter_map(|c| c.error.clone()))
+        .chain(run.plan.held.iter().map(|(p, w)| format!("{p}: {w}")))
+        .collect();
+    why.dedup();
+    if why.is_empty() {
+        "the run failed".into()
+    } else {
+        crate::redact::userinfo(&why.join("; "))
     }
 }
 

@@ -36,6 +36,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "applied changes",
         include_str!("../../migrations/sqlite/0005_applied_changes.sql"),
     ),
+    (
+        6,
+        "deviation notified",
+        include_str!("../../migrations/sqlite/0006_deviation_notified.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -64,6 +69,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         5,
         "applied changes",
         include_str!("../../migrations/postgres/0005_applied_changes.sql"),
+    ),
+    (
+        6,
+        "deviation notified",
+        include_str!("../../migrations/postgres/0006_deviation_notified.sql"),
     ),
 ];
 

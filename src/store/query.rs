@@ -12,6 +12,21 @@ use super::{
 const RUN_COLUMNS: &str = "id, trigger, controller, started_at, finished_at, commit_sha, outcome, \
      resources, deviations_open, deviations_opened, deviations_resolved, error, model_blob, reason";
 
+/// Deviations worst first, then by resource and field.
+const WORST_FIRST: &str = " ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 \
+     WHEN 'medium' THEN 2 ELSE 3 END, kind, name, field_path";
+
+/// ` AND severity IN (…)`: the severities at least `min`. Our own constants, not input, so
+/// they are safe to inline.
+fn severity_at_least(min: Severity) -> String {
+    let allowed: Vec<String> = Severity::ALL
+        .iter()
+        .filter(|s| **s >= min)
+        .map(|s| format!("'{s}'"))
+        .collect();
+    format!(" AND severity IN ({})", allowed.join(", "))
+}
+
 const DEVIATION_COLUMNS: &str = "id, kind, name, field_path, dtype, severity, auto_correctable, \
      remediation, expected, actual, opened_at, opened_run, last_seen_at, last_seen_run, \
      seen_count, resolved_at, resolved_run, resolved_commit";
@@ -84,18 +99,9 @@ impl Store {
             sql.push_str(" AND kind = $1");
         }
         if let Some(min) = min_severity {
-            // Our own constants, not input: safe to inline.
-            let allowed: Vec<String> = Severity::ALL
-                .iter()
-                .filter(|s| **s >= min)
-                .map(|s| format!("'{s}'"))
-                .collect();
-            sql.push_str(&format!(" AND severity IN ({})", allowed.join(", ")));
+            sql.push_str(&severity_at_least(min));
         }
-        sql.push_str(
-            " ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 \
-             WHEN 'medium' THEN 2 ELSE 3 END, kind, name, field_path",
-        );
+        sql.push_str(WORST_FIRST);
         let mut query = sqlx::query(&sql);
         if let Some(kind) = kind {
             query = query.bind(kind);
@@ -105,6 +111,46 @@ impl Store {
             .await
             .map_err(self.query_err("reading open deviations"))?;
         rows.iter().map(|r| self.deviation(r)).collect()
+    }
+
+    /// Open deviations of at least `min` severity not yet announced to the notification
+    /// targets, worst first, at most `limit`.
+    pub async fn unnotified_deviations(
+        &self,
+        min: Severity,
+        limit: i64,
+    ) -> Result<Vec<Deviation>, StoreError> {
+        let sql = format!(
+            "SELECT {DEVIATION_COLUMNS} FROM deviations WHERE resolved_at IS NULL \
+             AND notified_at IS NULL{}{WORST_FIRST} LIMIT $1",
+            severity_at_least(min)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_err("reading deviations to notify"))?;
+        rows.iter().map(|r| self.deviation(r)).collect()
+    }
+
+    /// Records that the deviations `ids` were announced at `at` (Unix milliseconds).
+    pub async fn mark_notified(&self, ids: &[i64], at: i64) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.query_err("marking deviations notified"))?;
+        for id in ids {
+            sqlx::query("UPDATE deviations SET notified_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.query_err("marking deviations notified"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(self.query_err("marking deviations notified"))
     }
 
     /// Every life cycle of one deviation, oldest first.

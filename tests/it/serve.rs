@@ -14,6 +14,7 @@ use crate::support::git::{commit_all, git};
 use crate::support::kea::Kea;
 use crate::support::lab::{kea_reservation, reservation, SUBNET};
 use crate::support::net::free_port;
+use crate::support::ntfy::Ntfy;
 use crate::support::postgres::TempDatabase;
 use labctl::serve::webhook::github_signature;
 use labctl::store::{Outcome, Run, Store};
@@ -31,11 +32,16 @@ struct Daemon {
 
 impl Daemon {
     fn start(repo: &Path, extra: &[impl AsRef<std::ffi::OsStr>]) -> Daemon {
-        Daemon::start_on(repo, None, extra)
+        Daemon::start_on(repo, None, extra, &[])
     }
 
-    /// On the store at `db` (default: a SQLite file of its own).
-    fn start_on(repo: &Path, db: Option<&str>, extra: &[impl AsRef<std::ffi::OsStr>]) -> Daemon {
+    /// On the store at `db` (default: a SQLite file of its own), with `env` set.
+    fn start_on(
+        repo: &Path,
+        db: Option<&str>,
+        extra: &[impl AsRef<std::ffi::OsStr>],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let db = db.map_or_else(
             || format!("sqlite://{}", dir.path().join("state.db").display()),
@@ -51,6 +57,7 @@ impl Daemon {
             // Only the runs the test causes: the schedule fires once a year.
             .args(["--schedule", "0 0 1 1 *", "--debounce-ms", "100"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("LABCTL_LOG", "labctl=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -522,9 +529,9 @@ async fn a_standby_on_the_same_postgres_takes_over_when_the_leader_is_killed() {
     lab_repo(repo.path(), &kea.url, "10.0.1.201");
     commit_all(repo.path(), "whisper at .201");
     let none: [&str; 0] = [];
-    let mut leader = Daemon::start_on(repo.path(), Some(&db.url), &none);
+    let mut leader = Daemon::start_on(repo.path(), Some(&db.url), &none, &[]);
     leader.ready().await;
-    let standby = Daemon::start_on(repo.path(), Some(&db.url), &none);
+    let standby = Daemon::start_on(repo.path(), Some(&db.url), &none, &[]);
     standby.ready().await;
     let (_, said) = standby.get("/readyz").await.unwrap();
     assert!(said.starts_with("standby"), "{said}");
@@ -567,4 +574,110 @@ async fn a_standby_on_the_same_postgres_takes_over_when_the_leader_is_killed() {
     assert_eq!(sample(&metrics, "labctl_leader"), 1.0);
     drop(standby);
     db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_deviations_are_announced_once_per_life_cycle_and_a_failing_target_blocks_nothing() {
+    let Some(kea) = Kea::start(
+        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let ntfy = Ntfy::start(Some("tk_fixture_token")).await;
+    // A generic webhook target that is broken: every POST answers 500.
+    let broken = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
+    );
+    let (broken_port, _broken) = crate::support::net::serve(broken).await;
+    let repo = tempfile::tempdir().unwrap();
+    lab_repo(repo.path(), &kea.url, "10.0.1.201");
+    commit_all(repo.path(), "whisper at .201");
+    let args = [
+        "--notify-ntfy".to_string(),
+        ntfy.url("lab-alerts"),
+        "--notify-webhook".into(),
+        format!("http://127.0.0.1:{broken_port}/hook"),
+        "--notify-min-severity".into(),
+        "low".into(),
+    ];
+    let daemon = Daemon::start_on(
+        repo.path(),
+        None,
+        &args,
+        &[("LABCTL_NTFY_TOKEN", "tk_fixture_token")],
+    );
+    daemon.ready().await;
+
+    let commit = |ip: &str, message: &str| {
+        reservation(repo.path(), "whisper", SUBNET, MAC, ip);
+        commit_all(repo.path(), message)
+    };
+    // Opened: announced, with the command that shows its history.
+    let moved = commit("10.0.1.202", "whisper to .202");
+    daemon
+        .run_where("for the move", |r| r.commit_sha.as_deref() == Some(&moved))
+        .await;
+    let first = ntfy.wait_for(1).await;
+    assert_eq!(first[0].topic, "lab-alerts");
+    assert!(
+        first[0]
+            .message
+            .contains("DhcpReservation/whisper spec.ip drifted")
+            && first[0]
+                .message
+                .contains("labctl drift --history DhcpReservation/whisper:spec.ip"),
+        "{first:?}"
+    );
+    assert_eq!(
+        first[0].title.as_deref(),
+        Some("labctl: 1 new deviation(s)")
+    );
+
+    // Still open in the next runs: not announced again. Resolved, then reopened: a new life
+    // cycle, announced again. The notifier handles runs in order, so when the second message
+    // is there, the runs between were looked at and sent nothing.
+    write(repo.path(), "README.md", "the lab\n");
+    let unrelated = commit_all(repo.path(), "a README");
+    daemon
+        .run_where("for the README", |r| {
+            r.commit_sha.as_deref() == Some(&unrelated)
+        })
+        .await;
+    let back = commit("10.0.1.201", "whisper back to .201");
+    daemon
+        .run_where("for the way back", |r| {
+            r.commit_sha.as_deref() == Some(&back)
+        })
+        .await;
+    let again = commit("10.0.1.202", "whisper to .202 again");
+    daemon
+        .run_where("for the second move", |r| {
+            r.commit_sha.as_deref() == Some(&again)
+        })
+        .await;
+    let all = ntfy.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ntfy.published().len(), 2, "{all:?}");
+    assert!(all[1].message.contains(&again[..12]), "{all:?}");
+
+    // The broken target was tried for each message and counted, and the runs went on.
+    let (_, metrics) = daemon.get("/metrics").await.unwrap();
+    assert_eq!(
+        sample(
+            &metrics,
+            "labctl_notifications_total{target=\"ntfy\",result=\"sent\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "labctl_notifications_total{target=\"webhook\",result=\"failed\"}"
+        ),
+        2.0
+    );
 }

@@ -9,6 +9,7 @@ pub mod kea;
 pub mod lab;
 pub mod mcp;
 pub mod net;
+pub mod ntfy;
 pub mod pg_cluster;
 pub mod postgres;
 
