@@ -42,6 +42,7 @@ use labctl::controller::{self, Invalid};
 use labctl::diff::RenderOptions;
 use labctl::reconcile::{HostOptions, Loaded};
 use labctl::source::{self, GitOptions, Snapshot, SourceError, SourceSpec};
+use labctl::store::RetentionPolicy;
 use labctl::validate::{self as checks, Diagnostic};
 
 /// Exit code when the command could not do its job: bad arguments, unreadable repository.
@@ -338,6 +339,32 @@ pub fn write_stdout(args: std::fmt::Arguments) {
         }
         errln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
+    }
+}
+
+/// How much history the store keeps: applied after each run, and by `labctl mcp` to the audit
+/// rows it writes. Open deviations, the latest run and each provider's latest snapshot always
+/// stay.
+#[derive(Args, Clone, Debug)]
+pub struct RetentionArgs {
+    /// Keep finished runs, snapshots and resolved deviations of this many days.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
+    pub keep_runs_days: u32,
+    /// Keep audit entries of this many days.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
+    pub keep_audit_days: u32,
+    /// Keep at most this many audit entries, the newest, whatever their age.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_rows, value_name = "N")]
+    pub keep_audit_rows: u64,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_runs_days: self.keep_runs_days,
+            keep_audit_days: self.keep_audit_days,
+            keep_audit_rows: self.keep_audit_rows,
+        }
     }
 }
 
