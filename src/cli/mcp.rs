@@ -13,7 +13,7 @@ use super::HostArgs;
 use super::SourceArgs;
 use labctl::controller::{self, Context, Settings};
 use labctl::mcp::http::{self, Cidr, HttpOptions};
-use labctl::mcp::{Client, LabServer, Scopes, Tokens};
+use labctl::mcp::{Client, LabServer, Limits, Scopes, Tokens};
 use labctl::store::{ActorKind, RetentionPolicy, Store};
 
 #[derive(Args)]
@@ -57,10 +57,19 @@ pub struct McpArgs {
     /// Requests a token may make in a burst.
     #[arg(long, default_value_t = 100.0, value_name = "N")]
     pub burst: f64,
+    /// Seconds one tool call may take; a call not answered by then gets a tool error.
+    #[arg(long, default_value_t = Limits::new().deadline.as_secs_f64(), value_name = "SECONDS")]
+    pub tool_deadline: f64,
+    /// CPU-heavy tool calls (validate_definition) run at once; more wait (default: the cores
+    /// but one, 1 to 4).
+    #[arg(long, default_value_t = Limits::new().cpu_slots, value_name = "N")]
+    pub cpu_slots: usize,
     #[command(flatten)]
     pub source: McpSourceArgs,
     #[command(flatten)]
     pub host: HostArgs,
+    #[command(flatten)]
+    pub retention: super::RetentionArgs,
 }
 
 #[derive(Subcommand)]
@@ -94,7 +103,7 @@ pub struct McpSourceArgs {
 
 impl McpSourceArgs {
     /// What `trigger_reconcile` runs with; `None` without `--repo`.
-    fn settings(&self, host: &HostArgs) -> Option<Settings> {
+    fn settings(&self, host: &HostArgs, retention: RetentionPolicy) -> Option<Settings> {
         let repo = self.repo.clone()?;
         let source = SourceArgs {
             repo,
@@ -109,7 +118,7 @@ impl McpSourceArgs {
             path: source.path.clone(),
             host: host.options(),
             controller: controller::identity(),
-            retention: RetentionPolicy::DEFAULT,
+            retention,
             backoff: Default::default(),
         })
     }
@@ -135,11 +144,19 @@ pub fn run(args: &McpArgs) -> ExitCode {
         },
         (None, None) => Tokens::default(),
     };
+    let limits = match limits(args) {
+        Ok(l) => l,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
     let url = super::db::database_url(args.database_url.as_deref());
     let Some(rt) = super::runtime() else {
         return ExitCode::FAILURE;
     };
-    let settings = args.source.settings(&args.host);
+    let retention = args.retention.policy();
+    let settings = args.source.settings(&args.host, retention);
     let result = rt.block_on(async {
         let store = Store::connect(&url).await?;
         // A new database answers "nothing recorded yet" rather than "no such table".
@@ -153,15 +170,18 @@ pub fn run(args: &McpArgs) -> ExitCode {
                     actor: "stdio".into(),
                     scopes: Scopes::all(),
                 };
-                with(LabServer::new(store.clone(), client), controller)
+                let server = LabServer::new(store.clone(), client).with_retention(retention);
+                with(server, controller)
+                    .with_limits(limits)
                     .serve_stdio()
                     .await
             }
             Some(addr) => {
                 let server = with(
-                    LabServer::new(store.clone(), http::http_client()),
+                    LabServer::new(store.clone(), http::http_client()).with_retention(retention),
                     controller,
-                );
+                )
+                .with_limits(limits);
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -192,6 +212,26 @@ pub fn run(args: &McpArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The per-call limits from `--tool-deadline` and `--cpu-slots`.
+fn limits(args: &McpArgs) -> Result<Limits, String> {
+    let deadline = std::time::Duration::try_from_secs_f64(args.tool_deadline)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--tool-deadline {} is not a positive number of seconds",
+                args.tool_deadline
+            )
+        })?;
+    if args.cpu_slots == 0 {
+        return Err("--cpu-slots must be at least 1".into());
+    }
+    Ok(Limits {
+        deadline,
+        cpu_slots: args.cpu_slots,
+    })
 }
 
 fn with(server: LabServer, controller: Option<Arc<Context>>) -> LabServer {

@@ -16,6 +16,7 @@ mod git_source;
 mod kea;
 mod leader;
 mod mcp_http;
+mod mcp_limits;
 mod mcp_provider;
 mod mcp_server;
 mod mcp_tools;
