@@ -159,11 +159,18 @@ pub fn main() -> ExitCode {
     // Colour only for a person at a terminal, as for diagnostics and plans: a journal or a
     // log file gets plain text.
     let color = colour_on(std::io::stderr().is_terminal());
-    tracing_subscriber::fmt()
-        .with_writer(|| RedactingStderr)
-        .with_ansi(color)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LABCTL_LOG"))
-        .init();
+    {
+        use tracing_subscriber::layer::{Layer, SubscriberExt};
+        use tracing_subscriber::util::SubscriberInitExt;
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(|| RedactingStderr)
+            .with_ansi(color)
+            .with_filter(tracing_subscriber::EnvFilter::from_env("LABCTL_LOG"))
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                safe_to_log(meta.target(), *meta.level())
+            }));
+        tracing_subscriber::registry().with(logs).init();
+    }
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
@@ -176,6 +183,14 @@ pub fn main() -> ExitCode {
         Command::Db(args) => db::run(&args),
         Command::Mcp(args) => mcp::run(&args),
     }
+}
+
+/// Whether an event or span may be logged at all, whatever LABCTL_LOG asks for: rmcp's debug
+/// and trace events carry whole requests, responses and raw protocol lines (tool arguments,
+/// secrets a caller pasted into them), which the audit log redacts; its info and above do not.
+fn safe_to_log(target: &str, level: tracing::Level) -> bool {
+    let rmcp = target == "rmcp" || target.starts_with("rmcp::");
+    !rmcp || level <= tracing::Level::INFO
 }
 
 fn write_schemas(dir: &std::path::Path) -> ExitCode {
