@@ -157,10 +157,10 @@ pub fn run(args: &McpArgs) -> ExitCode {
     };
     let retention = args.retention.policy();
     let settings = args.source.settings(&args.host, retention);
+    // Only a stdio server that starts no run may serve a store it cannot write.
+    let may_read_only = args.http.is_none() && settings.is_none();
     let result = rt.block_on(async {
-        let store = Store::connect(&url).await?;
-        // A new database answers "nothing recorded yet" rather than "no such table".
-        store.migrate().await?;
+        let (store, writable) = open(&url, may_read_only).await?;
         let controller = settings.map(|s| Arc::new(Context::new(store.clone(), s)));
         let served = match args.http {
             None => {
@@ -170,7 +170,12 @@ pub fn run(args: &McpArgs) -> ExitCode {
                     actor: "stdio".into(),
                     scopes: Scopes::all(),
                 };
-                let server = LabServer::new(store.clone(), client).with_retention(retention);
+                let server = LabServer::new(store.clone(), client);
+                let server = if writable {
+                    server.with_retention(retention)
+                } else {
+                    server.with_audit_to_log()
+                };
                 with(server, controller)
                     .with_limits(limits)
                     .serve_stdio()
@@ -211,6 +216,37 @@ pub fn run(args: &McpArgs) -> ExitCode {
             errln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The store, and whether this process may write it. A stdio server (`may_read_only`) that
+/// cannot write it opens it read-only, as `labctl status` does, and says so: its tool calls
+/// are then audited to stderr. Over HTTP or with `--repo` the store must be writable, for the
+/// audit log of remote callers and for the runs.
+async fn open(url: &str, may_read_only: bool) -> anyhow::Result<(Store, bool)> {
+    let writable = async {
+        let store = Store::connect(url).await?;
+        // A new database answers "nothing recorded yet" rather than "no such table".
+        store.migrate().await?;
+        store.check_writable().await?;
+        Ok::<_, labctl::store::StoreError>(store)
+    };
+    let cannot_write = match writable.await {
+        Ok(store) => return Ok((store, true)),
+        Err(e) if !may_read_only => return Err(e.into()),
+        Err(e) => e,
+    };
+    match Store::open_reader(url).await {
+        Ok(Some(store)) => {
+            errln!(
+                "labctl mcp: {} is read-only for this user ({cannot_write}); serving it \
+                 read-only, each tool call audited to stderr (log target labctl::audit)",
+                store.describe()
+            );
+            Ok((store, false))
+        }
+        // Nothing to read there either: the first error says what went wrong.
+        Ok(None) | Err(_) => Err(cannot_write.into()),
     }
 }
 

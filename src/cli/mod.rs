@@ -165,7 +165,7 @@ pub fn main() -> ExitCode {
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(|| RedactingStderr)
             .with_ansi(color)
-            .with_filter(tracing_subscriber::EnvFilter::from_env("LABCTL_LOG"))
+            .with_filter(log_filter())
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 safe_to_log(meta.target(), *meta.level())
             }));
@@ -182,6 +182,16 @@ pub fn main() -> ExitCode {
         Command::Schemas { dir } => write_schemas(&dir),
         Command::Db(args) => db::run(&args),
         Command::Mcp(args) => mcp::run(&args),
+    }
+}
+
+/// LABCTL_LOG's filter, with `labctl mcp`'s audit lines for a read-only store (target
+/// `labctl::audit`) always on: they are the audit log then.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::from_env("LABCTL_LOG");
+    match "labctl::audit=info".parse() {
+        Ok(audit) => filter.add_directive(audit),
+        Err(_) => filter,
     }
 }
 

@@ -100,6 +100,8 @@ pub(crate) struct AuditWriter {
 enum Sink {
     /// The writer task's queue.
     Store(mpsc::UnboundedSender<Queued>),
+    /// A store this process may only read: rows go to the log (target `labctl::audit`).
+    Log,
 }
 
 impl AuditWriter {
@@ -143,6 +145,11 @@ impl AuditWriter {
         }
     }
 
+    /// Rows written to the log instead of a store.
+    pub(crate) fn to_log() -> Self {
+        AuditWriter { sink: Sink::Log }
+    }
+
     /// Queues `entry` and waits until the batch holding it is committed.
     pub(crate) async fn write(&self, entry: AuditEntry) {
         match &self.sink {
@@ -152,6 +159,14 @@ impl AuditWriter {
                     let _ = committed.await;
                 }
             }
+            Sink::Log => tracing::info!(
+                target: "labctl::audit",
+                actor_kind = entry.actor_kind.as_str(),
+                actor = %entry.actor,
+                action = %entry.action,
+                details = %canonical_json(&entry.details),
+                "tool call"
+            ),
         }
     }
 }

@@ -129,6 +129,13 @@ impl LabServer {
         self
     }
 
+    /// Tool calls audited to the log (target `labctl::audit`, level info) instead of the
+    /// store: for a store this process may only read.
+    pub fn with_audit_to_log(mut self) -> Self {
+        self.audit_log = audit::AuditWriter::to_log();
+        self
+    }
+
     /// Calls answered within `limits` (default [`Limits::new`]).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.budget = limits::Budget::new(limits);

@@ -42,6 +42,22 @@ impl Store {
         tx.commit().await.map_err(&err)
     }
 
+    /// Whether this connection may append to the audit log, found by trying (nothing is
+    /// written): SQLite opens a file this user cannot write read-only without saying so, and
+    /// a PostgreSQL role may lack the right.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let err = self.query_err("checking that the audit log can be written");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor_kind, actor, action, details) \
+             SELECT 0, 'mcp', '', '', '{}' WHERE 1 = 0",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        tx.rollback().await.map_err(&err)
+    }
+
     /// The latest `limit` audit entries, newest first.
     pub async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(

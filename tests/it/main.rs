@@ -24,6 +24,7 @@ mod partial;
 mod probe;
 mod proxmox;
 mod reachability;
+mod read_only_store;
 mod reconcile_caddy;
 mod reconcile_kea;
 mod redirects;
