@@ -36,15 +36,12 @@ pub enum DbCommand {
         format: Format,
     },
     /// Delete old history: finished runs, snapshots and resolved deviations older than
-    /// --keep-runs-days, audit entries older than --keep-audit-days. Open deviations, the latest
-    /// run and each provider's latest snapshot always stay.
+    /// --keep-runs-days, audit entries older than --keep-audit-days or beyond the newest
+    /// --keep-audit-rows. Open deviations, the latest run and each provider's latest snapshot
+    /// always stay.
     Prune {
-        /// Keep runs, snapshots and resolved deviations of this many days.
-        #[arg(long, default_value_t = 30, value_name = "DAYS")]
-        keep_runs_days: u32,
-        /// Keep audit entries of this many days.
-        #[arg(long, default_value_t = 365, value_name = "DAYS")]
-        keep_audit_days: u32,
+        #[command(flatten)]
+        retention: super::RetentionArgs,
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
@@ -78,11 +75,9 @@ pub fn run(args: &DbArgs) -> ExitCode {
                 let stats = store.stats().await;
                 stats.map(|s| print_stats(&store.describe(), &s, *format))
             }
-            DbCommand::Prune {
-                keep_runs_days,
-                keep_audit_days,
-                format,
-            } => prune(&store, *keep_runs_days, *keep_audit_days, *format).await,
+            DbCommand::Prune { retention, format } => {
+                prune(&store, retention.policy(), *format).await
+            }
         };
         store.close().await;
         out
@@ -100,18 +95,8 @@ pub fn run(args: &DbArgs) -> ExitCode {
 }
 
 /// Prunes, records who did it in the audit log, and prints what was deleted.
-async fn prune(
-    store: &Store,
-    keep_runs_days: u32,
-    keep_audit_days: u32,
-    format: Format,
-) -> Result<(), StoreError> {
-    let deleted = store
-        .prune(RetentionPolicy {
-            keep_runs_days,
-            keep_audit_days,
-        })
-        .await?;
+async fn prune(store: &Store, policy: RetentionPolicy, format: Format) -> Result<(), StoreError> {
+    let deleted = store.prune(policy).await?;
     let rows = [
         ("runs", deleted.runs),
         ("applied_changes", deleted.applied_changes),
@@ -125,7 +110,16 @@ async fn prune(
         .iter()
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
-    let policy = json!({"keep_runs_days": keep_runs_days, "keep_audit_days": keep_audit_days});
+    let RetentionPolicy {
+        keep_runs_days,
+        keep_audit_days,
+        keep_audit_rows,
+    } = policy;
+    let policy = json!({
+        "keep_runs_days": keep_runs_days,
+        "keep_audit_days": keep_audit_days,
+        "keep_audit_rows": keep_audit_rows,
+    });
     store
         .audit(&AuditEntry {
             actor_kind: ActorKind::Cli,
@@ -149,7 +143,8 @@ async fn prune(
         }
         Format::Human => {
             outln!(
-                "pruned {}: kept {keep_runs_days} days of runs, {keep_audit_days} days of audit",
+                "pruned {}: kept {keep_runs_days} days of runs, {keep_audit_days} days and at \
+                 most {keep_audit_rows} entries of audit",
                 store.describe()
             );
             for (name, count) in rows {

@@ -13,7 +13,7 @@ use super::HostArgs;
 use super::SourceArgs;
 use labctl::controller::{self, Context, Settings};
 use labctl::mcp::http::{self, Cidr, HttpOptions};
-use labctl::mcp::{Client, LabServer, Scopes, Tokens};
+use labctl::mcp::{Client, LabServer, Limits, Scopes, Tokens};
 use labctl::store::{ActorKind, RetentionPolicy, Store};
 
 #[derive(Args)]
@@ -29,10 +29,19 @@ pub struct McpArgs {
     pub http: Option<SocketAddr>,
     #[command(flatten)]
     pub face: McpHttpArgs,
+    /// Seconds one tool call may take; a call not answered by then gets a tool error.
+    #[arg(long, default_value_t = Limits::new().deadline.as_secs_f64(), value_name = "SECONDS")]
+    pub tool_deadline: f64,
+    /// CPU-heavy tool calls (validate_definition) run at once; more wait (default: the cores
+    /// but one, 1 to 4).
+    #[arg(long, default_value_t = Limits::new().cpu_slots, value_name = "N")]
+    pub cpu_slots: usize,
     #[command(flatten)]
     pub source: McpSourceArgs,
     #[command(flatten)]
     pub host: HostArgs,
+    #[command(flatten)]
+    pub retention: super::RetentionArgs,
 }
 
 /// How the MCP HTTP face is reached and bounded: shared by `labctl mcp --http` and
@@ -126,7 +135,7 @@ pub struct McpSourceArgs {
 
 impl McpSourceArgs {
     /// What `trigger_reconcile` runs with; `None` without `--repo`.
-    fn settings(&self, host: &HostArgs) -> Option<Settings> {
+    fn settings(&self, host: &HostArgs, retention: RetentionPolicy) -> Option<Settings> {
         let repo = self.repo.clone()?;
         let source = SourceArgs {
             repo,
@@ -141,7 +150,7 @@ impl McpSourceArgs {
             path: source.path.clone(),
             host: host.options(),
             controller: controller::identity(),
-            retention: RetentionPolicy::DEFAULT,
+            retention,
             backoff: Default::default(),
         })
     }
@@ -163,22 +172,31 @@ pub fn run(args: &McpArgs) -> ExitCode {
         },
         None => None,
     };
+    let limits = match limits(args) {
+        Ok(l) => l,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::from(super::EXIT_USAGE);
+        }
+    };
     let url = super::db::database_url(args.database_url.as_deref());
     let Some(rt) = super::runtime() else {
         return ExitCode::FAILURE;
     };
-    let settings = args.source.settings(&args.host);
+    let retention = args.retention.policy();
+    let settings = args.source.settings(&args.host, retention);
+    // Only a stdio server that starts no run may serve a store it cannot write.
+    let may_read_only = args.http.is_none() && settings.is_none();
     let result = rt.block_on(async {
-        let store = Store::connect(&url).await?;
-        // A new database answers "nothing recorded yet" rather than "no such table".
-        store.migrate().await?;
+        let (store, writable) = open(&url, may_read_only).await?;
         let controller = settings.map(|s| Arc::new(Context::new(store.clone(), s)));
         let served = match (args.http, options) {
             (Some(addr), Some(options)) => {
                 let server = with(
-                    LabServer::new(store.clone(), http::http_client()),
+                    LabServer::new(store.clone(), http::http_client()).with_retention(retention),
                     controller,
-                );
+                )
+                .with_limits(limits);
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -196,7 +214,14 @@ pub fn run(args: &McpArgs) -> ExitCode {
                     actor: "stdio".into(),
                     scopes: Scopes::all(),
                 };
-                with(LabServer::new(store.clone(), client), controller)
+                let server = LabServer::new(store.clone(), client);
+                let server = if writable {
+                    server.with_retention(retention)
+                } else {
+                    server.with_audit_to_log()
+                };
+                with(server, controller)
+                    .with_limits(limits)
                     .serve_stdio()
                     .await
             }
@@ -211,6 +236,57 @@ pub fn run(args: &McpArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The store, and whether this process may write it. A stdio server (`may_read_only`) that
+/// cannot write it opens it read-only, as `labctl status` does, and says so: its tool calls
+/// are then audited to stderr. Over HTTP or with `--repo` the store must be writable, for the
+/// audit log of remote callers and for the runs.
+async fn open(url: &str, may_read_only: bool) -> anyhow::Result<(Store, bool)> {
+    let writable = async {
+        let store = Store::connect(url).await?;
+        // A new database answers "nothing recorded yet" rather than "no such table".
+        store.migrate().await?;
+        store.check_writable().await?;
+        Ok::<_, labctl::store::StoreError>(store)
+    };
+    let cannot_write = match writable.await {
+        Ok(store) => return Ok((store, true)),
+        Err(e) if !may_read_only => return Err(e.into()),
+        Err(e) => e,
+    };
+    match Store::open_reader(url).await {
+        Ok(Some(store)) => {
+            errln!(
+                "labctl mcp: {} is read-only for this user ({cannot_write}); serving it \
+                 read-only, each tool call audited to stderr (log target labctl::audit)",
+                store.describe()
+            );
+            Ok((store, false))
+        }
+        // Nothing to read there either: the first error says what went wrong.
+        Ok(None) | Err(_) => Err(cannot_write.into()),
+    }
+}
+
+/// The per-call limits from `--tool-deadline` and `--cpu-slots`.
+fn limits(args: &McpArgs) -> Result<Limits, String> {
+    let deadline = std::time::Duration::try_from_secs_f64(args.tool_deadline)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "--tool-deadline {} is not a positive number of seconds",
+                args.tool_deadline
+            )
+        })?;
+    if args.cpu_slots == 0 {
+        return Err("--cpu-slots must be at least 1".into());
+    }
+    Ok(Limits {
+        deadline,
+        cpu_slots: args.cpu_slots,
+    })
 }
 
 fn with(server: LabServer, controller: Option<Arc<Context>>) -> LabServer {

@@ -42,6 +42,7 @@ use labctl::controller::{self, Invalid};
 use labctl::diff::RenderOptions;
 use labctl::reconcile::{HostOptions, Loaded};
 use labctl::source::{self, GitOptions, Snapshot, SourceError, SourceSpec};
+use labctl::store::RetentionPolicy;
 use labctl::validate::{self as checks, Diagnostic};
 
 /// Exit code when the command could not do its job: bad arguments, unreadable repository.
@@ -158,11 +159,18 @@ pub fn main() -> ExitCode {
     // Colour only for a person at a terminal, as for diagnostics and plans: a journal or a
     // log file gets plain text.
     let color = colour_on(std::io::stderr().is_terminal());
-    tracing_subscriber::fmt()
-        .with_writer(|| RedactingStderr)
-        .with_ansi(color)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LABCTL_LOG"))
-        .init();
+    {
+        use tracing_subscriber::layer::{Layer, SubscriberExt};
+        use tracing_subscriber::util::SubscriberInitExt;
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(|| RedactingStderr)
+            .with_ansi(color)
+            .with_filter(log_filter())
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                safe_to_log(meta.target(), *meta.level())
+            }));
+        tracing_subscriber::registry().with(logs).init();
+    }
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
@@ -175,6 +183,24 @@ pub fn main() -> ExitCode {
         Command::Db(args) => db::run(&args),
         Command::Mcp(args) => mcp::run(&args),
     }
+}
+
+/// LABCTL_LOG's filter, with `labctl mcp`'s audit lines for a read-only store (target
+/// `labctl::audit`) always on: they are the audit log then.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::from_env("LABCTL_LOG");
+    match "labctl::audit=info".parse() {
+        Ok(audit) => filter.add_directive(audit),
+        Err(_) => filter,
+    }
+}
+
+/// Whether an event or span may be logged at all, whatever LABCTL_LOG asks for: rmcp's debug
+/// and trace events carry whole requests, responses and raw protocol lines (tool arguments,
+/// secrets a caller pasted into them), which the audit log redacts; its info and above do not.
+fn safe_to_log(target: &str, level: tracing::Level) -> bool {
+    let rmcp = target == "rmcp" || target.starts_with("rmcp::");
+    !rmcp || level <= tracing::Level::INFO
 }
 
 fn write_schemas(dir: &std::path::Path) -> ExitCode {
@@ -338,6 +364,32 @@ pub fn write_stdout(args: std::fmt::Arguments) {
         }
         errln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
+    }
+}
+
+/// How much history the store keeps: applied after each run, and by `labctl mcp` to the audit
+/// rows it writes. Open deviations, the latest run and each provider's latest snapshot always
+/// stay.
+#[derive(Args, Clone, Debug)]
+pub struct RetentionArgs {
+    /// Keep finished runs, snapshots and resolved deviations of this many days.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
+    pub keep_runs_days: u32,
+    /// Keep audit entries of this many days.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
+    pub keep_audit_days: u32,
+    /// Keep at most this many audit entries, the newest, whatever their age.
+    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_rows, value_name = "N")]
+    pub keep_audit_rows: u64,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_runs_days: self.keep_runs_days,
+            keep_audit_days: self.keep_audit_days,
+            keep_audit_rows: self.keep_audit_rows,
+        }
     }
 }
 

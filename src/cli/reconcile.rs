@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{print_json, render_options, runtime, Format, HostArgs, SourceArgs};
 use labctl::controller::{self, Context, Reason, Request, Settings};
 use labctl::diff::render_human;
-use labctl::store::{RetentionPolicy, Store};
+use labctl::store::Store;
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -45,13 +45,8 @@ pub struct ReconcileArgs {
     /// allows (by default 30 % of its resources), this once, after reviewing the plan.
     #[arg(long)]
     pub force: bool,
-    /// Retention applied after the run: keep runs, snapshots and resolved deviations of this
-    /// many days (open deviations are always kept).
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
-    pub keep_runs_days: u32,
-    /// Retention applied after the run: keep audit entries of this many days.
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
-    pub keep_audit_days: u32,
+    #[command(flatten)]
+    pub retention: super::RetentionArgs,
     /// What started this run, recorded with it.
     #[arg(long, default_value = "cli", value_name = "WHAT")]
     pub trigger: String,
@@ -75,10 +70,7 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
         path: args.source.path.clone(),
         host: args.host.options(),
         controller: controller::identity(),
-        retention: RetentionPolicy {
-            keep_runs_days: args.keep_runs_days,
-            keep_audit_days: args.keep_audit_days,
-        },
+        retention: args.retention.policy(),
         backoff: Default::default(),
     };
     let request = Request {

@@ -13,8 +13,7 @@ use labctl::controller::{self, Context, Reason, Settings};
 use labctl::model::SecretSource;
 use labctl::serve::{self, http, notify, triggers};
 use labctl::source::{GitLocation, SourceSpec};
-use labctl::store::Severity;
-use labctl::store::{RetentionPolicy, Store};
+use labctl::store::{Severity, Store};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -86,12 +85,8 @@ pub struct ServeArgs {
     /// abandoned (recorded as aborted; the leader lock goes with its session).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_grace: u64,
-    /// Retention applied after each run, in days of runs, snapshots and resolved deviations.
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
-    pub keep_runs_days: u32,
-    /// Retention applied after each run, in days of audit entries.
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
-    pub keep_audit_days: u32,
+    #[command(flatten)]
+    pub retention: super::RetentionArgs,
 }
 
 /// A secret from `file`, else the variable `env`, else the systemd credential `credential`;
@@ -225,10 +220,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         path: args.source.path.clone(),
         host: args.host.options(),
         controller: controller::identity(),
-        retention: RetentionPolicy {
-            keep_runs_days: args.keep_runs_days,
-            keep_audit_days: args.keep_audit_days,
-        },
+        retention: args.retention.policy(),
         backoff: Default::default(),
     };
     let result: Result<(), String> = rt.block_on(async {
@@ -290,7 +282,11 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                     ctx.store().clone(),
                     labctl::mcp::http::http_client(),
                 );
-                let server = server.with_daemon(triggers.clone());
+                // The daemon's own retention; the default per-call limits of `labctl mcp`.
+                let server = server
+                    .with_daemon(triggers.clone())
+                    .with_retention(args.retention.policy())
+                    .with_limits(labctl::mcp::Limits::new());
                 let mut mcp_stop = stop.clone();
                 Some(tokio::spawn(labctl::mcp::http::serve(
                     server,

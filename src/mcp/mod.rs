@@ -3,12 +3,14 @@
 //! consistent, and each says which commit and which observation it reflects.
 //!
 //! Served with rmcp over stdio (`labctl mcp`); stdout carries nothing but protocol messages.
-//! Every tool call is appended to the audit log with its arguments (secret-looking keys
-//! redacted), its outcome and its duration.
+//! Every tool call is size-checked ([`limits`]), answered within a deadline, and appended to
+//! the audit log with its arguments (secret-looking keys redacted, documents reduced to their
+//! size and hash, the whole capped: [`audit`]), its outcome and its duration.
 
 mod audit;
 mod auth;
 pub mod http;
+mod limits;
 mod model;
 mod page;
 mod resources;
@@ -17,6 +19,7 @@ mod trigger;
 mod types;
 
 pub use auth::{sha256_hex, Scope, Scopes, Tokens, TokensError};
+pub use limits::{Limits, MAX_DEFINITION_BYTES};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -37,7 +40,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 
 use crate::controller;
-use crate::store::{ActorKind, AuditEntry, Store, StoreError};
+use crate::store::{ActorKind, AuditEntry, RetentionPolicy, Store, StoreError};
 
 /// A tool call that ran and did not work: shown to the caller as a tool error (never a
 /// protocol error), with a message an agent can act on.
@@ -101,19 +104,42 @@ pub struct LabServer {
     controller: Option<trigger::Runner>,
     /// Audit rows, committed in groups (every call waits for its own).
     audit_log: audit::AuditWriter,
+    /// The deadline of every call and the slots for CPU-heavy ones.
+    budget: limits::Budget,
 }
 
 impl LabServer {
-    /// Must be called inside a tokio runtime: it starts the audit writer.
+    /// Must be called inside a tokio runtime: it starts the audit writer, which keeps the
+    /// audit log within [`RetentionPolicy::DEFAULT`] (see [`LabServer::with_retention`]).
     pub fn new(store: Store, client: Client) -> Self {
         LabServer {
-            audit_log: audit::AuditWriter::start(store.clone()),
+            audit_log: audit::AuditWriter::start(store.clone(), RetentionPolicy::DEFAULT),
             store,
             client,
             tools: Arc::new(tool_table(false)),
             cache: Arc::new(Mutex::new(None)),
             controller: None,
+            budget: limits::Budget::new(Limits::new()),
         }
+    }
+
+    /// The audit log kept within `retention` (its days and rows of audit entries).
+    pub fn with_retention(mut self, retention: RetentionPolicy) -> Self {
+        self.audit_log = audit::AuditWriter::start(self.store.clone(), retention);
+        self
+    }
+
+    /// Tool calls audited to the log (target `labctl::audit`, level info) instead of the
+    /// store: for a store this process may only read.
+    pub fn with_audit_to_log(mut self) -> Self {
+        self.audit_log = audit::AuditWriter::to_log();
+        self
+    }
+
+    /// Calls answered within `limits` (default [`Limits::new`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.budget = limits::Budget::new(limits);
+        self
     }
 
     /// Offers `trigger_reconcile` (admin scope): runs requested from `controller`.
@@ -199,29 +225,24 @@ impl LabServer {
             .map(Arc::clone)
     }
 
+    /// Appends the call to the audit log: see [`audit::details`] for what is kept of it.
+    #[allow(clippy::too_many_arguments)]
     async fn audit(
         &self,
         client: &Client,
         tool: &str,
         args: &Json,
+        documents: &[(&str, usize)],
         outcome: &str,
         error: Option<&str>,
         ms: u128,
     ) {
-        let mut details = json!({
-            "arguments": redact(args),
-            "outcome": outcome,
-            "durationMs": ms as u64,
-        });
-        if let Some(e) = error {
-            details["error"] = json!(e);
-        }
         let entry = AuditEntry {
             actor_kind: client.kind,
             actor: client.actor.clone(),
-            action: tool.to_string(),
+            action: audit::prefix(tool, audit::MAX_ACTION_BYTES).into_owned(),
             target: None,
-            details,
+            details: audit::details(args, documents, outcome, error, ms),
         };
         self.audit_log.write(entry).await;
     }
@@ -317,11 +338,11 @@ impl ServerHandler for LabServer {
         let name = request.name.to_string();
         let args = Json::Object(request.arguments.unwrap_or_default());
         // A tool outside the caller's scope is answered exactly as one that does not exist.
-        let handler = self
+        let tool = self
             .tools_for(&client)
             .find(|t| t.tool.name == name)
-            .map(|t| Arc::clone(&t.handler));
-        let Some(handler) = handler else {
+            .map(|t| (Arc::clone(&t.handler), t.documents));
+        let Some((handler, documents)) = tool else {
             let known: Vec<&str> = self
                 .tools_for(&client)
                 .map(|t| t.tool.name.as_ref())
@@ -329,11 +350,16 @@ impl ServerHandler for LabServer {
             let hint = crate::validate::did_you_mean(&name, known.iter().copied())
                 .map(|s| format!(" Did you mean `{s}`?"))
                 .unwrap_or_default();
-            let message = format!("no tool `{name}`.{hint} Tools: {}", known.join(", "));
+            let message = format!(
+                "no tool `{}`.{hint} Tools: {}",
+                audit::prefix(&name, audit::MAX_ACTION_BYTES),
+                known.join(", ")
+            );
             self.audit(
                 &client,
                 &name,
                 &args,
+                &[],
                 "unknown-tool",
                 Some(&message),
                 started.elapsed().as_millis(),
@@ -341,16 +367,32 @@ impl ServerHandler for LabServer {
             .await;
             return Err(ErrorData::invalid_params(message, None));
         };
-        let result = handler(self.clone(), args.clone(), client.clone()).await;
+        // Arguments are measured before any work, and the work has a deadline.
+        let result = match limits::check_arguments(&name, &args, documents) {
+            Ok(()) => {
+                let call = handler(self.clone(), args.clone(), client.clone());
+                self.budget.within(&name, call).await
+            }
+            Err(e) => Err(e),
+        };
         let elapsed = started.elapsed().as_millis();
         match result {
             Ok(value) => {
-                self.audit(&client, &name, &args, "ok", None, elapsed).await;
+                self.audit(&client, &name, &args, documents, "ok", None, elapsed)
+                    .await;
                 Ok(CallToolResult::structured(value).into())
             }
             Err(e) => {
-                self.audit(&client, &name, &args, "error", Some(&e.message), elapsed)
-                    .await;
+                self.audit(
+                    &client,
+                    &name,
+                    &args,
+                    documents,
+                    "error",
+                    Some(&e.message),
+                    elapsed,
+                )
+                .await;
                 Ok(CallToolResult::error(vec![ContentBlock::text(e.message)]).into())
             }
         }
@@ -377,6 +419,9 @@ struct ToolDef {
     tool: Tool,
     scope: Scope,
     handler: Handler,
+    /// Arguments that are documents (name, largest size in bytes): exempt from the limit on
+    /// strings ([`limits::MAX_STRING_BYTES`]), and audited as their size and hash only.
+    documents: &'static [(&'static str, usize)],
 }
 
 impl ToolDef {
@@ -406,7 +451,14 @@ impl ToolDef {
             tool,
             scope: Scope::Read,
             handler,
+            documents: &[],
         }
+    }
+
+    /// Declares the arguments that are documents (see [`ToolDef::documents`]).
+    fn with_documents(mut self, documents: &'static [(&'static str, usize)]) -> Self {
+        self.documents = documents;
+        self
     }
 }
 
@@ -506,14 +558,19 @@ fn tool_table(with_controller: bool) -> Vec<ToolDef> {
              Route, McpServer, Config) exactly as `labctl validate` would, without writing \
              anything: every error with file:line:column, the document, the field and what to \
              do. Checks the text on its own, not against the rest of the repository.",
-            // Needs no model: it answers even before the first run.
-            Arc::new(|_: LabServer, args: Json, _: Client| {
-                let answer = parse::<ValidateInput>(args)
-                    .map(tools::validate_definition)
-                    .and_then(to_json);
-                Box::pin(async move { answer })
+            // Needs no model: it answers even before the first run. Its work grows with the
+            // caller's text, so it runs on the blocking pool, a few at a time.
+            Arc::new(|server: LabServer, args: Json, _: Client| {
+                Box::pin(async move {
+                    let input = parse::<ValidateInput>(args)?;
+                    server
+                        .budget
+                        .cpu(move || to_json(tools::validate_definition(input)))
+                        .await
+                })
             }),
-        ),
+        )
+        .with_documents(&[("yaml", limits::MAX_DEFINITION_BYTES)]),
         ToolDef::read::<ListPoolsInput, ListPoolsOutput>(
             "list_pools",
             "List pools",
@@ -588,6 +645,7 @@ fn tool_table(with_controller: bool) -> Vec<ToolDef> {
             tool: trigger::tool(),
             // It changes what the controller does.
             scope: Scope::Admin,
+            documents: &[],
             handler: Arc::new(|server: LabServer, args: Json, client: Client| {
                 Box::pin(async move {
                     parse::<trigger::TriggerInput>(args)?;
@@ -630,11 +688,7 @@ pub fn redact(value: &Json) -> Json {
                 .collect::<Map<_, _>>(),
         ),
         Json::Array(items) => Json::Array(items.iter().map(redact).collect()),
-        Json::String(s) if s.len() > 256 => json!(format!(
-            "[{} bytes, sha256 {}]",
-            s.len(),
-            &crate::store::content_hash(s)[..16]
-        )),
+        Json::String(s) if s.len() > 256 => json!(audit::fingerprint(s)),
         other => other.clone(),
     }
 }

@@ -57,6 +57,22 @@ impl Store {
         tx.commit().await.map_err(&err)
     }
 
+    /// Whether this connection may append to the audit log, found by trying (nothing is
+    /// written): SQLite opens a file this user cannot write read-only without saying so, and
+    /// a PostgreSQL role may lack the right.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        let err = self.query_err("checking that the audit log can be written");
+        let mut tx = self.pool.begin().await.map_err(&err)?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor_kind, actor, action, details) \
+             SELECT 0, 'mcp', '', '', '{}' WHERE 1 = 0",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&err)?;
+        tx.rollback().await.map_err(&err)
+    }
+
     /// The latest `limit` audit entries, newest first.
     pub async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
@@ -296,9 +312,8 @@ impl Store {
     pub async fn prune(&self, policy: RetentionPolicy) -> Result<PruneReport, StoreError> {
         let now = self.now_ms();
         let runs_cutoff = now - i64::from(policy.keep_runs_days) * DAY_MS;
-        let audit_cutoff = now - i64::from(policy.keep_audit_days) * DAY_MS;
         let mut tx = self.pool.begin().await.map_err(self.query_err("pruning"))?;
-        let statements: [(&str, i64, &'static str); 7] = [
+        let statements: [(&str, i64, &'static str); 6] = [
             (
                 "DELETE FROM runs WHERE outcome <> 'running' AND finished_at < $1 \
                  AND id <> (SELECT MAX(id) FROM runs) \
@@ -339,11 +354,6 @@ impl Store {
                 now + 1,
                 "pruning blobs",
             ),
-            (
-                "DELETE FROM audit_log WHERE at < $1",
-                audit_cutoff,
-                "pruning the audit log",
-            ),
         ];
         let mut deleted = [0u64; 7];
         for (i, (sql, cutoff, doing)) in statements.into_iter().enumerate() {
@@ -354,6 +364,7 @@ impl Store {
                 .map_err(self.query_err(doing))?
                 .rows_affected();
         }
+        deleted[6] = self.prune_audit_in(&mut tx, policy, now).await?;
         tx.commit().await.map_err(self.query_err("pruning"))?;
         Ok(PruneReport {
             runs: deleted[0],
@@ -364,6 +375,49 @@ impl Store {
             blobs: deleted[5],
             audit_log: deleted[6],
         })
+    }
+
+    /// Deletes audit entries older than `policy.keep_audit_days` and all but the newest
+    /// `policy.keep_audit_rows`; the number deleted. What [`Store::prune`] does to the audit
+    /// log, for a writer of audit rows that runs no reconcile (`labctl mcp`).
+    pub async fn prune_audit(&self, policy: RetentionPolicy) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.query_err("pruning the audit log"))?;
+        let deleted = self.prune_audit_in(&mut tx, policy, self.now_ms()).await?;
+        tx.commit()
+            .await
+            .map_err(self.query_err("pruning the audit log"))?;
+        Ok(deleted)
+    }
+
+    async fn prune_audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        policy: RetentionPolicy,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let err = self.query_err("pruning the audit log");
+        let old = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(now - i64::from(policy.keep_audit_days) * DAY_MS)
+            .execute(&mut **tx)
+            .await
+            .map_err(&err)?
+            .rows_affected();
+        // Walks the newest ids down the primary key: as cheap as the rows kept, not the table.
+        let surplus = sqlx::query(
+            "DELETE FROM audit_log WHERE id < COALESCE(\
+               (SELECT MIN(id) FROM (SELECT id FROM audit_log ORDER BY id DESC LIMIT $1) kept), \
+               (SELECT MAX(id) + 1 FROM audit_log))",
+        )
+        .bind(i64::try_from(policy.keep_audit_rows).unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await
+        .map_err(&err)?
+        .rows_affected();
+        Ok(old + surplus)
     }
 
     pub(super) fn get<'r, T>(&self, row: &'r AnyRow, column: &str) -> Result<T, StoreError>

@@ -330,13 +330,18 @@ pub struct RetentionPolicy {
     /// Finished runs, observed snapshots, desired snapshots and resolved deviations.
     pub keep_runs_days: u32,
     pub keep_audit_days: u32,
+    /// The newest audit entries kept whatever their age: callers decide how fast the log
+    /// grows, so days alone do not bound it.
+    pub keep_audit_rows: u64,
 }
 
 impl RetentionPolicy {
-    /// A month of runs and a year of audit entries.
+    /// A month of runs; a year of audit entries, at most the newest 500 000 (an MCP row
+    /// holds at most about 5 KiB, a typical one a few hundred bytes).
     pub const DEFAULT: RetentionPolicy = RetentionPolicy {
         keep_runs_days: 30,
         keep_audit_days: 365,
+        keep_audit_rows: 500_000,
     };
 }
 

@@ -155,7 +155,7 @@ fn prune_prints_what_it_deleted() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("kept 30 days of runs, 365 days of audit"),
+        stdout.contains("kept 30 days of runs, 365 days and at most 500000 entries of audit"),
         "{stdout}"
     );
     assert!(

@@ -449,6 +449,8 @@ async fn stdout_carries_only_protocol_messages_and_secrets_are_not_audited() {
         json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_drift", "arguments": {}}}),
         json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "validate_definition", "arguments": {"yaml": "kind: Nope\n", "apiToken": "s3cr3t-value"}}}),
         json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "no_such_tool", "arguments": {}}}),
+        // A credential pasted into a definition: short, so no length rule hides it.
+        json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "validate_definition", "arguments": {"yaml": "kind: Nope\nspec: {password: hunter2-pasted}\n"}}}),
     ];
     let mut stdin = child.stdin.take().unwrap();
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -518,10 +520,35 @@ async fn stdout_carries_only_protocol_messages_and_secrets_are_not_audited() {
         .collect();
     assert_eq!(
         actions,
-        ["get_drift", "validate_definition", "no_such_tool"]
+        [
+            "get_drift",
+            "validate_definition",
+            "no_such_tool",
+            "validate_definition"
+        ]
+    );
+    // Neither the log (rmcp traces whole requests) nor the audit log holds what was sent.
+    for secret in ["s3cr3t", "hunter2"] {
+        assert!(!stderr.contains(secret), "{secret} logged:\n{stderr}");
+        assert!(
+            audit
+                .iter()
+                .all(|a| !a.entry.details.to_string().contains(secret)),
+            "{secret} audited: {audit:?}"
+        );
+    }
+    let yaml = "kind: Nope\nspec: {password: hunter2-pasted}\n";
+    assert_eq!(
+        audit[0].entry.details["arguments"]["yaml"],
+        format!(
+            "[{} bytes, sha256 {}]",
+            yaml.len(),
+            labctl::store::content_hash(yaml)
+        )
     );
     let validate = audit
         .iter()
+        .rev()
         .find(|a| a.entry.action == "validate_definition")
         .unwrap();
     assert_eq!(

@@ -133,6 +133,7 @@ on_both! {
     case_leader_lock => sqlite_leader_lock, postgres_leader_lock;
     case_prune_keeps_open => sqlite_prune_keeps_open, postgres_prune_keeps_open;
     case_audit_and_stats => sqlite_audit_and_stats, postgres_audit_and_stats;
+    case_audit_bounded_by_rows => sqlite_audit_bounded_by_rows, postgres_audit_bounded_by_rows;
     case_latest_model => sqlite_latest_model, postgres_latest_model;
     case_prune_keeps_latest_model => sqlite_prune_keeps_latest_model, postgres_prune_keeps_latest_model;
     case_snapshots => sqlite_snapshots, postgres_snapshots;
@@ -617,6 +618,7 @@ async fn case_prune_keeps_open(store: Store) {
         .prune(RetentionPolicy {
             keep_runs_days: 0,
             keep_audit_days: 0,
+            ..RetentionPolicy::DEFAULT
         })
         .await
         .unwrap();
@@ -657,13 +659,7 @@ async fn case_prune_keeps_open(store: Store) {
     );
 
     // Keeping everything deletes nothing.
-    let pruned = store
-        .prune(RetentionPolicy {
-            keep_runs_days: 30,
-            keep_audit_days: 365,
-        })
-        .await
-        .unwrap();
+    let pruned = store.prune(RetentionPolicy::DEFAULT).await.unwrap();
     assert_eq!(pruned, Default::default());
 }
 
@@ -700,6 +696,41 @@ async fn case_audit_and_stats(store: Store) {
     assert_eq!((stats.deviations, stats.open_deviations), (1, 1));
     assert_eq!(stats.pull_requests, 0);
     assert!(stats.database_bytes > 0);
+}
+
+/// The audit log keeps the newest `keep_audit_rows` entries whatever their age: callers
+/// decide how fast it grows.
+async fn case_audit_bounded_by_rows(store: Store) {
+    store.migrate().await.unwrap();
+    let entries: Vec<AuditEntry> = (0..10)
+        .map(|i| AuditEntry {
+            actor_kind: ActorKind::Mcp,
+            actor: "token:ci".into(),
+            action: format!("call-{i}"),
+            target: None,
+            details: json!({}),
+        })
+        .collect();
+    store.audit_all(&entries).await.unwrap();
+    let keep = |rows| RetentionPolicy {
+        keep_audit_rows: rows,
+        ..RetentionPolicy::DEFAULT
+    };
+    let actions = async || -> Vec<String> {
+        let rows = store.recent_audit(100).await.unwrap();
+        rows.into_iter().map(|r| r.entry.action).collect()
+    };
+    assert_eq!(store.prune_audit(keep(10)).await.unwrap(), 0);
+    assert_eq!(store.prune_audit(keep(3)).await.unwrap(), 7);
+    assert_eq!(actions().await, ["call-9", "call-8", "call-7"]);
+    // The whole prune applies the same bound, and counts what it deleted.
+    store.audit_all(&entries[..2]).await.unwrap();
+    let pruned = store.prune(keep(4)).await.unwrap();
+    assert_eq!(pruned.audit_log, 1);
+    assert_eq!(actions().await, ["call-1", "call-0", "call-9", "call-8"]);
+    assert_eq!(store.prune_audit(keep(0)).await.unwrap(), 4);
+    assert_eq!(store.stats().await.unwrap().audit_log, 0);
+    assert_eq!(store.prune_audit(keep(0)).await.unwrap(), 0);
 }
 
 /// For every prefix of the embedded migrations (none, the first, …, all): applied to an empty
@@ -853,6 +884,7 @@ async fn case_prune_keeps_latest_model(store: Store) {
         .prune(RetentionPolicy {
             keep_runs_days: 0,
             keep_audit_days: 0,
+            ..RetentionPolicy::DEFAULT
         })
         .await
         .unwrap();
@@ -1196,6 +1228,7 @@ async fn case_changes_and_repairs(store: Store) {
         .prune(RetentionPolicy {
             keep_runs_days: 0,
             keep_audit_days: 0,
+            ..RetentionPolicy::DEFAULT
         })
         .await
         .unwrap();

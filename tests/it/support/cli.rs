@@ -83,3 +83,28 @@ pub fn status_json(db: &str) -> Json {
         "json",
     ]))
 }
+
+/// A repository of one pool (no providers) in `dir/repo`, and the SQLite URL of
+/// `dir/state.db`: the least a store needs to hold a reconciled model.
+pub fn one_pool_lab(dir: &Path) -> (std::path::PathBuf, String) {
+    write(
+        dir,
+        "repo/pool.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n",
+    );
+    let db = format!("sqlite://{}", dir.join("state.db").display());
+    (dir.join("repo"), db)
+}
+
+/// `labctl reconcile --once` of `repo`'s work tree into `db`, which must succeed.
+pub fn reconcile_worktree(repo: &Path, db: &str) {
+    let out = labctl(&[
+        "reconcile",
+        "--once",
+        repo.to_str().unwrap(),
+        "--worktree",
+        "--database-url",
+        db,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+}

@@ -151,3 +151,94 @@ pub fn ok(tools: &[Tool], tool: &str, result: CallToolResult) -> Json {
     conforms(&schema, &schema, &value, tool);
     value
 }
+
+/// `labctl mcp` over stdio driven with raw JSON-RPC lines, as the protocol is written: the
+/// order in which answers arrive on stdout is the order in which the server finished them.
+pub struct RawSession {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl RawSession {
+    /// Starts `cmd` (a `labctl mcp` command line) with stdin and stdout piped, stderr to
+    /// `stderr`, and completes the handshake.
+    pub async fn start(mut cmd: tokio::process::Command, stderr: std::fs::File) -> RawSession {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = cmd
+            .env("NO_COLOR", "1")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("labctl mcp starts");
+        let mut session = RawSession {
+            stdin: child.stdin.take(),
+            lines: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines(),
+            child,
+        };
+        session
+            .send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}))
+            .await;
+        let init = session.next().await;
+        assert_eq!(init["result"]["serverInfo"]["name"], "labctl", "{init}");
+        session
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        session
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, message: Json) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{message}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    /// Sends a `tools/call` with this id.
+    pub async fn call(&mut self, id: i64, tool: &str, args: Json) {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
+            .await;
+    }
+
+    /// The next message on stdout (each must be JSON-RPC).
+    pub async fn next(&mut self) -> Json {
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(120), self.lines.next_line())
+                .await
+                .expect("an answer in time")
+                .unwrap()
+                .expect("stdout open");
+        let message: Json = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        assert_eq!(message["jsonrpc"], "2.0", "{line}");
+        message
+    }
+
+    /// Closes stdin and waits for the server to exit; whether it exited cleanly.
+    pub async fn close(mut self) -> bool {
+        drop(self.stdin.take());
+        while tokio::time::timeout(std::time::Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("exit in time")
+            .unwrap()
+            .is_some()
+        {}
+        self.child.wait().await.unwrap().success()
+    }
+}
+
+/// The text of a `tools/call` answer that must be a tool error.
+pub fn raw_error_text(answer: &Json) -> String {
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
