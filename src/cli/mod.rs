@@ -158,17 +158,30 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Colour only for a person at a terminal, as for diagnostics and plans: a journal or a
     // log file gets plain text.
-    let color = colour_on(std::io::stderr().is_terminal());
+    let terminal = std::io::stderr().is_terminal();
+    let color = colour_on(terminal);
     {
         use tracing_subscriber::layer::{Layer, SubscriberExt};
         use tracing_subscriber::util::SubscriberInitExt;
-        let logs = tracing_subscriber::fmt::layer()
-            .with_writer(|| RedactingStderr)
-            .with_ansi(color)
-            .with_filter(log_filter())
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                safe_to_log(meta.target(), *meta.level())
-            }));
+        let safe = || {
+            tracing_subscriber::filter::filter_fn(|meta| safe_to_log(meta.target(), *meta.level()))
+        };
+        let fmt = tracing_subscriber::fmt::layer().with_writer(|| RedactingStderr);
+        // One JSON object per line for a journal or a log collector (with the run's span and
+        // its reason in each line); lines for a person at a terminal.
+        let logs = if json_logs(terminal) {
+            fmt.json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(log_filter())
+                .with_filter(safe())
+                .boxed()
+        } else {
+            fmt.with_ansi(color)
+                .with_filter(log_filter())
+                .with_filter(safe())
+                .boxed()
+        };
         tracing_subscriber::registry().with(logs).init();
     }
     match cli.command {
@@ -182,6 +195,15 @@ pub fn main() -> ExitCode {
         Command::Schemas { dir } => write_schemas(&dir),
         Command::Db(args) => db::run(&args),
         Command::Mcp(args) => mcp::run(&args),
+    }
+}
+
+/// Logs as JSON lines: LABCTL_LOG_FORMAT=json or human, else JSON unless stderr is a terminal.
+fn json_logs(terminal: bool) -> bool {
+    match std::env::var("LABCTL_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("human") => false,
+        _ => !terminal,
     }
 }
 

@@ -209,6 +209,14 @@ pub async fn run(
         if coalesced > 0 {
             tracing::debug!(coalesced, %reason, "triggers coalesced into one run");
         }
+        // A ref moved to a commit this process has reconciled already (a watch event from
+        // the first run's own start, or a branch moved back and forth): nothing new to read.
+        if let Reason::CommitChanged { to, .. } = &reason {
+            if replies.is_empty() && state.progress().commit.as_deref() == Some(to.as_str()) {
+                tracing::debug!(commit = %to, "commit already reconciled: no run");
+                continue;
+            }
+        }
         if let Err(e) = guard.confirm().await {
             lost(&state, &options, &e);
             leader = None;

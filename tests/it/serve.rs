@@ -54,10 +54,11 @@ impl Daemon {
             .args(["serve", repo.to_str().unwrap(), "--database-url", &db])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--webhook-secret-file", secret.to_str().unwrap()])
-            // Only the runs the test causes: the schedule fires once a year.
-            .args(["--schedule", "0 0 1 1 *", "--debounce-ms", "100"])
+            .args(["--debounce-ms", "100"])
             .args(extra)
             .envs(env.iter().copied())
+            // Only the runs the test causes unless it sets a schedule: once a year.
+            .env("LABCTL_SCHEDULE", "0 0 1 1 *")
             .env("LABCTL_LOG", "labctl=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -680,4 +681,48 @@ async fn new_deviations_are_announced_once_per_life_cycle_and_a_failing_target_b
         ),
         2.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_made_in_kea_behind_labctls_back_is_found_by_the_next_scheduled_run() {
+    let Some(kea) = Kea::start(
+        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    lab_repo(repo.path(), &kea.url, "10.0.1.201");
+    let commit = commit_all(repo.path(), "whisper at .201");
+    // Six fields: the cron crate's seconds first, so the test waits a second, not a minute.
+    let mut daemon = Daemon::start(repo.path(), &["--schedule", "* * * * * *"]);
+    daemon.ready().await;
+    let runs = daemon.runs().await;
+    assert_eq!(runs[0].counts.deviations_open, 0, "{runs:?}");
+
+    // Someone moves whisper in Kea itself; Git does not change.
+    let mut dhcp4 = kea.config().await;
+    dhcp4["subnet4"][0]["reservations"][0]["ip-address"] = json!("10.0.1.209");
+    kea.set_config(dhcp4).await;
+    let found = daemon
+        .run_where("that finds the live change", |r| {
+            r.counts.deviations_opened == 1
+        })
+        .await;
+    assert_eq!(found.trigger, "schedule", "{found:?}");
+    assert_eq!(found.commit_sha.as_deref(), Some(commit.as_str()));
+    let store = Store::open_reader(&daemon.db).await.unwrap().unwrap();
+    let open = store.open_deviations(None, None).await.unwrap();
+    store.close().await;
+    assert_eq!(
+        open.iter()
+            .map(|d| (d.record.name.as_str(), d.record.field_path.as_str()))
+            .collect::<Vec<_>>(),
+        [("whisper", "spec.ip")],
+        "{open:?}"
+    );
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
 }
