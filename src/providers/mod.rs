@@ -13,7 +13,10 @@ mod plugin;
 mod http;
 /// Reading the secrets labctl.yaml names.
 mod secret;
+/// Reading provider JSON by its shape, refusing what is not understood.
+mod shape;
 pub use secret::read as read_secret;
+pub use shape::ShapeError;
 
 // The providers labctl.yaml can declare, one per API: a new one is its module and a line in
 // the list below.

@@ -34,3 +34,4 @@ mod serve;
 mod store;
 mod systemd_units;
 mod traefik;
+mod wrong_shape;
