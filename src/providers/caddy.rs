@@ -116,7 +116,8 @@ impl CaddyProvider {
         let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid admin URL `{url}`: {e}")))?;
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         let builder = reqwest::Client::builder()
             // The admin API is on the management host or the LAN; a proxy from the
             // environment would only stand in the way (and see the whole config).
@@ -154,6 +155,15 @@ impl CaddyProvider {
         }
     }
 
+    /// The most of an answer from `url` that is read.
+    fn limit<'a>(&'a self, url: &'a str) -> http::BodyLimit<'a> {
+        http::BodyLimit {
+            provider: &self.name,
+            url,
+            max_bytes: self.policy.max_body_bytes,
+        }
+    }
+
     fn stale(&self) -> ProviderError {
         ProviderError::Stale {
             provider: self.name.clone(),
@@ -182,8 +192,10 @@ impl CaddyProvider {
                     status,
                     headers,
                     body,
-                } = http::exchange(self.client.get(&url), |e| self.transport_error(&url, e))
-                    .await?;
+                } = http::exchange(self.client.get(&url), self.limit(&url), |e| {
+                    self.transport_error(&url, e)
+                })
+                .await?;
                 let header_etag = headers
                     .get(reqwest::header::ETAG)
                     .and_then(|v| v.to_str().ok())
@@ -206,8 +218,8 @@ impl CaddyProvider {
                         self.bad_response(&url, format!("HTTP {status}: {}", caddy_message(&body)))
                     );
                 }
-                let value: Json = serde_json::from_slice(&body)
-                    .map_err(|e| self.bad_response(&url, format!("not JSON: {e}")))?;
+                let (body, value) = http::parse_json(body).await;
+                let value = value.map_err(|e| self.bad_response(&url, format!("not JSON: {e}")))?;
                 let (routes, absent) = match value {
                     Json::Null => (Vec::new(), true),
                     Json::Array(a) => (a, false),
@@ -277,7 +289,9 @@ impl CaddyProvider {
                     .await
                     .map_err(|e| self.transport_error(&url, e))?;
                 let status = resp.status();
-                let answer = resp.bytes().await.unwrap_or_default().to_vec();
+                let answer =
+                    http::read_body(resp, self.limit(&url), |e| self.transport_error(&url, e))
+                        .await?;
                 Ok((status, answer))
             })
             .await?;

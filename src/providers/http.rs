@@ -148,6 +148,14 @@ pub(crate) fn build(
         .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))
 }
 
+/// The default of a provider's `maxBodyBytes`: Kea's config-get at 100,000 reservations is
+/// about 25 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
+
+/// Bodies at least this large are parsed on a blocking thread, so that the call's deadline can
+/// still end the call while they are parsed.
+const PARSE_INLINE_BYTES: usize = 256 << 10;
+
 /// A whole answer: status, headers and body.
 pub(crate) struct Reply {
     pub status: reqwest::StatusCode,
@@ -155,21 +163,104 @@ pub(crate) struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Sends `request` and reads the whole answer; a failure to send or to read the body goes
-/// through `on_error` (usually [`transport_error`]).
+/// The most of an answer a provider reads, and whose answer it is (for the error).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit<'a> {
+    pub provider: &'a str,
+    pub url: &'a str,
+    pub max_bytes: u64,
+}
+
+impl BodyLimit<'_> {
+    /// The answer is larger than the limit: `declared` is its Content-Length, when it gave one.
+    fn exceeded(&self, declared: Option<u64>) -> ProviderError {
+        let size = match declared {
+            Some(n) => format!("declares {n} bytes"),
+            None => "goes on".to_string(),
+        };
+        ProviderError::BadResponse {
+            provider: self.provider.to_string(),
+            url: crate::redact::userinfo(self.url),
+            detail: format!(
+                "the answer {size} beyond maxBodyBytes ({} bytes) and was not read; if it is \
+                 genuine, raise `maxBodyBytes` of provider `{}` in labctl.yaml",
+                self.max_bytes, self.provider
+            ),
+            source: None,
+        }
+    }
+}
+
+/// Sends `request` and reads the whole answer, at most `limit.max_bytes` of body; a failure
+/// to send or to read the body goes through `on_error` (usually [`transport_error`]). The
+/// caller's deadline covers it all: the body is read chunk by chunk.
 pub(crate) async fn exchange(
     request: reqwest::RequestBuilder,
+    limit: BodyLimit<'_>,
     on_error: impl Fn(reqwest::Error) -> ProviderError,
 ) -> Result<Reply, ProviderError> {
     let response = request.send().await.map_err(&on_error)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(&on_error)?.to_vec();
+    let body = read_body(response, limit, on_error).await?;
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// The body of `response`, refused as soon as it is known to be larger than the limit: from
+/// its Content-Length before reading anything, else once the bytes read pass it.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: BodyLimit<'_>,
+    on_error: impl Fn(reqwest::Error) -> ProviderError,
+) -> Result<Vec<u8>, ProviderError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit.max_bytes) {
+        return Err(limit.exceeded(declared));
+    }
+    let max = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(max));
+    while let Some(chunk) = response.chunk().await.map_err(&on_error)? {
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(limit.exceeded(None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `n` bytes of the body of `response` (fewer if it ends or breaks off), for an
+/// error message: the rest is never read.
+pub(crate) async fn read_prefix(mut response: reqwest::Response, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(n - out.len())]),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// `body` parsed as JSON, with the bytes back. A large body is parsed on a blocking thread, so
+/// the deadline around the call ends it while parsing too.
+pub(crate) async fn parse_json(body: Vec<u8>) -> (Vec<u8>, Result<serde_json::Value, String>) {
+    if body.len() < PARSE_INLINE_BYTES {
+        let parsed = serde_json::from_slice(&body).map_err(|e| e.to_string());
+        return (body, parsed);
+    }
+    let parse = tokio::task::spawn_blocking(move || {
+        let parsed = serde_json::from_slice(&body).map_err(|e| e.to_string());
+        (body, parsed)
+    });
+    match parse.await {
+        Ok(done) => done,
+        // Only a panic in the parser: its bytes are gone with it.
+        Err(e) => (Vec::new(), Err(format!("the JSON parser failed: {e}"))),
+    }
 }
 
 /// How [`transport_error`] classifies a failure that is not a timeout.
@@ -244,6 +335,42 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The start of `body`, as text, for an error message: only its first bytes are looked at.
+pub(crate) fn excerpt_bytes(body: &[u8]) -> String {
+    excerpt(&String::from_utf8_lossy(&body[..body.len().min(1024)]))
+}
+
+/// The start of `value` as compact JSON, for an error message: serialisation stops after the
+/// first kilobyte instead of writing out a value that may be as large as the whole answer.
+pub(crate) fn excerpt_json(value: &serde_json::Value) -> String {
+    /// Keeps the first `left` bytes written to it, then refuses the rest.
+    struct Prefix {
+        out: Vec<u8>,
+        left: usize,
+    }
+    impl std::io::Write for Prefix {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let n = buf.len().min(self.left);
+            self.out.extend_from_slice(&buf[..n]);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut prefix = Prefix {
+        out: Vec::new(),
+        left: 1024,
+    };
+    // The error is only ever "the prefix is full": what was written is the excerpt.
+    let _ = serde_json::to_writer(&mut prefix, value);
+    excerpt_bytes(&prefix.out)
 }
 
 /// `text` trimmed, cut to 200 characters (marked with `…`) for an error message.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
 
-use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
+use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Classify, Pinning, Reply};
 use super::shape::{At, ShapeError};
 use super::{
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation,
@@ -146,7 +146,8 @@ impl KeaProvider {
             &config_err,
         )?;
         let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Kea", &config_err)?;
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         Ok(KeaProvider {
             name: cfg.name.clone(),
             url: cfg.url.clone(),
@@ -204,19 +205,25 @@ impl KeaProvider {
     async fn post_once(&self, command: &str, body: &Json) -> Result<Answer, ProviderError> {
         let request = self.client.post(&self.url).json(body);
         let request = BasicAuth::sign(self.basic_auth.as_ref(), request);
+        let limit = BodyLimit {
+            provider: &self.name,
+            url: &self.url,
+            max_bytes: self.policy.max_body_bytes,
+        };
         let Reply {
             status,
             body: bytes,
             ..
-        } = http::exchange(request, |e| self.transport_error(e)).await?;
+        } = http::exchange(request, limit, |e| self.transport_error(e)).await?;
         BasicAuth::check(&self.name, &self.url, status, "the agent's")?;
         if !status.is_success() {
             return Err(self.bad_response(format!(
                 "{command}: HTTP {status}: {}",
-                excerpt(&String::from_utf8_lossy(&bytes))
+                excerpt_bytes(&bytes)
             )));
         }
-        let parsed: Json = serde_json::from_slice(&bytes)
+        let (bytes, parsed) = http::parse_json(bytes).await;
+        let parsed = parsed
             .map_err(|e| self.bad_response(format!("{command}: the answer is not JSON: {e}")))?;
         // The agent answers with one element per service; a non-array means it refused the
         // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
@@ -227,7 +234,7 @@ impl KeaProvider {
             .ok_or_else(|| {
                 self.bad_response(format!(
                     "{command}: expected a JSON array of answers, got {}",
-                    excerpt(&parsed.to_string())
+                    excerpt_bytes(&bytes)
                 ))
             })?;
         let result = first.get("result").and_then(Json::as_i64).ok_or_else(|| {

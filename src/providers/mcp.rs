@@ -874,10 +874,10 @@ impl Transport<RoleClient> for SseClientTransport {
                 return Err(SseError(format!("{AUTH_REFUSED} (HTTP {status})")));
             }
             if !status.is_success() {
-                let body = response.text().await.unwrap_or_default();
+                let body = http::read_prefix(response, 1024).await;
                 return Err(SseError(format!(
                     "HTTP {status} posting a message: {}",
-                    http::excerpt(&body)
+                    http::excerpt_bytes(&body)
                 )));
             }
             Ok(())

@@ -401,12 +401,15 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Limits for talking to a provider: a per-call timeout and bounded retries with backoff.
+/// Limits for talking to a provider: a per-call timeout (connecting, the answer's headers
+/// and body, and parsing it), bounded retries with backoff, and the largest answer read.
 #[derive(Debug, Clone, Copy)]
 pub struct CallPolicy {
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// Largest answer body read, in bytes: a larger one is refused, unread.
+    pub max_body_bytes: u64,
 }
 
 impl Default for CallPolicy {
@@ -415,6 +418,7 @@ impl Default for CallPolicy {
             timeout: Duration::from_secs(10),
             retries: 2,
             backoff: Duration::from_millis(200),
+            max_body_bytes: http::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -426,6 +430,14 @@ impl CallPolicy {
         CallPolicy {
             timeout: Duration::from_secs(timeout_seconds.unwrap_or(10).max(1).into()),
             ..CallPolicy::default()
+        }
+    }
+
+    /// The same policy with `maxBodyBytes` from labctl.yaml (default 64 MiB) as the limit.
+    pub fn with_max_body_bytes(self, max_body_bytes: Option<u64>) -> Self {
+        CallPolicy {
+            max_body_bytes: max_body_bytes.unwrap_or(http::DEFAULT_MAX_BODY_BYTES),
+            ..self
         }
     }
 
@@ -511,6 +523,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries: 2,
             backoff: Duration::from_millis(1),
+            ..CallPolicy::default()
         };
         let result: Result<(), _> = policy
             .run("kea", || {
@@ -573,12 +586,26 @@ mod tests {
             .starts_with("kea: cannot reach http://127.0.0.1:1/: "));
     }
 
+    #[test]
+    fn an_excerpt_of_a_large_value_serialises_only_its_start() {
+        let large = Json::Array((0..1_000_000).map(Json::from).collect());
+        let text = http::excerpt_json(&large);
+        assert!(text.starts_with("[0,1,2,3,"), "{text}");
+        assert!(text.ends_with('…') && text.chars().count() == 201, "{text}");
+        assert_eq!(
+            http::excerpt_json(&serde_json::json!({"a": 1})),
+            r#"{"a":1}"#
+        );
+        assert_eq!(http::excerpt_bytes(&[b'x'; 5 << 20]).chars().count(), 201);
+    }
+
     #[tokio::test]
     async fn a_slow_call_times_out() {
         let policy = CallPolicy {
             timeout: Duration::from_millis(20),
             retries: 0,
             backoff: Duration::from_millis(1),
+            ..CallPolicy::default()
         };
         let result: Result<(), _> = policy
             .run("pve", || async {

@@ -36,7 +36,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value as Json};
 use tokio::sync::Semaphore;
 
-use super::http::{self, excerpt, Classify, Pinning, Reply};
+use super::http::{self, excerpt, excerpt_bytes, BodyLimit, Classify, Pinning, Reply};
 use super::{
     derive_name, unique_name, BoxFuture, CallPolicy, Factory, Observation, Provider, ProviderError,
     Resource, Severities, Severity, Unreadable,
@@ -172,7 +172,8 @@ impl ProxmoxProvider {
         })?;
         auth.set_sensitive(true);
 
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         // The API never redirects; not following keeps the token on the configured host.
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -531,7 +532,7 @@ impl Api {
             status,
             body: bytes,
             ..
-        } = http::exchange(request, |e| self.transport_error(&url, e)).await?;
+        } = http::exchange(request, self.limit(&url), |e| self.transport_error(&url, e)).await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(ProviderError::Authentication {
                 provider: self.provider.clone(),
@@ -573,24 +574,30 @@ impl Api {
                 }
             });
         }
-        let mut parsed: Json =
-            serde_json::from_slice(&bytes).map_err(|e| ProviderError::BadResponse {
-                provider: self.provider.clone(),
-                url: url.clone(),
-                detail: format!("the answer is not JSON: {e}"),
-                source: None,
-            })?;
+        let (bytes, parsed) = http::parse_json(bytes).await;
+        let mut parsed = parsed.map_err(|e| ProviderError::BadResponse {
+            provider: self.provider.clone(),
+            url: url.clone(),
+            detail: format!("the answer is not JSON: {e}"),
+            source: None,
+        })?;
         match parsed.get_mut("data").map(Json::take) {
             Some(data) if !data.is_null() => Ok(data),
             _ => Err(ProviderError::BadResponse {
                 provider: self.provider.clone(),
                 url,
-                detail: format!(
-                    "expected {{\"data\": …}}, got {}",
-                    excerpt(&String::from_utf8_lossy(&bytes))
-                ),
+                detail: format!("expected {{\"data\": …}}, got {}", excerpt_bytes(&bytes)),
                 source: None,
             }),
+        }
+    }
+
+    /// The most of an answer from `url` that is read.
+    fn limit<'a>(&'a self, url: &'a str) -> BodyLimit<'a> {
+        BodyLimit {
+            provider: &self.provider,
+            url,
+            max_bytes: self.policy.max_body_bytes,
         }
     }
 
@@ -1087,7 +1094,7 @@ fn check_token_shape(token: &str) -> Result<(), &'static str> {
 /// Proxmox VE's own explanation of an error answer: `message`, then per-parameter `errors`.
 fn pve_message(body: &[u8]) -> String {
     let Ok(parsed) = serde_json::from_slice::<Json>(body) else {
-        return excerpt(&String::from_utf8_lossy(body));
+        return excerpt_bytes(body);
     };
     let mut parts = Vec::new();
     if let Some(message) = parsed.get("message").and_then(Json::as_str) {
@@ -1102,9 +1109,9 @@ fn pve_message(body: &[u8]) -> String {
         }
     }
     if parts.is_empty() {
-        excerpt(&parsed.to_string())
+        excerpt_bytes(body)
     } else {
-        parts.join("; ")
+        excerpt(&parts.join("; "))
     }
 }
 

@@ -57,7 +57,7 @@ use std::sync::Arc;
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
-use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
+use super::http::{self, excerpt_bytes, excerpt_json, BasicAuth, BodyLimit, Pinning, Reply};
 use super::{
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
     ProviderError, Resource, Severities, Severity,
@@ -143,7 +143,8 @@ impl TraefikProvider {
         let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid API URL `{url}`: {e}")))?;
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         // The API is on the LAN or the management host: a proxy from the environment would
         // only stand in the way (and see the whole routing configuration).
         let builder = reqwest::Client::builder()
@@ -210,13 +211,24 @@ impl TraefikProvider {
         http::transport_error(&self.name, url, self.policy.timeout, e, classify)
     }
 
-    /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages.
+    /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages; the
+    /// pages together are held to `maxBodyBytes`.
     async fn get_all(&self, path: &str) -> Result<Vec<Json>, ProviderError> {
         let mut items = Vec::new();
         let mut page = 1;
+        let mut left = self.policy.max_body_bytes;
         loop {
             let url = format!("{}{path}?per_page={PER_PAGE}&page={page}", self.url);
-            let (batch, next) = self.policy.run(&self.name, || self.get_page(&url)).await?;
+            let limit = BodyLimit {
+                provider: &self.name,
+                url: &url,
+                max_bytes: left,
+            };
+            let (batch, next, read) = self
+                .policy
+                .run(&self.name, || self.get_page(&url, limit))
+                .await?;
+            left -= read;
             items.extend(batch);
             match next {
                 Some(n) if n > page => page = n,
@@ -229,15 +241,19 @@ impl TraefikProvider {
         Ok(items)
     }
 
-    /// One page: the array and the `X-Next-Page` header.
-    async fn get_page(&self, url: &str) -> Result<(Vec<Json>, Option<u32>), ProviderError> {
+    /// One page: the array, the `X-Next-Page` header and the size of the body.
+    async fn get_page(
+        &self,
+        url: &str,
+        limit: BodyLimit<'_>,
+    ) -> Result<(Vec<Json>, Option<u32>, u64), ProviderError> {
         let request = self.client.get(url);
         let request = BasicAuth::sign(self.basic_auth.as_ref(), request);
         let Reply {
             status,
             headers,
             body,
-        } = http::exchange(request, |e| self.transport_error(url, e)).await?;
+        } = http::exchange(request, limit, |e| self.transport_error(url, e)).await?;
         let next = headers
             .get("x-next-page")
             .and_then(|v| v.to_str().ok())
@@ -250,21 +266,15 @@ impl TraefikProvider {
             ));
         }
         if !status.is_success() {
-            return Err(self.bad_response(
-                url,
-                format!(
-                    "HTTP {status}: {}",
-                    excerpt(&String::from_utf8_lossy(&body))
-                ),
-            ));
+            return Err(self.bad_response(url, format!("HTTP {status}: {}", excerpt_bytes(&body))));
         }
-        let value: Json = serde_json::from_slice(&body)
-            .map_err(|e| self.bad_response(url, format!("not JSON: {e}")))?;
+        let (body, value) = http::parse_json(body).await;
+        let value = value.map_err(|e| self.bad_response(url, format!("not JSON: {e}")))?;
         match value {
-            Json::Array(items) => Ok((items, next)),
-            other => Err(self.bad_response(
+            Json::Array(items) => Ok((items, next, body.len() as u64)),
+            _ => Err(self.bad_response(
                 url,
-                format!("expected a JSON array, got {}", excerpt(&other.to_string())),
+                format!("expected a JSON array, got {}", excerpt_bytes(&body)),
             )),
         }
     }
@@ -520,7 +530,7 @@ impl Provider for TraefikProvider {
                 let Some(full) = router.get("name").and_then(Json::as_str) else {
                     return Err(self.bad_response(
                         &format!("{}/api/http/routers", self.url),
-                        format!("a router without a name: {}", excerpt(&router.to_string())),
+                        format!("a router without a name: {}", excerpt_json(router)),
                     ));
                 };
                 let provider = router

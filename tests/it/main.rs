@@ -12,6 +12,7 @@ mod broken_repos;
 mod caddy;
 mod cli;
 mod db_cli;
+mod flood;
 mod git_source;
 mod kea;
 mod leader;

@@ -225,6 +225,7 @@ fn policy() -> CallPolicy {
         timeout: Duration::from_secs(10),
         retries: 1,
         backoff: Duration::from_millis(20),
+        ..CallPolicy::default()
     }
 }
 
@@ -455,6 +456,7 @@ async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
         timeout: Duration::from_millis(400),
         retries: 0,
         backoff: Duration::from_millis(10),
+        ..CallPolicy::default()
     };
     let provider = McpProvider::new("mcp", BTreeMap::new(), false, quick);
     let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;

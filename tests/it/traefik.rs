@@ -362,6 +362,7 @@ fn policy() -> CallPolicy {
         timeout: Duration::from_secs(2),
         retries: 0,
         backoff: Duration::from_millis(1),
+        ..CallPolicy::default()
     }
 }
 
