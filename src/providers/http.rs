@@ -2,6 +2,7 @@
 //! turning transport failures into [`ProviderError`]s. Each provider keeps its own
 //! wording and choices; what differs on purpose is a parameter here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,21 +246,57 @@ pub(crate) async fn read_prefix(mut response: reqwest::Response, n: usize) -> Ve
     out
 }
 
-/// `body` parsed as JSON, with the bytes back. A large body is parsed on a blocking thread, so
-/// the deadline around the call ends it while parsing too.
+/// `body` parsed as JSON, with the bytes back. A large body is parsed on a blocking thread,
+/// so the deadline around the call can end the call while it is parsed; and as the parse
+/// cannot be interrupted from outside, it reads through [`Interruptible`], which stops it at
+/// its next read once the call has been dropped (timed out), freeing what it had built.
 pub(crate) async fn parse_json(body: Vec<u8>) -> (Vec<u8>, Result<serde_json::Value, String>) {
     if body.len() < PARSE_INLINE_BYTES {
         let parsed = serde_json::from_slice(&body).map_err(|e| e.to_string());
         return (body, parsed);
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_when_dropped = StopOnDrop(Arc::clone(&stop));
     let parse = tokio::task::spawn_blocking(move || {
-        let parsed = serde_json::from_slice(&body).map_err(|e| e.to_string());
+        let reader = Interruptible {
+            rest: &body,
+            stop: &stop,
+        };
+        let reader = std::io::BufReader::with_capacity(64 << 10, reader);
+        let parsed = serde_json::from_reader(reader).map_err(|e| e.to_string());
         (body, parsed)
     });
     match parse.await {
         Ok(done) => done,
         // Only a panic in the parser: its bytes are gone with it.
         Err(e) => (Vec::new(), Err(format!("the JSON parser failed: {e}"))),
+    }
+}
+
+/// Sets its flag when dropped: the future awaiting a parse is gone.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads `rest`, failing once `stop` is set.
+struct Interruptible<'a> {
+    rest: &'a [u8],
+    stop: &'a AtomicBool,
+}
+
+impl std::io::Read for Interruptible<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("the call ended before parsing did"));
+        }
+        let n = buf.len().min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
     }
 }
 
@@ -477,5 +514,38 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_large_body_is_parsed_off_the_runtime_and_a_dropped_parse_stops() {
+        let mut body = b"[".to_vec();
+        body.extend(std::iter::repeat_n(&b"1,"[..], 400_000).flatten());
+        body.extend_from_slice(b"2]");
+        assert!(body.len() > PARSE_INLINE_BYTES);
+        let (back, parsed) = parse_json(body.clone()).await;
+        assert_eq!(back, body);
+        let parsed = parsed.unwrap();
+        assert_eq!(parsed.as_array().unwrap().len(), 400_001);
+        let (_, cut) = parse_json(body[..body.len() - 2].to_vec()).await;
+        let cut = cut.unwrap_err();
+        assert!(cut.contains("EOF while parsing"), "{cut}");
+
+        // What the parse thread sees once the awaiting call is gone.
+        let stop = Arc::new(AtomicBool::new(false));
+        drop(StopOnDrop(Arc::clone(&stop)));
+        let reader = Interruptible {
+            rest: &body,
+            stop: &stop,
+        };
+        let e = serde_json::from_reader::<_, serde_json::Value>(reader).unwrap_err();
+        assert!(
+            e.to_string().contains("the call ended before parsing did"),
+            "{e}"
+        );
     }
 }
