@@ -50,6 +50,10 @@ impl<'a> At<'a> {
         }
     }
 
+    pub(crate) fn value(&self) -> &'a Json {
+        self.value
+    }
+
     /// An error at this value: `problem` says what is wrong with it.
     pub(crate) fn error(&self, problem: impl Into<String>) -> ShapeError {
         ShapeError {

@@ -6,10 +6,13 @@ use std::path::Path;
 
 use serde_json::{json, Value as Json};
 
-use crate::support::cli::{deviations, exited, json_of, labctl, write};
+use crate::fixtures::proxmox as pve_fixture;
+use crate::support::cli::{deviations, exited, json_of, labctl, labctl_command, write};
 use crate::support::kea::Kea;
-use crate::support::lab::{kea_reservation, reservation, SUBNET};
-use crate::support::lying::LyingKea;
+use crate::support::lab::{
+    device, kea_reservation, proxmox_lab, reservation, PVE_TOKEN, SUBNET, TOKEN_ENV,
+};
+use crate::support::lying::Lying;
 use labctl::store::Store;
 
 fn kea_config(dir: &Path, kea_url: &str, policy: &str) {
@@ -56,7 +59,7 @@ async fn a_kea_answer_of_the_wrong_shape_is_unknown_resolves_nothing_and_applies
     else {
         return;
     };
-    let proxy = LyingKea::start(&kea.url).await;
+    let proxy = Lying::start(kea.url.trim_end_matches('/')).await;
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
     kea_config(r, &proxy.url, "observe");
@@ -78,7 +81,11 @@ async fn a_kea_answer_of_the_wrong_shape_is_unknown_resolves_nothing_and_applies
 
     kea_config(r, &proxy.url, "apply");
     for (says, lie) in kea_lies() {
-        proxy.lie(lie);
+        proxy.lie(move |heard, answer| {
+            if heard.command == "config-get" {
+                lie(&mut answer[0]["arguments"]["Dhcp4"]);
+            }
+        });
         let out = labctl(&["plan", repo_arg, "--format", "json"]);
         exited(&out, 1);
         let plan = json_of(&out)["plan"].clone();
@@ -88,11 +95,14 @@ async fn a_kea_answer_of_the_wrong_shape_is_unknown_resolves_nothing_and_applies
         let reason = plan["unobservable"]["kea"].as_str().unwrap_or_default();
         assert!(reason.contains(says), "{says}: {plan}");
 
-        let heard = proxy.commands().len();
+        let heard = proxy.heard().len();
         let out = labctl(&["reconcile", "--once", repo_arg, "--database-url", &db]);
         exited(&out, 0);
-        let sent = proxy.commands()[heard..].to_vec();
-        assert!(sent.iter().all(|c| c == "config-get"), "{says}: {sent:?}");
+        let sent = proxy.heard()[heard..].to_vec();
+        assert!(
+            sent.iter().all(|h| h.command == "config-get"),
+            "{says}: {sent:?}"
+        );
         let open = store.open_deviations(None, None).await.unwrap();
         assert_eq!(
             open.len(),
@@ -102,4 +112,121 @@ async fn a_kea_answer_of_the_wrong_shape_is_unknown_resolves_nothing_and_applies
     }
     assert_eq!(kea.config().await, before, "Kea was not changed");
     store.close().await;
+}
+
+/// A lie about one Proxmox VE answer: the request path it picks, the rewrite of `data`, the
+/// resources then unknown, and what the reason says.
+struct PveLie {
+    path: &'static str,
+    rewrite: Lie,
+    unknown: &'static [&'static str],
+    says: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxmox_answer_of_the_wrong_shape_makes_what_it_covers_unknown() {
+    let pve = pve_fixture::serve(proxmox_lab()).await;
+    let proxy = Lying::start(&pve.url()).await;
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    write(
+        r,
+        "labctl.yaml",
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n",
+            proxy.url
+        ),
+    );
+    write(
+        r,
+        "pools/lab.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
+    );
+    device(
+        r,
+        "harbor",
+        "/lab/services",
+        (202, 8, 16384),
+        "bc:24:11:5e:02:02",
+        "10.0.1.202",
+    );
+    device(
+        r,
+        "whisper",
+        "/lab/gpu-nodes",
+        (201, 12, 49152),
+        "bc:24:11:5e:02:01",
+        "10.0.1.201",
+    );
+    let repo_arg = r.to_str().unwrap();
+    let plan = || {
+        labctl_command()
+            .args(["plan", repo_arg, "--format", "json"])
+            .env(TOKEN_ENV, PVE_TOKEN)
+            .output()
+            .unwrap()
+    };
+    // The truth: in sync.
+    let out = tokio::task::block_in_place(plan);
+    exited(&out, 0);
+
+    let all = &["gpu-nodes", "harbor", "services", "whisper"];
+    let lies = [
+        PveLie {
+            path: "/api2/json/nodes",
+            rewrite: |data| *data = json!({ "pve-01": data[0].take() }),
+            unknown: all,
+            says: "Proxmox VE /nodes: data is an object, expected an array",
+        },
+        PveLie {
+            path: "/api2/json/nodes/pve-01/qemu",
+            rewrite: |data| data[0]["vmid"] = json!(true),
+            unknown: &["harbor", "whisper"],
+            says: "not listed, and a node could not be listed",
+        },
+        PveLie {
+            path: "/api2/json/pools",
+            rewrite: |data| data[0]["poolid"] = json!(7),
+            unknown: all,
+            says: "Proxmox VE /pools: data[0].poolid is a number, expected a string",
+        },
+        PveLie {
+            path: "/api2/json/pools/gpu",
+            rewrite: |data| data["members"] = json!("201"),
+            unknown: &["gpu-nodes"],
+            says: "Proxmox VE /pools/gpu: data.members is a string, expected an array",
+        },
+        PveLie {
+            path: "/api2/json/nodes/pve-01/qemu/201/config",
+            rewrite: |data| data["net0"] = json!(1),
+            unknown: &["whisper"],
+            says: "`net0` is a number, expected a string",
+        },
+    ];
+    for PveLie {
+        path,
+        rewrite,
+        unknown,
+        says,
+    } in lies
+    {
+        proxy.lie(move |heard, answer| {
+            if heard.path == path {
+                rewrite(&mut answer["data"]);
+            }
+        });
+        let out = tokio::task::block_in_place(plan);
+        exited(&out, 1);
+        let plan = json_of(&out)["plan"].clone();
+        let mut found: Vec<String> = deviations(&plan)
+            .into_iter()
+            .map(|(resource, _, dtype)| {
+                assert_eq!(dtype, "unknown", "{path}: {plan}");
+                resource.split_once('/').unwrap().1.to_string()
+            })
+            .collect();
+        found.sort();
+        assert_eq!(found, unknown, "{path}: {plan}");
+        assert!(plan.to_string().contains(says), "{path}: {plan}");
+    }
 }
