@@ -379,37 +379,6 @@ pub(crate) fn excerpt_bytes(body: &[u8]) -> String {
     excerpt(&String::from_utf8_lossy(&body[..body.len().min(1024)]))
 }
 
-/// The start of `value` as compact JSON, for an error message: serialisation stops after the
-/// first kilobyte instead of writing out a value that may be as large as the whole answer.
-pub(crate) fn excerpt_json(value: &serde_json::Value) -> String {
-    /// Keeps the first `left` bytes written to it, then refuses the rest.
-    struct Prefix {
-        out: Vec<u8>,
-        left: usize,
-    }
-    impl std::io::Write for Prefix {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if self.left == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            let n = buf.len().min(self.left);
-            self.out.extend_from_slice(&buf[..n]);
-            self.left -= n;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut prefix = Prefix {
-        out: Vec::new(),
-        left: 1024,
-    };
-    // The error is only ever "the prefix is full": what was written is the excerpt.
-    let _ = serde_json::to_writer(&mut prefix, value);
-    excerpt_bytes(&prefix.out)
-}
-
 /// `text` trimmed, cut to 200 characters (marked with `…`) for an error message.
 pub(crate) fn excerpt(text: &str) -> String {
     let text = text.trim();

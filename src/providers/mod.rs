@@ -587,16 +587,10 @@ mod tests {
     }
 
     #[test]
-    fn an_excerpt_of_a_large_value_serialises_only_its_start() {
-        let large = Json::Array((0..1_000_000).map(Json::from).collect());
-        let text = http::excerpt_json(&large);
-        assert!(text.starts_with("[0,1,2,3,"), "{text}");
+    fn an_excerpt_looks_only_at_the_start_of_a_body() {
+        let text = http::excerpt_bytes(&[b'x'; 5 << 20]);
         assert!(text.ends_with('…') && text.chars().count() == 201, "{text}");
-        assert_eq!(
-            http::excerpt_json(&serde_json::json!({"a": 1})),
-            r#"{"a":1}"#
-        );
-        assert_eq!(http::excerpt_bytes(&[b'x'; 5 << 20]).chars().count(), 201);
+        assert_eq!(http::excerpt_bytes(b" [1] "), "[1]");
     }
 
     #[tokio::test]

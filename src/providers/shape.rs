@@ -102,6 +102,11 @@ impl<'a> At<'a> {
         }
     }
 
+    /// Member `key` as an array of strings; none when it is absent.
+    pub(crate) fn opt_strings(&self, key: &str) -> Result<Vec<&'a str>, ShapeError> {
+        self.opt_items(key)?.iter().map(At::str).collect()
+    }
+
     /// The elements of this array.
     pub(crate) fn items(&self) -> Result<impl Iterator<Item = At<'a>> + '_, ShapeError> {
         let list = self
@@ -118,6 +123,11 @@ impl<'a> At<'a> {
     /// The value as a string.
     pub(crate) fn str(&self) -> Result<&'a str, ShapeError> {
         self.value.as_str().ok_or_else(|| self.wrong("a string"))
+    }
+
+    /// The value as a boolean.
+    pub(crate) fn bool(&self) -> Result<bool, ShapeError> {
+        self.value.as_bool().ok_or_else(|| self.wrong("a boolean"))
     }
 
     /// The value as an integer.

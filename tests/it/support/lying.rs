@@ -17,6 +17,7 @@ use super::net::serve;
 /// One request the proxy received.
 #[derive(Debug, Clone)]
 pub struct Heard {
+    pub method: String,
     /// The path and query.
     pub path: String,
     /// The `command` of a Kea Control Agent request (empty otherwise).
@@ -57,7 +58,11 @@ impl Lying {
                         .ok()
                         .and_then(|b| b["command"].as_str().map(str::to_string))
                         .unwrap_or_default();
-                    let heard = Heard { path, command };
+                    let heard = Heard {
+                        method: method.to_string(),
+                        path,
+                        command,
+                    };
                     state.lock().unwrap().heard.push(heard.clone());
                     let mut request = client.request(method, format!("{upstream}{}", heard.path));
                     for (name, value) in &headers {
