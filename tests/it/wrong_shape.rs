@@ -2,28 +2,17 @@
 //! `plan` exits 1 with the resources unknown and the reason, open deviations stay open, and
 //! nothing is applied from such a picture.
 
-use std::path::Path;
-
 use serde_json::{json, Value as Json};
 
 use crate::fixtures::proxmox as pve_fixture;
-use crate::support::cli::{deviations, exited, json_of, labctl, labctl_command, write};
+use crate::support::cli::{deviations, exited, json_of, labctl, labctl_command};
 use crate::support::kea::Kea;
 use crate::support::lab::{
-    device, kea_reservation, proxmox_lab, reservation, PVE_TOKEN, SUBNET, TOKEN_ENV,
+    kea_config, kea_reservation, proxmox_config, proxmox_documents, proxmox_lab, reservation,
+    PVE_TOKEN, SUBNET, TOKEN_ENV,
 };
 use crate::support::lying::Lying;
 use labctl::store::Store;
-
-fn kea_config(dir: &Path, kea_url: &str, policy: &str) {
-    write(
-        dir,
-        "labctl.yaml",
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{kea_url}\", timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: {policy}\n"
-        ),
-    );
-}
 
 /// A rewrite of a real Kea's `Dhcp4` into a shape Kea never sends.
 type Lie = fn(&mut Json);
@@ -129,35 +118,8 @@ async fn a_proxmox_answer_of_the_wrong_shape_makes_what_it_covers_unknown() {
     let proxy = Lying::start(&pve.url()).await;
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
-    write(
-        r,
-        "labctl.yaml",
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n",
-            proxy.url
-        ),
-    );
-    write(
-        r,
-        "pools/lab.yaml",
-        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
-    );
-    device(
-        r,
-        "harbor",
-        "/lab/services",
-        (202, 8, 16384),
-        "bc:24:11:5e:02:02",
-        "10.0.1.202",
-    );
-    device(
-        r,
-        "whisper",
-        "/lab/gpu-nodes",
-        (201, 12, 49152),
-        "bc:24:11:5e:02:01",
-        "10.0.1.201",
-    );
+    proxmox_config(r, &proxy.url);
+    proxmox_documents(r);
     let repo_arg = r.to_str().unwrap();
     let plan = || {
         labctl_command()
