@@ -28,6 +28,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
 use super::http;
+use super::shape::{At, ShapeError};
 use super::{
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
     ProviderError, Resource, Severities, Severity,
@@ -36,6 +37,8 @@ use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
 
 /// `@id` prefix that marks a route as labctl's.
 const ID_PREFIX: &str = "labctl-";
+/// The answer routes are read from, as shape errors name it.
+const ROUTES: &str = "Caddy routes";
 
 settings! {
     /// A Caddy server, through its admin API (`url`).
@@ -116,7 +119,8 @@ impl CaddyProvider {
         let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid admin URL `{url}`: {e}")))?;
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         let builder = reqwest::Client::builder()
             // The admin API is on the management host or the LAN; a proxy from the
             // environment would only stand in the way (and see the whole config).
@@ -154,6 +158,20 @@ impl CaddyProvider {
         }
     }
 
+    /// The most of an answer from `url` that is read.
+    fn limit<'a>(&'a self, url: &'a str) -> http::BodyLimit<'a> {
+        http::BodyLimit {
+            provider: &self.name,
+            url,
+            max_bytes: self.policy.max_body_bytes,
+        }
+    }
+
+    /// Routes of a shape labctl does not understand: none of them is known.
+    fn shape_error(&self, e: ShapeError) -> ProviderError {
+        e.into_provider_error(&self.name, &format!("{}{}", self.url, self.routes_path()))
+    }
+
     fn stale(&self) -> ProviderError {
         ProviderError::Stale {
             provider: self.name.clone(),
@@ -182,8 +200,10 @@ impl CaddyProvider {
                     status,
                     headers,
                     body,
-                } = http::exchange(self.client.get(&url), |e| self.transport_error(&url, e))
-                    .await?;
+                } = http::exchange(self.client.get(&url), self.limit(&url), |e| {
+                    self.transport_error(&url, e)
+                })
+                .await?;
                 let header_etag = headers
                     .get(reqwest::header::ETAG)
                     .and_then(|v| v.to_str().ok())
@@ -206,14 +226,15 @@ impl CaddyProvider {
                         self.bad_response(&url, format!("HTTP {status}: {}", caddy_message(&body)))
                     );
                 }
-                let value: Json = serde_json::from_slice(&body)
-                    .map_err(|e| self.bad_response(&url, format!("not JSON: {e}")))?;
+                let (body, value) = http::parse_json(body).await;
+                let value = value.map_err(|e| self.bad_response(&url, format!("not JSON: {e}")))?;
                 let (routes, absent) = match value {
                     Json::Null => (Vec::new(), true),
                     Json::Array(a) => (a, false),
                     other => {
+                        let what = super::shape::type_name(&other);
                         return Err(self
-                            .bad_response(&url, format!("`routes` is not an array but {other}")))
+                            .bad_response(&url, format!("`routes` is {what}, expected an array")));
                     }
                 };
                 // Caddy 2.6 sends the ETag as an HTTP trailer, which reqwest does not expose.
@@ -277,7 +298,9 @@ impl CaddyProvider {
                     .await
                     .map_err(|e| self.transport_error(&url, e))?;
                 let status = resp.status();
-                let answer = resp.bytes().await.unwrap_or_default().to_vec();
+                let answer =
+                    http::read_body(resp, self.limit(&url), |e| self.transport_error(&url, e))
+                        .await?;
                 Ok((status, answer))
             })
             .await?;
@@ -370,7 +393,7 @@ impl CaddyProvider {
 
     /// Applies `changes` to the routes as read, without any I/O.
     fn plan(&self, routes: &[Json], changes: &[Change]) -> Result<Vec<Json>, ProviderError> {
-        let parsed: Vec<Parsed> = routes.iter().map(parse_route).collect();
+        let parsed = parse_routes(routes).map_err(|e| self.shape_error(e))?;
         let naming = Naming::new(&parsed);
         let concurrently = |name: &str, what: &str| {
             self.rejected(format!(
@@ -439,7 +462,7 @@ impl Provider for CaddyProvider {
                     self.routes_path()
                 )));
             };
-            let parsed: Vec<Parsed> = routes.iter().map(parse_route).collect();
+            let parsed = parse_routes(&routes).map_err(|e| self.shape_error(e))?;
             let keys: Vec<(String, (String, String))> = desired
                 .routes
                 .iter()
@@ -567,28 +590,35 @@ fn fields_key(fields: &Json) -> Option<(String, String)> {
     Some((host, prefix.to_string()))
 }
 
+/// The live routes read back into the fields shape. A route part of another type than Caddy
+/// documents is an error, never left out: the whole array is written back on apply, and a
+/// route that cannot be read cannot be named or kept with certainty.
+fn parse_routes(routes: &[Json]) -> Result<Vec<Parsed>, ShapeError> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| parse_route(&At::root(ROUTES, &format!("routes[{i}]"), route)))
+        .collect()
+}
+
 /// Reads one live route back into the fields shape, noting whatever labctl does not model.
-fn parse_route(route: &Json) -> Parsed {
+fn parse_route(route: &At) -> Result<Parsed, ShapeError> {
     let mut unrepresented: Vec<String> = Vec::new();
     let mut note = |s: String| unrepresented.push(s);
-    let id = route.get("@id").and_then(Json::as_str).map(str::to_string);
+    let obj = route.object()?;
+    let id = route.opt_str("@id")?.map(str::to_string);
     let managed = id
         .as_deref()
         .and_then(|i| i.strip_prefix(ID_PREFIX))
         .filter(|n| !n.is_empty())
         .map(str::to_string);
-    let Some(obj) = route.as_object() else {
-        return Parsed {
-            managed: None,
-            id: None,
-            key: None,
-            fields: json!({ "unrepresented": ["a route that is not a JSON object"] }),
-        };
-    };
     for k in obj.keys() {
         if !matches!(k.as_str(), "@id" | "match" | "handle" | "terminal") {
             note(format!("route field `{k}`"));
         }
+    }
+    if let Some(terminal) = route.get("terminal")? {
+        terminal.bool()?;
     }
     if obj.get("terminal") != Some(&Json::Bool(true)) {
         note("not terminal".into());
@@ -596,58 +626,46 @@ fn parse_route(route: &Json) -> Parsed {
 
     let mut host = None;
     let mut prefix = None;
-    let sets = obj.get("match").and_then(Json::as_array);
-    match sets.map(Vec::as_slice) {
-        None | Some([]) => note("no host matcher".into()),
-        Some(sets) => {
+    let sets = route.opt_items("match")?;
+    match sets.as_slice() {
+        [] => note("no host matcher".into()),
+        sets => {
             if sets.len() > 1 {
                 note(format!("{} matcher sets", sets.len()));
             }
-            let set = sets[0].as_object();
-            for k in set.into_iter().flat_map(|s| s.keys()) {
+            for k in sets[0].object()?.keys() {
                 if k != "host" && k != "path" {
                     note(format!("matcher `{k}`"));
                 }
             }
-            match sets[0]
-                .get("host")
-                .and_then(Json::as_array)
-                .map(Vec::as_slice)
-            {
-                Some([h]) if h.is_string() => host = h.as_str().map(str::to_ascii_lowercase),
-                Some(hs) if !hs.is_empty() => {
+            match sets[0].opt_strings("host")?.as_slice() {
+                [] => note("no host matcher".into()),
+                [h] => host = Some(h.to_ascii_lowercase()),
+                hs => {
                     note(format!("{} hosts", hs.len()));
-                    host = hs[0].as_str().map(str::to_ascii_lowercase);
+                    host = Some(hs[0].to_ascii_lowercase());
                 }
-                _ => note("no host matcher".into()),
             }
-            match sets[0]
-                .get("path")
-                .and_then(Json::as_array)
-                .map(Vec::as_slice)
-            {
-                None => {}
-                Some([p]) if p.as_str().is_some_and(|p| p.ends_with('*')) => {
-                    let p = p.as_str().unwrap_or_default();
-                    prefix = Some(p[..p.len() - 1].to_string());
-                }
-                Some(ps) => {
-                    note("a path matcher other than one `PREFIX*`".into());
-                    prefix = ps.first().and_then(Json::as_str).map(str::to_string);
+            if sets[0].get("path")?.is_some() {
+                match sets[0].opt_strings("path")?.as_slice() {
+                    [p] if p.ends_with('*') => prefix = Some(p[..p.len() - 1].to_string()),
+                    ps => {
+                        note("a path matcher other than one `PREFIX*`".into());
+                        prefix = ps.first().map(|p| p.to_string());
+                    }
                 }
             }
         }
     }
 
     let mut urls: Option<Vec<String>> = None;
-    let handlers = obj.get("handle").and_then(Json::as_array);
-    for (i, h) in handlers.into_iter().flatten().enumerate() {
-        let kind = h.get("handler").and_then(Json::as_str).unwrap_or("?");
+    for (i, h) in route.opt_items("handle")?.iter().enumerate() {
+        let kind = h.req("handler")?.str()?;
         if kind != "reverse_proxy" || i > 0 {
             note(format!("handler `{kind}`"));
             continue;
         }
-        urls = Some(parse_proxy(h, &mut note));
+        urls = Some(parse_proxy(h, &mut note)?);
     }
     if urls.is_none() {
         note("no reverse_proxy handler".into());
@@ -672,50 +690,49 @@ fn parse_route(route: &Json) -> Parsed {
             .unwrap_or_else(|| "/".into());
         (h, p)
     });
-    Parsed {
+    Ok(Parsed {
         managed,
         id,
         key,
         fields: Json::Object(fields),
-    }
+    })
 }
 
 /// Upstream URLs of a `reverse_proxy` handler; the scheme comes from the transport's TLS.
-fn parse_proxy(h: &Json, note: &mut impl FnMut(String)) -> Vec<String> {
-    for k in h.as_object().into_iter().flat_map(|o| o.keys()) {
+fn parse_proxy(h: &At, note: &mut impl FnMut(String)) -> Result<Vec<String>, ShapeError> {
+    for k in h.object()?.keys() {
         if !matches!(k.as_str(), "handler" | "upstreams" | "transport") {
             note(format!("reverse_proxy `{k}`"));
         }
     }
-    let transport = h.get("transport");
-    let https = transport.and_then(|t| t.get("tls")).is_some();
-    if let Some(t) = transport {
-        let plain = t.get("protocol").and_then(Json::as_str) == Some("http")
-            && t.as_object()
-                .is_some_and(|o| o.keys().all(|k| k == "protocol" || k == "tls"))
-            && t.get("tls")
-                .is_none_or(|tls| tls.as_object().is_some_and(Map::is_empty));
+    let transport = h.get("transport")?;
+    let tls = match &transport {
+        Some(t) => t.get("tls")?,
+        None => None,
+    };
+    if let Some(t) = &transport {
+        let plain = t.opt_str("protocol")? == Some("http")
+            && t.object()?.keys().all(|k| k == "protocol" || k == "tls")
+            && match &tls {
+                Some(tls) => tls.object()?.is_empty(),
+                None => true,
+            };
         if !plain {
             note("reverse_proxy transport settings".into());
         }
     }
-    let scheme = if https { "https" } else { "http" };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut urls = Vec::new();
-    for u in h
-        .get("upstreams")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if u.as_object().is_some_and(|o| o.keys().any(|k| k != "dial")) {
+    for u in h.opt_items("upstreams")? {
+        if u.object()?.keys().any(|k| k != "dial") {
             note("upstream settings other than `dial`".into());
         }
-        match u.get("dial").and_then(Json::as_str) {
+        match u.opt_str("dial")? {
             Some(dial) => urls.push(format!("{scheme}://{dial}")),
             None => note("an upstream without `dial`".into()),
         }
     }
-    urls
+    Ok(urls)
 }
 
 /// How live routes are named. Derived names come from the live routes alone, so that apply,
@@ -881,17 +898,18 @@ mod tests {
             route["match"],
             json!([{"host": ["a.lab"], "path": ["/api*"]}])
         );
-        let parsed = parse_route(&route);
+        let parsed = &parse_routes(&[route]).unwrap()[0];
         assert_eq!(parsed.fields, fields);
         assert_eq!(parsed.managed.as_deref(), Some("a"));
     }
 
     #[test]
     fn unknown_parts_are_reported_not_dropped() {
-        let parsed = parse_route(&json!({
+        let parsed = &parse_routes(&[json!({
             "match": [{"host": ["X.lab"], "path": ["/exact"]}],
             "handle": [{"handler": "static_response", "body": "hi"}]
-        }));
+        })])
+        .unwrap()[0];
         assert_eq!(parsed.fields["host"], "x.lab");
         let notes = parsed.fields["unrepresented"].as_array().unwrap();
         assert_eq!(notes.len(), 4, "{notes:?}");
@@ -908,7 +926,7 @@ mod tests {
             json!({"handle": []}),
             json!({"@id": "edge", "match": [{"host": ["e.lab"]}]}),
         ];
-        let routes: Vec<Parsed> = raw.iter().map(parse_route).collect();
+        let routes = parse_routes(&raw).unwrap();
         let naming = Naming::new(&routes);
         let key = |h: &str| (h.to_string(), "/".to_string());
         let desired = vec![

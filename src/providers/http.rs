@@ -2,6 +2,7 @@
 //! turning transport failures into [`ProviderError`]s. Each provider keeps its own
 //! wording and choices; what differs on purpose is a parameter here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,6 +149,14 @@ pub(crate) fn build(
         .map_err(|e| config_err(format!("cannot build the HTTP client: {e}")))
 }
 
+/// The default of a provider's `maxBodyBytes`: Kea's config-get at 100,000 reservations is
+/// about 25 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 20;
+
+/// Bodies at least this large are parsed on a blocking thread, so that the call's deadline can
+/// still end the call while they are parsed.
+const PARSE_INLINE_BYTES: usize = 256 << 10;
+
 /// A whole answer: status, headers and body.
 pub(crate) struct Reply {
     pub status: reqwest::StatusCode,
@@ -155,21 +164,140 @@ pub(crate) struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Sends `request` and reads the whole answer; a failure to send or to read the body goes
-/// through `on_error` (usually [`transport_error`]).
+/// The most of an answer a provider reads, and whose answer it is (for the error).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit<'a> {
+    pub provider: &'a str,
+    pub url: &'a str,
+    pub max_bytes: u64,
+}
+
+impl BodyLimit<'_> {
+    /// The answer is larger than the limit: `declared` is its Content-Length, when it gave one.
+    fn exceeded(&self, declared: Option<u64>) -> ProviderError {
+        let size = match declared {
+            Some(n) => format!("declares {n} bytes"),
+            None => "goes on".to_string(),
+        };
+        ProviderError::BadResponse {
+            provider: self.provider.to_string(),
+            url: crate::redact::userinfo(self.url),
+            detail: format!(
+                "the answer {size} beyond maxBodyBytes ({} bytes) and was not read; if it is \
+                 genuine, raise `maxBodyBytes` of provider `{}` in labctl.yaml",
+                self.max_bytes, self.provider
+            ),
+            source: None,
+        }
+    }
+}
+
+/// Sends `request` and reads the whole answer, at most `limit.max_bytes` of body; a failure
+/// to send or to read the body goes through `on_error` (usually [`transport_error`]). The
+/// caller's deadline covers it all: the body is read chunk by chunk.
 pub(crate) async fn exchange(
     request: reqwest::RequestBuilder,
+    limit: BodyLimit<'_>,
     on_error: impl Fn(reqwest::Error) -> ProviderError,
 ) -> Result<Reply, ProviderError> {
     let response = request.send().await.map_err(&on_error)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(&on_error)?.to_vec();
+    let body = read_body(response, limit, on_error).await?;
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// The body of `response`, refused as soon as it is known to be larger than the limit: from
+/// its Content-Length before reading anything, else once the bytes read pass it.
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    limit: BodyLimit<'_>,
+    on_error: impl Fn(reqwest::Error) -> ProviderError,
+) -> Result<Vec<u8>, ProviderError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit.max_bytes) {
+        return Err(limit.exceeded(declared));
+    }
+    let max = usize::try_from(limit.max_bytes).unwrap_or(usize::MAX);
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(max));
+    while let Some(chunk) = response.chunk().await.map_err(&on_error)? {
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(limit.exceeded(None));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `n` bytes of the body of `response` (fewer if it ends or breaks off), for an
+/// error message: the rest is never read.
+pub(crate) async fn read_prefix(mut response: reqwest::Response, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(n - out.len())]),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// `body` parsed as JSON, with the bytes back. A large body is parsed on a blocking thread,
+/// so the deadline around the call can end the call while it is parsed; and as the parse
+/// cannot be interrupted from outside, it reads through [`Interruptible`], which stops it at
+/// its next read once the call has been dropped (timed out), freeing what it had built.
+pub(crate) async fn parse_json(body: Vec<u8>) -> (Vec<u8>, Result<serde_json::Value, String>) {
+    if body.len() < PARSE_INLINE_BYTES {
+        let parsed = serde_json::from_slice(&body).map_err(|e| e.to_string());
+        return (body, parsed);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_when_dropped = StopOnDrop(Arc::clone(&stop));
+    let parse = tokio::task::spawn_blocking(move || {
+        let reader = Interruptible {
+            rest: &body,
+            stop: &stop,
+        };
+        let reader = std::io::BufReader::with_capacity(64 << 10, reader);
+        let parsed = serde_json::from_reader(reader).map_err(|e| e.to_string());
+        (body, parsed)
+    });
+    match parse.await {
+        Ok(done) => done,
+        // Only a panic in the parser: its bytes are gone with it.
+        Err(e) => (Vec::new(), Err(format!("the JSON parser failed: {e}"))),
+    }
+}
+
+/// Sets its flag when dropped: the future awaiting a parse is gone.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads `rest`, failing once `stop` is set.
+struct Interruptible<'a> {
+    rest: &'a [u8],
+    stop: &'a AtomicBool,
+}
+
+impl std::io::Read for Interruptible<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("the call ended before parsing did"));
+        }
+        let n = buf.len().min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
 }
 
 /// How [`transport_error`] classifies a failure that is not a timeout.
@@ -244,6 +372,11 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// The start of `body`, as text, for an error message: only its first bytes are looked at.
+pub(crate) fn excerpt_bytes(body: &[u8]) -> String {
+    excerpt(&String::from_utf8_lossy(&body[..body.len().min(1024)]))
 }
 
 /// `text` trimmed, cut to 200 characters (marked with `…`) for an error message.
@@ -350,5 +483,38 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_large_body_is_parsed_off_the_runtime_and_a_dropped_parse_stops() {
+        let mut body = b"[".to_vec();
+        body.extend(std::iter::repeat_n(&b"1,"[..], 400_000).flatten());
+        body.extend_from_slice(b"2]");
+        assert!(body.len() > PARSE_INLINE_BYTES);
+        let (back, parsed) = parse_json(body.clone()).await;
+        assert_eq!(back, body);
+        let parsed = parsed.unwrap();
+        assert_eq!(parsed.as_array().unwrap().len(), 400_001);
+        let (_, cut) = parse_json(body[..body.len() - 2].to_vec()).await;
+        let cut = cut.unwrap_err();
+        assert!(cut.contains("EOF while parsing"), "{cut}");
+
+        // What the parse thread sees once the awaiting call is gone.
+        let stop = Arc::new(AtomicBool::new(false));
+        drop(StopOnDrop(Arc::clone(&stop)));
+        let reader = Interruptible {
+            rest: &body,
+            stop: &stop,
+        };
+        let e = serde_json::from_reader::<_, serde_json::Value>(reader).unwrap_err();
+        assert!(
+            e.to_string().contains("the call ended before parsing did"),
+            "{e}"
+        );
     }
 }

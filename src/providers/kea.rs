@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
 
-use super::http::{self, excerpt, BasicAuth, Classify, Pinning, Reply};
+use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Classify, Pinning, Reply};
+use super::shape::{At, ShapeError};
 use super::{
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation,
     Provider, ProviderError, Resource, Severities, Severity,
@@ -20,6 +21,9 @@ use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress};
 
 /// Kea's result codes (the `result` of each element of an answer).
 const RESULT_OK: i64 = 0;
+
+/// The answer the reservations are read from, as shape errors name it.
+const CONFIG_GET: &str = "Kea config-get";
 
 /// Reservation keys that hold a host identifier, in the order Kea documents them, with the
 /// field name labctl shows for each. Only `hw-address` corresponds to a document field (`mac`);
@@ -142,7 +146,8 @@ impl KeaProvider {
             &config_err,
         )?;
         let basic_auth = BasicAuth::from_token(cfg.token.as_ref(), "Kea", &config_err)?;
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         Ok(KeaProvider {
             name: cfg.name.clone(),
             url: cfg.url.clone(),
@@ -164,6 +169,12 @@ impl KeaProvider {
             provider: self.name.clone(),
             detail: detail.into(),
         }
+    }
+
+    /// A configuration whose reservations labctl cannot fully read: nothing is known of them,
+    /// and nothing may be rebuilt from it.
+    fn shape_error(&self, e: ShapeError) -> ProviderError {
+        e.into_provider_error(&self.name, &self.url)
     }
 
     fn bad_response(&self, detail: impl Into<String>) -> ProviderError {
@@ -194,19 +205,25 @@ impl KeaProvider {
     async fn post_once(&self, command: &str, body: &Json) -> Result<Answer, ProviderError> {
         let request = self.client.post(&self.url).json(body);
         let request = BasicAuth::sign(self.basic_auth.as_ref(), request);
+        let limit = BodyLimit {
+            provider: &self.name,
+            url: &self.url,
+            max_bytes: self.policy.max_body_bytes,
+        };
         let Reply {
             status,
             body: bytes,
             ..
-        } = http::exchange(request, |e| self.transport_error(e)).await?;
+        } = http::exchange(request, limit, |e| self.transport_error(e)).await?;
         BasicAuth::check(&self.name, &self.url, status, "the agent's")?;
         if !status.is_success() {
             return Err(self.bad_response(format!(
                 "{command}: HTTP {status}: {}",
-                excerpt(&String::from_utf8_lossy(&bytes))
+                excerpt_bytes(&bytes)
             )));
         }
-        let parsed: Json = serde_json::from_slice(&bytes)
+        let (bytes, parsed) = http::parse_json(bytes).await;
+        let parsed = parsed
             .map_err(|e| self.bad_response(format!("{command}: the answer is not JSON: {e}")))?;
         // The agent answers with one element per service; a non-array means it refused the
         // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
@@ -217,19 +234,21 @@ impl KeaProvider {
             .ok_or_else(|| {
                 self.bad_response(format!(
                     "{command}: expected a JSON array of answers, got {}",
-                    excerpt(&parsed.to_string())
+                    excerpt_bytes(&bytes)
                 ))
             })?;
         let result = first.get("result").and_then(Json::as_i64).ok_or_else(|| {
             self.bad_response(format!("{command}: the answer has no integer `result`"))
         })?;
+        let answer = format!("Kea {command}");
+        let text = At::root(&answer, "", &parsed[0])
+            .opt_str("text")
+            .map_err(|e| self.shape_error(e))?
+            .unwrap_or_default()
+            .to_string();
         Ok(Answer {
             result,
-            text: first
-                .get("text")
-                .and_then(Json::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            text,
             arguments: first.get("arguments").cloned(),
         })
     }
@@ -283,27 +302,18 @@ impl KeaProvider {
 
         let mut named: Vec<(String, HostKey, Json)> = Vec::new();
         let mut unnamed: Vec<(String, HostKey, Json)> = Vec::new();
-        for subnet in subnets(&dhcp4) {
-            let Some(prefix) = subnet.get("subnet").and_then(Json::as_str) else {
-                continue;
-            };
-            let prefix = canonical_subnet(prefix);
-            let reservations = subnet.get("reservations").and_then(Json::as_array);
-            for live in reservations.into_iter().flatten() {
-                let Some((key, fields)) = normalise(&prefix, live) else {
-                    continue;
-                };
-                match wanted.get(&key) {
-                    Some(name) => named.push((name.clone(), key, fields)),
-                    None => {
-                        // A host's short name is what a person would call the document.
-                        let raw = fields
-                            .get("hostname")
-                            .and_then(Json::as_str)
-                            .map(|h| h.split('.').next().unwrap_or(h))
-                            .unwrap_or(&key.id_value);
-                        unnamed.push((derive_name(raw), key, fields));
-                    }
+        let live = live_reservations(&dhcp4).map_err(|e| self.shape_error(e))?;
+        for (key, fields) in live {
+            match wanted.get(&key) {
+                Some(name) => named.push((name.clone(), key, fields)),
+                None => {
+                    // A host's short name is what a person would call the document.
+                    let raw = fields
+                        .get("hostname")
+                        .and_then(Json::as_str)
+                        .map(|h| h.split('.').next().unwrap_or(h))
+                        .unwrap_or(&key.id_value);
+                    unnamed.push((derive_name(raw), key, fields));
                 }
             }
         }
@@ -357,6 +367,9 @@ impl KeaProvider {
                 ),
             });
         }
+        // config-set sends back the whole configuration: one with reservations of a shape
+        // labctl does not understand would be rebuilt from a part it could not read.
+        live_reservations(&dhcp4).map_err(|e| self.shape_error(e))?;
         for change in changes {
             edit(&mut dhcp4, change).map_err(|d| self.rejected(d))?;
         }
@@ -420,23 +433,24 @@ struct Answer {
     arguments: Option<Json>,
 }
 
-/// Every subnet of a `Dhcp4` config: top-level ones and those inside shared networks.
-fn subnets(dhcp4: &Json) -> Vec<&Json> {
-    let mut out: Vec<&Json> = Vec::new();
-    if let Some(list) = dhcp4.get("subnet4").and_then(Json::as_array) {
-        out.extend(list);
+/// Every reservation of a `Dhcp4` config (top-level subnets, then those inside shared
+/// networks) with its natural key, in the shape of [`Provider::expected`]. Any part of that
+/// path of another shape than Kea's is an error, never skipped: a skipped subnet's
+/// reservations would be missing, and config-set would rebuild them.
+fn live_reservations(dhcp4: &Json) -> Result<Vec<(HostKey, Json)>, ShapeError> {
+    let root = At::root(CONFIG_GET, "Dhcp4", dhcp4);
+    let mut subnets = root.opt_items("subnet4")?;
+    for net in root.opt_items("shared-networks")? {
+        subnets.extend(net.opt_items("subnet4")?);
     }
-    for net in dhcp4
-        .get("shared-networks")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(list) = net.get("subnet4").and_then(Json::as_array) {
-            out.extend(list);
+    let mut out = Vec::new();
+    for subnet in subnets {
+        let prefix = canonical_subnet(subnet.req("subnet")?.str()?);
+        for live in subnet.opt_items("reservations")? {
+            out.push(normalise(&prefix, &live)?);
         }
     }
-    out
+    Ok(out)
 }
 
 fn subnets_mut(dhcp4: &mut Json) -> Vec<&mut Json> {
@@ -475,30 +489,54 @@ fn subnet_of(subnet: &Json) -> Option<String> {
         .map(canonical_subnet)
 }
 
-/// A live reservation's natural key, or `None` when it has no identifier labctl knows.
-fn host_key(subnet: &str, reservation: &Json) -> Option<HostKey> {
-    IDENTIFIERS.iter().find_map(|(id_type, _)| {
-        let raw = reservation.get(*id_type)?.as_str()?;
-        let id_value = if *id_type == "hw-address" {
+impl HostKey {
+    /// The key of a reservation in `subnet` whose identifier `id_type` is `raw`; a MAC
+    /// address as labctl prints it.
+    fn new(subnet: &str, id_type: &'static str, raw: &str) -> HostKey {
+        let id_value = if id_type == "hw-address" {
             raw.parse::<MacAddress>()
                 .map(|m| m.to_string())
                 .unwrap_or_else(|_| raw.to_ascii_lowercase())
         } else {
             raw.to_string()
         };
-        Some(HostKey {
+        HostKey {
             subnet: subnet.to_string(),
             id_type,
             id_value,
-        })
+        }
+    }
+}
+
+/// A live reservation's natural key, or `None` when it has no identifier labctl knows (only
+/// after [`live_reservations`] accepted the configuration).
+fn host_key(subnet: &str, reservation: &Json) -> Option<HostKey> {
+    IDENTIFIERS.iter().find_map(|(id_type, _)| {
+        let raw = reservation.get(*id_type)?.as_str()?;
+        Some(HostKey::new(subnet, id_type, raw))
+    })
+}
+
+/// A live reservation's natural key: its first identifier. Every identifier it has must be a
+/// string, and it must have one (Kea refuses a reservation without).
+fn read_host_key(subnet: &str, reservation: &At) -> Result<HostKey, ShapeError> {
+    let mut key = None;
+    for (id_type, _) in IDENTIFIERS {
+        if let Some(raw) = reservation.opt_str(id_type)? {
+            key = key.or_else(|| Some(HostKey::new(subnet, id_type, raw)));
+        }
+    }
+    key.ok_or_else(|| {
+        reservation
+            .error("has no host identifier (hw-address, client-id, duid, circuit-id or flex-id)")
     })
 }
 
 /// A live reservation in the shape of [`Provider::expected`]: Kea's defaults
 /// (`boot-file-name`, `client-classes`, `next-server`, `server-hostname`) and the option
 /// attributes labctl does not model (`code`, `space`, `csv-format`, `always-send`) are dropped.
-fn normalise(subnet: &str, live: &Json) -> Option<(HostKey, Json)> {
-    let key = host_key(subnet, live)?;
+fn normalise(subnet: &str, live: &At) -> Result<(HostKey, Json), ShapeError> {
+    let key = read_host_key(subnet, live)?;
     let mut fields = Map::new();
     fields.insert("subnet".into(), json!(subnet));
     let shown = IDENTIFIERS
@@ -507,35 +545,30 @@ fn normalise(subnet: &str, live: &Json) -> Option<(HostKey, Json)> {
         .map(|(_, f)| *f)
         .unwrap_or("mac");
     fields.insert(shown.into(), json!(key.id_value));
-    if let Some(ip) = live.get("ip-address").and_then(Json::as_str) {
+    if let Some(ip) = live.opt_str("ip-address")? {
         if !ip.is_empty() {
             fields.insert("ip".into(), json!(ip));
         }
     }
-    if let Some(hostname) = live.get("hostname").and_then(Json::as_str) {
+    if let Some(hostname) = live.opt_str("hostname")? {
         if !hostname.is_empty() {
             fields.insert("hostname".into(), json!(hostname));
         }
     }
-    let options: Vec<Json> = live
-        .get("option-data")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            let name = match (o.get("name").and_then(Json::as_str), o.get("code")) {
-                (Some(name), _) => name.to_string(),
-                (None, Some(code)) => code.to_string(),
-                (None, None) => String::new(),
-            };
-            let data = o.get("data").and_then(Json::as_str).unwrap_or_default();
-            json!({ "name": name, "data": data })
-        })
-        .collect();
+    let mut options: Vec<Json> = Vec::new();
+    for o in live.opt_items("option-data")? {
+        let name = match (o.opt_str("name")?, o.get("code")?) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(code)) => code.i64()?.to_string(),
+            (None, None) => return Err(o.error("has neither `name` nor `code`")),
+        };
+        let data = o.opt_str("data")?.unwrap_or_default();
+        options.push(json!({ "name": name, "data": data }));
+    }
     if !options.is_empty() {
         fields.insert("options".into(), Json::Array(options));
     }
-    Some((key, Json::Object(fields)))
+    Ok((key, Json::Object(fields)))
 }
 
 /// The reservation a change targets: its live key as observed, else (an update planned
@@ -668,14 +701,15 @@ fn insert(
     Ok(())
 }
 
-/// A subnet's `reservations` array, created when the subnet has none.
+/// A subnet's `reservations` array, created when the subnet has none. [`live_reservations`]
+/// has refused any other shape, so an existing one is an array.
 fn reservations_mut(subnet: &mut Json) -> &mut Vec<Json> {
-    if !subnet.get("reservations").is_some_and(Json::is_array) {
+    if subnet.get("reservations").is_none() {
         subnet["reservations"] = Json::Array(Vec::new());
     }
     subnet["reservations"]
         .as_array_mut()
-        .expect("just made an array")
+        .expect("live_reservations accepted only an array")
 }
 
 /// SHA-256 of the canonical (sorted-key, compact) JSON of `value`.
@@ -712,7 +746,8 @@ mod tests {
         let mut r = live("BC:24:11:00:00:01", "10.0.1.10", "nas");
         r["option-data"] = json!([{ "always-send": false, "code": 6, "csv-format": true,
             "data": "10.0.1.1", "name": "domain-name-servers", "space": "dhcp4" }]);
-        let (key, fields) = normalise("10.0.1.0/24", &r).unwrap();
+        let read = |r: &Json| normalise("10.0.1.0/24", &At::root(CONFIG_GET, "r", r)).unwrap();
+        let (key, fields) = read(&r);
         assert_eq!(key.id_value, "bc:24:11:00:00:01");
         assert_eq!(
             fields,
@@ -720,11 +755,63 @@ mod tests {
                     "hostname": "nas",
                     "options": [{ "name": "domain-name-servers", "data": "10.0.1.1" }] })
         );
-        let (_, fields) = normalise("10.0.1.0/24", &live("bc:24:11:00:00:02", "", "")).unwrap();
+        let (_, fields) = read(&live("bc:24:11:00:00:02", "", ""));
         assert_eq!(
             fields,
             json!({ "subnet": "10.0.1.0/24", "mac": "bc:24:11:00:00:02" })
         );
+    }
+
+    #[test]
+    fn a_reservation_path_of_another_shape_is_an_error_naming_it() {
+        let ok = live("bc:24:11:00:00:01", "10.0.1.10", "nas");
+        let cases = [
+            (
+                json!({ "subnet4": {} }),
+                "Dhcp4.subnet4 is an object, expected an array",
+            ),
+            (
+                json!({ "subnet4": [{ "subnet": "10.0.1.0/24", "reservations": "none" }] }),
+                "Dhcp4.subnet4[0].reservations is a string, expected an array",
+            ),
+            (
+                json!({ "subnet4": [{ "subnet": "10.0.1.0/24", "reservations": [ok, 7] }] }),
+                "Dhcp4.subnet4[0].reservations[1] is a number, expected an object",
+            ),
+            (
+                json!({ "subnet4": [{ "subnet": "10.0.1.0/24",
+                                      "reservations": [{ "hw-address": 1 }] }] }),
+                "reservations[0].hw-address is a number, expected a string",
+            ),
+            (
+                json!({ "subnet4": [{ "subnet": "10.0.1.0/24",
+                                      "reservations": [{ "ip-address": "10.0.1.9" }] }] }),
+                "reservations[0] has no host identifier",
+            ),
+            (
+                json!({ "subnet4": [{ "subnet": 10, "reservations": [ok] }] }),
+                "Dhcp4.subnet4[0].subnet is a number, expected a string",
+            ),
+            (
+                json!({ "subnet4": [], "shared-networks": [{ "subnet4": "x" }] }),
+                "Dhcp4.shared-networks[0].subnet4 is a string, expected an array",
+            ),
+            (
+                json!({ "subnet4": [{ "subnet": "10.0.1.0/24", "reservations": [
+                    { "hw-address": "bc:24:11:00:00:02", "option-data": [{ "data": "x" }] }] }] }),
+                "option-data[0] has neither `name` nor `code`",
+            ),
+        ];
+        for (dhcp4, says) in cases {
+            let err = live_reservations(&dhcp4).unwrap_err().to_string();
+            assert!(err.starts_with("Kea config-get: "), "{err}");
+            assert!(err.contains(says), "{dhcp4}: {err}");
+        }
+        // Absent lists are empty; Kea leaves them out.
+        assert_eq!(live_reservations(&json!({})).unwrap(), []);
+        let one = json!({ "shared-networks": [{ "subnet4": [{ "subnet": "10.0.1.0/24",
+            "reservations": [live("bc:24:11:00:00:01", "10.0.1.10", "nas")] }] }] });
+        assert_eq!(live_reservations(&one).unwrap().len(), 1);
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //! (HTTP 401/403): the server is not usable with the credential labctl was given, and the
 //! reason (`authentication refused`) is in [`McpProvider::observe_with_reports`] and the log.
 //!
+//! A server that completed the handshake but whose `tools/list` failed or answered what labctl
+//! does not understand (`tools` not an array, a tool without a string `name`) is reachable, and
+//! its `spec.expectedTools` is unknown: a lie about the tools is never read as "offers none".
+//!
 //! A server is unobservable (unknown, never concluded about) only when labctl's own side
 //! fails: its credential is not declared or cannot be read, or the document lacks the `url` or
 //! `command` its transport needs. A `stdio` server runs a command from Git on this host, so it
@@ -95,6 +99,10 @@ pub struct McpServerReport {
     pub protocol_version: Option<String>,
     /// Every tool the server offers, sorted.
     pub tools: Vec<String>,
+    /// Why the tools of a server that answered the handshake are unknown: `tools/list` failed
+    /// or answered what labctl does not understand. `tools` is then empty, and says nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools_unreadable: Option<String>,
     /// Connect, handshake and tool listing of the last attempt, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
@@ -117,7 +125,8 @@ struct Found {
     server_name: Option<String>,
     server_version: Option<String>,
     protocol_version: String,
-    tools: Vec<String>,
+    /// The tools, or why they could not be listed.
+    tools: Result<Vec<String>, String>,
 }
 
 impl McpProvider {
@@ -219,6 +228,19 @@ impl McpProvider {
                 }
             };
             let fields = observed_fields(&target.spec, &report);
+            if let (Some(why), false) = (
+                &report.tools_unreadable,
+                target.spec.expected_tools.is_empty(),
+            ) {
+                // It answered, but what it said of its tools was not understood: unknown, not
+                // "offers none".
+                unobservable.push(Unreadable::field(
+                    Kind::McpServer,
+                    target.server.clone(),
+                    "spec.expectedTools",
+                    format!("the server answered, but its tools could not be read: {why}"),
+                ));
+            }
             if fields["reachable"] == Json::Bool(false) && !target.spec.expected_tools.is_empty() {
                 // A server that does not answer shows no tools: they are unknown, not gone.
                 unobservable.push(Unreadable::field(
@@ -260,7 +282,7 @@ impl McpProvider {
                     "serverName": r.server_name,
                     "serverVersion": r.server_version,
                     "protocolVersion": r.protocol_version,
-                    "tools": r.tools,
+                    "tools": r.tools_unreadable.is_none().then_some(&r.tools),
                 });
                 (format!("{}/{name}", Kind::McpServer), details)
             })
@@ -372,6 +394,9 @@ fn observed_fields(spec: &McpServerSpec, report: &McpServerReport) -> Json {
     if report.reachable != Some(true) {
         return json!({"reachable": false});
     }
+    if report.tools_unreadable.is_some() {
+        return json!({"reachable": true});
+    }
     let expected: BTreeSet<&str> = spec.expected_tools.iter().map(String::as_str).collect();
     let mut fields = json!({"reachable": true});
     if !expected.is_empty() {
@@ -422,7 +447,8 @@ async fn check(provider: &str, policy: CallPolicy, target: &Target) -> McpServer
                 server_name: found.server_name,
                 server_version: found.server_version,
                 protocol_version: Some(found.protocol_version),
-                tools: found.tools,
+                tools: found.tools.clone().unwrap_or_default(),
+                tools_unreadable: found.tools.err(),
                 latency_ms,
                 reason: None,
             }
@@ -553,24 +579,24 @@ where
     let offers_tools = info
         .as_ref()
         .is_some_and(|i| i.capabilities.tools.is_some());
+    // After a handshake the server is reachable; a tools/list that fails or answers what rmcp
+    // cannot decode leaves its tools unknown, never "none".
     let tools = if offers_tools {
-        client.list_all_tools().await.map_err(|e| {
-            let detail = format!("tools/list failed: {}", http::error_chain(&e));
-            ProviderError::BadResponse {
-                provider: provider.to_string(),
-                url: endpoint.to_string(),
-                detail,
-                source: None,
-            }
-        })
+        client
+            .list_all_tools()
+            .await
+            .map_err(|e| format!("tools/list failed: {}", http::error_chain(&e)))
     } else {
         Ok(Vec::new())
     };
     // Stops a child process: stdin closed, then SIGTERM, then kill.
     let _ = client.close_with_timeout(policy.timeout).await;
-    let mut tools: Vec<String> = tools?.into_iter().map(|t| t.name.into_owned()).collect();
-    tools.sort();
-    tools.dedup();
+    let tools = tools.map(|tools| {
+        let mut names: Vec<String> = tools.into_iter().map(|t| t.name.into_owned()).collect();
+        names.sort();
+        names.dedup();
+        names
+    });
     let server = info.as_ref().and_then(|i| i.server_info.clone());
     Ok(Found {
         server_name: server.as_ref().map(|s| s.name.clone()),
@@ -874,10 +900,10 @@ impl Transport<RoleClient> for SseClientTransport {
                 return Err(SseError(format!("{AUTH_REFUSED} (HTTP {status})")));
             }
             if !status.is_success() {
-                let body = response.text().await.unwrap_or_default();
+                let body = http::read_prefix(response, 1024).await;
                 return Err(SseError(format!(
                     "HTTP {status} posting a message: {}",
-                    http::excerpt(&body)
+                    http::excerpt_bytes(&body)
                 )));
             }
             Ok(())

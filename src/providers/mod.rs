@@ -13,7 +13,10 @@ mod plugin;
 mod http;
 /// Reading the secrets labctl.yaml names.
 mod secret;
+/// Reading provider JSON by its shape, refusing what is not understood.
+mod shape;
 pub use secret::read as read_secret;
+pub use shape::ShapeError;
 
 // The providers labctl.yaml can declare, one per API: a new one is its module and a line in
 // the list below.
@@ -398,12 +401,15 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Limits for talking to a provider: a per-call timeout and bounded retries with backoff.
+/// Limits for talking to a provider: a per-call timeout (connecting, the answer's headers
+/// and body, and parsing it), bounded retries with backoff, and the largest answer read.
 #[derive(Debug, Clone, Copy)]
 pub struct CallPolicy {
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// Largest answer body read, in bytes: a larger one is refused, unread.
+    pub max_body_bytes: u64,
 }
 
 impl Default for CallPolicy {
@@ -412,6 +418,7 @@ impl Default for CallPolicy {
             timeout: Duration::from_secs(10),
             retries: 2,
             backoff: Duration::from_millis(200),
+            max_body_bytes: http::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -423,6 +430,14 @@ impl CallPolicy {
         CallPolicy {
             timeout: Duration::from_secs(timeout_seconds.unwrap_or(10).max(1).into()),
             ..CallPolicy::default()
+        }
+    }
+
+    /// The same policy with `maxBodyBytes` from labctl.yaml (default 64 MiB) as the limit.
+    pub fn with_max_body_bytes(self, max_body_bytes: Option<u64>) -> Self {
+        CallPolicy {
+            max_body_bytes: max_body_bytes.unwrap_or(http::DEFAULT_MAX_BODY_BYTES),
+            ..self
         }
     }
 
@@ -508,6 +523,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries: 2,
             backoff: Duration::from_millis(1),
+            ..CallPolicy::default()
         };
         let result: Result<(), _> = policy
             .run("kea", || {
@@ -570,12 +586,20 @@ mod tests {
             .starts_with("kea: cannot reach http://127.0.0.1:1/: "));
     }
 
+    #[test]
+    fn an_excerpt_looks_only_at_the_start_of_a_body() {
+        let text = http::excerpt_bytes(&[b'x'; 5 << 20]);
+        assert!(text.ends_with('…') && text.chars().count() == 201, "{text}");
+        assert_eq!(http::excerpt_bytes(b" [1] "), "[1]");
+    }
+
     #[tokio::test]
     async fn a_slow_call_times_out() {
         let policy = CallPolicy {
             timeout: Duration::from_millis(20),
             retries: 0,
             backoff: Duration::from_millis(1),
+            ..CallPolicy::default()
         };
         let result: Result<(), _> = policy
             .run("pve", || async {

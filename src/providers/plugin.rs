@@ -29,7 +29,7 @@ pub trait Factory {
 }
 
 /// Declares a provider's `Settings`: the fields every provider entry has (`name`, `url`,
-/// `token`, `tls`, `timeoutSeconds`), then its own. Written out rather than flattened: serde
+/// `token`, `tls`, `timeoutSeconds`, `maxBodyBytes`), then its own. Written out rather than flattened: serde
 /// cannot refuse unknown fields through `flatten`, and a misspelt field must be an error.
 macro_rules! settings {
     ($(#[$meta:meta])* pub struct Settings { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
@@ -48,9 +48,15 @@ macro_rules! settings {
             pub token: Option<$crate::model::SecretSource>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub tls: Option<$crate::model::TlsConfig>,
-            /// Per-request timeout in seconds (default 10).
+            /// Per-request timeout in seconds (default 10), covering the connection, the
+            /// whole answer and reading it.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub timeout_seconds: Option<u32>,
+            /// Largest answer read from the API, in bytes (default 67108864, 64 MiB); a larger
+            /// one is refused unread and the provider's resources are unknown.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(range(min = 1))]
+            pub max_body_bytes: Option<u64>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
     };

@@ -36,7 +36,8 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value as Json};
 use tokio::sync::Semaphore;
 
-use super::http::{self, excerpt, Classify, Pinning, Reply};
+use super::http::{self, excerpt, excerpt_bytes, BodyLimit, Classify, Pinning, Reply};
+use super::shape::{At, ShapeError};
 use super::{
     derive_name, unique_name, BoxFuture, CallPolicy, Factory, Observation, Provider, ProviderError,
     Resource, Severities, Severity, Unreadable,
@@ -172,7 +173,8 @@ impl ProxmoxProvider {
         })?;
         auth.set_sensitive(true);
 
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         // The API never redirects; not following keeps the token on the configured host.
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -204,33 +206,23 @@ impl ProxmoxProvider {
         // Every node, then every guest on each online node. A node that cannot be listed
         // makes its guests unknowable: nothing is concluded about where they went.
         let nodes = api.get("/nodes").await?;
+        let nodes = read_nodes(&nodes).map_err(|e| api.shape_error("/nodes", e))?;
         let mut unreadable_nodes: BTreeSet<String> = BTreeSet::new();
         let mut listed: Vec<Listed> = Vec::new();
-        for node in array(&nodes) {
-            let Some(name) = node.get("node").and_then(Json::as_str) else {
-                continue;
-            };
-            if node.get("status").and_then(Json::as_str) != Some("online") {
+        for (name, status) in &nodes {
+            let name = name.as_str();
+            if status.as_deref() != Some("online") {
                 tracing::warn!(provider = %api.provider, node = name, "node is not online; its guests are unknown");
                 unreadable_nodes.insert(name.to_string());
                 continue;
             }
             for kind in [GuestKind::Qemu, GuestKind::Lxc] {
                 let path = format!("/nodes/{}/{}", segment(name), kind.path());
-                match api.get(&path).await {
-                    Ok(list) => {
-                        for guest in array(&list) {
-                            let Some(vmid) = guest.get("vmid").and_then(as_u32) else {
-                                continue;
-                            };
-                            listed.push(Listed {
-                                node: name.to_string(),
-                                vmid,
-                                kind,
-                                name: guest.get("name").and_then(Json::as_str).map(str::to_string),
-                            });
-                        }
-                    }
+                let read = api.get(&path).await.and_then(|list| {
+                    read_guests(&path, name, kind, &list).map_err(|e| api.shape_error(&path, e))
+                });
+                match read {
+                    Ok(guests) => listed.extend(guests),
                     Err(e @ ProviderError::Authentication { .. }) => return Err(e),
                     Err(e) => {
                         tracing::warn!(provider = %api.provider, node = name, error = %e, "cannot list guests; they are unknown");
@@ -239,9 +231,8 @@ impl ProxmoxProvider {
                 }
             }
         }
-        let pool_ids: Vec<String> = array(&api.get("/pools").await?)
-            .filter_map(|p| p.get("poolid").and_then(Json::as_str).map(str::to_string))
-            .collect();
+        let pool_ids =
+            read_pool_ids(&api.get("/pools").await?).map_err(|e| api.shape_error("/pools", e))?;
 
         // Guest configs and pool details, at most MAX_CONCURRENT_CALLS at a time.
         let mut tasks = tokio::task::JoinSet::new();
@@ -263,11 +254,14 @@ impl ProxmoxProvider {
             let path = format!("/pools/{}", segment(poolid));
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                Fetched::Pool(i, api.get(&path).await)
+                let members = api.get(&path).await.and_then(|detail| {
+                    read_members(&path, &detail).map_err(|e| api.shape_error(&path, e))
+                });
+                Fetched::Pool(i, members)
             });
         }
         let mut configs: BTreeMap<usize, Result<Json, ProviderError>> = BTreeMap::new();
-        let mut pools: BTreeMap<usize, Result<Json, ProviderError>> = BTreeMap::new();
+        let mut pools: BTreeMap<usize, Result<Vec<String>, ProviderError>> = BTreeMap::new();
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok(Fetched::Config(i, r)) => {
@@ -287,11 +281,9 @@ impl ProxmoxProvider {
             }
         }
         // A token that lost its rights half way is not a per-guest problem.
-        if let Some(Err(e @ ProviderError::Authentication { .. })) = configs
-            .values()
-            .chain(pools.values())
-            .find(|r| matches!(r, Err(ProviderError::Authentication { .. })))
-        {
+        let errors = configs.values().filter_map(|r| r.as_ref().err());
+        let mut errors = errors.chain(pools.values().filter_map(|r| r.as_ref().err()));
+        if let Some(e) = errors.find(|e| matches!(e, ProviderError::Authentication { .. })) {
             return Err(e.clone());
         }
 
@@ -436,7 +428,7 @@ impl ProxmoxProvider {
         &self,
         desired: &DesiredState,
         pool_ids: &[String],
-        mut details: BTreeMap<usize, Result<Json, ProviderError>>,
+        mut details: BTreeMap<usize, Result<Vec<String>, ProviderError>>,
         resources: &mut Vec<Resource>,
         unobservable: &mut Vec<Unreadable>,
     ) {
@@ -463,14 +455,7 @@ impl ProxmoxProvider {
                 }
             };
             match details.remove(&i) {
-                Some(Ok(detail)) => {
-                    let mut members: Vec<String> = detail
-                        .get("members")
-                        .and_then(Json::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(member_id)
-                        .collect();
+                Some(Ok(mut members)) => {
                     members.sort();
                     members.dedup();
                     resources.push(Resource {
@@ -531,7 +516,7 @@ impl Api {
             status,
             body: bytes,
             ..
-        } = http::exchange(request, |e| self.transport_error(&url, e)).await?;
+        } = http::exchange(request, self.limit(&url), |e| self.transport_error(&url, e)).await?;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(ProviderError::Authentication {
                 provider: self.provider.clone(),
@@ -573,25 +558,36 @@ impl Api {
                 }
             });
         }
-        let mut parsed: Json =
-            serde_json::from_slice(&bytes).map_err(|e| ProviderError::BadResponse {
-                provider: self.provider.clone(),
-                url: url.clone(),
-                detail: format!("the answer is not JSON: {e}"),
-                source: None,
-            })?;
+        let (bytes, parsed) = http::parse_json(bytes).await;
+        let mut parsed = parsed.map_err(|e| ProviderError::BadResponse {
+            provider: self.provider.clone(),
+            url: url.clone(),
+            detail: format!("the answer is not JSON: {e}"),
+            source: None,
+        })?;
         match parsed.get_mut("data").map(Json::take) {
             Some(data) if !data.is_null() => Ok(data),
             _ => Err(ProviderError::BadResponse {
                 provider: self.provider.clone(),
                 url,
-                detail: format!(
-                    "expected {{\"data\": …}}, got {}",
-                    excerpt(&String::from_utf8_lossy(&bytes))
-                ),
+                detail: format!("expected {{\"data\": …}}, got {}", excerpt_bytes(&bytes)),
                 source: None,
             }),
         }
+    }
+
+    /// The most of an answer from `url` that is read.
+    fn limit<'a>(&'a self, url: &'a str) -> BodyLimit<'a> {
+        BodyLimit {
+            provider: &self.provider,
+            url,
+            max_bytes: self.policy.max_body_bytes,
+        }
+    }
+
+    /// The answer of `path` is of a shape labctl does not understand.
+    fn shape_error(&self, path: &str, e: ShapeError) -> ProviderError {
+        e.into_provider_error(&self.provider, &format!("{}/api2/json{path}", self.base))
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error) -> ProviderError {
@@ -637,7 +633,7 @@ struct Listed {
 
 enum Fetched {
     Config(usize, Result<Json, ProviderError>),
-    Pool(usize, Result<Json, ProviderError>),
+    Pool(usize, Result<Vec<String>, ProviderError>),
 }
 
 fn desired_guests(desired: &DesiredState) -> impl Iterator<Item = &DeviceDoc> {
@@ -749,14 +745,22 @@ fn guest_fields(guest: &Listed, doc: Option<&DeviceDoc>, config: &Json) -> Resul
     let mut disks = Vec::new();
     let mut nics = Vec::new();
     for (key, value) in config {
-        let Some(text) = value.as_str() else {
+        let disk = is_data_disk(guest.kind, key);
+        if !disk && !is_indexed(key, "net") {
             continue;
-        };
-        if is_data_disk(guest.kind, key) {
+        }
+        // A disk or NIC that is not a property string is not understood, never left out.
+        let text = value.as_str().ok_or_else(|| {
+            format!(
+                "`{key}` is {}, expected a string",
+                super::shape::type_name(value)
+            )
+        })?;
+        if disk {
             if let Some(disk) = parse_disk(key, text)? {
                 disks.push(disk);
             }
-        } else if is_indexed(key, "net") {
+        } else {
             nics.push(parse_net(guest.kind, key, text)?);
         }
     }
@@ -1003,22 +1007,73 @@ fn parse_net(
     Ok((key.to_string(), nic))
 }
 
-/// A pool member as `qemu/202` or `lxc/251`; storage members are not guests.
-fn member_id(member: &Json) -> Option<String> {
-    let kind = member.get("type").and_then(Json::as_str)?;
-    if kind != "qemu" && kind != "lxc" {
-        return None;
+/// `GET /nodes`: each node's name and status (`online`, `offline`, `unknown`).
+fn read_nodes(data: &Json) -> Result<Vec<(String, Option<String>)>, ShapeError> {
+    At::root("Proxmox VE /nodes", "data", data)
+        .items()?
+        .map(|node| {
+            let name = node.req("node")?.str()?.to_string();
+            Ok((name, node.opt_str("status")?.map(str::to_string)))
+        })
+        .collect()
+}
+
+/// `GET /nodes/{node}/{qemu,lxc}` (at `path`): the guests of `node`.
+fn read_guests(
+    path: &str,
+    node: &str,
+    kind: GuestKind,
+    data: &Json,
+) -> Result<Vec<Listed>, ShapeError> {
+    let answer = format!("Proxmox VE {path}");
+    let root = At::root(&answer, "data", data);
+    let guests = root.items()?;
+    guests
+        .map(|guest| {
+            let vmid = guest.req("vmid")?;
+            let vmid = as_u32(vmid.value()).ok_or_else(|| vmid.error("is not a VM id"))?;
+            Ok(Listed {
+                node: node.to_string(),
+                vmid,
+                kind,
+                name: guest.opt_str("name")?.map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// `GET /pools`: every pool id.
+fn read_pool_ids(data: &Json) -> Result<Vec<String>, ShapeError> {
+    At::root("Proxmox VE /pools", "data", data)
+        .items()?
+        .map(|pool| Ok(pool.req("poolid")?.str()?.to_string()))
+        .collect()
+}
+
+/// `GET /pools/{poolid}` (at `path`): its guest members as `qemu/202` or `lxc/251`; storage
+/// members are not guests.
+fn read_members(path: &str, data: &Json) -> Result<Vec<String>, ShapeError> {
+    let answer = format!("Proxmox VE {path}");
+    let mut members = Vec::new();
+    for member in At::root(&answer, "data", data).opt_items("members")? {
+        let kind = member.req("type")?.str()?;
+        if kind != "qemu" && kind != "lxc" {
+            continue;
+        }
+        let vmid = match member.get("vmid")? {
+            Some(v) => as_u32(v.value()).ok_or_else(|| v.error("is not a VM id"))?,
+            None => {
+                let id = member.req("id")?;
+                id.str()?
+                    .strip_prefix(kind)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| id.error(format!("is not `{kind}/VMID`")))?
+            }
+        };
+        members.push(format!("{kind}/{vmid}"));
     }
-    let vmid = member.get("vmid").and_then(as_u32).or_else(|| {
-        member
-            .get("id")
-            .and_then(Json::as_str)?
-            .strip_prefix(kind)?
-            .strip_prefix('/')?
-            .parse()
-            .ok()
-    })?;
-    Some(format!("{kind}/{vmid}"))
+    Ok(members)
 }
 
 fn sort_by_name(items: &mut [Json]) {
@@ -1031,10 +1086,6 @@ fn sort_by_name(items: &mut [Json]) {
         };
         name(a).cmp(&name(b))
     });
-}
-
-fn array(v: &Json) -> impl Iterator<Item = &Json> {
-    v.as_array().into_iter().flatten()
 }
 
 fn as_u64(v: &Json) -> Option<u64> {
@@ -1087,7 +1138,7 @@ fn check_token_shape(token: &str) -> Result<(), &'static str> {
 /// Proxmox VE's own explanation of an error answer: `message`, then per-parameter `errors`.
 fn pve_message(body: &[u8]) -> String {
     let Ok(parsed) = serde_json::from_slice::<Json>(body) else {
-        return excerpt(&String::from_utf8_lossy(body));
+        return excerpt_bytes(body);
     };
     let mut parts = Vec::new();
     if let Some(message) = parsed.get("message").and_then(Json::as_str) {
@@ -1102,9 +1153,9 @@ fn pve_message(body: &[u8]) -> String {
         }
     }
     if parts.is_empty() {
-        excerpt(&parsed.to_string())
+        excerpt_bytes(body)
     } else {
-        parts.join("; ")
+        excerpt(&parts.join("; "))
     }
 }
 
@@ -1202,17 +1253,20 @@ mod tests {
 
     #[test]
     fn pool_members_from_either_field() {
+        let detail = json!({ "members": [
+            { "id": "qemu/202", "type": "qemu", "vmid": 202, "node": "a" },
+            { "id": "lxc/251", "type": "lxc", "node": "a" },
+            { "id": "storage/a/local", "type": "storage", "node": "a" },
+        ] });
         assert_eq!(
-            member_id(&json!({ "id": "qemu/202", "type": "qemu", "vmid": 202, "node": "a" })),
-            Some("qemu/202".into())
+            read_members("/pools/p", &detail).unwrap(),
+            ["qemu/202", "lxc/251"]
         );
+        assert_eq!(read_members("/pools/p", &json!({})).unwrap(), [""; 0]);
+        let bad = json!({ "members": [{ "id": "qemu/x", "type": "qemu" }] });
         assert_eq!(
-            member_id(&json!({ "id": "lxc/251", "type": "lxc", "node": "a" })),
-            Some("lxc/251".into())
-        );
-        assert_eq!(
-            member_id(&json!({ "id": "storage/a/local", "type": "storage", "node": "a" })),
-            None
+            read_members("/pools/p", &bad).unwrap_err().to_string(),
+            "Proxmox VE /pools/p: data.members[0].id is not `qemu/VMID`"
         );
     }
 }

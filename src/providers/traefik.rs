@@ -57,7 +57,8 @@ use std::sync::Arc;
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
 
-use super::http::{self, excerpt, BasicAuth, Pinning, Reply};
+use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Pinning, Reply};
+use super::shape::{At, ShapeError};
 use super::{
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
     ProviderError, Resource, Severities, Severity,
@@ -72,6 +73,9 @@ const FILE_PROVIDER: &str = "file";
 const INTERNAL_PROVIDER: &str = "internal";
 /// Page size asked of the API (Traefik's default too).
 const PER_PAGE: u32 = 100;
+/// The API's lists of HTTP routers and services.
+const ROUTERS: &str = "/api/http/routers";
+const SERVICES: &str = "/api/http/services";
 /// More pages than this means the API keeps answering `X-Next-Page` wrongly.
 const MAX_PAGES: u32 = 1000;
 /// The version of a dynamic configuration file that does not exist.
@@ -143,7 +147,8 @@ impl TraefikProvider {
         let config_err = ProviderError::config(&cfg.name);
         let url = cfg.url.trim_end_matches('/').to_string();
         Url::parse(&url).map_err(|e| config_err(format!("invalid API URL `{url}`: {e}")))?;
-        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds);
+        let policy = CallPolicy::with_timeout_seconds(cfg.timeout_seconds)
+            .with_max_body_bytes(cfg.max_body_bytes);
         // The API is on the LAN or the management host: a proxy from the environment would
         // only stand in the way (and see the whole routing configuration).
         let builder = reqwest::Client::builder()
@@ -210,13 +215,24 @@ impl TraefikProvider {
         http::transport_error(&self.name, url, self.policy.timeout, e, classify)
     }
 
-    /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages.
+    /// Every element of a paginated list endpoint (`/api/http/routers`, …), all pages; the
+    /// pages together are held to `maxBodyBytes`.
     async fn get_all(&self, path: &str) -> Result<Vec<Json>, ProviderError> {
         let mut items = Vec::new();
         let mut page = 1;
+        let mut left = self.policy.max_body_bytes;
         loop {
             let url = format!("{}{path}?per_page={PER_PAGE}&page={page}", self.url);
-            let (batch, next) = self.policy.run(&self.name, || self.get_page(&url)).await?;
+            let limit = BodyLimit {
+                provider: &self.name,
+                url: &url,
+                max_bytes: left,
+            };
+            let (batch, next, read) = self
+                .policy
+                .run(&self.name, || self.get_page(&url, limit))
+                .await?;
+            left -= read;
             items.extend(batch);
             match next {
                 Some(n) if n > page => page = n,
@@ -229,15 +245,19 @@ impl TraefikProvider {
         Ok(items)
     }
 
-    /// One page: the array and the `X-Next-Page` header.
-    async fn get_page(&self, url: &str) -> Result<(Vec<Json>, Option<u32>), ProviderError> {
+    /// One page: the array, the `X-Next-Page` header and the size of the body.
+    async fn get_page(
+        &self,
+        url: &str,
+        limit: BodyLimit<'_>,
+    ) -> Result<(Vec<Json>, Option<u32>, u64), ProviderError> {
         let request = self.client.get(url);
         let request = BasicAuth::sign(self.basic_auth.as_ref(), request);
         let Reply {
             status,
             headers,
             body,
-        } = http::exchange(request, |e| self.transport_error(url, e)).await?;
+        } = http::exchange(request, limit, |e| self.transport_error(url, e)).await?;
         let next = headers
             .get("x-next-page")
             .and_then(|v| v.to_str().ok())
@@ -250,21 +270,15 @@ impl TraefikProvider {
             ));
         }
         if !status.is_success() {
-            return Err(self.bad_response(
-                url,
-                format!(
-                    "HTTP {status}: {}",
-                    excerpt(&String::from_utf8_lossy(&body))
-                ),
-            ));
+            return Err(self.bad_response(url, format!("HTTP {status}: {}", excerpt_bytes(&body))));
         }
-        let value: Json = serde_json::from_slice(&body)
-            .map_err(|e| self.bad_response(url, format!("not JSON: {e}")))?;
+        let (body, value) = http::parse_json(body).await;
+        let value = value.map_err(|e| self.bad_response(url, format!("not JSON: {e}")))?;
         match value {
-            Json::Array(items) => Ok((items, next)),
-            other => Err(self.bad_response(
+            Json::Array(items) => Ok((items, next, body.len() as u64)),
+            _ => Err(self.bad_response(
                 url,
-                format!("expected a JSON array, got {}", excerpt(&other.to_string())),
+                format!("expected a JSON array, got {}", excerpt_bytes(&body)),
             )),
         }
     }
@@ -504,28 +518,34 @@ impl Provider for TraefikProvider {
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
         Box::pin(async move {
-            let routers = self.get_all("/api/http/routers").await?;
-            let services = self.get_all("/api/http/services").await?;
-            let services: BTreeMap<&str, &Json> = services
-                .iter()
-                .filter_map(|s| Some((s.get("name")?.as_str()?, s)))
-                .collect();
+            let routers = Json::Array(self.get_all(ROUTERS).await?);
+            let services = Json::Array(self.get_all(SERVICES).await?);
+            let shape = |path: &str, e: ShapeError| {
+                e.into_provider_error(&self.name, &format!("{}{path}", self.url))
+            };
+            let services_answer = format!("Traefik {SERVICES}");
+            let services_at = At::root(&services_answer, "", &services);
+            let services = services_at
+                .items()
+                .and_then(|list| list.map(|s| read_service(&s)).collect())
+                .map_err(|e| shape(SERVICES, e))?;
+            let routers_answer = format!("Traefik {ROUTERS}");
+            let routers_at = At::root(&routers_answer, "", &routers);
+            let routers: Vec<At> = routers_at.items().map_err(|e| shape(ROUTERS, e))?.collect();
             let desired_names: HashSet<&str> = desired
                 .routes
                 .iter()
                 .map(|r| r.doc.metadata.name.as_str())
                 .collect();
-            let mut live: Vec<(&str, &str, &Json)> = Vec::new();
+            let mut live: Vec<(&str, &str, &At)> = Vec::new();
             for router in &routers {
-                let Some(full) = router.get("name").and_then(Json::as_str) else {
-                    return Err(self.bad_response(
-                        &format!("{}/api/http/routers", self.url),
-                        format!("a router without a name: {}", excerpt(&router.to_string())),
-                    ));
-                };
+                let full = router
+                    .req("name")
+                    .and_then(|n| n.str())
+                    .map_err(|e| shape(ROUTERS, e))?;
                 let provider = router
-                    .get("provider")
-                    .and_then(Json::as_str)
+                    .opt_str("provider")
+                    .map_err(|e| shape(ROUTERS, e))?
                     .or_else(|| full.rsplit_once('@').map(|(_, p)| p))
                     .unwrap_or_default();
                 if provider == INTERNAL_PROVIDER {
@@ -555,7 +575,8 @@ impl Provider for TraefikProvider {
             };
             let mut resources = Vec::new();
             for (i, (full, provider, router)) in live.iter().enumerate() {
-                let mut fields = router_fields(router, provider, &services);
+                let mut fields =
+                    router_fields(router, provider, &services).map_err(|e| shape(ROUTERS, e))?;
                 let name = match names[i].take() {
                     Some(n) => {
                         if undeclared.contains(&format!("{PREFIX}{n}")) {
@@ -735,18 +756,41 @@ fn strip_file(name: &str) -> &str {
     name.strip_suffix("@file").unwrap_or(name)
 }
 
-/// One router of the API read back into labctl's fields.
-fn router_fields(router: &Json, provider: &str, services: &BTreeMap<&str, &Json>) -> Json {
+/// A service of the API: its qualified name and, for a load balancer, its server URLs.
+fn read_service<'a>(service: &At<'a>) -> Result<(&'a str, Option<Vec<&'a str>>), ShapeError> {
+    let name = service.req("name")?.str()?;
+    let Some(servers) = service
+        .get("loadBalancer")?
+        .map(|lb| lb.get("servers"))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok((name, None));
+    };
+    let urls = servers
+        .items()?
+        .map(|s| s.req("url")?.str())
+        .collect::<Result<Vec<&str>, ShapeError>>()?;
+    Ok((name, Some(urls)))
+}
+
+/// One router of the API read back into labctl's fields; a part of another type than
+/// Traefik's is an error, never left out.
+fn router_fields(
+    router: &At,
+    provider: &str,
+    services: &BTreeMap<&str, Option<Vec<&str>>>,
+) -> Result<Json, ShapeError> {
     let mut fields = Map::new();
     let mut unrepresented: Vec<String> = Vec::new();
-    let entry_points = strings(router, "entryPoints");
+    let entry_points = router.opt_strings("entryPoints")?;
     if !entry_points.is_empty() {
         fields.insert("entryPoints".into(), json!(entry_points));
     }
-    if let Some(rule) = router.get("rule").and_then(Json::as_str) {
+    if let Some(rule) = router.opt_str("rule")? {
         fields.insert("rule".into(), json!(rule));
     }
-    match router.get("service").and_then(Json::as_str) {
+    match router.opt_str("service")? {
         None => unrepresented.push("no service".into()),
         Some(svc) => {
             let full = if svc.contains('@') {
@@ -756,12 +800,8 @@ fn router_fields(router: &Json, provider: &str, services: &BTreeMap<&str, &Json>
             };
             match services.get(full.as_str()) {
                 None => unrepresented.push(format!("service `{full}` not found")),
-                Some(s) => match s.pointer("/loadBalancer/servers").and_then(Json::as_array) {
-                    Some(servers) => {
-                        let urls: Vec<&str> = servers
-                            .iter()
-                            .filter_map(|s| s.get("url").and_then(Json::as_str))
-                            .collect();
+                Some(s) => match s {
+                    Some(urls) => {
                         fields.insert("backend".into(), json!({ "urls": urls }));
                     }
                     None => unrepresented.push(format!(
@@ -772,27 +812,26 @@ fn router_fields(router: &Json, provider: &str, services: &BTreeMap<&str, &Json>
             }
         }
     }
-    if let Some(tls) = router.get("tls").filter(|t| t.is_object()) {
+    if let Some(tls) = router.get("tls")? {
         let mut t = Map::new();
-        if let Some(r) = tls.get("certResolver").and_then(Json::as_str) {
+        if let Some(r) = tls.opt_str("certResolver")? {
             t.insert("certResolver".into(), json!(r));
         }
         let options = tls
-            .get("options")
-            .and_then(Json::as_str)
+            .opt_str("options")?
             .filter(|o| !o.is_empty())
             .unwrap_or("default");
         t.insert("options".into(), json!(strip_file(options)));
-        if tls
-            .get("domains")
-            .and_then(Json::as_array)
-            .is_some_and(|d| !d.is_empty())
-        {
+        if !tls.opt_items("domains")?.is_empty() {
             unrepresented.push("tls.domains".into());
         }
         fields.insert("tls".into(), Json::Object(t));
     }
-    let mut middlewares = strings(router, "middlewares");
+    let mut middlewares: Vec<String> = router
+        .opt_strings("middlewares")?
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     if provider == FILE_PROVIDER {
         for m in &mut middlewares {
             *m = strip_file(m).to_string();
@@ -801,29 +840,26 @@ fn router_fields(router: &Json, provider: &str, services: &BTreeMap<&str, &Json>
     if !middlewares.is_empty() {
         fields.insert("middlewares".into(), json!(middlewares));
     }
-    if let Some(status) = router.get("status").and_then(Json::as_str) {
+    if let Some(status) = router.opt_str("status")? {
         if status != "enabled" {
             fields.insert("status".into(), json!(status));
         }
     }
     if router
-        .get("priority")
-        .and_then(Json::as_i64)
+        .get("priority")?
+        .map(|p| p.i64())
+        .transpose()?
         .is_some_and(|p| p != 0)
     {
         unrepresented.push("priority".into());
     }
-    if router
-        .get("ruleSyntax")
-        .and_then(Json::as_str)
-        .is_some_and(|s| !s.is_empty())
-    {
+    if router.opt_str("ruleSyntax")?.is_some_and(|s| !s.is_empty()) {
         unrepresented.push("ruleSyntax".into());
     }
     if !unrepresented.is_empty() {
         fields.insert("unrepresented".into(), json!(unrepresented));
     }
-    Json::Object(fields)
+    Ok(Json::Object(fields))
 }
 
 /// Takes the mapping under `key` out of `map` (empty when absent or null), leaving the key in
@@ -953,8 +989,10 @@ mod tests {
         router["tls"]["options"] = json!("default");
         let mut service: Json = serde_json::to_value(&service).unwrap();
         service["name"] = json!("labctl-g@file");
-        let services = BTreeMap::from([("labctl-g@file", &service)]);
-        assert_eq!(router_fields(&router, "file", &services), expected);
+        let service = At::root("Traefik services", "", &service);
+        let services = BTreeMap::from([read_service(&service).unwrap()]);
+        let router = At::root("Traefik routers", "", &router);
+        assert_eq!(router_fields(&router, "file", &services).unwrap(), expected);
         assert_eq!(managed_name("labctl-g@file", "file"), Some("g"));
         assert_eq!(managed_name("labctl-g@docker", "docker"), None);
     }

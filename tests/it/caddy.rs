@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::time::Instant;
 
 use crate::support::caddy::{Caddy, ROUTES};
+use crate::support::lying::Lying;
 use crate::support::{key_of, without_keys};
 use labctl::model::{DesiredState, Kind, Located, Origin};
 use labctl::providers::caddy::{CaddyProvider, Settings};
@@ -603,4 +604,61 @@ async fn stopped_caddy_is_unreachable_quickly() {
     assert!(err.is_transient());
     // Quick because the refused connection is the answer: no attempt waits for its timeout.
     assert!(format!("{err}").contains("Connection refused"), "{err}");
+}
+
+/// A rewrite of the first route of a routes answer.
+type Lie = fn(&mut Json);
+
+#[tokio::test]
+async fn routes_of_the_wrong_shape_are_unknown_and_never_written_back() {
+    let Some(caddy) = Caddy::start(json!([managed_grafana(), unmanaged_other()])).await else {
+        return;
+    };
+    let proxy = Lying::start(caddy.admin.trim_end_matches('/')).await;
+    let cfg: Settings = serde_json::from_value(json!({
+        "name": "caddy", "url": proxy.url, "timeoutSeconds": 5
+    }))
+    .unwrap();
+    let p = CaddyProvider::new(&cfg).unwrap();
+    let state = desired(&[]);
+    let base = p.observe(&state).await.expect("the truth reads");
+    let lies: [(Lie, &str); 3] = [
+        (
+            |r| r["match"] = json!({"host": ["grafana.lab.example"]}),
+            "Caddy routes: routes[0].match is an object, expected an array",
+        ),
+        (
+            |r| r["match"][0]["host"] = json!("grafana.lab.example"),
+            "routes[0].match[0].host is a string, expected an array",
+        ),
+        (
+            |r| r["handle"][0]["upstreams"][0]["dial"] = json!(3000),
+            "routes[0].handle[0].upstreams[0].dial is a number, expected a string",
+        ),
+    ];
+    let create = Change::Create {
+        kind: Kind::Route,
+        name: "new".into(),
+        fields: json!({"host": "new.lab.example", "backend": {"urls": ["http://10.0.1.9:80"]}}),
+    };
+    for (lie, says) in lies {
+        proxy.lie(move |heard, answer| {
+            if heard.path.ends_with("/routes") {
+                lie(&mut answer[0]);
+            }
+        });
+        let err = p.observe(&state).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::BadResponse { detail, .. } if detail.contains(says)),
+            "{says}: {err}"
+        );
+        let before = proxy.heard().len();
+        assert!(p.apply(&base, std::slice::from_ref(&create)).await.is_err());
+        let sent = proxy.heard()[before..].to_vec();
+        assert!(sent.iter().all(|h| h.method == "GET"), "{says}: {sent:?}");
+    }
+    assert_eq!(
+        caddy.routes().await,
+        json!([managed_grafana(), unmanaged_other()])
+    );
 }

@@ -30,6 +30,7 @@ fn provider_config(url: &str, write_config: bool, token: Option<SecretSource>) -
         tls: None,
         write_config,
         timeout_seconds: Some(2),
+        max_body_bytes: None,
     }
 }
 

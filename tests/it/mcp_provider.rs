@@ -225,6 +225,7 @@ fn policy() -> CallPolicy {
         timeout: Duration::from_secs(10),
         retries: 1,
         backoff: Duration::from_millis(20),
+        ..CallPolicy::default()
     }
 }
 
@@ -455,6 +456,7 @@ async fn silent_refusing_and_non_mcp_servers_are_unreachable() {
         timeout: Duration::from_millis(400),
         retries: 0,
         backoff: Duration::from_millis(10),
+        ..CallPolicy::default()
     };
     let provider = McpProvider::new("mcp", BTreeMap::new(), false, quick);
     let (obs, plan, reports) = observe_and_diff(&provider, &desired).await;
@@ -810,4 +812,78 @@ fn whole_unknowns(obs: &labctl::providers::Observation) -> Vec<(Kind, String)> {
         .collect();
     out.sort();
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// A server that answers, but not in MCP's shape.
+
+/// A streamable-HTTP endpoint that completes the MCP handshake (JSON answers, as the
+/// transport allows) and then answers `tools/list` with `result`, a shape no MCP server sends.
+/// Deliberately not a faithful server: it checks that a lie is not read as "no tools".
+async fn lying_mcp(result: Json) -> String {
+    let app = axum::Router::new().fallback(move |request: Request| {
+        let result = result.clone();
+        async move {
+            if request.method() != axum::http::Method::POST {
+                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+            }
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let message: Json = serde_json::from_slice(&body).unwrap();
+            let answer = match message["method"].as_str() {
+                Some("initialize") => json!({
+                    "protocolVersion": message["params"]["protocolVersion"],
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "liar", "version": "1.0.0"}
+                }),
+                Some("tools/list") => result,
+                _ => return StatusCode::ACCEPTED.into_response(),
+            };
+            axum::Json(json!({"jsonrpc": "2.0", "id": message["id"], "result": answer}))
+                .into_response()
+        }
+    });
+    let (port, _) = crate::support::net::serve(app).await;
+    format!("http://127.0.0.1:{port}/mcp")
+}
+
+#[tokio::test]
+async fn a_tools_list_of_the_wrong_shape_leaves_the_tools_unknown_not_missing() {
+    let cases = [
+        json!({"tools": "get_status"}),
+        json!({"tools": [{"name": 7, "inputSchema": {"type": "object"}}]}),
+        json!({"tools": [{"description": "no name"}]}),
+    ];
+    for result in cases {
+        let url = lying_mcp(result.clone()).await;
+        let state = state(vec![mcp_doc(
+            "liar",
+            json!({"transport": "streamable-http", "url": url,
+                   "expectedTools": ["get_status"]}),
+        )]);
+        let provider = McpProvider::new("mcp", BTreeMap::new(), false, policy());
+        let (obs, plan, reports) = observe_and_diff(&provider, &state).await;
+        assert_eq!(
+            fields(&obs, "liar"),
+            &json!({"reachable": true}),
+            "{result}"
+        );
+        assert_eq!(
+            summary(&plan),
+            [dev("liar", "spec.expectedTools", DeviationType::Unknown)],
+            "{result}"
+        );
+        let why = reports["liar"]
+            .tools_unreadable
+            .as_deref()
+            .unwrap_or_default();
+        assert!(why.starts_with("tools/list failed"), "{result}: {why}");
+        assert!(
+            obs.unobservable[0]
+                .reason
+                .contains("its tools could not be read"),
+            "{result}: {obs:?}"
+        );
+    }
 }

@@ -3,9 +3,9 @@
 //! partial, not succeeded — in the store and in `status`.
 
 use crate::fixtures::proxmox as fixture;
-use crate::support::cli::{exited, json_of, labctl_command, status_json, write};
+use crate::support::cli::{exited, json_of, labctl_command, status_json};
 use crate::support::git::{commit_all, git};
-use crate::support::lab::{device, proxmox_lab, PVE_TOKEN, TOKEN_ENV};
+use crate::support::lab::{proxmox_config, proxmox_documents, proxmox_lab, PVE_TOKEN, TOKEN_ENV};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_unreadable_guest_fails_plan_and_makes_the_run_partial() {
@@ -14,37 +14,8 @@ async fn one_unreadable_guest_fails_plan_and_makes_the_run_partial() {
     let pve = fixture::serve(lab).await;
     let repo = tempfile::tempdir().unwrap();
     let r = repo.path();
-    write(
-        r,
-        "labctl.yaml",
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n",
-            pve.url()
-        ),
-    );
-    write(
-        r,
-        "pools/lab.yaml",
-        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
-    );
-    let harbor = (202, 8, 16384);
-    device(
-        r,
-        "harbor",
-        "/lab/services",
-        harbor,
-        "bc:24:11:5e:02:02",
-        "10.0.1.202",
-    );
-    let whisper = (201, 12, 49152);
-    device(
-        r,
-        "whisper",
-        "/lab/gpu-nodes",
-        whisper,
-        "bc:24:11:5e:02:01",
-        "10.0.1.201",
-    );
+    proxmox_config(r, &pve.url());
+    proxmox_documents(r);
     git(r, &["init", "-q", "-b", "main"]);
     commit_all(r, "lab");
     let repo_arg = r.to_str().unwrap();

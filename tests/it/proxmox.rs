@@ -313,6 +313,7 @@ fn provider_config(url: &str, token: SecretSource, tls: Option<TlsConfig>) -> Se
         token: Some(token),
         tls,
         timeout_seconds: Some(5),
+        max_body_bytes: None,
     }
 }
 
@@ -328,6 +329,7 @@ fn quick() -> CallPolicy {
         timeout: Duration::from_secs(5),
         retries: 1,
         backoff: Duration::from_millis(10),
+        ..CallPolicy::default()
     }
 }
 

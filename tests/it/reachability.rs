@@ -41,6 +41,7 @@ fn policy() -> CallPolicy {
         timeout: Duration::from_millis(500),
         retries: 1,
         backoff: Duration::from_millis(10),
+        ..CallPolicy::default()
     }
 }
 
@@ -286,6 +287,7 @@ async fn at_most_sixteen_probes_run_at_once() {
             timeout,
             retries: 0,
             backoff: Duration::from_millis(1),
+            ..CallPolicy::default()
         },
     )
     .unwrap();

@@ -1,24 +1,14 @@
 //! `labctl plan`, `reconcile --once` and `import` end to end: the real binary against a real
 //! Kea, a temporary desired-state repository and a SQLite store.
 
-use std::path::Path;
-
-use crate::support::cli::{dev, deviations, json_of, labctl, write};
+use crate::support::cli::{dev, deviations, json_of, labctl};
 use crate::support::kea::Kea;
 use crate::support::lab::{kea_reservation, reservation, SUBNET};
 use crate::support::mcp::{call, connect, ok};
 use labctl::store::Store;
 use serde_json::{json, Value as Json};
 
-fn config(dir: &Path, kea_url: &str, policy: &str) {
-    write(
-        dir,
-        "labctl.yaml",
-        &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{kea_url}\", timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: {policy}\n"
-        ),
-    );
-}
+use crate::support::lab::kea_config as config;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drift_is_reported_on_the_exact_field_then_applied_then_gone() {

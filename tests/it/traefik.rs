@@ -40,6 +40,7 @@ use labctl::providers::{CallPolicy, Change, Observation, Provider, ProviderError
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
+use crate::support::lying::Lying;
 use crate::support::net::{free_port, serve};
 
 /// Traefik's default entry points in the fixture (those a router without any gets).
@@ -362,6 +363,7 @@ fn policy() -> CallPolicy {
         timeout: Duration::from_secs(2),
         retries: 0,
         backoff: Duration::from_millis(1),
+        ..CallPolicy::default()
     }
 }
 
@@ -926,4 +928,65 @@ async fn a_file_that_does_not_parse_is_never_overwritten() {
     assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), broken);
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}
+
+/// A rewrite of the `whoami` element of one list of the API.
+type Lie = fn(&mut Json);
+
+#[tokio::test]
+async fn an_api_answer_of_the_wrong_shape_is_unknown_not_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let traefik = start(&dir.path().join("dynamic.yml"), vec![whoami()]).await;
+    let proxy = Lying::start(&traefik.url).await;
+    let p = provider(&proxy.url, None);
+    let state = DesiredState::default();
+    assert!(p.observe(&state).await.is_ok(), "the truth reads");
+    let lies: [(&str, Lie, &str); 5] = [
+        (
+            "/api/http/routers",
+            |r| r["entryPoints"] = json!("web"),
+            "Traefik /api/http/routers: [2].entryPoints is a string, expected an array",
+        ),
+        (
+            "/api/http/routers",
+            |r| r["tls"] = json!("yes"),
+            "[2].tls is a string, expected an object",
+        ),
+        (
+            "/api/http/routers",
+            |r| r["middlewares"] = json!([{"name": "auth"}]),
+            "[2].middlewares[0] is an object, expected a string",
+        ),
+        (
+            "/api/http/services",
+            |s| s["loadBalancer"]["servers"] = json!({"url": "http://127.0.0.1:9001"}),
+            ".loadBalancer.servers is an object, expected an array",
+        ),
+        (
+            "/api/http/services",
+            |s| s["name"] = json!(null),
+            "].name is null, expected a string",
+        ),
+    ];
+    for (list, lie, says) in lies {
+        proxy.lie(move |heard, answer| {
+            if heard.path.starts_with(list) {
+                for item in answer.as_array_mut().into_iter().flatten() {
+                    if item["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("whoami"))
+                    {
+                        lie(item);
+                    }
+                }
+            }
+        });
+        let err = p.observe(&state).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::BadResponse { detail, url, .. }
+                if detail.contains(says) && detail.starts_with(&format!("Traefik {list}: "))
+                    && url.ends_with(list)),
+            "{says}: {err}"
+        );
+    }
 }

@@ -89,6 +89,55 @@ pub fn device(
     );
 }
 
+/// Writes the Proxmox VE side of [`proxmox_lab`] as documents: the pools `lab`, `gpu-nodes`
+/// (Proxmox pool `gpu`) and `services`, and the guests harbor (202) and whisper (201) in them.
+pub fn proxmox_documents(r: &Path) {
+    write(
+        r,
+        "pools/lab.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
+    );
+    device(
+        r,
+        "harbor",
+        "/lab/services",
+        (202, 8, 16384),
+        "bc:24:11:5e:02:02",
+        "10.0.1.202",
+    );
+    device(
+        r,
+        "whisper",
+        "/lab/gpu-nodes",
+        (201, 12, 49152),
+        "bc:24:11:5e:02:01",
+        "10.0.1.201",
+    );
+}
+
+/// Writes `labctl.yaml` with one Proxmox VE provider, `pve` at `url`, its token from
+/// [`TOKEN_ENV`].
+pub fn proxmox_config(dir: &Path, url: &str) {
+    write(
+        dir,
+        "labctl.yaml",
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: pve, kind: proxmox, url: \"{url}\", token: {{env: {TOKEN_ENV}}}, timeoutSeconds: 2}}\n"
+        ),
+    );
+}
+
+/// Writes `labctl.yaml` with one Kea provider at `kea_url` and `policy` for reservations.
+pub fn kea_config(dir: &Path, kea_url: &str, policy: &str) {
+    write(
+        dir,
+        "labctl.yaml",
+        &format!(
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{kea_url}\", timeoutSeconds: 2}}\n  policy:\n    DhcpReservation: {policy}\n"
+        ),
+    );
+}
+
 /// Writes `dhcp/<name>.yaml`: a DhcpReservation of `ip` for `mac` in `subnet`.
 pub fn reservation(dir: &Path, name: &str, subnet: &str, mac: &str, ip: &str) {
     write(
@@ -136,27 +185,7 @@ pub async fn reconciled_lab() -> Option<Lab> {
             pve.url()
         ),
     );
-    write(
-        r,
-        "pools/lab.yaml",
-        "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: lab}\nspec: {type: compute}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: gpu-nodes}\nspec: {parent: lab, type: compute, proxmoxPool: gpu}\n---\napiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: services}\nspec: {parent: lab, type: compute, proxmoxPool: services}\n",
-    );
-    device(
-        r,
-        "harbor",
-        "/lab/services",
-        (202, 8, 16384),
-        "bc:24:11:5e:02:02",
-        "10.0.1.202",
-    );
-    device(
-        r,
-        "whisper",
-        "/lab/gpu-nodes",
-        (201, 12, 49152),
-        "bc:24:11:5e:02:01",
-        "10.0.1.201",
-    );
+    proxmox_documents(r);
     reservation(r, "harbor", SUBNET, "bc:24:11:5e:02:02", "10.0.1.202");
     reservation(r, "whisper", SUBNET, "bc:24:11:5e:02:01", "10.0.1.201");
     git(r, &["init", "-q", "-b", "main"]);

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod git;
 pub mod kea;
 pub mod lab;
+pub mod lying;
 pub mod mcp;
 pub mod net;
 pub mod ntfy;
