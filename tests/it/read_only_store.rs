@@ -53,9 +53,10 @@ async fn read_as_nobody(dir: &Path, db: &str, run: i64) {
     assert!(session.close().await);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(stderr.contains("read-only for this user"), "{stderr}");
-    // The call is audited where it can be: on stderr.
+    // The call is audited where it can be: on stderr (JSON lines, as it is not a terminal).
     assert!(
-        stderr.contains("labctl::audit") && stderr.contains("action=get_reconcile_status"),
+        stderr.contains(r#""target":"labctl::audit""#)
+            && stderr.contains(r#""action":"get_reconcile_status""#),
         "{stderr}"
     );
 }
