@@ -62,9 +62,21 @@ fn lab(dir: &Path) {
                 "apiVersion: labctl.dev/v1\nkind: Device\nmetadata: {{name: host-{i:03}}}\n\
                  spec:\n  type: physical\n  interfaces:\n    - {{name: eth0, mac: \"{mac}\", ip: {ip}}}\n\
                  ---\napiVersion: labctl.dev/v1\nkind: DhcpReservation\n\
-                 metadata: {{name: host-{i:03}}}\nspec: {{subnet: 10.0.1.0/24, mac: \"{mac}\", ip: {ip}}}\n"
+                 metadata: {{name: host-{i:03}}}\nspec: {{subnet: 10.0.1.0/24, mac: \"{mac}\", ip: {ip}, hostname: host-{i:03}}}\n"
             ),
         );
+    }
+}
+
+/// The daemon, stopped with SIGTERM when the bench ends, also when it panics.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
     }
 }
 
@@ -83,7 +95,7 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_labctl"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_labctl"))
         .args([
             "serve",
             repo.path().to_str().unwrap(),
@@ -99,8 +111,10 @@ fn main() {
         ])
         .env("LABCTL_LOG", "labctl=warn")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let daemon = Stopped(daemon);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let latest = |store: &Store| {
@@ -112,7 +126,8 @@ fn main() {
     let wait_for = |commit: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(store) = runtime.block_on(Store::open_reader(&db)).unwrap() {
+            // Until the daemon has created and migrated the store, there is nothing to read.
+            if let Ok(Some(store)) = runtime.block_on(Store::open_reader(&db)) {
                 if latest(&store).as_deref() == Some(commit) {
                     return;
                 }
@@ -145,10 +160,7 @@ fn main() {
         wait_for(&git(repo.path(), &["rev-parse", "HEAD"]));
         took.push(start.elapsed());
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = daemon.wait();
+    drop(daemon);
 
     took.sort();
     let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
