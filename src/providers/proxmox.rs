@@ -1194,6 +1194,8 @@ mod tests {
         assert_eq!(parse_fingerprint(&fp), Some([0xab; 32]));
         assert_eq!(parse_fingerprint(&"ab".repeat(32)), Some([0xab; 32]));
         assert_eq!(parse_fingerprint("AB:CD"), None);
+        // A sign is not a hex digit, though `u8::from_str_radix` would take `+f`.
+        assert_eq!(parse_fingerprint(&"+f".repeat(32)), None);
         assert!(check_token_shape("labctl@pve!observe=0b5c-11").is_ok());
         assert!(check_token_shape("labctl@pve!observe").is_err());
         assert!(check_token_shape("labctl!observe=x").is_err());
