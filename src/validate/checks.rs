@@ -37,12 +37,12 @@ impl<'a> Docs<'a> {
         };
         for p in &parsing.docs {
             match &p.doc {
-                AnyDoc::Pool(x) => d.pools.push((p, x)),
-                AnyDoc::Device(x) => d.devices.push((p, x)),
-                AnyDoc::DhcpReservation(x) => d.reservations.push((p, x)),
-                AnyDoc::Route(x) => d.routes.push((p, x)),
-                AnyDoc::McpServer(x) => d.mcp.push((p, x)),
-                AnyDoc::Config(x) => d.config.push((p, x)),
+                AnyDoc::Pool(x) => d.pools.push((p, &**x)),
+                AnyDoc::Device(x) => d.devices.push((p, &**x)),
+                AnyDoc::DhcpReservation(x) => d.reservations.push((p, &**x)),
+                AnyDoc::Route(x) => d.routes.push((p, &**x)),
+                AnyDoc::McpServer(x) => d.mcp.push((p, &**x)),
+                AnyDoc::Config(x) => d.config.push((p, &**x)),
             }
         }
         d

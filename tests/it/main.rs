@@ -15,6 +15,7 @@ mod db_cli;
 mod git_source;
 mod kea;
 mod leader;
+mod limits;
 mod mcp_http;
 mod mcp_provider;
 mod mcp_server;
