@@ -289,6 +289,33 @@ pub fn load_with(
     Ok(snapshot)
 }
 
+/// A snapshot of files given as bytes (`path`, content), read the way the loaders read a
+/// directory or a commit: file names checked, sizes within `limits`, content UTF-8. For
+/// input that arrives whole (the fuzz target; text an MCP client sends).
+pub fn from_memory(
+    origin: &str,
+    files: impl IntoIterator<Item = (String, Vec<u8>)>,
+    limits: Limits,
+) -> Result<Snapshot, SourceError> {
+    let mut budget = Budget::new(limits);
+    let mut read = Vec::new();
+    for (path, bytes) in files {
+        printable_path(&path)?;
+        if budget.admit(&path, bytes.len() as u64) {
+            read.push(SourceFile {
+                text: utf8(&path, bytes)?,
+                path,
+            });
+        }
+    }
+    budget.refused.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Snapshot {
+        refused: budget.refused,
+        limits,
+        ..Snapshot::of(origin, read)
+    })
+}
+
 /// The text of the file at `path`, which must be UTF-8.
 pub(crate) fn utf8(path: &str, bytes: Vec<u8>) -> Result<String, SourceError> {
     String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 {
@@ -372,6 +399,32 @@ mod tests {
         assert!(b.settle("b", 90, 10));
         assert!(b.admit("c", 100));
         assert!(b.admit("d", 100));
+    }
+
+    #[test]
+    fn files_from_memory_are_read_like_files_on_disk() {
+        let files = |big: usize| {
+            vec![
+                ("b.yaml".to_string(), b"kind: Pool\n".to_vec()),
+                ("a.yaml".to_string(), vec![b'#'; big]),
+            ]
+        };
+        let s = from_memory("fuzz", files(10), limits(100, 1000)).unwrap();
+        let paths: Vec<&str> = s.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a.yaml", "b.yaml"]);
+        let s = from_memory("fuzz", files(101), limits(100, 1000)).unwrap();
+        assert_eq!(s.refused[0].path, "a.yaml");
+        assert_eq!(s.files.len(), 1);
+        let bad = vec![("x.yaml".to_string(), vec![0xff, 0xfe])];
+        assert!(matches!(
+            from_memory("fuzz", bad, Limits::default()),
+            Err(SourceError::NotUtf8 { .. })
+        ));
+        let odd = vec![("x\u{1b}.yaml".to_string(), vec![])];
+        assert!(matches!(
+            from_memory("fuzz", odd, Limits::default()),
+            Err(SourceError::UnprintableName { .. })
+        ));
     }
 
     #[test]
