@@ -119,8 +119,9 @@ impl Context {
 
 /// Validates `snapshot`; the state only when there is no error.
 pub fn validated(snapshot: Snapshot) -> Result<Loaded, Error> {
-    let validation = validate::validate(&snapshot);
-    match validation.state.clone() {
+    let mut validation = validate::validate(&snapshot);
+    // Taken, not copied: a second desired state would double what a run holds.
+    match validation.state.take() {
         Some(state) => Ok(Loaded {
             snapshot,
             state: Arc::new(state),
@@ -457,11 +458,7 @@ mod tests {
     #[test]
     fn an_invalid_commit_waits_for_a_new_one_and_io_is_retried() {
         let b = Backoff::default();
-        let snapshot = Snapshot {
-            origin: "lab".into(),
-            revision: None,
-            files: vec![],
-        };
+        let snapshot = Snapshot::of("lab", vec![]);
         let invalid = validated(snapshot).unwrap_err();
         assert!(matches!(invalid, Error::Invalid(_)));
         assert_eq!(error_policy(&invalid, 3, &b), Action::await_change());

@@ -95,6 +95,27 @@ pub struct TlsConfig {
     pub fingerprint: Option<String>,
 }
 
+/// A SHA-256 certificate fingerprint as 32 bytes: 64 hex digits in any case, optionally
+/// separated by `:`, `-` or spaces (`AA:BB:…` as Proxmox VE and `openssl x509 -fingerprint`
+/// show it). `None` for anything else. Validation and the TLS client read it the same way.
+pub fn parse_fingerprint(raw: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = raw
+        .trim()
+        .bytes()
+        .filter(|b| !matches!(b, b':' | b'-' | b' '))
+        .collect();
+    // `from_str_radix` alone would take a sign (`+f`) as part of a byte.
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
 /// One provider entry: each provider's settings are declared in its own module
 /// (`providers::kea::Settings`, …), and `kind` picks among them.
 pub use crate::providers::ProviderConfig;

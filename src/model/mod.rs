@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use config::parse_fingerprint;
 pub use config::{
     ConfigSpec, Credential, IgnoreSpec, Policy, ProviderConfig, SafetySpec, SecretSource,
     SuspendSpec, TlsConfig,

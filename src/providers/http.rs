@@ -9,6 +9,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::ProviderError;
+pub use crate::model::parse_fingerprint;
 use crate::model::{SecretSource, TlsConfig};
 
 /// Marks the error a pin mismatch produces, to tell it from a network failure.
@@ -387,23 +388,6 @@ pub(crate) fn excerpt(text: &str) -> String {
     } else {
         text.to_string()
     }
-}
-
-/// `AA:BB:…` (or without separators, any case) as 32 bytes.
-pub fn parse_fingerprint(raw: &str) -> Option<[u8; 32]> {
-    let hex: String = raw
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | ' '))
-        .collect();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 fn format_fingerprint(bytes: &[u8]) -> String {

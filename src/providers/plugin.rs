@@ -93,6 +93,13 @@ macro_rules! plugins {
                 }
             }
 
+            /// The entry's `tls` settings.
+            pub fn tls(&self) -> Option<&$crate::model::TlsConfig> {
+                match self {
+                    $($(#[cfg($cfg)])? Self::$variant(s) => s.tls.as_ref(),)*
+                }
+            }
+
             /// The kinds of documents the provider observes.
             pub fn kinds(&self) -> &'static [$crate::model::Kind] {
                 match self {

@@ -1,6 +1,12 @@
 //! Proxmox VE through its REST API (`/api2/json`): guests (`Device` of type `vm` and `lxc`) and
 //! resource pools (`Pool` with a `proxmoxPool`). Observe only for now.
 //!
+//! Pool membership is a guest's `spec.pool`, as in Git: a guest in the Proxmox VE pool that a
+//! `Pool` maps (`proxmoxPool`) is observed with that pool's path; one in a pool no `Pool` maps
+//! with `/NAME`, the path the imported `Pool` document will have. A `Pool` itself is observed
+//! as `{proxmoxPool}` (and, unmanaged, with the `type` and `description` its document needs:
+//! Proxmox VE pools have no type, so `storage` when they hold only storage, else `compute`).
+//!
 //! Field names and types follow the Proxmox VE API viewer
 //! (<https://pve.proxmox.com/pve-docs/api-viewer/>) and the configuration references
 //! `qm.conf(5)` (<https://pve.proxmox.com/wiki/Manual:_qm.conf>) and `pct.conf(5)`
@@ -69,45 +75,23 @@ impl Factory for Plugin {
             &["cores", "memoryMiB", "disks"],
             Severity::Medium,
         ),
-        (Kind::Pool, &["members"], Severity::Medium),
+        (Kind::Device, &["pool"], Severity::Medium),
     ];
 
-    /// Pools with a `proxmoxPool` as `{"members": ["lxc/251", "qemu/202", …]}` (sorted; the
-    /// guests whose `pool` is that pool's path), and guests (`vm`, `lxc`) as `{"type",
-    /// "proxmox": {"node", "vmid"}, "cores", "memoryMiB", "disks", "interfaces"}`, each only
-    /// when declared. Interface IPs are left out: addresses are DHCP's business.
+    /// Pools with a `proxmoxPool` as `{"proxmoxPool"}`, and guests (`vm`, `lxc`) as `{"type",
+    /// "proxmox": {"node", "vmid"}, "pool", "cores", "memoryMiB", "disks", "interfaces"}`, each
+    /// only when declared (`pool` always: null for none). Interface IPs are left out:
+    /// addresses are DHCP's business.
     fn expected(desired: &DesiredState) -> Vec<Resource> {
-        let tree = desired.pool_tree().unwrap_or_default();
-        let mut members: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for doc in desired_guests(desired) {
-            let (Some(path), Some(px)) = (doc.spec.pool.as_deref(), doc.spec.proxmox.as_ref())
-            else {
-                continue;
-            };
-            if let Some(pool) = tree.by_path(path) {
-                let prefix = match doc.spec.device_type {
-                    DeviceType::Lxc => "lxc",
-                    _ => "qemu",
-                };
-                members
-                    .entry(pool.name.as_str())
-                    .or_default()
-                    .push(format!("{prefix}/{}", px.vmid));
-            }
-        }
         let mut out = Vec::new();
         for pool in &desired.pools {
-            if pool.doc.spec.proxmox_pool.is_none() {
+            let Some(id) = &pool.doc.spec.proxmox_pool else {
                 continue;
-            }
-            let name = pool.doc.metadata.name.as_str();
-            let mut list = members.get(name).cloned().unwrap_or_default();
-            list.sort();
-            list.dedup();
+            };
             out.push(Resource {
                 kind: Kind::Pool,
-                name: name.to_string(),
-                fields: json!({ "members": list }),
+                name: pool.doc.metadata.name.clone(),
+                fields: json!({ "proxmoxPool": id }),
                 key: None,
             });
         }
@@ -254,14 +238,14 @@ impl ProxmoxProvider {
             let path = format!("/pools/{}", segment(poolid));
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let members = api.get(&path).await.and_then(|detail| {
-                    read_members(&path, &detail).map_err(|e| api.shape_error(&path, e))
+                let detail = api.get(&path).await.and_then(|detail| {
+                    read_pool(&path, &detail).map_err(|e| api.shape_error(&path, e))
                 });
-                Fetched::Pool(i, members)
+                Fetched::Pool(i, detail)
             });
         }
         let mut configs: BTreeMap<usize, Result<Json, ProviderError>> = BTreeMap::new();
-        let mut pools: BTreeMap<usize, Result<Vec<String>, ProviderError>> = BTreeMap::new();
+        let mut pools: BTreeMap<usize, Result<PoolDetail, ProviderError>> = BTreeMap::new();
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok(Fetched::Config(i, r)) => {
@@ -287,17 +271,21 @@ impl ProxmoxProvider {
             return Err(e.clone());
         }
 
-        let mut resources = Vec::new();
-        let mut unobservable = Vec::new();
+        let mut found = Found::default();
+        let membership = Membership::new(desired, &pool_ids, &pools);
         self.guests(
             desired,
             &listed,
             configs,
             &unreadable_nodes,
-            &mut resources,
-            &mut unobservable,
+            &membership,
+            &mut found,
         );
-        self.pools(desired, &pool_ids, pools, &mut resources, &mut unobservable);
+        self.pools(desired, &pool_ids, pools, &membership, &mut found);
+        let Found {
+            mut resources,
+            mut unobservable,
+        } = found;
         resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         unobservable.sort();
         unobservable.dedup();
@@ -318,8 +306,8 @@ impl ProxmoxProvider {
         listed: &[Listed],
         mut configs: BTreeMap<usize, Result<Json, ProviderError>>,
         unreadable_nodes: &BTreeSet<String>,
-        resources: &mut Vec<Resource>,
-        unobservable: &mut Vec<Unreadable>,
+        membership: &Membership,
+        found: &mut Found,
     ) {
         let provider = &self.api.provider;
         let wanted: BTreeMap<u32, &DeviceDoc> = desired_guests(desired)
@@ -358,12 +346,26 @@ impl ProxmoxProvider {
                 Some(Err(e)) => {
                     tracing::warn!(provider = %provider, guest = %name, vmid = guest.vmid, error = %e, "cannot read the guest's config; it is unknown");
                     let reason = format!("cannot read the config of vmid {}: {e}", guest.vmid);
-                    self.unreadable_guest(doc, guest, name, reason, resources, unobservable);
+                    self.unreadable_guest(doc, guest, name, reason, found);
                     continue;
                 }
                 None => continue,
             };
-            let fields = match guest_fields(guest, doc, &config) {
+            let pool = match membership.pool_of(guest, doc) {
+                Ok(pool) => pool,
+                Err(reason) => {
+                    if doc.is_some() {
+                        found.unobservable.push(Unreadable::field(
+                            Kind::Device,
+                            name.clone(),
+                            "spec.pool",
+                            reason,
+                        ));
+                    }
+                    None
+                }
+            };
+            let fields = match guest_fields(guest, doc, pool, &config) {
                 Ok(fields) => fields,
                 Err(reason) => {
                     tracing::warn!(provider = %provider, guest = %name, vmid = guest.vmid, reason = %reason, "cannot interpret the guest's config; it is unknown");
@@ -371,11 +373,11 @@ impl ProxmoxProvider {
                         "cannot interpret the config of vmid {}: {reason}",
                         guest.vmid
                     );
-                    self.unreadable_guest(doc, guest, name, reason, resources, unobservable);
+                    self.unreadable_guest(doc, guest, name, reason, found);
                     continue;
                 }
             };
-            resources.push(Resource {
+            found.resources.push(Resource {
                 kind: Kind::Device,
                 name,
                 fields,
@@ -387,7 +389,7 @@ impl ProxmoxProvider {
         if !unreadable_nodes.is_empty() {
             for (vmid, doc) in &wanted {
                 if !seen.contains(vmid) {
-                    unobservable.push(Unreadable::resource(
+                    found.unobservable.push(Unreadable::resource(
                         Kind::Device,
                         doc.metadata.name.clone(),
                         "not listed, and a node could not be listed: it may be there",
@@ -405,13 +407,14 @@ impl ProxmoxProvider {
         guest: &Listed,
         name: String,
         reason: String,
-        resources: &mut Vec<Resource>,
-        unobservable: &mut Vec<Unreadable>,
+        found: &mut Found,
     ) {
         if doc.is_some() {
-            unobservable.push(Unreadable::resource(Kind::Device, name, reason));
+            found
+                .unobservable
+                .push(Unreadable::resource(Kind::Device, name, reason));
         } else {
-            resources.push(Resource {
+            found.resources.push(Resource {
                 kind: Kind::Device,
                 name,
                 fields: json!({
@@ -428,48 +431,41 @@ impl ProxmoxProvider {
         &self,
         desired: &DesiredState,
         pool_ids: &[String],
-        mut details: BTreeMap<usize, Result<Vec<String>, ProviderError>>,
-        resources: &mut Vec<Resource>,
-        unobservable: &mut Vec<Unreadable>,
+        mut details: BTreeMap<usize, Result<PoolDetail, ProviderError>>,
+        membership: &Membership,
+        found: &mut Found,
     ) {
-        let wanted: BTreeMap<&str, &str> = desired
+        let wanted: BTreeSet<&str> = desired
             .pools
             .iter()
-            .filter_map(|p| {
-                let id = p.doc.spec.proxmox_pool.as_deref()?;
-                Some((id, p.doc.metadata.name.as_str()))
-            })
-            .collect();
-        let mut taken: BTreeSet<String> = desired
-            .pools
-            .iter()
-            .map(|p| p.doc.metadata.name.clone())
+            .filter_map(|p| p.doc.spec.proxmox_pool.as_deref())
             .collect();
         for (i, poolid) in pool_ids.iter().enumerate() {
-            let name = match wanted.get(poolid.as_str()) {
-                Some(n) => n.to_string(),
-                None => {
-                    let name = unique_name(&derive_name(poolid), &taken);
-                    taken.insert(name.clone());
-                    name
-                }
-            };
+            let name = membership.names[i].clone();
             match details.remove(&i) {
-                Some(Ok(mut members)) => {
-                    members.sort();
-                    members.dedup();
-                    resources.push(Resource {
+                Some(Ok(detail)) => {
+                    let mut fields = Map::new();
+                    fields.insert("proxmoxPool".into(), json!(poolid));
+                    if !wanted.contains(poolid.as_str()) {
+                        fields.insert("type".into(), json!(detail.pool_type()));
+                        if let Some(comment) = &detail.comment {
+                            fields.insert("description".into(), json!(comment));
+                        }
+                    }
+                    found.resources.push(Resource {
                         kind: Kind::Pool,
                         name,
-                        fields: json!({ "members": members }),
+                        fields: Json::Object(fields),
                         key: None,
                     });
                 }
                 Some(Err(e)) => {
                     tracing::warn!(provider = %self.api.provider, pool = %poolid, error = %e, "cannot read the pool; it is unknown");
-                    if wanted.contains_key(poolid.as_str()) {
+                    if wanted.contains(poolid.as_str()) {
                         let reason = format!("cannot read pool {poolid}: {e}");
-                        unobservable.push(Unreadable::resource(Kind::Pool, name, reason));
+                        found
+                            .unobservable
+                            .push(Unreadable::resource(Kind::Pool, name, reason));
                     }
                 }
                 None => {}
@@ -631,9 +627,115 @@ struct Listed {
     name: Option<String>,
 }
 
+/// Which pool each guest is in, as a labctl pool path: read from every pool's `members`.
+struct Membership {
+    /// The resource name of each Proxmox VE pool, by its index in the pool list: the desired
+    /// pool that maps it, or a name derived from its id.
+    names: Vec<String>,
+    /// `qemu/202` → the path standing for its pool.
+    paths: BTreeMap<String, String>,
+    /// Desired pool paths that map a Proxmox VE pool.
+    mapped_paths: BTreeSet<String>,
+    /// Why membership is unknown: a pool could not be read, or a guest is listed in two.
+    unknown: BTreeMap<String, String>,
+    unknown_all: Option<String>,
+}
+
+impl Membership {
+    fn new(
+        desired: &DesiredState,
+        pool_ids: &[String],
+        details: &BTreeMap<usize, Result<PoolDetail, ProviderError>>,
+    ) -> Self {
+        let tree = desired.pool_tree().unwrap_or_default();
+        let mut by_id: BTreeMap<&str, (&str, String)> = BTreeMap::new();
+        for pool in &desired.pools {
+            if let Some(id) = pool.doc.spec.proxmox_pool.as_deref() {
+                let name = pool.doc.metadata.name.as_str();
+                let path = tree
+                    .get(name)
+                    .map_or_else(|| format!("/{name}"), |p| p.path.clone());
+                by_id.insert(id, (name, path));
+            }
+        }
+        let mut taken: BTreeSet<String> = desired
+            .pools
+            .iter()
+            .map(|p| p.doc.metadata.name.clone())
+            .collect();
+        let mut m = Membership {
+            names: Vec::new(),
+            paths: BTreeMap::new(),
+            mapped_paths: by_id.values().map(|(_, p)| p.clone()).collect(),
+            unknown: BTreeMap::new(),
+            unknown_all: None,
+        };
+        for (i, poolid) in pool_ids.iter().enumerate() {
+            let (name, path) = match by_id.get(poolid.as_str()) {
+                Some((name, path)) => (name.to_string(), path.clone()),
+                None => {
+                    let name = unique_name(&derive_name(poolid), &taken);
+                    taken.insert(name.clone());
+                    let path = format!("/{name}");
+                    (name, path)
+                }
+            };
+            m.names.push(name);
+            let detail = match details.get(&i) {
+                Some(Ok(detail)) => detail,
+                Some(Err(e)) => {
+                    m.unknown_all = Some(format!("pool {poolid} could not be read: {e}"));
+                    continue;
+                }
+                None => continue,
+            };
+            for member in detail.members.iter().cloned() {
+                if let Some(other) = m.paths.insert(member.clone(), path.clone()) {
+                    if other != path {
+                        let reason = format!(
+                            "{member} is listed as a member of two pools ({other}, {path})"
+                        );
+                        m.unknown.insert(member, reason);
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// The `pool` of `guest` as observed: the path of its pool; for a desired guest whose
+    /// declared pool maps no Proxmox VE pool, that declared path when the guest is in no pool
+    /// or one labctl does not map (nothing contradicts it). `Err` when it cannot be known.
+    fn pool_of(&self, guest: &Listed, doc: Option<&DeviceDoc>) -> Result<Option<String>, String> {
+        let key = format!("{}/{}", guest.kind.path(), guest.vmid);
+        if let Some(reason) = self.unknown.get(&key).or(self.unknown_all.as_ref()) {
+            return Err(reason.clone());
+        }
+        let live = self.paths.get(&key);
+        let Some(doc) = doc else {
+            return Ok(live.cloned());
+        };
+        let declared = doc.spec.pool.as_deref();
+        let in_mapped = live.is_some_and(|p| self.mapped_paths.contains(p));
+        let declared_maps = declared.is_some_and(|d| self.mapped_paths.contains(d));
+        if in_mapped || declared_maps {
+            Ok(live.cloned())
+        } else {
+            Ok(declared.map(str::to_string))
+        }
+    }
+}
+
+/// What an observation found so far: resources, and what could not be read.
+#[derive(Default)]
+struct Found {
+    resources: Vec<Resource>,
+    unobservable: Vec<Unreadable>,
+}
+
 enum Fetched {
     Config(usize, Result<Json, ProviderError>),
-    Pool(usize, Result<Vec<String>, ProviderError>),
+    Pool(usize, Result<PoolDetail, ProviderError>),
 }
 
 fn desired_guests(desired: &DesiredState) -> impl Iterator<Item = &DeviceDoc> {
@@ -661,6 +763,7 @@ fn expected_guest(doc: &DeviceDoc) -> Json {
             json!({ "node": px.node, "vmid": px.vmid }),
         );
     }
+    fields.insert("pool".into(), json!(spec.pool));
     if let Some(cores) = spec.cores {
         fields.insert("cores".into(), json!(cores));
     }
@@ -712,7 +815,12 @@ fn expected_guest(doc: &DeviceDoc) -> Json {
 /// A live guest in the shape of [`expected_guest`]. For a desired guest only what its
 /// document declares is kept (a field Git does not declare is never drift); an unmanaged
 /// guest shows everything. `Err` says why the config could not be understood.
-fn guest_fields(guest: &Listed, doc: Option<&DeviceDoc>, config: &Json) -> Result<Json, String> {
+fn guest_fields(
+    guest: &Listed,
+    doc: Option<&DeviceDoc>,
+    pool: Option<String>,
+    config: &Json,
+) -> Result<Json, String> {
     let config = config
         .as_object()
         .ok_or_else(|| "the config is not a JSON object".to_string())?;
@@ -722,6 +830,9 @@ fn guest_fields(guest: &Listed, doc: Option<&DeviceDoc>, config: &Json) -> Resul
         "proxmox".into(),
         json!({ "node": guest.node, "vmid": guest.vmid }),
     );
+    if let Some(pool) = pool {
+        fields.insert("pool".into(), json!(pool));
+    }
     // cores: qm.conf `cores` (integer, default 1: cores per socket; `sockets` is not
     // modelled); pct.conf `cores` (integer, absent means every host core, shown as absent).
     match config.get("cores") {
@@ -1050,14 +1161,39 @@ fn read_pool_ids(data: &Json) -> Result<Vec<String>, ShapeError> {
         .collect()
 }
 
-/// `GET /pools/{poolid}` (at `path`): its guest members as `qemu/202` or `lxc/251`; storage
-/// members are not guests.
-fn read_members(path: &str, data: &Json) -> Result<Vec<String>, ShapeError> {
+/// What `GET /pools/{poolid}` says of a pool.
+#[derive(Debug, Clone, PartialEq)]
+struct PoolDetail {
+    /// Its guests, as `qemu/202` or `lxc/251`.
+    members: Vec<String>,
+    /// It holds storage and no guest.
+    storage_only: bool,
+    /// Its comment, trimmed; `None` when empty.
+    comment: Option<String>,
+}
+
+impl PoolDetail {
+    /// The `type` of an imported pool: `storage` for one that holds only storage.
+    fn pool_type(&self) -> &'static str {
+        if self.storage_only {
+            "storage"
+        } else {
+            "compute"
+        }
+    }
+}
+
+/// `GET /pools/{poolid}` (at `path`), read strictly: a member whose shape is not Proxmox VE's
+/// makes the whole pool unreadable, never a guest silently out of it.
+fn read_pool(path: &str, data: &Json) -> Result<PoolDetail, ShapeError> {
     let answer = format!("Proxmox VE {path}");
+    let root = At::root(&answer, "data", data);
     let mut members = Vec::new();
-    for member in At::root(&answer, "data", data).opt_items("members")? {
+    let mut storage = false;
+    for member in root.opt_items("members")? {
         let kind = member.req("type")?.str()?;
         if kind != "qemu" && kind != "lxc" {
+            storage |= kind == "storage";
             continue;
         }
         let vmid = match member.get("vmid")? {
@@ -1073,7 +1209,18 @@ fn read_members(path: &str, data: &Json) -> Result<Vec<String>, ShapeError> {
         };
         members.push(format!("{kind}/{vmid}"));
     }
-    Ok(members)
+    members.sort();
+    members.dedup();
+    let comment = root
+        .opt_str("comment")?
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    Ok(PoolDetail {
+        storage_only: storage && members.is_empty(),
+        members,
+        comment,
+    })
 }
 
 fn sort_by_name(items: &mut [Json]) {
@@ -1245,6 +1392,8 @@ mod tests {
         assert_eq!(parse_fingerprint(&fp), Some([0xab; 32]));
         assert_eq!(parse_fingerprint(&"ab".repeat(32)), Some([0xab; 32]));
         assert_eq!(parse_fingerprint("AB:CD"), None);
+        // A sign is not a hex digit, though `u8::from_str_radix` would take `+f`.
+        assert_eq!(parse_fingerprint(&"+f".repeat(32)), None);
         assert!(check_token_shape("labctl@pve!observe=0b5c-11").is_ok());
         assert!(check_token_shape("labctl@pve!observe").is_err());
         assert!(check_token_shape("labctl!observe=x").is_err());
@@ -1252,21 +1401,33 @@ mod tests {
     }
 
     #[test]
-    fn pool_members_from_either_field() {
-        let detail = json!({ "members": [
+    fn pool_members_from_either_field_type_and_comment() {
+        let detail = json!({ "comment": " GPU nodes ", "members": [
             { "id": "qemu/202", "type": "qemu", "vmid": 202, "node": "a" },
             { "id": "lxc/251", "type": "lxc", "node": "a" },
             { "id": "storage/a/local", "type": "storage", "node": "a" },
         ] });
+        let pool = read_pool("/pools/p", &detail).unwrap();
+        assert_eq!(pool.members, ["lxc/251", "qemu/202"]);
         assert_eq!(
-            read_members("/pools/p", &detail).unwrap(),
-            ["qemu/202", "lxc/251"]
+            (pool.pool_type(), pool.comment.as_deref()),
+            ("compute", Some("GPU nodes"))
         );
-        assert_eq!(read_members("/pools/p", &json!({})).unwrap(), [""; 0]);
+        let storage = json!({ "members": [{ "id": "storage/a/local", "type": "storage" }] });
+        assert_eq!(
+            read_pool("/pools/p", &storage).unwrap().pool_type(),
+            "storage"
+        );
+        assert!(read_pool("/pools/p", &json!({}))
+            .unwrap()
+            .members
+            .is_empty());
         let bad = json!({ "members": [{ "id": "qemu/x", "type": "qemu" }] });
         assert_eq!(
-            read_members("/pools/p", &bad).unwrap_err().to_string(),
+            read_pool("/pools/p", &bad).unwrap_err().to_string(),
             "Proxmox VE /pools/p: data.members[0].id is not `qemu/VMID`"
         );
+        let comment = json!({ "comment": 7, "members": [] });
+        assert!(read_pool("/pools/p", &comment).is_err());
     }
 }

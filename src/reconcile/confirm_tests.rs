@@ -95,11 +95,10 @@ async fn run_once(lying: bool) -> (tempfile::TempDir, Store, RunResult, Arc<Inve
         path: path.into(),
         text: text.into(),
     };
-    let snapshot = Snapshot {
-        origin: "lab".into(),
-        revision: None,
-        files: vec![file("labctl.yaml", CONFIG), file("devices.yaml", DEVICES)],
-    };
+    let snapshot = Snapshot::of(
+        "lab",
+        vec![file("labctl.yaml", CONFIG), file("devices.yaml", DEVICES)],
+    );
     let validation = crate::validate::validate(&snapshot);
     let state = validation.state.expect("the lab is valid");
     let loaded = Loaded {

@@ -192,15 +192,14 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        Snapshot {
-            origin: "lab".into(),
-            revision: None,
-            files: vec![SourceFile {
+        Snapshot::of(
+            "lab",
+            vec![SourceFile {
                 path: "labctl.yaml".into(),
                 text: "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n"
                     .into(),
             }],
-        }
+        )
     }
 
     #[test]

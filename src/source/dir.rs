@@ -2,9 +2,15 @@
 
 use std::path::Path;
 
-use super::{is_hidden, is_yaml, Snapshot, SourceError, SourceFile};
+use std::io::Read;
 
-pub(super) fn load(root: &Path, subdir: Option<&str>) -> Result<Snapshot, SourceError> {
+use super::{is_hidden, is_yaml, Budget, Snapshot, SourceError, SourceFile};
+
+pub(super) fn load(
+    root: &Path,
+    subdir: Option<&str>,
+    budget: &mut Budget,
+) -> Result<Snapshot, SourceError> {
     let base = match subdir {
         Some(sub) => root.join(sub),
         None => root.to_path_buf(),
@@ -23,12 +29,10 @@ pub(super) fn load(root: &Path, subdir: Option<&str>) -> Result<Snapshot, Source
         source,
     })?;
     let mut files = Vec::new();
-    walk(&base, "", &inside, &mut files)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    walk(&base, "", &inside, budget, &mut files)?;
     Ok(Snapshot {
-        origin: root.display().to_string(),
         revision: None,
-        files,
+        ..Snapshot::of(root.display().to_string(), files)
     })
 }
 
@@ -36,14 +40,21 @@ fn walk(
     dir: &Path,
     prefix: &str,
     inside: &Path,
+    budget: &mut Budget,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), SourceError> {
     let io = |source| SourceError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
+    // In name order, as Git trees are: which files fit under the total limit must not depend
+    // on the order the file system lists them in.
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_hidden(&name) {
             continue;
@@ -90,15 +101,26 @@ fn walk(
             }
         }
         if meta.is_dir() {
-            walk(&path, &rel, inside, out)?;
+            walk(&path, &rel, inside, budget, out)?;
         } else if meta.is_file() && is_yaml(&rel) {
             super::printable_path(&rel)?;
-            let bytes = std::fs::read(&path).map_err(|source| SourceError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let text =
-                String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { path: rel.clone() })?;
+            if !budget.admit(&rel, meta.len()) {
+                continue;
+            }
+            // Sized up front: growing by doubling would hold up to twice the file.
+            let mut bytes = Vec::with_capacity(meta.len().min(budget.read_cap()) as usize);
+            std::fs::File::open(&path)
+                .and_then(|f| f.take(budget.read_cap()).read_to_end(&mut bytes))
+                .map_err(|source| SourceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            if bytes.len() as u64 != meta.len()
+                && !budget.settle(&rel, meta.len(), bytes.len() as u64)
+            {
+                continue;
+            }
+            let text = super::utf8(&rel, bytes)?;
             out.push(SourceFile { path: rel, text });
         }
     }

@@ -13,7 +13,7 @@ use gix::remote::fetch::{Outcome, Tags};
 use gix::remote::Direction;
 use gix::ObjectId;
 
-use super::{is_hidden, is_yaml, Revision, Snapshot, SourceError, SourceFile};
+use super::{is_hidden, is_yaml, Budget, Revision, Snapshot, SourceError, SourceFile};
 
 /// How to read a Git repository.
 #[derive(Debug, Clone, Default)]
@@ -35,10 +35,14 @@ pub enum GitLocation {
     Remote { url: String, options: GitOptions },
 }
 
-pub(super) fn load(loc: &GitLocation, subdir: Option<&str>) -> Result<Snapshot, SourceError> {
+pub(super) fn load(
+    loc: &GitLocation,
+    subdir: Option<&str>,
+    budget: &mut Budget,
+) -> Result<Snapshot, SourceError> {
     match loc {
-        GitLocation::Local { path, options } => load_local(path, options, subdir),
-        GitLocation::Remote { url, options } => load_remote(url, options, subdir),
+        GitLocation::Local { path, options } => load_local(path, options, subdir, budget),
+        GitLocation::Remote { url, options } => load_remote(url, options, subdir, budget),
     }
 }
 
@@ -46,6 +50,7 @@ fn load_local(
     path: &Path,
     options: &GitOptions,
     subdir: Option<&str>,
+    budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
     let origin = path.display().to_string();
     let repo = gix::open(path).map_err(|e| {
@@ -53,7 +58,7 @@ fn load_local(
     })?;
     let requested = options.rev.clone().unwrap_or_else(|| "HEAD".to_string());
     let commit = resolve_rev(&repo, &requested, &origin)?;
-    read_commit(&repo, commit, requested, origin, subdir)
+    read_commit(&repo, commit, requested, origin, subdir, budget)
 }
 
 /// Resolves `rev` to a commit, peeling annotated tags.
@@ -86,6 +91,7 @@ fn read_commit(
     requested: String,
     origin: String,
     subdir: Option<&str>,
+    budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
     let git = |what: &str, e: &gix::Error| {
         SourceError::Git(format!(
@@ -120,18 +126,16 @@ fn read_commit(
         }
     }
     let mut files = Vec::new();
-    walk_tree(repo, &tree, "", &mut files).map_err(|e| match e {
+    walk_tree(repo, &tree, "", budget, &mut files).map_err(|e| match e {
         WalkError::Source(e) => e,
         WalkError::Git(path, e) => git(&path, &e),
     })?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
-        origin,
         revision: Some(Revision {
             commit: commit.to_string(),
             requested,
         }),
-        files,
+        ..Snapshot::of(origin, files)
     })
 }
 
@@ -144,6 +148,7 @@ fn walk_tree(
     repo: &gix::Repository,
     tree: &gix::Tree<'_>,
     prefix: &str,
+    budget: &mut Budget,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), WalkError> {
     let location = |name: &str| {
@@ -166,18 +171,25 @@ fn walk_tree(
             let sub = repo
                 .find_tree(entry.object_id())
                 .map_err(|e| WalkError::Git(format!("directory `{rel}`"), e))?;
-            walk_tree(repo, &sub, &rel, out)?;
+            walk_tree(repo, &sub, &rel, budget, out)?;
         } else if mode.is_blob() && is_yaml(&rel) {
             super::printable_path(&rel).map_err(WalkError::Source)?;
             if raw_name.to_str().is_err() {
                 return Err(WalkError::Source(SourceError::NotUtf8 { path: rel }));
             }
+            // The size from the object's header: a blob over the limit is never inflated.
+            let size = repo
+                .find_header(entry.object_id())
+                .map_err(|e| WalkError::Git(format!("file `{rel}`"), e))?
+                .size();
+            if !budget.admit(&rel, size) {
+                continue;
+            }
             let data = repo
                 .find_blob(entry.object_id())
                 .map_err(|e| WalkError::Git(format!("file `{rel}`"), e))?
                 .take_data();
-            let text = String::from_utf8(data)
-                .map_err(|_| WalkError::Source(SourceError::NotUtf8 { path: rel.clone() }))?;
+            let text = super::utf8(&rel, data).map_err(WalkError::Source)?;
             out.push(SourceFile { path: rel, text });
         } else if mode.is_link() && (is_yaml(&rel) || !name.contains('.')) {
             // A symlink blob holds its target path, not content. Following it would read either
@@ -304,6 +316,7 @@ fn load_remote(
     raw_url: &str,
     options: &GitOptions,
     subdir: Option<&str>,
+    budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
     let target = RemoteTarget::new(raw_url, options)?;
     let cache_dir = &options.cache_dir;
@@ -340,7 +353,7 @@ fn load_remote(
         }
     };
 
-    match read_remote(&repo, &outcome, options, &target, subdir) {
+    match read_remote(&repo, &outcome, options, &target, subdir, budget) {
         // The fetch just succeeded, so the remote is reachable and every object reachable from
         // its refs should be here: a failure to read one means the cache is damaged.
         Err(SourceError::Git(msg)) if !fresh => {
@@ -348,7 +361,8 @@ fn load_remote(
             drop(repo);
             discard(&dir)?;
             let (repo, outcome) = clone(&dir, &target)?;
-            read_remote(&repo, &outcome, options, &target, subdir)
+            *budget = Budget::new(budget.limits);
+            read_remote(&repo, &outcome, options, &target, subdir, budget)
         }
         other => other,
     }
@@ -360,6 +374,7 @@ fn read_remote(
     options: &GitOptions,
     target: &RemoteTarget,
     subdir: Option<&str>,
+    budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
     let origin = target.origin.clone();
     let (requested, commit) = match options.rev.as_deref() {
@@ -367,7 +382,7 @@ fn read_remote(
         None | Some("HEAD") => ("HEAD".to_string(), remote_head(repo, outcome, &origin)?),
         Some(rev) => (rev.to_string(), resolve_rev(repo, rev, &origin)?),
     };
-    read_commit(repo, commit, requested, origin, subdir)
+    read_commit(repo, commit, requested, origin, subdir, budget)
 }
 
 /// The commit the remote's HEAD pointed to during the fetch that just happened.

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use super::diagnostic::{Diagnostic, Related};
 use super::parse::{AnyDoc, Parsed, Parsing};
 use super::suggest::did_you_mean;
+use crate::model::{parse_fingerprint, TlsConfig};
 use crate::model::{
     ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, MacAddress, McpServerDoc, McpTransport,
     PoolDoc, PoolTree, PoolTreeError, RouteDoc, ServiceProtocol,
@@ -36,12 +37,12 @@ impl<'a> Docs<'a> {
         };
         for p in &parsing.docs {
             match &p.doc {
-                AnyDoc::Pool(x) => d.pools.push((p, x)),
-                AnyDoc::Device(x) => d.devices.push((p, x)),
-                AnyDoc::DhcpReservation(x) => d.reservations.push((p, x)),
-                AnyDoc::Route(x) => d.routes.push((p, x)),
-                AnyDoc::McpServer(x) => d.mcp.push((p, x)),
-                AnyDoc::Config(x) => d.config.push((p, x)),
+                AnyDoc::Pool(x) => d.pools.push((p, &**x)),
+                AnyDoc::Device(x) => d.devices.push((p, &**x)),
+                AnyDoc::DhcpReservation(x) => d.reservations.push((p, &**x)),
+                AnyDoc::Route(x) => d.routes.push((p, &**x)),
+                AnyDoc::McpServer(x) => d.mcp.push((p, &**x)),
+                AnyDoc::Config(x) => d.config.push((p, &**x)),
             }
         }
         d
@@ -949,6 +950,7 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
                     .help("name a credential (`token:` or `auth:`) instead; labctl.yaml is in Git"),
                 );
             }
+            tls_settings(p, i, prov.tls(), diags);
         }
         let kinds = [
             Kind::Pool,
@@ -1003,6 +1005,39 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
                 }
             }
         }
+    }
+}
+
+/// What of a provider's `tls` can be judged without connecting: the fingerprint's form, and
+/// that only one way of trusting the server is given (the client refuses both at run time).
+fn tls_settings(p: &Parsed, i: usize, tls: Option<&TlsConfig>, diags: &mut Vec<Diagnostic>) {
+    let Some(tls) = tls else { return };
+    let Some(fingerprint) = &tls.fingerprint else {
+        return;
+    };
+    let field = format!("spec.providers[{i}].tls.fingerprint");
+    if parse_fingerprint(fingerprint).is_none() {
+        diags.push(
+            p.error(
+                "invalid-value",
+                &field,
+                format!("tls.fingerprint `{fingerprint}` is not a SHA-256 fingerprint"),
+            )
+            .help(
+                "give the certificate's SHA-256 as 32 hex bytes, e.g. `AA:BB:…` (Proxmox VE: \
+                 Node → System → Certificates; or `openssl x509 -noout -fingerprint -sha256`)",
+            ),
+        );
+    }
+    if tls.ca_file.is_some() {
+        diags.push(
+            p.error(
+                "conflicting-fields",
+                &field,
+                "give either tls.caFile or tls.fingerprint, not both",
+            )
+            .help("a pinned fingerprint trusts exactly one certificate; a CA file trusts what it signed"),
+        );
     }
 }
 

@@ -159,10 +159,11 @@ pub fn render(
     out: &mut dyn WriteColor,
 ) -> std::io::Result<()> {
     let mut files = SimpleFiles::new();
+    // The texts are borrowed: a copy of every file per rendering doubled validate's memory.
     let ids: Vec<(String, usize)> = snapshot
         .files
         .iter()
-        .map(|f| (f.path.clone(), files.add(f.path.clone(), f.text.clone())))
+        .map(|f| (f.path.clone(), files.add(f.path.clone(), f.text.as_str())))
         .collect();
     let find = |file: &str| ids.iter().find(|(p, _)| p == file).map(|(_, id)| *id);
     let config = term::Config::default();

@@ -14,7 +14,7 @@ pub use diagnostic::{render, Diagnostic, Location, Related, Severity};
 pub use suggest::did_you_mean;
 
 use crate::model::{DesiredState, Located, Origin, CONFIG_FILE};
-use crate::source::{Snapshot, SourceFile};
+use crate::source::{Exceeded, Limits, Refused, Snapshot, SourceFile};
 use parse::{AnyDoc, Parsed, Parsing};
 
 /// The outcome of validating one snapshot.
@@ -71,7 +71,49 @@ pub fn validate(snapshot: &Snapshot) -> Validation {
             .help("without it no provider is observed and every kind is observe-only"),
         );
     }
-    validate_files(&snapshot.files, diags)
+    diags.extend(snapshot.refused.iter().map(refused));
+    validate_files(&snapshot.files, &snapshot.limits, diags)
+}
+
+/// The error for a file left unread because of a size limit.
+fn refused(r: &Refused) -> Diagnostic {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64);
+    let (message, help) = match r.limit {
+        Exceeded::FileBytes(limit) => (
+            format!(
+                "{} bytes ({}) is over the limit of {limit} bytes ({}) for one file; it was not read",
+                r.bytes,
+                mib(r.bytes),
+                mib(limit)
+            ),
+            format!(
+                "split it into several files; if it is meant to be this large, raise \
+                 {}",
+                Limits::ENV[0].0
+            ),
+        ),
+        Exceeded::TotalBytes { limit, read } => (
+            format!(
+                "{} bytes ({}) after {read} bytes of other files is over the limit of {limit} \
+                 bytes ({}) for the whole repository; it was not read",
+                r.bytes,
+                mib(r.bytes),
+                mib(limit)
+            ),
+            format!(
+                "check for generated or copied files that do not belong in the desired state; \
+                 if the repository is meant to be this large, raise {}",
+                Limits::ENV[1].0
+            ),
+        ),
+    };
+    let code = match r.limit {
+        Exceeded::FileBytes(_) => "file-too-large",
+        Exceeded::TotalBytes { .. } => "repository-too-large",
+    };
+    Diagnostic::error(code, message)
+        .at(Location::new(&r.path, spans::Pos { line: 1, column: 1 }))
+        .help(help)
 }
 
 /// Validates loose YAML text (e.g. a definition an MCP client proposes) as if it were the
@@ -81,13 +123,16 @@ pub fn validate_text(name: &str, text: &str) -> Validation {
         path: name.to_string(),
         text: text.to_string(),
     };
-    validate_files(std::slice::from_ref(&file), Vec::new())
+    validate_files(std::slice::from_ref(&file), &Limits::default(), Vec::new())
 }
 
-fn validate_files(files: &[SourceFile], mut diags: Vec<Diagnostic>) -> Validation {
+fn validate_files(files: &[SourceFile], limits: &Limits, mut diags: Vec<Diagnostic>) -> Validation {
     let mut parsing = Parsing::default();
     for file in files {
-        parse::parse_file(file, &mut parsing, &mut diags);
+        parse::parse_file(file, limits, &mut parsing, &mut diags);
+        if parsing.over_total {
+            break;
+        }
     }
     checks::run(&parsing, &mut diags);
     let parsed = parsing.docs;
@@ -112,12 +157,12 @@ fn assemble(parsed: Vec<Parsed>) -> DesiredState {
             line: p.spans.start.line,
         };
         match p.doc {
-            AnyDoc::Pool(doc) => state.pools.push(Located { doc, origin }),
-            AnyDoc::Device(doc) => state.devices.push(Located { doc, origin }),
-            AnyDoc::DhcpReservation(doc) => state.reservations.push(Located { doc, origin }),
-            AnyDoc::Route(doc) => state.routes.push(Located { doc, origin }),
-            AnyDoc::McpServer(doc) => state.mcp_servers.push(Located { doc, origin }),
-            AnyDoc::Config(doc) => state.config = Some(Located { doc, origin }),
+            AnyDoc::Pool(doc) => state.pools.push(Located { doc: *doc, origin }),
+            AnyDoc::Device(doc) => state.devices.push(Located { doc: *doc, origin }),
+            AnyDoc::DhcpReservation(doc) => state.reservations.push(Located { doc: *doc, origin }),
+            AnyDoc::Route(doc) => state.routes.push(Located { doc: *doc, origin }),
+            AnyDoc::McpServer(doc) => state.mcp_servers.push(Located { doc: *doc, origin }),
+            AnyDoc::Config(doc) => state.config = Some(Located { doc: *doc, origin }),
         }
     }
     state

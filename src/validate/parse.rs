@@ -15,17 +15,18 @@ use crate::model::{
     ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, McpServerDoc, Metadata, PoolDoc, RouteDoc,
     API_VERSION, CONFIG_FILE,
 };
-use crate::source::SourceFile;
+use crate::source::{Limits, SourceFile};
 
-/// A typed document of any kind.
+/// A typed document of any kind. Boxed: the kinds differ a lot in size, and every parsed
+/// document is kept until validation ends.
 #[derive(Debug, Clone)]
 pub enum AnyDoc {
-    Pool(PoolDoc),
-    Device(DeviceDoc),
-    DhcpReservation(DhcpReservationDoc),
-    Route(RouteDoc),
-    McpServer(McpServerDoc),
-    Config(ConfigDoc),
+    Pool(Box<PoolDoc>),
+    Device(Box<DeviceDoc>),
+    DhcpReservation(Box<DhcpReservationDoc>),
+    Route(Box<RouteDoc>),
+    McpServer(Box<McpServerDoc>),
+    Config(Box<ConfigDoc>),
 }
 
 impl AnyDoc {
@@ -110,6 +111,11 @@ pub struct Parsing {
     /// references to them as unconfirmable rather than wrong, so one typo does not cascade
     /// into invented errors elsewhere.
     pub failed: Vec<(Kind, Option<String>)>,
+    /// Documents seen so far in every file, parsed or not (empty ones too).
+    pub seen: usize,
+    /// The repository holds more documents than [`Limits::documents`]: the files after the one
+    /// that reached it are not read.
+    pub over_total: bool,
 }
 
 impl Parsing {
@@ -125,12 +131,29 @@ impl Parsing {
     }
 }
 
-/// Parses every document of `file` into `out`, appending problems to `diags`.
-pub fn parse_file(file: &SourceFile, out: &mut Parsing, diags: &mut Vec<Diagnostic>) {
-    let spans = spans::index(&file.text);
+/// Parses every document of `file` into `out`, appending problems to `diags`, up to the
+/// document limits: a file with more is an error, and its documents past the limit are not
+/// read.
+pub fn parse_file(
+    file: &SourceFile,
+    limits: &Limits,
+    out: &mut Parsing,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let room = limits.documents.saturating_sub(out.seen);
+    let max = limits.documents_per_file.min(room);
+    // One more than may be parsed, to point at the first document over the limit.
+    let mut spans = spans::index(&file.text, max.saturating_add(1)).into_iter();
     let mut typed = serde_yaml::Deserializer::from_str(&file.text);
     for (i, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
-        let doc_spans = spans.get(i).cloned().unwrap_or_default();
+        let doc_spans = spans.next().unwrap_or_default();
+        if i == max {
+            diags.push(too_many_documents(&file.path, &doc_spans, limits, room));
+            out.failed.extend(Kind::ALL.map(|k| (k, None)));
+            out.over_total |= room <= limits.documents_per_file;
+            break;
+        }
+        out.seen += 1;
         let typed_de = typed.next();
         let value = match Yaml::deserialize(de) {
             Ok(v) => v,
@@ -182,14 +205,14 @@ pub fn parse_file(file: &SourceFile, out: &mut Parsing, diags: &mut Vec<Diagnost
         };
         let ident = format!("{kind}/{}", name.as_deref().unwrap_or("?"));
         let result = match kind {
-            Kind::Pool => PoolDoc::deserialize(typed_de).map(AnyDoc::Pool),
-            Kind::Device => DeviceDoc::deserialize(typed_de).map(AnyDoc::Device),
+            Kind::Pool => Box::<PoolDoc>::deserialize(typed_de).map(AnyDoc::Pool),
+            Kind::Device => Box::<DeviceDoc>::deserialize(typed_de).map(AnyDoc::Device),
             Kind::DhcpReservation => {
-                DhcpReservationDoc::deserialize(typed_de).map(AnyDoc::DhcpReservation)
+                Box::<DhcpReservationDoc>::deserialize(typed_de).map(AnyDoc::DhcpReservation)
             }
-            Kind::Route => RouteDoc::deserialize(typed_de).map(AnyDoc::Route),
-            Kind::McpServer => McpServerDoc::deserialize(typed_de).map(AnyDoc::McpServer),
-            Kind::Config => ConfigDoc::deserialize(typed_de).map(AnyDoc::Config),
+            Kind::Route => Box::<RouteDoc>::deserialize(typed_de).map(AnyDoc::Route),
+            Kind::McpServer => Box::<McpServerDoc>::deserialize(typed_de).map(AnyDoc::McpServer),
+            Kind::Config => Box::<ConfigDoc>::deserialize(typed_de).map(AnyDoc::Config),
         };
         match result {
             Ok(doc) => {
@@ -208,6 +231,35 @@ pub fn parse_file(file: &SourceFile, out: &mut Parsing, diags: &mut Vec<Diagnost
             }
         }
     }
+}
+
+/// The error for the first document of `file` over a document limit (`room` documents were
+/// left of the repository's limit when the file was started).
+fn too_many_documents(file: &str, at: &DocSpans, limits: &Limits, room: usize) -> Diagnostic {
+    let (message, variable) = if room <= limits.documents_per_file {
+        (
+            format!(
+                "the repository holds more than {} documents; the rest of this file and the \
+                 files after it were not read",
+                limits.documents
+            ),
+            Limits::ENV[3].0,
+        )
+    } else {
+        (
+            format!(
+                "this file holds more than {} documents; the rest of it was not read",
+                limits.documents_per_file
+            ),
+            Limits::ENV[2].0,
+        )
+    };
+    Diagnostic::error("too-many-documents", message)
+        .at(Location::new(file, at.start))
+        .help(format!(
+            "split the documents over several files (one per resource is the layout), or raise \
+             {variable} if this many is intended"
+        ))
 }
 
 /// Checks `apiVersion` and `kind`; returns the kind if known, and whether the document can be
@@ -530,7 +582,7 @@ mod tests {
         };
         let mut out = Parsing::default();
         let mut diags = Vec::new();
-        parse_file(&file, &mut out, &mut diags);
+        parse_file(&file, &Limits::default(), &mut out, &mut diags);
         (out.docs, diags.iter().map(Diagnostic::summary).collect())
     }
 
@@ -604,7 +656,7 @@ mod tests {
             text: "apiVersion: labctl.dev/v1\nkind: Devcie\nmetadata: {name: a}\nspec: {}\n".into(),
         };
         let (mut out, mut d) = (Parsing::default(), Vec::new());
-        parse_file(&file, &mut out, &mut d);
+        parse_file(&file, &Limits::default(), &mut out, &mut d);
         assert_eq!(
             d[0].help.as_deref().unwrap().split('?').next(),
             Some("did you mean `Device`")

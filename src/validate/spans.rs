@@ -4,8 +4,6 @@
 //! serde_yaml reports where a *failed* deserialisation happened, but cross-document checks run
 //! on values that parsed fine and still need to point at their exact line.
 
-use std::collections::HashMap;
-
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
@@ -16,18 +14,54 @@ pub struct Pos {
     pub column: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FieldPos {
-    key: Option<Pos>,
-    value: Pos,
+/// A [`Pos`] as stored: half the size, and the index holds one per key and value of every
+/// document (a file past 4 billion lines is refused long before, by the size limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+struct Packed {
+    line: u32,
+    column: u32,
+}
+
+impl From<Pos> for Packed {
+    fn from(p: Pos) -> Self {
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Packed {
+            line: narrow(p.line),
+            column: narrow(p.column),
+        }
+    }
+}
+
+impl From<Packed> for Pos {
+    fn from(p: Packed) -> Self {
+        Pos {
+            line: p.line as usize,
+            column: p.column as usize,
+        }
+    }
+}
+
+/// One field: its path is `paths[at..at + len]` of its document.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    at: u32,
+    len: u32,
+    key: Option<Packed>,
+    value: Packed,
 }
 
 /// Positions within one YAML document.
+///
+/// Kept for every document until validation ends, so it is compact: the field paths of a
+/// document share one string, and the fields are a sorted list searched by path (a map of
+/// owned paths cost about ten times the document's text).
 #[derive(Debug, Clone, Default)]
 pub struct DocSpans {
     /// Where the document's content starts.
     pub start: Pos,
-    fields: HashMap<String, FieldPos>,
+    paths: String,
+    /// Sorted by path once the document is indexed; a repeated key keeps its last position.
+    fields: Vec<Field>,
     /// `kind` and `metadata.name` as written, so a document that serde_yaml cannot read is
     /// still known by name.
     kind: Option<String>,
@@ -38,14 +72,16 @@ impl DocSpans {
     /// Position of the value at `path`, or of its nearest ancestor that exists (a missing
     /// optional field is reported where its parent is), or the document start.
     pub fn value(&self, path: &str) -> Pos {
-        self.lookup(path).map(|f| f.value).unwrap_or(self.start)
+        self.lookup(path)
+            .map(|f| f.value.into())
+            .unwrap_or(self.start)
     }
 
     /// Position of the key of `path` (for "unknown field" and "duplicate" errors), falling back
     /// like [`DocSpans::value`].
     pub fn key(&self, path: &str) -> Pos {
         self.lookup(path)
-            .map(|f| f.key.unwrap_or(f.value))
+            .map(|f| f.key.unwrap_or(f.value).into())
             .unwrap_or(self.start)
     }
 
@@ -56,28 +92,72 @@ impl DocSpans {
 
     /// True if `path` itself is present in the document.
     pub fn has(&self, path: &str) -> bool {
-        self.fields.contains_key(path)
+        self.find(path).is_some()
     }
 
-    fn lookup(&self, path: &str) -> Option<&FieldPos> {
+    fn path_of(&self, f: &Field) -> &str {
+        &self.paths[f.at as usize..(f.at + f.len) as usize]
+    }
+
+    fn find(&self, path: &str) -> Option<&Field> {
+        self.fields
+            .binary_search_by(|f| self.path_of(f).cmp(path))
+            .ok()
+            .map(|i| &self.fields[i])
+    }
+
+    fn lookup(&self, path: &str) -> Option<&Field> {
         let mut p = path;
         loop {
-            if let Some(f) = self.fields.get(p) {
+            if let Some(f) = self.find(p) {
                 return Some(f);
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];
         }
     }
+
+    /// Adds a field while indexing; returns its index (for [`Indexer::lower_parent_start`]).
+    fn push(&mut self, path: &str, key: Option<Pos>, value: Pos) -> usize {
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.fields.push(Field {
+            at: narrow(self.paths.len()),
+            len: narrow(path.len()),
+            key: key.map(Packed::from),
+            value: value.into(),
+        });
+        self.paths.push_str(path);
+        self.fields.len() - 1
+    }
+
+    /// Sorts the fields for lookup; of a repeated path the last occurrence stays (the
+    /// repeated key is the one a duplicate-key error points at).
+    fn finish(&mut self) {
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.sort_by(|a, b| self.path_of(a).cmp(self.path_of(b)));
+        let mut kept: Vec<Field> = Vec::with_capacity(fields.len());
+        for f in fields {
+            match kept.last_mut() {
+                Some(last) if self.path_of(last) == self.path_of(&f) => *last = f,
+                _ => kept.push(f),
+            }
+        }
+        kept.shrink_to_fit();
+        self.fields = kept;
+        self.paths.shrink_to_fit();
+    }
 }
 
+/// An open collection: its path and the index of its own field (`None` for the document).
 enum Frame {
     Map {
         path: String,
+        field: Option<usize>,
         key: Option<(String, Pos)>,
     },
     Seq {
         path: String,
+        field: Option<usize>,
         index: usize,
     },
 }
@@ -87,6 +167,10 @@ struct Indexer {
     docs: Vec<DocSpans>,
     stack: Vec<Frame>,
     doc_open: bool,
+    /// Documents past this many are not indexed.
+    max_docs: usize,
+    /// Events of documents past `max_docs` are ignored.
+    full: bool,
 }
 
 fn pos(mark: Marker) -> Pos {
@@ -112,18 +196,21 @@ impl Indexer {
         let Some(doc) = self.docs.last_mut() else {
             return;
         };
-        let parent = match self.stack.last() {
+        let (parent, field) = match self.stack.last() {
             None => {
                 if doc.start == Pos::default() || here < doc.start {
                     doc.start = here;
                 }
                 return;
             }
-            Some(Frame::Map { path, .. }) | Some(Frame::Seq { path, .. }) => path,
+            Some(Frame::Map { path, field, .. }) | Some(Frame::Seq { path, field, .. }) => {
+                (path, *field)
+            }
         };
-        if let Some(field) = doc.fields.get_mut(parent) {
-            if here < field.value {
-                field.value = here;
+        if let Some(f) = field.and_then(|i| doc.fields.get_mut(i)) {
+            let here = Packed::from(here);
+            if here < f.value {
+                f.value = here;
             }
         }
         if parent.is_empty() && here < doc.start {
@@ -131,14 +218,14 @@ impl Indexer {
         }
     }
 
-    /// Handles a node (scalar, alias or collection start); returns the node's path if it is a
-    /// value, `None` if it was a mapping key.
-    fn node(&mut self, mark: Marker, scalar: Option<&str>) -> Option<String> {
+    /// Handles a node (scalar, alias or collection start); returns the node's path and the
+    /// index of its field if it is a value, `None` if it was a mapping key.
+    fn node(&mut self, mark: Marker, scalar: Option<&str>) -> Option<(String, Option<usize>)> {
         let here = pos(mark);
         self.lower_parent_start(here);
         let (path, key_pos) = match self.stack.last_mut() {
             None => (String::new(), None),
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map { path, key, .. }) => match key.take() {
                 None => {
                     // A key: complex keys are rare in documents and are indexed as `?`.
                     *key = Some((scalar.unwrap_or("?").to_string(), here));
@@ -146,39 +233,45 @@ impl Indexer {
                 }
                 Some((k, kpos)) => (join(path, &k), Some(kpos)),
             },
-            Some(Frame::Seq { path, index }) => {
+            Some(Frame::Seq { path, index, .. }) => {
                 let p = format!("{path}[{index}]");
                 *index += 1;
                 (p, None)
             }
         };
-        if let Some(doc) = self.docs.last_mut() {
+        let field = self.docs.last_mut().map(|doc| {
             match (path.as_str(), scalar) {
                 ("kind", Some(v)) => doc.kind = Some(v.to_string()),
                 ("metadata.name", Some(v)) => doc.name = Some(v.to_string()),
                 _ => {}
             }
-            doc.fields.insert(
-                path.clone(),
-                FieldPos {
-                    key: key_pos,
-                    value: here,
-                },
-            );
-        }
-        Some(path)
+            doc.push(&path, key_pos, here)
+        });
+        Some((path, field))
     }
 }
 
 impl MarkedEventReceiver for Indexer {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.full && !matches!(ev, Event::DocumentStart) {
+            return;
+        }
         match ev {
             Event::DocumentStart => {
+                self.full = self.docs.len() >= self.max_docs;
+                if self.full {
+                    return;
+                }
                 self.docs.push(DocSpans::default());
                 self.doc_open = true;
                 self.stack.clear();
             }
-            Event::DocumentEnd => self.doc_open = false,
+            Event::DocumentEnd => {
+                self.doc_open = false;
+                if let Some(doc) = self.docs.last_mut() {
+                    doc.finish();
+                }
+            }
             Event::Scalar(value, ..) => {
                 self.node(mark, Some(&value));
             }
@@ -187,12 +280,20 @@ impl MarkedEventReceiver for Indexer {
             }
             Event::MappingStart(..) => {
                 // A mapping used as a key is indexed under `?`; its content is not addressable.
-                let path = self.node(mark, None).unwrap_or_else(|| "?".into());
-                self.stack.push(Frame::Map { path, key: None });
+                let (path, field) = self.node(mark, None).unwrap_or_else(|| ("?".into(), None));
+                self.stack.push(Frame::Map {
+                    path,
+                    field,
+                    key: None,
+                });
             }
             Event::SequenceStart(..) => {
-                let path = self.node(mark, None).unwrap_or_else(|| "?".into());
-                self.stack.push(Frame::Seq { path, index: 0 });
+                let (path, field) = self.node(mark, None).unwrap_or_else(|| ("?".into(), None));
+                self.stack.push(Frame::Seq {
+                    path,
+                    field,
+                    index: 0,
+                });
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
@@ -202,12 +303,22 @@ impl MarkedEventReceiver for Indexer {
     }
 }
 
-/// Indexes every document of `text`. On a syntax error, returns the documents indexed so far:
-/// the syntax error itself is reported from serde_yaml's parse, which is authoritative.
-pub fn index(text: &str) -> Vec<DocSpans> {
-    let mut indexer = Indexer::default();
+/// Indexes the first `max_docs` documents of `text`. On a syntax error, returns the documents
+/// indexed so far: the syntax error itself is reported from serde_yaml's parse, which is
+/// authoritative.
+pub fn index(text: &str, max_docs: usize) -> Vec<DocSpans> {
+    let mut indexer = Indexer {
+        max_docs,
+        ..Indexer::default()
+    };
     let mut parser = Parser::new_from_str(text);
     let _ = parser.load(&mut indexer, true);
+    // A document cut short by a syntax error has no end event.
+    if indexer.doc_open {
+        if let Some(doc) = indexer.docs.last_mut() {
+            doc.finish();
+        }
+    }
     indexer.docs
 }
 
@@ -233,7 +344,7 @@ spec: {parent: homelab, type: compute}
 
     #[test]
     fn indexes_nested_paths_in_every_document() {
-        let docs = index(TEXT);
+        let docs = index(TEXT, usize::MAX);
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].value("metadata.name"), Pos { line: 4, column: 9 });
         assert_eq!(docs[0].key("metadata.name"), Pos { line: 4, column: 3 });
@@ -262,7 +373,7 @@ spec: {parent: homelab, type: compute}
 
     #[test]
     fn missing_path_falls_back_to_nearest_ancestor() {
-        let docs = index(TEXT);
+        let docs = index(TEXT, usize::MAX);
         assert_eq!(
             docs[0].value("spec.interfaces[0].mac"),
             docs[0].value("spec.interfaces[0]")

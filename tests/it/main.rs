@@ -16,6 +16,7 @@ mod flood;
 mod git_source;
 mod kea;
 mod leader;
+mod limits;
 mod mcp_http;
 mod mcp_limits;
 mod mcp_provider;

@@ -155,7 +155,8 @@ async fn a_proxmox_answer_of_the_wrong_shape_makes_what_it_covers_unknown() {
         PveLie {
             path: "/api2/json/pools/gpu",
             rewrite: |data| data["members"] = json!("201"),
-            unknown: &["gpu-nodes"],
+            // The pool, and every guest's spec.pool: any guest might be in it.
+            unknown: &["gpu-nodes", "harbor", "whisper"],
             says: "Proxmox VE /pools/gpu: data.members is a string, expected an array",
         },
         PveLie {

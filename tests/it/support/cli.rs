@@ -66,10 +66,16 @@ pub fn dev(resource: &str, field: &str, dtype: &str) -> (String, String, String)
     (resource.into(), field.into(), dtype.into())
 }
 
-/// Asserts the command exited with `code`, showing its stderr otherwise; returns the stderr.
+/// Asserts the command exited with `code`, showing its stdout and stderr otherwise; returns
+/// the stderr.
 pub fn exited(out: &Output, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     stderr
 }
 
