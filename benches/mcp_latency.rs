@@ -10,6 +10,10 @@
 //! throughput); with it, each client calls once every MS milliseconds (phases spread evenly),
 //! which measures latency at a given load. Server and clients share this process and its cores.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, percentile, write};
+
 use std::time::{Duration, Instant};
 
 use labctl::controller::{self, Context, Reason, Request, Settings};
@@ -26,29 +30,6 @@ use serde_json::json;
 
 const TOKEN: &str = "bench-token-0d6c1f2e9a8b7c6d5e4f3a2b1c0d9e8f";
 const DEVICES: usize = 100;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .map(|i| {
-            args.get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
-
-fn write(dir: &std::path::Path, rel: &str, text: &str) {
-    let path = dir.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

@@ -7,6 +7,10 @@
 //! `cargo bench --bench serve_latency [-- --rounds N --debounce-ms MS]` (defaults: 30 rounds,
 //! the daemon's default 200 ms debounce). Prints min, median, p90 and max.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, percentile, write};
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,18 +18,6 @@ use std::time::{Duration, Instant};
 use labctl::store::Store;
 
 const DEVICES: usize = 100;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .map(|i| {
-            args.get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -36,12 +28,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .unwrap();
     assert!(out.status.success(), "git {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let path = dir.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
 }
 
 fn lab(dir: &Path) {
@@ -163,7 +149,7 @@ fn main() {
     drop(daemon);
 
     took.sort();
-    let at = |p: f64| took[((took.len() - 1) as f64 * p).round() as usize];
+    let at = |p: f64| percentile(&took, p);
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!(
         "commit → reconciled and visible, {rounds} rounds, {DEVICES} devices, debounce {debounce} ms: \

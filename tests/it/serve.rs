@@ -272,6 +272,28 @@ fn sample(text: &str, series: &str) -> f64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// A real Kea holding whisper at .201 and a committed repository that declares the same.
+struct WhisperLab {
+    kea: Kea,
+    repo: tempfile::TempDir,
+    commit: String,
+}
+
+impl WhisperLab {
+    /// `None` (outside CI only) when Kea is not installed.
+    async fn start() -> Option<WhisperLab> {
+        let kea = Kea::start(
+            json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
+            json!([]),
+        )
+        .await?;
+        let repo = tempfile::tempdir().unwrap();
+        lab_repo(repo.path(), &kea.url, "10.0.1.201");
+        let commit = commit_all(repo.path(), "whisper at .201");
+        Some(WhisperLab { kea, repo, commit })
+    }
+}
+
 fn lab_repo(dir: &Path, kea_url: &str, ip: &str) {
     git(dir, &["init", "-q"]);
     write(
@@ -286,17 +308,14 @@ fn lab_repo(dir: &Path, kea_url: &str, ip: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_webhooks_and_requests_are_reconciled_and_served_over_mcp_and_metrics() {
-    let Some(kea) = Kea::start(
-        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
-        json!([]),
-    )
-    .await
+    let Some(WhisperLab {
+        kea: _kea,
+        repo,
+        commit: first,
+    }) = WhisperLab::start().await
     else {
         return;
     };
-    let repo = tempfile::tempdir().unwrap();
-    lab_repo(repo.path(), &kea.url, "10.0.1.201");
-    let first = commit_all(repo.path(), "whisper at .201");
     let mcp = McpFace::new();
     let admin = mcp.dir.path().join("admin-token");
     std::fs::write(&admin, "admin-token-for-tests\n").unwrap();
@@ -515,20 +534,15 @@ async fn sigterm_mid_run_abandons_it_after_the_grace_and_releases_the_lock() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_on_the_same_postgres_takes_over_when_the_leader_is_killed() {
-    let Some(kea) = Kea::start(
-        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
-        json!([]),
-    )
-    .await
+    let Some(WhisperLab {
+        kea: _kea, repo, ..
+    }) = WhisperLab::start().await
     else {
         return;
     };
     let Some(db) = TempDatabase::create().await else {
         return;
     };
-    let repo = tempfile::tempdir().unwrap();
-    lab_repo(repo.path(), &kea.url, "10.0.1.201");
-    commit_all(repo.path(), "whisper at .201");
     let none: [&str; 0] = [];
     let mut leader = Daemon::start_on(repo.path(), Some(&db.url), &none, &[]);
     leader.ready().await;
@@ -579,11 +593,9 @@ async fn a_standby_on_the_same_postgres_takes_over_when_the_leader_is_killed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_deviations_are_announced_once_per_life_cycle_and_a_failing_target_blocks_nothing() {
-    let Some(kea) = Kea::start(
-        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
-        json!([]),
-    )
-    .await
+    let Some(WhisperLab {
+        kea: _kea, repo, ..
+    }) = WhisperLab::start().await
     else {
         return;
     };
@@ -594,9 +606,6 @@ async fn new_deviations_are_announced_once_per_life_cycle_and_a_failing_target_b
         axum::routing::post(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
     );
     let (broken_port, _broken) = crate::support::net::serve(broken).await;
-    let repo = tempfile::tempdir().unwrap();
-    lab_repo(repo.path(), &kea.url, "10.0.1.201");
-    commit_all(repo.path(), "whisper at .201");
     let args = [
         "--notify-ntfy".to_string(),
         ntfy.url("lab-alerts"),
@@ -685,17 +694,9 @@ async fn new_deviations_are_announced_once_per_life_cycle_and_a_failing_target_b
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_made_in_kea_behind_labctls_back_is_found_by_the_next_scheduled_run() {
-    let Some(kea) = Kea::start(
-        json!([kea_reservation("whisper", MAC, "10.0.1.201")]),
-        json!([]),
-    )
-    .await
-    else {
+    let Some(WhisperLab { kea, repo, commit }) = WhisperLab::start().await else {
         return;
     };
-    let repo = tempfile::tempdir().unwrap();
-    lab_repo(repo.path(), &kea.url, "10.0.1.201");
-    let commit = commit_all(repo.path(), "whisper at .201");
     // Six fields: the cron crate's seconds first, so the test waits a second, not a minute.
     let mut daemon = Daemon::start(repo.path(), &["--schedule", "* * * * * *"]);
     daemon.ready().await;
