@@ -90,16 +90,27 @@ impl Context {
     /// async workers. The same commit as last time reuses the validated state.
     pub async fn load(&self) -> Result<Arc<Loaded>, Error> {
         let (spec, path) = (self.settings.source.clone(), self.settings.path.clone());
-        let snapshot = tokio::task::spawn_blocking(move || source::load(&spec, path.as_deref()))
-            .await
-            .map_err(|_| Error::Task("reading the repository"))??;
-        if let Some(current) = self.current() {
-            let same =
-                snapshot.revision.is_some() && snapshot.revision == current.snapshot.revision;
-            if same {
-                return Ok(current);
+        let current = self.current();
+        let known = current
+            .as_ref()
+            .and_then(|c| c.snapshot.revision.as_ref())
+            .map(|r| r.commit.clone());
+        let fetched = tokio::task::spawn_blocking(move || {
+            source::load_unless(&spec, path.as_deref(), known.as_deref())
+        })
+        .await
+        .map_err(|_| Error::Task("reading the repository"))??;
+        let snapshot = match (fetched, current) {
+            // The commit in force: neither read nor validated again.
+            (source::Fetched::Unchanged(_), Some(current)) => return Ok(current),
+            (source::Fetched::Fresh(snapshot), _) => snapshot,
+            (source::Fetched::Unchanged(revision), None) => {
+                return Err(Error::Source(SourceError::Git(format!(
+                    "commit {} was reported unchanged although none is in force",
+                    revision.commit
+                ))))
             }
-        }
+        };
         let loaded = tokio::task::spawn_blocking(move || validated(snapshot))
             .await
             .map_err(|_| Error::Task("validating the repository"))??;

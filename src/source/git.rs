@@ -93,6 +93,14 @@ fn read_commit(
     subdir: Option<&str>,
     budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
+    if budget.known.as_deref() == Some(commit.to_string().as_str()) {
+        // The caller has this commit's files already; it gets no snapshot, only this.
+        budget.unchanged = Some(Revision {
+            commit: commit.to_string(),
+            requested,
+        });
+        return Ok(Snapshot::of(origin, Vec::new()));
+    }
     let git = |what: &str, e: &gix::Error| {
         SourceError::Git(format!(
             "cannot read {what} of commit {commit} in {origin}: {}",

@@ -152,6 +152,10 @@ pub(crate) struct Budget {
     pub(crate) limits: Limits,
     read: u64,
     pub(crate) refused: Vec<Refused>,
+    /// A commit the caller has already read: resolving to it reads no file.
+    pub(crate) known: Option<String>,
+    /// Set when the revision resolved to `known`.
+    pub(crate) unchanged: Option<Revision>,
 }
 
 impl Budget {
@@ -160,6 +164,8 @@ impl Budget {
             limits,
             read: 0,
             refused: Vec::new(),
+            known: None,
+            unchanged: None,
         }
     }
 
@@ -277,16 +283,57 @@ pub fn load_with(
     subdir: Option<&str>,
     limits: Limits,
 ) -> Result<Snapshot, SourceError> {
+    match load_inner(spec, subdir, limits, None)? {
+        Fetched::Fresh(snapshot) => Ok(snapshot),
+        // Only a known commit can be unchanged, and none was given.
+        Fetched::Unchanged(revision) => Err(SourceError::Git(format!(
+            "commit {} was reported unchanged although no commit was known",
+            revision.commit
+        ))),
+    }
+}
+
+/// What [`load_unless`] found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// A commit other than the known one (or a directory): every file read.
+    Fresh(Snapshot),
+    /// The revision still resolves to the known commit; no file was read.
+    Unchanged(Revision),
+}
+
+/// Like [`load`], but when the revision resolves to `known` (a commit the caller has read
+/// and validated already) nothing more is read: a daemon's scheduled run of an unchanged
+/// repository costs a ref lookup (and, for a remote, the fetch), not every file again.
+pub fn load_unless(
+    spec: &SourceSpec,
+    subdir: Option<&str>,
+    known: Option<&str>,
+) -> Result<Fetched, SourceError> {
+    load_inner(spec, subdir, Limits::from_env()?, known)
+}
+
+fn load_inner(
+    spec: &SourceSpec,
+    subdir: Option<&str>,
+    limits: Limits,
+    known: Option<&str>,
+) -> Result<Fetched, SourceError> {
     let mut budget = Budget::new(limits);
-    let mut snapshot = match spec {
+    budget.known = known.map(str::to_string);
+    let snapshot = match spec {
         SourceSpec::Directory(path) => dir::load(path, subdir, &mut budget),
         SourceSpec::Git(loc) => git::load(loc, subdir, &mut budget),
     }?;
+    if let Some(revision) = budget.unchanged.take() {
+        return Ok(Fetched::Unchanged(revision));
+    }
+    let mut snapshot = snapshot;
     snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
     budget.refused.sort_by(|a, b| a.path.cmp(&b.path));
     snapshot.refused = budget.refused;
     snapshot.limits = limits;
-    Ok(snapshot)
+    Ok(Fetched::Fresh(snapshot))
 }
 
 /// A snapshot of files given as bytes (`path`, content), read the way the loaders read a

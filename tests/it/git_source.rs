@@ -1120,3 +1120,24 @@ fn remote_without_cache_dir_is_refused() {
         other => panic!("expected a Git error, got {other:?}"),
     }
 }
+
+#[test]
+fn a_known_commit_is_not_read_again() {
+    let (dir, head) = sample_repo();
+    let spec = local(dir.path(), None);
+    // The blob of one file is gone: reading the commit's files now fails, so an answer shows
+    // that nothing was read.
+    let blob = git(dir.path(), &["rev-parse", "HEAD:services.yaml"]);
+    let object = dir
+        .path()
+        .join(".git/objects")
+        .join(&blob[..2])
+        .join(&blob[2..]);
+    fs::remove_file(&object).unwrap();
+    match source::load_unless(&spec, None, Some(&head)).unwrap() {
+        source::Fetched::Unchanged(revision) => assert_eq!(revision.commit, head),
+        other => panic!("expected the known commit to be unchanged, got {other:?}"),
+    }
+    assert!(source::load_unless(&spec, None, Some("0000")).is_err());
+    assert!(source::load(&spec, None).is_err());
+}
