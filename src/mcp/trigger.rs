@@ -26,7 +26,8 @@ pub struct TriggerOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     pub counts: TriggerCounts,
-    /// Providers that could not be observed, and apply failures.
+    /// Apply failures, changes not seen live, providers that could not be observed, and
+    /// changes held back by safety limits.
     pub errors: Vec<String>,
 }
 
@@ -109,24 +110,7 @@ fn refusal(e: &controller::Error) -> ToolError {
 /// What one run did, as the tool answers.
 fn output(done: &controller::Reconciled) -> TriggerOutput {
     let run = &done.run;
-    let errors = run
-        .applied
-        .iter()
-        .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
-        .chain(
-            run.changes
-                .iter()
-                .filter(|c| c.result == ChangeResult::Unconfirmed)
-                .filter_map(|c| c.error.clone()),
-        )
-        .chain(
-            run.plan
-                .unobservable
-                .iter()
-                .map(|(p, why)| format!("provider {p} could not be observed: {why}")),
-        )
-        .map(|e| crate::redact::userinfo(&e))
-        .collect();
+    let errors = run.errors();
     TriggerOutput {
         outcome: run.outcome.as_str().to_string(),
         run_id: run.run_id,

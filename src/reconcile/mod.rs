@@ -74,6 +74,36 @@ pub struct RunResult {
     pub observed: Vec<ObserveTiming>,
 }
 
+impl RunResult {
+    /// What went wrong in the run, one line each: apply failures, changes accepted but not
+    /// seen live, providers that could not be observed, and changes held back by `safety`.
+    pub fn errors(&self) -> Vec<String> {
+        self.applied
+            .iter()
+            .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
+            .chain(
+                self.changes
+                    .iter()
+                    .filter(|c| c.result == store::ChangeResult::Unconfirmed)
+                    .filter_map(|c| c.error.clone()),
+            )
+            .chain(
+                self.plan
+                    .unobservable
+                    .iter()
+                    .map(|(p, why)| format!("provider {p} could not be observed: {why}")),
+            )
+            .chain(
+                self.plan
+                    .held
+                    .iter()
+                    .map(|(p, why)| format!("changes to {p} held back: {why}")),
+            )
+            .map(|e| crate::redact::userinfo(&e))
+            .collect()
+    }
+}
+
 fn as_text<S: serde::Serializer>(outcome: &Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(outcome.as_str())
 }

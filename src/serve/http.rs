@@ -67,10 +67,8 @@ async fn metrics(
     AxumState(app): AxumState<App>,
     headers: HeaderMap,
 ) -> impl axum::response::IntoResponse {
-    let accept = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let format = m::negotiate(accept);
+    let accept = header(&headers, axum::http::header::ACCEPT.as_str());
+    let format = m::negotiate(accept.as_deref());
     let text = app.metrics.encode(app.ctx.store()).await;
     let text = if format == m::OPENMETRICS {
         text
@@ -135,12 +133,7 @@ async fn hook(
             "webhooks are not configured (give serve a webhook secret)\n".into(),
         );
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |name: &str| header(&headers, name);
     match webhook::verify(forge, secret, header, &body) {
         Verdict::Push => {
             tracing::info!(forge = forge.name(), "push webhook: reconciling");
@@ -163,6 +156,14 @@ async fn hook(
     }
 }
 
+/// The text of header `name`, if it is there and text.
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 async fn manual(AxumState(app): AxumState<App>, headers: HeaderMap) -> (StatusCode, String) {
     let Some(secret) = &app.secrets.admin else {
         return (
@@ -170,12 +171,7 @@ async fn manual(AxumState(app): AxumState<App>, headers: HeaderMap) -> (StatusCo
             "manual runs over HTTP are not configured (give serve an admin token)\n".into(),
         );
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |name: &str| header(&headers, name);
     match webhook::verify(Forge::Generic, secret, header, b"") {
         Verdict::Push => {
             // Recorded with the run: printable, and short.

@@ -110,6 +110,11 @@ impl State {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// Whether `commit` is the one this process's last run loaded: a trigger for it is no news.
+    pub fn reconciled(&self, commit: &str) -> bool {
+        self.progress().commit.as_deref() == Some(commit)
+    }
+
     /// One line for systemd's STATUS and the logs.
     pub fn status_line(&self) -> String {
         let p = self.progress();
@@ -212,7 +217,7 @@ pub async fn run(
         // A ref moved to a commit this process has reconciled already (a watch event from
         // the first run's own start, or a branch moved back and forth): nothing new to read.
         if let Reason::CommitChanged { to, .. } = &reason {
-            if replies.is_empty() && state.progress().commit.as_deref() == Some(to.as_str()) {
+            if replies.is_empty() && state.reconciled(to) {
                 tracing::debug!(commit = %to, "commit already reconciled: no run");
                 continue;
             }
@@ -236,25 +241,20 @@ pub async fn run(
             controller::reconcile_as_leader(&ctx, &request, guard),
             span,
         ));
+        // At shutdown the run may finish within the grace period; past it, it is abandoned.
+        let mut stopping = false;
         let result = tokio::select! {
-            result = &mut reconcile => result,
+            result = &mut reconcile => Some(result),
             _ = shutdown.wait_for(|stop| *stop) => {
                 tracing::info!(grace_s = options.grace.as_secs(), "shutting down: letting the run finish");
-                match tokio::time::timeout(options.grace, &mut reconcile).await {
-                    Ok(result) => {
-                        let answer = Arc::new(result);
-                        record(&state, &options.metrics, &request, started, &answer);
-                        for reply in replies {
-                            let _ = reply.send(Arc::clone(&answer));
-                        }
-                    }
-                    Err(_) => {
-                        drop(reconcile);
-                        abandon(&ctx).await;
-                    }
-                }
-                break;
+                stopping = true;
+                tokio::time::timeout(options.grace, &mut reconcile).await.ok()
             }
+        };
+        let Some(result) = result else {
+            drop(reconcile);
+            abandon(&ctx).await;
+            break;
         };
         let answer = Arc::new(result);
         let action = record(&state, &options.metrics, &request, started, &answer);
@@ -262,6 +262,9 @@ pub async fn run(
         for reply in replies {
             // A caller that stopped waiting is no one's concern.
             let _ = reply.send(Arc::clone(&answer));
+        }
+        if stopping {
+            break;
         }
         retry = action.requeue_after().map(|delay| {
             state.update(|p| p.retry_in = Some(delay));
@@ -284,7 +287,14 @@ fn notify_event(answer: &Answer) -> notify::RunEvent {
             run: Some(done.run.run_id),
             commit: done.loaded.commit().map(str::to_string),
             outcome: done.run.outcome,
-            error: (done.run.outcome == Outcome::Failed).then(|| failed_because(done)),
+            error: (done.run.outcome == Outcome::Failed).then(|| {
+                let errors = done.run.errors();
+                if errors.is_empty() {
+                    "the run failed".into()
+                } else {
+                    errors.join("; ")
+                }
+            }),
         },
         Err(e) => notify::RunEvent {
             run: None,
@@ -292,24 +302,6 @@ fn notify_event(answer: &Answer) -> notify::RunEvent {
             outcome: Outcome::Failed,
             error: Some(crate::redact::userinfo(&e.to_string())),
         },
-    }
-}
-
-/// Why a recorded run failed: its apply errors and unconfirmed changes.
-fn failed_because(done: &controller::Reconciled) -> String {
-    let run = &done.run;
-    let mut why: Vec<String> = run
-        .applied
-        .iter()
-        .filter_map(|a| a.error.as_ref().map(|e| e.to_string()))
-        .chain(run.changes.iter().filter_map(|c| c.error.clone()))
-        .chain(run.plan.held.iter().map(|(p, w)| format!("{p}: {w}")))
-        .collect();
-    why.dedup();
-    if why.is_empty() {
-        "the run failed".into()
-    } else {
-        crate::redact::userinfo(&why.join("; "))
     }
 }
 

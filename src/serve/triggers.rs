@@ -83,11 +83,11 @@ async fn tracked_commit(ctx: &Context) -> Option<String> {
 /// Sends [`Reason::CommitChanged`] when the tracked commit is not the one the daemon last
 /// reconciled (a trigger for a commit already reconciled is dropped).
 async fn check(ctx: &Context, triggers: &Triggers, state: &State) {
-    let last = state.progress().commit;
     match tracked_commit(ctx).await {
-        Some(to) if Some(&to) != last.as_ref() => {
-            tracing::info!(from = ?last, to = %to, "the tracked commit moved");
-            triggers.send(Reason::CommitChanged { from: last, to });
+        Some(to) if !state.reconciled(&to) => {
+            let from = state.progress().commit;
+            tracing::info!(from = ?from, to = %to, "the tracked commit moved");
+            triggers.send(Reason::CommitChanged { from, to });
         }
         _ => {}
     }
