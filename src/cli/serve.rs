@@ -85,6 +85,13 @@ pub struct ServeArgs {
     /// abandoned (recorded as aborted; the leader lock goes with its session).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_grace: u64,
+    /// First delay before a failed run, or a provider that did not answer, is tried again;
+    /// it doubles with each failure in a row (with ±20 % jitter) up to --backoff-max.
+    #[arg(long, env = "LABCTL_BACKOFF_BASE", default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_base: u64,
+    /// Longest delay between retries.
+    #[arg(long, env = "LABCTL_BACKOFF_MAX", default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_max: u64,
     #[command(flatten)]
     pub retention: super::RetentionArgs,
 }
@@ -221,7 +228,10 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         host: args.host.options(),
         controller: controller::identity(),
         retention: args.retention.policy(),
-        backoff: Default::default(),
+        backoff: controller::Backoff {
+            base: Duration::from_secs(args.backoff_base),
+            max: Duration::from_secs(args.backoff_max.max(args.backoff_base)),
+        },
     };
     let result: Result<(), String> = rt.block_on(async {
         let store = Store::connect(&url).await.map_err(|e| e.to_string())?;

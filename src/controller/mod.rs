@@ -8,8 +8,10 @@
 //! [`Action`] (when to look again); [`error_policy`] maps a failure to an [`Action`] with
 //! backoff. Callers only send requests and render answers: they decide nothing.
 
+mod backoff;
 mod reason;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use crate::store::{LeaderGuard, Outcome, RetentionPolicy, Store, StoreError};
 use crate::time::{Clock, SystemClock};
 use crate::validate::{self, Severity, Validation};
 
+pub use backoff::{jittered, Backoff, Failing, ProviderBackoff};
 pub use reason::Reason;
 
 /// Where the desired state comes from and what this host allows: fixed when the controller
@@ -49,6 +52,8 @@ pub struct Context {
     clock: Arc<dyn Clock>,
     /// The desired state of the last loaded commit: an unchanged commit is not validated again.
     current: Mutex<Option<Arc<Loaded>>>,
+    /// Providers that failed in the runs before, each resting until its backoff is over.
+    backoff: Mutex<ProviderBackoff>,
 }
 
 impl Context {
@@ -63,6 +68,7 @@ impl Context {
             settings,
             clock,
             current: Mutex::new(None),
+            backoff: Mutex::new(ProviderBackoff::default()),
         }
     }
 
@@ -126,6 +132,53 @@ impl Context {
     pub fn providers(&self, loaded: &Loaded) -> Vec<Arc<dyn Provider>> {
         providers(loaded, self.settings.host)
     }
+
+    /// The providers failing in this process's runs, with their backoff.
+    pub fn failing(&self) -> BTreeMap<String, Failing> {
+        self.backoff().failing().clone()
+    }
+
+    fn backoff(&self) -> std::sync::MutexGuard<'_, ProviderBackoff> {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The providers a run for `reason` asks: each, or in its backoff a stand-in that says it
+    /// was not asked. A person asking asks every provider.
+    fn asked(&self, loaded: &Loaded, reason: &Reason) -> Vec<Arc<dyn Provider>> {
+        let providers = self.providers(loaded);
+        if matches!(reason, Reason::Manual { .. }) {
+            return providers;
+        }
+        let backoff = self.backoff();
+        let now = self.clock.now_ms();
+        providers
+            .into_iter()
+            .map(|p| backoff.gate(p, now, loaded.commit()))
+            .collect()
+    }
+
+    /// Notes how the providers a run asked answered, and answers when to run again.
+    fn after_run(&self, loaded: &Loaded, run: &RunResult, attempt: u32) -> Action {
+        let mut backoff = self.backoff();
+        let declared: BTreeSet<&str> = run.observed.iter().map(|t| t.provider.as_str()).collect();
+        backoff.retain(&declared);
+        let now = self.clock.now_ms();
+        backoff.record(
+            &run.observed,
+            &run.plan.unobservable,
+            loaded.commit(),
+            now,
+            &self.settings.backoff,
+        );
+        match (backoff.next_retry_ms(), run.outcome) {
+            // The failing providers are retried on their own schedule.
+            (Some(at), _) => Action::requeue(Duration::from_millis((at - now).max(0) as u64)),
+            (None, Outcome::Failed | Outcome::Partial) => {
+                Action::requeue(self.settings.backoff.delay(attempt))
+            }
+            _ => Action::await_change(),
+        }
+    }
 }
 
 /// Validates `snapshot`; the state only when there is no error.
@@ -184,31 +237,6 @@ impl Action {
 
     pub fn requeue_after(&self) -> Option<Duration> {
         self.requeue_after
-    }
-}
-
-/// Exponential backoff between retries of one failure, separate from the providers' own
-/// per-call retries (which handle a dropped connection within one run).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(600),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before retry number `attempt + 1`: base, 2×base, 4×base, … up to max.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(30));
-        self.base.saturating_mul(factor).min(self.max)
     }
 }
 
@@ -316,7 +344,7 @@ pub async fn reconcile_as_leader(
         }
         Err(e) => return Err(e),
     };
-    let providers = ctx.providers(&loaded);
+    let providers = ctx.asked(&loaded, &request.reason);
     let run_id = start_run(ctx, request).await?;
     tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
     let run = reconcile::execute(
@@ -332,12 +360,7 @@ pub async fn reconcile_as_leader(
         Ok(report) => tracing::debug!(?report, "retention applied"),
         Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
     }
-    let action = match run.outcome {
-        Outcome::Failed | Outcome::Partial => {
-            Action::requeue(ctx.settings.backoff.delay(request.reason.attempt()))
-        }
-        _ => Action::await_change(),
-    };
+    let action = ctx.after_run(&loaded, &run, request.reason.attempt());
     Ok(Reconciled {
         loaded,
         run,
@@ -454,17 +477,6 @@ pub fn identity() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let b = Backoff {
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(60),
-        };
-        let delays: Vec<u64> = (0..5).map(|a| b.delay(a).as_secs()).collect();
-        assert_eq!(delays, [10, 20, 40, 60, 60]);
-        assert_eq!(b.delay(u32::MAX), Duration::from_secs(60));
-    }
 
     #[test]
     fn an_invalid_commit_waits_for_a_new_one_and_io_is_retried() {

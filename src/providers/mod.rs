@@ -211,6 +211,15 @@ pub enum ProviderError {
         #[serde(skip)]
         source: Option<Cause>,
     },
+    /// Not asked this run: it failed in the runs before and its backoff is not over. Says
+    /// nothing new about the live system.
+    #[error("{provider}: not asked this run: it failed {failures} run(s) in a row (last: {last}); asked again in {retry_in_s} s")]
+    Resting {
+        provider: String,
+        failures: u32,
+        retry_in_s: u64,
+        last: String,
+    },
     /// labctl itself failed (a task panicked): says nothing about the live system.
     #[error("{provider}: {detail}")]
     Internal { provider: String, detail: String },

@@ -115,6 +115,8 @@ pub struct ObserveTiming {
     pub provider: String,
     /// The provider answered (some of its resources may still be unreadable).
     pub answered: bool,
+    /// It was called (not left out for its backoff).
+    pub asked: bool,
     pub seconds: f64,
 }
 
@@ -160,6 +162,7 @@ async fn observe_timed(
             let timing = ObserveTiming {
                 provider: p.name().to_string(),
                 answered: observed.is_ok(),
+                asked: !matches!(observed, Err(ProviderError::Resting { .. })),
                 seconds,
             };
             let input = ProviderInput {

@@ -101,6 +101,8 @@ pub struct Metrics {
     retry_backoff: Gauge<f64, AtomicU64>,
     provider_up: Family<ProviderLabel, Gauge>,
     provider_observe: Histograms<ProviderLabel>,
+    provider_failures: Family<ProviderLabel, Gauge>,
+    provider_backoff: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
     deviations_open: Family<DeviationLabels, Gauge>,
     /// Every kind and severity ever exported, so those with nothing open show 0.
     deviation_series: std::sync::Mutex<std::collections::HashSet<DeviationLabels>>,
@@ -166,6 +168,19 @@ impl Default for Metrics {
             Unit::Seconds,
             provider_observe.clone(),
         );
+        let provider_failures = Family::default();
+        registry.register(
+            "provider_consecutive_failures",
+            "Runs in a row in which the provider was asked and did not answer; 0 once it answers",
+            provider_failures.clone(),
+        );
+        let provider_backoff = Family::default();
+        registry.register_with_unit(
+            "provider_backoff",
+            "How long until a failing provider is asked again (the runs between leave it out); 0 when it is not failing",
+            Unit::Seconds,
+            provider_backoff.clone(),
+        );
         let deviations_open = Family::default();
         registry.register(
             "deviations_open",
@@ -213,6 +228,8 @@ impl Default for Metrics {
             retry_backoff,
             provider_up,
             provider_observe,
+            provider_failures,
+            provider_backoff,
             deviations_open,
             deviation_series: Default::default(),
             pull_requests_open,
@@ -248,9 +265,33 @@ impl Metrics {
             self.provider_up
                 .get_or_create(&label)
                 .set(i64::from(timing.answered));
-            self.provider_observe
+            // A provider left out for its backoff took no time: it was not called.
+            if timing.asked {
+                self.provider_observe
+                    .get_or_create(&label)
+                    .observe(timing.seconds);
+            }
+        }
+    }
+
+    /// The providers of a run and which of them are failing, at `now_ms`.
+    pub fn backoff(
+        &self,
+        observed: &[ObserveTiming],
+        failing: &std::collections::BTreeMap<String, crate::controller::Failing>,
+        now_ms: i64,
+    ) {
+        for timing in observed {
+            let label = ProviderLabel {
+                provider: timing.provider.clone(),
+            };
+            let f = failing.get(&timing.provider);
+            self.provider_failures
                 .get_or_create(&label)
-                .observe(timing.seconds);
+                .set(f.map_or(0, |f| i64::from(f.failures)));
+            self.provider_backoff
+                .get_or_create(&label)
+                .set(f.map_or(0.0, |f| (f.retry_at_ms - now_ms).max(0) as f64 / 1000.0));
         }
     }
 

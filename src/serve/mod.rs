@@ -97,6 +97,8 @@ pub struct Progress {
     pub commit: Option<String>,
     /// When the next retry is due, if one is.
     pub retry_in: Option<Duration>,
+    /// Providers that did not answer and wait for their backoff.
+    pub failing: Vec<String>,
     /// This process holds the leader lock (else it is a standby).
     pub leader: bool,
 }
@@ -124,13 +126,18 @@ impl State {
         match p.last_outcome {
             None => "waiting for the first run".into(),
             Some(outcome) => format!(
-                "{} run(s); last {outcome}{}; {} open deviation(s){}",
+                "{} run(s); last {outcome}{}; {} open deviation(s){}{}",
                 p.runs,
                 p.commit
                     .as_deref()
                     .map(|c| format!(" at {}", &c[..c.len().min(12)]))
                     .unwrap_or_default(),
                 p.open_deviations,
+                if p.failing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failing: {}", p.failing.join(", "))
+                },
                 p.retry_in
                     .map(|d| format!("; retry in {} s", d.as_secs()))
                     .unwrap_or_default()
@@ -257,7 +264,7 @@ pub async fn run(
             break;
         };
         let answer = Arc::new(result);
-        let action = record(&state, &options.metrics, &request, started, &answer);
+        let action = record(&ctx, &state, &options.metrics, &request, started, &answer);
         options.notifier.after_run(notify_event(&answer));
         for reply in replies {
             // A caller that stopped waiting is no one's concern.
@@ -349,17 +356,19 @@ fn lost(state: &State, options: &Options, e: &crate::store::StoreError) {
 
 /// Notes what a run did and answers when to run again.
 fn record(
+    ctx: &Context,
     state: &State,
     metrics: &metrics::Metrics,
     request: &Request,
     started: Instant,
     result: &Result<controller::Reconciled, controller::Error>,
 ) -> controller::Action {
-    let backoff = controller::Backoff::default();
     match result {
         Ok(done) => {
             let outcome = done.run.outcome;
+            let failing = ctx.failing();
             metrics.ran(outcome, started.elapsed(), &done.run.observed);
+            metrics.backoff(&done.run.observed, &failing, ctx.clock().now_ms());
             tracing::info!(
                 run = done.run.run_id,
                 %outcome,
@@ -372,6 +381,7 @@ fn record(
                 p.open_deviations = done.run.counts.deviations_open;
                 p.commit = done.loaded.commit().map(str::to_string);
                 p.retry_in = None;
+                p.failing = failing.keys().cloned().collect();
                 if outcome == Outcome::Succeeded {
                     p.last_success_ms = Some(crate::time::now_ms());
                 }
@@ -389,7 +399,7 @@ fn record(
                     p.commit = invalid.snapshot.revision.as_ref().map(|r| r.commit.clone());
                 }
             });
-            controller::error_policy(e, request.reason.attempt(), &backoff)
+            controller::error_policy(e, request.reason.attempt(), &ctx.settings().backoff)
         }
     }
 }

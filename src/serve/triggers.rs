@@ -189,21 +189,10 @@ pub async fn poll(
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(jittered(interval)) => {}
+            _ = tokio::time::sleep(crate::controller::jittered(interval, 10)) => {}
         }
         check(&ctx, &triggers, &state).await;
     }
-}
-
-/// `interval` moved by up to ±10 %, from the clock's low bits (no need for a random source).
-fn jittered(interval: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let spread = interval / 5;
-    let offset = spread.mul_f64(f64::from(nanos % 1000) / 1000.0);
-    interval - interval / 10 + offset
 }
 
 #[cfg(test)]
@@ -235,14 +224,5 @@ mod tests {
         assert!(!moves_a_ref(g, Path::new("/r/.git/index")));
         assert!(!moves_a_ref(g, Path::new("/r/.git/objects/ab/cdef")));
         assert!(!moves_a_ref(g, Path::new("/elsewhere/HEAD")));
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        let d = jittered(Duration::from_secs(100));
-        assert!(
-            d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
-            "{d:?}"
-        );
     }
 }

@@ -727,3 +727,145 @@ async fn a_change_made_in_kea_behind_labctls_back_is_found_by_the_next_scheduled
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_down_rests_in_its_backoff_while_the_others_are_reconciled() {
+    let Some(WhisperLab {
+        kea: _kea, repo, ..
+    }) = WhisperLab::start().await
+    else {
+        return;
+    };
+    let Some(mut caddy) = crate::support::caddy::Caddy::start(json!([])).await else {
+        return;
+    };
+    let config = std::fs::read_to_string(repo.path().join("labctl.yaml")).unwrap();
+    write(
+        repo.path(),
+        "labctl.yaml",
+        &format!(
+            "{config}    - {{name: caddy, kind: caddy, url: \"{}\", timeoutSeconds: 5}}\n",
+            caddy.admin
+        ),
+    );
+    let with_caddy = commit_all(repo.path(), "caddy too");
+    // A run every second; a failing provider is asked again after 2 s, then 4 s (± 20 %).
+    let daemon = Daemon::start(
+        repo.path(),
+        &[
+            "--schedule",
+            "* * * * * *",
+            "--backoff-base",
+            "2",
+            "--backoff-max",
+            "4",
+        ],
+    );
+    daemon.ready().await;
+    let both = daemon
+        .run_where("with both providers up", |r| {
+            r.commit_sha.as_deref() == Some(&with_caddy) && r.outcome == Outcome::Succeeded
+        })
+        .await;
+
+    caddy.stop();
+    let failed = daemon
+        .run_where("that finds Caddy down", |r| {
+            r.id > both.id
+                && r.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("caddy: cannot reach"))
+        })
+        .await;
+    let rested = daemon
+        .run_where("that leaves Caddy out", |r| {
+            r.id > failed.id
+                && r.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("caddy: not asked this run: it failed 1 run(s)"))
+        })
+        .await;
+    assert_eq!(rested.outcome, Outcome::Partial, "{rested:?}");
+    let again = daemon
+        .run_where("that asks Caddy again and fails a second time", |r| {
+            r.id > rested.id
+                && r.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not asked this run: it failed 2 run(s)"))
+        })
+        .await;
+
+    // The others go on: Kea's live change is found while Caddy rests.
+    let mut dhcp4 = _kea.config().await;
+    dhcp4["subnet4"][0]["reservations"][0]["ip-address"] = json!("10.0.1.209");
+    _kea.set_config(dhcp4).await;
+    let found = daemon
+        .run_where("that finds Kea's change with Caddy down", |r| {
+            r.id > again.id && r.counts.deviations_opened == 1
+        })
+        .await;
+    assert!(
+        found.error.as_deref().is_some_and(|e| e.contains("caddy")),
+        "{found:?}"
+    );
+    let (_, metrics) = daemon.get("/metrics").await.unwrap();
+    promtool_check(&metrics);
+    assert_eq!(
+        sample(&metrics, "labctl_provider_up{provider=\"kea\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&metrics, "labctl_provider_up{provider=\"caddy\"}"),
+        0.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            "labctl_provider_consecutive_failures{provider=\"caddy\"}"
+        ) >= 2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "labctl_provider_consecutive_failures{provider=\"kea\"}"
+        ),
+        0.0
+    );
+    let resting_s = sample(
+        &metrics,
+        "labctl_provider_backoff_seconds{provider=\"caddy\"}",
+    );
+    assert!(
+        resting_s > 0.0 && resting_s <= 4.8,
+        "{resting_s}\n{metrics}"
+    );
+
+    // Back: the next run that asks it sees it, and its backoff ends.
+    caddy.restart().await;
+    let back = daemon
+        .run_where("with Caddy back", |r| {
+            r.id > found.id && r.error.is_none() && r.outcome != Outcome::Failed
+        })
+        .await;
+    let (_, metrics) = daemon.get("/metrics").await.unwrap();
+    assert_eq!(
+        sample(&metrics, "labctl_provider_up{provider=\"caddy\"}"),
+        1.0,
+        "{back:?}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "labctl_provider_consecutive_failures{provider=\"caddy\"}"
+        ),
+        0.0
+    );
+    let mut daemon = daemon;
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("provider failing") && log.contains("provider answers again"),
+        "{log}"
+    );
+}

@@ -55,20 +55,8 @@ impl Caddy {
         });
         let file = dir.path().join("caddy.json");
         std::fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-        let child = Command::new("caddy")
-            .arg("run")
-            .arg("--config")
-            .arg(&file)
-            .env("XDG_DATA_HOME", dir.path())
-            .env("XDG_CONFIG_HOME", dir.path())
-            .env("HOME", dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn caddy");
         let mut caddy = Caddy {
-            child: Some(child),
+            child: None,
             admin: format!("http://127.0.0.1:{admin_port}"),
             http_port,
             dir,
@@ -79,11 +67,36 @@ impl Caddy {
                 .build()
                 .unwrap(),
         };
+        caddy.restart().await;
+        Some(caddy)
+    }
+
+    /// Starts Caddy (again, after [`Caddy::stop`]) from its configuration file, on the same
+    /// ports, and waits for its admin API.
+    pub async fn restart(&mut self) {
+        let dir = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("caddy.log"))
+            .unwrap();
+        let child = Command::new("caddy")
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("caddy.json"))
+            .env("XDG_DATA_HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .env("HOME", dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn caddy");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(r) = caddy
+            if let Ok(r) = self
                 .client
-                .get(format!("{}/config/", caddy.admin))
+                .get(format!("{}/config/", self.admin))
                 .send()
                 .await
             {
@@ -91,17 +104,16 @@ impl Caddy {
                     break;
                 }
             }
-            if let Some(status) = caddy.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("caddy exited with {status}:\n{}", caddy.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("caddy exited with {status}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "caddy admin API not up:\n{}",
-                caddy.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Some(caddy)
     }
 
     pub fn log(&self) -> String {
