@@ -16,6 +16,12 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Whether `name` is on the command line.
+#[allow(dead_code)]
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
 /// Writes `text` at `rel` below `dir`, creating directories.
 pub fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);
