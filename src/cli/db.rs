@@ -14,7 +14,8 @@ pub struct DbArgs {
     #[command(subcommand)]
     pub command: DbCommand,
     /// State store: sqlite://PATH or postgres://USER@HOST/DB. Default: labctl.db in
-    /// $STATE_DIRECTORY, else $XDG_STATE_HOME/labctl, else ~/.local/state/labctl.
+    /// $LABCTL_STATE_DIR, else $STATE_DIRECTORY, else $XDG_STATE_HOME/labctl, else
+    /// ~/.local/state/labctl.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -155,8 +156,12 @@ async fn prune(store: &Store, policy: RetentionPolicy, format: Format) -> Result
     Ok(())
 }
 
-/// `labctl.db` in the systemd state directory, the XDG state home or ~/.local/state.
+/// `labctl.db` in LABCTL_STATE_DIR (the host configuration's `stateDir`), the systemd state
+/// directory, the XDG state home or ~/.local/state.
 fn default_database_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os(super::config::STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("labctl.db");
+    }
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd lists several directories separated by colons; the first is ours.
         let first = dir

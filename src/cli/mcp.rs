@@ -50,7 +50,12 @@ pub struct McpArgs {
 pub struct McpHttpArgs {
     /// Bearer tokens accepted over HTTP: YAML `tokens: [{name, sha256, scopes}]`, scopes from
     /// read, propose, admin; each token kept as its SHA-256 (see `labctl mcp hash-token`).
-    #[arg(long, value_name = "FILE", requires = "http")]
+    #[arg(
+        long,
+        env = "LABCTL_MCP_TOKENS",
+        value_name = "FILE",
+        requires = "http"
+    )]
     pub tokens: Option<PathBuf>,
     /// A browser origin allowed to call over HTTP, e.g. https://app.example:443 (repeatable).
     /// Requests with any other Origin header are refused; by default every Origin is.

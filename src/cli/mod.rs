@@ -19,6 +19,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+mod config;
 mod db;
 mod import;
 mod mcp;
@@ -59,6 +60,10 @@ routes, MCP servers) from YAML in a Git repository, compares it with the live la
 or repairs the drift."
 )]
 struct Cli {
+    /// The host configuration: a YAML file of `labctl serve`'s settings (see `labctl config`).
+    /// Default: LABCTL_CONFIG (empty: none), else /etc/labctl/config.yaml if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +99,11 @@ enum Command {
     /// Serve MCP for assistants — on stdio, or streamable HTTP with bearer tokens (--http):
     /// the lab's state, drift and runs, answered from the store.
     Mcp(mcp::McpArgs),
+    /// Show the settings `labctl serve` would run with, each with where it came from (a flag's
+    /// variable, the host configuration file and line, the default), secrets masked.
+    ///
+    /// Exit status: 0 serve would accept them, 2 it would not (the error names the field).
+    Config(config::ConfigArgs),
     /// Write the JSON Schemas of every kind to a directory (default: schemas/).
     Schemas {
         /// Directory to write into.
@@ -116,22 +126,27 @@ pub enum Format {
 pub struct SourceArgs {
     /// Repository: a local path, or a Git URL (file://, https://). A local Git repository is
     /// read at its committed state; a plain directory is read as files.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "LABCTL_REPO")]
     pub repo: String,
     /// Branch, tag or commit SHA to read (default: HEAD, or the remote's default branch).
-    #[arg(long, value_name = "REV")]
+    #[arg(long, env = "LABCTL_REV", value_name = "REV")]
     pub rev: Option<String>,
     /// Read the work tree, uncommitted edits included, instead of a commit.
     #[arg(long, conflicts_with = "rev")]
     pub worktree: bool,
     /// Subdirectory of the repository that holds the desired state.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "LABCTL_PATH", value_name = "DIR")]
     pub path: Option<String>,
     /// Where remote repositories are cloned.
     #[arg(long, env = "LABCTL_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Environment variable that holds an HTTPS token for the Git remote.
-    #[arg(long, default_value = "LABCTL_GIT_TOKEN", value_name = "VAR")]
+    #[arg(
+        long,
+        env = "LABCTL_TOKEN_ENV",
+        default_value = "LABCTL_GIT_TOKEN",
+        value_name = "VAR"
+    )]
     pub token_env: String,
 }
 
@@ -155,7 +170,24 @@ fn default_cache_dir() -> PathBuf {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = config::apply(&args) {
+        errln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap's own exit (status 2, or 0 for --help), with the file and line of a value
+            // that came from the host configuration.
+            if let Some(note) = config::blame(&e) {
+                let _ = e.print();
+                errln!("{note}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            e.exit()
+        }
+    };
     // Colour only for a person at a terminal, as for diagnostics and plans: a journal or a
     // log file gets plain text.
     let terminal = std::io::stderr().is_terminal();
@@ -193,6 +225,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run_status(&args),
         Command::Drift(args) => status::run_drift(&args),
         Command::Schemas { dir } => write_schemas(&dir),
+        Command::Config(args) => config::run(&args),
         Command::Db(args) => db::run(&args),
         Command::Mcp(args) => mcp::run(&args),
     }
@@ -395,13 +428,13 @@ pub fn write_stdout(args: std::fmt::Arguments) {
 #[derive(Args, Clone, Debug)]
 pub struct RetentionArgs {
     /// Keep finished runs, snapshots and resolved deviations of this many days.
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
+    #[arg(long, env = "LABCTL_KEEP_RUNS_DAYS", default_value_t = RetentionPolicy::DEFAULT.keep_runs_days, value_name = "DAYS")]
     pub keep_runs_days: u32,
     /// Keep audit entries of this many days.
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
+    #[arg(long, env = "LABCTL_KEEP_AUDIT_DAYS", default_value_t = RetentionPolicy::DEFAULT.keep_audit_days, value_name = "DAYS")]
     pub keep_audit_days: u32,
     /// Keep at most this many audit entries, the newest, whatever their age.
-    #[arg(long, default_value_t = RetentionPolicy::DEFAULT.keep_audit_rows, value_name = "N")]
+    #[arg(long, env = "LABCTL_KEEP_AUDIT_ROWS", default_value_t = RetentionPolicy::DEFAULT.keep_audit_rows, value_name = "N")]
     pub keep_audit_rows: u64,
 }
 

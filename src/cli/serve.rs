@@ -57,33 +57,53 @@ pub struct ServeArgs {
     pub poll_seconds: u64,
     /// Do not watch a local repository's refs (runs then come from the schedule, webhooks and
     /// requests only).
-    #[arg(long)]
+    #[arg(long, env = "LABCTL_NO_WATCH")]
     pub no_watch: bool,
     /// How long a burst of ref changes may last before it is looked at (one run per burst).
-    #[arg(long, default_value_t = 200, value_name = "MS")]
+    #[arg(
+        long,
+        env = "LABCTL_DEBOUNCE_MS",
+        default_value_t = 200,
+        value_name = "MS"
+    )]
     pub debounce_ms: u64,
     /// The shared secret of push webhooks, from a file. Else the variable
     /// LABCTL_WEBHOOK_SECRET, else the systemd credential `webhook-secret`; none: webhooks off.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "LABCTL_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// The bearer token of POST /api/reconcile, from a file. Else LABCTL_ADMIN_TOKEN, else the
     /// systemd credential `admin-token`; none: the endpoint is off.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "LABCTL_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Send notifications to this ntfy topic URL (https://ntfy.example/labctl); its access
     /// token, if the topic is protected, from LABCTL_NTFY_TOKEN or the credential ntfy-token.
-    #[arg(long, env = "LABCTL_NOTIFY_NTFY", value_name = "URL")]
+    #[arg(
+        long,
+        env = "LABCTL_NOTIFY_NTFY",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub notify_ntfy: Option<String>,
     /// Send notifications as JSON POSTs to this URL.
-    #[arg(long, env = "LABCTL_NOTIFY_WEBHOOK", value_name = "URL")]
+    #[arg(
+        long,
+        env = "LABCTL_NOTIFY_WEBHOOK",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub notify_webhook: Option<String>,
     /// Announce new deviations of at least this severity (low, medium, high, critical);
     /// failed runs are always announced.
-    #[arg(long, default_value = "high", value_name = "SEVERITY", value_parser = severity)]
+    #[arg(long, env = "LABCTL_NOTIFY_MIN_SEVERITY", default_value = "high", value_name = "SEVERITY", value_parser = severity)]
     pub notify_min_severity: Severity,
     /// At SIGTERM or SIGINT, how long a run in progress may take to finish before it is
     /// abandoned (recorded as aborted; the leader lock goes with its session).
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "LABCTL_SHUTDOWN_GRACE",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
     pub shutdown_grace: u64,
     /// First delay before a failed run, or a provider that did not answer, is tried again;
     /// it doubles with each failure in a row (with ±20 % jitter) up to --backoff-max.

@@ -11,6 +11,7 @@ mod support;
 mod broken_repos;
 mod caddy;
 mod cli;
+mod config;
 mod db_cli;
 mod flood;
 mod git_source;

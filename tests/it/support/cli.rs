@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use serde_json::Value as Json;
 
 /// The labctl binary built for these tests, without colour and without the caller's database,
-/// state directory or log filter.
+/// state directory, log filter or host configuration.
 pub fn labctl_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_labctl"));
     cmd.env("NO_COLOR", "1");
@@ -18,6 +18,8 @@ pub fn labctl_command() -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // No host configuration (/etc/labctl/config.yaml) unless a test names one.
+    cmd.env("LABCTL_CONFIG", "");
     cmd
 }
 
