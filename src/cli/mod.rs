@@ -27,6 +27,7 @@ mod plan;
 mod reconcile;
 mod serve;
 mod status;
+mod suspend;
 mod validate;
 
 use std::path::PathBuf;
@@ -99,6 +100,11 @@ enum Command {
     /// Serve MCP for assistants — on stdio, or streamable HTTP with bearer tokens (--http):
     /// the lab's state, drift and runs, answered from the store.
     Mcp(mcp::McpArgs),
+    /// Stop labctl acting on everything, a kind or one resource, without a commit (a
+    /// maintenance window): runs still observe and record it, and change nothing of it.
+    Suspend(suspend::SuspendArgs),
+    /// Lift a suspension made by `labctl suspend`; the next run acts on it again.
+    Resume(suspend::ResumeArgs),
     /// Show the settings `labctl serve` would run with, each with where it came from (a flag's
     /// variable, the host configuration file and line, the default), secrets masked.
     ///
@@ -226,6 +232,8 @@ pub fn main() -> ExitCode {
         Command::Drift(args) => status::run_drift(&args),
         Command::Schemas { dir } => write_schemas(&dir),
         Command::Config(args) => config::run(&args),
+        Command::Suspend(args) => suspend::run_suspend(&args),
+        Command::Resume(args) => suspend::run_resume(&args),
         Command::Db(args) => db::run(&args),
         Command::Mcp(args) => mcp::run(&args),
     }

@@ -78,10 +78,11 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
                 Some(run) => store.run_changes(run.id).await?,
                 None => Vec::new(),
             };
-            Ok((latest, model, open, runs, changes))
+            let suspended = store.suspensions().await?;
+            Ok((latest, model, open, runs, changes, suspended))
         },
     );
-    let (latest, model, open, runs, changes) = match result {
+    let (latest, model, open, runs, changes, suspended) = match result {
         Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");
@@ -116,8 +117,13 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
             "resources": statuses,
             "openDeviations": by_severity,
             "recentRuns": recent.iter().map(|r| run_json(r)).collect::<Vec<_>>(),
+            "suspended": suspended,
         })),
         Format::Human => {
+            if !suspended.is_empty() {
+                outln!("Suspended (observed and recorded, nothing changed):");
+                super::suspend::print_suspensions(&suspended);
+            }
             let Some(last) = &latest else {
                 outln!("No run recorded yet: run `labctl reconcile --once`.");
                 return ExitCode::SUCCESS;

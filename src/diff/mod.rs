@@ -73,6 +73,9 @@ pub struct Rules {
     pub ignore: Vec<IgnoreRule>,
     /// (kind, name or None for the whole kind) with the reason.
     pub suspend: Vec<(Kind, Option<String>, String)>,
+    /// Suspended at runtime, in the store (`labctl suspend`): (kind or None for every kind,
+    /// name or None for the whole kind).
+    pub runtime_suspend: Vec<(Option<Kind>, Option<String>)>,
     /// Kinds whose unmanaged resources are never deleted (`prune: false`).
     pub no_prune: BTreeSet<Kind>,
     pub safety: Safety,
@@ -220,9 +223,30 @@ impl Rules {
     }
 
     fn suspended(&self, kind: Kind, name: &str) -> bool {
-        self.suspend
+        self.suspension(kind, name).is_some()
+    }
+
+    /// Why nothing is done for `kind`/`name`, if it is suspended: in Git first, since a
+    /// commit outlasts a runtime suspension.
+    fn suspension(&self, kind: Kind, name: &str) -> Option<Why> {
+        let covers = |k: Option<Kind>, n: Option<&str>| {
+            k.is_none_or(|k| k == kind) && n.is_none_or(|n| n == name)
+        };
+        if self
+            .suspend
             .iter()
-            .any(|(k, n, _)| *k == kind && n.as_deref().is_none_or(|n| n == name))
+            .any(|(k, n, _)| covers(Some(*k), n.as_deref()))
+        {
+            Some(Why::Suspended)
+        } else if self
+            .runtime_suspend
+            .iter()
+            .any(|(k, n)| covers(*k, n.as_deref()))
+        {
+            Some(Why::SuspendedAtRuntime)
+        } else {
+            None
+        }
     }
 }
 
@@ -566,6 +590,8 @@ pub enum Why {
     Unknown,
     /// Suspended in Git.
     Suspended,
+    /// Suspended at runtime (`labctl suspend`), in the store.
+    SuspendedAtRuntime,
     /// Policy observe; `can_apply` says whether policy apply would let labctl repair it.
     Observe { can_apply: bool },
     /// Policy apply, but its provider cannot change this kind.
@@ -628,8 +654,8 @@ impl Decision {
         if d.dtype == DeviationType::Unknown {
             return Decision::Report(Why::Unknown);
         }
-        if rules.suspended(d.kind, &d.name) {
-            return Decision::Report(Why::Suspended);
+        if let Some(why) = rules.suspension(d.kind, &d.name) {
+            return Decision::Report(why);
         }
         match rules.policy(d.kind) {
             Policy::Apply
@@ -672,6 +698,10 @@ impl Decision {
             Decision::Report(why) => match why {
                 Why::Unknown => return None,
                 Why::Suspended => "suspended in Git: reported only".into(),
+                Why::SuspendedAtRuntime => "suspended at runtime: reported only (`labctl \
+                                            status` lists who suspended what and why; \
+                                            `labctl resume` lifts it)"
+                    .into(),
                 Why::Observe { can_apply: true } => {
                     format!(
                         "set policy apply for {kind} to let labctl {verb}, or change Git to match"

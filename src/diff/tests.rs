@@ -524,3 +524,53 @@ fn prune_false_keeps_unmanaged_resources_and_repairs_the_rest() {
     assert_eq!(actions, [("update", "a"), ("create", "b")]);
     assert!(plan.deviations[2].remediation.contains("prune: false"));
 }
+
+#[test]
+fn runtime_suspensions_are_reported_but_never_changed_and_git_is_named_first() {
+    let input_of = || {
+        [input(
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.5")),
+                res(Kind::DhcpReservation, "b", r("10.0.1.6")),
+            ],
+            vec![
+                res(Kind::DhcpReservation, "a", r("10.0.1.9")),
+                res(Kind::DhcpReservation, "b", r("10.0.1.8")),
+            ],
+        )]
+    };
+    // One resource: only it is held back.
+    let mut rules = apply_rules();
+    rules
+        .runtime_suspend
+        .push((Some(Kind::DhcpReservation), Some("a".into())));
+    let plan = diff(&input_of(), &rules);
+    let held: Vec<(&str, bool)> = plan
+        .deviations
+        .iter()
+        .map(|d| (d.name.as_str(), d.suspended))
+        .collect();
+    assert_eq!(held, [("a", true), ("b", false)]);
+    assert_eq!(plan.changes.values().flatten().count(), 1);
+    // Everything: nothing changes, and the remediation says it is a runtime suspension.
+    let mut rules = apply_rules();
+    rules.runtime_suspend.push((None, None));
+    let plan = diff(&input_of(), &rules);
+    assert!(plan.changes.is_empty());
+    assert!(plan.deviations.iter().all(|d| d.suspended));
+    let d = &plan.deviations[0];
+    let why = Decision::of(d, &rules, true);
+    assert_eq!(why, Decision::Report(Why::SuspendedAtRuntime));
+    assert!(why
+        .remediation(d.kind, d.dtype)
+        .unwrap()
+        .starts_with("suspended at runtime"));
+    // Suspended in Git as well: Git's reason is the one given.
+    rules
+        .suspend
+        .push((Kind::DhcpReservation, None, "in Git".into()));
+    assert_eq!(
+        Decision::of(d, &rules, true),
+        Decision::Report(Why::Suspended)
+    );
+}

@@ -401,11 +401,24 @@ pub async fn get_reconcile_status(
         .iter()
         .map(change_item)
         .collect();
+    let suspended = store
+        .suspensions()
+        .await?
+        .into_iter()
+        .map(|s| SuspensionInfo {
+            scope: s.scope(),
+            resume: s.resume_command(),
+            reason: s.reason,
+            by: s.actor,
+            since: rfc3339(s.since),
+        })
+        .collect();
     Ok(ReconcileStatusOutput {
         basis: basis(model),
         runs,
         providers: providers.into_values().collect(),
         recent_changes,
+        suspended,
     })
 }
 

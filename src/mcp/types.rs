@@ -783,6 +783,23 @@ pub struct ReconcileStatusOutput {
     pub providers: Vec<ProviderInfo>,
     /// The most recent changes labctl asked providers to make (at most 50), newest first.
     pub recent_changes: Vec<ChangeItem>,
+    /// Runtime suspensions in force (`labctl suspend`): runs observe and record what they
+    /// cover, and change nothing of it. Empty when labctl acts normally.
+    pub suspended: Vec<SuspensionInfo>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspensionInfo {
+    /// `everything`, a kind, or `Kind/name`.
+    pub scope: String,
+    pub reason: String,
+    /// Who suspended it (`user NAME`).
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub since: String,
+    /// The command that lifts it.
+    pub resume: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -184,24 +184,38 @@ pub async fn plan(
     providers: &[Arc<dyn Provider>],
     force: bool,
 ) -> (Plan, Vec<ProviderInput>) {
-    let (plan, inputs, _) = plan_timed(loaded, providers, force).await;
+    let rules = rules(loaded, force, &[]);
+    let (plan, inputs, _) = plan_timed(loaded, providers, &rules).await;
     (plan, inputs)
 }
 
 async fn plan_timed(
     loaded: &Loaded,
     providers: &[Arc<dyn Provider>],
-    force: bool,
+    rules: &Rules,
 ) -> (Plan, Vec<ProviderInput>, Vec<ObserveTiming>) {
     let (inputs, timings) = observe_timed(&loaded.state, providers).await;
-    let plan = diff::diff(&inputs, &rules(loaded, force));
+    let plan = diff::diff(&inputs, rules);
     (plan, inputs, timings)
 }
 
-/// The policy of `loaded`'s labctl.yaml, with `force` as asked this once.
-fn rules(loaded: &Loaded, force: bool) -> Rules {
+/// The policy of `loaded`'s labctl.yaml, with `force` as asked this once, and the runtime
+/// suspensions in force. A suspension of a kind this labctl does not know suspends
+/// everything: it cannot tell what the operator meant to stop.
+fn rules(loaded: &Loaded, force: bool, suspended: &[store::Suspension]) -> Rules {
     let mut rules = Rules::from_state(&loaded.state);
     rules.safety.force = force;
+    rules.runtime_suspend = suspended
+        .iter()
+        .map(|s| match s.kind.as_deref().map(Kind::parse) {
+            None => (None, None),
+            Some(Some(kind)) => (Some(kind), s.name.clone()),
+            Some(None) => {
+                tracing::warn!(scope = %s.scope(), "a suspension of an unknown kind suspends everything");
+                (None, None)
+            }
+        })
+        .collect();
     rules
 }
 
@@ -257,7 +271,22 @@ pub async fn execute(
     providers: &[Arc<dyn Provider>],
     force: bool,
 ) -> Result<RunResult, StoreError> {
-    let (plan, mut inputs, observed) = plan_timed(loaded, providers, force).await;
+    // Read at each run, so `labctl suspend` takes effect at the next run, with no restart.
+    let suspended = match store.suspensions().await {
+        Ok(s) => s,
+        Err(e) => {
+            // Without them it cannot know what it may touch: nothing is observed or changed.
+            let report = concluding_nothing(
+                Outcome::Failed,
+                loaded.commit().map(str::to_string),
+                format!("cannot read the runtime suspensions: {e}"),
+            );
+            let _ = store.finish_run(run, report).await;
+            return Err(e);
+        }
+    };
+    let rules = rules(loaded, force, &suspended);
+    let (plan, mut inputs, observed) = plan_timed(loaded, providers, &rules).await;
     if !plan.changes.is_empty() {
         if let Err(lost) = leader.confirm().await {
             tracing::error!(error = %lost, "not applying");
@@ -282,7 +311,7 @@ pub async fn execute(
         (None, Vec::new())
     } else {
         let (after, changes) =
-            reobserve(loaded, &plan, &mut inputs, &applied, providers, force).await;
+            reobserve(loaded, &plan, &mut inputs, &applied, providers, &rules).await;
         (Some(after), changes)
     };
     let mut report = report(
@@ -319,7 +348,7 @@ async fn reobserve(
     inputs: &mut [ProviderInput],
     applied: &[Applied],
     providers: &[Arc<dyn Provider>],
-    force: bool,
+    rules: &Rules,
 ) -> (Plan, Vec<store::ChangeRecord>) {
     let mut records = Vec::new();
     for a in applied {
@@ -341,7 +370,7 @@ async fn reobserve(
             input.observed = fresh.observed;
         }
     }
-    let after = diff::diff(inputs, &rules(loaded, force));
+    let after = diff::diff(inputs, rules);
     let residue = Residue::new(&after);
     for r in records
         .iter_mut()

@@ -107,6 +107,7 @@ pub struct Metrics {
     /// Every kind and severity ever exported, so those with nothing open show 0.
     deviation_series: std::sync::Mutex<std::collections::HashSet<DeviationLabels>>,
     pull_requests_open: Gauge,
+    suspensions: Gauge,
     last_success: Gauge<f64, AtomicU64>,
     store_up: Gauge,
     leader: Gauge,
@@ -193,6 +194,12 @@ impl Default for Metrics {
             "Remediation pull requests labctl opened that are still open",
             pull_requests_open.clone(),
         );
+        let suspensions = Gauge::default();
+        registry.register(
+            "suspensions",
+            "Runtime suspensions in force (labctl suspend): what they cover is observed, not changed",
+            suspensions.clone(),
+        );
         let last_success = Gauge::default();
         registry.register_with_unit(
             "last_successful_run_timestamp",
@@ -233,6 +240,7 @@ impl Default for Metrics {
             deviations_open,
             deviation_series: Default::default(),
             pull_requests_open,
+            suspensions,
             last_success,
             store_up,
         }
@@ -336,6 +344,7 @@ impl Metrics {
         let open = store.open_deviations(None, None).await?;
         let prs = store.open_pull_requests().await?;
         let last = store.last_finished(Outcome::Succeeded).await?;
+        let suspensions = store.suspensions().await?;
         // Series of kinds and severities with nothing open any more go to 0, not away, so a
         // rate or an alert over them sees the drop.
         let mut counts: std::collections::HashMap<DeviationLabels, i64> = Default::default();
@@ -358,6 +367,7 @@ impl Metrics {
             seen.insert(labels);
         }
         self.pull_requests_open.set(prs.len() as i64);
+        self.suspensions.set(suspensions.len() as i64);
         self.last_success
             .set(last.map_or(0.0, |ms| ms as f64 / 1000.0));
         Ok(())

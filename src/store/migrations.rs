@@ -41,6 +41,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "deviation notified",
         include_str!("../../migrations/sqlite/0006_deviation_notified.sql"),
     ),
+    (
+        7,
+        "suspensions",
+        include_str!("../../migrations/sqlite/0007_suspensions.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -74,6 +79,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         6,
         "deviation notified",
         include_str!("../../migrations/postgres/0006_deviation_notified.sql"),
+    ),
+    (
+        7,
+        "suspensions",
+        include_str!("../../migrations/postgres/0007_suspensions.sql"),
     ),
 ];
 

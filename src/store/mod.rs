@@ -13,6 +13,7 @@ mod pull_requests;
 mod query;
 mod run;
 mod snapshots;
+mod suspensions;
 mod types;
 mod url;
 
@@ -30,6 +31,7 @@ use crate::time::{Clock, SystemClock};
 pub use changes::repaired_by;
 pub use json_diff::{json_diff, ChangeKind, JsonChange};
 pub use leader::LeaderGuard;
+pub use suspensions::MAX_SUSPEND_REASON;
 pub use types::*;
 pub use url::redact;
 
@@ -60,6 +62,8 @@ pub enum StoreError {
     },
     #[error("unexpected value in {url}: {what}")]
     Corrupt { url: String, what: String },
+    #[error("cannot suspend: {0}")]
+    InvalidSuspension(String),
     #[error("invalid run report: {0}")]
     InvalidReport(String),
     #[error("no {what} with id {id}")]

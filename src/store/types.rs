@@ -253,6 +253,40 @@ pub struct SnapshotInfo {
     pub last_seen_at: i64,
 }
 
+/// A runtime suspension (`labctl suspend`): labctl observes and records what it covers, and
+/// applies and proposes nothing for it, until `labctl resume`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Suspension {
+    /// `None`: the whole controller.
+    pub kind: Option<String>,
+    /// `None`: every resource of the kind.
+    pub name: Option<String>,
+    pub reason: String,
+    /// Who suspended it: the OS user of `labctl suspend`.
+    pub actor: String,
+    /// When, in ms since the epoch.
+    pub since: i64,
+}
+
+impl Suspension {
+    /// `everything`, `DhcpReservation` or `DhcpReservation/whisper`.
+    pub fn scope(&self) -> String {
+        match (&self.kind, &self.name) {
+            (None, _) => "everything".into(),
+            (Some(k), None) => k.clone(),
+            (Some(k), Some(n)) => format!("{k}/{n}"),
+        }
+    }
+
+    /// The command that lifts it: `labctl resume DhcpReservation whisper`.
+    pub fn resume_command(&self) -> String {
+        [self.kind.as_deref(), self.name.as_deref()]
+            .into_iter()
+            .flatten()
+            .fold("labctl resume".to_string(), |cmd, part| cmd + " " + part)
+    }
+}
+
 /// A remediation pull request: one per branch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PullRequest {

@@ -397,3 +397,127 @@ async fn import_of_fifty_reservations_validates_and_plans_clean() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote 0 document(s)"));
     drop(kea);
 }
+
+/// The address Kea holds for `mac` in the first subnet.
+async fn kea_ip(kea: &Kea, mac: &str) -> String {
+    kea.config().await["subnet4"][0]["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["hw-address"] == mac)
+        .and_then(|r| r["ip-address"].as_str())
+        .unwrap_or_else(|| panic!("Kea has no reservation for {mac}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_suspension_stops_changes_without_a_commit_until_resumed() {
+    let mac = "bc:24:11:5e:02:01";
+    let Some(kea) = Kea::start(
+        json!([kea_reservation("whisper", mac, "10.0.1.209")]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    config(r, &kea.url, "apply");
+    reservation(r, "whisper", SUBNET, mac, "10.0.1.201");
+    let repo_arg = r.to_str().unwrap();
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
+    let reconcile = || {
+        let out = labctl(&[
+            "reconcile",
+            "--once",
+            repo_arg,
+            "--database-url",
+            &db,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        json_of(&out)["run"].clone()
+    };
+
+    // A wrong kind is refused with the list; no reason is refused.
+    let out = labctl(&["suspend", "dhcp", "--reason", "x", "--database-url", &db]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DhcpReservation"));
+    let out = labctl(&[
+        "suspend",
+        "dhcpreservation",
+        "--reason",
+        " ",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = labctl(&[
+        "suspend",
+        "dhcpreservation",
+        "--reason",
+        "Kea maintenance",
+        "--database-url",
+        &db,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let run = reconcile();
+    assert!(run["applied"].as_array().unwrap().is_empty(), "{run}");
+    assert_eq!(kea_ip(&kea, mac).await, "10.0.1.209", "nothing changed");
+    // The drift is recorded, with what holds it back.
+    let drift = json_of(&labctl(&[
+        "drift",
+        "--database-url",
+        &db,
+        "--format",
+        "json",
+    ]));
+    let text = drift.to_string();
+    assert!(text.contains("suspended at runtime"), "{text}");
+    // status and MCP show the suspension: who, why, and how to lift it.
+    let status = json_of(&labctl(&[
+        "status",
+        "--database-url",
+        &db,
+        "--format",
+        "json",
+    ]));
+    let s = &status["suspended"][0];
+    assert_eq!(s["kind"], "DhcpReservation");
+    assert_eq!(s["reason"], "Kea maintenance");
+    let client = connect(&db).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let answer = ok(
+        &tools,
+        "get_reconcile_status",
+        call(&client, "get_reconcile_status", json!({})).await,
+    );
+    assert_eq!(
+        answer["suspended"][0]["scope"], "DhcpReservation",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["suspended"][0]["resume"],
+        "labctl resume DhcpReservation"
+    );
+    client.cancel().await.unwrap();
+
+    // Resuming something else is an error that lists what is suspended; the kind's resume
+    // lets the next run act.
+    let out = labctl(&["resume", "--database-url", &db]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DhcpReservation by "));
+    let out = labctl(&["resume", "DhcpReservation", "--database-url", &db]);
+    assert!(out.status.success(), "{out:?}");
+    let run = reconcile();
+    assert!(!run["applied"].as_array().unwrap().is_empty(), "{run}");
+    assert_eq!(
+        kea_ip(&kea, mac).await,
+        "10.0.1.201",
+        "restored after resume"
+    );
+}

@@ -124,6 +124,7 @@ macro_rules! on_both {
 
 on_both! {
     case_migrate => sqlite_migrate, postgres_migrate;
+    case_suspensions => sqlite_suspensions, postgres_suspensions;
     case_run_round_trip => sqlite_run_round_trip, postgres_run_round_trip;
     case_deviation_life => sqlite_deviation_life, postgres_deviation_life;
     case_unobservable_keeps_open => sqlite_unobservable_keeps_open, postgres_unobservable_keeps_open;
@@ -1235,4 +1236,66 @@ async fn case_changes_and_repairs(store: Store) {
     assert_eq!(pruned.applied_changes, 3);
     assert!(store.run_changes(run).await.unwrap().is_empty());
     store.close().await;
+}
+
+async fn case_suspensions(store: Store) {
+    store.migrate().await.unwrap();
+    assert!(store.suspensions().await.unwrap().is_empty());
+    store
+        .suspend(None, None, "move the rack", "user ann")
+        .await
+        .unwrap();
+    store
+        .suspend(
+            Some("DhcpReservation"),
+            Some("whisper"),
+            "first",
+            "user bob",
+        )
+        .await
+        .unwrap();
+    // Again for the same scope: replaced, not a second row.
+    store
+        .suspend(
+            Some("DhcpReservation"),
+            Some("whisper"),
+            "Kea upgrade",
+            "user bob",
+        )
+        .await
+        .unwrap();
+    let all = store.suspensions().await.unwrap();
+    let scopes: Vec<(String, &str)> = all.iter().map(|s| (s.scope(), s.reason.as_str())).collect();
+    assert_eq!(
+        scopes,
+        [
+            ("everything".to_string(), "move the rack"),
+            ("DhcpReservation/whisper".to_string(), "Kea upgrade"),
+        ]
+    );
+    assert_eq!(
+        all[1].resume_command(),
+        "labctl resume DhcpReservation whisper"
+    );
+    // Bad input is refused and stores nothing.
+    let long = "x".repeat(labctl::store::MAX_SUSPEND_REASON + 1);
+    for (kind, name, reason) in [
+        (Some("Device"), None, "  "),
+        (Some("Device"), None, long.as_str()),
+        (None, Some("whisper"), "a name without its kind"),
+    ] {
+        let err = store
+            .suspend(kind, name, reason, "user ann")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("cannot suspend: "), "{err}");
+    }
+    assert_eq!(store.suspensions().await.unwrap().len(), 2);
+    // Resume lifts exactly its scope.
+    assert!(!store.resume(Some("DhcpReservation"), None).await.unwrap());
+    assert!(store.resume(None, None).await.unwrap());
+    assert!(!store.resume(None, None).await.unwrap());
+    let left = store.suspensions().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].actor, "user bob");
 }
