@@ -3,6 +3,33 @@
 
 use serde_json::Value;
 
+/// Sets the dotted path `a.b.c` inside `root` to `value` (making the objects on the way),
+/// or removes it for `None`.
+pub fn set_path(root: &mut Value, path: &str, value: Option<Value>) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cursor = root;
+    for p in parts {
+        if !cursor.get(p).is_some_and(Value::is_object) {
+            if value.is_none() {
+                return;
+            }
+            cursor[p] = Value::Object(Default::default());
+        }
+        cursor = &mut cursor[p];
+    }
+    if let Value::Object(map) = cursor {
+        match value {
+            Some(v) => {
+                map.insert(last.to_string(), v);
+            }
+            None => {
+                map.remove(last);
+            }
+        }
+    }
+}
+
 /// How paths are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notation {

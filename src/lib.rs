@@ -11,6 +11,7 @@ pub mod diff;
 pub mod jsondiff;
 pub mod mcp;
 pub mod model;
+pub mod propose;
 pub mod providers;
 pub mod readmodel;
 pub mod reconcile;

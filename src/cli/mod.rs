@@ -24,6 +24,7 @@ mod db;
 mod import;
 mod mcp;
 mod plan;
+mod propose;
 mod reconcile;
 mod serve;
 mod status;
@@ -97,6 +98,11 @@ enum Command {
     /// Adopt a live lab: write a document for every resource the providers have that Git
     /// does not, after checking the repository with them validates.
     Import(import::ImportArgs),
+    /// Propose changes to Git for what policy `propose` covers: one branch per resource that
+    /// makes Git say what the lab says, validated and planned clean first.
+    ///
+    /// Exit status: 0 done, 1 error or a provider could not be observed.
+    Propose(propose::ProposeArgs),
     /// Serve MCP for assistants — on stdio, or streamable HTTP with bearer tokens (--http):
     /// the lab's state, drift and runs, answered from the store.
     Mcp(mcp::McpArgs),
@@ -228,6 +234,7 @@ pub fn main() -> ExitCode {
         Command::Reconcile(args) => reconcile::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Propose(args) => propose::run(&args),
         Command::Status(args) => status::run_status(&args),
         Command::Drift(args) => status::run_drift(&args),
         Command::Schemas { dir } => write_schemas(&dir),

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::diff::Plan;
+use crate::propose;
 use crate::providers::Provider;
 use crate::reconcile::import::{self, ImportPlan, Skipped};
 use crate::reconcile::{self, HostOptions, Loaded, RunResult};
@@ -463,6 +464,22 @@ pub async fn import(
         files: staged.files,
         skipped: staged.skipped,
     })
+}
+
+/// What `propose` would put on branches: one change set per resource whose deviations the
+/// policy proposes to accept into Git, each validated and planned clean. A provider that could
+/// not be observed proposes nothing (its resources are unknown).
+/// Also returns the providers that could not be observed, with why.
+pub async fn propose(
+    loaded: &Loaded,
+    host: HostOptions,
+    max: usize,
+) -> (propose::Proposals, Vec<(String, String)>) {
+    let providers = providers(loaded, host);
+    let (plan, inputs) = reconcile::plan(loaded, &providers, false).await;
+    let rules = reconcile::rules(loaded, false, &[]);
+    let proposals = propose::prepare(loaded, &plan, &inputs, &providers, &rules, max);
+    (proposals, plan.unobservable.into_iter().collect())
 }
 
 /// `user@host/pid`, recorded with each run so a shared database shows who reconciled.

@@ -78,6 +78,9 @@ pub struct Rules {
     pub runtime_suspend: Vec<(Option<Kind>, Option<String>)>,
     /// Kinds whose unmanaged resources are never deleted (`prune: false`).
     pub no_prune: BTreeSet<Kind>,
+    /// Kinds under policy propose whose missing resources are proposed for removal from Git
+    /// (`proposeRemovals`).
+    pub propose_removals: BTreeSet<Kind>,
     pub safety: Safety,
 }
 
@@ -175,6 +178,12 @@ impl Rules {
                 .prune
                 .iter()
                 .filter(|(_, prune)| !**prune)
+                .filter_map(|(k, _)| Kind::parse(k))
+                .collect();
+            rules.propose_removals = spec
+                .propose_removals
+                .iter()
+                .filter(|(_, yes)| **yes)
                 .filter_map(|(k, _)| Kind::parse(k))
                 .collect();
             if let Some(safety) = &spec.safety {
@@ -426,7 +435,9 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                 let mut drifted = false;
                 for (path, exp, act) in diffs {
                     if let Some(reason) = rules.ignored(kind, name, &path) {
-                        set_path(&mut target, &path, act.cloned());
+                        // `target` is the resource's fields: the path less its `spec.`.
+                        let field = path.split_once('.').map_or("", |(_, f)| f);
+                        crate::jsondiff::set_path(&mut target, field, act.cloned());
                         plan.ignored.push(Ignored {
                             kind,
                             name: name.to_string(),
@@ -666,7 +677,10 @@ impl Decision {
             Policy::Apply if repairable => Decision::Apply,
             Policy::Apply if d.auto_correctable => Decision::Report(Why::Incomplete),
             Policy::Apply => Decision::Report(Why::CannotApply),
-            Policy::Propose if d.dtype == DeviationType::Missing => {
+            Policy::Propose
+                if d.dtype == DeviationType::Missing
+                    && !rules.propose_removals.contains(&d.kind) =>
+            {
                 Decision::Report(Why::RemovalNotProposed)
             }
             Policy::Propose => Decision::Propose,
@@ -687,14 +701,19 @@ impl Decision {
         };
         Some(match self {
             Decision::Apply => format!("reconcile will {verb} (policy apply)"),
-            Decision::Propose if dtype == DeviationType::Unmanaged => {
-                "policy propose: add it to Git (`labctl import` writes the document; \
-                 labctl does not open pull requests yet)"
-                    .into()
+            Decision::Propose => {
+                match dtype {
+                    DeviationType::Unmanaged => "policy propose: labctl proposes adding it to Git",
+                    DeviationType::Missing => {
+                        "policy propose: labctl proposes removing it from Git"
+                    }
+                    _ => {
+                        "policy propose: labctl proposes setting the field in Git to the live value"
+                    }
+                }
+                .to_string()
+                    + " (`labctl propose --dry-run` shows the change)"
             }
-            Decision::Propose => "policy propose: set the field in Git to the live value \
-                                  (labctl does not open pull requests yet)"
-                .into(),
             Decision::Report(why) => match why {
                 Why::Unknown => return None,
                 Why::Suspended => "suspended in Git: reported only".into(),
@@ -722,8 +741,8 @@ impl Decision {
                      safety allows (see the plan)"
                 ),
                 Why::RemovalNotProposed => {
-                    "policy propose does not propose removals: restore it live, or remove it \
-                     from Git"
+                    "policy propose does not propose removals unless labctl.yaml's \
+                     proposeRemovals allows them: restore it live, or remove it from Git"
                         .into()
                 }
             },
@@ -803,29 +822,6 @@ pub fn decide(plan: &Plan, rules: &Rules) -> Decisions {
         }
     }
     decisions
-}
-
-/// Sets `spec.a.b` inside `root` (whose top is `spec`) to `value`, removing it for `None`.
-fn set_path(root: &mut Json, path: &str, value: Option<Json>) {
-    let mut parts: Vec<&str> = path.split('.').skip(1).collect();
-    let Some(last) = parts.pop() else { return };
-    let mut cursor = root;
-    for p in parts {
-        if !cursor.get(p).is_some_and(Json::is_object) {
-            cursor[p] = Json::Object(Default::default());
-        }
-        cursor = &mut cursor[p];
-    }
-    if let Json::Object(map) = cursor {
-        match value {
-            Some(v) => {
-                map.insert(last.to_string(), v);
-            }
-            None => {
-                map.remove(last);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

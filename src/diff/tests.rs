@@ -394,7 +394,20 @@ fn propose_policy_proposes_git_changes_and_applies_nothing() {
         .deviations
         .iter()
         .all(|d| !d.remediation.contains("a pull request will")));
-    assert!(plan.deviations[2].remediation.contains("labctl import"));
+    assert!(plan.deviations[2].remediation.contains("labctl propose"));
+
+    // labctl.yaml's proposeRemovals opts the kind's removals in.
+    let rules = Rules {
+        propose_removals: [Kind::DhcpReservation].into(),
+        ..rules
+    };
+    let plan = diff(&[one_of_each()], &rules);
+    let removal = plan.proposals.iter().find(|p| p.name == "b").unwrap();
+    assert_eq!(
+        (removal.dtype, &removal.value),
+        (DeviationType::Missing, &None)
+    );
+    assert!(decide(&plan, &rules).report.is_empty());
 }
 
 #[test]

@@ -156,6 +156,10 @@ pub struct ConfigSpec {
     /// under policy apply (`DhcpReservation: false`); unlisted kinds are pruned.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prune: BTreeMap<String, bool>,
+    /// Per kind under policy propose, `true` lets labctl propose removing the document of a
+    /// resource the lab no longer has (`Device: true`); by default that is reported only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub propose_removals: BTreeMap<String, bool>,
     /// How much of a provider's lab one run may change before it applies nothing and asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<SafetySpec>,

@@ -182,6 +182,23 @@ impl DesiredState {
             .collect()
     }
 
+    /// Where the document `kind`/`name` was read from.
+    pub fn origin(&self, kind: Kind, name: &str) -> Option<&Origin> {
+        fn find<'a, S>(list: &'a [Located<Document<S>>], name: &str) -> Option<&'a Origin> {
+            list.iter()
+                .find(|d| d.doc.metadata.name == name)
+                .map(|d| &d.origin)
+        }
+        match kind {
+            Kind::Pool => find(&self.pools, name),
+            Kind::Device => find(&self.devices, name),
+            Kind::DhcpReservation => find(&self.reservations, name),
+            Kind::Route => find(&self.routes, name),
+            Kind::McpServer => find(&self.mcp_servers, name),
+            Kind::Config => self.config.as_ref().map(|c| &c.origin),
+        }
+    }
+
     /// The metadata of every resource document (not the Config), with its kind.
     pub fn metadata(&self) -> impl Iterator<Item = (Kind, &Metadata)> {
         self.documents().into_iter().map(|(k, m, _)| (k, m))

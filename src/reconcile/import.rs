@@ -57,7 +57,7 @@ pub fn prepare(snapshot: &Snapshot, plan: &Plan) -> ImportPlan {
         .filter(|d| d.dtype == DeviationType::Unmanaged)
     {
         let Some(fields) = &d.actual else { continue };
-        let path = format!("{}/{}.yaml", folder(d.kind), d.name);
+        let path = path(d.kind, &d.name);
         if taken.contains(path.as_str()) {
             skipped.push(Skipped {
                 kind: d.kind,
@@ -86,8 +86,13 @@ pub fn prepare(snapshot: &Snapshot, plan: &Plan) -> ImportPlan {
     }
 }
 
+/// Where the repository layout keeps the document `kind`/`name`.
+pub fn path(kind: Kind, name: &str) -> String {
+    format!("{}/{name}.yaml", folder(kind))
+}
+
 /// The YAML text of one document, typed on the way so that what is written parses.
-fn document(kind: Kind, name: &str, fields: &Json) -> Result<String, String> {
+pub fn document(kind: Kind, name: &str, fields: &Json) -> Result<String, String> {
     fn typed<S: serde::de::DeserializeOwned + Serialize>(
         kind: Kind,
         name: &str,

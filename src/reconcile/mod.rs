@@ -202,7 +202,7 @@ async fn plan_timed(
 /// The policy of `loaded`'s labctl.yaml, with `force` as asked this once, and the runtime
 /// suspensions in force. A suspension of a kind this labctl does not know suspends
 /// everything: it cannot tell what the operator meant to stop.
-fn rules(loaded: &Loaded, force: bool, suspended: &[store::Suspension]) -> Rules {
+pub fn rules(loaded: &Loaded, force: bool, suspended: &[store::Suspension]) -> Rules {
     let mut rules = Rules::from_state(&loaded.state);
     rules.safety.force = force;
     rules.runtime_suspend = suspended

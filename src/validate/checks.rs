@@ -965,7 +965,13 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
             .policy
             .keys()
             .map(|k| ("policy", k))
-            .chain(c.spec.prune.keys().map(|k| ("prune", k)));
+            .chain(c.spec.prune.keys().map(|k| ("prune", k)))
+            .chain(
+                c.spec
+                    .propose_removals
+                    .keys()
+                    .map(|k| ("proposeRemovals", k)),
+            );
         for (setting, key) in per_kind {
             if !kinds.contains(&key.as_str()) {
                 let help = match did_you_mean(key, kinds) {

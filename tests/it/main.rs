@@ -25,6 +25,7 @@ mod mcp_server;
 mod mcp_tools;
 mod partial;
 mod probe;
+mod propose;
 mod proxmox;
 mod reachability;
 mod read_only_store;
