@@ -593,6 +593,22 @@ fn tool_table(with_controller: bool) -> Vec<ToolDef> {
              error with the closest path.",
             on_model(|s, m, i| async move { tools::get_pool(&s.store, &m, i).await }),
         ),
+        ToolDef {
+            // A step of proposing a change (then propose_change): propose scope.
+            scope: Scope::Propose,
+            ..ToolDef::read::<FindPlacementInput, FindPlacementOutput>(
+                "find_placement",
+                "Find a pool for a new guest",
+                "Where a new VM or container needing cores, memoryMiB and/or storageGiB (and \
+                 pool dimensions such as [\"gpu=true\"], a pathPrefix, a pool type, default \
+                 compute) could go: candidate pools ranked by what is left after it, from each \
+                 pool's declared capacity less what its guests use per Git (as list_pools \
+                 counts it). Each says whether it fits and why, amount by amount; an amount a \
+                 pool declares no capacity for is not known to be free, so that pool does not \
+                 fit. Use the pool's path and proxmoxPool in a new Device document.",
+                on_model(|_, m, i| async move { tools::find_placement(&m, i) }),
+            )
+        },
         ToolDef::read::<ListReservationsInput, ListReservationsOutput>(
             "list_dhcp_reservations",
             "List DHCP reservations",
@@ -729,8 +745,8 @@ mod tests {
     #[test]
     fn every_tool_has_schemas_and_read_only_annotations() {
         let defs = tool_table(true);
-        assert_eq!(defs.len(), 16);
-        assert_eq!(tool_table(false).len(), 15);
+        assert_eq!(defs.len(), 17);
+        assert_eq!(tool_table(false).len(), 16);
         let names: std::collections::BTreeSet<_> = defs.iter().map(|d| &d.tool.name).collect();
         assert_eq!(names.len(), defs.len(), "a tool is declared twice");
         let last = defs.last().unwrap();
@@ -740,7 +756,11 @@ mod tests {
         );
         for d in defs.iter().filter(|d| d.tool.name != "trigger_reconcile") {
             let t = &d.tool;
-            assert_eq!(d.scope, Scope::Read, "{}", t.name);
+            let scope = match t.name.as_ref() {
+                "find_placement" => Scope::Propose,
+                _ => Scope::Read,
+            };
+            assert_eq!(d.scope, scope, "{}", t.name);
             assert!(t.description.as_ref().is_some_and(|d| d.len() > 40));
             assert_eq!(t.input_schema.get("type"), Some(&json!("object")));
             assert!(t.output_schema.is_some(), "{}", t.name);

@@ -478,23 +478,32 @@ const POOL_FIELDS: &[&str] = &[
     "overCapacity",
 ];
 
-pub fn list_pools(model: &Model, input: ListPoolsInput) -> Result<ListPoolsOutput, ToolError> {
-    let fields = choose_fields(input.fields.as_deref(), POOL_DEFAULT_FIELDS, POOL_FIELDS)?;
-    let pool_type = input
-        .pool_type
-        .as_deref()
-        .map(|t| one_of("type", t, POOL_TYPES))
-        .transpose()?;
-    let query = PoolQuery {
-        path_prefix: input.path_prefix.clone(),
-        pool_type: pool_type.map(str::to_string),
-        dimensions: input
-            .dimensions
-            .iter()
+/// The pools the `pathPrefix`, `type` and `dimensions` arguments of a tool select.
+fn pool_query(
+    path_prefix: Option<&str>,
+    pool_type: Option<&str>,
+    dimensions: Option<&[String]>,
+) -> Result<PoolQuery, ToolError> {
+    Ok(PoolQuery {
+        path_prefix: path_prefix.map(str::to_string),
+        pool_type: pool_type
+            .map(|t| one_of("type", t, POOL_TYPES).map(str::to_string))
+            .transpose()?,
+        dimensions: dimensions
+            .into_iter()
             .flatten()
             .map(|d| key_value("dimension", d, "gpu=true"))
             .collect::<Result<_, _>>()?,
-    };
+    })
+}
+
+pub fn list_pools(model: &Model, input: ListPoolsInput) -> Result<ListPoolsOutput, ToolError> {
+    let fields = choose_fields(input.fields.as_deref(), POOL_DEFAULT_FIELDS, POOL_FIELDS)?;
+    let query = pool_query(
+        input.path_prefix.as_deref(),
+        input.pool_type.as_deref(),
+        input.dimensions.as_deref(),
+    )?;
     let page = Page::of(
         model.lab.pools_matching(&query),
         input.limit,
@@ -506,6 +515,53 @@ pub fn list_pools(model: &Model, input: ListPoolsInput) -> Result<ListPoolsOutpu
     Ok(ListPoolsOutput {
         basis: basis(model),
         page,
+    })
+}
+
+pub fn find_placement(
+    model: &Model,
+    input: FindPlacementInput,
+) -> Result<FindPlacementOutput, ToolError> {
+    if [input.cores, input.memory_mib, input.storage_gib]
+        .iter()
+        .all(Option::is_none)
+    {
+        return Err(ToolError::new(
+            "give at least one of cores, memoryMiB or storageGiB the new guest needs",
+        ));
+    }
+    let query = pool_query(
+        input.path_prefix.as_deref(),
+        Some(input.pool_type.as_deref().unwrap_or("compute")),
+        input.dimensions.as_deref(),
+    )?;
+    let need = Amounts {
+        cores: input.cores,
+        memory_mib: input.memory_mib,
+        storage_gib: input.storage_gib,
+        devices: None,
+    };
+    let placements = model.lab.placements(&query, &need);
+    let limit = input.limit.unwrap_or(10).clamp(1, 100) as usize;
+    Ok(FindPlacementOutput {
+        basis: basis(model),
+        considered: placements.len() as u64,
+        candidates: placements
+            .into_iter()
+            .take(limit)
+            .map(|p| PlacementInfo {
+                pool: p.pool.name.clone(),
+                path: p.pool.path.clone(),
+                fits: p.fits,
+                free: resources(p.free),
+                reasons: p.reasons,
+                proxmox_pool: model
+                    .lab
+                    .find(Kind::Pool, &p.pool.name)
+                    .and_then(|e| e.spec_str("proxmoxPool"))
+                    .map(str::to_string),
+            })
+            .collect(),
     })
 }
 

@@ -194,6 +194,56 @@ pub struct ListPoolsInput {
     pub cursor: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FindPlacementInput {
+    /// Cores the new guest needs.
+    pub cores: Option<u64>,
+    /// Memory the new guest needs, in MiB.
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: Option<u64>,
+    /// Disk the new guest needs, in GiB.
+    #[serde(rename = "storageGiB")]
+    pub storage_gib: Option<u64>,
+    /// Effective pool dimensions the guest needs, every `key=value`, e.g. `["gpu=true"]`.
+    pub dimensions: Option<Vec<String>>,
+    /// Only pools at or below this path, e.g. `/homelab/compute`. Case-insensitive.
+    pub path_prefix: Option<String>,
+    /// Pool type (default `compute`): `compute`, `storage` or `network`.
+    #[serde(rename = "type")]
+    pub pool_type: Option<String>,
+    /// At most this many candidates (default 10, at most 100).
+    pub limit: Option<u32>,
+}
+
+/// One pool a new guest could go in, or could not, and why.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementInfo {
+    pub pool: String,
+    pub path: String,
+    /// Every amount asked for is declared and free (and one more device fits).
+    pub fits: bool,
+    /// Declared capacity less what the pool's members use, before the new guest.
+    pub free: Resources,
+    /// One sentence per amount: what is asked, what is free, what is declared.
+    pub reasons: Vec<String>,
+    /// The pool's Proxmox VE pool, to put in the new Device's spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxmox_pool: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindPlacementOutput {
+    #[serde(flatten)]
+    pub basis: Basis,
+    /// Fitting pools first, most room left after the guest first.
+    pub candidates: Vec<PlacementInfo>,
+    /// How many pools matched before `limit`.
+    pub considered: u64,
+}
+
 /// Cores, memory, storage and device count: declared capacity, or what members use.
 #[derive(Debug, Default, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -78,6 +78,17 @@ pub struct CapacityUse {
     pub over: Option<Vec<&'static str>>,
 }
 
+/// Whether a pool can take a new guest of some size, and why (see [`Lab::placements`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement<'a> {
+    pub pool: &'a ResolvedPool,
+    pub fits: bool,
+    /// Declared capacity less usage, before the new guest; `None` where not declared.
+    pub free: Amounts,
+    /// One sentence per amount asked for (and the device count, where declared).
+    pub reasons: Vec<String>,
+}
+
 /// A setting of a pool and the pool in its chain that sets it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Setting {
@@ -458,6 +469,81 @@ impl Lab {
             usage,
             over,
         }
+    }
+
+    /// Where a new guest needing `need` (cores, memory, storage; `devices` is ignored: it
+    /// is one) could go among the pools `query` selects: each pool's declared capacity less
+    /// what its members use. A pool fits when every amount asked for is declared and free,
+    /// and one more device stays within a declared device count; an amount not declared is
+    /// not known to be free, so the pool does not fit and says so. Fitting pools first, then
+    /// by most free memory, cores and storage left after the guest, then by path.
+    pub fn placements(&self, query: &PoolQuery, need: &Amounts) -> Vec<Placement<'_>> {
+        let mut out: Vec<Placement<'_>> = self
+            .pools_matching(query)
+            .into_iter()
+            .map(|pool| {
+                let used = self.capacity_use(pool);
+                let cap = used.capacity.clone().unwrap_or_default();
+                let minus = |c: Option<u64>, u: Option<u64>| c.map(|c| c.saturating_sub(u.unwrap_or(0)));
+                let free = Amounts {
+                    cores: minus(cap.cores, used.usage.cores),
+                    memory_mib: minus(cap.memory_mib, used.usage.memory_mib),
+                    storage_gib: minus(cap.storage_gib, used.usage.storage_gib),
+                    devices: minus(cap.devices, used.usage.devices),
+                };
+                let mut fits = true;
+                let mut reasons = Vec::new();
+                let asked = [
+                    ("cores", need.cores, free.cores, cap.cores),
+                    ("memoryMiB", need.memory_mib, free.memory_mib, cap.memory_mib),
+                    ("storageGiB", need.storage_gib, free.storage_gib, cap.storage_gib),
+                    ("devices", cap.devices.map(|_| 1), free.devices, cap.devices),
+                ];
+                for (what, want, left, declared) in asked {
+                    let Some(want) = want else { continue };
+                    match (left, declared) {
+                        (Some(left), Some(declared)) if left >= want => reasons.push(format!(
+                            "{what}: {want} of {left} free ({declared} declared)"
+                        )),
+                        (Some(left), Some(declared)) => {
+                            fits = false;
+                            reasons.push(format!(
+                                "{what}: needs {want}, only {left} of {declared} free"
+                            ));
+                        }
+                        _ => {
+                            fits = false;
+                            reasons.push(format!(
+                                "{what}: the pool declares no capacity for it, so it is not known to be free"
+                            ));
+                        }
+                    }
+                }
+                Placement {
+                    pool,
+                    fits,
+                    free,
+                    reasons,
+                }
+            })
+            .collect();
+        let after = |free: Option<u64>, want: Option<u64>| {
+            free.map(|f| f.saturating_sub(want.unwrap_or(0)))
+        };
+        out.sort_by(|a, b| {
+            let key = |p: &Placement<'_>| {
+                (
+                    std::cmp::Reverse(p.fits),
+                    std::cmp::Reverse(after(p.free.memory_mib, need.memory_mib)),
+                    std::cmp::Reverse(after(p.free.cores, need.cores)),
+                    std::cmp::Reverse(after(p.free.storage_gib, need.storage_gib)),
+                )
+            };
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| a.pool.path.cmp(&b.pool.path))
+        });
+        out
     }
 
     /// A device's effective dimensions: its own over those of its pool (and the pool's
@@ -877,6 +963,80 @@ mod tests {
         ]}))
         .unwrap();
         Lab::new(model)
+    }
+
+    #[test]
+    fn placements_rank_what_fits_and_say_why_the_rest_does_not() {
+        let pool = |name: &str, parent: Option<&str>, spec: Json| {
+            let mut spec = spec;
+            spec["type"] = json!("compute");
+            if let Some(p) = parent {
+                spec["parent"] = json!(p);
+            }
+            json!({"kind": "Pool", "name": name, "labels": {}, "providers": [], "spec": spec,
+                   "status": "unobserved", "deviations": 0})
+        };
+        let vm = |name: &str, pool: &str, cores: u64, memory: u64| {
+            json!({"kind": "Device", "name": name, "labels": {}, "providers": [],
+                   "spec": {"type": "vm", "pool": pool, "cores": cores, "memoryMiB": memory},
+                   "status": "synced", "deviations": 0})
+        };
+        let model = ReconciledModel::from_stored(json!({"version": 1, "resources": [
+            pool("lab", None, json!({"capacity": {"cores": 64, "memoryMiB": 262144}})),
+            pool("gpu", Some("lab"), json!({"dimensions": {"gpu": true},
+                "capacity": {"cores": 16, "memoryMiB": 65536, "devices": 2}})),
+            pool("small", Some("lab"), json!({"capacity": {"cores": 8, "memoryMiB": 8192}})),
+            pool("open", Some("lab"), json!({})),
+            vm("whisper", "gpu", 12, 49152),
+            vm("box", "small", 2, 4096),
+        ]}))
+        .unwrap();
+        let lab = Lab::new(model);
+        let need = Amounts {
+            cores: Some(4),
+            memory_mib: Some(16384),
+            ..Amounts::default()
+        };
+        let all = lab.placements(&PoolQuery::default(), &need);
+        let shown: Vec<(&str, bool)> = all.iter().map(|p| (p.pool.name.as_str(), p.fits)).collect();
+        // lab: 50 cores and 200 GiB left after the guest; gpu: 0 cores, 0 MiB left; of those
+        // that do not fit, a pool with declared capacity before one that declares none.
+        assert_eq!(
+            shown,
+            vec![
+                ("lab", true),
+                ("gpu", true),
+                ("small", false),
+                ("open", false)
+            ]
+        );
+        assert_eq!(
+            all[1].reasons,
+            vec![
+                "cores: 4 of 4 free (16 declared)",
+                "memoryMiB: 16384 of 16384 free (65536 declared)",
+                "devices: 1 of 1 free (2 declared)",
+            ]
+        );
+        assert_eq!(
+            all[2].reasons[1],
+            "memoryMiB: needs 16384, only 4096 of 8192 free"
+        );
+        assert!(
+            all[3].reasons[0].contains("declares no capacity"),
+            "{:?}",
+            all[3]
+        );
+        // Dimensions narrow the pools: only gpu (whisper's pool) has gpu=true.
+        let gpu = lab.placements(
+            &PoolQuery {
+                dimensions: vec![("gpu".into(), "true".into())],
+                ..PoolQuery::default()
+            },
+            &need,
+        );
+        assert_eq!(gpu.len(), 1);
+        assert_eq!(gpu[0].pool.name, "gpu");
     }
 
     #[test]

@@ -186,6 +186,10 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
     let tools = reader.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "get_device"));
     assert!(!tools.iter().any(|t| t.name == "trigger_reconcile"));
+    assert!(!tools.iter().any(|t| t.name == "find_placement"));
+    call(&reader, "find_placement", json!({"cores": 2}))
+        .await
+        .expect_err("not callable with a read token");
     for t in &tools {
         let a = t.annotations.as_ref().expect("annotations");
         assert_eq!(a.read_only_hint, Some(true), "{}", t.name);
@@ -210,6 +214,49 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
         "a tool out of scope looks like one that does not exist"
     );
     reader.cancel().await.unwrap();
+
+    // A propose token finds a place for a new guest (and cannot trigger runs). The lab's
+    // pools declare no capacity: nothing is known to be free, and each answer says so.
+    let proposer = connect(&url, PROPOSE_TOKEN).await;
+    let tools = proposer.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "find_placement"));
+    assert!(!tools.iter().any(|t| t.name == "trigger_reconcile"));
+    let got = call(
+        &proposer,
+        "find_placement",
+        json!({"cores": 2, "memoryMiB": 4096, "pathPrefix": "/lab/gpu-nodes"}),
+    )
+    .await
+    .unwrap();
+    assert_ne!(got.is_error, Some(true), "{got:?}");
+    let v = got.structured_content.expect("structured content");
+    assert_eq!(v["considered"], 1, "{v}");
+    let gpu = &v["candidates"][0];
+    assert_eq!(
+        (
+            &gpu["pool"],
+            &gpu["path"],
+            &gpu["fits"],
+            &gpu["proxmoxPool"]
+        ),
+        (
+            &json!("gpu-nodes"),
+            &json!("/lab/gpu-nodes"),
+            &json!(false),
+            &json!("gpu")
+        ),
+        "{v}"
+    );
+    assert!(
+        gpu["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("cores: the pool declares no capacity"),
+        "{v}"
+    );
+    let bad = call(&proposer, "find_placement", json!({})).await.unwrap();
+    assert_eq!(bad.is_error, Some(true), "{bad:?}");
+    proposer.cancel().await.unwrap();
 
     // An admin token sees and runs trigger_reconcile: a new run, recorded in the store.
     let admin = connect(&url, ADMIN_TOKEN).await;
@@ -677,8 +724,8 @@ async fn http_sse_sessions_are_guarded_and_bound_to_their_token() {
     }
 }
 
-/// Each scope over both transports: read and propose see exactly the read tools, admin those
-/// and trigger_reconcile.
+/// Each scope over both transports: read sees exactly the read tools, propose those and
+/// find_placement, admin those and trigger_reconcile.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_scope_sees_its_tools_over_both_transports() {
     let dir = tempfile::tempdir().unwrap();
@@ -688,10 +735,10 @@ async fn each_scope_sees_its_tools_over_both_transports() {
     let mut server = Server::start(&db, &dir.path().join("a"), &["--repo", repo]);
     let base = base(&server);
     let mut read_tools = None;
-    for (token, admin) in [
-        (READ_TOKEN, false),
-        (PROPOSE_TOKEN, false),
-        (ADMIN_TOKEN, true),
+    for (token, propose, admin) in [
+        (READ_TOKEN, false, false),
+        (PROPOSE_TOKEN, true, false),
+        (ADMIN_TOKEN, true, true),
     ] {
         let client = connect(&server.url, token).await;
         let tools = client.list_all_tools().await.unwrap();
@@ -707,16 +754,22 @@ async fn each_scope_sees_its_tools_over_both_transports() {
             admin,
             "{names:?}"
         );
+        assert_eq!(
+            names.iter().any(|n| n == "find_placement"),
+            propose,
+            "{names:?}"
+        );
         let read_only: Vec<String> = tools
             .iter()
             .filter(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true))
+            .filter(|t| t.name != "find_placement")
             .map(|t| t.name.to_string())
             .collect();
-        if admin {
-            assert_eq!(names.len(), read_only.len() + 1, "{names:?}");
-        } else {
-            assert_eq!(names.len(), read_only.len(), "only read tools: {names:?}");
-        }
+        assert_eq!(
+            names.len(),
+            read_only.len() + usize::from(propose) + usize::from(admin),
+            "{names:?}"
+        );
         let read = read_tools.get_or_insert_with(|| read_only.clone());
         let mut read_only = read_only;
         read_only.sort();

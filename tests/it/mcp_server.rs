@@ -23,9 +23,10 @@ const TOOLS: &[&str] = &[
     "validate_definition",
 ];
 
-/// Offered too, and called in tests/mcp_tools.rs.
+/// Offered too, and called in tests/mcp_tools.rs (find_placement in tests/mcp_http.rs).
 const MORE_TOOLS: &[&str] = &[
     "diff_snapshots",
+    "find_placement",
     "get_pool",
     "list_dhcp_reservations",
     "list_mcp_servers",
