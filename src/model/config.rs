@@ -163,6 +163,40 @@ pub struct ConfigSpec {
     /// How much of a provider's lab one run may change before it applies nothing and asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<SafetySpec>,
+    /// How labctl's proposals reach Git: the author of its commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propose: Option<ProposeSpec>,
+}
+
+/// How labctl's proposals (policy `propose`) reach Git.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProposeSpec {
+    /// Author and committer of labctl's commits; default `labctl <labctl@localhost>`. labctl
+    /// updates only branches whose last commit has this committer and its trailer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<AuthorSpec>,
+}
+
+impl ProposeSpec {
+    /// The author when none is configured.
+    pub const DEFAULT_AUTHOR: (&'static str, &'static str) = ("labctl", "labctl@localhost");
+
+    /// The configured author's name and email, or [`ProposeSpec::DEFAULT_AUTHOR`].
+    pub fn author(spec: Option<&ProposeSpec>) -> (&str, &str) {
+        spec.and_then(|p| p.author.as_ref())
+            .map_or(Self::DEFAULT_AUTHOR, |a| {
+                (a.name.as_str(), a.email.as_str())
+            })
+    }
+}
+
+/// A Git identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorSpec {
+    pub name: String,
+    pub email: String,
 }
 
 /// Limits on one run's changes per provider, as octoDNS's: a plan that would update or delete

@@ -9,8 +9,10 @@
 //! the repository with it validates with no error, and a plan of it against the very
 //! observation it came from no longer shows what it covers (and shows nothing new about the
 //! resource). A change set that fails either is refused with the reason, never proposed.
-//! Pure apart from the providers' `expected` (no I/O): pushing and pull requests come after.
+//! Pure apart from the providers' `expected` (no I/O); [`publish`] commits and pushes the
+//! change sets that pass.
 
+pub mod publish;
 pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,8 +28,7 @@ use crate::reconcile::{import, Loaded};
 use crate::source::{Snapshot, SourceFile};
 use crate::validate;
 
-/// Branches labctl creates start with this; it never pushes to, or touches, any other.
-pub const BRANCH_PREFIX: &str = "labctl/";
+pub use crate::source::BRANCH_PREFIX;
 
 /// One deviation a change set puts right in Git.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -223,9 +223,9 @@ const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:
 
 /// Credentials for HTTPS, kept out of every URL so they never reach disk or messages.
 #[derive(Clone)]
-struct Credentials {
-    username: String,
-    password: String,
+pub(super) struct Credentials {
+    pub(super) username: String,
+    pub(super) password: String,
 }
 
 impl Credentials {
@@ -254,18 +254,18 @@ impl Credentials {
 }
 
 /// A remote URL split into what may be shown or stored and what must stay in memory.
-struct RemoteTarget {
+pub(super) struct RemoteTarget {
     /// For messages and `Snapshot::origin`: no user information at all.
-    origin: String,
+    pub(super) origin: String,
     /// What gix connects to and what the cache's config records: no password.
-    url: gix::Url,
-    credentials: Option<Credentials>,
+    pub(super) url: gix::Url,
+    pub(super) credentials: Option<Credentials>,
     /// Strings scrubbed from every error message, in case a library echoes them.
-    secrets: Vec<String>,
+    pub(super) secrets: Vec<String>,
 }
 
 impl RemoteTarget {
-    fn new(raw: &str, options: &GitOptions) -> Result<Self, SourceError> {
+    pub(super) fn new(raw: &str, options: &GitOptions) -> Result<Self, SourceError> {
         let origin = strip_userinfo(raw);
         let url_secret = url_password(raw);
         let mut secrets: Vec<String> = url_secret.into_iter().collect();
@@ -429,7 +429,7 @@ fn remote_head(
 }
 
 /// Opens the cached clone at `dir` if it is a readable repository cloned from `url`.
-fn open_cached(dir: &Path, url: &gix::Url) -> Option<gix::Repository> {
+pub(super) fn open_cached(dir: &Path, url: &gix::Url) -> Option<gix::Repository> {
     if !dir.exists() {
         return None;
     }
@@ -666,7 +666,7 @@ fn unique_suffix() -> String {
 }
 
 /// Name of a URL's cache entry: stable across runs and Rust versions, unlike `DefaultHasher`.
-fn cache_key(origin: &str) -> String {
+pub(super) fn cache_key(origin: &str) -> String {
     let mut hasher = gix::hash::hasher(gix::hash::Kind::Sha1);
     hasher.update(origin.as_bytes());
     let id = hasher
@@ -697,7 +697,7 @@ fn url_password(url: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_string())
 }
 
-fn scrub(message: &str, secrets: &[String]) -> String {
+pub(super) fn scrub(message: &str, secrets: &[String]) -> String {
     secrets
         .iter()
         .filter(|s| !s.is_empty())
@@ -705,7 +705,7 @@ fn scrub(message: &str, secrets: &[String]) -> String {
 }
 
 /// An error and its causes on one line; gix's top-level message alone rarely says why.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(err);
     while let Some(e) = next {

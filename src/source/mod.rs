@@ -6,10 +6,12 @@
 
 mod dir;
 mod git;
+mod push;
 
 use std::path::{Path, PathBuf};
 
 pub use git::{GitLocation, GitOptions};
+pub use push::{push_branch, BranchCommit, Pushed, BRANCH_PREFIX};
 
 /// One YAML file of the desired state, with its path relative to the repository root
 /// (always `/`-separated, so diagnostics read the same on every platform).

@@ -1011,6 +1011,22 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
                 }
             }
         }
+        if let Some(author) = c.spec.propose.as_ref().and_then(|p| p.author.as_ref()) {
+            // Git writes `name <email>` into every commit: these would break or forge it.
+            let bad = |v: &str| v.trim().is_empty() || v.contains(['<', '>', '\n', '\r', '\0']);
+            for (key, value) in [("name", &author.name), ("email", &author.email)] {
+                if bad(value) {
+                    diags.push(
+                        p.error(
+                            "invalid-value",
+                            &format!("spec.propose.author.{key}"),
+                            format!("author {key} `{value}` cannot go into a Git commit"),
+                        )
+                        .help("give a non-empty value without `<`, `>` or line breaks"),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -1088,6 +1104,21 @@ mod tests {
         );
         assert!(
             found[2].contains("error[invalid-value]: `maxDeleteShare` is a share"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn an_author_that_would_break_a_commit_is_refused() {
+        let found = check(&[
+            "kind: Config\nmetadata: {name: lab}\nspec:\n  propose:\n    author: {name: labctl, email: 'a> b'}\n",
+        ]);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[1].contains(
+                "error[invalid-value]: author email `a> b` cannot go into a Git commit \
+                 [Config/lab spec.propose.author.email]"
+            ),
             "{found:#?}"
         );
     }

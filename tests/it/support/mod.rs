@@ -5,6 +5,7 @@
 pub mod caddy;
 pub mod cli;
 pub mod git;
+pub mod git_http;
 pub mod kea;
 pub mod lab;
 pub mod lying;
