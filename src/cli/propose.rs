@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::{load_valid, print_json, runtime, Format, HostArgs, SourceArgs};
 use labctl::controller;
-use labctl::propose::publish::{self, Published};
-use labctl::propose::Proposals;
+use labctl::propose::{pulls, Proposals};
 use labctl::source::SourceSpec;
+use labctl::store::Store;
 
 #[derive(Args)]
 pub struct ProposeArgs {
@@ -29,14 +29,18 @@ pub struct ProposeArgs {
     /// rest are listed as not proposed and come up in a later run.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max: usize,
+    /// State store that remembers labctl's pull requests: sqlite://PATH or
+    /// postgres://USER@HOST/DB (default: see `labctl db`).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
 }
 
-/// `propose`: 0 done (whether or not anything was proposed), 1 error, a branch that could not
-/// be pushed, or a provider that could not be observed (nothing is proposed from a partial
-/// picture of it).
+/// `propose`: 0 done (whether or not anything was proposed), 1 error, a branch or pull request
+/// that could not be pushed or opened, or a provider that could not be observed (nothing is
+/// proposed from a partial picture of it).
 pub fn run(args: &ProposeArgs) -> ExitCode {
     let Some(loaded) = load_valid(&args.source, args.format) else {
         return ExitCode::FAILURE;
@@ -44,23 +48,38 @@ pub fn run(args: &ProposeArgs) -> ExitCode {
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let (proposals, unobservable) =
+    let (plan, proposals) =
         rt.block_on(controller::propose(&loaded, args.host.options(), args.max));
     let push = !args.dry_run && !args.patch;
-    let published = if push {
+    let report = if push {
         let spec = args.source.spec();
-        let loc = match &spec {
+        let location = match &spec {
             SourceSpec::Git(loc) => Some(loc),
             SourceSpec::Directory(_) => None,
         };
-        publish::push(
-            loc,
-            args.source.path.as_deref(),
-            &loaded,
-            &proposals.change_sets,
-        )
+        let url = super::db::database_url(args.database_url.as_deref());
+        let report = rt.block_on(async {
+            let store = Store::connect(&url).await?;
+            store.migrate().await?;
+            let target = pulls::Target {
+                location,
+                subdir: args.source.path.as_deref(),
+                rev: args.source.rev.as_deref(),
+                store: Some(&store),
+            };
+            let report = pulls::publish(&target, &loaded, &plan, &proposals).await;
+            store.close().await;
+            Ok::<_, labctl::store::StoreError>(report)
+        });
+        match report {
+            Ok(report) => Some(report),
+            Err(e) => {
+                errln!("error: the state store: {e}; nothing is pushed");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
-        Vec::new()
+        None
     };
     if args.patch {
         for set in &proposals.change_sets {
@@ -73,28 +92,34 @@ pub fn run(args: &ProposeArgs) -> ExitCode {
                     "commit": loaded.commit(),
                     "changeSets": proposals.change_sets,
                     "refused": proposals.refused,
-                    "unobservable": unobservable,
+                    "unobservable": plan.unobservable,
                 });
-                if push {
-                    out["published"] = json!(published);
+                if let Some(report) = &report {
+                    out["published"] = json!(report.outcomes);
+                    out["settled"] = json!(report.settled);
+                    out["errors"] = json!(report.errors);
                 }
                 print_json(&out)
             }
-            Format::Human => print_human(&proposals, &published, push),
+            Format::Human => print_human(&proposals, report.as_ref()),
         }
     }
-    for (p, why) in &unobservable {
+    for (p, why) in &plan.unobservable {
         errln!("error: provider {p} could not be observed: {why}; nothing of it is proposed");
     }
-    let failed = published.iter().any(|p| p.outcome == "failed");
-    if unobservable.is_empty() && !failed {
+    if let Some(report) = &report {
+        for e in &report.errors {
+            errln!("error: {e}");
+        }
+    }
+    if plan.unobservable.is_empty() && !report.as_ref().is_some_and(pulls::Report::failed) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-fn print_human(proposals: &Proposals, published: &[Published], pushed: bool) {
+fn print_human(proposals: &Proposals, report: Option<&pulls::Report>) {
     for set in &proposals.change_sets {
         outln!("{}  {}", set.branch, set.title);
         for c in &set.covers {
@@ -117,12 +142,24 @@ fn print_human(proposals: &Proposals, published: &[Published], pushed: bool) {
         for f in &set.files {
             outln!("    {} {}", f.action(), f.path);
         }
-        if let Some(p) = published.iter().find(|p| p.branch == set.branch) {
+        let Some(o) = report.and_then(|r| r.outcomes.iter().find(|o| o.branch == set.branch))
+        else {
+            continue;
+        };
+        if let Some(p) = &o.push {
             let commit = p.commit.as_deref().map_or("", |c| &c[..c.len().min(12)]);
             outln!("    branch {} {commit}", p.outcome);
-            if let Some(detail) = &p.detail {
-                outln!("    {detail}");
-            }
+        }
+        match (o.number, &o.url) {
+            (Some(n), Some(url)) => outln!("    pull request #{n} {}: {url}", o.pull),
+            _ if o.pull != "none" => outln!("    pull request {}", o.pull),
+            _ => {}
+        }
+        if let Some(detail) = &o.detail {
+            outln!("    {detail}");
+        }
+        for w in &o.warnings {
+            outln!("    warning: {w}");
         }
     }
     for r in &proposals.refused {
@@ -131,23 +168,34 @@ fn print_human(proposals: &Proposals, published: &[Published], pushed: bool) {
             outln!("    {d}");
         }
     }
-    if pushed {
-        let count = |o: &str| published.iter().filter(|p| p.outcome == o).count();
-        outln!(
-            "{} branch(es) created, {} updated, {} unchanged, {} left alone, {} failed; {} not \
-             proposed",
-            count("created"),
-            count("updated"),
-            count("unchanged"),
-            count("foreign"),
-            count("failed"),
-            proposals.refused.len()
-        );
-    } else {
+    let Some(report) = report else {
         outln!(
             "{} change set(s) would be proposed, {} not proposed",
             proposals.change_sets.len(),
             proposals.refused.len()
         );
+        return;
+    };
+    for s in &report.settled {
+        let number = s.number.map(|n| format!(" #{n}")).unwrap_or_default();
+        outln!("{}{number}: {}", s.branch, s.state);
     }
+    let count =
+        |f: &dyn Fn(&pulls::Outcome) -> bool| report.outcomes.iter().filter(|o| f(o)).count();
+    let pushed = |what: &'static str| {
+        move |o: &pulls::Outcome| o.push.as_ref().is_some_and(|p| p.outcome == what)
+    };
+    outln!(
+        "branches: {} created, {} updated, {} unchanged, {} left alone; pull requests: {} \
+         opened, {} updated, {} declined, {} capped; {} not proposed",
+        count(&pushed("created")),
+        count(&pushed("updated")),
+        count(&pushed("unchanged")),
+        count(&pushed("foreign")),
+        count(&|o| o.pull == "opened"),
+        count(&|o| o.pull == "updated"),
+        count(&|o| o.pull == "declined"),
+        count(&|o| o.pull == "capped"),
+        proposals.refused.len()
+    );
 }

@@ -103,7 +103,11 @@ pub fn run(args: &ReconcileArgs) -> ExitCode {
     };
     let run = &done.run;
     match args.format {
-        Format::Json => print_json(&json!({ "commit": done.loaded.commit(), "run": run })),
+        Format::Json => print_json(&json!({
+            "commit": done.loaded.commit(),
+            "run": run,
+            "published": done.published,
+        })),
         Format::Human => {
             super::print_warnings(&done.loaded);
             out!("{}", render_human(&run.plan, render_options()));

@@ -7,7 +7,9 @@ use serde_json::{json, Value as Json};
 
 use super::{runtime, Format};
 use labctl::readmodel::{Entry, ReconciledModel};
-use labctl::store::{AppliedChange, ChangeRecord, Deviation, Severity, Store, StoreError};
+use labctl::store::{
+    AppliedChange, ChangeRecord, Deviation, PullRequest, Severity, Store, StoreError,
+};
 use labctl::time::{now_ms, utc};
 
 #[derive(Args)]
@@ -79,10 +81,11 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
                 None => Vec::new(),
             };
             let suspended = store.suspensions().await?;
-            Ok((latest, model, open, runs, changes, suspended))
+            let pulls = store.open_pull_requests().await?;
+            Ok((latest, model, open, runs, changes, suspended, pulls))
         },
     );
-    let (latest, model, open, runs, changes, suspended) = match result {
+    let (latest, model, open, runs, changes, suspended, pulls) = match result {
         Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");
@@ -118,6 +121,7 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
             "openDeviations": by_severity,
             "recentRuns": recent.iter().map(|r| run_json(r)).collect::<Vec<_>>(),
             "suspended": suspended,
+            "pullRequests": pulls.iter().map(pull_request_json).collect::<Vec<_>>(),
         })),
         Format::Human => {
             if !suspended.is_empty() {
@@ -181,6 +185,20 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
                     parts.join(", ")
                 );
             }
+            if !pulls.is_empty() {
+                outln!("Open pull requests ({}):", pulls.len());
+                for pr in &pulls {
+                    outln!(
+                        "  {} {}{}",
+                        pr.summary(),
+                        pr.branch,
+                        pr.url
+                            .as_deref()
+                            .map(|u| format!("  {u}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
             outln!("Recent runs:");
             for r in recent {
                 let took = r
@@ -243,7 +261,7 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
     let min = args.severity.as_deref().and_then(Severity::parse);
     let result = with_store(
         args.database_url.as_deref(),
-        (Vec::new(), Vec::new()),
+        (Vec::new(), Vec::new(), Default::default()),
         async |store| {
             let list = match &history {
                 Some((kind, name, Some(field))) => {
@@ -256,10 +274,11 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                 Some((kind, name, _)) => store.resource_changes(kind, name).await?,
                 None => Vec::new(),
             };
-            Ok((list, changes))
+            let pulls = store.open_pull_requests_by_deviation().await?;
+            Ok((list, changes, pulls))
         },
     );
-    let (mut list, changes) = match result {
+    let (mut list, changes, pulls) = match result {
         Ok(l) => l,
         Err(e) => {
             errln!("error: {e}");
@@ -275,6 +294,9 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
             list.iter()
                 .map(|d| {
                     let mut j = deviation_json(d);
+                    if let Some(pr) = pull_of(d, &pulls) {
+                        j["pullRequest"] = pull_request_json(pr);
+                    }
                     if let Some(c) = labctl::store::repaired_by(d, &changes) {
                         j["repairedBy"] = change_json(c);
                     }
@@ -334,7 +356,19 @@ pub fn run_drift(args: &DriftArgs) -> ExitCode {
                     r.kind,
                     r.name
                 );
-                outln!("         {life}{remediation}");
+                let pull = pull_of(d, &pulls)
+                    .map(|pr| {
+                        format!(
+                            "; {}{}",
+                            pr.summary(),
+                            pr.url
+                                .as_deref()
+                                .map(|u| format!(": {u}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                outln!("         {life}{remediation}{pull}");
             }
             if !changes.is_empty() {
                 outln!("Changes labctl asked for:");
@@ -357,6 +391,28 @@ fn parse_identity(text: &str) -> Result<(String, String, Option<String>), String
         .split_once('/')
         .ok_or_else(|| format!("`{text}` is not Kind/name or Kind/name:field"))?;
     Ok((kind.to_string(), name.to_string(), field))
+}
+
+/// labctl's open pull request covering `d`, while `d` is open.
+fn pull_of<'a>(
+    d: &Deviation,
+    pulls: &'a std::collections::BTreeMap<String, PullRequest>,
+) -> Option<&'a PullRequest> {
+    let r = &d.record;
+    pulls
+        .get(&labctl::store::deviation_key(
+            &r.kind,
+            &r.name,
+            &r.field_path,
+        ))
+        .filter(|_| d.is_open())
+}
+
+fn pull_request_json(pr: &PullRequest) -> Json {
+    json!({
+        "number": pr.number, "url": pr.url, "branch": pr.branch, "state": pr.state.as_str(),
+        "summary": pr.summary(), "deviations": pr.deviation_keys,
+    })
 }
 
 fn change_json(c: &AppliedChange) -> Json {

@@ -143,6 +143,52 @@ impl Context {
         self.backoff.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The propose step after a run: the change sets policy `propose` asks for, pushed and
+    /// opened as pull requests, and earlier pull requests settled. Skipped when there is
+    /// nothing to propose and no pull request open, or the desired state is not a Git commit.
+    async fn publish(
+        &self,
+        loaded: &Loaded,
+        run: &RunResult,
+        providers: &[Arc<dyn Provider>],
+    ) -> Option<propose::pulls::Report> {
+        let plan = run.latest_plan();
+        let SourceSpec::Git(location) = &self.settings.source else {
+            return None;
+        };
+        loaded.commit()?;
+        if plan.proposals.is_empty() {
+            match self.store.open_pull_requests().await {
+                Ok(open) if open.is_empty() => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "open pull requests not read; nothing is proposed");
+                    return None;
+                }
+            }
+        }
+        let rules = reconcile::rules(loaded, false, &[]);
+        let proposals = propose::prepare(
+            loaded,
+            plan,
+            &run.inputs,
+            providers,
+            &rules,
+            propose::MAX_CHANGE_SETS,
+        );
+        let target = propose::pulls::Target {
+            location: Some(location),
+            subdir: self.settings.path.as_deref(),
+            rev: location.options().rev.as_deref(),
+            store: Some(&self.store),
+        };
+        let report = propose::pulls::publish(&target, loaded, plan, &proposals).await;
+        for e in &report.errors {
+            tracing::warn!(error = %e, "propose step");
+        }
+        Some(report)
+    }
+
     /// The providers a run for `reason` asks: each, or in its backoff a stand-in that says it
     /// was not asked. A person asking asks every provider.
     fn asked(&self, loaded: &Loaded, reason: &Reason) -> Vec<Arc<dyn Provider>> {
@@ -247,6 +293,9 @@ pub struct Reconciled {
     pub loaded: Arc<Loaded>,
     pub run: RunResult,
     pub action: Action,
+    /// What the propose step did: branches pushed, pull requests opened, updated or settled
+    /// (`None` when there was nothing to propose or settle).
+    pub published: Option<propose::pulls::Report>,
 }
 
 /// Why a run could not be carried out. Every variant means nothing was changed.
@@ -362,10 +411,13 @@ pub async fn reconcile_as_leader(
         Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
     }
     let action = ctx.after_run(&loaded, &run, request.reason.attempt());
+    // Still the leader: two controllers never open the same pull request.
+    let published = ctx.publish(&loaded, &run, &providers).await;
     Ok(Reconciled {
         loaded,
         run,
         action,
+        published,
     })
 }
 
@@ -468,18 +520,14 @@ pub async fn import(
 
 /// What `propose` would put on branches: one change set per resource whose deviations the
 /// policy proposes to accept into Git, each validated and planned clean. A provider that could
-/// not be observed proposes nothing (its resources are unknown).
-/// Also returns the providers that could not be observed, with why.
-pub async fn propose(
-    loaded: &Loaded,
-    host: HostOptions,
-    max: usize,
-) -> (propose::Proposals, Vec<(String, String)>) {
+/// not be observed proposes nothing (its resources are unknown). Returns the plan they came
+/// from with them.
+pub async fn propose(loaded: &Loaded, host: HostOptions, max: usize) -> (Plan, propose::Proposals) {
     let providers = providers(loaded, host);
     let (plan, inputs) = reconcile::plan(loaded, &providers, false).await;
     let rules = reconcile::rules(loaded, false, &[]);
     let proposals = propose::prepare(loaded, &plan, &inputs, &providers, &rules, max);
-    (proposals, plan.unobservable.into_iter().collect())
+    (plan, proposals)
 }
 
 /// `user@host/pid`, recorded with each run so a shared database shows who reconciled.

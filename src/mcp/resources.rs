@@ -268,6 +268,11 @@ impl LabServer {
             *by_type.entry(d.record.dtype.to_string()).or_default() += 1;
         }
         let auto = open.iter().filter(|d| d.record.auto_correctable).count();
+        let prs = self
+            .store
+            .open_pull_requests_by_deviation()
+            .await
+            .map_err(|e| ErrorData::internal_error(super::ToolError::from(e).message, None))?;
         let b = tools::basis(&model);
         Ok(json!({
             "commit": b.commit,
@@ -281,7 +286,7 @@ impl LabServer {
                 "autoCorrectable": auto,
                 "needsAttention": open.len() - auto,
             },
-            "deviations": open.iter().map(tools::deviation_info).collect::<Vec<_>>(),
+            "deviations": open.iter().map(|d| tools::deviation_info(d, &prs)).collect::<Vec<_>>(),
         }))
     }
 }

@@ -172,6 +172,7 @@ pub async fn get_device(
         names.push((Kind::DhcpReservation, r.name.clone()));
     }
     let open = store.open_deviations(None, None).await?;
+    let prs = store.open_pull_requests_by_deviation().await?;
     let open_deviations = open
         .iter()
         .filter(|d| {
@@ -179,7 +180,7 @@ pub async fn get_device(
                 .iter()
                 .any(|(k, n)| d.record.kind == k.as_str() && d.record.name == *n)
         })
-        .map(deviation_info)
+        .map(|d| deviation_info(d, &prs))
         .collect();
     Ok(GetDeviceOutput {
         basis: basis(model),
@@ -243,6 +244,7 @@ pub async fn get_drift(
     let since = input.since.as_deref().map(parse_age).transpose()?;
     let cutoff = since.map(|age| now_ms() - age);
     let all = store.open_deviations(kind.map(Kind::as_str), min).await?;
+    let prs = store.open_pull_requests_by_deviation().await?;
     let matching: Vec<&Deviation> = all
         .iter()
         .filter(|d| cutoff.is_none_or(|c| d.opened_at >= c))
@@ -254,7 +256,7 @@ pub async fn get_drift(
         input.cursor.as_deref(),
         model.run,
     )?
-    .map(deviation_info);
+    .map(|d| deviation_info(d, &prs));
     Ok(GetDriftOutput {
         basis: basis(model),
         page,
@@ -333,12 +335,25 @@ pub async fn explain_deviation(
             "no deviation of {kind}/{name} {shown} was ever recorded; {hint}"
         )));
     };
-    let info = deviation_info(current);
+    let prs = store.open_pull_requests_by_deviation().await?;
+    let info = deviation_info(current, &prs);
     let remediation = current
         .record
         .remediation
         .clone()
         .unwrap_or_else(|| "change Git to match the lab, or the lab to match Git".into());
+    // Where a pull request already proposes the fix, that is the next step.
+    let remediation = match &info.pull_request {
+        Some(pr) => format!(
+            "{}: review it{}; {remediation}",
+            pr.summary,
+            pr.url
+                .as_deref()
+                .map(|u| format!(" at {u}"))
+                .unwrap_or_default()
+        ),
+        None => remediation,
+    };
     Ok(ExplainDeviationOutput {
         basis: basis(model),
         kind: kind.to_string(),
@@ -596,13 +611,14 @@ pub async fn get_pool(
         .map(|d| d.name.clone())
         .collect();
     let open = store.open_deviations(None, None).await?;
+    let prs = store.open_pull_requests_by_deviation().await?;
     let open_deviations = open
         .iter()
         .filter(|d| {
             (d.record.kind == Kind::Pool.as_str() && d.record.name == pool.name)
                 || (d.record.kind == Kind::Device.as_str() && all_members.contains(&d.record.name))
         })
-        .map(deviation_info)
+        .map(|d| deviation_info(d, &prs))
         .collect();
     Ok(GetPoolOutput {
         basis: basis(model),
@@ -1418,9 +1434,23 @@ pub(super) fn not_found(model: &Model, kind: Kind, query: &str) -> ToolError {
     ToolError::new(msg)
 }
 
-pub(super) fn deviation_info(d: &Deviation) -> DeviationInfo {
+/// labctl's open pull requests by the deviations they cover.
+pub(super) type PullRequests = std::collections::BTreeMap<String, crate::store::PullRequest>;
+
+pub(super) fn deviation_info(d: &Deviation, prs: &PullRequests) -> DeviationInfo {
     let r = &d.record;
+    let key = crate::store::deviation_key(&r.kind, &r.name, &r.field_path);
+    let pull_request = prs
+        .get(&key)
+        .filter(|_| d.is_open())
+        .map(|pr| PullRequestRef {
+            number: pr.number,
+            url: pr.url.clone(),
+            branch: pr.branch.clone(),
+            summary: pr.summary(),
+        });
     DeviationInfo {
+        pull_request,
         kind: r.kind.clone(),
         name: r.name.clone(),
         field: r.field_path.clone(),

@@ -724,6 +724,23 @@ pub struct DeviationInfo {
     pub last_seen_at: String,
     /// Runs that saw it.
     pub seen_count: i64,
+    /// labctl's open pull request that proposes accepting it into Git, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
+}
+
+/// A pull request labctl opened.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestRef {
+    /// Its number on the forge.
+    pub number: Option<i64>,
+    /// The page to review it on.
+    pub url: Option<String>,
+    /// The branch it proposes (`labctl/drift/…`).
+    pub branch: String,
+    /// `PR #12 open`.
+    pub summary: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -163,7 +163,8 @@ pub struct ConfigSpec {
     /// How much of a provider's lab one run may change before it applies nothing and asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<SafetySpec>,
-    /// How labctl's proposals reach Git: the author of its commits.
+    /// How labctl's proposals reach Git: the author of its commits, the forge pull requests
+    /// are opened on, their labels, reviewers and limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propose: Option<ProposeSpec>,
 }
@@ -176,6 +177,21 @@ pub struct ProposeSpec {
     /// updates only branches whose last commit has this committer and its trailer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<AuthorSpec>,
+    /// Where pull requests are opened; without it branches are pushed and nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeSpec>,
+    /// Labels every pull request gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Users asked to review every pull request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviewers: Vec<String>,
+    /// At most this many of labctl's pull requests open at once; default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open: Option<u32>,
+    /// At most this many new pull requests per hour; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_hour: Option<u32>,
 }
 
 impl ProposeSpec {
@@ -188,6 +204,61 @@ impl ProposeSpec {
             .map_or(Self::DEFAULT_AUTHOR, |a| {
                 (a.name.as_str(), a.email.as_str())
             })
+    }
+}
+
+/// Which API a forge speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    /// GitHub or GitHub Enterprise Server.
+    Github,
+    /// Gitea or Forgejo (the same REST API under `/api/v1`).
+    Gitea,
+}
+
+/// `spec.propose.forge` of labctl.yaml: where pull requests are opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ForgeSpec {
+    pub kind: ForgeKind,
+    /// The API's base URL: `https://api.github.com` (the default for GitHub),
+    /// `https://github.example.com/api/v3` for GitHub Enterprise, `https://git.lab/api/v1`
+    /// for Gitea and Forgejo (required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `owner/name` of the desired-state repository on the forge.
+    pub repository: String,
+    /// The API token: a source, never the value.
+    pub token: SecretSource,
+    /// The branch pull requests merge into; default: the revision labctl tracks when it is a
+    /// branch name, else the repository's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Seconds one API call may take; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl ForgeSpec {
+    /// The API base URL, the default where the forge has one.
+    pub fn api_url(&self) -> Option<&str> {
+        match (self.kind, self.url.as_deref()) {
+            (_, Some(url)) => Some(url.trim_end_matches('/')),
+            (ForgeKind::Github, None) => Some("https://api.github.com"),
+            (ForgeKind::Gitea, None) => None,
+        }
+    }
+
+    /// `(owner, name)` of `repository`, if it has that form.
+    pub fn owner_and_name(&self) -> Option<(&str, &str)> {
+        let (owner, name) = self.repository.split_once('/')?;
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        (plain(owner) && plain(name)).then_some((owner, name))
     }
 }
 

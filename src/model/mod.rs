@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use config::parse_fingerprint;
 pub use config::{
-    AuthorSpec, ConfigSpec, Credential, IgnoreSpec, Policy, ProposeSpec, ProviderConfig,
-    SafetySpec, SecretSource, SuspendSpec, TlsConfig,
+    AuthorSpec, ConfigSpec, Credential, ForgeKind, ForgeSpec, IgnoreSpec, Policy, ProposeSpec,
+    ProviderConfig, SafetySpec, SecretSource, SuspendSpec, TlsConfig,
 };
 pub use device::{
     DeviceSpec, DeviceType, Disk, NetworkInterface, ProxmoxGuest, Service, ServiceProtocol,

@@ -12,7 +12,9 @@
 //! Pure apart from the providers' `expected` (no I/O); [`publish`] commits and pushes the
 //! change sets that pass.
 
+pub mod forge;
 pub mod publish;
+pub mod pulls;
 pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -162,6 +164,9 @@ pub struct Proposals {
     pub change_sets: Vec<ChangeSet>,
     pub refused: Vec<Refused>,
 }
+
+/// Change sets one run prepares at most by default (each validates the whole repository).
+pub const MAX_CHANGE_SETS: usize = 20;
 
 /// The branch of the change set for `kind`/`name`: only characters a Git ref and every
 /// forge take, the same for the same resource.

@@ -38,54 +38,70 @@ pub fn push(
     loaded: &Loaded,
     sets: &[ChangeSet],
 ) -> Vec<Published> {
-    let (name, email) = ProposeSpec::author(
+    let author = author(loaded);
+    sets.iter()
+        .map(|set| push_set(loc, subdir, loaded.commit(), author, set))
+        .collect()
+}
+
+/// The name and email labctl commits as, from labctl.yaml.
+pub fn author(loaded: &Loaded) -> (&str, &str) {
+    ProposeSpec::author(
         loaded
             .state
             .config
             .as_ref()
             .and_then(|c| c.doc.spec.propose.as_ref()),
-    );
-    sets.iter()
-        .map(|set| {
-            let result = match (loc, loaded.commit()) {
-                (Some(loc), Some(base)) => {
-                    let message = set.message();
-                    let change = BranchCommit {
-                        branch: &set.branch,
-                        base,
-                        files: set
-                            .files
-                            .iter()
-                            .map(|f| (f.path.as_str(), f.after.as_deref()))
-                            .collect(),
-                        message: &message,
-                        author_name: name,
-                        author_email: email,
-                        deadline: PUSH_DEADLINE,
-                    };
-                    push_branch(loc, subdir, &change).map_err(|e| e.to_string())
-                }
-                _ => Err("the desired state was not read from a Git commit, so there is \
-                          nothing to base a branch on; use --patch"
-                    .to_string()),
+    )
+}
+
+/// Commits `set` on top of `base` and pushes it to its branch of `loc`. Blocking.
+pub fn push_set(
+    loc: Option<&GitLocation>,
+    subdir: Option<&str>,
+    base: Option<&str>,
+    (name, email): (&str, &str),
+    set: &ChangeSet,
+) -> Published {
+    let result = match (loc, base) {
+        (Some(loc), Some(base)) => {
+            let message = set.message();
+            let change = BranchCommit {
+                branch: &set.branch,
+                base,
+                files: set
+                    .files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.after.as_deref()))
+                    .collect(),
+                message: &message,
+                author_name: name,
+                author_email: email,
+                deadline: PUSH_DEADLINE,
             };
-            let (outcome, commit, detail) = match result {
-                Ok(Pushed::Foreign { tip, why }) => ("foreign", Some(tip), Some(why)),
-                Ok(p) => (p.as_str(), Some(p.commit().to_string()), None),
-                Err(e) => ("failed", None, Some(e)),
-            };
-            if let Some(why) = &detail {
-                tracing::warn!(branch = %set.branch, outcome, detail = %why, "proposal branch not pushed");
-            } else {
-                tracing::info!(branch = %set.branch, outcome, "proposal branch");
-            }
-            Published {
-                branch: set.branch.clone(),
-                title: set.title.clone(),
-                outcome,
-                commit,
-                detail,
-            }
-        })
-        .collect()
+            push_branch(loc, subdir, &change).map_err(|e| e.to_string())
+        }
+        _ => Err(
+            "the desired state was not read from a Git commit, so there is \
+                  nothing to base a branch on; use --patch"
+                .to_string(),
+        ),
+    };
+    let (outcome, commit, detail) = match result {
+        Ok(Pushed::Foreign { tip, why }) => ("foreign", Some(tip), Some(why)),
+        Ok(p) => (p.as_str(), Some(p.commit().to_string()), None),
+        Err(e) => ("failed", None, Some(e)),
+    };
+    if let Some(why) = &detail {
+        tracing::warn!(branch = %set.branch, outcome, detail = %why, "proposal branch not pushed");
+    } else {
+        tracing::info!(branch = %set.branch, outcome, "proposal branch");
+    }
+    Published {
+        branch: set.branch.clone(),
+        title: set.title.clone(),
+        outcome,
+        commit,
+        detail,
+    }
 }

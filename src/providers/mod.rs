@@ -10,9 +10,9 @@
 #[macro_use]
 mod plugin;
 /// HTTP plumbing shared by the provider modules.
-mod http;
+pub(crate) mod http;
 /// Reading the secrets labctl.yaml names.
-mod secret;
+pub(crate) mod secret;
 /// Reading provider JSON by its shape, refusing what is not understood.
 mod shape;
 pub use secret::read as read_secret;

@@ -72,6 +72,20 @@ pub struct RunResult {
     /// How each provider's first observation went.
     #[serde(skip)]
     pub observed: Vec<ObserveTiming>,
+    /// The plan of the lab after the run's own changes (when it made any).
+    #[serde(skip)]
+    pub after: Option<Plan>,
+    /// The latest observation of each provider: the one after the run's changes where it
+    /// made any.
+    #[serde(skip)]
+    pub inputs: Vec<ProviderInput>,
+}
+
+impl RunResult {
+    /// The plan as the lab stands at the end of the run.
+    pub fn latest_plan(&self) -> &Plan {
+        self.after.as_ref().unwrap_or(&self.plan)
+    }
 }
 
 impl RunResult {
@@ -335,6 +349,8 @@ pub async fn execute(
         outcome,
         counts,
         observed,
+        after,
+        inputs,
     })
 }
 

@@ -35,6 +35,15 @@ pub enum GitLocation {
     Remote { url: String, options: GitOptions },
 }
 
+impl GitLocation {
+    /// How the repository is read.
+    pub fn options(&self) -> &GitOptions {
+        match self {
+            GitLocation::Local { options, .. } | GitLocation::Remote { options, .. } => options,
+        }
+    }
+}
+
 pub(super) fn load(
     loc: &GitLocation,
     subdir: Option<&str>,

@@ -46,6 +46,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "suspensions",
         include_str!("../../migrations/sqlite/0007_suspensions.sql"),
     ),
+    (
+        8,
+        "pull request fingerprint",
+        include_str!("../../migrations/sqlite/0008_pull_request_fingerprint.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -84,6 +89,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         7,
         "suspensions",
         include_str!("../../migrations/postgres/0007_suspensions.sql"),
+    ),
+    (
+        8,
+        "pull request fingerprint",
+        include_str!("../../migrations/postgres/0008_pull_request_fingerprint.sql"),
     ),
 ];
 

@@ -31,6 +31,7 @@ use crate::time::{Clock, SystemClock};
 pub use changes::repaired_by;
 pub use json_diff::{json_diff, ChangeKind, JsonChange};
 pub use leader::LeaderGuard;
+pub use pull_requests::deviation_key;
 pub use suspensions::MAX_SUSPEND_REASON;
 pub use types::*;
 pub use url::redact;

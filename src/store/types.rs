@@ -297,6 +297,8 @@ pub struct PullRequest {
     pub state: PullRequestState,
     /// The deviations it fixes, sorted, without repeats.
     pub deviation_keys: Vec<String>,
+    /// What it proposed (deviations and live values); `None` once labctl closed it as resolved.
+    pub fingerprint: Option<String>,
     /// Unix milliseconds.
     pub created_at: i64,
     pub updated_at: i64,

@@ -1011,6 +1011,31 @@ fn config(docs: &Docs, diags: &mut Vec<Diagnostic>) {
                 }
             }
         }
+        if let Some(forge) = c.spec.propose.as_ref().and_then(|p| p.forge.as_ref()) {
+            if forge.owner_and_name().is_none() {
+                diags.push(
+                    p.error(
+                        "invalid-value",
+                        "spec.propose.forge.repository",
+                        format!(
+                            "forge repository `{}` is not `owner/name`",
+                            forge.repository
+                        ),
+                    )
+                    .help("the repository as the forge's URL names it, e.g. `lab/state`"),
+                );
+            }
+            if forge.api_url().is_none() {
+                diags.push(
+                    p.error(
+                        "missing-field",
+                        "spec.propose.forge",
+                        "a Gitea or Forgejo forge needs `url`".to_string(),
+                    )
+                    .help("its API base, e.g. `url: https://git.lab.example/api/v1`"),
+                );
+            }
+        }
         if let Some(author) = c.spec.propose.as_ref().and_then(|p| p.author.as_ref()) {
             // Git writes `name <email>` into every commit: these would break or forge it.
             let bad = |v: &str| v.trim().is_empty() || v.contains(['<', '>', '\n', '\r', '\0']);
@@ -1119,6 +1144,23 @@ mod tests {
                 "error[invalid-value]: author email `a> b` cannot go into a Git commit \
                  [Config/lab spec.propose.author.email]"
             ),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_forge_needs_owner_and_name_and_gitea_its_url() {
+        let found = check(&[
+            "kind: Config\nmetadata: {name: lab}\nspec:\n  propose:\n    forge: {kind: gitea, repository: state, token: {env: T}}\n",
+        ]);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        // (Sorted by position: the mapping's start, then the repository's value.)
+        assert!(
+            found[1].contains("a Gitea or Forgejo forge needs `url`"),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].contains("forge repository `state` is not `owner/name`"),
             "{found:#?}"
         );
     }

@@ -27,6 +27,7 @@ mod partial;
 mod probe;
 mod propose;
 mod proxmox;
+mod pulls;
 mod reachability;
 mod read_only_store;
 mod reconcile_caddy;

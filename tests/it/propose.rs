@@ -208,7 +208,7 @@ fn published(out: &std::process::Output) -> Vec<(String, String)> {
         .iter()
         .map(|p| {
             (
-                p["outcome"].as_str().unwrap().to_string(),
+                p["push"]["outcome"].as_str().unwrap().to_string(),
                 p["branch"].as_str().unwrap().to_string(),
             )
         })
@@ -265,10 +265,11 @@ async fn branches_are_pushed_once_updated_when_live_moves_and_never_over_a_perso
     );
     let url = format!("file://{}", bare.display());
     let cache = dir.path().join("cache");
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
     let propose = |extra: &[&str]| {
         labctl_command()
             .args(["propose", &url, "--cache-dir", cache.to_str().unwrap()])
-            .args(["--format", "json"])
+            .args(["--database-url", &db, "--format", "json"])
             .args(extra)
             .output()
             .unwrap()
@@ -400,7 +401,7 @@ async fn branches_are_pushed_once_updated_when_live_moves_and_never_over_a_perso
     // A directory is not a commit: nothing to base a branch on, said per change set.
     let out = labctl_command()
         .args(["propose", work.to_str().unwrap()])
-        .args(["--worktree", "--format", "json"])
+        .args(["--worktree", "--database-url", &db, "--format", "json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -480,6 +481,11 @@ async fn branches_reach_an_https_remote_with_a_token_that_is_never_written_anywh
     let out = labctl_command()
         .args(["propose", &url, "--cache-dir"])
         .arg(dir.path().join("cache"))
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("state.db").display()
+        ))
         .args(["--format", "json"])
         .env("LABCTL_GIT_TOKEN", token)
         .env("LABCTL_LOG", "debug")

@@ -1011,11 +1011,18 @@ async fn case_pull_requests(store: Store) {
             None,
             None,
             &keys(&["Device/sw1/vlan", "Device/sw1/vlan", "DhcpReservation/a/ip"]),
+            Some("f1"),
         )
         .await
         .unwrap();
     let other = store
-        .record_pull_request("labctl/fix-def", Some("https://git.lab/pr/8"), Some(8), &[])
+        .record_pull_request(
+            "labctl/fix-def",
+            Some("https://git.lab/pr/8"),
+            Some(8),
+            &[],
+            Some("f2"),
+        )
         .await
         .unwrap();
     assert_ne!(first, other);
@@ -1040,6 +1047,7 @@ async fn case_pull_requests(store: Store) {
             Some("https://git.lab/pr/7"),
             Some(7),
             &keys(&["Device/sw1/vlan"]),
+            Some("f3"),
         )
         .await
         .unwrap();
@@ -1049,37 +1057,75 @@ async fn case_pull_requests(store: Store) {
     assert_eq!(open[0].url.as_deref(), Some("https://git.lab/pr/7"));
     assert_eq!(open[0].number, Some(7));
     assert_eq!(open[0].deviation_keys, keys(&["Device/sw1/vlan"]));
+    assert_eq!(open[0].fingerprint.as_deref(), Some("f3"));
     assert_eq!(open[0].created_at, created_at);
+    // Counted once, when first recorded.
+    assert_eq!(
+        store.pull_requests_created_since(created_at).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .pull_requests_created_since(created_at + 1)
+            .await
+            .unwrap(),
+        0
+    );
     assert!(open[0].updated_at > created_at);
 
     store
-        .set_pull_request_state(first, PullRequestState::Merged)
+        .set_pull_request_state(first, PullRequestState::Merged, false)
         .await
         .unwrap();
     let open = store.open_pull_requests().await.unwrap();
     assert_eq!(open.iter().map(|p| p.id).collect::<Vec<_>>(), [other]);
     store
-        .set_pull_request_state(other, PullRequestState::Closed)
+        .set_pull_request_state(other, PullRequestState::Closed, false)
         .await
         .unwrap();
     assert!(store.open_pull_requests().await.unwrap().is_empty());
+    // Closed by a person: what it proposed is remembered; closed as resolved: forgotten.
+    let closed = store
+        .pull_request_by_branch("labctl/fix-def")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (closed.state, closed.fingerprint.as_deref()),
+        (PullRequestState::Closed, Some("f2"))
+    );
+    store
+        .set_pull_request_state(other, PullRequestState::Closed, true)
+        .await
+        .unwrap();
+    let closed = store
+        .pull_request_by_branch("labctl/fix-def")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.fingerprint, None);
+    assert!(store
+        .pull_request_by_branch("labctl/none")
+        .await
+        .unwrap()
+        .is_none());
     assert!(matches!(
         store
-            .set_pull_request_state(9_999, PullRequestState::Open)
+            .set_pull_request_state(9_999, PullRequestState::Open, false)
             .await,
         Err(StoreError::NotFound { id: 9_999, .. })
     ));
 
     // Recorded again (the change set came back): open again, still one row.
     let reopened = store
-        .record_pull_request("labctl/fix-abc", None, Some(7), &[])
+        .record_pull_request("labctl/fix-abc", None, Some(7), &[], None)
         .await
         .unwrap();
     assert_eq!(reopened, first);
     assert_eq!(store.open_pull_requests().await.unwrap().len(), 1);
     assert_eq!(store.stats().await.unwrap().pull_requests, 2);
     assert!(store
-        .record_pull_request("", None, None, &[])
+        .record_pull_request("", None, None, &[], None)
         .await
         .is_err());
 }

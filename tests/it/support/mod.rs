@@ -4,6 +4,7 @@
 
 pub mod caddy;
 pub mod cli;
+pub mod forge;
 pub mod git;
 pub mod git_http;
 pub mod kea;
