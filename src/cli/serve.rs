@@ -315,6 +315,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                 // The daemon's own retention; the default per-call limits of `labctl mcp`.
                 let server = server
                     .with_daemon(triggers.clone())
+                    .with_proposer(Arc::clone(&ctx))
                     .with_retention(args.retention.policy())
                     .with_limits(labctl::mcp::Limits::new());
                 let mut mcp_stop = stop.clone();

@@ -525,14 +525,7 @@ fn prune_false_keeps_unmanaged_resources_and_repairs_the_rest() {
     let plan = diff(&[one_of_each()], &rules);
     let actions: Vec<(&str, &str)> = plan.changes["kea"]
         .iter()
-        .map(|c| {
-            let action = match c {
-                Change::Create { .. } => "create",
-                Change::Update { .. } => "update",
-                Change::Delete { .. } => "delete",
-            };
-            (action, c.name())
-        })
+        .map(|c| (c.action(), c.name()))
         .collect();
     assert_eq!(actions, [("update", "a"), ("create", "b")]);
     assert!(plan.deviations[2].remediation.contains("prune: false"));

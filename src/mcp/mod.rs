@@ -13,6 +13,7 @@ pub mod http;
 mod limits;
 mod model;
 mod page;
+mod propose;
 mod resources;
 mod tools;
 mod trigger;
@@ -102,6 +103,8 @@ pub struct LabServer {
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
     /// Where `trigger_reconcile` gets runs; without it the tool is not offered.
     controller: Option<trigger::Runner>,
+    /// The repository `propose_change` proposes to; without it the tool is not offered.
+    proposer: Option<Arc<controller::Context>>,
     /// Audit rows, committed in groups (every call waits for its own).
     audit_log: audit::AuditWriter,
     /// The deadline of every call and the slots for CPU-heavy ones.
@@ -116,9 +119,10 @@ impl LabServer {
             audit_log: audit::AuditWriter::start(store.clone(), RetentionPolicy::DEFAULT),
             store,
             client,
-            tools: Arc::new(tool_table(false)),
+            tools: Arc::new(tool_table(false, false)),
             cache: Arc::new(Mutex::new(None)),
             controller: None,
+            proposer: None,
             budget: limits::Budget::new(Limits::new()),
         }
     }
@@ -142,9 +146,19 @@ impl LabServer {
         self
     }
 
-    /// Offers `trigger_reconcile` (admin scope): runs requested from `controller`.
+    /// Offers `trigger_reconcile` (admin scope): runs requested from `controller`; and
+    /// `propose_change` (propose scope) to its repository.
     pub fn with_controller(self, controller: Arc<controller::Context>) -> Self {
-        self.with_runner(trigger::Runner::Controller(controller))
+        self.with_proposer(Arc::clone(&controller))
+            .with_runner(trigger::Runner::Controller(controller))
+    }
+
+    /// Offers `propose_change` (propose scope): branches and pull requests to the repository
+    /// `ctx` tracks.
+    pub fn with_proposer(mut self, ctx: Arc<controller::Context>) -> Self {
+        self.proposer = Some(ctx);
+        self.tools = Arc::new(tool_table(self.controller.is_some(), true));
+        self
     }
 
     /// Offers `trigger_reconcile` (admin scope): runs asked of the daemon through `triggers`.
@@ -153,7 +167,7 @@ impl LabServer {
     }
 
     fn with_runner(mut self, runner: trigger::Runner) -> Self {
-        self.tools = Arc::new(tool_table(true));
+        self.tools = Arc::new(tool_table(true, self.proposer.is_some()));
         self.controller = Some(runner);
         self
     }
@@ -483,9 +497,10 @@ where
     })
 }
 
-/// Every tool, in the order `tools/list` shows them; `trigger_reconcile` only when runs can be
-/// requested from a controller.
-fn tool_table(with_controller: bool) -> Vec<ToolDef> {
+/// Every tool, in the order `tools/list` shows them; `propose_change` only when there is a
+/// repository to propose to, `trigger_reconcile` only when runs can be requested from a
+/// controller.
+fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
     use types::*;
     let mut tools = vec![
         ToolDef::read::<SummaryInput, SummaryOutput>(
@@ -656,6 +671,49 @@ fn tool_table(with_controller: bool) -> Vec<ToolDef> {
             on_model(|s, m, i| async move { tools::diff_snapshots(&s.store, &m, i).await }),
         ),
     ];
+    if with_proposer {
+        let title = "Propose a change to Git";
+        let input = schema_for_input::<propose::ProposeChangeInput>().expect("an object");
+        let tool = Tool::new(
+            "propose_change",
+            "Propose a change to the lab's desired state as a pull request a person reviews \
+             and merges; nothing in the lab changes. Give `documents` (YAML of new resources, or \
+             of declared ones to replace) or `edits` (resource Kind/name, field path, value), \
+             and a `reason`. labctl validates the repository with the change (an invalid \
+             change comes back with its diagnostics: file:line, field, help, and nothing is \
+             written), plans it against the latest run's observation, commits it on a \
+             `labctl/proposal/…` branch and opens the pull request. The answer names the \
+             branch, the pull request URL and what labctl would do once it is merged. The \
+             same proposal twice lands on the same branch and pull request. Use lookup_ip \
+             and find_placement first to pick addresses and pools.",
+            input,
+        )
+        .with_title(title)
+        .with_raw_output_schema(schema_for_output::<propose::ProposeChangeOutput>())
+        .with_annotations(
+            ToolAnnotations::with_title(title)
+                .read_only(false)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(true),
+        );
+        tools.push(ToolDef {
+            tool,
+            scope: Scope::Propose,
+            documents: &[("documents", limits::MAX_DEFINITION_BYTES)],
+            handler: Arc::new(|server: LabServer, args: Json, client: Client| {
+                Box::pin(async move {
+                    let input = parse::<propose::ProposeChangeInput>(args)?;
+                    let Some(ctx) = server.proposer.clone() else {
+                        return Err(ToolError::new(
+                            "this server has no repository to propose changes to",
+                        ));
+                    };
+                    to_json(propose::propose_change(&ctx, input, &client.actor).await?)
+                })
+            }),
+        });
+    }
     if with_controller {
         tools.push(ToolDef {
             tool: trigger::tool(),
@@ -744,9 +802,10 @@ mod tests {
 
     #[test]
     fn every_tool_has_schemas_and_read_only_annotations() {
-        let defs = tool_table(true);
+        let defs = tool_table(true, false);
         assert_eq!(defs.len(), 17);
-        assert_eq!(tool_table(false).len(), 16);
+        assert_eq!(tool_table(false, false).len(), 16);
+        assert_eq!(tool_table(true, true).len(), 18);
         let names: std::collections::BTreeSet<_> = defs.iter().map(|d| &d.tool.name).collect();
         assert_eq!(names.len(), defs.len(), "a tool is declared twice");
         let last = defs.last().unwrap();

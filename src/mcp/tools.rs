@@ -437,28 +437,29 @@ pub async fn get_reconcile_status(
     })
 }
 
+/// A validation finding as the tools answer it.
+pub(super) fn diagnostic_info(d: &crate::validate::Diagnostic) -> DiagnosticInfo {
+    DiagnosticInfo {
+        severity: d.severity.to_string(),
+        code: d.code.to_string(),
+        message: d.message.clone(),
+        location: d.location.as_ref().map(|l| l.to_string()),
+        line: d.location.as_ref().map(|l| l.line as u64),
+        column: d.location.as_ref().map(|l| l.column as u64),
+        document: d.document.clone(),
+        field: d.field.clone(),
+        help: d.help.clone(),
+        summary: d.summary(),
+    }
+}
+
 pub fn validate_definition(input: ValidateInput) -> ValidateOutput {
     let file = input
         .file
         .filter(|f| !f.trim().is_empty())
         .unwrap_or_else(|| "definition.yaml".into());
     let result = validate::validate_text(&file, &input.yaml);
-    let diagnostics: Vec<DiagnosticInfo> = result
-        .diagnostics
-        .iter()
-        .map(|d| DiagnosticInfo {
-            severity: d.severity.to_string(),
-            code: d.code.to_string(),
-            message: d.message.clone(),
-            location: d.location.as_ref().map(|l| l.to_string()),
-            line: d.location.as_ref().map(|l| l.line as u64),
-            column: d.location.as_ref().map(|l| l.column as u64),
-            document: d.document.clone(),
-            field: d.field.clone(),
-            help: d.help.clone(),
-            summary: d.summary(),
-        })
-        .collect();
+    let diagnostics: Vec<DiagnosticInfo> = result.diagnostics.iter().map(diagnostic_info).collect();
     ValidateOutput {
         valid: result.errors() == 0,
         errors: result.errors() as u64,

@@ -12,6 +12,7 @@
 //! Pure apart from the providers' `expected` (no I/O); [`publish`] commits and pushes the
 //! change sets that pass.
 
+pub mod agent;
 pub mod forge;
 pub mod publish;
 pub mod pulls;

@@ -361,7 +361,7 @@ pub async fn publish(
 
 /// The branch pull requests merge into: labctl.yaml's, else the tracked branch, else the
 /// repository's default.
-async fn base_branch(
+pub(crate) async fn base_branch(
     forge: &dyn Forge,
     spec: &ProposeSpec,
     rev: Option<&str>,

@@ -386,6 +386,27 @@ pub fn set_field(
 /// Removes the document `kind`/`name` from `text`; `None` when nothing but comments and
 /// blank lines would be left (the file is to be deleted).
 pub fn remove_document(text: &str, kind: &str, name: &str) -> Result<Option<String>, EditError> {
+    swap_document(text, kind, name, None)
+}
+
+/// Replaces the document `kind`/`name` of `text` with `new` (one YAML document, its own
+/// comments kept); the file's other documents stay byte for byte.
+pub fn replace_document(
+    text: &str,
+    kind: &str,
+    name: &str,
+    new: &str,
+) -> Result<String, EditError> {
+    swap_document(text, kind, name, Some(new)).map(Option::unwrap_or_default)
+}
+
+/// The document `kind`/`name` of `text` taken out, or replaced by `new`.
+fn swap_document(
+    text: &str,
+    kind: &str,
+    name: &str,
+    new: Option<&str>,
+) -> Result<Option<String>, EditError> {
     let docs = walk(text)?;
     let (at, _) = find(&docs, kind, name)?;
     let unsupported = |why: &str| EditError::Unsupported {
@@ -426,13 +447,35 @@ pub fn remove_document(text: &str, kind: &str, name: &str) -> Result<Option<Stri
         ));
     }
     let (b, e) = content[at];
-    let edited = format!("{}{}", &text[..b], &text[e..]);
+    let mut expected = documents(text)?;
+    let replacement = match new {
+        None => {
+            expected.remove(at);
+            String::new()
+        }
+        Some(new) => {
+            let parsed = documents(new)?;
+            let [doc] = parsed.as_slice() else {
+                return Err(unsupported("the replacement is not exactly one document"));
+            };
+            if doc["kind"] != kind || doc["metadata"]["name"] != name {
+                return Err(unsupported("the replacement is another resource"));
+            }
+            expected[at] = doc.clone();
+            let body = new.trim_start_matches("---\n").trim_end();
+            let marker = if text[b..e].starts_with("---") {
+                "---\n"
+            } else {
+                ""
+            };
+            format!("{marker}{body}\n")
+        }
+    };
+    let edited = format!("{}{replacement}{}", &text[..b], &text[e..]);
     if !has_content(&edited) {
         return Ok(None);
     }
     // The first document may have lost its leading `---` to the one removed: harmless.
-    let mut expected = documents(text)?;
-    expected.remove(at);
     if documents(&edited).ok().as_ref() != Some(&expected) {
         return Err(EditError::NotFaithful {
             path: format!("{kind}/{name}"),
@@ -791,6 +834,20 @@ spec: {subnet: 10.0.1.0/24, mac: 'aa:bb:cc:dd:ee:02', ip: 10.0.1.90, hostname: p
             remove_document(single, "DhcpReservation", "whisper").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_document_is_replaced_in_place() {
+        let new = "kind: DhcpReservation\nmetadata: {name: printer}\nspec: {ip: 10.0.1.98}\n";
+        let out = replace_document(FILE, "DhcpReservation", "printer", new).unwrap();
+        let split = FILE.find("---").unwrap();
+        assert_eq!(out, format!("{}---\n{new}", &FILE[..split]));
+        let out = replace_document(FILE, "DhcpReservation", "whisper", new);
+        assert!(matches!(out, Err(EditError::Unsupported { .. })), "{out:?}");
+        assert!(matches!(
+            replace_document(FILE, "DhcpReservation", "printer", "a: 1\n---\nb: 2\n"),
+            Err(EditError::Unsupported { .. })
+        ));
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One resource as a provider sees it: the document it corresponds to and the fields the
 /// provider can observe, as a JSON object shaped like the document's `spec` (camelCase).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Resource {
     pub kind: Kind,
     pub name: String,
@@ -66,7 +66,7 @@ pub struct Resource {
     /// The live object's key in its API (a reservation's subnet and MAC, a router's
     /// qualified name, a Caddy route's `@id`), so a change to it can say what it targets.
     /// `None` for expected resources.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
@@ -306,6 +306,15 @@ impl Change {
             Change::Create { name, .. }
             | Change::Update { name, .. }
             | Change::Delete { name, .. } => name,
+        }
+    }
+
+    /// `create`, `update` or `delete`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::Create { .. } => "create",
+            Change::Update { .. } => "update",
+            Change::Delete { .. } => "delete",
         }
     }
 

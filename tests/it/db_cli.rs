@@ -232,6 +232,26 @@ fn readers_need_no_write_access() {
         .build()
         .unwrap()
         .block_on(history(&url));
+    // sqlx closes SQLite connections on its worker threads, after `close` returns: the
+    // writer's last close (which checkpoints and removes the WAL files) may still be under
+    // way. Wait for it, so that whatever is left afterwards is the readers' doing.
+    let listing = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let start = std::time::Instant::now();
+    while listing() != ["labctl.db"] {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the writer left {:?}",
+            listing()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     for (path, mode) in [
         (dir.path().to_path_buf(), 0o755),
         (state.clone(), 0o755),
@@ -266,11 +286,7 @@ fn readers_need_no_write_access() {
         "{status}"
     );
     as_nobody(&["drift", "--database-url", &url]);
-    let listing: Vec<String> = std::fs::read_dir(&state)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(listing, ["labctl.db"], "a reader wrote nothing");
+    assert_eq!(listing(), ["labctl.db"], "a reader wrote nothing");
 
     // Where no store exists yet, a reader says so and creates none.
     let missing = format!("sqlite://{}/none/labctl.db", dir.path().display());

@@ -190,6 +190,15 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
     call(&reader, "find_placement", json!({"cores": 2}))
         .await
         .expect_err("not callable with a read token");
+    assert!(!tools.iter().any(|t| t.name == "propose_change"));
+    call(
+        &reader,
+        "propose_change",
+        json!({"edits": [{"resource": "DhcpReservation/harbor", "field": "spec.ip",
+                          "value": "10.0.1.99"}], "reason": "read token"}),
+    )
+    .await
+    .expect_err("not callable with a read token");
     for t in &tools {
         let a = t.annotations.as_ref().expect("annotations");
         assert_eq!(a.read_only_hint, Some(true), "{}", t.name);
@@ -725,7 +734,7 @@ async fn http_sse_sessions_are_guarded_and_bound_to_their_token() {
 }
 
 /// Each scope over both transports: read sees exactly the read tools, propose those and
-/// find_placement, admin those and trigger_reconcile.
+/// find_placement and propose_change, admin those and trigger_reconcile.
 #[tokio::test(flavor = "multi_thread")]
 async fn each_scope_sees_its_tools_over_both_transports() {
     let dir = tempfile::tempdir().unwrap();
@@ -754,11 +763,9 @@ async fn each_scope_sees_its_tools_over_both_transports() {
             admin,
             "{names:?}"
         );
-        assert_eq!(
-            names.iter().any(|n| n == "find_placement"),
-            propose,
-            "{names:?}"
-        );
+        for proposing in ["find_placement", "propose_change"] {
+            assert_eq!(names.iter().any(|n| n == proposing), propose, "{names:?}");
+        }
         let read_only: Vec<String> = tools
             .iter()
             .filter(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true))
@@ -767,7 +774,7 @@ async fn each_scope_sees_its_tools_over_both_transports() {
             .collect();
         assert_eq!(
             names.len(),
-            read_only.len() + usize::from(propose) + usize::from(admin),
+            read_only.len() + 2 * usize::from(propose) + usize::from(admin),
             "{names:?}"
         );
         let read = read_tools.get_or_insert_with(|| read_only.clone());

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use crate::support::cli::{json_of, labctl, labctl_command, write};
 use crate::support::forge::Forge;
@@ -512,5 +512,156 @@ async fn a_hundred_runs_against_a_changing_kea_open_one_pull_request_per_change_
         .heard()
         .iter()
         .all(|h| h.authorization.as_deref() == Some("token gitea-tok-81f2aa4c")));
+    drop(kea);
+}
+
+const OLLAMA: &str = "apiVersion: labctl.dev/v1
+kind: DhcpReservation
+metadata:
+  name: ollama   # the new inference VM
+spec:
+  subnet: 10.0.1.0/24
+  mac: \"bc:24:11:5e:02:50\"
+  ip: 10.0.1.150
+  hostname: ollama.lab.example
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_assistant_proposes_over_mcp_and_nothing_in_the_lab_changes() {
+    let Some(kea) = Kea::start(
+        json!([
+            kea_reservation("whisper", WHISPER_MAC, "10.0.1.201"),
+            kea_reservation("speaker", SPEAKER_MAC, "10.0.1.203"),
+        ]),
+        json!([]),
+    )
+    .await
+    else {
+        return;
+    };
+    let lab = Lab::new(&kea, "github", "ghp-agent-44be01d2").await;
+    let out = lab.labctl(&["reconcile", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kea_before = kea.config().await;
+    let cache = lab.path("cache");
+    let client = crate::support::mcp::connect_with(
+        &lab.db(),
+        &["--repo", &lab.url, "--cache-dir", cache.to_str().unwrap()],
+        &[("LABCTL_TEST_FORGE_TOKEN", lab.token)],
+    )
+    .await;
+    let tools = client.list_all_tools().await.unwrap();
+    let propose = |args: Json| {
+        let client = &client;
+        async move { crate::support::mcp::call(client, "propose_change", args).await }
+    };
+
+    // Invalid: the address is whisper's. The diagnostics come back; nothing is written.
+    let taken = OLLAMA.replace("10.0.1.150", "10.0.1.201");
+    let answer = propose(json!({"documents": taken, "reason": "an address for ollama"})).await;
+    let answer = crate::support::mcp::ok(&tools, "propose_change", answer);
+    assert_eq!(answer["valid"], json!(false), "{answer:#}");
+    let diagnostic = &answer["diagnostics"][0];
+    assert_eq!(
+        (
+            diagnostic["code"].as_str(),
+            diagnostic["location"].as_str(),
+            diagnostic["field"].as_str()
+        ),
+        (
+            Some("duplicate-ip"),
+            Some("dhcp/whisper.yaml:7:7"),
+            Some("spec.ip")
+        ),
+        "{answer:#}"
+    );
+    assert!(diagnostic["help"].is_string());
+    assert!(answer.get("branch").is_none());
+    assert_eq!(
+        lab.git(&["for-each-ref", "refs/heads/labctl/"]),
+        "",
+        "an invalid proposal pushed a branch"
+    );
+    assert_eq!(lab.forge.count("POST", "/pulls"), 0);
+
+    // Valid: a branch, a pull request with the reason and the plan, the lab untouched.
+    let reason = "Ollama needs a fixed address for the reverse proxy.";
+    let args = json!({"documents": OLLAMA, "reason": reason});
+    let answer = crate::support::mcp::ok(&tools, "propose_change", propose(args.clone()).await);
+    assert_eq!(answer["valid"], json!(true), "{answer:#}");
+    let branch = answer["branch"].as_str().unwrap().to_string();
+    assert!(
+        branch.starts_with("labctl/proposal/dhcpreservation-ollama-"),
+        "{branch}"
+    );
+    assert_eq!(answer["push"], json!("created"));
+    assert_eq!(
+        answer["files"],
+        json!([{"path": "dhcp/ollama.yaml", "action": "added"}])
+    );
+    assert_eq!(answer["pullRequest"]["number"], json!(1));
+    assert_eq!(
+        answer["plan"]["deviations"],
+        json!(["DhcpReservation ollama: missing"]),
+        "{answer:#}"
+    );
+    assert_eq!(
+        lab.git(&["show", &format!("{branch}:dhcp/ollama.yaml")]) + "\n",
+        OLLAMA
+    );
+    let pr = lab.forge.prs()[0].clone();
+    assert_eq!(
+        (pr.head.as_str(), pr.base.as_str()),
+        (branch.as_str(), "main")
+    );
+    assert!(pr.body.contains(&format!("> {reason}")), "{}", pr.body);
+    assert!(pr.body.contains("validates with no errors"), "{}", pr.body);
+    assert!(
+        pr.body
+            .contains("would then show DhcpReservation ollama: missing"),
+        "{}",
+        pr.body
+    );
+
+    // The same proposal again: the same branch and pull request, nothing new.
+    let again = crate::support::mcp::ok(&tools, "propose_change", propose(args).await);
+    assert_eq!(
+        (again["branch"].as_str(), again["push"].as_str()),
+        (Some(branch.as_str()), Some("unchanged"))
+    );
+    assert_eq!(again["pullRequest"]["number"], json!(1));
+    assert_eq!(lab.forge.count("POST", "/pulls"), 1);
+
+    // Field edits of a declared resource, in place.
+    let answer = crate::support::mcp::ok(
+        &tools,
+        "propose_change",
+        propose(json!({
+            "edits": [{"resource": "DhcpReservation/whisper", "field": "spec.hostname",
+                       "value": "whisper-2.lab.example"}],
+            "reason": "renamed"
+        }))
+        .await,
+    );
+    let edited = answer["branch"].as_str().unwrap();
+    let text = lab.git(&["show", &format!("{edited}:dhcp/whisper.yaml")]);
+    assert!(text.contains("  hostname: whisper-2.lab.example"), "{text}");
+    assert_eq!(lab.forge.count("POST", "/pulls"), 2);
+
+    // Input that is not a proposal is a tool error.
+    let error = crate::support::mcp::error_text(
+        "propose_change",
+        propose(json!({"documents": OLLAMA, "edits": [], "reason": "both"})).await,
+    );
+    assert!(error.contains("exactly one of"), "{error}");
+
+    // No provider was changed: Kea holds what it held.
+    assert_eq!(kea.config().await, kea_before);
+    client.cancel().await.unwrap();
     drop(kea);
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::model::{ForgeKind, ForgeSpec};
 
 /// The state of a pull request as the forge reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PullState {
     Open,
@@ -23,7 +23,7 @@ pub enum PullState {
 }
 
 /// A pull request on the forge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Pull {
     pub number: u64,
     /// The page a person opens.

@@ -10,8 +10,19 @@ use serde_json::{json, Value as Json};
 
 /// Starts `labctl mcp` over `db` and completes the MCP handshake.
 pub async fn connect(db: &str) -> RunningService<RoleClient, ()> {
+    connect_with(db, &[], &[]).await
+}
+
+/// [`connect`] with more arguments (`--repo …`) and environment variables.
+pub async fn connect_with(
+    db: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> RunningService<RoleClient, ()> {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"));
     cmd.args(["mcp", "--database-url", db])
+        .args(args)
+        .envs(envs.iter().copied())
         .env("NO_COLOR", "1")
         .env_remove("DATABASE_URL");
     let (transport, _stderr) = TokioChildProcess::builder(cmd)
