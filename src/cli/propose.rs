@@ -18,8 +18,9 @@ pub struct ProposeArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub host: HostArgs,
-    /// Show each branch labctl would push and what it changes; push nothing. Without this
-    /// or --patch, each change set is committed on its branch and pushed.
+    /// Show each branch labctl would push, what it changes, and which pull requests it would
+    /// open, update or close (the forge and the store are only read); write nothing. Without
+    /// this or --patch, each change set is committed on its branch and pushed.
     #[arg(long)]
     pub dry_run: bool,
     /// Print the changes as one patch (`git apply` reads it); push nothing.
@@ -50,25 +51,35 @@ pub fn run(args: &ProposeArgs) -> ExitCode {
     };
     let (plan, proposals) =
         rt.block_on(controller::propose(&loaded, args.host.options(), args.max));
-    let push = !args.dry_run && !args.patch;
-    let report = if push {
-        let spec = args.source.spec();
-        let location = match &spec {
-            SourceSpec::Git(loc) => Some(loc),
-            SourceSpec::Directory(_) => None,
-        };
+    let spec = args.source.spec();
+    let location = match &spec {
+        SourceSpec::Git(loc) => Some(loc),
+        SourceSpec::Directory(_) => None,
+    };
+    // A dry run of a plain directory has no branches or pull requests to look up.
+    let publish = !args.patch && (!args.dry_run || location.is_some());
+    let report = if publish {
         let url = super::db::database_url(args.database_url.as_deref());
         let report = rt.block_on(async {
-            let store = Store::connect(&url).await?;
-            store.migrate().await?;
+            // A dry run only reads the store, and creates none.
+            let store = if args.dry_run {
+                Store::open_reader(&url).await?
+            } else {
+                let store = Store::connect(&url).await?;
+                store.migrate().await?;
+                Some(store)
+            };
             let target = pulls::Target {
                 location,
                 subdir: args.source.path.as_deref(),
                 rev: args.source.rev.as_deref(),
-                store: Some(&store),
+                store: store.as_ref(),
+                dry_run: args.dry_run,
             };
             let report = pulls::publish(&target, &loaded, &plan, &proposals).await;
-            store.close().await;
+            if let Some(store) = store {
+                store.close().await;
+            }
             Ok::<_, labctl::store::StoreError>(report)
         });
         match report {
@@ -101,7 +112,7 @@ pub fn run(args: &ProposeArgs) -> ExitCode {
                 }
                 print_json(&out)
             }
-            Format::Human => print_human(&proposals, report.as_ref()),
+            Format::Human => print_human(&proposals, report.as_ref(), args.dry_run),
         }
     }
     for (p, why) in &plan.unobservable {
@@ -119,7 +130,7 @@ pub fn run(args: &ProposeArgs) -> ExitCode {
     }
 }
 
-fn print_human(proposals: &Proposals, report: Option<&pulls::Report>) {
+fn print_human(proposals: &Proposals, report: Option<&pulls::Report>, dry_run: bool) {
     for set in &proposals.change_sets {
         outln!("{}  {}", set.branch, set.title);
         for c in &set.covers {
@@ -168,18 +179,30 @@ fn print_human(proposals: &Proposals, report: Option<&pulls::Report>) {
             outln!("    {d}");
         }
     }
-    let Some(report) = report else {
+    for s in report.iter().flat_map(|r| &r.settled) {
+        let number = s.number.map(|n| format!(" #{n}")).unwrap_or_default();
+        outln!("{}{number}: {}", s.branch, s.state);
+    }
+    let Some(report) = report.filter(|_| !dry_run) else {
+        let pulls = report.map_or(String::new(), |r| {
+            let count = |what: &str| r.outcomes.iter().filter(|o| o.pull == what).count();
+            format!(
+                " (pull requests: {} would open, {} would update, {} unchanged, {} declined, \
+                 {} capped)",
+                count("would-open"),
+                count("would-update"),
+                count("unchanged"),
+                count("declined"),
+                count("capped")
+            )
+        });
         outln!(
-            "{} change set(s) would be proposed, {} not proposed",
+            "{} change set(s) would be proposed{pulls}, {} not proposed",
             proposals.change_sets.len(),
             proposals.refused.len()
         );
         return;
     };
-    for s in &report.settled {
-        let number = s.number.map(|n| format!(" #{n}")).unwrap_or_default();
-        outln!("{}{number}: {}", s.branch, s.state);
-    }
     let count =
         |f: &dyn Fn(&pulls::Outcome) -> bool| report.outcomes.iter().filter(|o| f(o)).count();
     let pushed = |what: &'static str| {

@@ -181,6 +181,7 @@ impl Context {
             subdir: self.settings.path.as_deref(),
             rev: location.options().rev.as_deref(),
             store: Some(&self.store),
+            dry_run: false,
         };
         let report = propose::pulls::publish(&target, loaded, plan, &proposals).await;
         for e in &report.errors {

@@ -18,6 +18,7 @@ fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
             unobservable: vec![],
             details: Default::default(),
             version: None,
+            hosts: Vec::new(),
         }),
         can_apply: [Kind::DhcpReservation].into(),
         // As Kea says: the addresses matter most.

@@ -620,7 +620,9 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
                  pool's declared capacity less what its guests use per Git (as list_pools \
                  counts it). Each says whether it fits and why, amount by amount; an amount a \
                  pool declares no capacity for is not known to be free, so that pool does not \
-                 fit. Use the pool's path and proxmoxPool in a new Device document.",
+                 fit. Proxmox VE nodes are ranked the same way from the cores and memory they \
+                 report less what their guests use. Use the pool's path and proxmoxPool, and the \
+                 node, in a new Device document.",
                 on_model(|_, m, i| async move { tools::find_placement(&m, i) }),
             )
         },

@@ -578,6 +578,20 @@ pub fn find_placement(
                     .map(str::to_string),
             })
             .collect(),
+        nodes: model
+            .lab
+            .host_placements(&need)
+            .into_iter()
+            .take(limit)
+            .map(|p| NodePlacementInfo {
+                provider: p.host.provider.clone(),
+                node: p.host.name.clone(),
+                online: p.host.online,
+                fits: p.fits,
+                free: resources(p.free),
+                reasons: p.reasons,
+            })
+            .collect(),
     })
 }
 

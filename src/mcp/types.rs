@@ -242,6 +242,26 @@ pub struct FindPlacementOutput {
     pub candidates: Vec<PlacementInfo>,
     /// How many pools matched before `limit`.
     pub considered: u64,
+    /// Proxmox VE nodes by the same rule, from the capacity they reported (cores and memory)
+    /// less what the guests on them use: fitting nodes first. Put the node in the Device's
+    /// `spec.proxmox.node`.
+    pub nodes: Vec<NodePlacementInfo>,
+}
+
+/// A node a new guest could run on, or why not.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlacementInfo {
+    /// The provider (labctl.yaml) that reported it.
+    pub provider: String,
+    pub node: String,
+    pub online: bool,
+    /// Cores and memory asked for are reported and free, and the node is online.
+    pub fits: bool,
+    /// Capacity less what its guests use, before the new guest.
+    pub free: Resources,
+    /// One sentence per amount asked for.
+    pub reasons: Vec<String>,
 }
 
 /// Cores, memory, storage and device count: declared capacity, or what members use.

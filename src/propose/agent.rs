@@ -17,7 +17,7 @@ use crate::diff::{self, Plan, ProviderInput};
 use crate::model::Kind;
 use crate::providers::{Observation, Provider, Resource};
 use crate::reconcile::{import, Loaded};
-use crate::source::{push_branch, BranchCommit, Pushed, Snapshot, SourceFile};
+use crate::source::{push_branch, BranchCommit, Pushed};
 use crate::store::{Outcome, Store};
 use crate::validate::{self, Diagnostic, Severity};
 
@@ -115,17 +115,7 @@ pub async fn propose(
         .commit()
         .ok_or_else(|| AgentError::Refused("the desired state is not a Git commit".into()))?;
     let (files, touched) = edits(loaded, change).map_err(AgentError::Refused)?;
-    let mut snapshot: Snapshot = loaded.snapshot.clone();
-    for f in &files {
-        snapshot.files.retain(|s| s.path != f.path);
-        if let Some(text) = &f.after {
-            snapshot.files.push(SourceFile {
-                path: f.path.clone(),
-                text: text.clone(),
-            });
-        }
-    }
-    snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
+    let snapshot = super::with_files(&loaded.snapshot, &files);
     let validation = validate::validate(&snapshot);
     let Some(state) = validation.state else {
         return Err(AgentError::Invalid(
@@ -228,12 +218,7 @@ pub async fn propose(
         }
     };
 
-    let spec = loaded
-        .state
-        .config
-        .as_ref()
-        .and_then(|c| c.doc.spec.propose.clone())
-        .unwrap_or_default();
+    let spec = super::publish::settings(loaded);
     let pull_request = match spec.forge.as_ref() {
         None => None,
         Some(f) => {

@@ -250,6 +250,22 @@ pub fn prepare(
 
 type Refusal = (String, Vec<String>);
 
+/// The repository as a branch with `files` would hold it.
+fn with_files(snapshot: &Snapshot, files: &[FileChange]) -> Snapshot {
+    let mut snapshot = snapshot.clone();
+    for f in files {
+        snapshot.files.retain(|s| s.path != f.path);
+        if let Some(text) = &f.after {
+            snapshot.files.push(SourceFile {
+                path: f.path.clone(),
+                text: text.clone(),
+            });
+        }
+    }
+    snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
+    snapshot
+}
+
 #[allow(clippy::too_many_arguments)]
 fn change_set(
     loaded: &Loaded,
@@ -275,19 +291,7 @@ fn change_set(
     }
     let files = edits(loaded, kind, name, deviations).map_err(plain)?;
 
-    // The repository as the branch would hold it.
-    let mut snapshot: Snapshot = loaded.snapshot.clone();
-    for f in &files {
-        snapshot.files.retain(|s| s.path != f.path);
-        if let Some(text) = &f.after {
-            snapshot.files.push(SourceFile {
-                path: f.path.clone(),
-                text: text.clone(),
-            });
-        }
-    }
-    snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
-    let validation = validate::validate(&snapshot);
+    let validation = validate::validate(&with_files(&loaded.snapshot, &files));
     let Some(state) = validation.state else {
         return Err((
             "the repository with this change does not validate".into(),

@@ -46,13 +46,20 @@ pub fn push(
 
 /// The name and email labctl commits as, from labctl.yaml.
 pub fn author(loaded: &Loaded) -> (&str, &str) {
-    ProposeSpec::author(
-        loaded
-            .state
-            .config
-            .as_ref()
-            .and_then(|c| c.doc.spec.propose.as_ref()),
-    )
+    ProposeSpec::author(spec(loaded))
+}
+
+/// labctl.yaml's `propose` settings (the defaults where it has none).
+pub fn settings(loaded: &Loaded) -> ProposeSpec {
+    spec(loaded).cloned().unwrap_or_default()
+}
+
+fn spec(loaded: &Loaded) -> Option<&ProposeSpec> {
+    loaded
+        .state
+        .config
+        .as_ref()
+        .and_then(|c| c.doc.spec.propose.as_ref())
 }
 
 /// Commits `set` on top of `base` and pushes it to its branch of `loc`. Blocking.

@@ -37,7 +37,7 @@ pub struct Outcome {
     pub push: Option<Published>,
     /// `opened`, `updated`, `unchanged`, `declined` (a person closed it for this very
     /// change), `capped`, `left` (the branch is someone else's), `none` (no forge) or
-    /// `failed`.
+    /// `failed`; in a dry run `would-open` and `would-update`.
     pub pull: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<u64>,
@@ -57,7 +57,7 @@ pub struct Settled {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<u64>,
     /// `merged`, `closed` (by a person) or `resolved` (labctl closed it: nothing left to
-    /// propose).
+    /// propose); in a dry run `would-resolve`.
     pub state: &'static str,
 }
 
@@ -90,6 +90,9 @@ pub struct Target<'a> {
     /// `--rev`: the branch pull requests merge into when labctl.yaml names none.
     pub rev: Option<&'a str>,
     pub store: Option<&'a Store>,
+    /// Say what would be pushed, opened, updated and closed; write nothing anywhere (the forge
+    /// and the store are only read).
+    pub dry_run: bool,
 }
 
 /// The store key of a deviation: `Kind/name` and its field path, if any.
@@ -139,12 +142,7 @@ pub async fn publish(
     plan: &Plan,
     proposals: &Proposals,
 ) -> Report {
-    let spec = loaded
-        .state
-        .config
-        .as_ref()
-        .and_then(|c| c.doc.spec.propose.clone())
-        .unwrap_or_default();
+    let spec = publish::settings(loaded);
     let mut report = Report::default();
     let forge = match spec.forge.as_ref().map(forge::connect) {
         None => None,
@@ -242,7 +240,9 @@ pub async fn publish(
                  value changes"
                     .into(),
             );
-            if let (Some(store), Some(p), false) = (target.store, &found, declined_in_store) {
+            if let (Some(store), Some(p), false, false) =
+                (target.store, &found, declined_in_store, target.dry_run)
+            {
                 remember_closed(store, set, p, &fp, &mut report).await;
             }
             report.outcomes.push(out);
@@ -268,6 +268,28 @@ pub async fn publish(
             }
         }
 
+        if target.dry_run {
+            out.pull = match (&forge, open) {
+                (None, _) => "none",
+                (Some(_), None) => "would-open",
+                (Some(_), Some(p)) => {
+                    let body = body(set, loaded, plan, &fp, &first_seen);
+                    out.number = Some(p.number);
+                    out.url = Some(p.url.clone());
+                    if p.body == body && p.title == set.title {
+                        "unchanged"
+                    } else {
+                        "would-update"
+                    }
+                }
+            };
+            if out.pull == "would-open" {
+                open_now += 1;
+                recent += 1;
+            }
+            report.outcomes.push(out);
+            continue;
+        }
         let pushed = push_one(target, loaded, set).await;
         let push_ok = matches!(pushed.outcome, "created" | "updated" | "unchanged");
         out.push = Some(pushed.clone());
@@ -354,7 +376,16 @@ pub async fn publish(
     tracing::info!(opened, "pull requests");
 
     if let (Some(store), Some(f), Some(base)) = (target.store, &forge, &base) {
-        settle(store, f.as_ref(), base, plan, proposals, &mut report).await;
+        settle(
+            store,
+            f.as_ref(),
+            base,
+            plan,
+            proposals,
+            target.dry_run,
+            &mut report,
+        )
+        .await;
     }
     report
 }
@@ -438,6 +469,7 @@ async fn settle(
     base: &str,
     plan: &Plan,
     proposals: &Proposals,
+    dry_run: bool,
     report: &mut Report,
 ) {
     let open = match store.open_pull_requests().await {
@@ -484,6 +516,12 @@ async fn settle(
                     });
                 match (resolved, open) {
                     (false, _) => None,
+                    (true, Some(p)) if dry_run => Some((
+                        PullRequestState::Closed,
+                        true,
+                        "would-resolve",
+                        Some(p.number),
+                    )),
                     (true, None) => Some((PullRequestState::Closed, true, "resolved", None)),
                     (true, Some(p)) => {
                         let comment = resolved_comment(&pr.deviation_keys);
@@ -505,6 +543,14 @@ async fn settle(
             }
         };
         if let Some((state, forget, what, number)) = settled {
+            if dry_run {
+                report.settled.push(Settled {
+                    branch: pr.branch.clone(),
+                    number,
+                    state: what,
+                });
+                continue;
+            }
             if let Err(e) = store.set_pull_request_state(pr.id, state, forget).await {
                 report.errors.push(format!("recording {}: {e}", pr.branch));
             }

@@ -110,6 +110,24 @@ pub struct Observation {
     /// when the live version is no longer this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The machines guests run on (a hypervisor's nodes) and their capacity: what placement
+    /// questions are answered from. Never compared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Host>,
+}
+
+/// A machine a provider runs guests on, and what it has.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    pub name: String,
+    pub online: bool,
+    /// CPU threads; `None` when the API did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u64>,
+    /// Memory in MiB; `None` when the API did not say.
+    #[serde(rename = "memoryMiB", default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
 }
 
 impl Observation {
@@ -122,6 +140,7 @@ impl Observation {
             unobservable: Vec::new(),
             details: Default::default(),
             version: None,
+            hosts: Vec::new(),
         }
     }
 }

@@ -45,8 +45,8 @@ use tokio::sync::Semaphore;
 use super::http::{self, excerpt, excerpt_bytes, BodyLimit, Classify, Pinning, Reply};
 use super::shape::{At, ShapeError};
 use super::{
-    derive_name, unique_name, BoxFuture, CallPolicy, Factory, Observation, Provider, ProviderError,
-    Resource, Severities, Severity, Unreadable,
+    derive_name, unique_name, BoxFuture, CallPolicy, Factory, Host, Observation, Provider,
+    ProviderError, Resource, Severities, Severity, Unreadable,
 };
 use crate::model::{DesiredState, DeviceDoc, DeviceType, Kind, MacAddress, SecretSource};
 pub use http::parse_fingerprint;
@@ -193,7 +193,7 @@ impl ProxmoxProvider {
         let nodes = read_nodes(&nodes).map_err(|e| api.shape_error("/nodes", e))?;
         let mut unreadable_nodes: BTreeSet<String> = BTreeSet::new();
         let mut listed: Vec<Listed> = Vec::new();
-        for (name, status) in &nodes {
+        for (name, status, _) in &nodes {
             let name = name.as_str();
             if status.as_deref() != Some("online") {
                 tracing::warn!(provider = %api.provider, node = name, "node is not online; its guests are unknown");
@@ -296,6 +296,7 @@ impl ProxmoxProvider {
             unobservable,
             details: Default::default(),
             version: None,
+            hosts: nodes.into_iter().map(|(_, _, host)| host).collect(),
         })
     }
 
@@ -1118,13 +1119,25 @@ fn parse_net(
     Ok((key.to_string(), nic))
 }
 
-/// `GET /nodes`: each node's name and status (`online`, `offline`, `unknown`).
-fn read_nodes(data: &Json) -> Result<Vec<(String, Option<String>)>, ShapeError> {
+/// `GET /nodes`: each node's name and status (`online`, `offline`, `unknown`), with its
+/// capacity where the answer gives it (`maxcpu` threads, `maxmem` bytes; anything else there
+/// leaves the capacity unknown).
+fn read_nodes(data: &Json) -> Result<Vec<(String, Option<String>, Host)>, ShapeError> {
     At::root("Proxmox VE /nodes", "data", data)
         .items()?
         .map(|node| {
             let name = node.req("node")?.str()?.to_string();
-            Ok((name, node.opt_str("status")?.map(str::to_string)))
+            let status = node.opt_str("status")?.map(str::to_string);
+            let number = |key: &str| -> Result<Option<u64>, ShapeError> {
+                Ok(node.get(key)?.and_then(|v| as_u64(v.value())))
+            };
+            let host = Host {
+                name: name.clone(),
+                online: status.as_deref() == Some("online"),
+                cores: number("maxcpu")?,
+                memory_mib: number("maxmem")?.map(|bytes| bytes / (1 << 20)),
+            };
+            Ok((name, status, host))
         })
         .collect()
 }

@@ -35,6 +35,23 @@ pub struct ReconciledModel {
     /// Sorted by kind, then name. Stored under `resources`, the name it always had.
     #[serde(rename = "resources")]
     pub entries: Vec<Entry>,
+    /// The machines guests run on, as the run's providers saw them (Proxmox VE nodes), sorted
+    /// by provider and name. Absent from models written before hosts were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<ModelHost>,
+}
+
+/// A machine a provider runs guests on, with the capacity it reported.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelHost {
+    pub provider: String,
+    pub name: String,
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u64>,
+    #[serde(rename = "memoryMiB", default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
 }
 
 /// One resource of the model: in Git, live, or both.
@@ -140,6 +157,7 @@ impl ReconciledModel {
         ReconciledModel {
             version: CURRENT_VERSION,
             entries,
+            hosts: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value as Json;
 
-use super::{Entry, ReconciledModel, Status};
+use super::{Entry, ModelHost, ReconciledModel, Status};
 use crate::model::{
     Document, Kind, Metadata, PoolDoc, PoolSpec, PoolTree, ResolvedPool, RouteSpec,
 };
@@ -18,6 +18,7 @@ use crate::model::{
 pub struct Lab {
     entries: Vec<Entry>,
     pools: PoolTree,
+    hosts: Vec<ModelHost>,
 }
 
 /// Where a resource uses an address.
@@ -89,6 +90,45 @@ pub struct Placement<'a> {
     pub reasons: Vec<String>,
 }
 
+/// A host a new guest could run on, or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPlacement<'a> {
+    pub host: &'a ModelHost,
+    pub fits: bool,
+    /// Capacity less what its guests use, before the new guest; `None` where not reported.
+    pub free: Amounts,
+    pub reasons: Vec<String>,
+}
+
+/// One amount asked for: what, wanted, free, capacity.
+type Asked<'a> = (&'a str, Option<u64>, Option<u64>, Option<u64>);
+
+/// Whether what is asked fits, one reason per amount wanted. `of` names the capacity
+/// (`declared`); `unknown` says why an amount without one is not known to be free.
+fn fit(asked: &[Asked<'_>], of: &str, unknown: &str) -> (bool, Vec<String>) {
+    let mut fits = true;
+    let mut reasons = Vec::new();
+    for &(what, want, left, capacity) in asked {
+        let Some(want) = want else { continue };
+        match (left, capacity) {
+            (Some(left), Some(capacity)) if left >= want => {
+                reasons.push(format!("{what}: {want} of {left} free ({capacity} {of})"))
+            }
+            (Some(left), Some(capacity)) => {
+                fits = false;
+                reasons.push(format!(
+                    "{what}: needs {want}, only {left} of {capacity} free"
+                ));
+            }
+            _ => {
+                fits = false;
+                reasons.push(format!("{what}: {unknown}, so it is not known to be free"));
+            }
+        }
+    }
+    (fits, reasons)
+}
+
 /// A setting of a pool and the pool in its chain that sets it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Setting {
@@ -155,7 +195,11 @@ impl Lab {
         // A hierarchy that does not resolve was refused by validation; an old model may hold
         // one, and then there are no pools to ask about rather than a wrong tree.
         let pools = PoolTree::build(&docs).unwrap_or_default();
-        Lab { entries, pools }
+        Lab {
+            entries,
+            pools,
+            hosts: model.hosts,
+        }
     }
 
     /// Every resource, by kind and name.
@@ -484,41 +528,34 @@ impl Lab {
             .map(|pool| {
                 let used = self.capacity_use(pool);
                 let cap = used.capacity.clone().unwrap_or_default();
-                let minus = |c: Option<u64>, u: Option<u64>| c.map(|c| c.saturating_sub(u.unwrap_or(0)));
+                let minus =
+                    |c: Option<u64>, u: Option<u64>| c.map(|c| c.saturating_sub(u.unwrap_or(0)));
                 let free = Amounts {
                     cores: minus(cap.cores, used.usage.cores),
                     memory_mib: minus(cap.memory_mib, used.usage.memory_mib),
                     storage_gib: minus(cap.storage_gib, used.usage.storage_gib),
                     devices: minus(cap.devices, used.usage.devices),
                 };
-                let mut fits = true;
-                let mut reasons = Vec::new();
-                let asked = [
-                    ("cores", need.cores, free.cores, cap.cores),
-                    ("memoryMiB", need.memory_mib, free.memory_mib, cap.memory_mib),
-                    ("storageGiB", need.storage_gib, free.storage_gib, cap.storage_gib),
-                    ("devices", cap.devices.map(|_| 1), free.devices, cap.devices),
-                ];
-                for (what, want, left, declared) in asked {
-                    let Some(want) = want else { continue };
-                    match (left, declared) {
-                        (Some(left), Some(declared)) if left >= want => reasons.push(format!(
-                            "{what}: {want} of {left} free ({declared} declared)"
-                        )),
-                        (Some(left), Some(declared)) => {
-                            fits = false;
-                            reasons.push(format!(
-                                "{what}: needs {want}, only {left} of {declared} free"
-                            ));
-                        }
-                        _ => {
-                            fits = false;
-                            reasons.push(format!(
-                                "{what}: the pool declares no capacity for it, so it is not known to be free"
-                            ));
-                        }
-                    }
-                }
+                let (fits, reasons) = fit(
+                    &[
+                        ("cores", need.cores, free.cores, cap.cores),
+                        (
+                            "memoryMiB",
+                            need.memory_mib,
+                            free.memory_mib,
+                            cap.memory_mib,
+                        ),
+                        (
+                            "storageGiB",
+                            need.storage_gib,
+                            free.storage_gib,
+                            cap.storage_gib,
+                        ),
+                        ("devices", cap.devices.map(|_| 1), free.devices, cap.devices),
+                    ],
+                    "declared",
+                    "the pool declares no capacity for it",
+                );
                 Placement {
                     pool,
                     fits,
@@ -542,6 +579,82 @@ impl Lab {
             key(a)
                 .cmp(&key(b))
                 .then_with(|| a.pool.path.cmp(&b.pool.path))
+        });
+        out
+    }
+
+    /// Where a guest needing `need` (cores and memory; storage lives on Proxmox VE storages,
+    /// not nodes) could run among the hosts the providers reported: each host's capacity less
+    /// what the guests on it use (observed, else declared). An offline host, or one whose
+    /// capacity the provider did not report, does not fit. Fitting hosts first, then by most
+    /// memory and cores left, then by provider and name.
+    pub fn host_placements(&self, need: &Amounts) -> Vec<HostPlacement<'_>> {
+        let mut out: Vec<HostPlacement<'_>> = self
+            .hosts
+            .iter()
+            .map(|host| {
+                let (mut cores, mut memory) = (0u64, 0u64);
+                for d in self.entries.iter().filter(|e| e.kind == Kind::Device) {
+                    if !d.providers.contains(&host.provider) {
+                        continue;
+                    }
+                    let side = |k: &str| {
+                        let at = |v: &Option<Json>| v.as_ref().and_then(|v| v.get(k)).cloned();
+                        at(&d.observed).or_else(|| at(&d.spec))
+                    };
+                    let node = side("proxmox").and_then(|p| p.get("node").cloned());
+                    if node.as_ref().and_then(Json::as_str) != Some(host.name.as_str()) {
+                        continue;
+                    }
+                    let num = |k: &str| side(k).as_ref().and_then(Json::as_u64).unwrap_or(0);
+                    cores += num("cores");
+                    memory += num("memoryMiB");
+                }
+                let free = Amounts {
+                    cores: host.cores.map(|c| c.saturating_sub(cores)),
+                    memory_mib: host.memory_mib.map(|m| m.saturating_sub(memory)),
+                    storage_gib: None,
+                    devices: None,
+                };
+                let (mut fits, mut reasons) = fit(
+                    &[
+                        ("cores", need.cores, free.cores, host.cores),
+                        (
+                            "memoryMiB",
+                            need.memory_mib,
+                            free.memory_mib,
+                            host.memory_mib,
+                        ),
+                    ],
+                    "on the node",
+                    "the provider did not report this node's capacity",
+                );
+                if !host.online {
+                    fits = false;
+                    reasons.insert(0, "the node is not online".into());
+                }
+                HostPlacement {
+                    host,
+                    fits,
+                    free,
+                    reasons,
+                }
+            })
+            .collect();
+        let after = |free: Option<u64>, want: Option<u64>| {
+            free.map(|f| f.saturating_sub(want.unwrap_or(0)))
+        };
+        out.sort_by(|a, b| {
+            let key = |p: &HostPlacement<'_>| {
+                (
+                    std::cmp::Reverse(p.fits),
+                    std::cmp::Reverse(after(p.free.memory_mib, need.memory_mib)),
+                    std::cmp::Reverse(after(p.free.cores, need.cores)),
+                )
+            };
+            key(a).cmp(&key(b)).then_with(|| {
+                (&a.host.provider, &a.host.name).cmp(&(&b.host.provider, &b.host.name))
+            })
         });
         out
     }
@@ -963,6 +1076,53 @@ mod tests {
         ]}))
         .unwrap();
         Lab::new(model)
+    }
+
+    #[test]
+    fn nodes_rank_by_what_their_guests_leave_and_unknowns_do_not_fit() {
+        let guest = |name: &str, observed: Json, spec: Option<Json>| {
+            json!({"kind": "Device", "name": name, "labels": {}, "providers": ["pve"],
+                   "spec": spec, "observed": observed, "status": "synced", "deviations": 0})
+        };
+        let model = ReconciledModel::from_stored(json!({"version": 1, "resources": [
+            // Observed wins over declared; a guest Git declares only counts where it is meant.
+            guest("a", json!({"proxmox": {"node": "n1"}, "cores": 8, "memoryMiB": 32768}),
+                  Some(json!({"proxmox": {"node": "n1"}, "cores": 2, "memoryMiB": 1024}))),
+            guest("b", Json::Null,
+                  Some(json!({"proxmox": {"node": "n2"}, "cores": 4, "memoryMiB": 8192}))),
+        ], "hosts": [
+            {"provider": "pve", "name": "n1", "online": true, "cores": 16, "memoryMiB": 65536},
+            {"provider": "pve", "name": "n2", "online": true, "cores": 16, "memoryMiB": 65536},
+            {"provider": "pve", "name": "n3", "online": false, "cores": 64, "memoryMiB": 524288},
+            {"provider": "pve", "name": "n4", "online": true},
+        ]}))
+        .unwrap();
+        let lab = Lab::new(model);
+        let need = Amounts {
+            cores: Some(4),
+            memory_mib: Some(16384),
+            ..Amounts::default()
+        };
+        let ranked: Vec<(&str, bool, Option<u64>)> = lab
+            .host_placements(&need)
+            .iter()
+            .map(|p| (p.host.name.as_str(), p.fits, p.free.memory_mib))
+            .collect();
+        assert_eq!(
+            ranked,
+            [
+                ("n2", true, Some(57344)),
+                ("n1", true, Some(32768)),
+                ("n3", false, Some(524288)),
+                ("n4", false, None)
+            ]
+        );
+        let placements = lab.host_placements(&need);
+        assert_eq!(placements[2].reasons[0], "the node is not online");
+        assert_eq!(
+            placements[3].reasons[0],
+            "cores: the provider did not report this node's capacity, so it is not known to be free"
+        );
     }
 
     #[test]

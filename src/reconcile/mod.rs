@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
 use crate::model::{DesiredState, Kind};
 use crate::providers::{ApplyReport, Provider, ProviderError};
-use crate::readmodel::{Entry, ReconciledModel, Status};
+use crate::readmodel::{Entry, ModelHost, ReconciledModel, Status};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
 use crate::validate::Diagnostic;
@@ -693,9 +693,26 @@ fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> Reconci
         };
         e.deviations = devs.len() as u64;
     }
+    let mut hosts: Vec<ModelHost> = inputs
+        .iter()
+        .filter_map(|i| Some((&i.provider, i.observed.as_ref().ok()?)))
+        .flat_map(|(provider, o)| {
+            o.hosts.iter().map(move |h| ModelHost {
+                provider: provider.clone(),
+                name: h.name.clone(),
+                online: h.online,
+                cores: h.cores,
+                memory_mib: h.memory_mib,
+            })
+        })
+        .collect();
+    hosts.sort();
     // No timestamps in here: the model is content-addressed, so an unchanged lab must give
     // byte-identical models (when it was seen is on the run row).
-    ReconciledModel::new(resources.into_values().collect())
+    ReconciledModel {
+        hosts,
+        ..ReconciledModel::new(resources.into_values().collect())
+    }
 }
 
 /// The model entry of a resource (created for a live-only one), with `provider` noted as
@@ -743,6 +760,7 @@ mod tests {
                 unobservable: vec![],
                 details: Default::default(),
                 version: None,
+                hosts: Vec::new(),
             }),
             can_apply: Default::default(),
             severities: &[],

@@ -263,6 +263,18 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
             .starts_with("cores: the pool declares no capacity"),
         "{v}"
     );
+    // The node reports its capacity: 32 threads and 128 GiB, of which harbor (8 cores,
+    // 16 GiB) and whisper (12 cores, 48 GiB) use some.
+    assert_eq!(
+        v["nodes"],
+        json!([{
+            "provider": "pve", "node": "pve-01", "online": true, "fits": true,
+            "free": {"cores": 12, "memoryMiB": 65536},
+            "reasons": ["cores: 2 of 12 free (32 on the node)",
+                        "memoryMiB: 4096 of 65536 free (131072 on the node)"]
+        }]),
+        "{v}"
+    );
     let bad = call(&proposer, "find_placement", json!({})).await.unwrap();
     assert_eq!(bad.is_error, Some(true), "{bad:?}");
     proposer.cancel().await.unwrap();

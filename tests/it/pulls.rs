@@ -109,6 +109,20 @@ impl Lab {
     }
 }
 
+/// A real Kea where whisper moved (.209, Git says .201) and a printer Git does not know was
+/// added by hand; speaker is as Git says.
+async fn drifted_kea() -> Option<Kea> {
+    Kea::start(
+        json!([
+            kea_reservation("whisper", WHISPER_MAC, "10.0.1.209"),
+            kea_reservation("speaker", SPEAKER_MAC, "10.0.1.203"),
+            kea_reservation("printer", PRINTER_MAC, "10.0.1.99"),
+        ]),
+        json!([]),
+    )
+    .await
+}
+
 /// `(branch, push outcome, pull outcome)` of a `propose --format json` run.
 fn outcomes(out: &Output) -> Vec<(String, String, String)> {
     let json = json_of(out);
@@ -176,16 +190,7 @@ fn written(lab: &Lab) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_pull_request_per_change_set_on_github_through_every_turn() {
-    let Some(kea) = Kea::start(
-        json!([
-            kea_reservation("whisper", WHISPER_MAC, "10.0.1.209"),
-            kea_reservation("speaker", SPEAKER_MAC, "10.0.1.203"),
-            kea_reservation("printer", PRINTER_MAC, "10.0.1.99"),
-        ]),
-        json!([]),
-    )
-    .await
-    else {
+    let Some(kea) = drifted_kea().await else {
         return;
     };
     let lab = Lab::new(&kea, "github", "ghp-forge-3c9d71e0").await;
@@ -196,6 +201,19 @@ async fn one_pull_request_per_change_set_on_github_through_every_turn() {
         logs.push(String::from_utf8_lossy(&out.stdout).into_owned());
         out
     };
+
+    // A dry run says what would be opened, and writes nothing anywhere.
+    let out = lab.labctl(&["propose", "--dry-run"]);
+    let would: Vec<String> = json_of(&out)["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["pull"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(would, ["would-open", "would-open"]);
+    assert_eq!(lab.git(&["for-each-ref", "refs/heads/labctl/"]), "");
+    assert_eq!(lab.forge.count("POST", ""), 0);
+    assert!(!lab.path("state.db").exists());
 
     // First run: a branch and a pull request per resource, with labels and a reviewer.
     let out = run(&lab);
@@ -338,8 +356,15 @@ async fn one_pull_request_per_change_set_on_github_through_every_turn() {
     assert_eq!(lab.tip(WHISPER), theirs);
     assert_eq!(lab.forge.count("PATCH", "/pulls/2"), edits);
 
-    // whisper is back where Git has it: its pull request is closed with a comment.
+    // whisper is back where Git has it: its pull request is closed with a comment (a dry run
+    // first says so, and closes nothing).
     set_kea(&kea, WHISPER_MAC, Some("10.0.1.201")).await;
+    let dry = json_of(&lab.labctl(&["propose", "--dry-run"]));
+    assert_eq!(
+        dry["settled"],
+        json!([{"branch": WHISPER, "number": 2, "state": "would-resolve"}])
+    );
+    assert!(lab.forge.prs()[1].open);
     let out = run(&lab);
     let json = json_of(&out);
     assert_eq!(
@@ -377,16 +402,7 @@ async fn one_pull_request_per_change_set_on_github_through_every_turn() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_runs_against_a_changing_kea_open_one_pull_request_per_change_set() {
-    let Some(kea) = Kea::start(
-        json!([
-            kea_reservation("whisper", WHISPER_MAC, "10.0.1.209"),
-            kea_reservation("speaker", SPEAKER_MAC, "10.0.1.203"),
-            kea_reservation("printer", PRINTER_MAC, "10.0.1.99"),
-        ]),
-        json!([]),
-    )
-    .await
-    else {
+    let Some(kea) = drifted_kea().await else {
         return;
     };
     let lab = Lab::new(&kea, "gitea", "gitea-tok-81f2aa4c").await;
