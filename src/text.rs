@@ -67,6 +67,16 @@ fn sgr_len(text: &str) -> Option<usize> {
     (body.as_bytes().get(params) == Some(&b'm')).then_some(2 + params + 1)
 }
 
+/// The credentials of an `Authorization` header value of the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 7235: `bearer`, `BEARER` too); `None` for any other scheme.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +104,15 @@ mod tests {
             printable_keeping_colour("\u{1b}[2J\u{1b}[31mx\u{7}\u{1b}"),
             "\\u{1b}[2J\u{1b}[31mx\\u{7}\\u{1b}"
         );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", "BeArEr abc"] {
+            assert_eq!(super::bearer(header), Some("abc"), "{header}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", ""] {
+            assert_eq!(super::bearer(header), None, "{header}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub enum Scope {
     /// Ask about the lab.
     Read,
-    /// Propose changes as pull requests (no tool yet).
+    /// Propose changes as pull requests: `find_placement`, `propose_change`.
     Propose,
     /// Change what the controller does: trigger a reconcile.
     Admin,

@@ -105,8 +105,12 @@ pub async fn serve(
         buckets: Mutex::new(HashMap::new()),
         sessions,
         sse: Arc::clone(&sse),
+        owners: Mutex::new(HashMap::new()),
         options,
     });
+    if guard.options.tokens.is_empty() {
+        tracing::warn!("the tokens file holds no token: every request will be refused");
+    }
     let app = app.layer(axum::middleware::from_fn_with_state(guard, guard_request));
     tracing::info!(address = %local, "serving MCP over streamable HTTP at /mcp, HTTP+SSE at /sse");
     // Small answers go out at once: without TCP_NODELAY, Nagle's algorithm holds a response's
@@ -137,6 +141,8 @@ struct Guard {
     buckets: Mutex<HashMap<String, Bucket>>,
     sessions: Arc<LocalSessionManager>,
     sse: Arc<sse::SseSessions>,
+    /// The token name that opened each `/mcp` session.
+    owners: Mutex<HashMap<String, String>>,
 }
 
 /// A token bucket: `tokens` refill at the configured rate up to the burst.
@@ -179,7 +185,7 @@ async fn guard_request(
     if !g.options.allow_clients.is_empty()
         && !g.options.allow_clients.iter().any(|c| c.contains(ip))
     {
-        tracing::warn!(client = %ip, "refused: client address not allowed");
+        tracing::info!(client = %ip, status = 403, "refused: client address not allowed");
         return refuse(StatusCode::FORBIDDEN, "client address not allowed\n");
     }
     let Ok(_permit) = Arc::clone(&g.in_flight).try_acquire_owned() else {
@@ -192,13 +198,9 @@ async fn guard_request(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(crate::text::bearer);
     let Some(entry) = presented.and_then(|t| g.options.tokens.verify(t)) else {
-        tracing::warn!(client = %ip, presented = presented.is_some(), "refused: no valid bearer token");
+        tracing::info!(client = %ip, status = 401, presented = presented.is_some(), "refused: no valid bearer token");
         let challenge = if presented.is_some() {
             "Bearer realm=\"labctl\", error=\"invalid_token\""
         } else {
@@ -215,6 +217,7 @@ async fn guard_request(
         return response;
     };
     if !g.allow_rate(&entry.name) {
+        tracing::info!(client = %ip, status = 429, token = %entry.name, "refused: rate limit exceeded");
         let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
         response
             .headers_mut()
@@ -231,17 +234,54 @@ async fn guard_request(
     if opens_session
         && g.sessions.sessions.read().await.len() + g.sse.len() >= g.options.max_sessions
     {
+        tracing::info!(client = %ip, status = 503, "refused: too many open MCP sessions");
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many open MCP sessions\n",
         );
     }
+    // A session is its opener's: another token's request naming it is answered as if it did
+    // not exist, so a session id seen elsewhere is worth nothing without its token.
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session {
+        let owner = g
+            .owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        if owner.is_some_and(|o| o != entry.name) {
+            tracing::info!(client = %ip, status = 404, token = %entry.name, "refused: another token's session");
+            return refuse(StatusCode::NOT_FOUND, "no such MCP session\n");
+        }
+    }
+    let token = entry.name.clone();
+    let closes = req.method() == Method::DELETE;
     req.extensions_mut().insert(Client {
         kind: ActorKind::Mcp,
         actor: format!("http:{}@{ip}", entry.name),
         scopes: Scopes::new(entry.scopes.iter().copied()),
     });
-    next.run(req).await
+    let response = next.run(req).await;
+    let opened = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if opens_session || closes {
+        let live = g.sessions.sessions.read().await;
+        let mut owners = g.owners.lock().unwrap_or_else(|e| e.into_inner());
+        // Sessions rmcp has closed (ended, expired, deleted) need no owner any more.
+        owners.retain(|id, _| live.keys().any(|k| k.as_ref() == id.as_str()));
+        if let (true, Some(id)) = (opens_session, opened) {
+            owners.insert(id, token);
+        }
+    }
+    response
 }
 
 /// An IPv4 client seen through an IPv6 socket is the IPv4 address.

@@ -735,7 +735,45 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
             }),
         });
     }
+    for t in &mut tools {
+        t.tool.input_schema = Arc::new(standard_schema(&t.tool.input_schema));
+        if let Some(out) = &t.tool.output_schema {
+            t.tool.output_schema = Some(Arc::new(standard_schema(out)));
+        }
+    }
     tools
+}
+
+/// `schema` with schemars' integer formats (`uint32`, `uint64`, …) replaced by the standard
+/// keywords they mean: JSON Schema defines no such formats, and validators such as Ajv warn
+/// about every one (86 warnings per `tools/list` before). An unsigned one keeps `minimum: 0`.
+fn standard_schema(schema: &serde_json::Map<String, Json>) -> serde_json::Map<String, Json> {
+    fn fix(value: &mut Json) {
+        match value {
+            Json::Object(map) => {
+                let unsigned = match map.get("format").and_then(Json::as_str) {
+                    Some(f) if f.starts_with("uint") => Some(true),
+                    Some(f) if f.starts_with("int") => Some(false),
+                    _ => None,
+                };
+                if let Some(unsigned) = unsigned {
+                    map.remove("format");
+                    if unsigned && !map.contains_key("minimum") {
+                        map.insert("minimum".into(), json!(0));
+                    }
+                }
+                map.values_mut().for_each(fix);
+            }
+            Json::Array(items) => items.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let mut value = Json::Object(schema.clone());
+    fix(&mut value);
+    match value {
+        Json::Object(map) => map,
+        _ => unreachable!("an object stays an object"),
+    }
 }
 
 /// Arguments for the audit log: values under secret-looking keys replaced, long strings

@@ -37,8 +37,7 @@ impl<T> Page<T> {
         cursor: Option<&str>,
         run: i64,
     ) -> Result<Page<T>, ToolError> {
-        let max = 500.max(default);
-        let limit = limit.unwrap_or(default).clamp(1, max) as usize;
+        let limit = page_limit(limit, default, 500.max(default))?;
         let offset = parse_cursor(cursor, run)?;
         let total = items.len();
         let items: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
@@ -57,6 +56,18 @@ impl<T> Page<T> {
             total: self.total,
             next_cursor: self.next_cursor,
         }
+    }
+}
+
+/// How many items to answer with: `given` (at least 1; 0 is refused, not read as 1), else
+/// `default`; at most `max`.
+pub fn page_limit(given: Option<u32>, default: u32, max: u32) -> Result<usize, ToolError> {
+    match given {
+        Some(0) => Err(ToolError::new(
+            "`limit` must be at least 1 (omit it for the default)",
+        )),
+        Some(n) => Ok(n.min(max) as usize),
+        None => Ok(default.min(max) as usize),
     }
 }
 

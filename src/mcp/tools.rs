@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use super::model::{count, Model};
-use super::page::{cursor, parse_cursor, Page};
+use super::page::{cursor, page_limit, parse_cursor, Page};
 use super::types::*;
 use super::ToolError;
 use crate::model::{Ipv4Cidr, Kind, ResolvedPool};
@@ -388,7 +388,7 @@ pub async fn get_reconcile_status(
     model: &Model,
     input: ReconcileStatusInput,
 ) -> Result<ReconcileStatusOutput, ToolError> {
-    let limit = input.limit.unwrap_or(10).clamp(1, 100) as usize;
+    let limit = page_limit(input.limit, 10, 100)?;
     let now = now_ms();
     let mut runs: Vec<Run> = Vec::new();
     // Widen the window until there are enough runs (or a year of them).
@@ -558,7 +558,7 @@ pub fn find_placement(
         devices: None,
     };
     let placements = model.lab.placements(&query, &need);
-    let limit = input.limit.unwrap_or(10).clamp(1, 100) as usize;
+    let limit = page_limit(input.limit, 10, 100)?;
     Ok(FindPlacementOutput {
         basis: basis(model),
         considered: placements.len() as u64,
@@ -1041,7 +1041,7 @@ pub async fn list_snapshots(
     model: &Model,
     input: ListSnapshotsInput,
 ) -> Result<ListSnapshotsOutput, ToolError> {
-    let limit = input.limit.unwrap_or(20).clamp(1, 200) as usize;
+    let limit = page_limit(input.limit, 20, 200)?;
     let offset = parse_cursor(input.cursor.as_deref(), model.run)?;
     let provider = input
         .provider
@@ -1256,7 +1256,7 @@ fn device_info(model: &Model, d: &Entry) -> DeviceInfo {
                 .unwrap_or_default(),
         ),
         dimensions: Some(lab.device_dimensions(d)),
-        provider: Some(d.providers.join(", ")),
+        provider: (!d.providers.is_empty()).then(|| d.providers.join(", ")),
         macs: Some(d.macs()),
         reservations: Some(
             lab.reservations_of(d)

@@ -95,7 +95,7 @@ pub struct ListDevicesInput {
     /// Only this device type, e.g. `vm` or `lxc`.
     #[serde(rename = "type")]
     pub device_type: Option<String>,
-    /// Only this status: `synced`, `out-of-sync` or `unknown`.
+    /// Only this status: `synced`, `out-of-sync`, `unknown` or `unobserved`.
     pub status: Option<String>,
     /// Only devices with this label (`metadata.labels`), as `key=value`, e.g. `role=inference`.
     pub label: Option<String>,
@@ -107,6 +107,7 @@ pub struct ListDevicesInput {
     /// desired, observed.
     pub fields: Option<Vec<String>>,
     /// At most this many devices (default 50, at most 500).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -118,7 +119,8 @@ pub struct DeviceInfo {
     pub name: String,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
-    /// `synced`, `out-of-sync` (see openDeviations) or `unknown` (could not be observed).
+    /// `synced`, `out-of-sync` (see openDeviations), `unknown` (could not be observed) or
+    /// `unobserved` (no provider covers it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// How many deviations the run found on the device.
@@ -142,6 +144,7 @@ pub struct DeviceInfo {
     /// Effective dimensions: its own over those inherited from its pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<BTreeMap<String, Json>>,
+    /// The providers that cover it, comma-separated; absent when none does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,6 +192,7 @@ pub struct ListPoolsInput {
     /// dimensions, children, deviations, overCapacity.
     pub fields: Option<Vec<String>>,
     /// At most this many pools (default 50, at most 500).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -213,6 +217,7 @@ pub struct FindPlacementInput {
     #[serde(rename = "type")]
     pub pool_type: Option<String>,
     /// At most this many candidates (default 10, at most 100).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
 }
 
@@ -388,6 +393,7 @@ pub struct ListReservationsInput {
     /// observedIp, inGit, device, status, deviations.
     pub fields: Option<Vec<String>>,
     /// At most this many reservations (default 100, at most 500).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -445,6 +451,7 @@ pub struct ListRoutesInput {
     /// deviations.
     pub fields: Option<Vec<String>>,
     /// At most this many routes (default 100, at most 500).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -508,6 +515,7 @@ pub struct ListMcpServersInput {
     /// protocolVersion, offeredTools, deviations.
     pub fields: Option<Vec<String>>,
     /// At most this many servers (default 50, at most 500).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -568,6 +576,7 @@ pub struct ListSnapshotsInput {
     /// Only this provider's snapshots (`kea`, `pve`, `mcp`…).
     pub provider: Option<String>,
     /// At most this many snapshots (default 20, at most 200).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -615,6 +624,7 @@ pub struct DiffSnapshotsInput {
     /// Only changes at or below this JSON Pointer, e.g. `/resources/3`.
     pub path_prefix: Option<String>,
     /// At most this many changes (default 100, at most 1000).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -714,6 +724,7 @@ pub struct GetDriftInput {
     /// Only deviations opened within this long ago: `30m`, `24h`, `7d`.
     pub since: Option<String>,
     /// At most this many deviations (default 50, at most 500).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -856,6 +867,7 @@ pub struct ChangeItem {
 #[serde(deny_unknown_fields)]
 pub struct ReconcileStatusInput {
     /// How many recent runs (default 10, at most 100).
+    #[schemars(range(min = 1))]
     pub limit: Option<u32>,
 }
 

@@ -64,7 +64,7 @@ pub fn verify(
             let Some(auth) = header("authorization") else {
                 return Verdict::Unauthorized("no Authorization header");
             };
-            let Some(given) = auth.strip_prefix("Bearer ") else {
+            let Some(given) = crate::text::bearer(&auth) else {
                 return Verdict::Unauthorized("Authorization is not a Bearer token");
             };
             // Compared as MACs of equal length, so neither the length nor a prefix leaks.

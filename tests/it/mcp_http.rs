@@ -898,3 +898,85 @@ async fn the_typescript_sdk_sse_client_calls_as_its_token() {
     assert_eq!(outcome("trigger_reconcile"), ["unknown-tool"]);
     store.close().await;
 }
+
+/// Fixes found by clients this project did not write: the `Bearer` scheme in any case, a
+/// session only its own token can use or end, `limit: 0` refused rather than read as 1, and
+/// schemas without the non-standard integer formats Ajv warns about.
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_in_any_case_sessions_bound_to_their_token_and_standard_schemas() {
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&lab.db, dir.path(), &[]);
+    let url = server.url.clone();
+
+    let upper = format!("BEARER {READ_TOKEN}");
+    let opened = post(&url, &[("authorization", &upper)], initialize()).await;
+    assert_eq!(
+        opened.status(),
+        200,
+        "RFC 7235: the scheme is case-insensitive"
+    );
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    // Another token can neither use nor end the reader's session.
+    let other = format!("Bearer {PROPOSE_TOKEN}");
+    let delete = |token: String| {
+        let (url, session) = (url.clone(), session.clone());
+        async move {
+            reqwest::Client::new()
+                .delete(&url)
+                .header("authorization", token)
+                .header("mcp-session-id", session)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(delete(other.clone()).await, 404);
+    let ping = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string();
+    let used = post(
+        &url,
+        &[("authorization", &other), ("mcp-session-id", &session)],
+        ping.clone(),
+    )
+    .await;
+    assert_eq!(used.status(), 404);
+    assert!(server.logs().contains("refused: another token's session"));
+    // Its own token still can, then ends it.
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    let own = format!("Bearer {READ_TOKEN}");
+    let headers = [
+        ("authorization", own.as_str()),
+        ("mcp-session-id", &session),
+    ];
+    assert_eq!(post(&url, &headers, initialized).await.status(), 202);
+    assert_eq!(post(&url, &headers, ping).await.status(), 200);
+    assert!(delete(own).await.is_success());
+
+    // limit 0 is refused, and says what to do; no schema uses a uint format.
+    let reader = connect(&url, READ_TOKEN).await;
+    let got = call(&reader, "list_devices", json!({"limit": 0}))
+        .await
+        .unwrap();
+    assert_eq!(got.is_error, Some(true), "{got:?}");
+    assert!(
+        format!("{:?}", got.content).contains("`limit` must be at least 1"),
+        "{got:?}"
+    );
+    let tools = reader.list_all_tools().await.unwrap();
+    let listed = serde_json::to_string(&tools).unwrap();
+    assert!(!listed.contains("\"format\":\"uint"), "{listed}");
+    let list_devices = tools.iter().find(|t| t.name == "list_devices").unwrap();
+    assert_eq!(
+        list_devices.input_schema["properties"]["limit"]["minimum"],
+        json!(1)
+    );
+    reader.cancel().await.unwrap();
+    assert!(server.stop().success());
+}
