@@ -113,6 +113,58 @@ impl McpHttpArgs {
 pub enum McpCommand {
     /// Read a token on stdin and print its SHA-256, for the --tokens file.
     HashToken,
+    /// Print the configuration that starts this labctl as a stdio MCP server in a desktop
+    /// client, with this binary's path and the store (--database-url) spelled out: desktop
+    /// clients pass almost no environment, so nothing may be left to it.
+    Config {
+        /// The client: claude (Claude Desktop), vscode (.vscode/mcp.json) or cursor.
+        #[arg(value_enum)]
+        client: DesktopClient,
+        /// The store the server reads (default: this host's, as `labctl db` says).
+        #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+}
+
+/// A desktop MCP client whose configuration `labctl mcp config` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DesktopClient {
+    Claude,
+    Vscode,
+    Cursor,
+}
+
+/// `mcp config`: 0 printed, 1 this binary's path is unknown.
+fn print_config(client: DesktopClient, database_url: Option<&str>) -> ExitCode {
+    let command = match std::env::current_exe() {
+        Ok(path) => path.display().to_string(),
+        Err(e) => {
+            errln!("error: cannot tell where this labctl is: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = super::db::database_url(database_url);
+    let args = serde_json::json!(["mcp", "--database-url", url]);
+    let server = serde_json::json!({ "command": command, "args": args });
+    let config = match client {
+        DesktopClient::Claude | DesktopClient::Cursor => {
+            serde_json::json!({ "mcpServers": { "labctl": server } })
+        }
+        DesktopClient::Vscode => serde_json::json!({
+            "servers": { "labctl": { "type": "stdio", "command": command, "args": args } }
+        }),
+    };
+    if url.contains('@') && !url.starts_with("sqlite:") {
+        errln!(
+            "warning: the store URL holds credentials; prefer a URL without a password and \
+             PGPASSFILE, since this file is read by the desktop client"
+        );
+    }
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&config).expect("plain JSON")
+    );
+    ExitCode::SUCCESS
 }
 
 /// The repository `trigger_reconcile` reconciles; without `--repo` the tool is not offered.
@@ -164,8 +216,13 @@ impl McpSourceArgs {
 /// Serves until the client closes stdin, or (HTTP) until Ctrl-C or SIGTERM. On stdio, stdout
 /// carries only MCP messages; logs always go to stderr.
 pub fn run(args: &McpArgs) -> ExitCode {
-    if let Some(McpCommand::HashToken) = args.command {
-        return hash_token();
+    match &args.command {
+        Some(McpCommand::HashToken) => return hash_token(),
+        Some(McpCommand::Config {
+            client,
+            database_url,
+        }) => return print_config(*client, database_url.as_deref()),
+        None => {}
     }
     let options = match args.http {
         Some(_) => match args.face.options() {

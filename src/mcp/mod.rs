@@ -215,10 +215,14 @@ impl LabServer {
             }
         }
         let Some(latest) = self.store.latest_model().await? else {
-            return Err(ToolError::new(
-                "no reconciled model yet: no reconcile run has succeeded on this store. \
-                 Run `labctl reconcile --once REPO` (with the same --database-url) first",
-            ));
+            // A desktop client passes few environment variables, so a store other than the
+            // intended one is easy to open by mistake: name the one opened.
+            return Err(ToolError::new(format!(
+                "no reconciled model yet: no reconcile run has succeeded on the store {}. \
+                 Run `labctl reconcile --once REPO --database-url {0}` first, or start \
+                 `labctl mcp` with the --database-url of the store your runs write",
+                self.store.redacted_url()
+            )));
         };
         if let Some(cached) = self.cached().filter(|c| c.run == latest.run) {
             return Ok(cached);

@@ -11,6 +11,9 @@ use crate::store::LatestModel;
 #[derive(Debug, Clone)]
 pub struct Model {
     pub run: i64,
+    /// What the model holds, as a short hash: list cursors name it, so a run that changed
+    /// nothing leaves them valid, and any change to the model makes them stale.
+    pub tag: String,
     pub commit: Option<String>,
     /// Unix milliseconds: when the run that built the model finished.
     pub finished_at: i64,
@@ -20,8 +23,12 @@ pub struct Model {
 impl Model {
     /// Reads a stored model of any version this build knows.
     pub fn from_latest(latest: LatestModel) -> Result<Model, ReadModelError> {
+        use sha2::{Digest, Sha256};
+        // serde_json's maps are sorted: the same model gives the same text.
+        let digest = Sha256::digest(latest.model.to_string().as_bytes());
         Ok(Model {
             run: latest.run,
+            tag: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
             commit: latest.commit_sha,
             finished_at: latest.finished_at,
             lab: Lab::new(ReconciledModel::from_stored(latest.model)?),

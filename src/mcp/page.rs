@@ -35,17 +35,17 @@ impl<T> Page<T> {
         limit: Option<u32>,
         default: u32,
         cursor: Option<&str>,
-        run: i64,
+        tag: &str,
     ) -> Result<Page<T>, ToolError> {
         let limit = page_limit(limit, default, 500.max(default))?;
-        let offset = parse_cursor(cursor, run)?;
+        let offset = parse_cursor(cursor, tag)?;
         let total = items.len();
         let items: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
         let next = offset + items.len();
         Ok(Page {
             items,
             total: total as u64,
-            next_cursor: (next < total).then(|| self::cursor(run, next)),
+            next_cursor: (next < total).then(|| self::cursor(tag, next)),
         })
     }
 
@@ -125,26 +125,27 @@ impl<T: Listed + JsonSchema> JsonSchema for Page<T> {
     }
 }
 
-/// The cursor of the page starting at `offset` of run `run`'s model.
-pub fn cursor(run: i64, offset: usize) -> String {
-    format!("r{run}o{offset}")
+/// The cursor of the page starting at `offset` of a listing of the model tagged `tag`.
+pub fn cursor(tag: &str, offset: usize) -> String {
+    format!("m{tag}o{offset}")
 }
 
-/// The offset a cursor names (0 without one), or why it cannot be used.
-pub fn parse_cursor(cursor: Option<&str>, run: i64) -> Result<usize, ToolError> {
+/// The offset a cursor names (0 without one), or why it cannot be used: a cursor of another
+/// model (the lab or Git changed since) would skip or repeat items.
+pub fn parse_cursor(cursor: Option<&str>, tag: &str) -> Result<usize, ToolError> {
     let Some(c) = cursor.filter(|c| !c.is_empty()) else {
         return Ok(0);
     };
     let parsed = c
-        .strip_prefix('r')
-        .and_then(|rest| rest.split_once('o'))
-        .and_then(|(r, o)| Some((r.parse::<i64>().ok()?, o.parse::<usize>().ok()?)));
+        .strip_prefix('m')
+        .and_then(|rest| rest.rsplit_once('o'))
+        .and_then(|(t, o)| Some((t, o.parse::<usize>().ok()?)));
     match parsed {
-        Some((r, o)) if r == run => Ok(o),
-        Some((r, _)) => Err(ToolError::new(format!(
-            "the cursor belongs to run {r}, but the model is now that of run {run}; \
-             list again without a cursor"
-        ))),
+        Some((t, o)) if t == tag => Ok(o),
+        Some(_) => Err(ToolError::new(
+            "the cursor belongs to an earlier reconciled model (the lab or Git has changed \
+             since); list again without a cursor",
+        )),
         None => Err(ToolError::new(format!(
             "`{c}` is not a cursor; pass the nextCursor of the previous page"
         ))),
@@ -162,12 +163,12 @@ mod tests {
 
     #[test]
     fn a_page_is_written_and_described_under_its_items_name() {
-        let page = Page::of(vec![1u8, 2, 3], Some(2), 50, None, 7).unwrap();
+        let page = Page::of(vec![1u8, 2, 3], Some(2), 50, None, "a7").unwrap();
         assert_eq!(
             serde_json::to_value(&page).unwrap(),
-            json!({"numbers": [1, 2], "total": 3, "nextCursor": "r7o2"})
+            json!({"numbers": [1, 2], "total": 3, "nextCursor": "ma7o2"})
         );
-        let last = Page::of(vec![1u8], None, 50, None, 7).unwrap();
+        let last = Page::of(vec![1u8], None, 50, None, "a7").unwrap();
         assert_eq!(
             serde_json::to_value(&last).unwrap(),
             json!({"numbers": [1], "total": 1})
@@ -179,17 +180,18 @@ mod tests {
     }
 
     #[test]
-    fn pages_follow_their_cursors_within_one_run() {
-        let first = Page::of((1..=5).collect(), Some(2), 50, None, 7).unwrap();
+    fn pages_follow_their_cursors_within_one_model() {
+        let first = Page::of((1..=5).collect(), Some(2), 50, None, "a1").unwrap();
         assert_eq!(first.items, [1, 2]);
         assert_eq!(first.total, 5);
         let next = first.next_cursor.clone().unwrap();
-        let second = Page::of((1..=5).collect(), Some(2), 50, Some(&next), 7).unwrap();
+        let second = Page::of((1..=5).collect(), Some(2), 50, Some(&next), "a1").unwrap();
         assert_eq!(second.map(|x| x * 10).items, [30, 40]);
-        let last = Page::of((1..=5).collect(), Some(9), 50, Some(&cursor(7, 4)), 7).unwrap();
+        let last = Page::of((1..=5).collect(), Some(9), 50, Some(&cursor("a1", 4)), "a1").unwrap();
         assert_eq!((last.items, last.next_cursor), (vec![5], None));
-        assert!(Page::of(vec![1], None, 50, Some(&next), 8).is_err());
-        assert!(parse_cursor(Some("zzz"), 7).is_err());
-        assert_eq!(parse_cursor(Some(""), 7).unwrap(), 0);
+        assert!(Page::of(vec![1], None, 50, Some(&next), "b2").is_err());
+        assert!(parse_cursor(Some("zzz"), "a1").is_err());
+        assert_eq!(parse_cursor(Some(""), "a1").unwrap(), 0);
+        assert!(Page::of(vec![1], Some(0), 50, None, "a1").is_err());
     }
 }

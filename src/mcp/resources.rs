@@ -120,50 +120,28 @@ fn all_resources(model: Option<&Model>) -> Vec<Resource> {
 fn page(
     all: Vec<Resource>,
     cursor: Option<&str>,
-    run: i64,
+    tag: &str,
 ) -> Result<ListResourcesResult, ErrorData> {
-    let offset = match cursor.filter(|c| !c.is_empty()) {
-        None => 0,
-        Some(c) => {
-            let parsed = c
-                .split_once(':')
-                .and_then(|(r, o)| Some((r.parse::<i64>().ok()?, o.parse::<usize>().ok()?)));
-            match parsed {
-                Some((r, o)) if r == run => o,
-                Some(_) => {
-                    return Err(ErrorData::invalid_params(
-                        "the cursor belongs to an older reconciled model; list the resources \
-                         again without a cursor",
-                        None,
-                    ))
-                }
-                None => {
-                    return Err(ErrorData::invalid_params(
-                        format!("`{c}` is not a cursor; pass the nextCursor of the previous page"),
-                        None,
-                    ))
-                }
-            }
-        }
-    };
+    let offset = super::page::parse_cursor(cursor, tag)
+        .map_err(|e| ErrorData::invalid_params(e.message, None))?;
     let total = all.len();
     let items: Vec<Resource> = all.into_iter().skip(offset).take(PAGE).collect();
     let next = offset + items.len();
     let mut result = ListResourcesResult::with_all_items(items);
-    result.next_cursor = (next < total).then(|| format!("{run}:{next}"));
+    result.next_cursor = (next < total).then(|| super::page::cursor(tag, next));
     Ok(result)
 }
 
 impl LabServer {
-    /// One page of `resources/list`. Cursors name the model's run, so a page of another
+    /// One page of `resources/list`. Cursors name the model's content, so a page of another
     /// model is refused rather than skipping or repeating documents.
     pub(super) async fn resource_page(
         &self,
         cursor: Option<String>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let model = self.model().await.ok();
-        let run = model.as_ref().map(|m| m.run).unwrap_or(0);
-        page(all_resources(model.as_deref()), cursor.as_deref(), run)
+        let tag = model.as_ref().map_or_else(String::new, |m| m.tag.clone());
+        page(all_resources(model.as_deref()), cursor.as_deref(), &tag)
     }
 
     /// `resources/read` of one labctl URI.
@@ -356,19 +334,19 @@ mod tests {
         assert!(t.iter().any(|t| t.uri_template == "labctl://Device/{name}"));
         // The plan and one schema per kind, without a model.
         assert_eq!(all_resources(None).len(), 1 + Kind::ALL.len());
-        // Pages of PAGE, in order, the last without a cursor; another run's cursor is refused.
+        // Pages of PAGE, in order, the last without a cursor; another model's cursor is refused.
         let many: Vec<Resource> = (0..PAGE * 2 + 5)
             .map(|i| Resource::new(format!("labctl://Device/d{i:03}"), format!("d{i:03}")))
             .collect();
-        let first = page(many.clone(), None, 7).unwrap();
+        let first = page(many.clone(), None, "m7").unwrap();
         assert_eq!(first.resources.len(), PAGE);
         let cursor = first.next_cursor.clone().unwrap();
-        let second = page(many.clone(), Some(&cursor), 7).unwrap();
+        let second = page(many.clone(), Some(&cursor), "m7").unwrap();
         assert_eq!(second.resources[0].name, format!("d{PAGE:03}"));
-        let third = page(many.clone(), second.next_cursor.as_deref(), 7).unwrap();
+        let third = page(many.clone(), second.next_cursor.as_deref(), "m7").unwrap();
         assert_eq!(third.resources.len(), 5);
         assert!(third.next_cursor.is_none());
-        assert!(page(many.clone(), Some(&cursor), 8).is_err());
-        assert!(page(many, Some("zzz"), 7).is_err());
+        assert!(page(many.clone(), Some(&cursor), "m8").is_err());
+        assert!(page(many, Some("zzz"), "m7").is_err());
     }
 }

@@ -148,7 +148,7 @@ pub fn list_devices(
         input.limit,
         50,
         input.cursor.as_deref(),
-        model.run,
+        &model.tag,
     )?
     .map(|d| project(device_info(model, d), &fields));
     Ok(ListDevicesOutput {
@@ -254,7 +254,7 @@ pub async fn get_drift(
         input.limit,
         50,
         input.cursor.as_deref(),
-        model.run,
+        &model.tag,
     )?
     .map(|d| deviation_info(d, &prs));
     Ok(GetDriftOutput {
@@ -525,7 +525,7 @@ pub fn list_pools(model: &Model, input: ListPoolsInput) -> Result<ListPoolsOutpu
         input.limit,
         50,
         input.cursor.as_deref(),
-        model.run,
+        &model.tag,
     )?
     .map(|p| project_pool(pool_info(model, p), &fields));
     Ok(ListPoolsOutput {
@@ -797,7 +797,7 @@ pub fn list_dhcp_reservations(
             r.name.clone(),
         )
     });
-    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), model.run)?
+    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), &model.tag)?
         .map(|r| project_reservation(r, &fields));
     Ok(ListReservationsOutput {
         basis: basis(model),
@@ -825,7 +825,7 @@ pub fn list_routes(model: &Model, input: ListRoutesInput) -> Result<ListRoutesOu
     items.sort_by(|a, b| {
         (a.host.is_none(), &a.host, &a.name).cmp(&(b.host.is_none(), &b.host, &b.name))
     });
-    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), model.run)?
+    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), &model.tag)?
         .map(|r| project_route(r, &fields));
     Ok(ListRoutesOutput {
         basis: basis(model),
@@ -977,7 +977,7 @@ pub fn list_mcp_servers(
         .map(mcp_server_info)
         .filter(|s| input.reachable.is_none_or(|r| s.reachable == Some(r)))
         .collect();
-    let page = Page::of(items, input.limit, 50, input.cursor.as_deref(), model.run)?
+    let page = Page::of(items, input.limit, 50, input.cursor.as_deref(), &model.tag)?
         .map(|s| project_mcp(s, &fields));
     Ok(ListMcpServersOutput {
         basis: basis(model),
@@ -1042,7 +1042,7 @@ pub async fn list_snapshots(
     input: ListSnapshotsInput,
 ) -> Result<ListSnapshotsOutput, ToolError> {
     let limit = page_limit(input.limit, 20, 200)?;
-    let offset = parse_cursor(input.cursor.as_deref(), model.run)?;
+    let offset = parse_cursor(input.cursor.as_deref(), &model.tag)?;
     let provider = input
         .provider
         .as_deref()
@@ -1080,7 +1080,7 @@ pub async fn list_snapshots(
         .collect();
     Ok(ListSnapshotsOutput {
         basis: basis(model),
-        next_cursor: more.then(|| cursor(model.run, offset + snapshots.len())),
+        next_cursor: more.then(|| cursor(&model.tag, offset + snapshots.len())),
         snapshots,
     })
 }
@@ -1192,7 +1192,7 @@ pub async fn diff_snapshots(
         input.limit,
         100,
         input.cursor.as_deref(),
-        model.run,
+        &model.tag,
     )?;
     Ok(DiffSnapshotsOutput {
         basis: basis(model),
@@ -1553,7 +1553,7 @@ mod tests {
     fn times_ages_and_cursors() {
         assert_eq!(parse_age("24h").unwrap(), 86_400_000);
         assert!(parse_age("yesterday").is_err());
-        assert!(parse_cursor(Some(&cursor(6, 50)), 7).is_err());
+        assert!(parse_cursor(Some(&cursor("a6", 50)), "a7").is_err());
         assert!(key_value("label", "role", "a=b").is_err());
     }
 

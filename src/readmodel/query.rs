@@ -100,6 +100,20 @@ pub struct HostPlacement<'a> {
     pub reasons: Vec<String>,
 }
 
+/// How a place ranks for a guest needing `need`, best first: fitting ones, then by most
+/// memory, cores and storage left after it (an amount not known ranks last).
+fn rank(fits: bool, free: &Amounts, need: &Amounts) -> impl Ord {
+    use std::cmp::Reverse;
+    let after =
+        |free: Option<u64>, want: Option<u64>| free.map(|f| f.saturating_sub(want.unwrap_or(0)));
+    (
+        Reverse(fits),
+        Reverse(after(free.memory_mib, need.memory_mib)),
+        Reverse(after(free.cores, need.cores)),
+        Reverse(after(free.storage_gib, need.storage_gib)),
+    )
+}
+
 /// One amount asked for: what, wanted, free, capacity.
 type Asked<'a> = (&'a str, Option<u64>, Option<u64>, Option<u64>);
 
@@ -564,20 +578,9 @@ impl Lab {
                 }
             })
             .collect();
-        let after = |free: Option<u64>, want: Option<u64>| {
-            free.map(|f| f.saturating_sub(want.unwrap_or(0)))
-        };
         out.sort_by(|a, b| {
-            let key = |p: &Placement<'_>| {
-                (
-                    std::cmp::Reverse(p.fits),
-                    std::cmp::Reverse(after(p.free.memory_mib, need.memory_mib)),
-                    std::cmp::Reverse(after(p.free.cores, need.cores)),
-                    std::cmp::Reverse(after(p.free.storage_gib, need.storage_gib)),
-                )
-            };
-            key(a)
-                .cmp(&key(b))
+            rank(a.fits, &a.free, need)
+                .cmp(&rank(b.fits, &b.free, need))
                 .then_with(|| a.pool.path.cmp(&b.pool.path))
         });
         out
@@ -641,20 +644,12 @@ impl Lab {
                 }
             })
             .collect();
-        let after = |free: Option<u64>, want: Option<u64>| {
-            free.map(|f| f.saturating_sub(want.unwrap_or(0)))
-        };
         out.sort_by(|a, b| {
-            let key = |p: &HostPlacement<'_>| {
-                (
-                    std::cmp::Reverse(p.fits),
-                    std::cmp::Reverse(after(p.free.memory_mib, need.memory_mib)),
-                    std::cmp::Reverse(after(p.free.cores, need.cores)),
-                )
-            };
-            key(a).cmp(&key(b)).then_with(|| {
-                (&a.host.provider, &a.host.name).cmp(&(&b.host.provider, &b.host.name))
-            })
+            rank(a.fits, &a.free, need)
+                .cmp(&rank(b.fits, &b.free, need))
+                .then_with(|| {
+                    (&a.host.provider, &a.host.name).cmp(&(&b.host.provider, &b.host.name))
+                })
         });
         out
     }

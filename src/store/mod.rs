@@ -267,6 +267,11 @@ impl Store {
     }
 
     /// Which engine this store talks to.
+    /// The store's URL with any password redacted: safe to print.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -559,3 +559,99 @@ async fn stdout_carries_only_protocol_messages_and_secrets_are_not_audited() {
     assert!(!validate.entry.details.to_string().contains("s3cr3t"));
     store.close().await;
 }
+
+/// List cursors name the model's content: a run that found the lab as it was leaves them
+/// valid; a change to the model makes them stale, with a message that says what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn cursors_outlive_runs_that_change_nothing() {
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let client = connect(&lab.db).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let first = |client| async move {
+        let page = call(client, "list_devices", json!({"limit": 1})).await;
+        page.structured_content.unwrap()["nextCursor"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let cursor = first(&client).await;
+    crate::support::lab::reconcile_once(lab.repo.path(), &lab.db).await;
+    let page2 = ok(
+        &tools,
+        "list_devices",
+        call(
+            &client,
+            "list_devices",
+            json!({"limit": 1, "cursor": cursor}),
+        )
+        .await,
+    );
+    assert_eq!(names(&page2["devices"], "name"), ["whisper"]);
+
+    // Git changes: the model does, and so the cursor goes stale.
+    let harbor = lab.repo.path().join("devices/harbor.yaml");
+    let text = std::fs::read_to_string(&harbor).unwrap();
+    std::fs::write(&harbor, text.replace("role: harbor", "role: registry")).unwrap();
+    crate::support::git::commit_all(lab.repo.path(), "relabel harbor");
+    crate::support::lab::reconcile_once(lab.repo.path(), &lab.db).await;
+    let stale = error_text(
+        "list_devices",
+        call(
+            &client,
+            "list_devices",
+            json!({"limit": 1, "cursor": cursor}),
+        )
+        .await,
+    );
+    assert!(stale.contains("earlier reconciled model"), "{stale}");
+    client.cancel().await.unwrap();
+}
+
+/// The snippet `labctl mcp config` prints starts a server that answers from the intended
+/// store even with a desktop client's bare environment; a store without a run says which
+/// store it opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_desktop_config_works_with_a_bare_environment() {
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let printed = labctl(&["mcp", "config", "claude", "--database-url", &lab.db]);
+    assert!(printed.status.success(), "{printed:?}");
+    let config: Json = serde_json::from_slice(&printed.stdout).unwrap();
+    let server = &config["mcpServers"]["labctl"];
+    assert_eq!(server["command"], json!(env!("CARGO_BIN_EXE_labctl")));
+    let start = |server: &Json| {
+        let mut cmd = tokio::process::Command::new(server["command"].as_str().unwrap());
+        for a in server["args"].as_array().unwrap() {
+            cmd.arg(a.as_str().unwrap());
+        }
+        // What Claude Desktop passes: hardly anything.
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/nonexistent");
+        let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        transport
+    };
+    use rmcp::ServiceExt;
+    let client = ().serve(start(server)).await.unwrap();
+    let v = call(&client, "infrastructure_summary", json!({})).await;
+    assert_ne!(v.is_error, Some(true), "{v:?}");
+    client.cancel().await.unwrap();
+
+    let empty = tempfile::tempdir().unwrap();
+    let empty_db = format!("sqlite://{}", empty.path().join("empty.db").display());
+    let printed = labctl(&["mcp", "config", "cursor", "--database-url", &empty_db]);
+    let config: Json = serde_json::from_slice(&printed.stdout).unwrap();
+    let client = ().serve(start(&config["mcpServers"]["labctl"])).await.unwrap();
+    let text = error_text(
+        "infrastructure_summary",
+        call(&client, "infrastructure_summary", json!({})).await,
+    );
+    assert!(text.contains(&empty_db), "{text}");
+    client.cancel().await.unwrap();
+}
