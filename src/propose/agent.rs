@@ -17,7 +17,7 @@ use crate::diff::{self, Plan, ProviderInput};
 use crate::model::Kind;
 use crate::providers::{Observation, Provider, Resource};
 use crate::reconcile::{import, Loaded};
-use crate::source::{push_branch, BranchCommit, Pushed};
+use crate::source::Pushed;
 use crate::store::{Outcome, Store};
 use crate::validate::{self, Diagnostic, Severity};
 
@@ -173,41 +173,21 @@ pub async fn propose(
         reason.trim()
     );
     let (author_name, author_email) = super::publish::author(loaded);
-    let owned = (
-        target.location.clone(),
-        target.subdir.map(str::to_string),
-        branch.clone(),
-        base.to_string(),
-        files
+    let commit = super::publish::Commit {
+        location: target.location.clone(),
+        subdir: target.subdir.map(str::to_string),
+        branch: branch.clone(),
+        base: base.to_string(),
+        files: files
             .iter()
             .map(|f| (f.path.clone(), f.after.clone()))
-            .collect::<Vec<_>>(),
+            .collect(),
         message,
-        (author_name.to_string(), author_email.to_string()),
-    );
-    // `git push` blocks: it runs on the blocking pool.
-    let commit = tokio::task::spawn_blocking(move || {
-        let (location, subdir, branch, base, files, message, (name, email)) = owned;
-        push_branch(
-            &location,
-            subdir.as_deref(),
-            &BranchCommit {
-                branch: &branch,
-                base: &base,
-                files: files
-                    .iter()
-                    .map(|(p, t)| (p.as_str(), t.as_deref()))
-                    .collect(),
-                message: &message,
-                author_name: &name,
-                author_email: &email,
-                deadline: super::publish::PUSH_DEADLINE,
-            },
-        )
-    })
+        author: (author_name.to_string(), author_email.to_string()),
+    }
+    .push()
     .await
-    .map_err(|e| AgentError::Failed(format!("the push task failed: {e}")))?
-    .map_err(|e| AgentError::Failed(e.to_string()))?;
+    .map_err(AgentError::Failed)?;
     let push = match &commit {
         Pushed::Created { .. } | Pushed::Updated { .. } => "created",
         Pushed::Unchanged { .. } => "unchanged",
@@ -279,14 +259,7 @@ fn edits(loaded: &Loaded, change: &Change) -> Result<(Vec<FileChange>, Touched),
             .iter()
             .find(|f| f.path == path)
             .and_then(|f| f.after.clone())
-            .or_else(|| {
-                loaded
-                    .snapshot
-                    .files
-                    .iter()
-                    .find(|f| f.path == path)
-                    .map(|f| f.text.clone())
-            })
+            .or_else(|| loaded.snapshot.text(path).map(str::to_string))
     };
     let write = |files: &mut Vec<FileChange>, path: String, after: String| match files
         .iter_mut()
@@ -294,12 +267,7 @@ fn edits(loaded: &Loaded, change: &Change) -> Result<(Vec<FileChange>, Touched),
     {
         Some(f) => f.after = Some(after),
         None => {
-            let before = loaded
-                .snapshot
-                .files
-                .iter()
-                .find(|f| f.path == path)
-                .map(|f| f.text.clone());
+            let before = loaded.snapshot.text(&path).map(str::to_string);
             files.push(FileChange {
                 path,
                 before,

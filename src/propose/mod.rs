@@ -409,14 +409,7 @@ fn edits(
     name: &str,
     deviations: &[&Deviation],
 ) -> Result<Vec<FileChange>, String> {
-    let text_of = |path: &str| {
-        loaded
-            .snapshot
-            .files
-            .iter()
-            .find(|f| f.path == path)
-            .map(|f| f.text.clone())
-    };
+    let text_of = |path: &str| loaded.snapshot.text(path).map(str::to_string);
     let origin = || {
         loaded
             .state

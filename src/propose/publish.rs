@@ -29,21 +29,6 @@ pub struct Published {
     pub detail: Option<String>,
 }
 
-/// Commits and pushes each change set to its branch of `loc` (read at `subdir`). Blocking: it
-/// runs `git`. A repository read as plain files has no commit to build on, so nothing is
-/// pushed and every set says so.
-pub fn push(
-    loc: Option<&GitLocation>,
-    subdir: Option<&str>,
-    loaded: &Loaded,
-    sets: &[ChangeSet],
-) -> Vec<Published> {
-    let author = author(loaded);
-    sets.iter()
-        .map(|set| push_set(loc, subdir, loaded.commit(), author, set))
-        .collect()
-}
-
 /// The name and email labctl commits as, from labctl.yaml.
 pub fn author(loaded: &Loaded) -> (&str, &str) {
     ProposeSpec::author(spec(loaded))
@@ -62,35 +47,75 @@ fn spec(loaded: &Loaded) -> Option<&ProposeSpec> {
         .and_then(|c| c.doc.spec.propose.as_ref())
 }
 
-/// Commits `set` on top of `base` and pushes it to its branch of `loc`. Blocking.
-pub fn push_set(
+/// One commit to push, owned, so that it can go to the blocking pool.
+pub struct Commit {
+    pub location: GitLocation,
+    /// `--path`.
+    pub subdir: Option<String>,
+    pub branch: String,
+    pub base: String,
+    /// Paths below `subdir`, with their new text (`None`: deleted).
+    pub files: Vec<(String, Option<String>)>,
+    pub message: String,
+    /// Name and email.
+    pub author: (String, String),
+}
+
+impl Commit {
+    /// Commits and pushes on the blocking pool (`git push` blocks).
+    pub async fn push(self) -> Result<Pushed, String> {
+        tokio::task::spawn_blocking(move || {
+            let change = BranchCommit {
+                branch: &self.branch,
+                base: &self.base,
+                files: self
+                    .files
+                    .iter()
+                    .map(|(p, t)| (p.as_str(), t.as_deref()))
+                    .collect(),
+                message: &self.message,
+                author_name: &self.author.0,
+                author_email: &self.author.1,
+                deadline: PUSH_DEADLINE,
+            };
+            push_branch(&self.location, self.subdir.as_deref(), &change).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the push task failed: {e}"))?
+    }
+}
+
+/// Commits `set` on top of the commit `loaded` was read from and pushes it to its branch of
+/// `loc` (read at `subdir`). A desired state read as plain files has no commit to build on, so
+/// nothing is pushed and the result says so.
+pub async fn push_set(
     loc: Option<&GitLocation>,
     subdir: Option<&str>,
-    base: Option<&str>,
-    (name, email): (&str, &str),
+    loaded: &Loaded,
     set: &ChangeSet,
 ) -> Published {
-    let result = match (loc, base) {
-        (Some(loc), Some(base)) => {
-            let message = set.message();
-            let change = BranchCommit {
-                branch: &set.branch,
-                base,
+    let result = match (loc, loaded.commit()) {
+        (Some(location), Some(base)) => {
+            let (name, email) = author(loaded);
+            Commit {
+                location: location.clone(),
+                subdir: subdir.map(str::to_string),
+                branch: set.branch.clone(),
+                base: base.to_string(),
                 files: set
                     .files
                     .iter()
-                    .map(|f| (f.path.as_str(), f.after.as_deref()))
+                    .map(|f| (f.path.clone(), f.after.clone()))
                     .collect(),
-                message: &message,
-                author_name: name,
-                author_email: email,
-                deadline: PUSH_DEADLINE,
-            };
-            push_branch(loc, subdir, &change).map_err(|e| e.to_string())
+                message: set.message(),
+                author: (name.to_string(), email.to_string()),
+            }
+            .push()
+            .await
         }
         _ => Err(
-            "the desired state was not read from a Git commit, so there is \
-                  nothing to base a branch on; use --patch"
+            "the desired state was not read from a Git commit, so there is nothing to base a \
+             branch on; use --patch"
                 .to_string(),
         ),
     };

@@ -164,7 +164,11 @@ pub async fn publish(
         },
         None => None,
     };
-    let first_seen = first_seen(target.store).await;
+    // Only pull request bodies show when a deviation was first seen.
+    let first_seen = match forge {
+        Some(_) => first_seen(target.store).await,
+        None => BTreeMap::new(),
+    };
     let mut opened = 0u32;
     let (mut open_now, mut recent) = match target.store {
         Some(store) => {
@@ -290,7 +294,7 @@ pub async fn publish(
             report.outcomes.push(out);
             continue;
         }
-        let pushed = push_one(target, loaded, set).await;
+        let pushed = publish::push_set(target.location, target.subdir, loaded, set).await;
         let push_ok = matches!(pushed.outcome, "created" | "updated" | "unchanged");
         out.push = Some(pushed.clone());
         if !push_ok {
@@ -405,33 +409,6 @@ pub(crate) async fn base_branch(
         Some(r) if r != "HEAD" && !is_commit(r) => Ok(r.to_string()),
         _ => forge.default_branch().await,
     }
-}
-
-async fn push_one(target: &Target<'_>, loaded: &Loaded, set: &ChangeSet) -> Published {
-    let location = target.location.cloned();
-    let subdir = target.subdir.map(str::to_string);
-    let base = loaded.commit().map(str::to_string);
-    let (name, email) = publish::author(loaded);
-    let author = (name.to_string(), email.to_string());
-    let set = set.clone();
-    let (branch, title) = (set.branch.clone(), set.title.clone());
-    tokio::task::spawn_blocking(move || {
-        publish::push_set(
-            location.as_ref(),
-            subdir.as_deref(),
-            base.as_deref(),
-            (&author.0, &author.1),
-            &set,
-        )
-    })
-    .await
-    .unwrap_or_else(|e| Published {
-        branch,
-        title,
-        outcome: "failed",
-        commit: None,
-        detail: Some(format!("the push task failed: {e}")),
-    })
 }
 
 /// Records that a person closed `p` for the change set fingerprinted `fp`.

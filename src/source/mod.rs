@@ -47,6 +47,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The text of the file at `path`, if the snapshot holds it.
+    pub fn text(&self, path: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.text.as_str())
+    }
+
     /// A snapshot of `files` (any order) under the default limits, nothing refused.
     pub fn of(origin: impl Into<String>, mut files: Vec<SourceFile>) -> Self {
         files.sort_by(|a, b| a.path.cmp(&b.path));

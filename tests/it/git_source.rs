@@ -677,7 +677,8 @@ fn credentials_in_urls_stay_out_of_origin_errors_and_disk() {
 
 // --- HTTP with a token ---------------------------------------------------------------------------
 
-use crate::support::git_http::{self as http, tls_proxy};
+use crate::support::git_http as http;
+use crate::support::tls::tls_proxy;
 
 /// A bare copy of `origin` under a fresh directory, as a server would hold it.
 fn served_copy(origin: &Path) -> (TempDir, PathBuf) {
@@ -750,6 +751,8 @@ fn https_token_from_environment_is_sent_as_basic_auth() {
     let Some(proxy) = tls_proxy(server.port) else {
         return;
     };
+    // gix's HTTPS client (reqwest, platform verifier) trusts the CA through this variable.
+    std::env::set_var("SSL_CERT_FILE", &proxy.ca);
     let url = format!("https://127.0.0.1:{}/state.git", proxy.port);
     let cache = TempDir::new().unwrap();
 

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use crate::support::cli::{json_of, labctl, labctl_command, write};
 use crate::support::git::{commit_all, git};
-use crate::support::git_http::{self, tls_proxy};
+use crate::support::git_http;
 use crate::support::kea::Kea;
 use crate::support::lab::{kea_config, kea_reservation, reservation, SUBNET};
+use crate::support::tls::tls_proxy;
 use serde_json::{json, Value as Json};
 
 /// Two documents in one file, with comments and mixed quoting, as people write them.
@@ -472,7 +473,7 @@ async fn branches_reach_an_https_remote_with_a_token_that_is_never_written_anywh
     )
     .unwrap();
     let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
-    let certs = std::env::var("SSL_CERT_FILE").unwrap();
+    let certs = &proxy.ca;
     let out = labctl_command()
         .args(["propose", &url, "--cache-dir"])
         .arg(dir.path().join("cache"))
@@ -485,8 +486,10 @@ async fn branches_reach_an_https_remote_with_a_token_that_is_never_written_anywh
         .env("LABCTL_GIT_TOKEN", token)
         .env("LABCTL_LOG", "debug")
         .env("PATH", &path)
+        // labctl's fetch (gix) trusts the CA through the platform verifier; the push through
         // git's own CA setting, as a host would have it in its git configuration.
-        .env("GIT_SSL_CAINFO", &certs)
+        .env("SSL_CERT_FILE", certs)
+        .env("GIT_SSL_CAINFO", certs)
         .output()
         .unwrap();
     assert_eq!(

@@ -1,5 +1,5 @@
-//! Loopback Git servers for the tests: `git http-backend` behind HTTP Basic authentication,
-//! and TLS in front of it with `socat` and a throwaway CA.
+//! A loopback Git server for the tests: `git http-backend` behind HTTP Basic authentication
+//! (put TLS in front of it with [`super::tls`]).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -7,10 +7,6 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-
-use tempfile::TempDir;
-
-use super::net::{free_port, wait_until_listening};
 
 pub struct Server {
     pub port: u16,
@@ -165,133 +161,4 @@ fn base64_matches_rfc_4648() {
     assert_eq!(base64(b"f"), "Zg==");
     assert_eq!(base64(b"fo"), "Zm8=");
     assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-}
-
-/// TLS in front of the test server: `socat` with a certificate from a throwaway CA, which is
-/// trusted through `SSL_CERT_FILE` (read by the platform verifier reqwest uses).
-pub struct TlsProxy {
-    child: std::process::Child,
-    pub port: u16,
-    _certs: TempDir,
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts [`TlsProxy`] in front of `backend_port`; `None` (the caller skips) where socat or
-/// openssl is missing, which under `CI=true` fails the test instead.
-pub fn tls_proxy(backend_port: u16) -> Option<TlsProxy> {
-    let have = |tool: &str| Command::new(tool).arg("-h").output().is_ok();
-    if !have("socat") || !have("openssl") {
-        // In CI a missing real component is a failure, never a silent pass.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "socat and openssl are required under CI=true (apt-get install socat openssl)"
-        );
-        eprintln!("skipped: socat or openssl is not installed");
-        return None;
-    }
-    let certs = TempDir::new().unwrap();
-    let dir = certs.path();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=labctl test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "leaf.key",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem"));
-
-    let port = free_port();
-    let child = Command::new("socat")
-        .arg(format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
-            dir.join("leaf.pem").display(),
-            dir.join("leaf.key").display()
-        ))
-        .arg(format!("TCP:127.0.0.1:{backend_port}"))
-        // The readiness probe below connects without TLS, which socat reports.
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = TlsProxy {
-        child,
-        port,
-        _certs: certs,
-    };
-    assert!(
-        wait_until_listening(port),
-        "socat did not start listening on port {port}"
-    );
-    Some(proxy)
 }

@@ -15,6 +15,7 @@ pub mod net;
 pub mod ntfy;
 pub mod pg_cluster;
 pub mod postgres;
+pub mod tls;
 
 use labctl::providers::{Observation, Resource};
 
