@@ -57,8 +57,9 @@ pub struct McpHttpArgs {
         requires = "http"
     )]
     pub tokens: Option<PathBuf>,
-    /// A browser origin allowed to call over HTTP, e.g. https://app.example:443 (repeatable).
-    /// Requests with any other Origin header are refused; by default every Origin is.
+    /// A browser origin allowed to call over HTTP, e.g. https://app.example:443, or with port
+    /// `*` for any (repeatable). Requests with any other Origin header are refused; a loopback
+    /// listener also accepts this host's own pages (http://127.0.0.1:*, localhost, [::1]).
     #[arg(long = "allow-origin", value_name = "ORIGIN", requires = "http")]
     pub allow_origins: Vec<String>,
     /// A Host header accepted over HTTP besides loopback and the listening address: the name
@@ -68,6 +69,10 @@ pub struct McpHttpArgs {
     /// Only clients in this address block may connect over HTTP (repeatable; default: any).
     #[arg(long = "allow-client", value_name = "CIDR", requires = "http")]
     pub allow_clients: Vec<Cidr>,
+    /// Serve HTTP to callers without a token too, each holding the read scope: for conformance
+    /// suites and tests. Refused unless the address is loopback.
+    #[arg(long, requires = "http")]
+    pub insecure_no_auth: bool,
     /// Largest HTTP request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
@@ -89,14 +94,20 @@ impl McpHttpArgs {
     /// The HTTP options, with the tokens file read; an unreadable or malformed file is a
     /// usage error that names it.
     pub fn options(&self) -> Result<HttpOptions, String> {
-        let Some(path) = &self.tokens else {
-            return Err(
-                "serving MCP over HTTP needs --tokens FILE (labctl mcp hash-token helps write it)"
-                    .into(),
-            );
+        let tokens = match (&self.tokens, self.insecure_no_auth) {
+            (Some(path), _) => Tokens::load(path).map_err(|e| e.to_string())?,
+            (None, true) => Tokens::default(),
+            (None, false) => {
+                return Err(
+                    "serving MCP over HTTP needs --tokens FILE (labctl mcp hash-token helps \
+                     write it)"
+                        .into(),
+                )
+            }
         };
         Ok(HttpOptions {
-            tokens: Tokens::load(path).map_err(|e| e.to_string())?,
+            tokens,
+            insecure_no_auth: self.insecure_no_auth,
             allow_origins: self.allow_origins.clone(),
             allow_clients: self.allow_clients.clone(),
             allow_hosts: self.allow_hosts.clone(),

@@ -27,7 +27,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::Semaphore;
 
-use super::auth::{Scopes, Tokens};
+use super::auth::{Scope, Scopes, TokenEntry, Tokens};
 use super::{Client, LabServer};
 use crate::store::ActorKind;
 
@@ -55,6 +55,10 @@ pub struct HttpOptions {
     /// Per token: sustained requests per second and burst (more: 429).
     pub rate_per_second: f64,
     pub rate_burst: f64,
+    /// A request without a token is the anonymous caller with the `read` scope (a token, when
+    /// presented, must still be valid). Only for a loopback listener (tests, conformance
+    /// suites): [`serve`] refuses any other.
+    pub insecure_no_auth: bool,
 }
 
 impl Default for HttpOptions {
@@ -69,6 +73,7 @@ impl Default for HttpOptions {
             max_sessions: 256,
             rate_per_second: 50.0,
             rate_burst: 100.0,
+            insecure_no_auth: false,
         }
     }
 }
@@ -82,16 +87,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), super::ServeError> {
     let local = listener.local_addr()?;
+    if options.insecure_no_auth && !local.ip().is_loopback() {
+        return Err(super::ServeError::Refused(format!(
+            "--insecure-no-auth serves without tokens, so only on a loopback address, not {local}"
+        )));
+    }
+    // A page served from this host (an Inspector, a local tool) may call a server that
+    // listens only on loopback: a rebinding attacker's page has a foreign origin.
+    let mut origins = options.allow_origins.clone();
+    if local.ip().is_loopback() {
+        origins.extend(LOOPBACK_ORIGINS.iter().map(|o| o.to_string()));
+    }
     let sessions = Arc::new(LocalSessionManager::default());
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     if !local.ip().is_unspecified() {
         hosts.push(local.ip().to_string());
     }
     hosts.extend(options.allow_hosts.iter().cloned());
-    let sse = sse::SseSessions::new(server.clone(), hosts.clone(), options.allow_origins.clone());
+    let sse = sse::SseSessions::new(server.clone(), hosts.clone(), origins.clone());
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
-        .with_allowed_origins(options.allow_origins.clone())
+        .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(options.max_body_bytes);
     let cancel = config.cancellation_token.clone();
@@ -108,7 +124,9 @@ pub async fn serve(
         owners: Mutex::new(HashMap::new()),
         options,
     });
-    if guard.options.tokens.is_empty() {
+    if guard.options.insecure_no_auth {
+        tracing::warn!("serving without authentication (--insecure-no-auth): every local process may read the lab");
+    } else if guard.options.tokens.is_empty() {
         tracing::warn!("the tokens file holds no token: every request will be refused");
     }
     let app = app.layer(axum::middleware::from_fn_with_state(guard, guard_request));
@@ -132,6 +150,18 @@ pub async fn serve(
     })
     .await?;
     Ok(())
+}
+
+/// Browser origins of this host, accepted by a loopback listener (as the Python SDK does).
+const LOOPBACK_ORIGINS: [&str; 3] = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"];
+
+/// The caller of every request under `insecure_no_auth`.
+fn anonymous() -> TokenEntry {
+    TokenEntry {
+        name: "anonymous".into(),
+        sha256: String::new(),
+        scopes: vec![Scope::Read],
+    }
 }
 
 /// The server state an HTTP face needs besides rmcp's.
@@ -199,7 +229,9 @@ async fn guard_request(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::text::bearer);
-    let Some(entry) = presented.and_then(|t| g.options.tokens.verify(t)) else {
+    let anonymous = (g.options.insecure_no_auth && presented.is_none()).then(anonymous);
+    let verified = presented.and_then(|t| g.options.tokens.verify(t));
+    let Some(entry) = verified.or(anonymous.as_ref()) else {
         tracing::info!(client = %ip, status = 401, presented = presented.is_some(), "refused: no valid bearer token");
         let challenge = if presented.is_some() {
             "Bearer realm=\"labctl\", error=\"invalid_token\""

@@ -80,6 +80,9 @@ pub enum ServeError {
     Session(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The configuration is not one the server may serve with.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Who is asking, for the audit log.

@@ -18,6 +18,7 @@ mod git_source;
 mod kea;
 mod leader;
 mod limits;
+mod mcp_conformance;
 mod mcp_http;
 mod mcp_limits;
 mod mcp_provider;

@@ -40,16 +40,16 @@ fn hash_token(token: &str) -> String {
 }
 
 /// The server process; SIGTERM on drop if the test did not stop it.
-struct Server {
+pub(crate) struct Server {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
     log: std::path::PathBuf,
 }
 
 impl Server {
     /// `labctl mcp --http 127.0.0.1:0` over `db`, with the reader and ops tokens and `extra`
     /// arguments; the address it announces on stderr.
-    fn start(db: &str, dir: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(db: &str, dir: &Path, extra: &[&str]) -> Server {
         let tokens = dir.join("tokens.yaml");
         write(
             dir,
@@ -96,12 +96,12 @@ impl Server {
         server
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then the exit status of a graceful shutdown.
-    fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(killed.success());
@@ -145,7 +145,7 @@ async fn call(
 }
 
 /// A raw POST of `body` to the MCP endpoint, with the headers a streamable-HTTP client sends.
-async fn post(url: &str, headers: &[(&str, &str)], body: String) -> reqwest::Response {
+pub(crate) async fn post(url: &str, headers: &[(&str, &str)], body: String) -> reqwest::Response {
     let mut req = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -156,7 +156,7 @@ async fn post(url: &str, headers: &[(&str, &str)], body: String) -> reqwest::Res
     req.body(body).send().await.expect("the server answers")
 }
 
-fn initialize() -> String {
+pub(crate) fn initialize() -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}).to_string()
 }
 
