@@ -111,8 +111,11 @@ pub async fn serve(
         .enforce_origin_validation()
         .with_max_request_body_bytes(options.max_body_bytes);
     let cancel = config.cancellation_token.clone();
-    let service =
-        StreamableHttpService::new(move || Ok(server.clone()), Arc::clone(&sessions), config);
+    let service = StreamableHttpService::new(
+        move || Ok(server.for_session()),
+        Arc::clone(&sessions),
+        config,
+    );
     let app = Router::new()
         .route_service("/mcp", service)
         .merge(sse.router(options.max_body_bytes));

@@ -12,6 +12,7 @@ mod auth;
 pub mod http;
 mod limits;
 mod model;
+mod notify;
 mod page;
 mod propose;
 mod resources;
@@ -112,6 +113,12 @@ pub struct LabServer {
     audit_log: audit::AuditWriter,
     /// The deadline of every call and the slots for CPU-heavy ones.
     budget: limits::Budget,
+    /// This MCP session's subscriptions, log level and peer (see [`LabServer::for_session`]).
+    session: Arc<notify::Session>,
+    /// Snapshots of the store, shared by every session of this server.
+    feed: Arc<notify::Feed>,
+    /// Set on the clone a tool call runs with, when its client wants progress.
+    call: Option<notify::Call>,
 }
 
 impl LabServer {
@@ -127,6 +134,18 @@ impl LabServer {
             controller: None,
             proposer: None,
             budget: limits::Budget::new(Limits::new()),
+            session: Arc::default(),
+            feed: notify::Feed::new(),
+            call: None,
+        }
+    }
+
+    /// This server for a new MCP session: the same store, tools and feed, with the session's
+    /// own subscriptions and log level.
+    pub fn for_session(&self) -> Self {
+        LabServer {
+            session: Arc::default(),
+            ..self.clone()
         }
     }
 
@@ -270,10 +289,14 @@ impl LabServer {
 }
 
 impl ServerHandler for LabServer {
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_resources()
+                .enable_resources_subscribe()
+                .enable_resources_list_changed()
+                .enable_logging()
                 .enable_tools()
                 .build(),
         )
@@ -289,7 +312,8 @@ impl ServerHandler for LabServer {
                  Start with infrastructure_summary; use get_drift for what is wrong and \
                  explain_deviation for one problem; lookup_ip before picking an address. \
                  Resources: each Git document as labctl://<Kind>/<name>, the open deviations \
-                 as labctl://plan/latest, JSON Schemas as labctl://schemas/<kind>.",
+                 as labctl://plan/latest, recent runs as labctl://status, JSON Schemas as \
+                 labctl://schemas/<kind>; subscribe to one to hear when a run changes it.",
         )
     }
 
@@ -328,6 +352,64 @@ impl ServerHandler for LabServer {
             ));
         }
         self.read_uri(&request.uri).await.map(Into::into)
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if !self.caller(&context).scopes.allows(Scope::Read) {
+            return Err(ErrorData::resource_not_found(
+                "no resource to subscribe to",
+                None,
+            ));
+        }
+        self.subscribe(&request.uri)
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        LabServer::unsubscribe(self, &request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(notify::accepted_filter(requested))
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        if !self
+            .caller(context.request_context())
+            .scopes
+            .allows(Scope::Read)
+        {
+            return Err(ErrorData::resource_not_found("nothing to listen to", None));
+        }
+        LabServer::listen(self, context).await;
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.set_log_level(request.level);
+        Ok(())
+    }
+
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        self.start_following(context.peer);
     }
 
     async fn list_tools(
@@ -391,7 +473,12 @@ impl ServerHandler for LabServer {
         // Arguments are measured before any work, and the work has a deadline.
         let result = match limits::check_arguments(&name, &args, documents) {
             Ok(()) => {
-                let call = handler(self.clone(), args.clone(), client.clone());
+                let mut server = self.clone();
+                server.call = context.meta.get_progress_token().map(|token| notify::Call {
+                    peer: context.peer.clone(),
+                    token,
+                });
+                let call = handler(server, args.clone(), client.clone());
                 self.budget.within(&name, call).await
             }
             Err(e) => Err(e),
@@ -737,7 +824,7 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
                             "this server has no controller to ask for a run",
                         ));
                     };
-                    to_json(trigger::trigger(&controller, &client.actor).await?)
+                    to_json(trigger::trigger(&server, &controller, &client.actor).await?)
                 })
             }),
         });

@@ -1,6 +1,6 @@
 //! MCP resources: every desired-state document of the latest reconciled model
-//! (`labctl://<Kind>/<name>`), the latest plan (`labctl://plan/latest`: the open deviations)
-//! and the JSON Schema of each kind (`labctl://schemas/<kind>`), with resource templates for
+//! (`labctl://<Kind>/<name>`), the latest plan (`labctl://plan/latest`: the open deviations),
+//! the reconcile status (`labctl://status`) and the JSON Schema of each kind (`labctl://schemas/<kind>`), with resource templates for
 //! reading a document by name. Like the tools, answers come from the store, never from a
 //! provider.
 
@@ -14,6 +14,7 @@ use rmcp::ErrorData;
 use serde_json::{json, Value as Json};
 
 use super::model::Model;
+use super::notify::Snapshot;
 use super::{tools, LabServer};
 use crate::model::{schema, Kind, API_VERSION};
 use crate::readmodel::Entry;
@@ -23,6 +24,10 @@ use crate::validate::did_you_mean;
 pub const SCHEME: &str = "labctl://";
 /// The URI of the latest plan.
 pub const PLAN_URI: &str = "labctl://plan/latest";
+/// The URI of the reconcile status: recent runs, providers, changes, suspensions.
+pub const STATUS_URI: &str = "labctl://status";
+/// Runs the status resource shows.
+const STATUS_RUNS: u32 = 5;
 /// Resources per `resources/list` page.
 const PAGE: usize = 100;
 const JSON: &str = "application/json";
@@ -84,6 +89,16 @@ fn all_resources(model: Option<&Model>) -> Vec<Resource> {
              and kind, and each deviation with expected and actual values and its remediation.",
         )
         .with_mime_type(JSON)];
+    out.push(
+        Resource::new(STATUS_URI, "status")
+            .with_title("Reconcile status")
+            .with_description(
+                "The latest reconcile runs (outcome, commit, counts, errors), when each \
+                 provider was last observed, recent changes and suspensions. Subscribe to \
+                 hear of every run.",
+            )
+            .with_mime_type(JSON),
+    );
     out.extend(Kind::ALL.into_iter().map(|k| {
         Resource::new(
             schema_uri(k),
@@ -173,6 +188,9 @@ impl LabServer {
             }
             return text(&self.plan().await?, JSON);
         }
+        if first.eq_ignore_ascii_case("status") && second.is_empty() {
+            return text(&self.status().await?, JSON);
+        }
         if first.eq_ignore_ascii_case("schemas") {
             let wanted = second.trim_end_matches(".schema.json");
             let Some(kind) = Kind::ALL
@@ -212,10 +230,7 @@ impl LabServer {
                 None,
             ));
         };
-        let model = self
-            .model()
-            .await
-            .map_err(|e| ErrorData::resource_not_found(e.message, None))?;
+        let model = self.model_or_not_found().await?;
         let entry = model.lab.find(kind, &second).filter(|e| e.in_git());
         let Some(entry) = entry else {
             let miss = tools::not_found(&model, kind, &second);
@@ -224,12 +239,57 @@ impl LabServer {
         text(&document(&model, entry), JSON)
     }
 
+    /// The status resource.
+    async fn status(&self) -> Result<Json, ErrorData> {
+        let model = self.model_or_not_found().await?;
+        let input = super::types::ReconcileStatusInput {
+            limit: Some(STATUS_RUNS),
+        };
+        let status = tools::get_reconcile_status(&self.store, &model, input)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.message, None))?;
+        Ok(serde_json::to_value(status).unwrap_or_default())
+    }
+
+    /// The latest model, or why there is none as a resource error.
+    async fn model_or_not_found(&self) -> Result<std::sync::Arc<Model>, ErrorData> {
+        self.model()
+            .await
+            .map_err(|e| ErrorData::resource_not_found(e.message, None))
+    }
+
+    /// Every resource's content now, for change notifications: a document without the run
+    /// it was read in (a run that changed nothing in it leaves it as it was); the plan and the
+    /// status as they read.
+    pub(super) async fn snapshot(&self) -> Result<Snapshot, ErrorData> {
+        let mut snapshot = Snapshot::default();
+        for kind in Kind::ALL {
+            snapshot.add(&schema_uri(kind), &Json::Null);
+        }
+        let Ok(model) = self.model().await else {
+            snapshot.add(PLAN_URI, &Json::Null);
+            snapshot.add(STATUS_URI, &Json::Null);
+            return Ok(snapshot.seal());
+        };
+        snapshot.add(PLAN_URI, &self.plan().await?);
+        snapshot.add(STATUS_URI, &self.status().await?);
+        for kind in DOC_KINDS {
+            for e in model.lab.of_kind(kind).filter(|e| e.in_git()) {
+                let mut doc = document(&model, e);
+                if let Some(status) = doc["status"].as_object_mut() {
+                    for basis in ["run", "observedAt", "commit"] {
+                        status.remove(basis);
+                    }
+                }
+                snapshot.add(&document_uri(e.kind.as_str(), &e.name), &doc);
+            }
+        }
+        Ok(snapshot.seal())
+    }
+
     /// The open deviations as a plan summary.
     async fn plan(&self) -> Result<Json, ErrorData> {
-        let model = self
-            .model()
-            .await
-            .map_err(|e| ErrorData::resource_not_found(e.message, None))?;
+        let model = self.model_or_not_found().await?;
         let open = self
             .store
             .open_deviations(None, None)
@@ -332,8 +392,8 @@ mod tests {
         assert_eq!(percent_decode("ab%"), "ab%");
         let t = templates().resource_templates;
         assert!(t.iter().any(|t| t.uri_template == "labctl://Device/{name}"));
-        // The plan and one schema per kind, without a model.
-        assert_eq!(all_resources(None).len(), 1 + Kind::ALL.len());
+        // The plan, the status and one schema per kind, without a model.
+        assert_eq!(all_resources(None).len(), 2 + Kind::ALL.len());
         // Pages of PAGE, in order, the last without a cursor; another model's cursor is refused.
         let many: Vec<Resource> = (0..PAGE * 2 + 5)
             .map(|i| Resource::new(format!("labctl://Device/d{i:03}"), format!("d{i:03}")))

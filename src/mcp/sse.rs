@@ -148,7 +148,7 @@ async fn open(
     // One pipe each way, so that dropping the session's end of the first ends the server.
     let (to_server, server_in) = tokio::io::duplex(64 * 1024);
     let (server_out, from_server) = tokio::io::duplex(64 * 1024);
-    let mut server = sessions.server.clone();
+    let mut server = sessions.server.for_session();
     server.client = client.clone();
     let session = id.clone();
     tokio::spawn(async move {

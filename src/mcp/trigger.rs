@@ -5,7 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::ToolError;
+use super::notify::Level::{Error, Info, Warning};
+use super::{LabServer, ToolError};
 use crate::controller::{self, Context, Reason, Request};
 use crate::diff::DeviationType;
 use crate::store::ChangeResult;
@@ -57,36 +58,89 @@ pub enum Runner {
 
 /// Runs one reconcile for the MCP client `by`. Run by a controller of its own, another
 /// controller holding the leader lock is a tool error at once; asked of the daemon, the
-/// answer is the daemon's next run (which may answer other requests too).
-pub async fn trigger(runner: &Runner, by: &str) -> Result<TriggerOutput, ToolError> {
+/// answer is the daemon's next run (which may answer other requests too). The client hears
+/// of the run's start and end as progress and log messages (see [`LabServer::progress`]).
+pub async fn trigger(
+    server: &LabServer,
+    runner: &Runner,
+    by: &str,
+) -> Result<TriggerOutput, ToolError> {
     let reason = Reason::manual("mcp", by);
-    match runner {
+    let answer = match runner {
         Runner::Controller(ctx) => {
             let request = Request {
                 reason,
                 wait: false,
                 force: false,
             };
-            match controller::reconcile(ctx, &request).await {
-                Ok(done) => Ok(output(&done)),
-                Err(e) => Err(refusal(&e)),
-            }
+            server
+                .progress(
+                    Info,
+                    0,
+                    2,
+                    "reconcile started: loading, observing, diffing".into(),
+                )
+                .await;
+            settle(&controller::reconcile(ctx, &request).await)
         }
         Runner::Daemon(triggers) => {
-            let answer = triggers
+            let asked = triggers
                 .ask(reason)
-                .map_err(|busy| ToolError::new(busy.to_string()))?
-                .await
-                .map_err(|_| {
-                    ToolError::new(
-                        "the daemon stopped before the run finished; nothing is known of it",
-                    )
-                })?;
-            match answer.as_ref() {
-                Ok(done) => Ok(output(done)),
-                Err(e) => Err(refusal(e)),
-            }
+                .map_err(|busy| ToolError::new(busy.to_string()))?;
+            server
+                .progress(
+                    Info,
+                    0,
+                    2,
+                    "reconcile requested of the daemon: it runs next".into(),
+                )
+                .await;
+            let answer = asked.await.map_err(|_| {
+                ToolError::new("the daemon stopped before the run finished; nothing is known of it")
+            })?;
+            settle(&answer)
         }
+    };
+    match answer {
+        Ok(out) => {
+            let level = if out.outcome == "succeeded" {
+                Info
+            } else {
+                Warning
+            };
+            let message = format!(
+                "run {} {}: {} drifted, {} missing, {} unknown, {} applied",
+                out.run_id,
+                out.outcome,
+                out.counts.drifted,
+                out.counts.missing,
+                out.counts.unknown,
+                out.counts.applied
+            );
+            server.progress(level, 2, 2, message).await;
+            Ok(out)
+        }
+        Err(refused) => {
+            server
+                .progress(
+                    Error,
+                    2,
+                    2,
+                    format!("reconcile not done: {}", refused.message),
+                )
+                .await;
+            Err(refused)
+        }
+    }
+}
+
+/// A run's result as the tool answers it.
+fn settle(
+    result: &Result<controller::Reconciled, controller::Error>,
+) -> Result<TriggerOutput, ToolError> {
+    match result {
+        Ok(done) => Ok(output(done)),
+        Err(e) => Err(refusal(e)),
     }
 }
 

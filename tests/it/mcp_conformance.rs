@@ -17,6 +17,9 @@ use crate::support::lab::reconciled_lab;
 
 /// Every scenario that applies to labctl's server.
 const SCENARIOS: &[&str] = &[
+    "logging-set-level",
+    "resources-subscribe",
+    "resources-unsubscribe",
     "server-initialize",
     "ping",
     "tools-list",

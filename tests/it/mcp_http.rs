@@ -980,3 +980,75 @@ async fn bearer_in_any_case_sessions_bound_to_their_token_and_standard_schemas()
     reader.cancel().await.unwrap();
     assert!(server.stop().success());
 }
+
+/// The TypeScript SDK client follows the lab: it sets the log level and subscribes to the
+/// status, the plan and a document, then runs trigger_reconcile asking for progress. It hears
+/// the run's progress and log messages, and resources/updated for the status once the run is
+/// recorded; the document, which the run did not change, is not said to be updated.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_sdk_client_hears_runs_it_subscribed_to() {
+    let Some(npm) = node_and_sdk() else {
+        return;
+    };
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lab.repo.path().to_str().unwrap();
+    let server = Server::start(&lab.db, dir.path(), &["--repo", repo]);
+    let follow = json!({
+        "level": "info",
+        "subscribe": ["labctl://status", "labctl://plan/latest", "labctl://Device/harbor"],
+        "waitFor": "labctl://status",
+    });
+    let out = Command::new("node")
+        .arg(npm.join("sdk-client.mjs"))
+        .arg(&server.url)
+        .arg(json!([["trigger_reconcile", {}]]).to_string())
+        .current_dir(&npm)
+        .env("LABCTL_TEST_TOKEN", ADMIN_TOKEN)
+        .env("LABCTL_TEST_FOLLOW", follow.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = &report["capabilities"];
+    assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
+    assert_eq!(caps["resources"]["listChanged"], true, "{caps}");
+    assert!(caps["logging"].is_object(), "{caps}");
+    let ran = &report["calls"]["trigger_reconcile"];
+    assert_eq!(ran["isError"], false, "{ran}");
+    let run_id = ran["structured"]["runId"].as_i64().unwrap();
+    let heard = &report["heard"];
+    let updated: Vec<&str> = heard["updated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert!(updated.contains(&"labctl://status"), "{heard}");
+    assert!(!updated.contains(&"labctl://Device/harbor"), "{heard}");
+    let progress = heard["progress"].as_array().unwrap();
+    assert_eq!(progress.len(), 2, "{heard}");
+    assert_eq!(progress[1]["progress"], 2);
+    assert_eq!(progress[1]["total"], 2);
+    let last = progress[1]["message"].as_str().unwrap();
+    assert!(last.starts_with(&format!("run {run_id} ")), "{last}");
+    let logs: Vec<&str> = heard["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["data"].as_str().unwrap())
+        .collect();
+    assert!(
+        logs.iter().any(|l| l.starts_with("reconcile started")),
+        "{heard}"
+    );
+    assert!(logs.contains(&last), "{heard}");
+}

@@ -781,7 +781,8 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
         .iter()
         .filter(|r| r.get("spec").is_some_and(|s| !s.is_null()))
         .count();
-    assert_eq!(resources.len(), 1 + 6 + docs);
+    // The plan, the status, six schemas and the documents.
+    assert_eq!(resources.len(), 2 + 6 + docs);
     let read = |uri: &str| {
         let client = &client;
         let uri = uri.to_string();
@@ -825,6 +826,11 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
         json!({"MODE": "ro", "API_TOKEN": "[redacted]"})
     );
     assert!(!text.contains("s3cr3t"));
+
+    let (text, _) = text_of(&read("labctl://status").await.unwrap().contents);
+    let status: Json = serde_json::from_str(&text).unwrap();
+    let latest_run = store.latest_run().await.unwrap().unwrap();
+    assert_eq!(status["runs"][0]["id"], latest_run.id, "{status}");
 
     let (text, _) = text_of(&read("labctl://plan/latest").await.unwrap().contents);
     let plan: Json = serde_json::from_str(&text).unwrap();

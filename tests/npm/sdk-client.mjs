@@ -7,9 +7,18 @@
 //
 // With LABCTL_TEST_TRANSPORT=sse the SDK's older HTTP+SSE client is used instead, URL being
 // the server's /sse endpoint.
+//
+// LABCTL_TEST_FOLLOW (JSON {level, subscribe: [uri], waitFor: uri}) first sets the log level and
+// subscribes, records every notification and progress report, and after the calls waits (15 s at
+// most) for resources/updated of `waitFor`; they are printed as `heard`.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
+import {
+  LoggingMessageNotificationSchema,
+  ResourceListChangedNotificationSchema,
+  ResourceUpdatedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 
 const [url, callsJson] = process.argv.slice(2);
 const Transport = process.env.LABCTL_TEST_TRANSPORT === "sse" ? SSEClientTransport : StreamableHTTPClientTransport;
@@ -25,13 +34,31 @@ const out = {
   tools: listed.tools.map((t) => ({ name: t.name, readOnly: t.annotations?.readOnlyHint ?? null, hasOutputSchema: !!t.outputSchema })),
   calls: {},
 };
+const follow = process.env.LABCTL_TEST_FOLLOW ? JSON.parse(process.env.LABCTL_TEST_FOLLOW) : null;
+const heard = { updated: [], listChanged: 0, logs: [], progress: [] };
+if (follow) {
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => { heard.updated.push(n.params.uri); });
+  client.setNotificationHandler(ResourceListChangedNotificationSchema, () => { heard.listChanged += 1; });
+  client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => { heard.logs.push({ level: n.params.level, data: n.params.data }); });
+  if (follow.level) await client.setLoggingLevel(follow.level);
+  for (const uri of follow.subscribe ?? []) await client.subscribeResource({ uri });
+  out.capabilities = client.getServerCapabilities();
+}
 for (const [name, args] of JSON.parse(callsJson)) {
   try {
-    const result = await client.callTool({ name, arguments: args });
+    const options = follow ? { onprogress: (p) => heard.progress.push(p), timeout: 60000 } : undefined;
+    const result = await client.callTool({ name, arguments: args }, undefined, options);
     out.calls[name] = { isError: result.isError ?? false, structured: result.structuredContent ?? null };
   } catch (e) {
     out.calls[name] = { thrown: String(e) };
   }
+}
+if (follow) {
+  const deadline = Date.now() + 15000;
+  while (follow.waitFor && !heard.updated.includes(follow.waitFor) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  out.heard = heard;
 }
 await client.close();
 console.log(JSON.stringify(out));
