@@ -14,6 +14,7 @@ mod limits;
 mod model;
 mod notify;
 mod page;
+mod prompts;
 mod propose;
 mod resources;
 mod tools;
@@ -297,6 +298,8 @@ impl ServerHandler for LabServer {
                 .enable_resources_subscribe()
                 .enable_resources_list_changed()
                 .enable_logging()
+                .enable_completions()
+                .enable_prompts()
                 .enable_tools()
                 .build(),
         )
@@ -412,6 +415,46 @@ impl ServerHandler for LabServer {
         self.start_following(context.peer);
     }
 
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Ok(prompts::list(&self.caller(&context)))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        let client = self.caller(&context);
+        self.prompt(&client, &request.name, request.arguments)
+            .await
+            .map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        use rmcp::model::Reference;
+        let client = self.caller(&context);
+        let given = request.context.as_ref().and_then(|c| c.arguments.as_ref());
+        Ok(match &request.r#ref {
+            Reference::Prompt(p) => {
+                self.complete_prompt(&client, &p.name, &request.argument, given)
+                    .await
+            }
+            Reference::Resource(r) => {
+                self.complete_resource(&client, &r.uri, &request.argument)
+                    .await
+            }
+            _ => rmcp::model::CompleteResult::default(),
+        })
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -436,31 +479,57 @@ impl ServerHandler for LabServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let started = Instant::now();
         let client = self.caller(&context);
-        let name = request.name.to_string();
         let args = Json::Object(request.arguments.unwrap_or_default());
-        // A tool outside the caller's scope is answered exactly as one that does not exist.
+        let mut server = self.clone();
+        server.call = context.meta.get_progress_token().map(|token| notify::Call {
+            peer: context.peer.clone(),
+            token,
+        });
+        match server.invoke(&client, &request.name, args).await {
+            Ok(value) => Ok(CallToolResult::structured(value).into()),
+            Err(Invoked::Unknown(message)) => Err(ErrorData::invalid_params(message, None)),
+            Err(Invoked::Failed(e)) => {
+                Ok(CallToolResult::error(vec![ContentBlock::text(e.message)]).into())
+            }
+        }
+    }
+}
+
+/// Why a tool gave no answer.
+enum Invoked {
+    /// No such tool for this caller (a protocol error).
+    Unknown(String),
+    /// The tool ran and failed, or its arguments were refused (a tool error).
+    Failed(ToolError),
+}
+
+impl LabServer {
+    /// Calls the tool `name` as `client` would over `tools/call`: a tool outside its scope is
+    /// answered as one that does not exist; arguments are measured before any work, the work
+    /// has a deadline, and the call is audited. Prompts gather their data through here too.
+    async fn invoke(&self, client: &Client, name: &str, args: Json) -> Result<Json, Invoked> {
+        let started = Instant::now();
         let tool = self
-            .tools_for(&client)
+            .tools_for(client)
             .find(|t| t.tool.name == name)
             .map(|t| (Arc::clone(&t.handler), t.documents));
         let Some((handler, documents)) = tool else {
             let known: Vec<&str> = self
-                .tools_for(&client)
+                .tools_for(client)
                 .map(|t| t.tool.name.as_ref())
                 .collect();
-            let hint = crate::validate::did_you_mean(&name, known.iter().copied())
+            let hint = crate::validate::did_you_mean(name, known.iter().copied())
                 .map(|s| format!(" Did you mean `{s}`?"))
                 .unwrap_or_default();
             let message = format!(
                 "no tool `{}`.{hint} Tools: {}",
-                audit::prefix(&name, audit::MAX_ACTION_BYTES),
+                audit::prefix(name, audit::MAX_ACTION_BYTES),
                 known.join(", ")
             );
             self.audit(
-                &client,
-                &name,
+                client,
+                name,
                 &args,
                 &[],
                 "unknown-tool",
@@ -468,42 +537,23 @@ impl ServerHandler for LabServer {
                 started.elapsed().as_millis(),
             )
             .await;
-            return Err(ErrorData::invalid_params(message, None));
+            return Err(Invoked::Unknown(message));
         };
-        // Arguments are measured before any work, and the work has a deadline.
-        let result = match limits::check_arguments(&name, &args, documents) {
+        let result = match limits::check_arguments(name, &args, documents) {
             Ok(()) => {
-                let mut server = self.clone();
-                server.call = context.meta.get_progress_token().map(|token| notify::Call {
-                    peer: context.peer.clone(),
-                    token,
-                });
-                let call = handler(server, args.clone(), client.clone());
-                self.budget.within(&name, call).await
+                let call = handler(self.clone(), args.clone(), client.clone());
+                self.budget.within(name, call).await
             }
             Err(e) => Err(e),
         };
         let elapsed = started.elapsed().as_millis();
-        match result {
-            Ok(value) => {
-                self.audit(&client, &name, &args, documents, "ok", None, elapsed)
-                    .await;
-                Ok(CallToolResult::structured(value).into())
-            }
-            Err(e) => {
-                self.audit(
-                    &client,
-                    &name,
-                    &args,
-                    documents,
-                    "error",
-                    Some(&e.message),
-                    elapsed,
-                )
-                .await;
-                Ok(CallToolResult::error(vec![ContentBlock::text(e.message)]).into())
-            }
-        }
+        let (outcome, error) = match &result {
+            Ok(_) => ("ok", None),
+            Err(e) => ("error", Some(e.message.as_str())),
+        };
+        self.audit(client, name, &args, documents, outcome, error, elapsed)
+            .await;
+        result.map_err(Invoked::Failed)
     }
 }
 

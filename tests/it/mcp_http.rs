@@ -1052,3 +1052,115 @@ async fn the_typescript_sdk_client_hears_runs_it_subscribed_to() {
     );
     assert!(logs.contains(&last), "{heard}");
 }
+
+/// The TypeScript SDK client lists the prompts its token may use, gets each with arguments
+/// (each carries labctl's answer from the store), is refused a prompt without its required
+/// argument, and completes a deviation's name from the open deviations.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_sdk_client_gets_prompts_with_the_labs_answers() {
+    let Some(npm) = node_and_sdk() else {
+        return;
+    };
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&lab.db, dir.path(), &[]);
+    let ask = |token: &str, prompts: Json| -> Json {
+        let out = Command::new("node")
+            .arg(npm.join("sdk-client.mjs"))
+            .arg(&server.url)
+            .arg("[]")
+            .current_dir(&npm)
+            .env("LABCTL_TEST_TOKEN", token)
+            .env("LABCTL_TEST_PROMPTS", prompts.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.logs()
+        );
+        let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+        report["prompts"].clone()
+    };
+    let names = |prompts: &Json| -> Vec<String> {
+        prompts["listed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let got = |prompts: &Json, i: usize| -> String {
+        let g = &prompts["got"][i];
+        assert!(g.get("thrown").is_none(), "{g}");
+        g["text"].as_str().unwrap().to_string()
+    };
+
+    let read = ask(
+        READ_TOKEN,
+        json!({
+            "get": [
+                ["is_ip_free", {"ip": "10.0.1.202"}],
+                ["explain_deviation", {"kind": "DhcpReservation", "name": "whisper", "field": "spec.ip"}],
+                ["drift_since", {"since": "7d"}],
+                ["last_failed_run", {}],
+                ["drift_since", {}],
+                ["place_new_vm", {"cores": "2"}]
+            ],
+            "complete": [
+                ["explain_deviation", "name", "WH", {"kind": "DhcpReservation"}],
+                ["drift_since", "min_severity", "h", null]
+            ]
+        }),
+    );
+    assert_eq!(
+        names(&read),
+        [
+            "drift_since",
+            "explain_deviation",
+            "is_ip_free",
+            "last_failed_run"
+        ]
+    );
+    for p in read["listed"].as_array().unwrap() {
+        assert!(p["description"].as_str().unwrap().len() > 40, "{p}");
+    }
+    let ip = got(&read, 0);
+    assert!(ip.contains("Is 10.0.1.202 free"), "{ip}");
+    assert!(
+        ip.contains("\"free\": false") && ip.contains("harbor"),
+        "{ip}"
+    );
+    let explained = got(&read, 1);
+    assert!(explained.contains("10.0.1.209"), "{explained}");
+    assert!(explained.contains("\"remediation\""), "{explained}");
+    let drift = got(&read, 2);
+    assert!(
+        drift.contains("last 7d") && drift.contains("whisper"),
+        "{drift}"
+    );
+    let failed = got(&read, 3);
+    assert!(failed.contains("\"run\""), "{failed}");
+    let missing = read["got"][4]["thrown"].as_str().unwrap();
+    assert!(missing.contains("needs the argument `since`"), "{missing}");
+    // A prompt whose tool is outside the token's scope does not exist for it.
+    let hidden = read["got"][5]["thrown"].as_str().unwrap();
+    assert!(hidden.contains("no prompt `place_new_vm`"), "{hidden}");
+    assert_eq!(read["completions"][0], json!(["whisper"]));
+    assert_eq!(read["completions"][1], json!(["high"]));
+
+    let propose = ask(
+        PROPOSE_TOKEN,
+        json!({"get": [["place_new_vm", {"cores": "2", "memory_mib": "2048"}]]}),
+    );
+    assert!(names(&propose).contains(&"place_new_vm".to_string()));
+    let placed = got(&propose, 0);
+    assert!(
+        placed.contains("2 cores, 2048 MiB of memory") && placed.contains("\"candidates\""),
+        "{placed}"
+    );
+}

@@ -11,6 +11,9 @@
 // LABCTL_TEST_FOLLOW (JSON {level, subscribe: [uri], waitFor: uri}) first sets the log level and
 // subscribes, records every notification and progress report, and after the calls waits (15 s at
 // most) for resources/updated of `waitFor`; they are printed as `heard`.
+//
+// LABCTL_TEST_PROMPTS (JSON {get: [[name, args]], complete: [[prompt, argument, value, context]]})
+// lists the prompts, gets each one given and asks for each completion; printed as `prompts`.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
@@ -52,6 +55,28 @@ for (const [name, args] of JSON.parse(callsJson)) {
   } catch (e) {
     out.calls[name] = { thrown: String(e) };
   }
+}
+const askPrompts = process.env.LABCTL_TEST_PROMPTS ? JSON.parse(process.env.LABCTL_TEST_PROMPTS) : null;
+if (askPrompts) {
+  const listed = await client.listPrompts();
+  const prompts = { listed: listed.prompts, got: [], completions: [] };
+  for (const [name, args] of askPrompts.get ?? []) {
+    try {
+      const got = await client.getPrompt({ name, arguments: args });
+      prompts.got.push({ name, description: got.description, text: got.messages.map((m) => m.content.text).join("\n") });
+    } catch (e) {
+      prompts.got.push({ name, thrown: String(e) });
+    }
+  }
+  for (const [prompt, argument, value, context] of askPrompts.complete ?? []) {
+    const done = await client.complete({
+      ref: { type: "ref/prompt", name: prompt },
+      argument: { name: argument, value },
+      ...(context ? { context: { arguments: context } } : {}),
+    });
+    prompts.completions.push(done.completion.values);
+  }
+  out.prompts = prompts;
 }
 if (follow) {
   const deadline = Date.now() + 15000;
