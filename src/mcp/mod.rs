@@ -97,6 +97,16 @@ pub struct Client {
     pub scopes: Scopes,
 }
 
+/// A run as (id, finished at): a new run, or the latest one finishing, changes it.
+type RunKey = (i64, Option<i64>);
+
+/// The latest run as last read, and the open deviations read while it was the latest.
+#[derive(Debug, Default)]
+struct OpenCache {
+    seen: Option<RunKey>,
+    list: Option<(RunKey, Arc<Vec<crate::store::Deviation>>)>,
+}
+
 /// The labctl MCP server over one store.
 #[derive(Clone)]
 pub struct LabServer {
@@ -106,6 +116,8 @@ pub struct LabServer {
     tools: Arc<Vec<ToolDef>>,
     /// The parsed model of the latest run that recorded one, keyed by run id.
     cache: Arc<Mutex<Option<Arc<model::Model>>>>,
+    /// The latest run as last read (id, finished), and the open deviations read under it.
+    open: Arc<Mutex<OpenCache>>,
     /// Where `trigger_reconcile` gets runs; without it the tool is not offered.
     controller: Option<trigger::Runner>,
     /// The repository `propose_change` proposes to; without it the tool is not offered.
@@ -132,6 +144,7 @@ impl LabServer {
             client,
             tools: Arc::new(tool_table(false, false)),
             cache: Arc::new(Mutex::new(None)),
+            open: Arc::default(),
             controller: None,
             proposer: None,
             budget: limits::Budget::new(Limits::new()),
@@ -231,9 +244,10 @@ impl LabServer {
     /// model, one small query answers; otherwise the model is read again (and parsed only
     /// when it is another run's). The lock is never held across a query.
     async fn model(&self) -> Result<Arc<model::Model>, ToolError> {
-        let latest = self.store.latest_run().await?;
-        if let Some(run) = &latest {
-            if let Some(cached) = self.cached().filter(|c| c.run == run.id) {
+        let latest = self.store.latest_run_key().await?;
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).seen = latest;
+        if let Some((run, _)) = latest {
+            if let Some(cached) = self.cached().filter(|c| c.run == run) {
                 return Ok(cached);
             }
         }
@@ -256,6 +270,28 @@ impl LabServer {
             *cache = Some(Arc::clone(&parsed));
         }
         Ok(parsed)
+    }
+
+    /// The open deviations, worst first, read once per run. They change only when a run
+    /// finishes, in the transaction that sets its `finished_at`: so while the latest run
+    /// [`LabServer::model`] last read is the same, the list read under it is current (it was
+    /// read after that run was seen, and nothing else changes it).
+    async fn open_deviations(&self) -> Result<Arc<Vec<crate::store::Deviation>>, ToolError> {
+        let seen = {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(seen), Some((key, list))) = (open.seen, &open.list) {
+                if seen == *key {
+                    return Ok(Arc::clone(list));
+                }
+            }
+            open.seen
+        };
+        let list = Arc::new(self.store.open_deviations(None, None).await?);
+        if let Some(seen) = seen {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.list = Some((seen, Arc::clone(&list)));
+        }
+        Ok(list)
     }
 
     fn cached(&self) -> Option<Arc<model::Model>> {
@@ -654,7 +690,7 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
              each kind (Pool, Device, DhcpReservation, Route, McpServer) are synced, \
              out-of-sync or unknown, open deviations by severity, and the last run. Start here.",
             on_model(|s, m, _: SummaryInput| async move {
-                tools::infrastructure_summary(&s.store, &m).await
+                tools::infrastructure_summary(&s.store, &m, &s.open_deviations().await?).await
             }),
         ),
         ToolDef::read::<ListDevicesInput, ListDevicesOutput>(
@@ -676,7 +712,9 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
              labels, pool path, services and effective dimensions from Git, what providers \
              expected and observed live, its status, its DHCP reservations and their open \
              deviations. An unknown name gives an error listing close names.",
-            on_model(|s, m, i| async move { tools::get_device(&s.store, &m, i).await }),
+            on_model(|s, m, i| async move {
+                tools::get_device(&s.store, &m, &s.open_deviations().await?, i).await
+            }),
         ),
         ToolDef::read::<LookupIpInput, LookupIpOutput>(
             "lookup_ip",
@@ -750,7 +788,9 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
              child pools, direct members and all members below it, capacity against usage, and \
              the open deviations of the pool and its member devices. An unknown pool gives an \
              error with the closest path.",
-            on_model(|s, m, i| async move { tools::get_pool(&s.store, &m, i).await }),
+            on_model(|s, m, i| async move {
+                tools::get_pool(&s.store, &m, &s.open_deviations().await?, i).await
+            }),
         ),
         ToolDef {
             // A step of proposing a change (then propose_change): propose scope.

@@ -108,9 +108,8 @@ async fn poll(feed: Arc<Feed>, server: LabServer) {
                 return;
             }
         }
-        match server.store.latest_run().await {
-            Ok(run) => {
-                let key = run.map(|r| (r.id, r.finished_at));
+        match server.store.latest_run_key().await {
+            Ok(key) => {
                 if key != seen {
                     match server.snapshot().await {
                         Ok(snapshot) => {

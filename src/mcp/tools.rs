@@ -66,6 +66,7 @@ pub fn basis(model: &Model) -> Basis {
 pub async fn infrastructure_summary(
     store: &Store,
     model: &Model,
+    open: &[Deviation],
 ) -> Result<SummaryOutput, ToolError> {
     let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
     for e in model.lab.entries() {
@@ -73,7 +74,6 @@ pub async fn infrastructure_summary(
         k.total += 1;
         *k.by_status.entry(e.status.to_string()).or_insert(0) += 1;
     }
-    let open = store.open_deviations(None, None).await?;
     let severities = count(open.iter().map(|d| d.record.severity.as_str()));
     let sev = |s: &str| severities.get(s).copied().unwrap_or(0);
     Ok(SummaryOutput {
@@ -161,6 +161,7 @@ pub fn list_devices(
 pub async fn get_device(
     store: &Store,
     model: &Model,
+    open: &[Deviation],
     input: GetDeviceInput,
 ) -> Result<GetDeviceOutput, ToolError> {
     let query = input.device.trim();
@@ -171,22 +172,37 @@ pub async fn get_device(
     for r in model.lab.reservations_of(device) {
         names.push((Kind::DhcpReservation, r.name.clone()));
     }
-    let open = store.open_deviations(None, None).await?;
-    let prs = store.open_pull_requests_by_deviation().await?;
-    let open_deviations = open
-        .iter()
-        .filter(|d| {
+    let open_deviations = deviation_infos(
+        store,
+        open.iter().filter(|d| {
             names
                 .iter()
                 .any(|(k, n)| d.record.kind == k.as_str() && d.record.name == *n)
-        })
-        .map(|d| deviation_info(d, &prs))
-        .collect();
+        }),
+    )
+    .await?;
     Ok(GetDeviceOutput {
         basis: basis(model),
         device: device_info(model, device),
         open_deviations,
     })
+}
+
+/// Deviations as the tools answer them, each with the pull request that proposes it; the pull
+/// requests are read only when there is a deviation to name them on.
+async fn deviation_infos<'a>(
+    store: &Store,
+    deviations: impl Iterator<Item = &'a Deviation>,
+) -> Result<Vec<DeviationInfo>, ToolError> {
+    let deviations: Vec<&Deviation> = deviations.collect();
+    if deviations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let prs = store.open_pull_requests_by_deviation().await?;
+    Ok(deviations
+        .into_iter()
+        .map(|d| deviation_info(d, &prs))
+        .collect())
 }
 
 pub fn lookup_ip(model: &Model, input: LookupIpInput) -> Result<LookupIpOutput, ToolError> {
@@ -598,6 +614,7 @@ pub fn find_placement(
 pub async fn get_pool(
     store: &Store,
     model: &Model,
+    open: &[Deviation],
     input: GetPoolInput,
 ) -> Result<GetPoolOutput, ToolError> {
     let Some(pool) = model.lab.resolve_pool(&input.pool) else {
@@ -625,16 +642,14 @@ pub async fn get_pool(
         .iter()
         .map(|d| d.name.clone())
         .collect();
-    let open = store.open_deviations(None, None).await?;
-    let prs = store.open_pull_requests_by_deviation().await?;
-    let open_deviations = open
-        .iter()
-        .filter(|d| {
+    let open_deviations = deviation_infos(
+        store,
+        open.iter().filter(|d| {
             (d.record.kind == Kind::Pool.as_str() && d.record.name == pool.name)
                 || (d.record.kind == Kind::Device.as_str() && all_members.contains(&d.record.name))
-        })
-        .map(|d| deviation_info(d, &prs))
-        .collect();
+        }),
+    )
+    .await?;
     Ok(GetPoolOutput {
         basis: basis(model),
         ancestors: chain[..chain.len() - 1]

@@ -228,6 +228,7 @@ impl Store {
                 Box::pin(async move {
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
             }),

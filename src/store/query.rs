@@ -231,6 +231,17 @@ impl Store {
         row.map(|r| self.run(&r)).transpose()
     }
 
+    /// The latest run's id and when it finished (`None` while it runs): what a reader caching
+    /// anything derived from runs checks before each answer, so one small row.
+    pub async fn latest_run_key(&self) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        let row = sqlx::query("SELECT id, finished_at FROM runs ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.query_err("reading the latest run"))?;
+        row.map(|r| Ok((self.get(&r, "id")?, self.get(&r, "finished_at")?)))
+            .transpose()
+    }
+
     /// The reconciled model of the most recent finished run (succeeded or partial) that
     /// recorded one: a partial run's model says which resources are unknown.
     pub async fn latest_model(&self) -> Result<Option<LatestModel>, StoreError> {

@@ -1164,3 +1164,70 @@ async fn the_typescript_sdk_client_gets_prompts_with_the_labs_answers() {
         "{placed}"
     );
 }
+
+/// The open deviations get_device names for whisper, as `Kind/name field`.
+async fn whisper_deviations(client: &RunningService<RoleClient, ()>) -> Vec<String> {
+    let got = call(client, "get_device", json!({"device": "whisper"}))
+        .await
+        .unwrap();
+    let v = got.structured_content.unwrap();
+    v["openDeviations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{}/{} {}", d["kind"], d["name"], d["field"]))
+        .collect()
+}
+
+/// A server that keeps answering while runs are recorded by another process: get_device and
+/// get_pool name the deviations of the latest run, not those of the run they first read (the
+/// server caches them per run), and the status resource names the new run.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_follow_runs_recorded_by_another_process() {
+    use crate::support::git::commit_all;
+    use crate::support::lab::{reconcile_once, reservation, SUBNET};
+    let Some(lab) = reconciled_lab().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&lab.db, dir.path(), &[]);
+    let client = connect(&server.url, READ_TOKEN).await;
+    let before = whisper_deviations(&client).await;
+    assert!(
+        before.iter().any(|d| d.contains("DhcpReservation")),
+        "{before:?}"
+    );
+    // Git now says what the lab has: the next run resolves the deviation.
+    reservation(
+        lab.repo.path(),
+        "whisper",
+        SUBNET,
+        "bc:24:11:5e:02:01",
+        "10.0.1.209",
+    );
+    let device = lab.repo.path().join("devices/whisper.yaml");
+    let text = std::fs::read_to_string(&device).unwrap();
+    std::fs::write(&device, text.replace("10.0.1.201", "10.0.1.209")).unwrap();
+    commit_all(lab.repo.path(), "whisper is at .209");
+    reconcile_once(lab.repo.path(), &lab.db).await;
+    let after = whisper_deviations(&client).await;
+    assert!(
+        !after.iter().any(|d| d.contains("DhcpReservation")),
+        "{after:?}"
+    );
+    let store = Store::connect(&lab.db).await.unwrap();
+    let latest = store.latest_run().await.unwrap().unwrap();
+    let status = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "labctl://status",
+        ))
+        .await
+        .unwrap();
+    let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &status.contents[0]
+    else {
+        panic!("text")
+    };
+    let status: Json = serde_json::from_str(text).unwrap();
+    assert_eq!(status["runs"][0]["id"], latest.id);
+    store.close().await;
+}
