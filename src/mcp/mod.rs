@@ -17,6 +17,7 @@ mod page;
 mod prompts;
 mod propose;
 mod resources;
+mod stdio;
 mod tools;
 mod trigger;
 mod types;
@@ -36,7 +37,7 @@ use rmcp::model::{
     ToolAnnotations,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -224,15 +225,9 @@ impl LabServer {
         self.tools.iter().filter(|t| client.scopes.allows(t.scope))
     }
 
-    /// Serves MCP on stdin/stdout until the client closes the connection.
+    /// Serves MCP on stdin/stdout until the client closes the connection (see [`stdio`]).
     pub async fn serve_stdio(self) -> Result<(), ServeError> {
-        let running = self
-            .serve(rmcp::transport::stdio())
-            .await
-            .map_err(|e| ServeError::Initialize(Box::new(e)))?;
-        let reason = running.waiting().await?;
-        tracing::info!(?reason, "MCP client disconnected");
-        Ok(())
+        stdio::serve(self).await
     }
 
     /// The tools this server offers, as `tools/list` shows them to a caller with every scope.
@@ -390,7 +385,14 @@ impl ServerHandler for LabServer {
                 None,
             ));
         }
-        self.read_uri(&request.uri).await.map(Into::into)
+        self.read_uri(&request.uri)
+            .await
+            .map(Into::into)
+            .map_err(|mut e| {
+                // A message names the URI asked for: never a megabyte of it.
+                e.message = audit::prefix(&e.message, 512).into_owned().into();
+                e
+            })
     }
 
     #[allow(deprecated)]

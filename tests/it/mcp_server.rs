@@ -655,3 +655,116 @@ async fn the_printed_desktop_config_works_with_a_bare_environment() {
     assert!(text.contains(&empty_db), "{text}");
     client.cancel().await.unwrap();
 }
+
+/// The next stdout line as JSON; an error answer must be short.
+async fn next(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Json {
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("an answer in time")
+        .unwrap()
+        .expect("stdout open");
+    let msg: Json = serde_json::from_str(&line).unwrap();
+    if msg.get("error").is_some() {
+        assert!(line.len() < 2048, "a short error: {} bytes", line.len());
+    }
+    msg
+}
+
+/// What foreign clients found on stdio: a 50 MB line, a line that is not JSON, `arguments` as
+/// an array and a megabyte tool name each get an answer — an error that says what is wrong,
+/// without quoting the input back — and the session goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_stdio_input_is_answered_briefly_and_the_session_goes_on() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
+    let log = std::fs::File::create(db_dir.path().join("stderr.log")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["mcp", "--database-url", &db])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    stdin
+        .write_all(format!("{init}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut lines).await["id"], 1);
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .await
+        .unwrap();
+
+    // 50 MB on one line, written while the answer is read.
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{{\"name\":\"get_device\",\"arguments\":{{\"device\":\"{}\"}}}}}}\n",
+        "x".repeat(50 * 1024 * 1024)
+    );
+    let writer = tokio::spawn(async move {
+        stdin.write_all(big.as_bytes()).await.unwrap();
+        stdin
+    });
+    let answer = next(&mut lines).await;
+    let mut stdin = writer.await.unwrap();
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over 4194304 bytes"),
+        "{answer}"
+    );
+
+    stdin.write_all(b"this is not json\n").await.unwrap();
+    let answer = next(&mut lines).await;
+    assert_eq!(answer["error"]["code"], -32700, "{answer}");
+    assert!(answer["id"].is_null());
+
+    let array = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_device", "arguments": [1, 2]}});
+    stdin
+        .write_all(format!("{array}\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = next(&mut lines).await;
+    assert_eq!(answer["id"], 3);
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+
+    let long_name = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "n".repeat(1024 * 1024), "arguments": {}}});
+    stdin
+        .write_all(format!("{long_name}\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = next(&mut lines).await;
+    assert_eq!(answer["id"], 4);
+    let long_uri = json!({"jsonrpc": "2.0", "id": 5, "method": "resources/read", "params": {"uri": format!("labctl://Device/{}", "u".repeat(1024 * 1024))}});
+    stdin
+        .write_all(format!("{long_uri}\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = next(&mut lines).await;
+    assert_eq!(answer["id"], 5);
+    assert!(answer.get("error").is_some(), "{answer}");
+
+    // Still serving.
+    let list = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"});
+    stdin
+        .write_all(format!("{list}\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = next(&mut lines).await;
+    assert_eq!(answer["id"], 6);
+    assert!(answer["result"]["tools"].is_array(), "{answer}");
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
