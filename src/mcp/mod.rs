@@ -922,19 +922,25 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
         });
     }
     for t in &mut tools {
-        t.tool.input_schema = Arc::new(standard_schema(&t.tool.input_schema));
+        t.tool.input_schema = Arc::new(standard_schema(&t.tool.input_schema, true));
         if let Some(out) = &t.tool.output_schema {
-            t.tool.output_schema = Some(Arc::new(standard_schema(out)));
+            t.tool.output_schema = Some(Arc::new(standard_schema(out, false)));
         }
     }
     tools
 }
 
-/// `schema` with schemars' integer formats (`uint32`, `uint64`, …) replaced by the standard
-/// keywords they mean: JSON Schema defines no such formats, and validators such as Ajv warn
-/// about every one (86 warnings per `tools/list` before). An unsigned one keeps `minimum: 0`.
-fn standard_schema(schema: &serde_json::Map<String, Json>) -> serde_json::Map<String, Json> {
-    fn fix(value: &mut Json) {
+/// `schema` in standard, compact JSON Schema: schemars' integer formats (`uint32`, `uint64`, …)
+/// replaced by the keywords they mean (JSON Schema defines no such formats, and validators such
+/// as Ajv warned about every one: 86 per `tools/list`), an unsigned one keeping `minimum: 0`;
+/// no `$schema` (2020-12 is MCP's default dialect). With `docs: false` the descriptions go too:
+/// for output schemas, which clients validate results with but do not show a model (the tool's
+/// description says what it returns); they were 19 KB of a 60 KB `tools/list`.
+fn standard_schema(
+    schema: &serde_json::Map<String, Json>,
+    docs: bool,
+) -> serde_json::Map<String, Json> {
+    fn fix(value: &mut Json, docs: bool) {
         match value {
             Json::Object(map) => {
                 let unsigned = match map.get("format").and_then(Json::as_str) {
@@ -948,14 +954,30 @@ fn standard_schema(schema: &serde_json::Map<String, Json>) -> serde_json::Map<St
                         map.insert("minimum".into(), json!(0));
                     }
                 }
-                map.values_mut().for_each(fix);
+                map.remove("$schema");
+                if !docs {
+                    map.remove("description");
+                }
+                for (keyword, v) in map.iter_mut() {
+                    match keyword.as_str() {
+                        // Maps of name → schema: the names are data.
+                        "properties" | "$defs" | "definitions" | "patternProperties" => {
+                            if let Json::Object(schemas) = v {
+                                schemas.values_mut().for_each(|s| fix(s, docs));
+                            }
+                        }
+                        // Values, not schemas.
+                        "enum" | "const" | "default" | "examples" | "required" => {}
+                        _ => fix(v, docs),
+                    }
+                }
             }
-            Json::Array(items) => items.iter_mut().for_each(fix),
+            Json::Array(items) => items.iter_mut().for_each(|s| fix(s, docs)),
             _ => {}
         }
     }
     let mut value = Json::Object(schema.clone());
-    fix(&mut value);
+    fix(&mut value, docs);
     match value {
         Json::Object(map) => map,
         _ => unreachable!("an object stays an object"),
@@ -1024,6 +1046,44 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("[300 bytes, sha256 "));
+    }
+
+    #[test]
+    fn schemas_are_standard_and_output_schemas_compact() {
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "description": "top",
+            "properties": {
+                "description": {"type": "string", "description": "a field named description"},
+                "n": {"type": "integer", "format": "uint32", "description": "a count"},
+                "kind": {"enum": ["description"], "default": {"description": "data"}}
+            },
+            "$defs": {"X": {"description": "x", "items": {"description": "i"}}}
+        });
+        let map = schema.as_object().unwrap();
+        let output = Json::Object(standard_schema(map, false));
+        assert_eq!(
+            output,
+            json!({
+                "properties": {
+                    "description": {"type": "string"},
+                    "n": {"type": "integer", "minimum": 0},
+                    "kind": {"enum": ["description"], "default": {"description": "data"}}
+                },
+                "$defs": {"X": {"items": {}}}
+            })
+        );
+        let input = Json::Object(standard_schema(map, true));
+        assert_eq!(input["description"], "top");
+        assert_eq!(input["properties"]["n"]["description"], "a count");
+        assert!(input.get("$schema").is_none());
+        // What every tool costs a client to list (60,350 bytes before output schemas lost
+        // their descriptions).
+        let all = tool_table(true, true);
+        let bytes = serde_json::to_vec(&all.iter().map(|t| &t.tool).collect::<Vec<_>>())
+            .unwrap()
+            .len();
+        assert!(bytes < 45_000, "tools/list is {bytes} bytes");
     }
 
     #[test]
