@@ -12,10 +12,11 @@ use crate::support::git::{commit_all, git};
 use crate::support::net::free_port;
 
 const INSTALLED: &str = "/usr/local/bin/labctl";
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "labctl.service",
     "labctl-reconcile.service",
     "labctl-reconcile.timer",
+    "labctl-mcp.service",
 ];
 
 fn units() -> PathBuf {
@@ -94,7 +95,11 @@ fn exposure(analyze: &Path, unit: &Path) -> f64 {
 fn services_are_hardened() {
     let Some(analyze) = analyze() else { return };
     let dir = installed_copies();
-    for unit in ["labctl.service", "labctl-reconcile.service"] {
+    for unit in [
+        "labctl.service",
+        "labctl-reconcile.service",
+        "labctl-mcp.service",
+    ] {
         let level = exposure(analyze, &dir.path().join(unit));
         // 1.0 is what a network client that keeps state can reach: what remains is the
         // network itself, the host's root directory and the real-time clock.
@@ -102,8 +107,8 @@ fn services_are_hardened() {
     }
 }
 
-/// The arguments of the unit's ExecStart after the binary, with `${NAME}` replaced as systemd
-/// does (the whole value, one argument).
+/// The arguments of the unit's ExecStart after the binary, with each `${NAME}` replaced as
+/// systemd does (the whole value, within one argument).
 fn exec_args(unit: &str, env: &HashMap<&str, String>) -> Vec<String> {
     let body = std::fs::read_to_string(units().join(unit)).unwrap();
     let exec = body.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
@@ -111,17 +116,22 @@ fn exec_args(unit: &str, env: &HashMap<&str, String>) -> Vec<String> {
         .strip_prefix(&format!("ExecStart={INSTALLED} "))
         .unwrap_or_else(|| panic!("{unit}: ExecStart does not run {INSTALLED} directly"));
     rest.split_whitespace()
-        .map(|word| match word.strip_prefix("${") {
-            Some(name) => {
-                let name = name.strip_suffix('}').unwrap();
-                env.get(name)
-                    .unwrap_or_else(|| panic!("{unit}: ${{{name}}} is not set by the test"))
-                    .clone()
+        .map(|word| {
+            let mut out = String::new();
+            let mut rest = word;
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let end = rest[start..].find('}').expect("a closed ${…}") + start;
+                let name = &rest[start + 2..end];
+                out.push_str(
+                    env.get(name)
+                        .unwrap_or_else(|| panic!("{unit}: ${{{name}}} is not set by the test")),
+                );
+                rest = &rest[end + 1..];
             }
-            None => {
-                assert!(!word.contains('$') && !word.contains('"'), "{unit}: {word}");
-                word.to_string()
-            }
+            assert!(!rest.contains('$') && !rest.contains('"'), "{unit}: {word}");
+            out.push_str(rest);
+            out
         })
         .collect()
 }
@@ -223,6 +233,108 @@ async fn the_daemon_command_line_serves_with_its_empty_credentials_switched_off(
         assert_eq!(r.status(), 404, "{path}");
     }
     assert_eq!(host.latest_trigger(), "serve");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// The units that share the store run as one dynamic user with one state directory, so the
+/// MCP unit can read (and audit into) what the reconcile unit wrote.
+#[test]
+fn every_unit_that_keeps_state_shares_the_user_and_state_directory() {
+    for unit in [
+        "labctl.service",
+        "labctl-reconcile.service",
+        "labctl-mcp.service",
+    ] {
+        let body = std::fs::read_to_string(units().join(unit)).unwrap();
+        for line in ["User=labctl", "DynamicUser=yes", "StateDirectory=labctl"] {
+            assert!(body.lines().any(|l| l == line), "{unit}: no {line}");
+        }
+    }
+}
+
+/// The MCP unit's own command line, after the oneshot recorded a run into the store: it
+/// serves streamable HTTP with the tokens credential and answers from that run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_command_line_answers_from_the_reconciled_store() {
+    use crate::mcp_http::{initialize, post};
+    let mut host = Host::new();
+    let out = host.command("labctl-reconcile.service").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let token = "lbl-unit-5a0c2f7e91d84b6f";
+    let hash = labctl::mcp::sha256_hex(token);
+    std::fs::write(
+        Path::new(&host.env["CREDENTIALS_DIRECTORY"]).join("mcp-tokens"),
+        format!("tokens: [{{name: assistant, sha256: {hash}, scopes: [read]}}]\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    host.env
+        .insert("LABCTL_MCP_LISTEN", format!("127.0.0.1:{port}"));
+    let mut child = host
+        .command("labctl-mcp.service")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let bearer = format!("Bearer {token}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let opened = loop {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", &bearer)
+            .body(initialize())
+            .send()
+            .await;
+        if let Ok(r) = r {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "labctl mcp never listened");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "labctl mcp exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let proto = ("mcp-protocol-version", "2025-06-18");
+    let r = post(
+        &url,
+        &[
+            ("authorization", &bearer),
+            ("mcp-session-id", &session),
+            proto,
+        ],
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into(),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let r = post(
+        &url,
+        &[
+            ("authorization", &bearer),
+            ("mcp-session-id", &session),
+            proto,
+        ],
+        r#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"labctl://status"}}"#
+            .into(),
+    )
+    .await;
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\\\"trigger\\\": \\\"timer\\\""), "{body}");
+    let r = post(&url, &[], initialize()).await;
+    assert_eq!(r.status(), 401, "no token, no answer");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
