@@ -13,7 +13,8 @@ use super::HostArgs;
 use super::SourceArgs;
 use labctl::controller::{self, Context, Settings};
 use labctl::mcp::http::{self, Cidr, HttpOptions};
-use labctl::mcp::{Client, LabServer, Limits, Scopes, Tokens};
+use labctl::mcp::oauth::{OAuth, OAuthConfig};
+use labctl::mcp::{Client, LabServer, Limits, Scope, Scopes, Tokens};
 use labctl::store::{ActorKind, RetentionPolicy, Store};
 
 #[derive(Args)]
@@ -69,6 +70,32 @@ pub struct McpHttpArgs {
     /// Only clients in this address block may connect over HTTP (repeatable; default: any).
     #[arg(long = "allow-client", value_name = "CIDR", requires = "http")]
     pub allow_clients: Vec<Cidr>,
+    /// Accept OAuth access tokens (JWTs) issued by this authorization server (its issuer
+    /// identifier: Authelia, Authentik, Keycloak, any OIDC issuer), checked against its JWKS.
+    /// Clients find it through /.well-known/oauth-protected-resource.
+    #[arg(long, env = "LABCTL_OAUTH_ISSUER", value_name = "URL", requires_all = ["http", "oauth_audience"])]
+    pub oauth_issuer: Option<String>,
+    /// This MCP endpoint as clients reach it, e.g. https://labctl.lab.example/mcp: the
+    /// audience OAuth tokens must name.
+    #[arg(
+        long,
+        env = "LABCTL_OAUTH_AUDIENCE",
+        value_name = "URL",
+        requires = "oauth_issuer"
+    )]
+    pub oauth_audience: Option<String>,
+    /// The issuer's JWKS (default: jwks_uri of its /.well-known/openid-configuration).
+    #[arg(long, value_name = "URL", requires = "oauth_issuer")]
+    pub oauth_jwks_url: Option<String>,
+    /// A value of the token's scope, scp, groups or roles claim and the labctl scope it grants
+    /// (read, propose, admin), e.g. lab-admins=admin (repeatable; default labctl:read=read,
+    /// labctl:propose=propose, labctl:admin=admin).
+    #[arg(
+        long = "oauth-scope",
+        value_name = "VALUE=SCOPE",
+        requires = "oauth_issuer"
+    )]
+    pub oauth_scopes: Vec<String>,
     /// Serve HTTP to callers without a token too, each holding the read scope: for conformance
     /// suites and tests. Refused unless the address is loopback.
     #[arg(long, requires = "http")]
@@ -94,19 +121,21 @@ impl McpHttpArgs {
     /// The HTTP options, with the tokens file read; an unreadable or malformed file is a
     /// usage error that names it.
     pub fn options(&self) -> Result<HttpOptions, String> {
-        let tokens = match (&self.tokens, self.insecure_no_auth) {
+        let oauth = self.oauth()?;
+        let tokens = match (&self.tokens, self.insecure_no_auth || oauth.is_some()) {
             (Some(path), _) => Tokens::load(path).map_err(|e| e.to_string())?,
             (None, true) => Tokens::default(),
             (None, false) => {
                 return Err(
                     "serving MCP over HTTP needs --tokens FILE (labctl mcp hash-token helps \
-                     write it)"
+                     write it) or --oauth-issuer"
                         .into(),
                 )
             }
         };
         Ok(HttpOptions {
             tokens,
+            oauth,
             insecure_no_auth: self.insecure_no_auth,
             allow_origins: self.allow_origins.clone(),
             allow_clients: self.allow_clients.clone(),
@@ -117,6 +146,45 @@ impl McpHttpArgs {
             rate_per_second: self.rate,
             rate_burst: self.burst,
         })
+    }
+}
+
+impl McpHttpArgs {
+    /// The OAuth settings, checked; `None` without --oauth-issuer.
+    fn oauth(&self) -> Result<Option<Arc<OAuth>>, String> {
+        let (Some(issuer), Some(audience)) = (&self.oauth_issuer, &self.oauth_audience) else {
+            return Ok(None);
+        };
+        let scopes = if self.oauth_scopes.is_empty() {
+            OAuthConfig::default_scopes()
+        } else {
+            self.oauth_scopes
+                .iter()
+                .map(|pair| {
+                    let (value, scope) = pair.split_once('=').ok_or_else(|| {
+                        format!("--oauth-scope `{pair}`: write VALUE=SCOPE, e.g. lab-admins=admin")
+                    })?;
+                    let scope = match scope.trim() {
+                        "read" => Scope::Read,
+                        "propose" => Scope::Propose,
+                        "admin" => Scope::Admin,
+                        other => {
+                            return Err(format!(
+                                "--oauth-scope `{pair}`: `{other}` is not a scope (read, propose, admin)"
+                            ))
+                        }
+                    };
+                    Ok((value.trim().to_string(), scope))
+                })
+                .collect::<Result<Vec<_>, String>>()?
+        };
+        OAuth::new(OAuthConfig {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            jwks_url: self.oauth_jwks_url.clone(),
+            scopes,
+        })
+        .map(|o| Some(Arc::new(o)))
     }
 }
 

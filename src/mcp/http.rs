@@ -28,6 +28,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::sync::Semaphore;
 
 use super::auth::{Scope, Scopes, TokenEntry, Tokens};
+use super::oauth::{OAuth, Rejected};
 use super::{Client, LabServer};
 use crate::store::ActorKind;
 
@@ -59,6 +60,8 @@ pub struct HttpOptions {
     /// presented, must still be valid). Only for a loopback listener (tests, conformance
     /// suites): [`serve`] refuses any other.
     pub insecure_no_auth: bool,
+    /// OAuth access tokens from the lab's authorization server, besides the static tokens.
+    pub oauth: Option<Arc<OAuth>>,
 }
 
 impl Default for HttpOptions {
@@ -74,6 +77,7 @@ impl Default for HttpOptions {
             rate_per_second: 50.0,
             rate_burst: 100.0,
             insecure_no_auth: false,
+            oauth: None,
         }
     }
 }
@@ -127,12 +131,33 @@ pub async fn serve(
         owners: Mutex::new(HashMap::new()),
         options,
     });
+    let metadata = guard.options.oauth.as_ref().map(|o| o.metadata());
     if guard.options.insecure_no_auth {
         tracing::warn!("serving without authentication (--insecure-no-auth): every local process may read the lab");
-    } else if guard.options.tokens.is_empty() {
+    } else if guard.options.tokens.is_empty() && guard.options.oauth.is_none() {
         tracing::warn!("the tokens file holds no token: every request will be refused");
     }
     let app = app.layer(axum::middleware::from_fn_with_state(guard, guard_request));
+    // RFC 9728: where a client finds the authorization server; public, as it must be before
+    // the client has a token. Served at the root and under any resource path.
+    let app = match metadata {
+        Some(doc) => {
+            let doc = Arc::new(doc);
+            let serve_doc = move || {
+                let doc = Arc::clone(&doc);
+                async move { axum::Json((*doc).clone()) }
+            };
+            app.route(
+                "/.well-known/oauth-protected-resource",
+                axum::routing::get(serve_doc.clone()),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/{*resource}",
+                axum::routing::get(serve_doc),
+            )
+        }
+        None => app,
+    };
     tracing::info!(address = %local, "serving MCP over streamable HTTP at /mcp, HTTP+SSE at /sse");
     // Small answers go out at once: without TCP_NODELAY, Nagle's algorithm holds a response's
     // last segment until the client's delayed ACK (40 ms on Linux) on every keep-alive call.
@@ -232,27 +257,12 @@ async fn guard_request(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::text::bearer);
-    let anonymous = (g.options.insecure_no_auth && presented.is_none()).then(anonymous);
-    let verified = presented.and_then(|t| g.options.tokens.verify(t));
-    let Some(entry) = verified.or(anonymous.as_ref()) else {
-        tracing::info!(client = %ip, status = 401, presented = presented.is_some(), "refused: no valid bearer token");
-        let challenge = if presented.is_some() {
-            "Bearer realm=\"labctl\", error=\"invalid_token\""
-        } else {
-            "Bearer realm=\"labctl\""
-        };
-        let mut response = refuse(
-            StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required\n",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
-        return response;
+    let caller = match authenticate(&g, presented).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.respond(&g, ip),
     };
-    if !g.allow_rate(&entry.name) {
-        tracing::info!(client = %ip, status = 429, token = %entry.name, "refused: rate limit exceeded");
+    if !g.allow_rate(&caller.name) {
+        tracing::info!(client = %ip, status = 429, token = %caller.name, "refused: rate limit exceeded");
         let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
         response
             .headers_mut()
@@ -289,17 +299,17 @@ async fn guard_request(
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned();
-        if owner.is_some_and(|o| o != entry.name) {
-            tracing::info!(client = %ip, status = 404, token = %entry.name, "refused: another token's session");
+        if owner.is_some_and(|o| o != caller.name) {
+            tracing::info!(client = %ip, status = 404, token = %caller.name, "refused: another token's session");
             return refuse(StatusCode::NOT_FOUND, "no such MCP session\n");
         }
     }
-    let token = entry.name.clone();
+    let token = caller.name.clone();
     let closes = req.method() == Method::DELETE;
     req.extensions_mut().insert(Client {
         kind: ActorKind::Mcp,
-        actor: format!("http:{}@{ip}", entry.name),
-        scopes: Scopes::new(entry.scopes.iter().copied()),
+        actor: format!("http:{}@{ip}", caller.name),
+        scopes: Scopes::new(caller.scopes.iter().copied()),
     });
     let response = next.run(req).await;
     let opened = response
@@ -317,6 +327,115 @@ async fn guard_request(
         }
     }
     response
+}
+
+/// Who a request is, once its token is verified.
+struct Caller {
+    /// The token's name, or `oauth:<user>`: rate limits and sessions are per caller.
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+/// Why a request is refused before it reaches MCP.
+enum Refusal {
+    /// No token where one is needed (401).
+    Missing,
+    /// A token that is not valid (401 `invalid_token`); why, for the log.
+    Invalid(String),
+    /// A valid OAuth token granting no scope (403 `insufficient_scope`).
+    NoScope,
+    /// The issuer's keys cannot be had (503).
+    Unavailable(String),
+}
+
+impl Refusal {
+    fn respond(self, g: &Guard, ip: IpAddr) -> Response {
+        let (status, error, message) = match &self {
+            Refusal::Missing => (
+                StatusCode::UNAUTHORIZED,
+                None,
+                "a valid bearer token is required\n",
+            ),
+            Refusal::Invalid(_) => (
+                StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                "a valid bearer token is required\n",
+            ),
+            Refusal::NoScope => (
+                StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                "the token grants none of labctl's scopes\n",
+            ),
+            Refusal::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "the authorization server's keys are not available; try again\n",
+            ),
+        };
+        let why = match &self {
+            Refusal::Invalid(why) | Refusal::Unavailable(why) => why.as_str(),
+            Refusal::Missing => "no token",
+            Refusal::NoScope => "no scope granted",
+        };
+        tracing::info!(client = %ip, status = status.as_u16(), why, "refused: no valid bearer token");
+        let mut response = refuse(status, message);
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            // RFC 6750 §3 and RFC 9728 §5.1: what went wrong, and where to get a token.
+            let mut challenge = String::from("Bearer realm=\"labctl\"");
+            if let Some(error) = error {
+                challenge.push_str(&format!(", error=\"{error}\""));
+            }
+            if let Some(oauth) = &g.options.oauth {
+                challenge.push_str(&format!(", resource_metadata=\"{}\"", oauth.metadata_url()));
+            }
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+/// The caller a token (or its absence) makes: a static token, an OAuth access token, or the
+/// anonymous reader of `--insecure-no-auth`.
+async fn authenticate(g: &Guard, presented: Option<&str>) -> Result<Caller, Refusal> {
+    let Some(token) = presented else {
+        return match g.options.insecure_no_auth {
+            true => {
+                let a = anonymous();
+                Ok(Caller {
+                    name: a.name,
+                    scopes: a.scopes,
+                })
+            }
+            false => Err(Refusal::Missing),
+        };
+    };
+    if let Some(entry) = g.options.tokens.verify(token) {
+        return Ok(Caller {
+            name: entry.name.clone(),
+            scopes: entry.scopes.clone(),
+        });
+    }
+    let Some(oauth) = g
+        .options
+        .oauth
+        .as_ref()
+        .filter(|_| OAuth::looks_like_jwt(token))
+    else {
+        return Err(Refusal::Invalid("not a known token".into()));
+    };
+    match oauth.verify(token).await {
+        Ok(id) => Ok(Caller {
+            name: id.name,
+            scopes: id.scopes,
+        }),
+        Err(Rejected::Invalid(why)) => Err(Refusal::Invalid(why)),
+        Err(Rejected::NoScope) => Err(Refusal::NoScope),
+        Err(Rejected::Unavailable(why)) => Err(Refusal::Unavailable(why)),
+    }
 }
 
 /// An IPv4 client seen through an IPv6 socket is the IPv4 address.

@@ -13,6 +13,7 @@ pub mod http;
 mod limits;
 mod model;
 mod notify;
+pub mod oauth;
 mod page;
 mod prompts;
 mod propose;

@@ -21,6 +21,7 @@ mod limits;
 mod mcp_conformance;
 mod mcp_http;
 mod mcp_limits;
+mod mcp_oauth;
 mod mcp_provider;
 mod mcp_server;
 mod mcp_tools;

@@ -17,7 +17,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{json, Value as Json};
 
-const READ_TOKEN: &str = "lbl-read-6a1f0c3e9b7d4e21a8c5f0e2d9b1c7a4";
+pub(crate) const READ_TOKEN: &str = "lbl-read-6a1f0c3e9b7d4e21a8c5f0e2d9b1c7a4";
 const ADMIN_TOKEN: &str = "lbl-admin-2e9d7c1b0a4f4c8e9d3b6a5f1e0c7d28";
 const PROPOSE_TOKEN: &str = "lbl-propose-8c3e1a7f5d2b4e60b9a4c7d1e3f5a8b2";
 
@@ -125,13 +125,13 @@ impl Drop for Server {
     }
 }
 
-async fn connect(url: &str, token: &str) -> RunningService<RoleClient, ()> {
+pub(crate) async fn connect(url: &str, token: &str) -> RunningService<RoleClient, ()> {
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_string()).auth_header(token);
     let transport = StreamableHttpClientTransport::from_config(config);
     ().serve(transport).await.expect("MCP handshake over HTTP")
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &RunningService<RoleClient, ()>,
     tool: &str,
     args: Json,
@@ -799,7 +799,7 @@ async fn each_scope_sees_its_tools_over_both_transports() {
 }
 
 /// Node and the SDK, or (outside CI) nothing: the test is skipped.
-fn node_and_sdk() -> Option<std::path::PathBuf> {
+pub(crate) fn node_and_sdk() -> Option<std::path::PathBuf> {
     let npm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/npm");
     let node_ok = Command::new("node")
         .arg("--version")

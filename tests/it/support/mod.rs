@@ -13,6 +13,7 @@ pub mod lying;
 pub mod mcp;
 pub mod net;
 pub mod ntfy;
+pub mod oidc;
 pub mod pg_cluster;
 pub mod postgres;
 pub mod tls;
