@@ -407,6 +407,9 @@ mod tests {
             "pollSeconds",
             "mcpHttp",
             "tokens",
+            "oauthIssuer",
+            "oauthAudience",
+            "oauthScope",
             "noWatch",
         ] {
             assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");

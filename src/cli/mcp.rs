@@ -85,14 +85,21 @@ pub struct McpHttpArgs {
     )]
     pub oauth_audience: Option<String>,
     /// The issuer's JWKS (default: jwks_uri of its /.well-known/openid-configuration).
-    #[arg(long, value_name = "URL", requires = "oauth_issuer")]
+    #[arg(
+        long,
+        env = "LABCTL_OAUTH_JWKS_URL",
+        value_name = "URL",
+        requires = "oauth_issuer"
+    )]
     pub oauth_jwks_url: Option<String>,
     /// A value of the token's scope, scp, groups or roles claim and the labctl scope it grants
     /// (read, propose, admin), e.g. lab-admins=admin (repeatable; default labctl:read=read,
     /// labctl:propose=propose, labctl:admin=admin).
     #[arg(
         long = "oauth-scope",
+        env = "LABCTL_OAUTH_SCOPES",
         value_name = "VALUE=SCOPE",
+        value_delimiter = ',',
         requires = "oauth_issuer"
     )]
     pub oauth_scopes: Vec<String>,

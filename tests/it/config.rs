@@ -187,5 +187,5 @@ fn the_example_host_configuration_is_accepted() {
     assert!(field(&json, "schedule")["source"]
         .as_str()
         .unwrap()
-        .ends_with("config.yaml.example:24"));
+        .ends_with("config.yaml.example:28"));
 }
