@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::cli::write;
-use crate::support::lab::{reconciled_lab, PVE_TOKEN, TOKEN_ENV};
+use crate::support::lab::{reconciled_lab, Lab, PVE_TOKEN, TOKEN_ENV};
 use labctl::store::{ActorKind, Store};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -434,22 +434,9 @@ fn http_needs_a_tokens_file() {
 /// result against the tool's output schema, so a mismatch fails the call.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_client_lists_and_calls_every_read_tool() {
-    let npm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/npm");
-    let script = npm.join("sdk-client.mjs");
-    let sdk = npm.join("node_modules/@modelcontextprotocol/sdk");
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node_ok || !sdk.is_dir() {
-        let msg = "Node.js and the npm packages are needed (npm ci --prefix tests/npm)";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{msg}; required when CI=true"
-        );
-        eprintln!("skipped: {msg}");
+    let Some(npm) = node_and_sdk() else {
         return;
-    }
+    };
     let Some(lab) = reconciled_lab().await else {
         return;
     };
@@ -472,22 +459,7 @@ async fn the_typescript_sdk_client_lists_and_calls_every_read_tool() {
         ["diff_snapshots", {}],
         ["validate_definition", {"yaml": "apiVersion: labctl.dev/v1\nkind: Device\nmetadata: {name: x}\nspec: {type: vmm}\n"}]
     ]);
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(&server.url)
-        .arg(calls.to_string())
-        .current_dir(&npm)
-        .env("LABCTL_TEST_TOKEN", READ_TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
-    );
-    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let report = sdk_client(&npm, &server.url, READ_TOKEN, &calls, &[], &server);
     assert_eq!(report["server"]["name"], "labctl");
     let listed: Vec<&str> = report["tools"]
         .as_array()
@@ -817,39 +789,59 @@ pub(crate) fn node_and_sdk() -> Option<std::path::PathBuf> {
     Some(npm)
 }
 
+/// Runs tests/npm/sdk-client.mjs (the official TypeScript SDK's client) against `url` with
+/// `token`, calling `calls` (`[[tool, args], …]`), with `env` for its other modes; its report.
+/// A failed run fails the test with the client's output and the server's log.
+pub(crate) fn sdk_client(
+    npm: &Path,
+    url: &str,
+    token: &str,
+    calls: &Json,
+    env: &[(&str, String)],
+    server: &Server,
+) -> Json {
+    let out = Command::new("node")
+        .arg(npm.join("sdk-client.mjs"))
+        .arg(url)
+        .arg(calls.to_string())
+        .current_dir(npm)
+        .env("LABCTL_TEST_TOKEN", token)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Node with the SDK, the reconciled lab, and a server over it with `--repo` (which offers
+/// trigger_reconcile); `None` (skipped) outside CI without them.
+async fn sdk_and_lab_with_repo() -> Option<(std::path::PathBuf, Lab, tempfile::TempDir, Server)> {
+    let npm = node_and_sdk()?;
+    let lab = reconciled_lab().await?;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = lab.repo.path().to_str().unwrap();
+    let server = Server::start(&lab.db, dir.path(), &["--repo", repo]);
+    Some((npm, lab, dir, server))
+}
+
 /// The TypeScript SDK's HTTP+SSE client: a read token lists the tools without
 /// trigger_reconcile, cannot call it, and calls get_device as its own caller; an admin token
 /// is offered trigger_reconcile.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_sse_client_calls_as_its_token() {
-    let Some(npm) = node_and_sdk() else {
+    let Some((npm, lab, _dir, server)) = sdk_and_lab_with_repo().await else {
         return;
     };
-    let Some(lab) = reconciled_lab().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = lab.repo.path().to_str().unwrap();
-    let server = Server::start(&lab.db, dir.path(), &["--repo", repo]);
     let sse = format!("{}/sse", base(&server));
     let sdk = |token: &str, calls: Json| -> Json {
-        let out = Command::new("node")
-            .arg(npm.join("sdk-client.mjs"))
-            .arg(&sse)
-            .arg(calls.to_string())
-            .current_dir(&npm)
-            .env("LABCTL_TEST_TOKEN", token)
-            .env("LABCTL_TEST_TRANSPORT", "sse")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            server.logs()
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let env = [("LABCTL_TEST_TRANSPORT", "sse".to_string())];
+        sdk_client(&npm, &sse, token, &calls, &env, &server)
     };
     let names = |report: &Json| -> Vec<String> {
         report["tools"]
@@ -987,37 +979,22 @@ async fn bearer_in_any_case_sessions_bound_to_their_token_and_standard_schemas()
 /// recorded; the document, which the run did not change, is not said to be updated.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_client_hears_runs_it_subscribed_to() {
-    let Some(npm) = node_and_sdk() else {
+    let Some((npm, _lab, _dir, server)) = sdk_and_lab_with_repo().await else {
         return;
     };
-    let Some(lab) = reconciled_lab().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let repo = lab.repo.path().to_str().unwrap();
-    let server = Server::start(&lab.db, dir.path(), &["--repo", repo]);
     let follow = json!({
         "level": "info",
         "subscribe": ["labctl://status", "labctl://plan/latest", "labctl://Device/harbor"],
         "waitFor": "labctl://status",
     });
-    let out = Command::new("node")
-        .arg(npm.join("sdk-client.mjs"))
-        .arg(&server.url)
-        .arg(json!([["trigger_reconcile", {}]]).to_string())
-        .current_dir(&npm)
-        .env("LABCTL_TEST_TOKEN", ADMIN_TOKEN)
-        .env("LABCTL_TEST_FOLLOW", follow.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
+    let report = sdk_client(
+        &npm,
+        &server.url,
+        ADMIN_TOKEN,
+        &json!([["trigger_reconcile", {}]]),
+        &[("LABCTL_TEST_FOLLOW", follow.to_string())],
+        &server,
     );
-    let report: Json = serde_json::from_slice(&out.stdout).unwrap();
     let caps = &report["capabilities"];
     assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
     assert_eq!(caps["resources"]["listChanged"], true, "{caps}");
@@ -1067,24 +1044,8 @@ async fn the_typescript_sdk_client_gets_prompts_with_the_labs_answers() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&lab.db, dir.path(), &[]);
     let ask = |token: &str, prompts: Json| -> Json {
-        let out = Command::new("node")
-            .arg(npm.join("sdk-client.mjs"))
-            .arg(&server.url)
-            .arg("[]")
-            .current_dir(&npm)
-            .env("LABCTL_TEST_TOKEN", token)
-            .env("LABCTL_TEST_PROMPTS", prompts.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            server.logs()
-        );
-        let report: Json = serde_json::from_slice(&out.stdout).unwrap();
-        report["prompts"].clone()
+        let env = [("LABCTL_TEST_PROMPTS", prompts.to_string())];
+        sdk_client(&npm, &server.url, token, &json!([]), &env, &server)["prompts"].clone()
     };
     let names = |prompts: &Json| -> Vec<String> {
         prompts["listed"]

@@ -5,8 +5,6 @@
 //! refuses expired, wrong-audience, wrong-issuer, wrongly signed, shared-secret and scopeless
 //! tokens. Static tokens keep working beside them.
 
-use std::process::Command;
-
 use serde_json::{json, Value as Json};
 
 use crate::mcp_http::{initialize, post, Server};
@@ -90,16 +88,8 @@ async fn an_issued_token_reaches_a_tool_and_a_wrong_one_does_not() {
 
     // The official TypeScript SDK client with the same token.
     if let Some(npm) = crate::mcp_http::node_and_sdk() {
-        let out = Command::new("node")
-            .arg(npm.join("sdk-client.mjs"))
-            .arg(&url)
-            .arg(json!([["get_device", {"device": "harbor"}]]).to_string())
-            .current_dir(&npm)
-            .env("LABCTL_TEST_TOKEN", &token)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let report: Json = serde_json::from_slice(&out.stdout).unwrap();
+        let calls = json!([["get_device", {"device": "harbor"}]]);
+        let report = crate::mcp_http::sdk_client(&npm, &url, &token, &calls, &[], &server);
         assert_eq!(report["calls"]["get_device"]["isError"], false, "{report}");
     }
 

@@ -433,16 +433,8 @@ async fn stdout_carries_only_protocol_messages_and_secrets_are_not_audited() {
     // stderr to a file: an undrained pipe would fill up and stall the server.
     let log_path = db_dir.path().join("stderr.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["mcp", "--database-url", &db])
-        // As chatty as it gets: every log line must still go to stderr.
-        .env("LABCTL_LOG", "trace")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    // As chatty as it gets: every log line must still go to stderr.
+    let mut child = stdio_server(&db, log, "trace");
     let requests = [
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
@@ -656,6 +648,19 @@ async fn the_printed_desktop_config_works_with_a_bare_environment() {
     client.cancel().await.unwrap();
 }
 
+/// `labctl mcp` on stdio over `db`, logging at `level` to `log`; stdin and stdout piped.
+fn stdio_server(db: &str, log: std::fs::File, level: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
+        .args(["mcp", "--database-url", db])
+        .env("LABCTL_LOG", level)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 /// The next stdout line as JSON; an error answer must be short.
 async fn next(
     lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
@@ -681,14 +686,7 @@ async fn malformed_stdio_input_is_answered_briefly_and_the_session_goes_on() {
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("state.db").display());
     let log = std::fs::File::create(db_dir.path().join("stderr.log")).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_labctl"))
-        .args(["mcp", "--database-url", &db])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = stdio_server(&db, log, "info");
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});

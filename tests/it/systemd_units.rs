@@ -182,6 +182,19 @@ impl Host {
         cmd
     }
 
+    /// Starts `unit`'s command with a free loopback port in the variable `listen`.
+    fn listen(&mut self, unit: &str, listen: &'static str) -> (u16, std::process::Child) {
+        let port = free_port();
+        self.env.insert(listen, format!("127.0.0.1:{port}"));
+        let child = self
+            .command(unit)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (port, child)
+    }
+
     fn latest_trigger(&self) -> serde_json::Value {
         let out = labctl(&[
             "status",
@@ -206,15 +219,7 @@ fn the_oneshot_command_line_is_one_labctl_accepts() {
 #[tokio::test]
 async fn the_daemon_command_line_serves_with_its_empty_credentials_switched_off() {
     let mut host = Host::new();
-    let port = free_port();
-    host.env
-        .insert("LABCTL_LISTEN", format!("127.0.0.1:{port}"));
-    let mut child = host
-        .command("labctl.service")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (port, mut child) = host.listen("labctl.service", "LABCTL_LISTEN");
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -233,6 +238,11 @@ async fn the_daemon_command_line_serves_with_its_empty_credentials_switched_off(
         assert_eq!(r.status(), 404, "{path}");
     }
     assert_eq!(host.latest_trigger(), "serve");
+    stops_cleanly(child);
+}
+
+/// SIGTERM, as systemd stops a service: it must exit 0.
+fn stops_cleanly(child: std::process::Child) {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -272,15 +282,7 @@ async fn the_mcp_command_line_answers_from_the_reconciled_store() {
         format!("tokens: [{{name: assistant, sha256: {hash}, scopes: [read]}}]\n"),
     )
     .unwrap();
-    let port = free_port();
-    host.env
-        .insert("LABCTL_MCP_LISTEN", format!("127.0.0.1:{port}"));
-    let mut child = host
-        .command("labctl-mcp.service")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (port, mut child) = host.listen("labctl-mcp.service", "LABCTL_MCP_LISTEN");
     let url = format!("http://127.0.0.1:{port}/mcp");
     let bearer = format!("Bearer {token}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -335,10 +337,5 @@ async fn the_mcp_command_line_answers_from_the_reconciled_store() {
     assert!(body.contains("\\\"trigger\\\": \\\"timer\\\""), "{body}");
     let r = post(&url, &[], initialize()).await;
     assert_eq!(r.status(), 401, "no token, no answer");
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    stops_cleanly(child);
 }
