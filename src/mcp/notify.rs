@@ -285,7 +285,7 @@ impl LabServer {
     /// what it subscribed to and of the list.
     pub(super) fn start_following(&self, peer: Peer<RoleServer>) {
         let _ = self.session.peer.set(peer.clone());
-        let Some(mut ended) = self
+        let Some(ended) = self
             .session
             .ended
             .lock()
@@ -294,45 +294,13 @@ impl LabServer {
         else {
             return;
         };
-        let mut rx = self.feed.follow(self);
-        let session = Arc::downgrade(&self.session);
+        let rx = self.feed.follow(self);
+        let wanted = Wanted::Session(Arc::downgrade(&self.session));
         tokio::spawn(async move {
-            let mut before = rx.borrow_and_update().clone();
-            loop {
-                tokio::select! {
-                    _ = &mut ended => return,
-                    changed = rx.changed() => if changed.is_err() { return },
-                }
-                let after = rx.borrow_and_update().clone();
-                let (Some(b), Some(a)) = (&before, &after) else {
-                    before = after;
-                    continue;
-                };
-                let Some(session) = session.upgrade() else {
-                    return;
-                };
-                let wanted = session
-                    .subscriptions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                drop(session);
-                for note in notes(b, a, &wanted, true) {
-                    let sent = match note {
-                        Note::ListChanged => peer.notify_resource_list_changed().await,
-                        Note::Updated(uri) => {
-                            peer.notify_resource_updated(
-                                rmcp::model::ResourceUpdatedNotificationParam::new(uri),
-                            )
-                            .await
-                        }
-                    };
-                    if sent.is_err() {
-                        return;
-                    }
-                }
-                before = after;
-            }
+            let ended = async move {
+                let _ = ended.await;
+            };
+            relay(rx, &wanted, &Sink::Session(peer), ended).await;
         });
     }
 
@@ -340,35 +308,101 @@ impl LabServer {
     /// client cancels it.
     pub(super) async fn listen(&self, context: rmcp::service::SubscriptionContext) {
         let accepted = context.accepted().clone();
-        let wanted: BTreeMap<String, String> = accepted
+        let uris = accepted
             .resource_subscriptions
             .iter()
             .flatten()
             .map(|uri| (uri.to_ascii_lowercase(), uri.clone()))
             .collect();
-        let list = accepted.resources_list_changed == Some(true);
-        let sink: SubscriptionSink = context.sink().clone();
-        let mut rx = self.feed.follow(self);
-        let mut before = rx.borrow_and_update().clone();
-        loop {
-            tokio::select! {
-                _ = context.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
+        let wanted = Wanted::Fixed(uris, accepted.resources_list_changed == Some(true));
+        let sink = Sink::Listen(context.sink().clone());
+        let rx = self.feed.follow(self);
+        relay(rx, &wanted, &sink, context.cancelled()).await;
+    }
+}
+
+/// What a follower wants to hear of.
+enum Wanted {
+    /// The session's subscriptions as they are at each change, and the list; nothing once
+    /// the session is gone.
+    Session(std::sync::Weak<Session>),
+    /// The URIs (lower-case → as given) and whether the list, accepted once.
+    Fixed(BTreeMap<String, String>, bool),
+}
+
+impl Wanted {
+    fn now(&self) -> Option<(BTreeMap<String, String>, bool)> {
+        match self {
+            Wanted::Session(session) => {
+                let session = session.upgrade()?;
+                let subs = session
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                Some((subs, true))
             }
-            let after = rx.borrow_and_update().clone();
-            if let (Some(b), Some(a)) = (&before, &after) {
-                for note in notes(b, a, &wanted, list) {
-                    let sent = match note {
-                        Note::ListChanged => sink.notify_resource_list_changed().await,
-                        Note::Updated(uri) => sink.notify_resource_updated(uri).await,
-                    };
-                    if sent.is_err() {
-                        return;
-                    }
+            Wanted::Fixed(uris, list) => Some((uris.clone(), *list)),
+        }
+    }
+}
+
+/// Where a follower's notifications go.
+enum Sink {
+    /// The session's peer (`resources/subscribe`).
+    Session(Peer<RoleServer>),
+    /// A `subscriptions/listen` stream.
+    Listen(SubscriptionSink),
+}
+
+impl Sink {
+    /// Sends one notification; whether it went out.
+    async fn send(&self, note: Note) -> bool {
+        match (self, note) {
+            (Sink::Session(peer), Note::ListChanged) => {
+                peer.notify_resource_list_changed().await.is_ok()
+            }
+            (Sink::Session(peer), Note::Updated(uri)) => peer
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri))
+                .await
+                .is_ok(),
+            (Sink::Listen(sink), Note::ListChanged) => {
+                sink.notify_resource_list_changed().await.is_ok()
+            }
+            (Sink::Listen(sink), Note::Updated(uri)) => {
+                sink.notify_resource_updated(uri).await.is_ok()
+            }
+        }
+    }
+}
+
+/// Tells `sink` what changed between consecutive snapshots of the feed, as `wanted` says,
+/// until `stop` completes, the feed ends, the follower is gone or a send fails.
+async fn relay(
+    mut rx: watch::Receiver<Option<Arc<Snapshot>>>,
+    wanted: &Wanted,
+    sink: &Sink,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut before = rx.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let after = rx.borrow_and_update().clone();
+        if let (Some(b), Some(a)) = (&before, &after) {
+            let Some((uris, list)) = wanted.now() else {
+                return;
+            };
+            for note in notes(b, a, &uris, list) {
+                if !sink.send(note).await {
+                    return;
                 }
             }
-            before = after;
         }
+        before = after;
     }
 }
 
