@@ -42,6 +42,25 @@ impl Scopes {
     }
 }
 
+/// Who an HTTP request is once its token is verified (a static token, an OAuth access
+/// token, or no token under `--insecure-no-auth`), and what it may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    /// The token's name, `oauth:<user>` or `anonymous`: rate limits, sessions and the audit
+    /// log are per caller.
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl From<&TokenEntry> for Caller {
+    fn from(entry: &TokenEntry) -> Self {
+        Caller {
+            name: entry.name.clone(),
+            scopes: entry.scopes.clone(),
+        }
+    }
+}
+
 /// One entry of the tokens file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

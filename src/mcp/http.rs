@@ -27,7 +27,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::Semaphore;
 
-use super::auth::{Scope, Scopes, TokenEntry, Tokens};
+use super::auth::{Caller, Scope, Scopes, Tokens};
 use super::oauth::{OAuth, Rejected};
 use super::{Client, LabServer};
 use crate::store::ActorKind;
@@ -183,11 +183,10 @@ pub async fn serve(
 /// Browser origins of this host, accepted by a loopback listener (as the Python SDK does).
 const LOOPBACK_ORIGINS: [&str; 3] = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"];
 
-/// The caller of every request under `insecure_no_auth`.
-fn anonymous() -> TokenEntry {
-    TokenEntry {
+/// The caller of a request without a token under `insecure_no_auth`.
+fn anonymous() -> Caller {
+    Caller {
         name: "anonymous".into(),
-        sha256: String::new(),
         scopes: vec![Scope::Read],
     }
 }
@@ -329,13 +328,6 @@ async fn guard_request(
     response
 }
 
-/// Who a request is, once its token is verified.
-struct Caller {
-    /// The token's name, or `oauth:<user>`: rate limits and sessions are per caller.
-    name: String,
-    scopes: Vec<Scope>,
-}
-
 /// Why a request is refused before it reaches MCP.
 enum Refusal {
     /// No token where one is needed (401).
@@ -403,21 +395,12 @@ impl Refusal {
 async fn authenticate(g: &Guard, presented: Option<&str>) -> Result<Caller, Refusal> {
     let Some(token) = presented else {
         return match g.options.insecure_no_auth {
-            true => {
-                let a = anonymous();
-                Ok(Caller {
-                    name: a.name,
-                    scopes: a.scopes,
-                })
-            }
+            true => Ok(anonymous()),
             false => Err(Refusal::Missing),
         };
     };
     if let Some(entry) = g.options.tokens.verify(token) {
-        return Ok(Caller {
-            name: entry.name.clone(),
-            scopes: entry.scopes.clone(),
-        });
+        return Ok(entry.into());
     }
     let Some(oauth) = g
         .options
@@ -427,15 +410,11 @@ async fn authenticate(g: &Guard, presented: Option<&str>) -> Result<Caller, Refu
     else {
         return Err(Refusal::Invalid("not a known token".into()));
     };
-    match oauth.verify(token).await {
-        Ok(id) => Ok(Caller {
-            name: id.name,
-            scopes: id.scopes,
-        }),
-        Err(Rejected::Invalid(why)) => Err(Refusal::Invalid(why)),
-        Err(Rejected::NoScope) => Err(Refusal::NoScope),
-        Err(Rejected::Unavailable(why)) => Err(Refusal::Unavailable(why)),
-    }
+    oauth.verify(token).await.map_err(|e| match e {
+        Rejected::Invalid(why) => Refusal::Invalid(why),
+        Rejected::NoScope => Refusal::NoScope,
+        Rejected::Unavailable(why) => Refusal::Unavailable(why),
+    })
 }
 
 /// An IPv4 client seen through an IPv6 socket is the IPv4 address.

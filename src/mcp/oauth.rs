@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value as Json};
 
-use super::auth::Scope;
+use super::auth::{Caller, Scope};
 
 /// How long fetched keys are used before they are fetched again.
 const KEYS_FOR: Duration = Duration::from_secs(600);
@@ -84,14 +84,6 @@ impl OAuthConfig {
         }
         Ok(())
     }
-}
-
-/// Who a valid token is, and what it may do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    /// `oauth:` and the token's `preferred_username`, `email`, `client_id` or `sub`.
-    pub name: String,
-    pub scopes: Vec<Scope>,
 }
 
 /// Why a token was not accepted: each maps to a Bearer error (RFC 6750 §3.1).
@@ -173,8 +165,9 @@ impl OAuth {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     }
 
-    /// The identity of a valid access token.
-    pub async fn verify(&self, token: &str) -> Result<Identity, Rejected> {
+    /// The caller a valid access token is: named `oauth:` and its `preferred_username`,
+    /// `email`, `client_id` or `sub`.
+    pub async fn verify(&self, token: &str) -> Result<Caller, Rejected> {
         if !Self::looks_like_jwt(token) {
             return Err(Rejected::Invalid("not a JWT".into()));
         }
@@ -215,7 +208,7 @@ impl OAuth {
             .iter()
             .find_map(|c| claims.get(*c).and_then(Json::as_str))
             .unwrap_or("unnamed");
-        Ok(Identity {
+        Ok(Caller {
             name: format!("oauth:{}", super::audit::prefix(who, 64)),
             scopes: granted,
         })
