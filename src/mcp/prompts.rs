@@ -14,7 +14,9 @@ use rmcp::ErrorData;
 use serde_json::{json, Map, Value as Json};
 
 use super::auth::Scope;
+use super::resources::DOC_KINDS;
 use super::{Client, Invoked, LabServer};
+use crate::store::{Outcome, Severity};
 
 /// One prompt: what `prompts/list` shows, the scope its tool needs, and how its message is
 /// built from its arguments.
@@ -325,8 +327,11 @@ fn last_failed(status: Json) -> Json {
     let failed = status["runs"]
         .as_array()
         .and_then(|runs| {
-            runs.iter()
-                .find(|r| r["outcome"] != "succeeded" && r["outcome"] != "running")
+            runs.iter().find(|r| {
+                ![Outcome::Succeeded, Outcome::Running]
+                    .iter()
+                    .any(|o| r["outcome"] == o.as_str())
+            })
         })
         .cloned();
     match failed {
@@ -396,12 +401,8 @@ impl LabServer {
         let known = find(prompt).filter(|p| client.scopes.allows(p.scope));
         let prefix = argument.value.to_ascii_lowercase();
         let candidates: Vec<String> = match (known.map(|p| p.name), argument.name.as_str()) {
-            (Some(_), "kind") => ["Pool", "Device", "DhcpReservation", "Route", "McpServer"]
-                .map(String::from)
-                .to_vec(),
-            (Some(_), "min_severity") => ["low", "medium", "high", "critical"]
-                .map(String::from)
-                .to_vec(),
+            (Some(_), "kind") => DOC_KINDS.map(|k| k.as_str().to_string()).to_vec(),
+            (Some(_), "min_severity") => Severity::ALL.map(|s| s.as_str().to_string()).to_vec(),
             (Some(_), "since") => ["1h", "24h", "7d", "30d"].map(String::from).to_vec(),
             (Some("explain_deviation"), "name") => {
                 let kind = context.and_then(|c| c.get("kind")).map(String::as_str);
@@ -438,11 +439,7 @@ impl LabServer {
         let kind = template
             .strip_prefix(super::resources::SCHEME)
             .and_then(|rest| rest.strip_suffix("/{name}"))
-            .and_then(|k| {
-                crate::model::Kind::ALL
-                    .into_iter()
-                    .find(|x| x.as_str() == k)
-            });
+            .and_then(|k| DOC_KINDS.into_iter().find(|x| x.as_str() == k));
         let (Some(kind), "name", true) = (
             kind,
             argument.name.as_str(),

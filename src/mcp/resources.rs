@@ -34,7 +34,7 @@ const JSON: &str = "application/json";
 const SCHEMA_JSON: &str = "application/schema+json";
 
 /// The kinds of desired-state document (the Config is the host's business, not a resource).
-const DOC_KINDS: [Kind; 5] = [
+pub(super) const DOC_KINDS: [Kind; 5] = [
     Kind::Pool,
     Kind::Device,
     Kind::DhcpReservation,

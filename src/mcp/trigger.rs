@@ -103,7 +103,7 @@ pub async fn trigger(
     };
     match answer {
         Ok(out) => {
-            let level = if out.outcome == "succeeded" {
+            let level = if out.outcome == crate::store::Outcome::Succeeded.as_str() {
                 Info
             } else {
                 Warning
