@@ -434,14 +434,9 @@ fn http_needs_a_tokens_file() {
 /// result against the tool's output schema, so a mismatch fails the call.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_client_lists_and_calls_every_read_tool() {
-    let Some(npm) = node_and_sdk() else {
+    let Some((npm, _lab, _dir, server)) = sdk_and_lab(false).await else {
         return;
     };
-    let Some(lab) = reconciled_lab().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&lab.db, dir.path(), &[]);
     let calls = json!([
         ["infrastructure_summary", {}],
         ["list_pools", {}],
@@ -819,14 +814,17 @@ pub(crate) fn sdk_client(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Node with the SDK, the reconciled lab, and a server over it with `--repo` (which offers
-/// trigger_reconcile); `None` (skipped) outside CI without them.
-async fn sdk_and_lab_with_repo() -> Option<(std::path::PathBuf, Lab, tempfile::TempDir, Server)> {
+/// Node with the SDK, the reconciled lab, and a server over it, with `--repo` (which offers
+/// trigger_reconcile) if `with_repo`; `None` (skipped) outside CI without them.
+async fn sdk_and_lab(
+    with_repo: bool,
+) -> Option<(std::path::PathBuf, Lab, tempfile::TempDir, Server)> {
     let npm = node_and_sdk()?;
     let lab = reconciled_lab().await?;
     let dir = tempfile::tempdir().unwrap();
     let repo = lab.repo.path().to_str().unwrap();
-    let server = Server::start(&lab.db, dir.path(), &["--repo", repo]);
+    let args: &[&str] = if with_repo { &["--repo", repo] } else { &[] };
+    let server = Server::start(&lab.db, dir.path(), args);
     Some((npm, lab, dir, server))
 }
 
@@ -835,7 +833,7 @@ async fn sdk_and_lab_with_repo() -> Option<(std::path::PathBuf, Lab, tempfile::T
 /// is offered trigger_reconcile.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_sse_client_calls_as_its_token() {
-    let Some((npm, lab, _dir, server)) = sdk_and_lab_with_repo().await else {
+    let Some((npm, lab, _dir, server)) = sdk_and_lab(true).await else {
         return;
     };
     let sse = format!("{}/sse", base(&server));
@@ -979,7 +977,7 @@ async fn bearer_in_any_case_sessions_bound_to_their_token_and_standard_schemas()
 /// recorded; the document, which the run did not change, is not said to be updated.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_client_hears_runs_it_subscribed_to() {
-    let Some((npm, _lab, _dir, server)) = sdk_and_lab_with_repo().await else {
+    let Some((npm, _lab, _dir, server)) = sdk_and_lab(true).await else {
         return;
     };
     let follow = json!({
@@ -1035,14 +1033,9 @@ async fn the_typescript_sdk_client_hears_runs_it_subscribed_to() {
 /// argument, and completes a deviation's name from the open deviations.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_typescript_sdk_client_gets_prompts_with_the_labs_answers() {
-    let Some(npm) = node_and_sdk() else {
+    let Some((npm, _lab, _dir, server)) = sdk_and_lab(false).await else {
         return;
     };
-    let Some(lab) = reconciled_lab().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&lab.db, dir.path(), &[]);
     let ask = |token: &str, prompts: Json| -> Json {
         let env = [("LABCTL_TEST_PROMPTS", prompts.to_string())];
         sdk_client(&npm, &server.url, token, &json!([]), &env, &server)["prompts"].clone()
