@@ -16,6 +16,8 @@ calls get_device on a different device each time:
   --rate R: open loop, R calls/s in all, spread evenly over the sessions; a call's latency is
             counted from when it was due, so a late start counts against the server.
 
+--ping sends MCP `ping` instead: what the HTTP and session path costs without a tool.
+
 Prints one Markdown table row: sessions, pacing, calls, errors, calls/s, p50, p90, p99, max.
 
   python3 benches/mcp_plain.py --labctl target/release/labctl --sessions 200 --rate 2000
@@ -149,7 +151,7 @@ def pct(sorted_samples, q):
     return sorted_samples[min(len(sorted_samples) - 1, int(q * len(sorted_samples)))]
 
 
-async def load(url, sessions, seconds, warmup, rate):
+async def load(url, sessions, seconds, warmup, rate, ping):
     m = re.match(r"http://([^:/]+):(\d+)(/.*)", url)
     host, port, path = m.group(1), int(m.group(2)), m.group(3)
     conns = [Conn(host, port, path) for _ in range(sessions)]
@@ -178,7 +180,7 @@ async def load(url, sessions, seconds, warmup, rate):
                 return
             i += 1
             try:
-                if os.environ.get("BENCH_PING"):
+                if ping:
                     msg = await c.request("ping", {})
                     msg.setdefault("result", {})
                 else:
@@ -207,6 +209,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--rate", type=float, default=0, help="calls/s in all (open loop)")
+    ap.add_argument("--ping", action="store_true",
+                    help="send MCP ping instead of get_device: the cost of the path alone")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as root:
         repo = build_lab(root)
@@ -236,7 +240,7 @@ def main():
                 else:
                     time.sleep(0.05)
             samples, errors = asyncio.run(
-                load(url, args.sessions, args.seconds, args.warmup, args.rate))
+                load(url, args.sessions, args.seconds, args.warmup, args.rate, args.ping))
         finally:
             server.terminate()
             server.wait(timeout=15)
