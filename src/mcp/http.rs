@@ -332,42 +332,38 @@ async fn guard_request(
 enum Refusal {
     /// No token where one is needed (401).
     Missing,
-    /// A token that is not valid (401 `invalid_token`); why, for the log.
-    Invalid(String),
-    /// A valid OAuth token granting no scope (403 `insufficient_scope`).
-    NoScope,
-    /// The issuer's keys cannot be had (503).
-    Unavailable(String),
+    /// A token that was not accepted: 401 `invalid_token`, 403 `insufficient_scope`, or 503
+    /// while the issuer's keys cannot be had.
+    Token(Rejected),
 }
 
 impl Refusal {
     fn respond(self, g: &Guard, ip: IpAddr) -> Response {
-        let (status, error, message) = match &self {
+        let (status, error, message, why) = match &self {
             Refusal::Missing => (
                 StatusCode::UNAUTHORIZED,
                 None,
                 "a valid bearer token is required\n",
+                "no token",
             ),
-            Refusal::Invalid(_) => (
+            Refusal::Token(Rejected::Invalid(why)) => (
                 StatusCode::UNAUTHORIZED,
                 Some("invalid_token"),
                 "a valid bearer token is required\n",
+                why.as_str(),
             ),
-            Refusal::NoScope => (
+            Refusal::Token(Rejected::NoScope) => (
                 StatusCode::FORBIDDEN,
                 Some("insufficient_scope"),
                 "the token grants none of labctl's scopes\n",
+                "no scope granted",
             ),
-            Refusal::Unavailable(_) => (
+            Refusal::Token(Rejected::Unavailable(why)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 None,
                 "the authorization server's keys are not available; try again\n",
+                why.as_str(),
             ),
-        };
-        let why = match &self {
-            Refusal::Invalid(why) | Refusal::Unavailable(why) => why.as_str(),
-            Refusal::Missing => "no token",
-            Refusal::NoScope => "no scope granted",
         };
         tracing::info!(client = %ip, status = status.as_u16(), why, "refused: no valid bearer token");
         let mut response = refuse(status, message);
@@ -408,13 +404,11 @@ async fn authenticate(g: &Guard, presented: Option<&str>) -> Result<Caller, Refu
         .as_ref()
         .filter(|_| OAuth::looks_like_jwt(token))
     else {
-        return Err(Refusal::Invalid("not a known token".into()));
+        return Err(Refusal::Token(Rejected::Invalid(
+            "not a known token".into(),
+        )));
     };
-    oauth.verify(token).await.map_err(|e| match e {
-        Rejected::Invalid(why) => Refusal::Invalid(why),
-        Rejected::NoScope => Refusal::NoScope,
-        Rejected::Unavailable(why) => Refusal::Unavailable(why),
-    })
+    oauth.verify(token).await.map_err(Refusal::Token)
 }
 
 /// An IPv4 client seen through an IPv6 socket is the IPv4 address.

@@ -86,7 +86,8 @@ impl OAuthConfig {
     }
 }
 
-/// Why a token was not accepted: each maps to a Bearer error (RFC 6750 §3.1).
+/// Why a token (static or OAuth) was not accepted: each maps to a Bearer error (RFC 6750
+/// §3.1).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejected {
     /// Expired, not yet valid, wrong issuer or audience, bad signature, unknown key,
