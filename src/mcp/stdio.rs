@@ -143,6 +143,18 @@ fn judge(line: &[u8]) -> Verdict {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Verdict::Skip;
     }
+    // The usual line is a well-formed message: read once here, as rmcp will read it.
+    // `None`: a standard method read as a custom request (its params did not fit).
+    let problem: Option<serde_json::Error> = match serde_json::from_slice(line) {
+        Ok::<ClientJsonRpcMessage, _>(JsonRpcMessage::Request(r)) => match &r.request {
+            ClientRequest::CustomRequest(c) if STANDARD_REQUESTS.contains(&c.method.as_str()) => {
+                None
+            }
+            _ => return Verdict::Forward,
+        },
+        Ok(_) => return Verdict::Forward,
+        Err(e) => Some(e),
+    };
     let value: Json = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => {
@@ -163,15 +175,17 @@ fn judge(line: &[u8]) -> Verdict {
     if !STANDARD_REQUESTS.contains(&method) {
         return Verdict::Forward;
     }
-    let id = id.clone();
-    match serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) {
-        Ok(JsonRpcMessage::Request(r)) if matches!(r.request, ClientRequest::CustomRequest(_)) => {
-            let params = value.get("params").cloned().unwrap_or(Json::Null);
-            Verdict::Answer(error(id, INVALID_PARAMS, params_error(method, &params)))
+    match problem {
+        None => {
+            let params = value.get("params").unwrap_or(&Json::Null);
+            Verdict::Answer(error(
+                id.clone(),
+                INVALID_PARAMS,
+                params_error(method, params),
+            ))
         }
-        Ok(_) => Verdict::Forward,
-        Err(e) => Verdict::Answer(error(
-            id,
+        Some(e) => Verdict::Answer(error(
+            id.clone(),
             INVALID_REQUEST,
             bounded(format!("invalid request: {e}")),
         )),
@@ -248,21 +262,7 @@ async fn front(
 
 /// Serves `server` on stdin/stdout until the client closes stdin.
 pub async fn serve(server: LabServer) -> Result<(), ServeError> {
-    serve_on(
-        server,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        MAX_LINE_BYTES,
-    )
-    .await
-}
-
-async fn serve_on(
-    server: LabServer,
-    input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    mut output: impl AsyncWrite + Unpin + Send + 'static,
-    max: usize,
-) -> Result<(), ServeError> {
+    let mut output = tokio::io::stdout();
     let (to_server, server_in) = tokio::io::duplex(256 * 1024);
     let (server_out, from_server) = tokio::io::duplex(256 * 1024);
     let (out, mut lines) = mpsc::channel::<Vec<u8>>(64);
@@ -286,7 +286,7 @@ async fn serve_on(
             }
         })
     };
-    let front = tokio::spawn(front(input, to_server, out, max));
+    let front = tokio::spawn(front(tokio::io::stdin(), to_server, out, MAX_LINE_BYTES));
     let running = server
         .serve((server_in, server_out))
         .await
