@@ -1,7 +1,13 @@
 //! Group commit of the audit log: every call's row is queued to one writer task, which commits
-//! whatever has queued up in one transaction and then releases each caller. A call still
-//! answers only after its own row is committed, but a busy server pays for one commit per
-//! batch instead of one per call (the commit, not CPU, bounds throughput: BENCHMARKS.md).
+//! whatever has queued up in one transaction, so a busy server pays for one commit per batch
+//! instead of one per call (the commit, not CPU, bounds throughput: BENCHMARKS.md).
+//!
+//! A call that changes something (a run, a pull request) is answered only once its row is
+//! committed ([`AuditWriter::write`]). A read is answered as soon as its row is queued
+//! ([`AuditWriter::record`]): waiting for the commit was half of a read's latency. The queue is
+//! bounded (a writer that falls behind holds callers back rather than memory), and
+//! [`AuditWriter::flush`] at shutdown commits what it holds; only a crash of the process can
+//! lose the reads of its last moments (the rows of one batch).
 //!
 //! What a row keeps of a call is bounded ([`details`]), so a caller cannot grow the store by
 //! more than a few KiB per call, and never holds a document a caller sent.
@@ -88,7 +94,11 @@ const MAX_BATCH: usize = 256;
 /// Rows written between two prunes of the audit log by its retention.
 const PRUNE_EVERY: usize = 1024;
 
-type Queued = (AuditEntry, oneshot::Sender<()>);
+/// Rows queued and not yet committed at most; a caller beyond waits for room.
+const MAX_QUEUED: usize = 1024;
+
+/// A row to commit (none for a flush), and whom to tell once it is committed.
+type Queued = (Option<AuditEntry>, Option<oneshot::Sender<()>>);
 
 /// The handle callers write through; cheap to clone.
 #[derive(Clone)]
@@ -99,7 +109,7 @@ pub(crate) struct AuditWriter {
 #[derive(Clone)]
 enum Sink {
     /// The writer task's queue.
-    Store(mpsc::UnboundedSender<Queued>),
+    Store(mpsc::Sender<Queued>),
     /// A store this process may only read: rows go to the log (target `labctl::audit`).
     Log,
 }
@@ -109,20 +119,16 @@ impl AuditWriter {
     /// `retention` (days and rows) after its first commit and every [`PRUNE_EVERY`] rows, so
     /// a server that runs no reconcile does not grow the store without bound.
     pub(crate) fn start(store: Store, retention: RetentionPolicy) -> Self {
-        let (queue, mut rx) = mpsc::unbounded_channel::<Queued>();
+        let (queue, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED);
         tokio::spawn(async move {
             let mut since_prune = PRUNE_EVERY;
-            while let Some(first) = rx.recv().await {
-                let mut entries = vec![first.0];
-                let mut acks = vec![first.1];
-                while entries.len() < MAX_BATCH {
-                    let Ok((entry, ack)) = rx.try_recv() else {
-                        break;
-                    };
-                    entries.push(entry);
-                    acks.push(ack);
-                }
-                if let Err(e) = store.audit_all(&entries).await {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (entries, acks): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                let entries: Vec<AuditEntry> = entries.into_iter().flatten().collect();
+                if entries.is_empty() {
+                    // Only flushes: everything queued before them is committed.
+                } else if let Err(e) = store.audit_all(&entries).await {
                     tracing::warn!(rows = entries.len(), error = %e, "cannot write the audit log");
                 }
                 since_prune += entries.len();
@@ -135,7 +141,7 @@ impl AuditWriter {
                         Err(e) => tracing::warn!(error = %e, "cannot prune the audit log"),
                     }
                 }
-                for ack in acks {
+                for ack in acks.into_iter().flatten() {
                     let _ = ack.send(());
                 }
             }
@@ -152,14 +158,31 @@ impl AuditWriter {
 
     /// Queues `entry` and waits until the batch holding it is committed.
     pub(crate) async fn write(&self, entry: AuditEntry) {
-        match &self.sink {
-            Sink::Store(queue) => {
+        self.queue(Some(entry), true).await
+    }
+
+    /// Queues `entry` without waiting for its commit (only for room in the queue).
+    pub(crate) async fn record(&self, entry: AuditEntry) {
+        self.queue(Some(entry), false).await
+    }
+
+    /// Waits until every row queued so far is committed.
+    pub(crate) async fn flush(&self) {
+        self.queue(None, true).await
+    }
+
+    async fn queue(&self, entry: Option<AuditEntry>, wait: bool) {
+        match (&self.sink, entry) {
+            (Sink::Store(queue), entry) => {
                 let (ack, committed) = oneshot::channel();
-                if queue.send((entry, ack)).is_ok() {
+                let ack = wait.then_some(ack);
+                // A closed queue means the runtime is going away: nothing left to wait for.
+                if queue.send((entry, ack)).await.is_ok() && wait {
                     let _ = committed.await;
                 }
             }
-            Sink::Log => tracing::info!(
+            (Sink::Log, None) => {}
+            (Sink::Log, Some(entry)) => tracing::info!(
                 target: "labctl::audit",
                 actor_kind = entry.actor_kind.as_str(),
                 actor = %entry.actor,
@@ -248,5 +271,32 @@ mod tests {
             done.unwrap();
         }
         assert_eq!(store.recent_audit(1000).await.unwrap().len(), 300);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recorded_rows_are_all_committed_by_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("a.db").display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let writer = AuditWriter::start(store.clone(), RetentionPolicy::DEFAULT);
+        // More than the queue holds: the later callers wait for room, none is dropped.
+        let rows = MAX_QUEUED * 3;
+        for i in 0..rows {
+            writer
+                .record(AuditEntry {
+                    actor_kind: ActorKind::Mcp,
+                    actor: "test".into(),
+                    action: format!("read-{i}"),
+                    target: None,
+                    details: serde_json::json!({}),
+                })
+                .await;
+        }
+        writer.flush().await;
+        let kept = store.recent_audit(rows as u32 + 1).await.unwrap();
+        assert_eq!(kept.len(), rows);
+        assert_eq!(kept[0].entry.action, format!("read-{}", rows - 1));
     }
 }

@@ -115,6 +115,7 @@ pub async fn serve(
         .enforce_origin_validation()
         .with_max_request_body_bytes(options.max_body_bytes);
     let cancel = config.cancellation_token.clone();
+    let last = server.clone();
     let service = StreamableHttpService::new(
         move || Ok(server.for_session()),
         Arc::clone(&sessions),
@@ -177,6 +178,8 @@ pub async fn serve(
         sse.close_all();
     })
     .await?;
+    // Reads are answered before their audit rows are committed: commit them before exiting.
+    last.flush_audit().await;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub use limits::{Limits, MAX_DEFINITION_BYTES};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
@@ -102,10 +102,18 @@ pub struct Client {
 /// A run as (id, finished at): a new run, or the latest one finishing, changes it.
 type RunKey = (i64, Option<i64>);
 
-/// The latest run as last read, and the open deviations read while it was the latest.
+/// How long the latest run, once read, is taken as the latest without asking the store again.
+/// Asking is a round trip to the store's worker on every call (a sixth of a read's latency);
+/// so an answer may miss a run recorded by another process in the last [`FRESH_FOR`]. A run
+/// this process asks for (`trigger_reconcile`) is seen by the next call.
+const FRESH_FOR: Duration = Duration::from_millis(50);
+
+/// The latest run as last read (and when it was asked for), and the open deviations read
+/// while it was the latest.
 #[derive(Debug, Default)]
 struct OpenCache {
     seen: Option<RunKey>,
+    asked: Option<Instant>,
     list: Option<(RunKey, Arc<Vec<crate::store::Deviation>>)>,
 }
 
@@ -124,7 +132,7 @@ pub struct LabServer {
     controller: Option<trigger::Runner>,
     /// The repository `propose_change` proposes to; without it the tool is not offered.
     proposer: Option<Arc<controller::Context>>,
-    /// Audit rows, committed in groups (every call waits for its own).
+    /// Audit rows, committed in groups (a call that changes something waits for its own).
     audit_log: audit::AuditWriter,
     /// The deadline of every call and the slots for CPU-heavy ones.
     budget: limits::Budget,
@@ -236,12 +244,28 @@ impl LabServer {
         self.tools.iter().map(|t| &t.tool)
     }
 
-    /// The latest reconciled model. While the latest run is the one that recorded the cached
-    /// model, one small query answers; otherwise the model is read again (and parsed only
-    /// when it is another run's). The lock is never held across a query.
+    /// The latest reconciled model. Within [`FRESH_FOR`] of the last look at the latest run,
+    /// the cached model answers if that run recorded it; then one small query; the model is
+    /// read again only when another run is the latest (and parsed only when it is another
+    /// run's). The lock is never held across a query.
     async fn model(&self) -> Result<Arc<model::Model>, ToolError> {
+        let fresh = {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = open.asked.is_some_and(|at| at.elapsed() < FRESH_FOR);
+            open.seen.filter(|_| recent)
+        };
+        if let Some((run, _)) = fresh {
+            if let Some(cached) = self.cached().filter(|c| c.run == run) {
+                return Ok(cached);
+            }
+        }
+        let asked = Instant::now();
         let latest = self.store.latest_run_key().await?;
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).seen = latest;
+        {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.seen = latest;
+            open.asked = Some(asked);
+        }
         if let Some((run, _)) = latest {
             if let Some(cached) = self.cached().filter(|c| c.run == run) {
                 return Ok(cached);
@@ -290,6 +314,11 @@ impl LabServer {
         Ok(list)
     }
 
+    /// The next call asks the store for the latest run: after a run this process made.
+    fn look_again(&self) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).asked = None;
+    }
+
     fn cached(&self) -> Option<Arc<model::Model>> {
         self.cache
             .lock()
@@ -298,26 +327,26 @@ impl LabServer {
             .map(Arc::clone)
     }
 
-    /// Appends the call to the audit log: see [`audit::details`] for what is kept of it.
-    #[allow(clippy::too_many_arguments)]
-    async fn audit(
-        &self,
-        client: &Client,
-        tool: &str,
-        args: &Json,
-        documents: &[(&str, usize)],
-        outcome: &str,
-        error: Option<&str>,
-        ms: u128,
-    ) {
+    /// Appends the call to the audit log (`details` from [`audit::details`]). A call that
+    /// changes something waits for its row's commit; a read only queues it (see [`audit`]).
+    async fn audit(&self, client: &Client, tool: &str, details: Json, changes: bool) {
         let entry = AuditEntry {
             actor_kind: client.kind,
             actor: client.actor.clone(),
             action: audit::prefix(tool, audit::MAX_ACTION_BYTES).into_owned(),
             target: None,
-            details: audit::details(args, documents, outcome, error, ms),
+            details,
         };
-        self.audit_log.write(entry).await;
+        if changes {
+            self.audit_log.write(entry).await
+        } else {
+            self.audit_log.record(entry).await
+        }
+    }
+
+    /// Waits until every audit row queued so far is committed: before the process ends.
+    pub(crate) async fn flush_audit(&self) {
+        self.audit_log.flush().await
     }
 }
 
@@ -552,8 +581,8 @@ impl LabServer {
         let tool = self
             .tools_for(client)
             .find(|t| t.tool.name == name)
-            .map(|t| (Arc::clone(&t.handler), t.documents));
-        let Some((handler, documents)) = tool else {
+            .map(|t| (Arc::clone(&t.handler), t.documents, t.scope));
+        let Some((handler, documents, scope)) = tool else {
             let known: Vec<&str> = self
                 .tools_for(client)
                 .map(|t| t.tool.name.as_ref())
@@ -566,16 +595,9 @@ impl LabServer {
                 audit::prefix(name, audit::MAX_ACTION_BYTES),
                 known.join(", ")
             );
-            self.audit(
-                client,
-                name,
-                &args,
-                &[],
-                "unknown-tool",
-                Some(&message),
-                started.elapsed().as_millis(),
-            )
-            .await;
+            let ms = started.elapsed().as_millis();
+            let details = audit::details(&args, &[], "unknown-tool", Some(&message), ms);
+            self.audit(client, name, details, false).await;
             return Err(Invoked::Unknown(message));
         };
         let result = match limits::check_arguments(name, &args, documents) {
@@ -590,7 +612,8 @@ impl LabServer {
             Ok(_) => ("ok", None),
             Err(e) => ("error", Some(e.message.as_str())),
         };
-        self.audit(client, name, &args, documents, outcome, error, elapsed)
+        let details = audit::details(&args, documents, outcome, error, elapsed);
+        self.audit(client, name, details, scope != Scope::Read)
             .await;
         result.map_err(Invoked::Failed)
     }

@@ -287,6 +287,7 @@ pub async fn serve(server: LabServer) -> Result<(), ServeError> {
         })
     };
     let front = tokio::spawn(front(tokio::io::stdin(), to_server, out, MAX_LINE_BYTES));
+    let last = server.clone();
     let running = server
         .serve((server_in, server_out))
         .await
@@ -296,6 +297,8 @@ pub async fn serve(server: LabServer) -> Result<(), ServeError> {
     front.abort();
     let _ = relay.await;
     let _ = writer.await;
+    // Reads are answered before their audit rows are committed: commit them before exiting.
+    last.flush_audit().await;
     Ok(())
 }
 

@@ -101,6 +101,8 @@ pub async fn trigger(
             settle(&answer)
         }
     };
+    // Whatever the outcome, a run may have been recorded: the caller's next question sees it.
+    server.look_again();
     match answer {
         Ok(out) => {
             let level = if out.outcome == crate::store::Outcome::Succeeded.as_str() {

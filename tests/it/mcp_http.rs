@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::cli::write;
 use crate::support::lab::{reconciled_lab, Lab, PVE_TOKEN, TOKEN_ENV};
+use crate::support::mcp::audit_when;
 use labctl::store::{ActorKind, Store};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -291,6 +292,10 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
         Some(false)
     );
     assert!(tools.iter().any(|t| t.name == "get_device"));
+    let before = call(&admin, "get_device", json!({"device": "harbor"}))
+        .await
+        .unwrap();
+    let before = before.structured_content.expect("structured content");
     let ran = call(&admin, "trigger_reconcile", json!({})).await.unwrap();
     assert_ne!(ran.is_error, Some(true), "{ran:?}");
     let v = ran.structured_content.expect("structured content");
@@ -301,6 +306,13 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
     let latest = store.latest_run().await.unwrap().unwrap();
     assert_eq!(latest.id, run_id);
     assert_eq!(latest.trigger, "mcp");
+    // The caller's next question is answered from that run, not the one it last asked about.
+    let after = call(&admin, "get_device", json!({"device": "harbor"}))
+        .await
+        .unwrap();
+    let after = after.structured_content.expect("structured content");
+    assert_eq!(after["run"], run_id, "{after}");
+    assert!(before["run"].as_i64().unwrap() < run_id, "{before}");
     assert!(v["counts"]["drifted"].as_u64().unwrap() >= 1, "{v}");
     // Another controller holds the leader lock: a tool error at once, no run started.
     let leader = store.leader(false).await.unwrap();
@@ -345,7 +357,13 @@ async fn tokens_scopes_and_limits_over_streamable_http() {
     assert_eq!(r.status(), 413);
 
     // Audit rows name the token and the client address; no token is written anywhere.
-    let audit = store.recent_audit(10_000).await.unwrap();
+    let audit = audit_when(&store, 10_000, |rows| {
+        ["get_device", "trigger_reconcile"].iter().all(|action| {
+            rows.iter()
+                .any(|a| a.entry.actor == "http:reader@127.0.0.1" && a.entry.action == *action)
+        })
+    })
+    .await;
     let http: Vec<_> = audit
         .iter()
         .filter(|a| a.entry.actor_kind == ActorKind::Mcp)
@@ -876,7 +894,13 @@ async fn the_typescript_sdk_sse_client_calls_as_its_token() {
 
     // Audited as the token and address that opened the session.
     let store = Store::connect(&lab.db).await.unwrap();
-    let audit = store.recent_audit(10_000).await.unwrap();
+    let audit = audit_when(&store, 10_000, |rows| {
+        ["get_device", "trigger_reconcile"].iter().all(|action| {
+            rows.iter()
+                .any(|a| a.entry.actor == "http:reader@127.0.0.1" && a.entry.action == *action)
+        })
+    })
+    .await;
     let outcome = |action: &str| -> Vec<String> {
         audit
             .iter()

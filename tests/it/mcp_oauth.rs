@@ -75,15 +75,13 @@ async fn an_issued_token_reaches_a_tool_and_a_wrong_one_does_not() {
     assert_eq!(got.is_error, Some(false), "{got:?}");
     client.cancel().await.unwrap();
     let store = labctl::store::Store::connect(&lab.db).await.unwrap();
-    let audit = store.recent_audit(100).await.unwrap();
-    assert!(
-        audit.iter().any(
-            |a| a.entry.actor == format!("http:oauth:{CLIENT_ID}@127.0.0.1")
+    crate::support::mcp::audit_when(&store, 100, |rows| {
+        rows.iter().any(|a| {
+            a.entry.actor == format!("http:oauth:{CLIENT_ID}@127.0.0.1")
                 && a.entry.action == "get_device"
-        ),
-        "{:?}",
-        audit.iter().map(|a| &a.entry.actor).collect::<Vec<_>>()
-    );
+        })
+    })
+    .await;
     store.close().await;
 
     // The official TypeScript SDK client with the same token.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::cli::labctl;
 use crate::support::lab::reconciled_lab;
-use crate::support::mcp::{call, connect, error_text, names, ok};
+use crate::support::mcp::{audit_when, call, connect, error_text, names, ok};
 use labctl::store::{ActorKind, Store};
 use serde_json::{json, Value as Json};
 
@@ -403,7 +403,13 @@ async fn every_tool_answers_from_the_reconciled_store_over_stdio() {
     client.cancel().await.unwrap();
 
     // One audit row per call, as the MCP client over stdio, secrets never written.
-    let audit = store.recent_audit(10_000).await.unwrap();
+    let audit = audit_when(&store, 10_000, |rows| {
+        rows.iter()
+            .filter(|a| a.entry.actor_kind == ActorKind::Mcp)
+            .count()
+            >= calls
+    })
+    .await;
     let mcp: Vec<_> = audit
         .iter()
         .filter(|a| a.entry.actor_kind == ActorKind::Mcp)

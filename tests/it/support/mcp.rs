@@ -253,3 +253,25 @@ pub fn raw_error_text(answer: &Json) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The latest `limit` audit rows once `done` holds of them. A read is answered before its row
+/// is committed (the writer commits within milliseconds), so a test waits for it, at most 10 s.
+pub async fn audit_when(
+    store: &labctl::store::Store,
+    limit: u32,
+    done: impl Fn(&[labctl::store::AuditRecord]) -> bool,
+) -> Vec<labctl::store::AuditRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = store.recent_audit(limit).await.unwrap();
+        if done(&rows) {
+            return rows;
+        }
+        let actions: Vec<&str> = rows.iter().map(|r| r.entry.action.as_str()).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit log did not reach the expected rows within 10 s: {actions:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
