@@ -370,13 +370,21 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         .filter(|u| u.field.is_none())
         .map(|u| ((u.kind, u.name.as_str()), u.reason.as_str()))
         .collect();
+    // Grouped once: a provider may report many unreadable fields, each resource asks.
+    let mut fields_unread: BTreeMap<(Kind, &str), Vec<(&str, &str)>> = BTreeMap::new();
+    for u in &observation.unobservable {
+        if let Some(field) = u.field.as_deref() {
+            fields_unread
+                .entry((u.kind, u.name.as_str()))
+                .or_default()
+                .push((field, u.reason.as_str()));
+        }
+    }
     let unreadable_fields = |kind: Kind, name: &str| -> Vec<(&str, &str)> {
-        observation
-            .unobservable
-            .iter()
-            .filter(|u| u.kind == kind && u.name == name)
-            .filter_map(|u| u.field.as_deref().map(|f| (f, u.reason.as_str())))
-            .collect()
+        fields_unread
+            .get(&(kind, name))
+            .cloned()
+            .unwrap_or_default()
     };
     let live: BTreeMap<(Kind, &str), &Resource> = observation
         .resources

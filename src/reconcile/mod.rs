@@ -10,7 +10,7 @@ mod confirm_tests;
 pub mod import;
 mod registry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -676,22 +676,28 @@ fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> Reconci
             }
         }
     }
+    // Deviations per resource (count, any unknown), gathered once: not a scan per resource.
+    let mut found: HashMap<(Kind, &str), (u64, bool)> = HashMap::new();
+    for d in &plan.deviations {
+        let f = found.entry((d.kind, d.name.as_str())).or_default();
+        f.0 += 1;
+        f.1 |= d.dtype == DeviationType::Unknown;
+    }
     for ((kind, name), e) in resources.iter_mut() {
-        let devs: Vec<&diff::Deviation> = plan
-            .deviations
-            .iter()
-            .filter(|d| d.kind == *kind && &d.name == name)
-            .collect();
+        let (count, unknown) = found
+            .get(&(*kind, name.as_str()))
+            .copied()
+            .unwrap_or_default();
         e.status = if e.providers.is_empty() {
             Status::Unobserved
-        } else if devs.iter().any(|d| d.dtype == DeviationType::Unknown) {
+        } else if unknown {
             Status::Unknown
-        } else if devs.is_empty() {
+        } else if count == 0 {
             Status::Synced
         } else {
             Status::OutOfSync
         };
-        e.deviations = devs.len() as u64;
+        e.deviations = count;
     }
     let mut hosts: Vec<ModelHost> = inputs
         .iter()

@@ -1091,6 +1091,7 @@ fn tls_settings(p: &Parsed, i: usize, tls: Option<&TlsConfig>, diags: &mut Vec<D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::{Snapshot, SourceFile};
     use crate::validate::validate_text;
 
     const H: &str = "apiVersion: labctl.dev/v1\n";
@@ -1310,18 +1311,27 @@ mod tests {
 
     #[test]
     fn many_claims_of_one_address_are_each_reported_once() {
-        let n = 2_000;
-        let docs: Vec<String> = (0..n)
-            .map(|i| {
-                reservation(
-                    &format!("h{i}"),
-                    &format!("aa:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
-                    "10.0.1.40",
-                )
+        // Over the documents one file may hold: one file per reservation, as a repository has.
+        let n = 20_000;
+        let files: Vec<SourceFile> = (0..n)
+            .map(|i| SourceFile {
+                path: format!("dhcp/h{i}.yaml"),
+                text: format!(
+                    "{H}{}",
+                    reservation(
+                        &format!("h{i}"),
+                        &format!("aa:00:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                        "10.0.1.40",
+                    )
+                ),
             })
             .collect();
-        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-        let found = check(&refs);
+        let found: Vec<String> = crate::validate::validate(&Snapshot::of("test", files))
+            .diagnostics
+            .iter()
+            .filter(|d| d.code != "no-config")
+            .map(Diagnostic::summary)
+            .collect();
         assert_eq!(found.len(), n - 1);
         assert!(found
             .iter()
