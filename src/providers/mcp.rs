@@ -173,6 +173,9 @@ impl McpProvider {
         let mut reports = BTreeMap::new();
         let mut unobservable = Vec::new();
         let mut tasks = tokio::task::JoinSet::new();
+        // One client for every HTTP server: building one reads the host's trust store, which
+        // cost more than the probes themselves at a hundred servers.
+        let client = http_client(&self.name, self.policy);
         for doc in &desired.mcp_servers {
             let server = doc.doc.metadata.name.clone();
             let target = match self.target(&server, &doc.doc.spec) {
@@ -210,10 +213,11 @@ impl McpProvider {
                 }
             };
             let (provider, policy, limit) = (self.name.clone(), self.policy, self.limit.clone());
+            let client = client.clone();
             tasks.spawn(async move {
                 // The semaphore is never closed, so acquiring only waits.
                 let _permit = limit.acquire_owned().await.ok();
-                let report = check(&provider, policy, &target).await;
+                let report = check(&provider, policy, &target, &client).await;
                 (target, report)
             });
         }
@@ -410,13 +414,18 @@ fn observed_fields(spec: &McpServerSpec, report: &McpServerReport) -> Json {
 }
 
 /// Connects to one server (retrying per `policy`) and reports what it found.
-async fn check(provider: &str, policy: CallPolicy, target: &Target) -> McpServerReport {
+async fn check(
+    provider: &str,
+    policy: CallPolicy,
+    target: &Target,
+    client: &Result<reqwest::Client, ProviderError>,
+) -> McpServerReport {
     // The latency of the last attempt that finished (a timed-out one leaves it unset).
     let last = Mutex::new(None::<Duration>);
     let result = policy
         .run(provider, || {
             let start = Instant::now();
-            let attempt = probe(provider, policy, target);
+            let attempt = probe(provider, policy, target, client);
             let last = &last;
             async move {
                 let r = attempt.await;
@@ -477,12 +486,13 @@ async fn probe(
     provider: &str,
     policy: CallPolicy,
     target: &Target,
+    client: &Result<reqwest::Client, ProviderError>,
 ) -> Result<Found, ProviderError> {
     let spec = &target.spec;
     match spec.transport {
         McpTransport::StreamableHttp => {
             let url = spec.url.clone().unwrap_or_default();
-            let client = http_client(provider, policy)?;
+            let client = client.clone()?;
             let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
             if let Some(token) = &target.token {
                 // rmcp sends it as `Authorization: Bearer <token>`.
@@ -500,7 +510,7 @@ async fn probe(
         }
         McpTransport::Sse => {
             let url = spec.url.clone().unwrap_or_default();
-            let client = http_client(provider, policy)?;
+            let client = client.clone()?;
             let transport =
                 SseClientTransport::connect(provider, client, &url, target.token.clone()).await?;
             // The HTTP+SSE transport belongs to protocol 2024-11-05.
@@ -543,8 +553,8 @@ async fn probe(
     }
 }
 
-/// The HTTP client for one attempt. No overall request timeout: event streams stay open;
-/// the attempt as a whole is bounded by the call policy.
+/// The HTTP client of one observation. No overall request timeout: event streams stay open;
+/// each attempt as a whole is bounded by the call policy.
 fn http_client(provider: &str, policy: CallPolicy) -> Result<reqwest::Client, ProviderError> {
     let config_err = ProviderError::config(provider);
     http::build(
