@@ -30,6 +30,7 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
 }
 
 /// The `p` quantile (0 to 1) of `sorted`, nearest rank.
+#[allow(dead_code)]
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]

@@ -1,0 +1,330 @@
+//! labctl at 1k, 10k and 100k resources, end to end (issue 13): the release `labctl` binary
+//! against a real Kea holding the reservations and the Proxmox VE fixture holding the guests,
+//! each with a share drifted. For each size and layout it times `validate`, `plan`, a first
+//! `reconcile --once` and a second one with nothing changed (SQLite store), and reads each
+//! command's peak RSS from the kernel (`wait4`). Kea's own `config-get` time is measured apart.
+//!
+//! `cargo bench --bench scale -- [--reservations 1000,10000,100000] [--layout per-file|grouped|both]
+//! [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS'] [--write DIR]`
+//!
+//! `LABCTL_BENCH_BIN` names another labctl binary to measure (say, one built with
+//! `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only` for a profile with line numbers).
+//! `--wrap` runs the first reconcile under a profiler (`heaptrack -o /tmp/h`, `perf record -g
+//! -o /tmp/p`); its peak RSS is then the profiler's and the program's. `--write DIR` only writes each repository (committed, with no providers) below DIR, for
+//! profiling `labctl validate` by hand.
+//!
+//! Loopback only: Kea's control agent and the fixture listen on 127.0.0.1.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/synth.rs"]
+mod synth;
+
+#[allow(dead_code)]
+#[path = "../tests/it/support/net.rs"]
+mod net;
+
+#[allow(dead_code)]
+#[path = "../tests/it/support/kea.rs"]
+mod kea;
+
+#[allow(dead_code)]
+#[path = "../tests/it/fixtures/proxmox.rs"]
+mod proxmox;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use synth::{Layout, Spec};
+
+const PVE_TOKEN: &str = "labctl@pve!bench=2f9d3c1e-5a7b-4e0d-9c61-3b8a0f4e7d21";
+
+/// What one command cost.
+struct Cost {
+    wall: Duration,
+    peak_rss_kb: i64,
+    cpu: Duration,
+    code: i32,
+}
+
+/// Runs `cmd` to its end, its output in `log`, and reads its peak RSS and CPU time from the
+/// kernel as it is reaped.
+// The child is reaped by wait4, which std's `Child::wait` cannot do with its rusage.
+#[allow(clippy::zombie_processes)]
+fn measure(cmd: &mut Command, log: &Path) -> Cost {
+    let out = std::fs::File::create(log).unwrap();
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("labctl starts");
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value to be written into; the pid is our child's.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, child.id() as i32, "wait4");
+    let wall = started.elapsed();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Cost {
+        wall,
+        peak_rss_kb: usage.ru_maxrss,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        code: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@lab.example",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+fn list(name: &str, default: &str) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = args
+        .iter()
+        .position(|a| a == name)
+        .map(|i| args[i + 1].clone())
+        .unwrap_or_else(|| default.to_string());
+    value.split(',').map(str::to_string).collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = list("--reservations", "1000,10000,100000")
+        .iter()
+        .map(|s| s.parse().expect("--reservations takes numbers"))
+        .collect();
+    let layouts: Vec<Layout> = match list("--layout", "per-file")[0].as_str() {
+        "per-file" => vec![Layout::PerFile],
+        "grouped" => vec![Layout::Grouped],
+        "both" => vec![Layout::PerFile, Layout::Grouped],
+        other => panic!("--layout per-file|grouped|both, not {other}"),
+    };
+    let drift = common::arg("--drift-permille", 10) as usize;
+    let keep = list("--keep", "")[0].clone();
+    // Writes each repository below this directory (no provider, no run) instead.
+    let write_only = list("--write", "")[0].clone();
+    // A profiler the first reconcile runs under: `--wrap 'heaptrack -o /tmp/h'`.
+    let wrap: Vec<String> = std::env::args()
+        .skip_while(|a| a != "--wrap")
+        .nth(1)
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    // Another build of labctl (one with debug line tables, for a profile) may be measured.
+    let labctl_bin = std::env::var("LABCTL_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_labctl").to_string());
+    let labctl = labctl_bin.as_str();
+
+    println!(
+        "| resources (reservations + devices + routes + others) | layout | drifted | Kea config-get | validate | plan | reconcile | unchanged reconcile | peak RSS validate / plan / reconcile / unchanged |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    for &reservations in &sizes {
+        for &layout in &layouts {
+            let lab = synth::generate(Spec {
+                reservations,
+                layout,
+                drift_permille: drift,
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let repo = dir.path().join("repo");
+            for (path, text) in &lab.files {
+                common::write(&repo, path, text);
+            }
+            if !write_only.is_empty() {
+                // The repository alone, for profiling `labctl validate`: no provider runs.
+                let to = Path::new(&write_only).join(format!("{reservations}-{layout:?}"));
+                let _ = std::fs::remove_dir_all(&to);
+                std::fs::create_dir_all(&to).unwrap();
+                std::fs::rename(&repo, &to).unwrap_or_else(|_| {
+                    for (path, text) in &lab.files {
+                        common::write(&to, path, text);
+                    }
+                });
+                common::write(
+                    &to,
+                    "labctl.yaml",
+                    "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
+                );
+                git(&to, &["init", "-q", "-b", "main"]);
+                git(&to, &["add", "-A"]);
+                git(&to, &["commit", "-q", "-m", "generated lab"]);
+                println!("wrote {}", to.display());
+                continue;
+            }
+
+            // Kea: started empty, then loaded through its control agent.
+            let kea = kea::Kea::start(json!([]), json!([]))
+                .await
+                .expect("Kea is installed (apt-get install kea-dhcp4-server kea-ctrl-agent)");
+            let mut dhcp4 = kea.config().await;
+            dhcp4["subnet4"] = lab.subnet4.clone();
+            kea.set_config(dhcp4).await;
+            let mut gets = Vec::new();
+            for _ in 0..3 {
+                let t = Instant::now();
+                let _ = kea.config().await;
+                gets.push(t.elapsed());
+            }
+            gets.sort();
+
+            // Proxmox VE: the fixture with every guest.
+            let mut pve = proxmox::Lab {
+                token: PVE_TOKEN.into(),
+                ..Default::default()
+            };
+            for n in 0..synth::NODES {
+                pve.nodes.push(proxmox::Node {
+                    name: format!("pve-{:02}", n + 1),
+                    online: true,
+                    maxcpu: 64,
+                    maxmem: 512 << 30,
+                });
+            }
+            for g in &lab.guests {
+                pve.guests.insert(
+                    g.vmid,
+                    proxmox::Guest {
+                        node: g.node.clone(),
+                        kind: "qemu",
+                        name: g.name.clone(),
+                        status: "running",
+                        tags: None,
+                        config: proxmox::config(&[
+                            ("cores", json!(g.cores)),
+                            ("memory", json!(g.memory_mib.to_string())),
+                            ("net0", json!(format!("virtio={},bridge=vmbr0", g.mac))),
+                        ]),
+                        broken_config: false,
+                    },
+                );
+            }
+            for (id, vmids) in &lab.pve_pools {
+                pve.pools.insert(
+                    id.clone(),
+                    proxmox::Pool {
+                        vmids: vmids.clone(),
+                        ..Default::default()
+                    },
+                );
+            }
+            let fixture = proxmox::serve(pve).await;
+
+            common::write(
+                &repo,
+                "labctl.yaml",
+                &format!(
+                    "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 60}}\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: LABCTL_BENCH_PVE_TOKEN}}, timeoutSeconds: 60}}\n",
+                    kea.url,
+                    fixture.url()
+                ),
+            );
+            git(&repo, &["init", "-q", "-b", "main"]);
+            git(&repo, &["add", "-A"]);
+            git(&repo, &["commit", "-q", "-m", "generated lab"]);
+
+            let db = format!("sqlite://{}", dir.path().join("state.db").display());
+            let repo_arg = repo.to_str().unwrap();
+            let run = |args: &[&str], name: &str| {
+                let mut cmd = match wrap.split_first() {
+                    Some((profiler, args)) if name == "reconcile" => {
+                        let mut cmd = Command::new(profiler);
+                        cmd.args(args).arg(labctl);
+                        cmd
+                    }
+                    _ => Command::new(labctl),
+                };
+                cmd.args(args)
+                    .env("LABCTL_BENCH_PVE_TOKEN", PVE_TOKEN)
+                    .env("LABCTL_MAX_DOCUMENTS", "1000000")
+                    .env("LABCTL_MAX_TOTAL_BYTES", "1073741824")
+                    .env("NO_COLOR", "1")
+                    .env_remove("DATABASE_URL");
+                let log = dir.path().join(format!("{name}.log"));
+                let cost = measure(&mut cmd, &log);
+                (cost, log)
+            };
+            let (validate, vlog) = run(&["validate", repo_arg], "validate");
+            assert_eq!(
+                validate.code,
+                0,
+                "validate failed:\n{}",
+                std::fs::read_to_string(&vlog).unwrap_or_default()
+            );
+            let (plan, plog) = run(&["plan", repo_arg], "plan");
+            let (first, rlog) = run(
+                &["reconcile", "--once", repo_arg, "--database-url", &db],
+                "reconcile",
+            );
+            let (again, _) = run(
+                &["reconcile", "--once", repo_arg, "--database-url", &db],
+                "unchanged",
+            );
+            // plan exits 2 when it finds drift; reconcile 0 for a run that finished.
+            for (what, cost, log) in [("plan", &plan, &plog), ("reconcile", &first, &rlog)] {
+                let ok = cost.code == 0 || (what == "plan" && cost.code == 2);
+                assert!(
+                    ok,
+                    "{what} exited {}:\n{}",
+                    cost.code,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            let c = lab.counts;
+            let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+            let cost = |c: &Cost| format!("{} (cpu {})", secs(c.wall), secs(c.cpu));
+            println!(
+                "| {} ({} + {} + {} + {}) | {} | {} | {:.3} s | {} | {} | {} | {} | {} / {} / {} / {} MB |",
+                c.documents(),
+                c.reservations,
+                c.devices,
+                c.routes,
+                c.pools + c.mcp_servers,
+                if layout == Layout::PerFile { "per file" } else { "1,000 per file" },
+                lab.drifted,
+                gets[1].as_secs_f64(),
+                cost(&validate),
+                cost(&plan),
+                cost(&first),
+                cost(&again),
+                validate.peak_rss_kb / 1024,
+                plan.peak_rss_kb / 1024,
+                first.peak_rss_kb / 1024,
+                again.peak_rss_kb / 1024,
+            );
+            if !keep.is_empty() {
+                let to = Path::new(&keep).join(format!("{reservations}-{layout:?}"));
+                let _ = std::fs::remove_dir_all(&to);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                let status = Command::new("cp")
+                    .args(["-r", dir.path().to_str().unwrap(), to.to_str().unwrap()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            drop(fixture);
+            drop(kea);
+        }
+    }
+}
