@@ -236,29 +236,36 @@ mod tests {
         assert_eq!(prefix("éé", 3), "é…");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_caller_is_released_after_its_row_is_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("a.db").display()))
+    async fn writer_on_a_new_store(dir: &std::path::Path) -> (Store, AuditWriter) {
+        let store = Store::connect(&format!("sqlite://{}", dir.join("a.db").display()))
             .await
             .unwrap();
         store.migrate().await.unwrap();
         let writer = AuditWriter::start(store.clone(), RetentionPolicy::DEFAULT);
+        (store, writer)
+    }
+
+    fn entry(action: String) -> AuditEntry {
+        AuditEntry {
+            actor_kind: ActorKind::Mcp,
+            actor: "test".into(),
+            action,
+            target: None,
+            details: serde_json::json!({}),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_caller_is_released_after_its_row_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, writer) = writer_on_a_new_store(dir.path()).await;
         let mut calls = tokio::task::JoinSet::new();
         for i in 0..300 {
             let writer = writer.clone();
             let store = store.clone();
             calls.spawn(async move {
                 let action = format!("call-{i}");
-                writer
-                    .write(AuditEntry {
-                        actor_kind: ActorKind::Mcp,
-                        actor: "test".into(),
-                        action: action.clone(),
-                        target: None,
-                        details: serde_json::json!({}),
-                    })
-                    .await;
+                writer.write(entry(action.clone())).await;
                 // Released only once committed: the row is already there.
                 let rows = store.recent_audit(1000).await.unwrap();
                 assert!(
@@ -276,23 +283,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn recorded_rows_are_all_committed_by_a_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::connect(&format!("sqlite://{}", dir.path().join("a.db").display()))
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let writer = AuditWriter::start(store.clone(), RetentionPolicy::DEFAULT);
+        let (store, writer) = writer_on_a_new_store(dir.path()).await;
         // More than the queue holds: the later callers wait for room, none is dropped.
         let rows = MAX_QUEUED * 3;
         for i in 0..rows {
-            writer
-                .record(AuditEntry {
-                    actor_kind: ActorKind::Mcp,
-                    actor: "test".into(),
-                    action: format!("read-{i}"),
-                    target: None,
-                    details: serde_json::json!({}),
-                })
-                .await;
+            writer.record(entry(format!("read-{i}"))).await;
         }
         writer.flush().await;
         let kept = store.recent_audit(rows as u32 + 1).await.unwrap();
