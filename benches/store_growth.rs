@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use labctl::store::{canonical_json, ObservedSnapshot, Outcome, RunReport, Store, StoreStats};
+use labctl::store::{ObservedSnapshot, Outcome, RunReport, Store, StoreStats};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
 
@@ -118,12 +118,12 @@ fn report() -> RunReport {
         .as_millis() as i64;
     let observed = |provider: &str, body: Value| ObservedSnapshot {
         provider: provider.into(),
-        body,
+        body: body.into(),
         observed_at: now,
     };
     RunReport {
         commit_sha: Some(COMMIT.into()),
-        desired: Some(json!({"documents": (0..RESOURCES).map(desired).collect::<Vec<_>>()})),
+        desired: Some(json!({"documents": (0..RESOURCES).map(desired).collect::<Vec<_>>()}).into()),
         observed: vec![
             observed(
                 "kea",
@@ -139,7 +139,7 @@ fn report() -> RunReport {
             ),
         ],
         resources: RESOURCES as u64,
-        model: Some(model()),
+        model: Some(model().into()),
         ..RunReport::new(Outcome::Succeeded)
     }
 }
@@ -286,7 +286,7 @@ fn print(results: &[Measured]) {
 fn main() {
     let o = options();
     let r = report();
-    let size = |v: &Value| canonical_json(v).len();
+    let size = |b: &labctl::store::Blob| b.text().len();
     println!(
         "model {} bytes ({RESOURCES} resources), desired {} bytes, observed {} bytes (3 providers)",
         size(r.model.as_ref().unwrap()),

@@ -565,18 +565,22 @@ fn report(
     let mut report = RunReport::new(outcome);
     report.commit_sha = loaded.commit().map(str::to_string);
     // Desired snapshots are keyed by commit: a plain directory has none to key them by.
-    report.desired = loaded.commit().map(|_| loaded.state.to_json());
+    // Each body is made canonical text as soon as it is built, and its value dropped: the
+    // values of a large lab are several times their text.
+    report.desired = loaded
+        .commit()
+        .map(|_| store::Blob::of(&loaded.state.to_json()));
     // A provider URL may carry a password (`http://user:pass@kea`); never into the store.
     report.error = (!failures.is_empty()).then(|| crate::redact::userinfo(&failures.join("; ")));
     report.resources = inputs.iter().map(|i| i.expected.len() as u64).sum();
     for input in inputs {
         match &input.observed {
             Ok(o) => {
-                let mut resources = o.resources.clone();
+                let mut resources: Vec<&crate::providers::Resource> = o.resources.iter().collect();
                 resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
                 report.observed.push(store::ObservedSnapshot {
                     provider: input.provider.clone(),
-                    body: json!({ "resources": resources }),
+                    body: store::Blob::of(&json!({ "resources": resources })),
                     observed_at: o.observed_at,
                 });
                 // A resource with any unreadable part keeps its open deviations open.
@@ -603,7 +607,9 @@ fn report(
         .filter(|d| d.dtype != DeviationType::Unknown)
         .map(deviation_record)
         .collect();
-    report.model = Some(model(&loaded.state, inputs, plan).to_json());
+    report.model = Some(store::Blob::of(
+        &model(&loaded.state, inputs, plan).to_json(),
+    ));
     report
 }
 

@@ -7,8 +7,8 @@ use sqlx::any::Any;
 use sqlx::{Row, Transaction};
 
 use super::{
-    canonical_json, content_hash, ChangeRecord, DeviationRecord, Outcome, RunCounts, RunId,
-    RunReport, Store, StoreError,
+    canonical_json, Blob, ChangeRecord, DeviationRecord, Outcome, RunCounts, RunId, RunReport,
+    Store, StoreError,
 };
 
 type Tx = Transaction<'static, Any>;
@@ -213,34 +213,28 @@ impl Store {
 
     /// Stores `body` under its content address (once) and returns the address. A body already
     /// stored is not sent to the database again.
-    async fn put_blob(
-        &self,
-        tx: &mut Tx,
-        body: &serde_json::Value,
-        now: i64,
-    ) -> Result<String, StoreError> {
-        let text = canonical_json(body);
-        let hash = content_hash(&text);
+    async fn put_blob(&self, tx: &mut Tx, body: &Blob, now: i64) -> Result<String, StoreError> {
+        let (text, hash) = (body.text(), body.hash());
         let stored = sqlx::query("SELECT 1 FROM blobs WHERE hash = $1")
-            .bind(&hash)
+            .bind(hash)
             .fetch_optional(&mut **tx)
             .await
             .map_err(self.query_err("looking a blob up"))?;
         if stored.is_some() {
-            return Ok(hash);
+            return Ok(hash.to_string());
         }
         sqlx::query(
             "INSERT INTO blobs (hash, body, size, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (hash) DO NOTHING",
         )
-        .bind(&hash)
-        .bind(&text)
+        .bind(hash)
+        .bind(text)
         .bind(text.len() as i64)
         .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(self.query_err("storing a blob"))?;
-        Ok(hash)
+        Ok(hash.to_string())
     }
 
     /// Records the changes the run asked for, in the run's transaction: a run that is not

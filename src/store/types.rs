@@ -115,11 +115,46 @@ pub struct DeviationRecord {
     pub actual: Option<Value>,
 }
 
+/// A JSON body as the store keeps it: its canonical text and content address, made once when
+/// the report is built. The value it was made from can then be dropped: a run's model, desired
+/// state and observations need not all be alive as values at once (each is several times its
+/// text), and no canonicalising or hashing happens while the run's transaction holds the
+/// database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    text: String,
+    hash: String,
+}
+
+impl Blob {
+    pub fn of(value: &Value) -> Self {
+        let text = super::canonical_json(value);
+        let hash = super::content_hash(&text);
+        Blob { text, hash }
+    }
+
+    /// The canonical JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The content address: sha256 hex of [`Blob::text`].
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl From<Value> for Blob {
+    fn from(value: Value) -> Self {
+        Blob::of(&value)
+    }
+}
+
 /// What one provider reported in one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObservedSnapshot {
     pub provider: String,
-    pub body: Value,
+    pub body: Blob,
     /// Unix milliseconds.
     pub observed_at: i64,
 }
@@ -163,7 +198,7 @@ pub struct RunReport {
     /// The commit the desired state was read from.
     pub commit_sha: Option<String>,
     /// The desired state of `commit_sha` (needs `commit_sha`).
-    pub desired: Option<Value>,
+    pub desired: Option<Blob>,
     pub observed: Vec<ObservedSnapshot>,
     /// Every deviation present now; open ones absent here are resolved.
     pub deviations: Vec<DeviationRecord>,
@@ -176,7 +211,7 @@ pub struct RunReport {
     pub error: Option<String>,
     /// The reconciled model of the run (per resource: kind, name, desired, observed, status).
     /// Opaque to the store; stored content-addressed, so an unchanged model costs no space.
-    pub model: Option<Value>,
+    pub model: Option<Blob>,
     /// The changes the run asked providers to make, and what came of each.
     pub changes: Vec<ChangeRecord>,
 }

@@ -108,7 +108,7 @@ async fn history(url: &str) {
                 RunReport {
                     observed: vec![ObservedSnapshot {
                         provider: "kea".into(),
-                        body: serde_json::json!({ "n": n }),
+                        body: serde_json::json!({ "n": n }).into(),
                         observed_at: std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .unwrap()

@@ -936,7 +936,7 @@ async fn mcp_answers_over_a_model_stored_before_models_had_a_version() {
     let run = store.start_run("timer", "ctl-1").await.unwrap();
     let report = labctl::store::RunReport {
         commit_sha: Some("c0ffee".into()),
-        model: Some(unversioned_model()),
+        model: Some(unversioned_model().into()),
         ..labctl::store::RunReport::new(labctl::store::Outcome::Succeeded)
     };
     store.finish_run(run, report).await.unwrap();

@@ -201,7 +201,7 @@ async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
         .unwrap();
     let mut partial = report("c2", vec![]);
     partial.outcome = Outcome::Partial;
-    partial.model = Some(model(3, "unknown"));
+    partial.model = Some(model(3, "unknown").into());
     store.finish_run(new, partial).await.unwrap();
     let latest = store.latest_run().await.unwrap().unwrap();
     assert_eq!(
@@ -265,7 +265,7 @@ async fn case_run_round_trip(store: Store) {
         .finish_run(
             run,
             RunReport {
-                desired: Some(json!({"pools": [{"name": "lan"}]})),
+                desired: Some(json!({"pools": [{"name": "lan"}]}).into()),
                 resources: 7,
                 error: Some("provider x: timeout".into()),
                 ..report(
@@ -432,7 +432,7 @@ async fn case_unchanged_observations(store: Store) {
     store.migrate().await.unwrap();
     let observed = |body: serde_json::Value| ObservedSnapshot {
         provider: "unifi".into(),
-        body,
+        body: body.into(),
         observed_at: 1_700_000_000_000,
     };
     for _ in 0..100 {
@@ -477,10 +477,10 @@ async fn case_failed_finish_stores_nothing(store: Store) {
 
     let run = store.start_run("timer", "ctl-1").await.unwrap();
     let bad = RunReport {
-        desired: Some(json!({"new": true})),
+        desired: Some(json!({"new": true}).into()),
         observed: vec![ObservedSnapshot {
             provider: "unifi".into(),
-            body: json!({"x": 1}),
+            body: json!({"x": 1}).into(),
             observed_at: 1,
         }],
         // The empty kind violates a CHECK constraint after everything else was written.
@@ -577,14 +577,14 @@ async fn case_prune_keeps_open(store: Store) {
     store.migrate().await.unwrap();
     let observed = |n: i64| ObservedSnapshot {
         provider: "unifi".into(),
-        body: json!({ "n": n }),
+        body: json!({ "n": n }).into(),
         observed_at: 1,
     };
     one_run(
         &store,
         RunReport {
             observed: vec![observed(1)],
-            desired: Some(json!({"rev": 1})),
+            desired: Some(json!({"rev": 1}).into()),
             ..report(
                 "c1",
                 vec![
@@ -795,7 +795,7 @@ async fn case_latest_model(store: Store) {
         .finish_run(
             run,
             RunReport {
-                model: Some(model(3, "in-sync")),
+                model: Some(model(3, "in-sync").into()),
                 ..report("c1", vec![])
             },
         )
@@ -816,7 +816,7 @@ async fn case_latest_model(store: Store) {
         one_run(
             &store,
             RunReport {
-                model: Some(model(3, "in-sync")),
+                model: Some(model(3, "in-sync").into()),
                 ..report("c1", vec![])
             },
         )
@@ -836,7 +836,7 @@ async fn case_latest_model(store: Store) {
     one_run(
         &store,
         RunReport {
-            model: Some(model(1, "partial")),
+            model: Some(model(1, "partial").into()),
             ..RunReport::new(Outcome::Failed)
         },
     )
@@ -852,7 +852,7 @@ async fn case_latest_model(store: Store) {
         .finish_run(
             run,
             RunReport {
-                model: Some(model(4, "drifted")),
+                model: Some(model(4, "drifted").into()),
                 ..report("c3", vec![])
             },
         )
@@ -872,7 +872,7 @@ async fn case_prune_keeps_latest_model(store: Store) {
         one_run(
             &store,
             RunReport {
-                model: Some(model(2, status)),
+                model: Some(model(2, status).into()),
                 ..report("c1", vec![])
             },
         )
@@ -900,7 +900,7 @@ async fn case_snapshots(store: Store) {
     store.migrate().await.unwrap();
     let observed = |provider: &str, body: serde_json::Value| ObservedSnapshot {
         provider: provider.into(),
-        body,
+        body: body.into(),
         observed_at: 1_700_000_000_000,
     };
     let kea = |last_ip: &str| {
