@@ -6,6 +6,7 @@
 #[macro_use]
 mod text_enum;
 
+pub mod canonical;
 pub mod controller;
 pub mod diff;
 pub mod jsondiff;

@@ -55,6 +55,9 @@ pub struct Context {
     current: Mutex<Option<Arc<Loaded>>>,
     /// Providers that failed in the runs before, each resting until its backoff is over.
     backoff: Mutex<ProviderBackoff>,
+    /// What the last run concluded: the next run of the same commit that finds nothing
+    /// moved records it again (see [`reconcile::Concluded`]).
+    concluded: Mutex<Option<reconcile::Concluded>>,
 }
 
 impl Context {
@@ -70,6 +73,7 @@ impl Context {
             clock,
             current: Mutex::new(None),
             backoff: Mutex::new(ProviderBackoff::default()),
+            concluded: Mutex::new(None),
         }
     }
 
@@ -398,15 +402,24 @@ pub async fn reconcile_as_leader(
     let providers = ctx.asked(&loaded, &request.reason);
     let run_id = start_run(ctx, request).await?;
     tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
-    let run = reconcile::execute(
+    // Taken: a run that fails leaves nothing for the next one to rely on.
+    let previous = ctx
+        .concluded
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let mut run = reconcile::execute(
         &ctx.store,
         run_id,
         leader,
         &loaded,
         &providers,
         request.force,
+        previous.as_ref(),
     )
     .await?;
+    drop(previous);
+    *ctx.concluded.lock().unwrap_or_else(|e| e.into_inner()) = run.concluded.take();
     match ctx.store.prune(ctx.settings.retention).await {
         Ok(report) => tracing::debug!(?report, "retention applied"),
         Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),

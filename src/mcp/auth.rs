@@ -161,10 +161,7 @@ impl Tokens {
 
 /// SHA-256 as 64 lowercase hex digits, for `labctl mcp hash-token`.
 pub fn sha256_hex(token: &str) -> String {
-    sha256(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::canonical::sha256_hex(token.as_bytes())
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

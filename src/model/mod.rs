@@ -140,46 +140,48 @@ impl DesiredState {
         ]
     }
 
-    /// The whole desired state as one JSON document (documents per kind, in load order), for
-    /// desired-state snapshots.
-    pub fn to_json(&self) -> serde_json::Value {
-        fn docs<T: Serialize>(list: &[Located<T>]) -> serde_json::Value {
-            serde_json::Value::Array(
-                list.iter()
-                    .map(|d| serde_json::to_value(&d.doc).unwrap_or_default())
-                    .collect(),
-            )
+    /// The whole desired state as one canonical JSON document (documents per kind, in load
+    /// order), for desired-state snapshots: written document by document, never the whole
+    /// state as one value.
+    pub fn canonical_text(&self) -> String {
+        fn docs<T: Serialize>(w: &mut crate::canonical::Writer, key: &str, list: &[Located<T>]) {
+            w.key(key);
+            w.begin_array();
+            for d in list {
+                w.serialize(&d.doc);
+            }
+            w.end();
         }
-        serde_json::json!({
-            "config": self.config.as_ref().map(|c| serde_json::to_value(&c.doc).unwrap_or_default()),
-            "pools": docs(&self.pools),
-            "devices": docs(&self.devices),
-            "dhcpReservations": docs(&self.reservations),
-            "routes": docs(&self.routes),
-            "mcpServers": docs(&self.mcp_servers),
-        })
+        // Keys in sorted order, as canonical JSON has them.
+        let mut w = crate::canonical::Writer::new();
+        w.begin_object();
+        w.key("config");
+        w.serialize(&self.config.as_ref().map(|c| &c.doc));
+        docs(&mut w, "devices", &self.devices);
+        docs(&mut w, "dhcpReservations", &self.reservations);
+        docs(&mut w, "mcpServers", &self.mcp_servers);
+        docs(&mut w, "pools", &self.pools);
+        docs(&mut w, "routes", &self.routes);
+        w.end();
+        w.finish()
     }
 
-    /// Every resource document (not the Config): kind, metadata and spec as JSON.
-    pub fn documents(&self) -> Vec<(Kind, &Metadata, serde_json::Value)> {
-        fn each<S: Serialize>(
-            kind: Kind,
-            list: &[Located<Document<S>>],
-        ) -> impl Iterator<Item = (Kind, &Metadata, serde_json::Value)> {
+    /// Every resource document (not the Config): kind, metadata and spec, in load order.
+    pub fn documents(&self) -> impl Iterator<Item = (Kind, &Metadata, SpecRef<'_>)> {
+        fn each<'a, S>(
+            list: &'a [Located<Document<S>>],
+            spec: fn(&'a S) -> SpecRef<'a>,
+        ) -> impl Iterator<Item = (Kind, &'a Metadata, SpecRef<'a>)> {
             list.iter().map(move |d| {
-                (
-                    kind,
-                    &d.doc.metadata,
-                    serde_json::to_value(&d.doc.spec).unwrap_or_default(),
-                )
+                let spec = spec(&d.doc.spec);
+                (spec.kind(), &d.doc.metadata, spec)
             })
         }
-        each(Kind::Pool, &self.pools)
-            .chain(each(Kind::Device, &self.devices))
-            .chain(each(Kind::DhcpReservation, &self.reservations))
-            .chain(each(Kind::Route, &self.routes))
-            .chain(each(Kind::McpServer, &self.mcp_servers))
-            .collect()
+        each(&self.pools, SpecRef::Pool)
+            .chain(each(&self.devices, SpecRef::Device))
+            .chain(each(&self.reservations, SpecRef::DhcpReservation))
+            .chain(each(&self.routes, SpecRef::Route))
+            .chain(each(&self.mcp_servers, SpecRef::McpServer))
     }
 
     /// Where the document `kind`/`name` was read from.
@@ -201,7 +203,7 @@ impl DesiredState {
 
     /// The metadata of every resource document (not the Config), with its kind.
     pub fn metadata(&self) -> impl Iterator<Item = (Kind, &Metadata)> {
-        self.documents().into_iter().map(|(k, m, _)| (k, m))
+        self.documents().map(|(k, m, _)| (k, m))
     }
 
     pub fn pool(&self, name: &str) -> Option<&Located<PoolDoc>> {
@@ -211,6 +213,29 @@ impl DesiredState {
     /// The resolved hierarchy of pools (paths and inherited properties).
     pub fn pool_tree(&self) -> Result<pool::PoolTree, pool::PoolTreeError> {
         pool::PoolTree::build(self.pools.iter().map(|p| &p.doc))
+    }
+}
+
+/// The `spec` of one resource document, of whichever kind: serialises as the spec itself.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum SpecRef<'a> {
+    Pool(&'a PoolSpec),
+    Device(&'a DeviceSpec),
+    DhcpReservation(&'a DhcpReservationSpec),
+    Route(&'a RouteSpec),
+    McpServer(&'a McpServerSpec),
+}
+
+impl SpecRef<'_> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            SpecRef::Pool(_) => Kind::Pool,
+            SpecRef::Device(_) => Kind::Device,
+            SpecRef::DhcpReservation(_) => Kind::DhcpReservation,
+            SpecRef::Route(_) => Kind::Route,
+            SpecRef::McpServer(_) => Kind::McpServer,
+        }
     }
 }
 

@@ -223,7 +223,7 @@ impl KeaProvider {
             )));
         }
         let (bytes, parsed) = http::parse_json(bytes).await;
-        let parsed = parsed
+        let mut parsed = parsed
             .map_err(|e| self.bad_response(format!("{command}: the answer is not JSON: {e}")))?;
         // The agent answers with one element per service; a non-array means it refused the
         // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
@@ -246,10 +246,13 @@ impl KeaProvider {
             .map_err(|e| self.shape_error(e))?
             .unwrap_or_default()
             .to_string();
+        drop(bytes);
+        // Taken, not copied: config-get's arguments are the whole configuration.
+        let arguments = parsed[0].get_mut("arguments").map(Json::take);
         Ok(Answer {
             result,
             text,
-            arguments: first.get("arguments").cloned(),
+            arguments,
         })
     }
 
@@ -714,19 +717,7 @@ fn reservations_mut(subnet: &mut Json) -> &mut Vec<Json> {
 
 /// SHA-256 of the canonical (sorted-key, compact) JSON of `value`.
 fn fingerprint(value: &Json) -> String {
-    fn canonical(v: &Json) -> Json {
-        match v {
-            Json::Object(map) => {
-                let sorted: BTreeMap<&String, Json> =
-                    map.iter().map(|(k, v)| (k, canonical(v))).collect();
-                Json::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-            }
-            Json::Array(items) => Json::Array(items.iter().map(canonical).collect()),
-            other => other.clone(),
-        }
-    }
-    let bytes = serde_json::to_vec(&canonical(value)).expect("JSON values always serialise");
-    super::sha256_hex(&bytes)
+    crate::canonical::sha256_hex(crate::canonical::canonical_json(value).as_bytes())
 }
 
 #[cfg(test)]

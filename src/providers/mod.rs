@@ -364,15 +364,6 @@ pub(crate) fn planned_version<'a>(
     Ok(base.version.as_deref())
 }
 
-/// SHA-256 of `bytes`, as lowercase hex: the version of a configuration an API gives none for.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// What an apply did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplyReport {

@@ -309,7 +309,7 @@ impl TraefikProvider {
     fn read_file(&self, path: &Path) -> Result<(serde_yaml::Mapping, String), ProviderError> {
         let (text, version) = match fs::read(path) {
             Ok(bytes) => {
-                let version = super::sha256_hex(&bytes);
+                let version = crate::canonical::sha256_hex(&bytes);
                 let text = String::from_utf8(bytes).map_err(|e| {
                     self.rejected(format!(
                         "{} is not UTF-8 ({e}); labctl does not overwrite a file it cannot read",

@@ -167,6 +167,28 @@ impl ReconciledModel {
         serde_json::to_value(self).expect("a reconciled model is plain data")
     }
 
+    /// The canonical JSON text of the model of `hosts` and `entries` (given in the stored
+    /// order), written entry by entry: the same text as [`crate::canonical::canonical_json`]
+    /// of [`ReconciledModel::to_json`], without the whole model ever being one value.
+    pub fn canonical_text(hosts: &[ModelHost], entries: impl Iterator<Item = Entry>) -> String {
+        let mut w = crate::canonical::Writer::new();
+        w.begin_object();
+        if !hosts.is_empty() {
+            w.key("hosts");
+            w.serialize(hosts);
+        }
+        w.key("resources");
+        w.begin_array();
+        for entry in entries {
+            w.serialize(&entry);
+        }
+        w.end();
+        w.key("version");
+        w.serialize(&CURRENT_VERSION);
+        w.end();
+        w.finish()
+    }
+
     /// A model as stored, of any version this build knows, upgraded to the current one.
     pub fn from_stored(mut stored: Json) -> Result<Self, ReadModelError> {
         let version = match stored.get("version") {
@@ -293,6 +315,23 @@ mod tests {
             l
         };
         assert_eq!(set(&written), set(&expected));
+    }
+
+    #[test]
+    fn the_model_written_entry_by_entry_is_the_whole_models_canonical_text() {
+        let mut m = ReconciledModel::from_stored(unversioned()).unwrap();
+        let text = |m: &ReconciledModel| {
+            ReconciledModel::canonical_text(&m.hosts, m.entries.iter().cloned())
+        };
+        assert_eq!(text(&m), crate::canonical::canonical_json(&m.to_json()));
+        m.hosts.push(ModelHost {
+            provider: "pve".into(),
+            name: "node-1".into(),
+            online: true,
+            cores: Some(8),
+            memory_mib: None,
+        });
+        assert_eq!(text(&m), crate::canonical::canonical_json(&m.to_json()));
     }
 
     #[test]

@@ -15,9 +15,9 @@ use crate::store::{ChangeAction, ChangeResult};
 
 /// An inventory of device types held in memory; a `lying` one answers every apply with
 /// success and changes nothing.
-struct Inventory {
-    live: Mutex<BTreeMap<String, String>>,
-    lying: bool,
+pub(super) struct Inventory {
+    pub(super) live: Mutex<BTreeMap<String, String>>,
+    pub(super) lying: bool,
 }
 
 impl Provider for Inventory {
@@ -122,7 +122,7 @@ async fn run_once(lying: bool) -> (tempfile::TempDir, Store, RunResult, Arc<Inve
     let mut leader = store.leader(false).await.unwrap();
     let run = store.start_run("test", "test").await.unwrap();
     let providers: Vec<Arc<dyn Provider>> = vec![inventory.clone()];
-    let result = execute(&store, run, &mut leader, &loaded, &providers, true)
+    let result = execute(&store, run, &mut leader, &loaded, &providers, true, None)
         .await
         .unwrap();
     (dir, store, result, inventory)

@@ -6,15 +6,17 @@
 //! deviations and no changes, and its open deviations are not resolved.
 
 #[cfg(test)]
+mod again_tests;
+#[cfg(test)]
 mod confirm_tests;
 pub mod import;
 mod registry;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 use tokio::task::JoinSet;
 
 use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
@@ -79,6 +81,13 @@ pub struct RunResult {
     /// made any.
     #[serde(skip)]
     pub inputs: Vec<ProviderInput>,
+    /// What the run concluded, for the controller to hand to the next run.
+    #[serde(skip)]
+    pub concluded: Option<Concluded>,
+    /// Nothing had moved since the run before: its conclusions were recorded again, with no
+    /// diff and no new model.
+    #[serde(skip)]
+    pub recorded_again: bool,
 }
 
 impl RunResult {
@@ -271,9 +280,84 @@ pub async fn apply(
     out
 }
 
+/// What a run concluded, kept by the controller for the next one: a run of the same commit
+/// names the desired state by its address instead of writing it out again, and a run that
+/// also finds the same rules and every provider's observation unchanged concludes what this
+/// run did, so it records that again without diffing or building the model anew.
+#[derive(Debug, Clone)]
+pub struct Concluded {
+    commit: String,
+    /// The address of the commit's desired state, which the store holds.
+    desired: String,
+    /// Present when the run observed every provider and planned no change.
+    again: Option<Again>,
+}
+
+#[derive(Debug, Clone)]
+struct Again {
+    key: RunKey,
+    plan: Plan,
+    /// The report as recorded, each body by its address alone.
+    report: RunReport,
+}
+
+/// What a run's conclusions depend on beyond the commit: the policy as asked this once, and
+/// everything each provider observed (its fingerprint; not when).
+#[derive(Debug, Clone, PartialEq)]
+struct RunKey {
+    commit: String,
+    force: bool,
+    runtime_suspend: Vec<(Option<Kind>, Option<String>)>,
+    observed: Vec<(String, String)>,
+}
+
+impl RunKey {
+    /// `None` when a provider could not be observed (what it failed with is not comparable)
+    /// or the desired state is not a commit.
+    fn of(
+        loaded: &Loaded,
+        rules: &Rules,
+        inputs: &[ProviderInput],
+        snapshots: &[Option<store::ObservedSnapshot>],
+    ) -> Option<RunKey> {
+        let observed = inputs
+            .iter()
+            .zip(snapshots)
+            .map(|(input, snapshot)| {
+                let o = input.observed.as_ref().ok()?;
+                Some((input.provider.clone(), fingerprint(o, snapshot.as_ref()?)))
+            })
+            .collect::<Option<_>>()?;
+        Some(RunKey {
+            commit: loaded.commit()?.to_string(),
+            force: rules.safety.force,
+            runtime_suspend: rules.runtime_suspend.clone(),
+            observed,
+        })
+    }
+}
+
+/// Everything `o` says but when: its resources by their snapshot's address, and the rest.
+fn fingerprint(o: &crate::providers::Observation, snapshot: &store::ObservedSnapshot) -> String {
+    let mut w = crate::canonical::Writer::new();
+    w.begin_object();
+    w.key("details");
+    w.serialize(&o.details);
+    w.key("hosts");
+    w.serialize(&o.hosts);
+    w.key("resources");
+    w.serialize(snapshot.body.hash());
+    w.key("unobservable");
+    w.serialize(&o.unobservable);
+    w.key("version");
+    w.serialize(&o.version);
+    w.end();
+    crate::canonical::sha256_hex(w.finish().as_bytes())
+}
+
 /// The body of the started run `run`: plan, apply what the policy allows, and record
 /// everything in one transaction. (Starting runs, leadership and retention are the
-/// controller's.)
+/// controller's.) `previous` is what the run before concluded, if the caller kept it.
 ///
 /// Leadership is confirmed just before anything is applied: a run that lost the lock (its
 /// database session ended) stops there, changes nothing and is recorded as aborted.
@@ -284,23 +368,44 @@ pub async fn execute(
     loaded: &Loaded,
     providers: &[Arc<dyn Provider>],
     force: bool,
+    previous: Option<&Concluded>,
 ) -> Result<RunResult, StoreError> {
     // Read at each run, so `labctl suspend` takes effect at the next run, with no restart.
     let suspended = match store.suspensions().await {
         Ok(s) => s,
         Err(e) => {
             // Without them it cannot know what it may touch: nothing is observed or changed.
-            let report = concluding_nothing(
-                Outcome::Failed,
-                loaded.commit().map(str::to_string),
-                format!("cannot read the runtime suspensions: {e}"),
-            );
-            let _ = store.finish_run(run, report).await;
-            return Err(e);
+            let message = format!("cannot read the runtime suspensions: {e}");
+            return Err(fail_run(store, run, loaded, message, e).await);
         }
     };
     let rules = rules(loaded, force, &suspended);
-    let (plan, mut inputs, observed) = plan_timed(loaded, providers, &rules).await;
+    let (mut inputs, observed) = observe_timed(&loaded.state, providers).await;
+    let snapshots = observed_snapshots(&inputs);
+    let key = RunKey::of(loaded, &rules, &inputs, &snapshots);
+    if let Some(again) = previous
+        .and_then(|p| p.again.as_ref())
+        .filter(|a| key.as_ref() == Some(&a.key))
+    {
+        // Nothing moved: the same conclusions, recorded again with this run's observations.
+        let mut report = again.report.clone();
+        report.observed = snapshots.into_iter().flatten().collect();
+        let counts = finish(store, run, loaded, report).await?;
+        return Ok(RunResult {
+            plan: again.plan.clone(),
+            applied: Vec::new(),
+            changes: Vec::new(),
+            run_id: run,
+            outcome: again.report.outcome,
+            counts,
+            observed,
+            after: None,
+            inputs,
+            concluded: previous.cloned(),
+            recorded_again: true,
+        });
+    }
+    let plan = diff::diff(&inputs, &rules);
     if !plan.changes.is_empty() {
         if let Err(lost) = leader.confirm().await {
             tracing::error!(error = %lost, "not applying");
@@ -321,17 +426,24 @@ pub async fn execute(
     // What the lab looks like now: the providers that were changed are observed again, so the
     // run records (and resolves) what is true after its own changes, and every change is
     // confirmed, or not, by what the provider shows afterwards.
-    let (after, changes) = if applied.is_empty() {
-        (None, Vec::new())
+    let (after, changes, snapshots) = if applied.is_empty() {
+        (None, Vec::new(), snapshots)
     } else {
+        drop(snapshots);
         let (after, changes) =
             reobserve(loaded, &plan, &mut inputs, &applied, providers, &rules).await;
-        (Some(after), changes)
+        (Some(after), changes, observed_snapshots(&inputs))
     };
+    // The commit's desired state by its address when the run before recorded it.
+    let desired_stored = previous
+        .filter(|p| Some(p.commit.as_str()) == loaded.commit())
+        .map(|p| store::Blob::stored(p.desired.clone()));
     let mut report = report(
         loaded,
         after.as_ref().unwrap_or(&plan),
         &inputs,
+        snapshots,
+        desired_stored,
         &applied,
         &changes,
     );
@@ -340,7 +452,33 @@ pub async fn execute(
     }
     report.changes = changes.clone();
     let outcome = report.outcome;
-    let counts = store.finish_run(run, report).await?;
+    let concluded = match (loaded.commit(), &report.desired) {
+        (Some(commit), Some(desired)) => Some(Concluded {
+            commit: commit.to_string(),
+            desired: desired.hash().to_string(),
+            again: key
+                .filter(|_| applied.is_empty() && plan.changes.is_empty())
+                .map(|key| Again {
+                    key,
+                    plan: plan.clone(),
+                    report: RunReport {
+                        outcome,
+                        commit_sha: report.commit_sha.clone(),
+                        desired: report.desired.as_ref().map(store::Blob::address),
+                        observed: Vec::new(),
+                        deviations: report.deviations.clone(),
+                        repaired: Vec::new(),
+                        unobservable: report.unobservable.clone(),
+                        resources: report.resources,
+                        error: report.error.clone(),
+                        model: report.model.as_ref().map(store::Blob::address),
+                        changes: Vec::new(),
+                    },
+                }),
+        }),
+        _ => None,
+    };
+    let counts = finish(store, run, loaded, report).await?;
     Ok(RunResult {
         plan,
         applied,
@@ -351,7 +489,45 @@ pub async fn execute(
         observed,
         after,
         inputs,
+        concluded,
+        recorded_again: false,
     })
+}
+
+/// Records `report` as the end of `run`. A body named by its address that the store no
+/// longer holds fails the run, recorded as failed and concluding nothing: the next run, with
+/// nothing kept from this one, writes every body out.
+async fn finish(
+    store: &Store,
+    run: store::RunId,
+    loaded: &Loaded,
+    report: RunReport,
+) -> Result<store::RunCounts, StoreError> {
+    match store.finish_run(run, report).await {
+        Err(e @ StoreError::BlobGone { .. }) => {
+            Err(fail_run(store, run, loaded, e.to_string(), e).await)
+        }
+        other => other,
+    }
+}
+
+/// Records `run` as failed with `message`, concluding nothing, and hands back `error`.
+async fn fail_run(
+    store: &Store,
+    run: store::RunId,
+    loaded: &Loaded,
+    message: String,
+    error: StoreError,
+) -> StoreError {
+    let report = concluding_nothing(
+        Outcome::Failed,
+        loaded.commit().map(str::to_string),
+        message,
+    );
+    if let Err(e) = store.finish_run(run, report).await {
+        tracing::warn!(error = %e, "could not record the failed run");
+    }
+    error
 }
 
 /// Observes again every provider in `applied`, replacing its observation in `inputs`, and
@@ -529,11 +705,42 @@ pub fn concluding_nothing(outcome: Outcome, commit: Option<String>, error: Strin
     report
 }
 
-/// What the store keeps of a run.
+/// Each provider's resources as the store keeps them (sorted by kind and name), in the order
+/// of `inputs`; `None` for a provider that could not be observed. Written resource by
+/// resource, never the whole list as one value.
+fn observed_snapshots(inputs: &[ProviderInput]) -> Vec<Option<store::ObservedSnapshot>> {
+    inputs
+        .iter()
+        .map(|input| {
+            let o = input.observed.as_ref().ok()?;
+            let mut resources: Vec<&crate::providers::Resource> = o.resources.iter().collect();
+            resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+            let mut body = crate::canonical::Writer::new();
+            body.begin_object();
+            body.key("resources");
+            body.begin_array();
+            for r in resources {
+                body.serialize(r);
+            }
+            body.end();
+            body.end();
+            Some(store::ObservedSnapshot {
+                provider: input.provider.clone(),
+                body: store::Blob::from_canonical(body.finish()),
+                observed_at: o.observed_at,
+            })
+        })
+        .collect()
+}
+
+/// What the store keeps of a run: `snapshots` from [`observed_snapshots`] of `inputs`, and
+/// the desired state by its address (`desired_stored`) when the store holds it.
 fn report(
     loaded: &Loaded,
     plan: &Plan,
     inputs: &[ProviderInput],
+    snapshots: Vec<Option<store::ObservedSnapshot>>,
+    desired_stored: Option<store::Blob>,
     applied: &[Applied],
     changes: &[store::ChangeRecord],
 ) -> RunReport {
@@ -567,22 +774,16 @@ fn report(
     // Desired snapshots are keyed by commit: a plain directory has none to key them by.
     // Each body is made canonical text as soon as it is built, and its value dropped: the
     // values of a large lab are several times their text.
-    report.desired = loaded
-        .commit()
-        .map(|_| store::Blob::of(&loaded.state.to_json()));
+    report.desired = loaded.commit().map(|_| {
+        desired_stored.unwrap_or_else(|| store::Blob::from_canonical(loaded.state.canonical_text()))
+    });
     // A provider URL may carry a password (`http://user:pass@kea`); never into the store.
     report.error = (!failures.is_empty()).then(|| crate::redact::userinfo(&failures.join("; ")));
     report.resources = inputs.iter().map(|i| i.expected.len() as u64).sum();
+    report.observed = snapshots.into_iter().flatten().collect();
     for input in inputs {
         match &input.observed {
             Ok(o) => {
-                let mut resources: Vec<&crate::providers::Resource> = o.resources.iter().collect();
-                resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-                report.observed.push(store::ObservedSnapshot {
-                    provider: input.provider.clone(),
-                    body: store::Blob::of(&json!({ "resources": resources })),
-                    observed_at: o.observed_at,
-                });
                 // A resource with any unreadable part keeps its open deviations open.
                 for u in &o.unobservable {
                     report
@@ -607,9 +808,7 @@ fn report(
         .filter(|d| d.dtype != DeviationType::Unknown)
         .map(deviation_record)
         .collect();
-    report.model = Some(store::Blob::of(
-        &model(&loaded.state, inputs, plan).to_json(),
-    ));
+    report.model = Some(ModelParts::new(&loaded.state, inputs, plan).blob());
     report
 }
 
@@ -659,89 +858,132 @@ fn repaired(
 /// what each provider expected and observed, the stable details providers reported, and a
 /// status in Argo CD's words: synced, out-of-sync, unknown, or unobserved (no provider covers
 /// it).
-fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> ReconciledModel {
-    let mut resources: BTreeMap<(Kind, String), Entry> = BTreeMap::new();
-    for (kind, meta, spec) in state.documents() {
-        let mut e = Entry::new(kind, &meta.name);
-        e.labels = Some(meta.labels.clone());
-        e.spec = Some(spec);
-        resources.insert((kind, meta.name.clone()), e);
-    }
-    for input in inputs {
-        for r in &input.expected {
-            let e = resource_entry(&mut resources, r.kind, &r.name, &input.provider);
-            merge(&mut e.desired, &r.fields);
+///
+/// Held as references into the desired state and the observations; each [`Entry`] is built
+/// only as it is written, so the model is never a second copy of everything the run saw.
+struct ModelParts<'a> {
+    resources: BTreeMap<(Kind, &'a str), Parts<'a>>,
+    hosts: Vec<ModelHost>,
+}
+
+/// What one resource of the model is made of.
+#[derive(Default)]
+struct Parts<'a> {
+    doc: Option<(&'a crate::model::Metadata, crate::model::SpecRef<'a>)>,
+    /// What each provider expected (`observed: false`) and observed, in the order asked.
+    seen: Vec<Seen<'a>>,
+    deviations: u64,
+    unknown: bool,
+}
+
+struct Seen<'a> {
+    provider: &'a str,
+    observed: bool,
+    fields: &'a Json,
+    details: Option<&'a Json>,
+}
+
+impl<'a> ModelParts<'a> {
+    fn new(state: &'a DesiredState, inputs: &'a [ProviderInput], plan: &'a Plan) -> Self {
+        let mut resources: BTreeMap<(Kind, &'a str), Parts<'a>> = BTreeMap::new();
+        for (kind, meta, spec) in state.documents() {
+            resources.entry((kind, &meta.name)).or_default().doc = Some((meta, spec));
         }
-        if let Ok(o) = &input.observed {
-            for r in &o.resources {
-                let e = resource_entry(&mut resources, r.kind, &r.name, &input.provider);
-                merge(&mut e.observed, &r.fields);
-                if let Some(details) = o.details.get(&format!("{}/{}", r.kind, r.name)) {
-                    merge(&mut e.details, details);
+        for input in inputs {
+            let provider = input.provider.as_str();
+            for r in &input.expected {
+                resources
+                    .entry((r.kind, &r.name))
+                    .or_default()
+                    .seen
+                    .push(Seen {
+                        provider,
+                        observed: false,
+                        fields: &r.fields,
+                        details: None,
+                    });
+            }
+            if let Ok(o) = &input.observed {
+                for r in &o.resources {
+                    let details = o.details.get(&format!("{}/{}", r.kind, r.name));
+                    resources
+                        .entry((r.kind, &r.name))
+                        .or_default()
+                        .seen
+                        .push(Seen {
+                            provider,
+                            observed: true,
+                            fields: &r.fields,
+                            details,
+                        });
                 }
             }
         }
-    }
-    // Deviations per resource (count, any unknown), gathered once: not a scan per resource.
-    let mut found: HashMap<(Kind, &str), (u64, bool)> = HashMap::new();
-    for d in &plan.deviations {
-        let f = found.entry((d.kind, d.name.as_str())).or_default();
-        f.0 += 1;
-        f.1 |= d.dtype == DeviationType::Unknown;
-    }
-    for ((kind, name), e) in resources.iter_mut() {
-        let (count, unknown) = found
-            .get(&(*kind, name.as_str()))
-            .copied()
-            .unwrap_or_default();
-        e.status = if e.providers.is_empty() {
-            Status::Unobserved
-        } else if unknown {
-            Status::Unknown
-        } else if count == 0 {
-            Status::Synced
-        } else {
-            Status::OutOfSync
-        };
-        e.deviations = count;
-    }
-    let mut hosts: Vec<ModelHost> = inputs
-        .iter()
-        .filter_map(|i| Some((&i.provider, i.observed.as_ref().ok()?)))
-        .flat_map(|(provider, o)| {
-            o.hosts.iter().map(move |h| ModelHost {
-                provider: provider.clone(),
-                name: h.name.clone(),
-                online: h.online,
-                cores: h.cores,
-                memory_mib: h.memory_mib,
+        // Deviations per resource, gathered once: not a scan of them per resource.
+        for d in &plan.deviations {
+            if let Some(p) = resources.get_mut(&(d.kind, d.name.as_str())) {
+                p.deviations += 1;
+                p.unknown |= d.dtype == DeviationType::Unknown;
+            }
+        }
+        let mut hosts: Vec<ModelHost> = inputs
+            .iter()
+            .filter_map(|i| Some((&i.provider, i.observed.as_ref().ok()?)))
+            .flat_map(|(provider, o)| {
+                o.hosts.iter().map(move |h| ModelHost {
+                    provider: provider.clone(),
+                    name: h.name.clone(),
+                    online: h.online,
+                    cores: h.cores,
+                    memory_mib: h.memory_mib,
+                })
             })
-        })
-        .collect();
-    hosts.sort();
-    // No timestamps in here: the model is content-addressed, so an unchanged lab must give
-    // byte-identical models (when it was seen is on the run row).
-    ReconciledModel {
-        hosts,
-        ..ReconciledModel::new(resources.into_values().collect())
+            .collect();
+        hosts.sort();
+        ModelParts { resources, hosts }
     }
-}
 
-/// The model entry of a resource (created for a live-only one), with `provider` noted as
-/// covering it.
-fn resource_entry<'a>(
-    resources: &'a mut BTreeMap<(Kind, String), Entry>,
-    kind: Kind,
-    name: &str,
-    provider: &str,
-) -> &'a mut Entry {
-    let e = resources
-        .entry((kind, name.to_string()))
-        .or_insert_with(|| Entry::new(kind, name));
-    if !e.providers.iter().any(|p| p == provider) {
-        e.providers.push(provider.to_string());
+    /// The entries in the stored order (kind, then name), each built as it is asked for.
+    fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.resources.iter().map(|(&(kind, name), parts)| {
+            let mut e = Entry::new(kind, name);
+            if let Some((meta, spec)) = parts.doc {
+                e.labels = Some(meta.labels.clone());
+                e.spec = Some(serde_json::to_value(spec).unwrap_or_default());
+            }
+            for seen in &parts.seen {
+                if !e.providers.iter().any(|p| p == seen.provider) {
+                    e.providers.push(seen.provider.to_string());
+                }
+                if seen.observed {
+                    merge(&mut e.observed, seen.fields);
+                } else {
+                    merge(&mut e.desired, seen.fields);
+                }
+                if let Some(details) = seen.details {
+                    merge(&mut e.details, details);
+                }
+            }
+            e.status = if e.providers.is_empty() {
+                Status::Unobserved
+            } else if parts.unknown {
+                Status::Unknown
+            } else if parts.deviations == 0 {
+                Status::Synced
+            } else {
+                Status::OutOfSync
+            };
+            e.deviations = parts.deviations;
+            e
+        })
     }
-    e
+
+    /// The model as the store keeps it. No timestamps in it: the model is content-addressed,
+    /// so an unchanged lab must give byte-identical models (when it was seen is on the run
+    /// row).
+    fn blob(&self) -> store::Blob {
+        store::Blob::from_canonical(ReconciledModel::canonical_text(&self.hosts, self.entries()))
+    }
 }
 
 /// Merges `value` into `target`: objects key by key (two providers see different fields of
@@ -759,6 +1001,18 @@ fn merge(target: &mut Option<Json>, value: &Json) {
 mod tests {
     use super::*;
     use crate::providers::{Observation, Resource};
+    use serde_json::json;
+
+    /// The model as one value, checked to be what the store is given.
+    fn model(state: &DesiredState, inputs: &[ProviderInput], plan: &Plan) -> ReconciledModel {
+        let parts = ModelParts::new(state, inputs, plan);
+        let m = ReconciledModel {
+            hosts: parts.hosts.clone(),
+            ..ReconciledModel::new(parts.entries().collect())
+        };
+        assert_eq!(parts.blob(), store::Blob::of(&m.to_json()));
+        m
+    }
 
     fn input(provider: &str, expected: Json, observed: Json) -> ProviderInput {
         let res = |fields: Json| Resource::new(Kind::Device, "nas", fields);

@@ -373,6 +373,8 @@ fn record(
                 run = done.run.run_id,
                 %outcome,
                 open = done.run.counts.deviations_open,
+                // Nothing had moved since the run before: its conclusions were recorded again.
+                recorded_again = done.run.recorded_again,
                 "run finished"
             );
             state.update(|p| {

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Executor;
@@ -67,6 +66,8 @@ pub enum StoreError {
     InvalidSuspension(String),
     #[error("invalid run report: {0}")]
     InvalidReport(String),
+    #[error("the run names the stored body {hash}, which the store no longer holds (retention removed it); nothing of the run was stored")]
+    BlobGone { hash: String },
     #[error("no {what} with id {id}")]
     NotFound { what: &'static str, id: i64 },
     #[error("run {0} is not running (finished, aborted or unknown)")]
@@ -393,96 +394,9 @@ impl Store {
     }
 }
 
-/// Canonical JSON text: object keys sorted at every level, no whitespace. Written straight
-/// from `value`, without a sorted copy: run reports carry megabytes of JSON.
-pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                out.push(b'{');
-                for (i, (key, item)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    serde_json::to_writer(&mut *out, key).expect("a string serialises");
-                    out.push(b':');
-                    write(item, out);
-                }
-                out.push(b'}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write(item, out);
-                }
-                out.push(b']');
-            }
-            scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serialises"),
-        }
-    }
-    let mut out = Vec::new();
-    write(value, &mut out);
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
+pub use crate::canonical::canonical_json;
 
 /// The content address of a JSON value: sha256 hex of its canonical text.
 pub fn content_hash(canonical: &str) -> String {
-    Sha256::digest(canonical.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::{json, Value};
-
-    /// The first implementation: a sorted copy, printed. Stored hashes depend on this text.
-    fn reference(value: &Value) -> String {
-        fn sorted(value: &Value) -> Value {
-            match value {
-                Value::Object(map) => {
-                    let mut entries: Vec<_> = map.iter().collect();
-                    entries.sort_by(|a, b| a.0.cmp(b.0));
-                    Value::Object(
-                        entries
-                            .into_iter()
-                            .map(|(k, v)| (k.clone(), sorted(v)))
-                            .collect(),
-                    )
-                }
-                Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-                other => other.clone(),
-            }
-        }
-        sorted(value).to_string()
-    }
-
-    #[test]
-    fn canonical_json_is_unchanged() {
-        let doc = json!({
-            "z": [1, -2.5, 1e300, null, true, false, "é\"\\\n\u{1}"],
-            "a": {"y\"": {}, "x": [], "b": [{"d": 1, "c": 2}]},
-            "": "",
-            "Z": 18446744073709551615u64,
-        });
-        for value in [
-            doc.clone(),
-            json!([doc]),
-            json!("x"),
-            json!(null),
-            json!({}),
-        ] {
-            assert_eq!(super::canonical_json(&value), reference(&value));
-        }
-        assert_eq!(
-            super::canonical_json(&json!({"b": 1, "a": [{"d": 1, "c": 2}]})),
-            r#"{"a":[{"c":2,"d":1}],"b":1}"#
-        );
-    }
+    crate::canonical::sha256_hex(canonical.as_bytes())
 }

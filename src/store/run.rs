@@ -214,7 +214,7 @@ impl Store {
     /// Stores `body` under its content address (once) and returns the address. A body already
     /// stored is not sent to the database again.
     async fn put_blob(&self, tx: &mut Tx, body: &Blob, now: i64) -> Result<String, StoreError> {
-        let (text, hash) = (body.text(), body.hash());
+        let hash = body.hash();
         let stored = sqlx::query("SELECT 1 FROM blobs WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&mut **tx)
@@ -223,6 +223,11 @@ impl Store {
         if stored.is_some() {
             return Ok(hash.to_string());
         }
+        let Some(text) = body.text() else {
+            return Err(StoreError::BlobGone {
+                hash: hash.to_string(),
+            });
+        };
         sqlx::query(
             "INSERT INTO blobs (hash, body, size, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (hash) DO NOTHING",

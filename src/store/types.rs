@@ -120,25 +120,50 @@ pub struct DeviationRecord {
 /// state and observations need not all be alive as values at once (each is several times its
 /// text), and no canonicalising or hashing happens while the run's transaction holds the
 /// database.
+///
+/// A body the store already holds may be given by its address alone ([`Blob::stored`]): an
+/// unchanged run need not write, or even hold, its model again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blob {
-    text: String,
+    text: Option<String>,
     hash: String,
 }
 
 impl Blob {
     pub fn of(value: &Value) -> Self {
-        let text = super::canonical_json(value);
+        Blob::from_canonical(super::canonical_json(value))
+    }
+
+    /// A body already written as canonical JSON (by [`crate::canonical::Writer`]).
+    pub fn from_canonical(text: String) -> Self {
         let hash = super::content_hash(&text);
-        Blob { text, hash }
+        Blob {
+            text: Some(text),
+            hash,
+        }
     }
 
-    /// The canonical JSON text.
-    pub fn text(&self) -> &str {
-        &self.text
+    /// A body the store holds under `hash`. Recording a run that names one the store no
+    /// longer holds (retention removed it) fails with [`super::StoreError::BlobGone`],
+    /// storing nothing: the caller records the run again with the whole body.
+    pub fn stored(hash: impl Into<String>) -> Self {
+        Blob {
+            text: None,
+            hash: hash.into(),
+        }
     }
 
-    /// The content address: sha256 hex of [`Blob::text`].
+    /// The same body by its address alone.
+    pub fn address(&self) -> Blob {
+        Blob::stored(self.hash.clone())
+    }
+
+    /// The canonical JSON text; `None` for a body given by its address alone.
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+
+    /// The content address: sha256 hex of the canonical text.
     pub fn hash(&self) -> &str {
         &self.hash
     }

@@ -724,8 +724,15 @@ async fn a_change_made_in_kea_behind_labctls_back_is_found_by_the_next_scheduled
         [("whisper", "spec.ip")],
         "{open:?}"
     );
+    // The next scheduled run finds nothing moved: it records the same again.
+    let again = daemon
+        .run_where("after the change was found", |r| r.id > found.id)
+        .await;
+    assert_eq!(again.counts.deviations_open, 1, "{again:?}");
+    assert_eq!(again.model_hash, found.model_hash);
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("\"recorded_again\":true"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,237 @@
+//! Canonical JSON — object keys sorted at every level, no whitespace — and SHA-256 hex: the
+//! one form in which labctl hashes and stores JSON (content-addressed blobs, Kea's config
+//! fingerprint, audit details). Stored hashes depend on this text: it never changes.
+//!
+//! [`Writer`] builds one body piece by piece, so that a large one (a run's model, its desired
+//! state, a provider's resources) is never a whole `serde_json::Value` at once: a value is
+//! several times the size of its text.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The canonical text of `value`, written straight from it (no sorted copy).
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_value(value, &mut out);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key).expect("a string serialises");
+                out.push(b':');
+                write_value(item, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serialises"),
+    }
+}
+
+/// SHA-256 of `bytes` as 64 lowercase hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
+
+/// Canonical JSON written piece by piece: objects and arrays opened and closed by the caller,
+/// each item serialised (through a `Value` of that item only) as it comes. The caller gives
+/// an object's keys in sorted order, which is checked.
+#[derive(Debug, Default)]
+pub struct Writer {
+    out: Vec<u8>,
+    /// Per open object or array: items written so far, and an object's last key.
+    open: Vec<(usize, Option<String>)>,
+    after_key: bool,
+}
+
+impl Writer {
+    pub fn new() -> Writer {
+        Writer::default()
+    }
+
+    /// Before a value: a comma after an earlier array item; nothing after a key.
+    fn separate(&mut self) {
+        if std::mem::take(&mut self.after_key) {
+            return;
+        }
+        if let Some((items, _)) = self.open.last_mut() {
+            if *items > 0 {
+                self.out.push(b',');
+            }
+            *items += 1;
+        }
+    }
+
+    pub fn begin_object(&mut self) {
+        self.separate();
+        self.out.push(b'{');
+        self.open.push((0, Some(String::new())));
+    }
+
+    pub fn begin_array(&mut self) {
+        self.separate();
+        self.out.push(b'[');
+        self.open.push((0, None));
+    }
+
+    /// Closes the innermost object or array.
+    pub fn end(&mut self) {
+        let (_, key) = self.open.pop().expect("end() matches a begin");
+        self.out.push(if key.is_some() { b'}' } else { b']' });
+    }
+
+    /// The next key of the open object: after every key given before it.
+    pub fn key(&mut self, key: &str) {
+        let (items, last) = self.open.last_mut().expect("key() inside an object");
+        let last = last.as_mut().expect("key() inside an object, not an array");
+        assert!(
+            *items == 0 || last.as_str() < key,
+            "canonical keys in order: {key:?} after {last:?}"
+        );
+        key.clone_into(last);
+        if *items > 0 {
+            self.out.push(b',');
+        }
+        *items += 1;
+        serde_json::to_writer(&mut self.out, key).expect("a string serialises");
+        self.out.push(b':');
+        self.after_key = true;
+    }
+
+    pub fn value(&mut self, value: &Value) {
+        self.separate();
+        write_value(value, &mut self.out);
+    }
+
+    /// One item as `serde_json` would make it a value (only plain data, string-keyed maps).
+    pub fn serialize<T: Serialize + ?Sized>(&mut self, item: &T) {
+        let value = serde_json::to_value(item).expect("plain data serialises to JSON");
+        self.value(&value);
+    }
+
+    /// The text written; every object and array must be closed.
+    pub fn finish(self) -> String {
+        assert!(self.open.is_empty(), "every begin has its end");
+        String::from_utf8(self.out).expect("serde_json writes UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The first implementation: a sorted copy, printed. Stored hashes depend on this text.
+    fn reference(value: &Value) -> String {
+        fn sorted(value: &Value) -> Value {
+            match value {
+                Value::Object(map) => {
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_by(|a, b| a.0.cmp(b.0));
+                    Value::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k.clone(), sorted(v)))
+                            .collect(),
+                    )
+                }
+                Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+                other => other.clone(),
+            }
+        }
+        sorted(value).to_string()
+    }
+
+    #[test]
+    fn canonical_json_is_unchanged() {
+        let doc = json!({
+            "z": [1, -2.5, 1e300, null, true, false, "é\"\\\n\u{1}"],
+            "a": {"y\"": {}, "x": [], "b": [{"d": 1, "c": 2}]},
+            "": "",
+            "Z": 18446744073709551615u64,
+        });
+        for value in [
+            doc.clone(),
+            json!([doc]),
+            json!("x"),
+            json!(null),
+            json!({}),
+        ] {
+            assert_eq!(canonical_json(&value), reference(&value));
+        }
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "a": [{"d": 1, "c": 2}]})),
+            r#"{"a":[{"c":2,"d":1}],"b":1}"#
+        );
+    }
+
+    #[test]
+    fn the_writer_writes_what_the_whole_value_would_give() {
+        let items = [json!({"b": [1, {}], "a": null}), json!([]), json!("x\"")];
+        let mut w = Writer::new();
+        w.begin_object();
+        w.key("");
+        w.begin_array();
+        w.end();
+        w.key("a");
+        w.begin_array();
+        for item in &items {
+            w.serialize(item);
+        }
+        w.begin_object();
+        w.end();
+        w.end();
+        w.key("b");
+        w.begin_object();
+        w.key("c");
+        w.value(&json!(1));
+        w.end();
+        w.key("z");
+        w.serialize(&Some(2));
+        w.end();
+        let whole = json!({"z": 2, "b": {"c": 1}, "a": [items[0], items[1], items[2], {}], "": []});
+        assert_eq!(w.finish(), canonical_json(&whole));
+    }
+
+    #[test]
+    #[should_panic(expected = "canonical keys in order")]
+    fn keys_out_of_order_are_refused() {
+        let mut w = Writer::new();
+        w.begin_object();
+        w.key("b");
+        w.key("a");
+    }
+
+    #[test]
+    fn sha256_of_nothing() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}
