@@ -1,9 +1,12 @@
 //! YAML text → typed documents, with every failure turned into a located diagnostic.
 //!
-//! Each file is read twice by serde_yaml: first as untyped values (syntax errors, duplicate
-//! keys, `apiVersion` and `kind`), then into the typed document for its kind (unknown fields,
-//! wrong types). A document that fails either step is reported and left out; the others go on
-//! to the cross-document checks, so one run reports every error in the repository.
+//! Each document is read by serde_yaml as an untyped value (syntax errors, duplicate keys,
+//! `apiVersion` and `kind`), and that value into the typed document for its kind (unknown
+//! fields, wrong types). Only a document the value does not type is read again from its text,
+//! where serde_yaml knows positions and treats plain scalars as text where text is wanted: its
+//! answer, success or error, is the one that counts. A document that fails is reported and
+//! left out; the others go on to the cross-document checks, so one run reports every error in
+//! the repository.
 
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
@@ -144,7 +147,6 @@ pub fn parse_file(
     let max = limits.documents_per_file.min(room);
     // One more than may be parsed, to point at the first document over the limit.
     let mut spans = spans::index(&file.text, max.saturating_add(1)).into_iter();
-    let mut typed = serde_yaml::Deserializer::from_str(&file.text);
     for (i, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
         let doc_spans = spans.next().unwrap_or_default();
         if i == max {
@@ -154,7 +156,6 @@ pub fn parse_file(
             break;
         }
         out.seen += 1;
-        let typed_de = typed.next();
         let value = match Yaml::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
@@ -199,21 +200,19 @@ pub fn parse_file(
             }
             continue;
         };
-        let Some(typed_de) = typed_de.filter(|_| usable) else {
+        if !usable {
             out.failed.push((kind, name));
             continue;
-        };
+        }
         let ident = format!("{kind}/{}", name.as_deref().unwrap_or("?"));
-        let result = match kind {
-            Kind::Pool => Box::<PoolDoc>::deserialize(typed_de).map(AnyDoc::Pool),
-            Kind::Device => Box::<DeviceDoc>::deserialize(typed_de).map(AnyDoc::Device),
-            Kind::DhcpReservation => {
-                Box::<DhcpReservationDoc>::deserialize(typed_de).map(AnyDoc::DhcpReservation)
-            }
-            Kind::Route => Box::<RouteDoc>::deserialize(typed_de).map(AnyDoc::Route),
-            Kind::McpServer => Box::<McpServerDoc>::deserialize(typed_de).map(AnyDoc::McpServer),
-            Kind::Config => Box::<ConfigDoc>::deserialize(typed_de).map(AnyDoc::Config),
-        };
+        // The value first: the text is scanned once. Read from the text again only when the
+        // value does not fit (serde_yaml then says where, and decides).
+        let result = typed(kind, value).or_else(|_| {
+            let de = serde_yaml::Deserializer::from_str(&file.text)
+                .nth(i)
+                .expect("the document was read once already");
+            typed(kind, de)
+        });
         match result {
             Ok(doc) => {
                 let parsed = Parsed {
@@ -230,6 +229,23 @@ pub fn parse_file(
                 out.failed.push((kind, name));
             }
         }
+    }
+}
+
+/// The typed document of `kind` read through `de`.
+fn typed<'de, D: serde::Deserializer<'de, Error = serde_yaml::Error>>(
+    kind: Kind,
+    de: D,
+) -> Result<AnyDoc, serde_yaml::Error> {
+    match kind {
+        Kind::Pool => Box::<PoolDoc>::deserialize(de).map(AnyDoc::Pool),
+        Kind::Device => Box::<DeviceDoc>::deserialize(de).map(AnyDoc::Device),
+        Kind::DhcpReservation => {
+            Box::<DhcpReservationDoc>::deserialize(de).map(AnyDoc::DhcpReservation)
+        }
+        Kind::Route => Box::<RouteDoc>::deserialize(de).map(AnyDoc::Route),
+        Kind::McpServer => Box::<McpServerDoc>::deserialize(de).map(AnyDoc::McpServer),
+        Kind::Config => Box::<ConfigDoc>::deserialize(de).map(AnyDoc::Config),
     }
 }
 
