@@ -13,6 +13,11 @@
 //! -o /tmp/p`); its peak RSS is then the profiler's and the program's. `--write DIR` only writes each repository (committed, with no providers) below DIR, for
 //! profiling `labctl validate` by hand.
 //!
+//! Then `labctl serve` on the same lab: its first run, and three runs asked for over HTTP with
+//! nothing changed (the daemon keeps what a run concluded, so these record it again); each
+//! run's CPU time is the daemon's, summed over its threads (`/proc/PID/task/*/schedstat`),
+//! from the request until the run is recorded, and its peak RSS is `VmHWM`.
+//!
 //! Loopback only: Kea's control agent and the fixture listen on 127.0.0.1.
 
 #[path = "common/mod.rs"]
@@ -140,6 +145,7 @@ async fn main() {
         "| resources (reservations + devices + routes + others) | layout | drifted | Kea config-get | validate | plan | reconcile | unchanged reconcile | peak RSS validate / plan / reconcile / unchanged |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    let mut daemon_rows = Vec::new();
     for &reservations in &sizes {
         for &layout in &layouts {
             let lab = synth::generate(Spec {
@@ -313,6 +319,26 @@ async fn main() {
                 first.peak_rss_kb / 1024,
                 again.peak_rss_kb / 1024,
             );
+            let served = serve(labctl, repo_arg, &db, dir.path(), 3).await;
+            let mut unchanged = served.unchanged_cpu.clone();
+            unchanged.sort();
+            daemon_rows.push(format!(
+                "| {} | {} | {} (cpu {}) | {:.0} ms | {} – {} ms | {}/{} | {} MB |",
+                c.documents(),
+                if layout == Layout::PerFile {
+                    "per file"
+                } else {
+                    "1,000 per file"
+                },
+                secs(served.first_wall),
+                secs(served.first_cpu),
+                unchanged[unchanged.len() / 2].as_secs_f64() * 1000.0,
+                unchanged[0].as_millis(),
+                unchanged[unchanged.len() - 1].as_millis(),
+                served.recorded_again,
+                unchanged.len(),
+                served.peak_rss_kb / 1024,
+            ));
             if !keep.is_empty() {
                 let to = Path::new(&keep).join(format!("{reservations}-{layout:?}"));
                 let _ = std::fs::remove_dir_all(&to);
@@ -326,5 +352,130 @@ async fn main() {
             drop(fixture);
             drop(kea);
         }
+    }
+    if !daemon_rows.is_empty() {
+        println!();
+        println!("| resources | layout | `serve`: first run | unchanged run, cpu (median) | min – max | recorded again | peak RSS |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
+        for row in daemon_rows {
+            println!("{row}");
+        }
+    }
+}
+
+/// What `labctl serve` cost on one lab.
+struct Served {
+    /// From the start until its first run is recorded (/readyz).
+    first_wall: Duration,
+    first_cpu: Duration,
+    /// Each run asked for afterwards, nothing changed: from the request to the run recorded.
+    unchanged_cpu: Vec<Duration>,
+    /// How many of those the daemon said it recorded again.
+    recorded_again: usize,
+    peak_rss_kb: i64,
+}
+
+/// CPU time of process `pid` so far, summed over its threads.
+fn cpu_of(pid: u32) -> Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
+/// `labctl serve` on the lab in `repo` (store `db`): its first run, then `n` runs asked for
+/// over HTTP with nothing changed; stopped with SIGTERM.
+async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Served {
+    const ADMIN: &str = "scale-bench-admin-token";
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, ADMIN).unwrap();
+    let port = net::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = dir.join("serve.log");
+    let started = Instant::now();
+    let mut child = Command::new(labctl)
+        .args(["serve", repo, "--database-url", db, "--no-watch"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-token-file", token_file.to_str().unwrap()])
+        // No scheduled run: only the first and those asked for.
+        .args(["--schedule", "0 0 1 1 *"])
+        .env("LABCTL_BENCH_PVE_TOKEN", PVE_TOKEN)
+        .env("LABCTL_MAX_DOCUMENTS", "1000000")
+        .env("LABCTL_MAX_TOTAL_BYTES", "1073741824")
+        .env("LABCTL_LOG", "labctl=info")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("labctl serve starts");
+    let pid = child.id();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (first_wall, first_cpu) = (started.elapsed(), cpu_of(pid));
+    let store = labctl::store::Store::open_reader(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let finished = |runs: &[labctl::store::Run]| {
+        runs.iter()
+            .filter(|r| r.outcome != labctl::store::Outcome::Running)
+            .count()
+    };
+    let mut unchanged_cpu = Vec::new();
+    for _ in 0..n {
+        let before = finished(&store.runs_between(0, i64::MAX).await.unwrap());
+        let cpu = cpu_of(pid);
+        let asked = http
+            .post(format!("{base}/api/reconcile"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(asked.status().as_u16(), 202, "the run is queued");
+        while finished(&store.runs_between(0, i64::MAX).await.unwrap()) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the run asked for never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        unchanged_cpu.push(cpu_of(pid) - cpu);
+    }
+    store.close().await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    // SAFETY: signalling our own child, which has not been reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    Served {
+        first_wall,
+        first_cpu,
+        unchanged_cpu,
+        recorded_again: log.matches("\"recorded_again\":true").count(),
+        peak_rss_kb,
     }
 }

@@ -286,7 +286,7 @@ fn print(results: &[Measured]) {
 fn main() {
     let o = options();
     let r = report();
-    let size = |b: &labctl::store::Blob| b.text().map_or(0, str::len);
+    let size = |b: &labctl::store::Blob| b.size().unwrap_or(0) as usize;
     println!(
         "model {} bytes ({RESOURCES} resources), desired {} bytes, observed {} bytes (3 providers)",
         size(r.model.as_ref().unwrap()),

@@ -6,6 +6,8 @@
 //! state, a provider's resources) is never a whole `serde_json::Value` at once: a value is
 //! several times the size of its text.
 
+use std::io::Write;
+
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,31 +19,37 @@ pub fn canonical_json(value: &Value) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) {
+/// Writes `value`'s canonical text to `out`, which must not fail (memory, a hasher, an
+/// in-memory compressor).
+pub fn write_value<W: Write + ?Sized>(value: &Value, out: &mut W) {
+    fn put<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) {
+        out.write_all(bytes)
+            .expect("the canonical sink does not fail");
+    }
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
+            put(out, b"{");
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    put(out, b",");
                 }
                 serde_json::to_writer(&mut *out, key).expect("a string serialises");
-                out.push(b':');
+                put(out, b":");
                 write_value(item, out);
             }
-            out.push(b'}');
+            put(out, b"}");
         }
         Value::Array(items) => {
-            out.push(b'[');
+            put(out, b"[");
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    put(out, b",");
                 }
                 write_value(item, out);
             }
-            out.push(b']');
+            put(out, b"]");
         }
         scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serialises"),
     }
@@ -49,21 +57,28 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 
 /// SHA-256 of `bytes` as 64 lowercase hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// `bytes` as lowercase hex digits.
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    Sha256::digest(bytes)
+    bytes
         .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
+        .fold(String::with_capacity(bytes.len() * 2), |mut hex, b| {
             let _ = write!(hex, "{b:02x}");
             hex
         })
 }
 
-/// Canonical JSON written piece by piece: objects and arrays opened and closed by the caller,
-/// each item serialised (through a `Value` of that item only) as it comes. The caller gives
-/// an object's keys in sorted order, which is checked.
+/// Canonical JSON written piece by piece into `W` (by default memory; the store's blobs
+/// hash and compress it as it comes, so a large body never exists as text either): objects
+/// and arrays opened and closed by the caller, each item serialised (through a `Value` of that
+/// item only) as it comes. The caller gives an object's keys in sorted order, which is
+/// checked.
 #[derive(Debug, Default)]
-pub struct Writer {
-    out: Vec<u8>,
+pub struct Writer<W: Write = Vec<u8>> {
+    out: W,
     /// Per open object or array: items written so far, and an object's last key.
     open: Vec<(usize, Option<String>)>,
     after_key: bool,
@@ -74,35 +89,64 @@ impl Writer {
         Writer::default()
     }
 
+    /// The text written; every object and array must be closed.
+    pub fn finish(self) -> String {
+        String::from_utf8(self.into_inner()).expect("serde_json writes UTF-8")
+    }
+}
+
+impl<W: Write> Writer<W> {
+    /// A writer into `out`, which must not fail.
+    pub fn to(out: W) -> Writer<W> {
+        Writer {
+            out,
+            open: Vec::new(),
+            after_key: false,
+        }
+    }
+
+    /// The sink, once every object and array is closed.
+    pub fn into_inner(self) -> W {
+        assert!(self.open.is_empty(), "every begin has its end");
+        self.out
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.out
+            .write_all(bytes)
+            .expect("the canonical sink does not fail");
+    }
+
     /// Before a value: a comma after an earlier array item; nothing after a key.
     fn separate(&mut self) {
         if std::mem::take(&mut self.after_key) {
             return;
         }
         if let Some((items, _)) = self.open.last_mut() {
-            if *items > 0 {
-                self.out.push(b',');
-            }
+            let first = *items == 0;
             *items += 1;
+            if !first {
+                self.put(b",");
+            }
         }
     }
 
     pub fn begin_object(&mut self) {
         self.separate();
-        self.out.push(b'{');
+        self.put(b"{");
         self.open.push((0, Some(String::new())));
     }
 
     pub fn begin_array(&mut self) {
         self.separate();
-        self.out.push(b'[');
+        self.put(b"[");
         self.open.push((0, None));
     }
 
     /// Closes the innermost object or array.
     pub fn end(&mut self) {
         let (_, key) = self.open.pop().expect("end() matches a begin");
-        self.out.push(if key.is_some() { b'}' } else { b']' });
+        self.put(if key.is_some() { b"}" } else { b"]" });
     }
 
     /// The next key of the open object: after every key given before it.
@@ -114,12 +158,13 @@ impl Writer {
             "canonical keys in order: {key:?} after {last:?}"
         );
         key.clone_into(last);
-        if *items > 0 {
-            self.out.push(b',');
-        }
+        let first = *items == 0;
         *items += 1;
+        if !first {
+            self.put(b",");
+        }
         serde_json::to_writer(&mut self.out, key).expect("a string serialises");
-        self.out.push(b':');
+        self.put(b":");
         self.after_key = true;
     }
 
@@ -132,12 +177,6 @@ impl Writer {
     pub fn serialize<T: Serialize + ?Sized>(&mut self, item: &T) {
         let value = serde_json::to_value(item).expect("plain data serialises to JSON");
         self.value(&value);
-    }
-
-    /// The text written; every object and array must be closed.
-    pub fn finish(self) -> String {
-        assert!(self.open.is_empty(), "every begin has its end");
-        String::from_utf8(self.out).expect("serde_json writes UTF-8")
     }
 }
 

@@ -140,11 +140,15 @@ impl DesiredState {
         ]
     }
 
-    /// The whole desired state as one canonical JSON document (documents per kind, in load
-    /// order), for desired-state snapshots: written document by document, never the whole
-    /// state as one value.
-    pub fn canonical_text(&self) -> String {
-        fn docs<T: Serialize>(w: &mut crate::canonical::Writer, key: &str, list: &[Located<T>]) {
+    /// Writes the whole desired state as one canonical JSON document (documents per kind, in
+    /// load order), for desired-state snapshots: document by document, never the whole state
+    /// as one value.
+    pub fn write_canonical<W: std::io::Write>(&self, w: &mut crate::canonical::Writer<W>) {
+        fn docs<T: Serialize, W: std::io::Write>(
+            w: &mut crate::canonical::Writer<W>,
+            key: &str,
+            list: &[Located<T>],
+        ) {
             w.key(key);
             w.begin_array();
             for d in list {
@@ -153,17 +157,15 @@ impl DesiredState {
             w.end();
         }
         // Keys in sorted order, as canonical JSON has them.
-        let mut w = crate::canonical::Writer::new();
         w.begin_object();
         w.key("config");
         w.serialize(&self.config.as_ref().map(|c| &c.doc));
-        docs(&mut w, "devices", &self.devices);
-        docs(&mut w, "dhcpReservations", &self.reservations);
-        docs(&mut w, "mcpServers", &self.mcp_servers);
-        docs(&mut w, "pools", &self.pools);
-        docs(&mut w, "routes", &self.routes);
+        docs(w, "devices", &self.devices);
+        docs(w, "dhcpReservations", &self.reservations);
+        docs(w, "mcpServers", &self.mcp_servers);
+        docs(w, "pools", &self.pools);
+        docs(w, "routes", &self.routes);
         w.end();
-        w.finish()
     }
 
     /// Every resource document (not the Config): kind, metadata and spec, in load order.

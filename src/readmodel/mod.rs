@@ -167,11 +167,14 @@ impl ReconciledModel {
         serde_json::to_value(self).expect("a reconciled model is plain data")
     }
 
-    /// The canonical JSON text of the model of `hosts` and `entries` (given in the stored
-    /// order), written entry by entry: the same text as [`crate::canonical::canonical_json`]
-    /// of [`ReconciledModel::to_json`], without the whole model ever being one value.
-    pub fn canonical_text(hosts: &[ModelHost], entries: impl Iterator<Item = Entry>) -> String {
-        let mut w = crate::canonical::Writer::new();
+    /// Writes the model of `hosts` and `entries` (given in the stored order) as canonical
+    /// JSON, entry by entry: the same text as [`crate::canonical::canonical_json`] of
+    /// [`ReconciledModel::to_json`], without the whole model ever being one value.
+    pub fn write_canonical<W: std::io::Write>(
+        w: &mut crate::canonical::Writer<W>,
+        hosts: &[ModelHost],
+        entries: impl Iterator<Item = Entry>,
+    ) {
         w.begin_object();
         if !hosts.is_empty() {
             w.key("hosts");
@@ -186,7 +189,6 @@ impl ReconciledModel {
         w.key("version");
         w.serialize(&CURRENT_VERSION);
         w.end();
-        w.finish()
     }
 
     /// A model as stored, of any version this build knows, upgraded to the current one.
@@ -321,7 +323,9 @@ mod tests {
     fn the_model_written_entry_by_entry_is_the_whole_models_canonical_text() {
         let mut m = ReconciledModel::from_stored(unversioned()).unwrap();
         let text = |m: &ReconciledModel| {
-            ReconciledModel::canonical_text(&m.hosts, m.entries.iter().cloned())
+            let mut w = crate::canonical::Writer::new();
+            ReconciledModel::write_canonical(&mut w, &m.hosts, m.entries.iter().cloned());
+            w.finish()
         };
         assert_eq!(text(&m), crate::canonical::canonical_json(&m.to_json()));
         m.hosts.push(ModelHost {

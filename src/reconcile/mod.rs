@@ -715,7 +715,7 @@ fn observed_snapshots(inputs: &[ProviderInput]) -> Vec<Option<store::ObservedSna
             let o = input.observed.as_ref().ok()?;
             let mut resources: Vec<&crate::providers::Resource> = o.resources.iter().collect();
             resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-            let mut body = crate::canonical::Writer::new();
+            let mut body = store::Blob::writer();
             body.begin_object();
             body.key("resources");
             body.begin_array();
@@ -726,7 +726,7 @@ fn observed_snapshots(inputs: &[ProviderInput]) -> Vec<Option<store::ObservedSna
             body.end();
             Some(store::ObservedSnapshot {
                 provider: input.provider.clone(),
-                body: store::Blob::from_canonical(body.finish()),
+                body: store::Blob::from_writer(body),
                 observed_at: o.observed_at,
             })
         })
@@ -775,7 +775,11 @@ fn report(
     // Each body is made canonical text as soon as it is built, and its value dropped: the
     // values of a large lab are several times their text.
     report.desired = loaded.commit().map(|_| {
-        desired_stored.unwrap_or_else(|| store::Blob::from_canonical(loaded.state.canonical_text()))
+        desired_stored.unwrap_or_else(|| {
+            let mut w = store::Blob::writer();
+            loaded.state.write_canonical(&mut w);
+            store::Blob::from_writer(w)
+        })
     });
     // A provider URL may carry a password (`http://user:pass@kea`); never into the store.
     report.error = (!failures.is_empty()).then(|| crate::redact::userinfo(&failures.join("; ")));
@@ -982,7 +986,9 @@ impl<'a> ModelParts<'a> {
     /// so an unchanged lab must give byte-identical models (when it was seen is on the run
     /// row).
     fn blob(&self) -> store::Blob {
-        store::Blob::from_canonical(ReconciledModel::canonical_text(&self.hosts, self.entries()))
+        let mut w = store::Blob::writer();
+        ReconciledModel::write_canonical(&mut w, &self.hosts, self.entries());
+        store::Blob::from_writer(w)
     }
 }
 

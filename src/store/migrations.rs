@@ -51,6 +51,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "pull request fingerprint",
         include_str!("../../migrations/sqlite/0008_pull_request_fingerprint.sql"),
     ),
+    (
+        9,
+        "blob packed",
+        include_str!("../../migrations/sqlite/0009_blob_packed.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -94,6 +99,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         8,
         "pull request fingerprint",
         include_str!("../../migrations/postgres/0008_pull_request_fingerprint.sql"),
+    ),
+    (
+        9,
+        "blob packed",
+        include_str!("../../migrations/postgres/0009_blob_packed.sql"),
     ),
 ];
 

@@ -246,7 +246,7 @@ impl Store {
     /// recorded one: a partial run's model says which resources are unknown.
     pub async fn latest_model(&self) -> Result<Option<LatestModel>, StoreError> {
         let row = sqlx::query(
-            "SELECT r.id, r.commit_sha, r.finished_at, b.body FROM runs r \
+            "SELECT r.id, r.commit_sha, r.finished_at, b.body, b.packed, b.size FROM runs r \
              JOIN blobs b ON b.hash = r.model_blob \
              WHERE r.outcome IN ('succeeded', 'partial') ORDER BY r.id DESC LIMIT 1",
         )
@@ -254,7 +254,7 @@ impl Store {
         .await
         .map_err(self.query_err("reading the latest model"))?;
         row.map(|r| {
-            let body: String = self.get(&r, "body")?;
+            let body = self.body(&r)?;
             Ok(LatestModel {
                 run: self.get(&r, "id")?,
                 commit_sha: self.get(&r, "commit_sha")?,
@@ -437,6 +437,20 @@ impl Store {
     {
         row.try_get(column)
             .map_err(|e| self.corrupt(format!("column `{column}`: {e}")))
+    }
+
+    /// The text of the blob in `row` (columns `body`, `packed`, `size`): compressed or, as
+    /// written before bodies were, plain.
+    pub(super) fn body(&self, row: &AnyRow) -> Result<String, StoreError> {
+        let packed: Option<Vec<u8>> = self.get(row, "packed")?;
+        match packed {
+            None => self.get(row, "body"),
+            Some(packed) => {
+                let size: i64 = self.get(row, "size")?;
+                super::types::unpack(&packed, u64::try_from(size).unwrap_or(0))
+                    .map_err(|e| self.corrupt(e))
+            }
+        }
     }
 
     pub(super) fn json(&self, text: &str) -> Result<serde_json::Value, StoreError> {

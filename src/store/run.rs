@@ -82,7 +82,11 @@ impl Store {
 
     /// Records everything `run` found and finishes it, atomically: on any error nothing of the
     /// report is stored and the run stays `running`.
-    pub async fn finish_run(&self, run: RunId, report: RunReport) -> Result<RunCounts, StoreError> {
+    pub async fn finish_run(
+        &self,
+        run: RunId,
+        mut report: RunReport,
+    ) -> Result<RunCounts, StoreError> {
         if report.outcome == Outcome::Running {
             return Err(StoreError::InvalidReport(
                 "a finished run cannot have the outcome `running`".into(),
@@ -115,7 +119,9 @@ impl Store {
             return Err(StoreError::RunNotRunning(run));
         }
 
-        if let (Some(body), Some(commit)) = (&report.desired, &report.commit_sha) {
+        // Each body is handed to the database and dropped as it is stored: a large lab's
+        // bodies need not all be alive, and copied, at once.
+        if let (Some(body), Some(commit)) = (report.desired.take(), &report.commit_sha) {
             let hash = self.put_blob(&mut tx, body, now).await?;
             sqlx::query(
                 "INSERT INTO desired_snapshots (commit_sha, blob_hash, first_seen_at) \
@@ -129,8 +135,8 @@ impl Store {
             .map_err(self.query_err("storing the desired snapshot"))?;
         }
 
-        for snapshot in &report.observed {
-            let hash = self.put_blob(&mut tx, &snapshot.body, now).await?;
+        for snapshot in std::mem::take(&mut report.observed) {
+            let hash = self.put_blob(&mut tx, snapshot.body, now).await?;
             let latest = sqlx::query(
                 "SELECT id, blob_hash FROM observed_snapshots WHERE provider = $1 \
                  ORDER BY id DESC LIMIT 1",
@@ -179,7 +185,7 @@ impl Store {
         self.record_changes(&mut tx, run, now, &report.changes)
             .await?;
 
-        let model_hash = match &report.model {
+        let model_hash = match report.model.take() {
             Some(model) => Some(self.put_blob(&mut tx, model, now).await?),
             None => None,
         };
@@ -212,34 +218,35 @@ impl Store {
     }
 
     /// Stores `body` under its content address (once) and returns the address. A body already
-    /// stored is not sent to the database again.
-    async fn put_blob(&self, tx: &mut Tx, body: &Blob, now: i64) -> Result<String, StoreError> {
-        let hash = body.hash();
+    /// stored is not sent to the database again. The compressed text is moved into the query, not
+    /// copied.
+    async fn put_blob(&self, tx: &mut Tx, body: Blob, now: i64) -> Result<String, StoreError> {
         let stored = sqlx::query("SELECT 1 FROM blobs WHERE hash = $1")
-            .bind(hash)
+            .bind(body.hash())
             .fetch_optional(&mut **tx)
             .await
             .map_err(self.query_err("looking a blob up"))?;
+        let (packed, hash) = body.into_parts();
         if stored.is_some() {
-            return Ok(hash.to_string());
+            return Ok(hash);
         }
-        let Some(text) = body.text() else {
-            return Err(StoreError::BlobGone {
-                hash: hash.to_string(),
-            });
+        let Some((packed, size)) = packed else {
+            return Err(StoreError::BlobGone { hash });
         };
+        let size = i64::try_from(size)
+            .map_err(|_| StoreError::InvalidReport("a body too large to record".into()))?;
         sqlx::query(
-            "INSERT INTO blobs (hash, body, size, created_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO blobs (hash, body, packed, size, created_at) VALUES ($1, '', $2, $3, $4) \
              ON CONFLICT (hash) DO NOTHING",
         )
-        .bind(hash)
-        .bind(text)
-        .bind(text.len() as i64)
+        .bind(&hash)
+        .bind(packed)
+        .bind(size)
         .bind(now)
         .execute(&mut **tx)
         .await
         .map_err(self.query_err("storing a blob"))?;
-        Ok(hash.to_string())
+        Ok(hash)
     }
 
     /// Records the changes the run asked for, in the run's transaction: a run that is not

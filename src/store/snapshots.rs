@@ -37,18 +37,15 @@ impl Store {
     /// The body of observed snapshot `id`, or `None` when there is no such snapshot.
     pub async fn snapshot(&self, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
         let row = sqlx::query(
-            "SELECT b.body FROM observed_snapshots o JOIN blobs b ON b.hash = o.blob_hash \
+            "SELECT b.body, b.packed, b.size FROM observed_snapshots o \
+             JOIN blobs b ON b.hash = o.blob_hash \
              WHERE o.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await
         .map_err(self.query_err("reading an observed snapshot"))?;
-        row.map(|r| {
-            let body: String = self.get(&r, "body")?;
-            self.json(&body)
-        })
-        .transpose()
+        row.map(|r| self.json(&self.body(&r)?)).transpose()
     }
 
     /// What changed from observed snapshot `a` to `b` (see [`json_diff`]).

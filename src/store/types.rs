@@ -115,40 +115,81 @@ pub struct DeviationRecord {
     pub actual: Option<Value>,
 }
 
-/// A JSON body as the store keeps it: its canonical text and content address, made once when
-/// the report is built. The value it was made from can then be dropped: a run's model, desired
-/// state and observations need not all be alive as values at once (each is several times its
-/// text), and no canonicalising or hashing happens while the run's transaction holds the
-/// database.
+/// A JSON body as the store keeps it: its canonical text, compressed (zlib), and its content
+/// address (SHA-256 of the text), both made as the text is written (see [`Blob::writer`]): the
+/// text of a large lab's model or observation never exists whole, and what is held until the
+/// run is recorded, and copied into the database, is a fraction of it. No canonicalising,
+/// hashing or compressing happens while the run's transaction holds the database.
 ///
 /// A body the store already holds may be given by its address alone ([`Blob::stored`]): an
 /// unchanged run need not write, or even hold, its model again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blob {
-    text: Option<String>,
+    /// The zlib-compressed canonical text and the text's length; `None` for an address alone.
+    packed: Option<(Vec<u8>, u64)>,
     hash: String,
 }
 
-impl Blob {
-    pub fn of(value: &Value) -> Self {
-        Blob::from_canonical(super::canonical_json(value))
+/// Where a [`Blob`] is written: the canonical text is hashed and compressed as it comes.
+pub struct BlobSink {
+    hasher: sha2::Sha256,
+    packed: flate2::write::ZlibEncoder<Vec<u8>>,
+    size: u64,
+}
+
+impl std::io::Write for BlobSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        self.hasher.update(buf);
+        self.size += buf.len() as u64;
+        self.packed.write_all(buf)?;
+        Ok(buf.len())
     }
 
-    /// A body already written as canonical JSON (by [`crate::canonical::Writer`]).
-    pub fn from_canonical(text: String) -> Self {
-        let hash = super::content_hash(&text);
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Blob {
+    /// A writer whose text becomes a blob ([`Blob::from_writer`]).
+    pub fn writer() -> crate::canonical::Writer<BlobSink> {
+        crate::canonical::Writer::to(BlobSink {
+            hasher: sha2::Sha256::default(),
+            // Fast: a run's bodies are compressed on every run; JSON shrinks several times
+            // even so.
+            packed: flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast()),
+            size: 0,
+        })
+    }
+
+    /// The blob of what `w` wrote.
+    pub fn from_writer(w: crate::canonical::Writer<BlobSink>) -> Self {
+        use sha2::Digest;
+        let sink = w.into_inner();
+        let mut packed = sink
+            .packed
+            .finish()
+            .expect("compressing into memory does not fail");
+        packed.shrink_to_fit();
         Blob {
-            text: Some(text),
-            hash,
+            packed: Some((packed, sink.size)),
+            hash: crate::canonical::hex(&sink.hasher.finalize()),
         }
+    }
+
+    pub fn of(value: &Value) -> Self {
+        let mut w = Blob::writer();
+        w.value(value);
+        Blob::from_writer(w)
     }
 
     /// A body the store holds under `hash`. Recording a run that names one the store no
     /// longer holds (retention removed it) fails with [`super::StoreError::BlobGone`],
-    /// storing nothing: the caller records the run again with the whole body.
+    /// storing nothing.
     pub fn stored(hash: impl Into<String>) -> Self {
         Blob {
-            text: None,
+            packed: None,
             hash: hash.into(),
         }
     }
@@ -158,15 +199,44 @@ impl Blob {
         Blob::stored(self.hash.clone())
     }
 
-    /// The canonical JSON text; `None` for a body given by its address alone.
-    pub fn text(&self) -> Option<&str> {
-        self.text.as_deref()
+    /// The canonical JSON text (decompressed); `None` for a body given by its address alone.
+    pub fn text(&self) -> Option<String> {
+        let (packed, size) = self.packed.as_ref()?;
+        Some(unpack(packed, *size).expect("a blob made here unpacks"))
+    }
+
+    /// Length of the canonical text; `None` for a body given by its address alone.
+    pub fn size(&self) -> Option<u64> {
+        self.packed.as_ref().map(|(_, size)| *size)
     }
 
     /// The content address: sha256 hex of the canonical text.
     pub fn hash(&self) -> &str {
         &self.hash
     }
+
+    /// The compressed text and its length (if any), and the address, taken apart.
+    pub fn into_parts(self) -> (Option<(Vec<u8>, u64)>, String) {
+        (self.packed, self.hash)
+    }
+}
+
+/// The text of a stored blob: `packed` inflated, refused when it is not `size` bytes of UTF-8
+/// (never more is inflated).
+pub fn unpack(packed: &[u8], size: u64) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 30));
+    flate2::read::ZlibDecoder::new(packed)
+        .take(size.saturating_add(1))
+        .read_to_end(&mut text)
+        .map_err(|e| format!("a stored body does not inflate: {e}"))?;
+    if text.len() as u64 != size {
+        return Err(format!(
+            "a stored body inflates to {} bytes, not the {size} recorded",
+            text.len()
+        ));
+    }
+    String::from_utf8(text).map_err(|e| format!("a stored body is not UTF-8: {e}"))
 }
 
 impl From<Value> for Blob {

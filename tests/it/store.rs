@@ -14,7 +14,7 @@ use labctl::store::{
 };
 use labctl::time::ManualClock;
 use serde_json::json;
-use sqlx::{Connection, Executor};
+use sqlx::{Connection, Executor, Row};
 
 use crate::support::postgres::{self, TempDatabase};
 
@@ -163,7 +163,8 @@ async fn postgres_runs_survive_the_partial_outcome_migration() {
 }
 
 /// Migration 4 rebuilds SQLite's runs table to allow `partial` and add `reason`: runs and
-/// their models recorded before it are kept as they were, and new runs use both.
+/// their models recorded before it are kept as they were, and new runs use both. Bodies
+/// written before migration 9 (plain text) are read as they were; new ones are compressed.
 async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
     let (store, url) = databases.fresh_url().await;
     store.migrate_to(3).await.unwrap();
@@ -192,7 +193,9 @@ async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
     );
     assert_eq!((kept.finished_at, kept.reason), (Some(2), None));
     assert_eq!(kept.model_hash.as_deref(), Some(hash.as_str()));
-    assert_eq!(store.latest_model().await.unwrap().unwrap().run, kept.id);
+    // Its body, plain text as bodies were before migration 9, reads as it was written.
+    let old = store.latest_model().await.unwrap().unwrap();
+    assert_eq!((old.run, old.model), (kept.id, json!({"resources": []})));
 
     let reason = json!({"type": "manual", "via": "mcp", "by": "stdio"});
     let new = store
@@ -209,7 +212,33 @@ async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
         (new, Outcome::Partial, Some(reason))
     );
     // A partial run's model is the latest model: it says what is unknown.
-    assert_eq!(store.latest_model().await.unwrap().unwrap().run, new);
+    let latest_model = store.latest_model().await.unwrap().unwrap();
+    assert_eq!(
+        (latest_model.run, latest_model.model),
+        (new, model(3, "unknown"))
+    );
+    // Written since migration 9: compressed, with the text's length; a body that does not
+    // inflate to that length is an error, never a model read short.
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let hash = latest.model_hash.unwrap();
+    let row = sqlx::query("SELECT body, size, packed FROM blobs WHERE hash = $1")
+        .bind(&hash)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (body, size, packed): (String, i64, Option<Vec<u8>>) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(body, "");
+    let text = labctl::canonical::canonical_json(&model(3, "unknown"));
+    assert_eq!(size, text.len() as i64);
+    assert!(packed.unwrap().len() < text.len() / 2, "compressed");
+    sqlx::query("UPDATE blobs SET size = size + 1 WHERE hash = $1")
+        .bind(&hash)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let err = store.latest_model().await.unwrap_err().to_string();
+    assert!(err.contains("inflates to"), "{err}");
     store.close().await;
 }
 
