@@ -5,7 +5,8 @@
 //! command's peak RSS from the kernel (`wait4`). Kea's own `config-get` time is measured apart.
 //!
 //! `cargo bench --bench scale -- [--reservations 1000,10000,100000] [--layout per-file|grouped|both]
-//! [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS'] [--write DIR]`
+//! [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS'] [--write DIR] [--unchanged-runs 10]
+//! [--perf-serve FILE]`
 //!
 //! `LABCTL_BENCH_BIN` names another labctl binary to measure (say, one built with
 //! `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only` for a profile with line numbers).
@@ -13,10 +14,11 @@
 //! -o /tmp/p`); its peak RSS is then the profiler's and the program's. `--write DIR` only writes each repository (committed, with no providers) below DIR, for
 //! profiling `labctl validate` by hand.
 //!
-//! Then `labctl serve` on the same lab: its first run, and three runs asked for over HTTP with
+//! Then `labctl serve` on the same lab: its first run, and ten runs (`--unchanged-runs`) asked for over HTTP with
 //! nothing changed (the daemon keeps what a run concluded, so these record it again); each
-//! run's CPU time is the daemon's, summed over its threads (`/proc/PID/task/*/schedstat`),
-//! from the request until the run is recorded, and its peak RSS is `VmHWM`.
+//! run's CPU time is the daemon's (`/proc/PID/stat`: every thread, at 10 ms resolution),
+//! from the request until the run is recorded, and its peak RSS is `VmHWM`. `--perf-serve
+//! FILE` records a CPU profile of the daemon (`perf record -g`) over those runs.
 //!
 //! Loopback only: Kea's control agent and the fixture listen on 127.0.0.1.
 
@@ -319,7 +321,14 @@ async fn main() {
                 first.peak_rss_kb / 1024,
                 again.peak_rss_kb / 1024,
             );
-            let served = serve(labctl, repo_arg, &db, dir.path(), 3).await;
+            let served = serve(
+                labctl,
+                repo_arg,
+                &db,
+                dir.path(),
+                common::arg("--unchanged-runs", 10) as usize,
+            )
+            .await;
             let mut unchanged = served.unchanged_cpu.clone();
             unchanged.sort();
             daemon_rows.push(format!(
@@ -375,22 +384,16 @@ struct Served {
     peak_rss_kb: i64,
 }
 
-/// CPU time of process `pid` so far, summed over its threads.
+/// CPU time (user and system) of process `pid` so far, threads that have exited included:
+/// `/proc/PID/stat`, in clock ticks (10 ms here), so a run's figure is good to about 10 ms.
 fn cpu_of(pid: u32) -> Duration {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
-            ns += text
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-        }
-    }
-    Duration::from_nanos(ns)
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// `labctl serve` on the lab in `repo` (store `db`): its first run, then `n` runs asked for
@@ -440,6 +443,27 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
             .filter(|r| r.outcome != labctl::store::Outcome::Running)
             .count()
     };
+    // `--perf-serve FILE`: a CPU profile of the daemon over the unchanged runs.
+    let perf_to = list("--perf-serve", "")[0].clone();
+    let perf = (!perf_to.is_empty()).then(|| {
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-F",
+                "999",
+                "-g",
+                "-o",
+                &perf_to,
+                "-p",
+                &pid.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf starts");
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    });
     let mut unchanged_cpu = Vec::new();
     for _ in 0..n {
         let before = finished(&store.runs_between(0, i64::MAX).await.unwrap());
@@ -459,6 +483,11 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         unchanged_cpu.push(cpu_of(pid) - cpu);
+    }
+    if let Some(mut perf) = perf {
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+        perf.wait().unwrap();
     }
     store.close().await;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

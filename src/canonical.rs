@@ -71,6 +71,28 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// A sink that only hashes: the address of a text not kept.
+#[derive(Debug, Default)]
+pub struct Sha256Sink(Sha256);
+
+impl Sha256Sink {
+    /// SHA-256 of everything written, as 64 lowercase hex digits.
+    pub fn hex(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
+impl Write for Sha256Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Canonical JSON written piece by piece into `W` (by default memory; the store's blobs
 /// hash and compress it as it comes, so a large body never exists as text either): objects
 /// and arrays opened and closed by the caller, each item serialised (through a `Value` of that

@@ -137,6 +137,17 @@ async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_
         "one model, one observation and one desired state, each kept once"
     );
 
+    // Resources that hash as the run before recorded them are named by that address, not
+    // compressed again.
+    let again = observed_snapshots(&second.inputs, first.concluded.as_ref());
+    let fresh = observed_snapshots(&second.inputs, None);
+    let (again, fresh) = (
+        &again[0].as_ref().unwrap().body,
+        &fresh[0].as_ref().unwrap().body,
+    );
+    assert_eq!(again.hash(), fresh.hash());
+    assert_eq!((again.size(), fresh.size().is_some()), (None, true));
+
     // Other rules this once: the whole run.
     let forced = lab.run(true, second.concluded.as_ref()).await.unwrap();
     assert!(!forced.recorded_again);

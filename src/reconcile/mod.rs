@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
 use crate::model::{DesiredState, Kind};
-use crate::providers::{ApplyReport, Provider, ProviderError};
+use crate::providers::{ApplyReport, Provider, ProviderError, Resource};
 use crate::readmodel::{Entry, ModelHost, ReconciledModel, Status};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
@@ -289,6 +289,8 @@ pub struct Concluded {
     commit: String,
     /// The address of the commit's desired state, which the store holds.
     desired: String,
+    /// The address of each provider's observed resources, as the run recorded them.
+    observed: Vec<(String, String)>,
     /// Present when the run observed every provider and planned no change.
     again: Option<Again>,
 }
@@ -381,7 +383,7 @@ pub async fn execute(
     };
     let rules = rules(loaded, force, &suspended);
     let (mut inputs, observed) = observe_timed(&loaded.state, providers).await;
-    let snapshots = observed_snapshots(&inputs);
+    let snapshots = observed_snapshots(&inputs, previous);
     let key = RunKey::of(loaded, &rules, &inputs, &snapshots);
     if let Some(again) = previous
         .and_then(|p| p.again.as_ref())
@@ -432,7 +434,7 @@ pub async fn execute(
         drop(snapshots);
         let (after, changes) =
             reobserve(loaded, &plan, &mut inputs, &applied, providers, &rules).await;
-        (Some(after), changes, observed_snapshots(&inputs))
+        (Some(after), changes, observed_snapshots(&inputs, None))
     };
     // The commit's desired state by its address when the run before recorded it.
     let desired_stored = previous
@@ -456,6 +458,11 @@ pub async fn execute(
         (Some(commit), Some(desired)) => Some(Concluded {
             commit: commit.to_string(),
             desired: desired.hash().to_string(),
+            observed: report
+                .observed
+                .iter()
+                .map(|o| (o.provider.clone(), o.body.hash().to_string()))
+                .collect(),
             again: key
                 .filter(|_| applied.is_empty() && plan.changes.is_empty())
                 .map(|key| Again {
@@ -707,26 +714,47 @@ pub fn concluding_nothing(outcome: Outcome, commit: Option<String>, error: Strin
 
 /// Each provider's resources as the store keeps them (sorted by kind and name), in the order
 /// of `inputs`; `None` for a provider that could not be observed. Written resource by
-/// resource, never the whole list as one value.
-fn observed_snapshots(inputs: &[ProviderInput]) -> Vec<Option<store::ObservedSnapshot>> {
+/// resource, never the whole list as one value. A provider whose resources hash as they did
+/// in the run before (`previous`) is named by that address: it is not compressed again.
+fn observed_snapshots(
+    inputs: &[ProviderInput],
+    previous: Option<&Concluded>,
+) -> Vec<Option<store::ObservedSnapshot>> {
+    fn write<W: std::io::Write>(w: &mut crate::canonical::Writer<W>, resources: &[&Resource]) {
+        w.begin_object();
+        w.key("resources");
+        w.begin_array();
+        for r in resources {
+            w.serialize(r);
+        }
+        w.end();
+        w.end();
+    }
     inputs
         .iter()
         .map(|input| {
             let o = input.observed.as_ref().ok()?;
-            let mut resources: Vec<&crate::providers::Resource> = o.resources.iter().collect();
+            let mut resources: Vec<&Resource> = o.resources.iter().collect();
             resources.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-            let mut body = store::Blob::writer();
-            body.begin_object();
-            body.key("resources");
-            body.begin_array();
-            for r in resources {
-                body.serialize(r);
-            }
-            body.end();
-            body.end();
+            let before = previous
+                .and_then(|p| p.observed.iter().find(|(name, _)| *name == input.provider))
+                .map(|(_, hash)| hash);
+            let unchanged = before.filter(|before| {
+                let mut w = crate::canonical::Writer::to(crate::canonical::Sha256Sink::default());
+                write(&mut w, &resources);
+                w.into_inner().hex() == **before
+            });
+            let body = match unchanged {
+                Some(hash) => store::Blob::stored(hash.clone()),
+                None => {
+                    let mut w = store::Blob::writer();
+                    write(&mut w, &resources);
+                    store::Blob::from_writer(w)
+                }
+            };
             Some(store::ObservedSnapshot {
                 provider: input.provider.clone(),
-                body: store::Blob::from_writer(body),
+                body,
                 observed_at: o.observed_at,
             })
         })
@@ -895,32 +923,23 @@ impl<'a> ModelParts<'a> {
         }
         for input in inputs {
             let provider = input.provider.as_str();
-            for r in &input.expected {
+            let expected = input.expected.iter().map(|r| (r, false, None));
+            let observed = input.observed.iter().flat_map(|o| {
+                o.resources
+                    .iter()
+                    .map(|r| (r, true, o.details.get(&format!("{}/{}", r.kind, r.name))))
+            });
+            for (r, observed, details) in expected.chain(observed) {
                 resources
                     .entry((r.kind, &r.name))
                     .or_default()
                     .seen
                     .push(Seen {
                         provider,
-                        observed: false,
+                        observed,
                         fields: &r.fields,
-                        details: None,
+                        details,
                     });
-            }
-            if let Ok(o) = &input.observed {
-                for r in &o.resources {
-                    let details = o.details.get(&format!("{}/{}", r.kind, r.name));
-                    resources
-                        .entry((r.kind, &r.name))
-                        .or_default()
-                        .seen
-                        .push(Seen {
-                            provider,
-                            observed: true,
-                            fields: &r.fields,
-                            details,
-                        });
-                }
             }
         }
         // Deviations per resource, gathered once: not a scan of them per resource.
