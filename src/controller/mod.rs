@@ -238,11 +238,7 @@ pub fn validated(snapshot: Snapshot) -> Result<Loaded, Error> {
     let mut validation = validate::validate(&snapshot);
     // Taken, not copied: a second desired state would double what a run holds.
     match validation.state.take() {
-        Some(state) => Ok(Loaded {
-            snapshot,
-            state: Arc::new(state),
-            warnings: validation.diagnostics,
-        }),
+        Some(state) => Ok(Loaded::new(snapshot, state, validation.diagnostics)),
         None => Err(Error::Invalid(Box::new(Invalid {
             snapshot,
             validation,

@@ -279,7 +279,8 @@ const FIELDS: Options = Options {
 #[derive(Debug)]
 pub struct ProviderInput {
     pub provider: String,
-    pub expected: Vec<Resource>,
+    /// Shared: made once per commit and provider ([`crate::reconcile::Loaded`] keeps them).
+    pub expected: std::sync::Arc<[Resource]>,
     pub observed: Result<Observation, ProviderError>,
     /// Kinds the provider can apply.
     pub can_apply: BTreeSet<Kind>,
@@ -354,7 +355,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         Ok(o) => o,
         Err(e) => {
             plan.unobservable.insert(provider.clone(), e.to_string());
-            for r in &input.expected {
+            for r in input.expected.iter() {
                 plan.deviations
                     .push(unknown(provider, r.kind, &r.name, rules, &e.to_string()));
             }

@@ -10,7 +10,7 @@ fn res(kind: Kind, name: &str, fields: Json) -> Resource {
 fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
     ProviderInput {
         provider: "kea".into(),
-        expected,
+        expected: expected.into(),
         observed: Ok(Observation {
             provider: "kea".into(),
             observed_at: 0,

@@ -132,11 +132,7 @@ pub async fn propose(
         .filter(|d| d.severity == Severity::Warning)
         .map(|d| d.summary())
         .collect();
-    let proposed = Loaded {
-        snapshot,
-        state: Arc::new(state),
-        warnings: Vec::new(),
-    };
+    let proposed = Loaded::new(snapshot, state, Vec::new());
     let plan = plan_stored(store, &proposed, providers)
         .await
         .map_err(AgentError::Refused)?;
@@ -429,7 +425,7 @@ async fn plan_stored(
             .map_err(|e| format!("the stored observation of {}: {e}", p.name()))?;
         inputs.push(ProviderInput {
             provider: p.name().to_string(),
-            expected: p.expected(&loaded.state),
+            expected: loaded.expected(p.as_ref()),
             observed: Ok(Observation {
                 observed_at: snapshot.last_seen_at,
                 ..Observation::now(p.name(), resources)

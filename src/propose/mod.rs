@@ -317,7 +317,7 @@ fn change_set(
     let again = diff::diff(
         &[ProviderInput {
             provider: provider.clone(),
-            expected: p.expected(&state),
+            expected: p.expected(&state).into(),
             observed: Ok(observed.clone()),
             can_apply: input.can_apply.clone(),
             severities: input.severities,

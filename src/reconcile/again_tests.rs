@@ -47,14 +47,11 @@ impl Lab {
         Lab {
             _dir: dir,
             store,
-            loaded: Loaded {
-                snapshot,
-                state: Arc::new(state),
-                warnings: vec![],
-            },
+            loaded: Loaded::new(snapshot, state, vec![]),
             inventory: Arc::new(Inventory {
                 live: Mutex::new(live),
                 lying: false,
+                asked_expected: Default::default(),
             }),
         }
     }
@@ -172,6 +169,12 @@ async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_
     let settled = lab.run(false, moved.concluded.as_ref()).await.unwrap();
     assert!(settled.recorded_again);
     assert_eq!(counts(&settled), (1, 0, 0));
+    // Five runs of one commit: what the provider expects was made once.
+    let asked = lab
+        .inventory
+        .asked_expected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(asked, 1);
     lab.store.close().await;
 }
 

@@ -18,6 +18,8 @@ use crate::store::{ChangeAction, ChangeResult};
 pub(super) struct Inventory {
     pub(super) live: Mutex<BTreeMap<String, String>>,
     pub(super) lying: bool,
+    /// How often it was asked what it expects.
+    pub(super) asked_expected: std::sync::atomic::AtomicUsize,
 }
 
 impl Provider for Inventory {
@@ -31,6 +33,8 @@ impl Provider for Inventory {
     }
 
     fn expected(&self, desired: &DesiredState) -> Vec<Resource> {
+        self.asked_expected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Fixture::expected(desired)
     }
 
@@ -101,11 +105,7 @@ async fn run_once(lying: bool) -> (tempfile::TempDir, Store, RunResult, Arc<Inve
     );
     let validation = crate::validate::validate(&snapshot);
     let state = validation.state.expect("the lab is valid");
-    let loaded = Loaded {
-        snapshot,
-        state: Arc::new(state),
-        warnings: vec![],
-    };
+    let loaded = Loaded::new(snapshot, state, vec![]);
     let inventory = Arc::new(Inventory {
         live: Mutex::new(
             [("nas", "vm"), ("old", "physical")]
@@ -113,6 +113,7 @@ async fn run_once(lying: bool) -> (tempfile::TempDir, Store, RunResult, Arc<Inve
                 .into(),
         ),
         lying,
+        asked_expected: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))

@@ -36,9 +36,38 @@ pub struct Loaded {
     pub state: Arc<DesiredState>,
     /// What validation found short of an error.
     pub warnings: Vec<Diagnostic>,
+    /// Each provider's expected resources, made once: the daemon runs one commit again and
+    /// again, and what a provider expects depends only on the state and its settings (part of
+    /// the commit).
+    pub expected: ExpectedCache,
 }
 
+/// Expected resources by provider name (see [`Loaded::expected`]).
+#[derive(Debug, Clone, Default)]
+pub struct ExpectedCache(Arc<std::sync::Mutex<BTreeMap<String, Arc<[Resource]>>>>);
+
 impl Loaded {
+    /// The desired state of `snapshot`, validated, nothing expected yet.
+    pub fn new(snapshot: Snapshot, state: DesiredState, warnings: Vec<Diagnostic>) -> Self {
+        Loaded {
+            snapshot,
+            state: Arc::new(state),
+            warnings,
+            expected: ExpectedCache::default(),
+        }
+    }
+
+    /// What `provider` expects of this state, made on first asking.
+    pub fn expected(&self, provider: &dyn Provider) -> Arc<[Resource]> {
+        let mut cache = self.expected.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(made) = cache.get(provider.name()) {
+            return Arc::clone(made);
+        }
+        let made: Arc<[Resource]> = provider.expected(&self.state).into();
+        cache.insert(provider.name().to_string(), Arc::clone(&made));
+        made
+    }
+
     pub fn commit(&self) -> Option<&str> {
         self.snapshot.revision.as_ref().map(|r| r.commit.as_str())
     }
@@ -149,12 +178,16 @@ pub async fn observe(
     state: &Arc<DesiredState>,
     providers: &[Arc<dyn Provider>],
 ) -> Vec<ProviderInput> {
-    observe_timed(state, providers).await.0
+    observe_timed(state, providers, &|p| p.expected(state).into())
+        .await
+        .0
 }
 
+/// [`observe`], with what each provider expects from `expected`.
 async fn observe_timed(
     state: &Arc<DesiredState>,
     providers: &[Arc<dyn Provider>],
+    expected: &(dyn Fn(&dyn Provider) -> Arc<[Resource]> + Sync),
 ) -> (Vec<ProviderInput>, Vec<ObserveTiming>) {
     let mut set = JoinSet::new();
     for (i, p) in providers.iter().enumerate() {
@@ -190,7 +223,7 @@ async fn observe_timed(
             };
             let input = ProviderInput {
                 provider: p.name().to_string(),
-                expected: p.expected(state),
+                expected: expected(p.as_ref()),
                 observed,
                 can_apply: p.kinds().into_iter().filter(|k| p.can_apply(*k)).collect(),
                 severities: p.severities(),
@@ -217,7 +250,7 @@ async fn plan_timed(
     providers: &[Arc<dyn Provider>],
     rules: &Rules,
 ) -> (Plan, Vec<ProviderInput>, Vec<ObserveTiming>) {
-    let (inputs, timings) = observe_timed(&loaded.state, providers).await;
+    let (inputs, timings) = observe_timed(&loaded.state, providers, &|p| loaded.expected(p)).await;
     let plan = diff::diff(&inputs, rules);
     (plan, inputs, timings)
 }
@@ -382,7 +415,8 @@ pub async fn execute(
         }
     };
     let rules = rules(loaded, force, &suspended);
-    let (mut inputs, observed) = observe_timed(&loaded.state, providers).await;
+    let (mut inputs, observed) =
+        observe_timed(&loaded.state, providers, &|p| loaded.expected(p)).await;
     let snapshots = observed_snapshots(&inputs, previous);
     let key = RunKey::of(loaded, &rules, &inputs, &snapshots);
     if let Some(again) = previous
@@ -564,7 +598,8 @@ async fn reobserve(
         .filter(|p| applied.iter().any(|a| a.provider == p.name()))
         .cloned()
         .collect();
-    for fresh in observe(&loaded.state, &again).await {
+    let (fresh, _) = observe_timed(&loaded.state, &again, &|p| loaded.expected(p)).await;
+    for fresh in fresh {
         if let Some(input) = inputs.iter_mut().find(|i| i.provider == fresh.provider) {
             input.observed = fresh.observed;
         }
@@ -1043,7 +1078,7 @@ mod tests {
         let res = |fields: Json| Resource::new(Kind::Device, "nas", fields);
         ProviderInput {
             provider: provider.into(),
-            expected: vec![res(expected)],
+            expected: vec![res(expected)].into(),
             observed: Ok(Observation {
                 provider: provider.into(),
                 observed_at: 0,

@@ -253,7 +253,7 @@ async fn observe_and_diff(
     let (obs, reports) = provider.observe_with_reports(state).await;
     let input = ProviderInput {
         provider: provider.name().to_string(),
-        expected: provider.expected(state),
+        expected: provider.expected(state).into(),
         observed: Ok(obs.clone()),
         can_apply: Default::default(),
         severities: provider.severities(),

@@ -353,7 +353,7 @@ fn run_diff(
 ) -> diff::Plan {
     let input = ProviderInput {
         provider: provider.name().to_string(),
-        expected: provider.expected(state),
+        expected: provider.expected(state).into(),
         observed: obs,
         can_apply: provider
             .kinds()

@@ -132,7 +132,7 @@ async fn probes_report_exactly_the_services_that_do_not_answer() {
 
     let input = ProviderInput {
         provider: p.name().into(),
-        expected,
+        expected: expected.into(),
         observed: Ok(obs),
         can_apply: Default::default(),
         severities: p.severities(),

@@ -465,7 +465,7 @@ async fn plan_with_base(
     }
     let input = ProviderInput {
         provider: p.name().into(),
-        expected: p.expected(state),
+        expected: p.expected(state).into(),
         observed: p.observe(state).await,
         can_apply: [Kind::Route]
             .into_iter()
