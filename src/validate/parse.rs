@@ -147,6 +147,10 @@ pub fn parse_file(
     let max = limits.documents_per_file.min(room);
     // One more than may be parsed, to point at the first document over the limit.
     let mut spans = spans::index(&file.text, max.saturating_add(1)).into_iter();
+    // The file's documents read again from its text, for those the value does not type: made
+    // at the first such document and only advanced, so a file of them is read twice in all,
+    // not once more per document. (The index of the next document it yields, and it.)
+    let mut again: Option<(usize, serde_yaml::Deserializer)> = None;
     for (i, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
         let doc_spans = spans.next().unwrap_or_default();
         if i == max {
@@ -208,9 +212,12 @@ pub fn parse_file(
         // The value first: the text is scanned once. Read from the text again only when the
         // value does not fit (serde_yaml then says where, and decides).
         let result = typed(kind, value).or_else(|_| {
-            let de = serde_yaml::Deserializer::from_str(&file.text)
-                .nth(i)
+            let (next, docs) =
+                again.get_or_insert_with(|| (0, serde_yaml::Deserializer::from_str(&file.text)));
+            let de = docs
+                .nth(i - *next)
                 .expect("the document was read once already");
+            *next = i + 1;
             typed(kind, de)
         });
         match result {
@@ -611,6 +618,28 @@ mod tests {
         assert_eq!(diags, Vec::<String>::new());
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].spans.start.line, 11);
+    }
+
+    #[test]
+    fn each_document_the_value_does_not_type_is_placed_in_its_own_text() {
+        let bad = |cores: &str| format!("{HEAD}spec:\n  type: vm\n  cores: {cores}\n");
+        let good = format!("{HEAD}spec:\n  type: iot\n");
+        let text = [bad("four"), good.clone(), bad("five"), bad("six"), good].join("---\n");
+        let (docs, diags) = parse(&text);
+        assert_eq!(docs.len(), 2);
+        let at: Vec<&str> = diags
+            .iter()
+            .map(|d| d.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(
+            at,
+            [
+                "devices/x.yaml:7:10",
+                "devices/x.yaml:22:10",
+                "devices/x.yaml:30:10"
+            ]
+        );
+        assert!(diags[2].contains("\"six\""), "{diags:?}");
     }
 
     #[test]
