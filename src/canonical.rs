@@ -55,13 +55,20 @@ pub fn write_value<W: Write + ?Sized>(value: &Value, out: &mut W) {
     }
 }
 
+/// SHA-256 of `value`'s canonical text, hashed as it is written (the text is never held).
+pub fn hash_of(value: &Value) -> String {
+    let mut sink = Sha256Sink::default();
+    write_value(value, &mut sink);
+    sink.hex()
+}
+
 /// SHA-256 of `bytes` as 64 lowercase hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
 /// `bytes` as lowercase hex digits.
-pub fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()
@@ -144,6 +151,11 @@ impl<W: Write> Writer<W> {
         if std::mem::take(&mut self.after_key) {
             return;
         }
+        self.next_item();
+    }
+
+    /// Counts one more item of the open object or array, with a comma after an earlier one.
+    fn next_item(&mut self) {
         if let Some((items, _)) = self.open.last_mut() {
             let first = *items == 0;
             *items += 1;
@@ -180,11 +192,7 @@ impl<W: Write> Writer<W> {
             "canonical keys in order: {key:?} after {last:?}"
         );
         key.clone_into(last);
-        let first = *items == 0;
-        *items += 1;
-        if !first {
-            self.put(b",");
-        }
+        self.next_item();
         serde_json::to_writer(&mut self.out, key).expect("a string serialises");
         self.put(b":");
         self.after_key = true;
@@ -286,6 +294,15 @@ mod tests {
         w.begin_object();
         w.key("b");
         w.key("a");
+    }
+
+    #[test]
+    fn a_value_hashes_as_its_canonical_text() {
+        let value = json!({"b": [1, {"d": null, "c": "é"}], "a": 2.5});
+        assert_eq!(
+            hash_of(&value),
+            sha256_hex(canonical_json(&value).as_bytes())
+        );
     }
 
     #[test]

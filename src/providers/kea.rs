@@ -717,7 +717,7 @@ fn reservations_mut(subnet: &mut Json) -> &mut Vec<Json> {
 
 /// SHA-256 of the canonical (sorted-key, compact) JSON of `value`.
 fn fingerprint(value: &Json) -> String {
-    crate::canonical::sha256_hex(crate::canonical::canonical_json(value).as_bytes())
+    crate::canonical::hash_of(value)
 }
 
 #[cfg(test)]

@@ -374,7 +374,7 @@ impl RunKey {
 
 /// Everything `o` says but when: its resources by their snapshot's address, and the rest.
 fn fingerprint(o: &crate::providers::Observation, snapshot: &store::ObservedSnapshot) -> String {
-    let mut w = crate::canonical::Writer::new();
+    let mut w = crate::canonical::Writer::to(crate::canonical::Sha256Sink::default());
     w.begin_object();
     w.key("details");
     w.serialize(&o.details);
@@ -387,7 +387,7 @@ fn fingerprint(o: &crate::providers::Observation, snapshot: &store::ObservedSnap
     w.key("version");
     w.serialize(&o.version);
     w.end();
-    crate::canonical::sha256_hex(w.finish().as_bytes())
+    w.into_inner().hex()
 }
 
 /// The body of the started run `run`: plan, apply what the policy allows, and record

@@ -132,15 +132,14 @@ pub struct Blob {
 
 /// Where a [`Blob`] is written: the canonical text is hashed and compressed as it comes.
 pub struct BlobSink {
-    hasher: sha2::Sha256,
+    hasher: crate::canonical::Sha256Sink,
     packed: flate2::write::ZlibEncoder<Vec<u8>>,
     size: u64,
 }
 
 impl std::io::Write for BlobSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        self.hasher.update(buf);
+        self.hasher.write_all(buf)?;
         self.size += buf.len() as u64;
         self.packed.write_all(buf)?;
         Ok(buf.len())
@@ -155,7 +154,7 @@ impl Blob {
     /// A writer whose text becomes a blob ([`Blob::from_writer`]).
     pub fn writer() -> crate::canonical::Writer<BlobSink> {
         crate::canonical::Writer::to(BlobSink {
-            hasher: sha2::Sha256::default(),
+            hasher: Default::default(),
             // Fast: a run's bodies are compressed on every run; JSON shrinks several times
             // even so.
             packed: flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast()),
@@ -165,7 +164,6 @@ impl Blob {
 
     /// The blob of what `w` wrote.
     pub fn from_writer(w: crate::canonical::Writer<BlobSink>) -> Self {
-        use sha2::Digest;
         let sink = w.into_inner();
         let mut packed = sink
             .packed
@@ -174,7 +172,7 @@ impl Blob {
         packed.shrink_to_fit();
         Blob {
             packed: Some((packed, sink.size)),
-            hash: crate::canonical::hex(&sink.hasher.finalize()),
+            hash: sink.hasher.hex(),
         }
     }
 
