@@ -197,12 +197,6 @@ impl Blob {
         Blob::stored(self.hash.clone())
     }
 
-    /// The canonical JSON text (decompressed); `None` for a body given by its address alone.
-    pub fn text(&self) -> Option<String> {
-        let (packed, size) = self.packed.as_ref()?;
-        Some(unpack(packed, *size).expect("a blob made here unpacks"))
-    }
-
     /// Length of the canonical text; `None` for a body given by its address alone.
     pub fn size(&self) -> Option<u64> {
         self.packed.as_ref().map(|(_, size)| *size)
