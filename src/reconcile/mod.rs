@@ -241,18 +241,8 @@ pub async fn plan(
     force: bool,
 ) -> (Plan, Vec<ProviderInput>) {
     let rules = rules(loaded, force, &[]);
-    let (plan, inputs, _) = plan_timed(loaded, providers, &rules).await;
-    (plan, inputs)
-}
-
-async fn plan_timed(
-    loaded: &Loaded,
-    providers: &[Arc<dyn Provider>],
-    rules: &Rules,
-) -> (Plan, Vec<ProviderInput>, Vec<ObserveTiming>) {
-    let (inputs, timings) = observe_timed(&loaded.state, providers, &|p| loaded.expected(p)).await;
-    let plan = diff::diff(&inputs, rules);
-    (plan, inputs, timings)
+    let (inputs, _) = observe_timed(&loaded.state, providers, &|p| loaded.expected(p)).await;
+    (diff::diff(&inputs, &rules), inputs)
 }
 
 /// The policy of `loaded`'s labctl.yaml, with `force` as asked this once, and the runtime
