@@ -757,7 +757,9 @@ fn tool_table(with_controller: bool, with_proposer: bool) -> Vec<ToolDef> {
              live), unmanaged (live, not in Git), drifted (a field differs, with expected and \
              actual values). Filter by kind, minSeverity (low, medium, high, critical) and \
              since (opened within e.g. 24h, 7d). Paginated with cursor.",
-            on_model(|s, m, i| async move { tools::get_drift(&s.store, &m, i).await }),
+            on_model(|s, m, i| async move {
+                tools::get_drift(&s.store, &m, &s.open_deviations().await?, i).await
+            }),
         ),
         ToolDef::read::<ExplainDeviationInput, ExplainDeviationOutput>(
             "explain_deviation",

@@ -69,10 +69,10 @@ pub async fn infrastructure_summary(
     open: &[Deviation],
 ) -> Result<SummaryOutput, ToolError> {
     let mut by_kind: BTreeMap<String, KindCount> = BTreeMap::new();
-    for e in model.lab.entries() {
-        let k = by_kind.entry(e.kind.to_string()).or_default();
-        k.total += 1;
-        *k.by_status.entry(e.status.to_string()).or_insert(0) += 1;
+    for (kind, status, n) in model.lab.counts() {
+        let k = by_kind.entry(kind.to_string()).or_default();
+        k.total += n;
+        *k.by_status.entry(status.to_string()).or_insert(0) += n;
     }
     let severities = count(open.iter().map(|d| d.record.severity.as_str()));
     let sev = |s: &str| severities.get(s).copied().unwrap_or(0);
@@ -240,9 +240,12 @@ pub fn lookup_ip(model: &Model, input: LookupIpInput) -> Result<LookupIpOutput, 
     })
 }
 
+/// The open deviations `input` selects, from `open` (all of them, worst first): filtering
+/// keeps that order.
 pub async fn get_drift(
     store: &Store,
     model: &Model,
+    open: &[Deviation],
     input: GetDriftInput,
 ) -> Result<GetDriftOutput, ToolError> {
     let kind = input.kind.as_deref().map(kind_name).transpose()?;
@@ -259,10 +262,10 @@ pub async fn get_drift(
         .transpose()?;
     let since = input.since.as_deref().map(parse_age).transpose()?;
     let cutoff = since.map(|age| now_ms() - age);
-    let all = store.open_deviations(kind.map(Kind::as_str), min).await?;
-    let prs = store.open_pull_requests_by_deviation().await?;
-    let matching: Vec<&Deviation> = all
+    let matching: Vec<&Deviation> = open
         .iter()
+        .filter(|d| kind.is_none_or(|k| d.record.kind == k.as_str()))
+        .filter(|d| min.is_none_or(|m| d.record.severity >= m))
         .filter(|d| cutoff.is_none_or(|c| d.opened_at >= c))
         .collect();
     let page = Page::of(
@@ -271,11 +274,15 @@ pub async fn get_drift(
         50,
         input.cursor.as_deref(),
         &model.tag,
-    )?
-    .map(|d| deviation_info(d, &prs));
+    )?;
+    let items = deviation_infos(store, page.items.iter().copied()).await?;
     Ok(GetDriftOutput {
         basis: basis(model),
-        page,
+        page: Page {
+            items,
+            total: page.total,
+            next_cursor: page.next_cursor,
+        },
     })
 }
 

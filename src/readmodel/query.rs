@@ -2,7 +2,8 @@
 //! members, inherited settings, capacity against usage), who uses an address. Pure functions
 //! of the model, so every answer MCP or the CLI gives can be tested without a store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde_json::Value as Json;
@@ -13,12 +14,87 @@ use crate::model::{
 };
 
 /// The reconciled model ready for queries: entries sorted by kind and name, the pool
-/// hierarchy resolved once.
+/// hierarchy resolved once, and an index for each question asked per call (by name, by
+/// address, by MAC, by Proxmox pool member, counts by status), so that an answer at 100,000
+/// resources looks at the few entries it names rather than at all of them.
 #[derive(Debug, Clone, Default)]
 pub struct Lab {
     entries: Vec<Entry>,
     pools: PoolTree,
     hosts: Vec<ModelHost>,
+    index: Index,
+}
+
+/// Positions in [`Lab::entries`], each list ascending (so in kind and name order).
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// Every position, sorted by kind, then name folded to lower case, then position: the
+    /// case-insensitive lookup finds the first match by name.
+    folded: Vec<u32>,
+    /// The entries that use each address (see [`Entry::ip_uses`]).
+    ips: BTreeMap<Ipv4Addr, Vec<u32>>,
+    /// Devices and reservations by MAC (lower case, see [`Entry::macs`]).
+    device_macs: HashMap<String, Vec<u32>>,
+    reservation_macs: HashMap<String, Vec<u32>>,
+    /// Pool entries by the Proxmox guests (`qemu/301`) they list as members.
+    members: HashMap<String, Vec<u32>>,
+    /// Entries by kind and status.
+    counts: BTreeMap<(Kind, Status), u64>,
+}
+
+impl Index {
+    fn build(entries: &[Entry]) -> Index {
+        let mut index = Index::default();
+        let mut folded: Vec<u32> = (0..entries.len() as u32).collect();
+        folded.sort_by(|&a, &b| {
+            let (x, y) = (&entries[a as usize], &entries[b as usize]);
+            x.kind
+                .cmp(&y.kind)
+                .then_with(|| fold_cmp(&x.name, &y.name))
+                .then(a.cmp(&b))
+        });
+        index.folded = folded;
+        for (at, entry) in entries.iter().enumerate() {
+            let at = at as u32;
+            *index.counts.entry((entry.kind, entry.status)).or_insert(0) += 1;
+            for ip in entry.ips() {
+                index.ips.entry(ip).or_default().push(at);
+            }
+            let macs = match entry.kind {
+                Kind::Device => Some(&mut index.device_macs),
+                Kind::DhcpReservation => Some(&mut index.reservation_macs),
+                _ => None,
+            };
+            if let Some(macs) = macs {
+                for mac in entry.macs() {
+                    macs.entry(mac).or_default().push(at);
+                }
+            }
+            if entry.kind == Kind::Pool {
+                let listed = [&entry.desired, &entry.observed]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.get("members").and_then(Json::as_array))
+                    .flatten()
+                    .filter_map(Json::as_str);
+                for member in listed {
+                    let pools = index.members.entry(member.to_string()).or_default();
+                    if pools.last() != Some(&at) {
+                        pools.push(at);
+                    }
+                }
+            }
+        }
+        index
+    }
+}
+
+/// `a` against `b` with ASCII letters folded to lower case: the order in which
+/// `eq_ignore_ascii_case` finds equal names next to each other.
+fn fold_cmp(a: &str, b: &str) -> Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 /// Where a resource uses an address.
@@ -209,10 +285,12 @@ impl Lab {
         // A hierarchy that does not resolve was refused by validation; an old model may hold
         // one, and then there are no pools to ask about rather than a wrong tree.
         let pools = PoolTree::build(&docs).unwrap_or_default();
+        let index = Index::build(&entries);
         Lab {
             entries,
             pools,
             hosts: model.hosts,
+            index,
         }
     }
 
@@ -228,26 +306,101 @@ impl Lab {
 
     /// Every resource of `kind`, by name.
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Entry> + '_ {
-        self.entries.iter().filter(move |e| e.kind == kind)
+        self.kind_slice(kind).iter()
+    }
+
+    /// The entries of `kind`: one run of the sorted entries.
+    fn kind_slice(&self, kind: Kind) -> &[Entry] {
+        let start = self.entries.partition_point(|e| e.kind < kind);
+        let end = start + self.entries[start..].partition_point(|e| e.kind == kind);
+        &self.entries[start..end]
+    }
+
+    /// How many resources of each kind have each status.
+    pub fn counts(&self) -> impl Iterator<Item = (Kind, Status, u64)> + '_ {
+        self.index.counts.iter().map(|(&(k, s), &n)| (k, s, n))
     }
 
     /// The resource `kind`/`name`, the exact name first, else compared case-insensitively.
     pub fn find(&self, kind: Kind, name: &str) -> Option<&Entry> {
-        self.of_kind(kind).find(|e| e.name == name).or_else(|| {
-            self.of_kind(kind)
-                .find(|e| e.name.eq_ignore_ascii_case(name))
-        })
+        let of_kind = self.kind_slice(kind);
+        let exact = of_kind.partition_point(|e| e.name.as_str() < name);
+        if let Some(e) = of_kind.get(exact).filter(|e| e.name == name) {
+            return Some(e);
+        }
+        let folded = &self.index.folded;
+        let at = folded.partition_point(|&i| {
+            let e = &self.entries[i as usize];
+            e.kind
+                .cmp(&kind)
+                .then_with(|| fold_cmp(&e.name, name))
+                .is_lt()
+        });
+        folded
+            .get(at)
+            .map(|&i| &self.entries[i as usize])
+            .filter(|e| e.kind == kind && e.name.eq_ignore_ascii_case(name))
     }
 
-    /// A device by name (case-insensitive) or by one of its addresses.
+    /// A device by name (case-insensitive) or by one of its addresses: of the devices that use
+    /// the address themselves or through a reservation, the first by name.
     pub fn find_device(&self, query: &str) -> Option<&Entry> {
         let query = query.trim();
         match query.parse::<Ipv4Addr>() {
-            Ok(ip) => self
-                .of_kind(Kind::Device)
-                .find(|d| self.device_ips(d).contains(&ip)),
+            Ok(ip) => self.devices_using(ip).into_iter().next(),
             Err(_) => self.find(Kind::Device, query),
         }
+    }
+
+    /// Positions of the entries that use `ip` (see [`Entry::ip_uses`]).
+    fn users_of(&self, ip: Ipv4Addr) -> &[u32] {
+        self.index.ips.get(&ip).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The devices whose [`Lab::device_ips`] hold `ip`, by name.
+    fn devices_using(&self, ip: Ipv4Addr) -> Vec<&Entry> {
+        let mut out: BTreeSet<u32> = BTreeSet::new();
+        for &at in self.users_of(ip) {
+            let entry = &self.entries[at as usize];
+            match entry.kind {
+                Kind::Device => {
+                    out.insert(at);
+                }
+                Kind::DhcpReservation => out.extend(self.owners_of(entry)),
+                _ => {}
+            }
+        }
+        out.into_iter()
+            .map(|at| &self.entries[at as usize])
+            .collect()
+    }
+
+    /// Positions of the devices `reservation` belongs to (see [`Lab::reservations_of`]),
+    /// ascending.
+    fn owners_of(&self, reservation: &Entry) -> BTreeSet<u32> {
+        self.named_and_by_mac(Kind::Device, reservation, &self.index.device_macs)
+    }
+
+    /// Positions of the entries of `kind` named like `entry`, and of those in `macs` under one
+    /// of `entry`'s MACs, ascending.
+    fn named_and_by_mac(
+        &self,
+        kind: Kind,
+        entry: &Entry,
+        macs: &HashMap<String, Vec<u32>>,
+    ) -> BTreeSet<u32> {
+        let start = self
+            .entries
+            .partition_point(|e| (e.kind, e.name.as_str()) < (kind, entry.name.as_str()));
+        let named = self.entries[start..]
+            .iter()
+            .take_while(|e| e.kind == kind && e.name == entry.name)
+            .count();
+        let mut out: BTreeSet<u32> = (start as u32..(start + named) as u32).collect();
+        for mac in entry.macs() {
+            out.extend(macs.get(&mac).into_iter().flatten().copied());
+        }
+        out
     }
 
     /// The devices `filter` selects, by name.
@@ -350,17 +503,8 @@ impl Lab {
             }
         }
         if let Some(member) = device.guest_id() {
-            out.extend(
-                self.of_kind(Kind::Pool)
-                    .filter(|p| {
-                        [&p.desired, &p.observed].into_iter().flatten().any(|f| {
-                            f.get("members")
-                                .and_then(Json::as_array)
-                                .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(&member)))
-                        })
-                    })
-                    .map(|p| p.name.clone()),
-            );
+            let pools = self.index.members.get(&member).into_iter().flatten();
+            out.extend(pools.map(|&at| self.entries[at as usize].name.clone()));
         }
         out.retain(|s| !s.is_empty());
         out.sort();
@@ -671,24 +815,16 @@ impl Lab {
     /// The DHCP reservations that belong to `device`: the one of the same name, and those
     /// whose MAC is one of the device's interface MACs.
     pub fn reservations_of(&self, device: &Entry) -> Vec<&Entry> {
-        let macs = device.macs();
-        self.of_kind(Kind::DhcpReservation)
-            .filter(|r| {
-                r.name == device.name
-                    || r.macs()
-                        .iter()
-                        .any(|m| macs.iter().any(|d| d.eq_ignore_ascii_case(m)))
-            })
+        self.named_and_by_mac(Kind::DhcpReservation, device, &self.index.reservation_macs)
+            .into_iter()
+            .map(|at| &self.entries[at as usize])
             .collect()
     }
 
     /// The device a reservation belongs to (the first by name).
     pub fn device_of_reservation(&self, reservation: &Entry) -> Option<&Entry> {
-        self.of_kind(Kind::Device).find(|d| {
-            self.reservations_of(d)
-                .iter()
-                .any(|x| x.name == reservation.name)
-        })
+        let first = self.owners_of(reservation).into_iter().next()?;
+        Some(&self.entries[first as usize])
     }
 
     /// A device's addresses and those of its reservations, sorted.
@@ -706,7 +842,8 @@ impl Lab {
     /// reservations.
     pub fn ip_users(&self, ip: Ipv4Addr) -> Vec<IpUser<'_>> {
         let mut out: Vec<IpUser> = Vec::new();
-        for entry in &self.entries {
+        for &at in self.users_of(ip) {
+            let entry = &self.entries[at as usize];
             let here: Vec<IpUse> = entry.ip_uses().into_iter().filter(|u| u.ip == ip).collect();
             if here.is_empty() {
                 continue;
@@ -722,7 +859,7 @@ impl Lab {
                 },
             });
         }
-        for device in self.of_kind(Kind::Device) {
+        for device in self.devices_using(ip) {
             if out.iter().any(|u| std::ptr::eq(u.entry, device)) {
                 continue;
             }
@@ -745,14 +882,10 @@ impl Lab {
 
     /// Up to `n` addresses of `ip`'s /24 that nothing uses, nearest to it first, then sorted.
     pub fn free_near(&self, ip: Ipv4Addr, n: usize) -> Vec<Ipv4Addr> {
-        let taken: BTreeSet<Ipv4Addr> = self
-            .entries
-            .iter()
-            .flat_map(|e| e.ip_uses().into_iter().map(|u| u.ip))
-            .collect();
+        let taken = &self.index.ips;
         let [a, b, c, d] = ip.octets();
         let mut nearby: Vec<u8> = (1..=254u8)
-            .filter(|&x| x != d && !taken.contains(&Ipv4Addr::new(a, b, c, x)))
+            .filter(|&x| x != d && !taken.contains_key(&Ipv4Addr::new(a, b, c, x)))
             .collect();
         nearby.sort_by_key(|&x| ((x as i32 - d as i32).abs(), x));
         nearby.truncate(n);
@@ -1071,6 +1204,159 @@ mod tests {
         ]}))
         .unwrap();
         Lab::new(model)
+    }
+
+    /// The indexes answer what a look at every entry answers: on a lab where names differ only
+    /// in case, reservations share a device's name or MAC (in either case), several devices
+    /// share a MAC, addresses are used on both sides and by several kinds, and Proxmox pools
+    /// list guests as members.
+    #[test]
+    fn indexed_answers_equal_those_of_a_full_scan() {
+        let mut resources = Vec::new();
+        let mac = |i: usize| format!("AA:bb:cc:00:00:{:02X}", i % 13);
+        for i in 0..60usize {
+            let name = if i % 7 == 0 {
+                format!("Dev-{i}")
+            } else {
+                format!("dev-{i}")
+            };
+            resources.push(json!({"kind": "Device", "name": name, "providers": ["pve"],
+                "spec": {"type": "vm", "ip": format!("10.0.1.{}", i % 40),
+                         "interfaces": [{"mac": mac(i)}], "proxmox": {"vmid": 100 + i}},
+                "status": if i % 3 == 0 { "out-of-sync" } else { "synced" }, "deviations": 0}));
+        }
+        resources.push(json!({"kind": "Device", "name": "DEV-1", "status": "unknown"}));
+        for i in 0..90usize {
+            let name = if i % 5 == 0 {
+                format!("dev-{i}")
+            } else {
+                format!("res-{i}")
+            };
+            resources.push(json!({"kind": "DhcpReservation", "name": name, "providers": ["kea"],
+                "spec": {"ip": format!("10.0.1.{}", (i * 3) % 97), "mac": mac(i * 2).to_lowercase()},
+                "observed": {"ip": format!("10.0.1.{}", (i * 5) % 89), "hw-address": mac(i)},
+                "status": "synced", "deviations": 0}));
+        }
+        for (i, members) in [["qemu/101", "qemu/102"], ["qemu/102", "lxc/7"]]
+            .iter()
+            .enumerate()
+        {
+            resources.push(
+                json!({"kind": "Pool", "name": format!("pool-{i}"), "providers": ["pve"],
+                "observed": {"members": members}, "desired": {"members": [members[0]]},
+                "status": "synced", "deviations": 0}),
+            );
+        }
+        resources.push(json!({"kind": "Route", "name": "web",
+            "spec": {"servers": [{"url": "http://10.0.1.5:8080/"}]}, "status": "synced"}));
+        let lab = Lab::new(
+            ReconciledModel::from_stored(json!({"version": 1, "resources": resources})).unwrap(),
+        );
+        let all = lab.entries();
+        let scan = |kind: Kind| all.iter().filter(move |e| e.kind == kind);
+        let owns = |d: &Entry, r: &Entry| {
+            r.name == d.name || r.macs().iter().any(|m| d.macs().contains(m))
+        };
+        for e in all {
+            let first = scan(e.kind)
+                .find(|x| x.name.eq_ignore_ascii_case(&e.name))
+                .unwrap();
+            let lower = e.name.to_lowercase();
+            // `Dev-1`: neither `DEV-1` nor `dev-1` as written.
+            let capital = lower[..1].to_uppercase() + &lower[1..];
+            for query in [e.name.to_uppercase(), capital] {
+                let exact = scan(e.kind).find(|x| x.name == query);
+                let found = lab.find(e.kind, &query).unwrap();
+                assert!(std::ptr::eq(found, exact.unwrap_or(first)), "{query}");
+            }
+            assert!(std::ptr::eq(
+                lab.find(e.kind, &e.name).unwrap(),
+                scan(e.kind).find(|x| x.name == e.name).unwrap()
+            ));
+        }
+        assert!(lab.find(Kind::Route, "dev-1").is_none());
+        for d in scan(Kind::Device) {
+            let want: Vec<&str> = scan(Kind::DhcpReservation)
+                .filter(|r| owns(d, r))
+                .map(|r| r.name.as_str())
+                .collect();
+            let got: Vec<&str> = lab
+                .reservations_of(d)
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            assert_eq!(got, want, "{}", d.name);
+            let pools: Vec<String> = scan(Kind::Pool)
+                .filter(|p| {
+                    d.guest_id().is_some_and(|g| {
+                        [&p.desired, &p.observed].into_iter().flatten().any(|f| {
+                            f["members"]
+                                .as_array()
+                                .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(&g)))
+                        })
+                    })
+                })
+                .map(|p| p.name.clone())
+                .collect();
+            assert_eq!(lab.pools_of(d), pools, "{}", d.name);
+        }
+        for r in scan(Kind::DhcpReservation) {
+            let want = scan(Kind::Device).find(|d| owns(d, r)).map(|d| &d.name);
+            assert_eq!(
+                lab.device_of_reservation(r).map(|d| &d.name),
+                want,
+                "{}",
+                r.name
+            );
+        }
+        let mut counted = 0;
+        for (kind, status, n) in lab.counts() {
+            assert_eq!(
+                n as usize,
+                scan(kind).filter(|e| e.status == status).count()
+            );
+            counted += n as usize;
+        }
+        assert_eq!(counted, all.len());
+        let taken: BTreeSet<Ipv4Addr> = all.iter().flat_map(|e| e.ips()).collect();
+        for last in 0..=255u8 {
+            let ip = Ipv4Addr::new(10, 0, 1, last);
+            let users: Vec<&str> = all
+                .iter()
+                .filter(|e| e.ips().contains(&ip))
+                .map(|e| e.name.as_str())
+                .collect();
+            let via: Vec<&str> = scan(Kind::Device)
+                .filter(|d| !d.ips().contains(&ip))
+                .filter(|d| {
+                    scan(Kind::DhcpReservation).any(|r| owns(d, r) && r.ips().contains(&ip))
+                })
+                .map(|d| d.name.as_str())
+                .collect();
+            let got: Vec<&str> = lab
+                .ip_users(ip)
+                .iter()
+                .map(|u| u.entry.name.as_str())
+                .collect();
+            assert_eq!(got, [users, via].concat(), "{ip}");
+            let device = scan(Kind::Device).find(|d| lab.device_ips(d).contains(&ip));
+            assert_eq!(
+                lab.find_device(&ip.to_string()).map(|d| &d.name),
+                device.map(|d| &d.name),
+                "{ip}"
+            );
+            let mut free: Vec<u8> = (1..=254u8)
+                .filter(|&x| x != last && !taken.contains(&Ipv4Addr::new(10, 0, 1, x)))
+                .collect();
+            free.sort_by_key(|&x| ((x as i32 - last as i32).abs(), x));
+            free.truncate(5);
+            free.sort();
+            let free: Vec<Ipv4Addr> = free
+                .into_iter()
+                .map(|x| Ipv4Addr::new(10, 0, 1, x))
+                .collect();
+            assert_eq!(lab.free_near(ip, 5), free, "{ip}");
+        }
     }
 
     #[test]
