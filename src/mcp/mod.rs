@@ -573,6 +573,18 @@ enum Invoked {
 }
 
 impl LabServer {
+    /// Calls the tool `name` as this server's own client, in process: what `tools/call`
+    /// does without a transport (scope, argument limits, deadline, audit). For embedding and
+    /// for measuring the tools apart from the protocol. The error is the tool's message.
+    pub async fn call(&self, name: &str, args: Json) -> Result<Json, String> {
+        self.invoke(&self.client, name, args)
+            .await
+            .map_err(|e| match e {
+                Invoked::Unknown(message) => message,
+                Invoked::Failed(e) => e.message,
+            })
+    }
+
     /// Calls the tool `name` as `client` would over `tools/call`: a tool outside its scope is
     /// answered as one that does not exist; arguments are measured before any work, the work
     /// has a deadline, and the call is audited. Prompts gather their data through here too.

@@ -150,7 +150,7 @@ pub fn list_devices(
         input.cursor.as_deref(),
         &model.tag,
     )?
-    .map(|d| project(device_info(model, d), &fields));
+    .map(|d| device_info(model, d, Some(&fields)));
     Ok(ListDevicesOutput {
         basis: basis(model),
         page,
@@ -183,7 +183,7 @@ pub async fn get_device(
     .await?;
     Ok(GetDeviceOutput {
         basis: basis(model),
-        device: device_info(model, device),
+        device: device_info(model, device, None),
         open_deviations,
     })
 }
@@ -769,39 +769,21 @@ pub fn list_dhcp_reservations(
             })
         })
         .transpose()?;
-    let mut items: Vec<ReservationInfo> = model
+    // Filtered as entries, in the model's order by address; only the page becomes answers.
+    fn observed_ip(r: &Entry) -> Option<&str> {
+        r.observed.as_ref()?.get("ip")?.as_str()
+    }
+    let items: Vec<&Entry> = model
         .lab
-        .of_kind(Kind::DhcpReservation)
+        .reservations_by_address()
         .filter(|r| wanted.is_none_or(|s| r.status == s))
-        .map(|r| {
-            let observed_ip = r
-                .observed
-                .as_ref()
-                .and_then(|o| o.get("ip"))
-                .and_then(Json::as_str)
-                .map(str::to_string);
-            let ip = r.field_str("ip").map(str::to_string);
-            ReservationInfo {
-                name: r.name.clone(),
-                subnet: r.field_str("subnet").map(str::to_string),
-                observed_ip: observed_ip.filter(|o| Some(o) != ip.as_ref()),
-                ip,
-                mac: r.field_str("mac").map(str::to_string),
-                hostname: r.field_str("hostname").map(str::to_string),
-                in_git: Some(r.in_git()),
-                device: model.lab.device_of_reservation(r).map(|d| d.name.clone()),
-                status: Some(r.status.to_string()),
-                deviations: Some(r.deviations),
-            }
-        })
         .filter(|r| {
             subnet.as_ref().is_none_or(|net| {
                 let declared = r
-                    .subnet
-                    .as_deref()
+                    .field_str("subnet")
                     .and_then(|s| s.parse::<Ipv4Cidr>().ok())
                     .is_some_and(|s| s == *net);
-                let inside = [&r.ip, &r.observed_ip]
+                let inside = [r.field_str("ip"), observed_ip(r)]
                     .into_iter()
                     .flatten()
                     .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
@@ -810,17 +792,24 @@ pub fn list_dhcp_reservations(
             })
         })
         .collect();
-    items.sort_by_key(|r| {
-        (
-            r.ip.as_deref()
-                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-                .is_none(),
-            r.ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()),
-            r.name.clone(),
-        )
+    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), &model.tag)?.map(|r| {
+        let ip = r.field_str("ip").map(str::to_string);
+        let info = ReservationInfo {
+            name: r.name.clone(),
+            subnet: r.field_str("subnet").map(str::to_string),
+            observed_ip: observed_ip(r)
+                .filter(|o| Some(*o) != ip.as_deref())
+                .map(str::to_string),
+            ip,
+            mac: r.field_str("mac").map(str::to_string),
+            hostname: r.field_str("hostname").map(str::to_string),
+            in_git: Some(r.in_git()),
+            device: model.lab.device_of_reservation(r).map(|d| d.name.clone()),
+            status: Some(r.status.to_string()),
+            deviations: Some(r.deviations),
+        };
+        project_reservation(info, &fields)
     });
-    let page = Page::of(items, input.limit, 100, input.cursor.as_deref(), &model.tag)?
-        .map(|r| project_reservation(r, &fields));
     Ok(ListReservationsOutput {
         basis: basis(model),
         page,
@@ -1255,87 +1244,45 @@ fn snapshot_item(s: &SnapshotInfo) -> SnapshotItem {
 
 // ---- helpers ----------------------------------------------------------------------------
 
-fn device_info(model: &Model, d: &Entry) -> DeviceInfo {
+/// A device as the tools answer it, with the fields in `fields` (every one when `None`):
+/// each is worked out only when it is wanted, since pages of fifty devices are asked for often.
+fn device_info(model: &Model, d: &Entry, fields: Option<&BTreeSet<&str>>) -> DeviceInfo {
     let lab = &model.lab;
+    let want = |f: &str| fields.is_none_or(|s| s.contains(f));
     DeviceInfo {
         name: d.name.clone(),
-        device_type: d.field_str("type").map(str::to_string),
-        status: Some(d.status.to_string()),
-        deviations: Some(d.deviations),
-        ips: Some(
+        device_type: want("type")
+            .then(|| d.field_str("type").map(str::to_string))
+            .flatten(),
+        status: want("status").then(|| d.status.to_string()),
+        deviations: want("deviations").then_some(d.deviations),
+        ips: want("ips").then(|| {
             lab.device_ips(d)
                 .into_iter()
                 .map(|ip| ip.to_string())
-                .collect(),
-        ),
-        pool: lab.pool_path_of(d),
-        pools: Some(lab.pools_of(d)),
-        labels: Some(d.labels().clone()),
-        services: Some(
+                .collect()
+        }),
+        pool: want("pool").then(|| lab.pool_path_of(d)).flatten(),
+        pools: want("pools").then(|| lab.pools_of(d)),
+        labels: want("labels").then(|| d.labels().clone()),
+        services: want("services").then(|| {
             d.spec_get("services")
                 .and_then(|s| s.as_array())
                 .cloned()
-                .unwrap_or_default(),
-        ),
-        dimensions: Some(lab.device_dimensions(d)),
-        provider: (!d.providers.is_empty()).then(|| d.providers.join(", ")),
-        macs: Some(d.macs()),
-        reservations: Some(
+                .unwrap_or_default()
+        }),
+        dimensions: want("dimensions").then(|| lab.device_dimensions(d)),
+        provider: (want("provider") && !d.providers.is_empty()).then(|| d.providers.join(", ")),
+        macs: want("macs").then(|| d.macs()),
+        reservations: want("reservations").then(|| {
             lab.reservations_of(d)
                 .into_iter()
                 .map(|r| r.name.clone())
-                .collect(),
-        ),
-        desired: d.desired.clone(),
-        observed: d.observed.clone(),
+                .collect()
+        }),
+        desired: want("desired").then(|| d.desired.clone()).flatten(),
+        observed: want("observed").then(|| d.observed.clone()).flatten(),
     }
-}
-
-fn project(mut d: DeviceInfo, fields: &BTreeSet<&str>) -> DeviceInfo {
-    let keep = |f: &str| fields.contains(f);
-    if !keep("type") {
-        d.device_type = None;
-    }
-    if !keep("status") {
-        d.status = None;
-    }
-    if !keep("deviations") {
-        d.deviations = None;
-    }
-    if !keep("ips") {
-        d.ips = None;
-    }
-    if !keep("pool") {
-        d.pool = None;
-    }
-    if !keep("pools") {
-        d.pools = None;
-    }
-    if !keep("labels") {
-        d.labels = None;
-    }
-    if !keep("services") {
-        d.services = None;
-    }
-    if !keep("dimensions") {
-        d.dimensions = None;
-    }
-    if !keep("provider") {
-        d.provider = None;
-    }
-    if !keep("macs") {
-        d.macs = None;
-    }
-    if !keep("reservations") {
-        d.reservations = None;
-    }
-    if !keep("desired") {
-        d.desired = None;
-    }
-    if !keep("observed") {
-        d.observed = None;
-    }
-    d
 }
 
 fn choose_fields(

@@ -40,6 +40,8 @@ struct Index {
     members: HashMap<String, Vec<u32>>,
     /// Entries by kind and status.
     counts: BTreeMap<(Kind, Status), u64>,
+    /// DHCP reservations by address, then name; those without an address last.
+    reservations_by_address: Vec<u32>,
 }
 
 impl Index {
@@ -85,6 +87,15 @@ impl Index {
                 }
             }
         }
+        let mut by_address: Vec<(Option<Ipv4Addr>, u32)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind == Kind::DhcpReservation)
+            .map(|(at, e)| (e.field_str("ip").and_then(|ip| ip.parse().ok()), at as u32))
+            .collect();
+        // Positions are in name order: sorting by (address, position) breaks ties by name.
+        by_address.sort_by_key(|&(ip, at)| (ip.is_none(), ip, at));
+        index.reservations_by_address = by_address.into_iter().map(|(_, at)| at).collect();
         index
     }
 }
@@ -314,6 +325,13 @@ impl Lab {
         let start = self.entries.partition_point(|e| e.kind < kind);
         let end = start + self.entries[start..].partition_point(|e| e.kind == kind);
         &self.entries[start..end]
+    }
+
+    /// The DHCP reservations by address (`spec.ip`, else as desired or observed), then by
+    /// name; those without an address last.
+    pub fn reservations_by_address(&self) -> impl Iterator<Item = &Entry> + '_ {
+        let order = &self.index.reservations_by_address;
+        order.iter().map(|&at| &self.entries[at as usize])
     }
 
     /// How many resources of each kind have each status.
@@ -1226,6 +1244,9 @@ mod tests {
                 "status": if i % 3 == 0 { "out-of-sync" } else { "synced" }, "deviations": 0}));
         }
         resources.push(json!({"kind": "Device", "name": "DEV-1", "status": "unknown"}));
+        resources.push(json!({"kind": "DhcpReservation", "name": "a-no-ip", "status": "unknown"}));
+        resources.push(json!({"kind": "DhcpReservation", "name": "b-not-an-ip",
+            "spec": {"ip": "dynamic"}, "status": "unknown"}));
         for i in 0..90usize {
             let name = if i % 5 == 0 {
                 format!("dev-{i}")
@@ -1309,6 +1330,16 @@ mod tests {
                 r.name
             );
         }
+        let mut by_address: Vec<&Entry> = scan(Kind::DhcpReservation).collect();
+        by_address.sort_by_key(|r| {
+            let ip = r.field_str("ip").and_then(|s| s.parse::<Ipv4Addr>().ok());
+            (ip.is_none(), ip, r.name.clone())
+        });
+        let names = |v: Vec<&Entry>| v.into_iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(lab.reservations_by_address().collect()),
+            names(by_address)
+        );
         let mut counted = 0;
         for (kind, status, n) in lab.counts() {
             assert_eq!(
