@@ -39,15 +39,14 @@ mod kea;
 #[path = "../tests/it/fixtures/proxmox.rs"]
 mod proxmox;
 
+#[path = "common/live.rs"]
+mod live;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use synth::{Layout, Spec};
-
-const PVE_TOKEN: &str = "labctl@pve!bench=2f9d3c1e-5a7b-4e0d-9c61-3b8a0f4e7d21";
 
 /// What one command cost.
 struct Cost {
@@ -87,23 +86,6 @@ fn measure(cmd: &mut Command, log: &Path) -> Cost {
             -1
         },
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@lab.example",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "git {args:?}");
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
@@ -157,100 +139,32 @@ async fn main() {
             });
             let dir = tempfile::tempdir().unwrap();
             let repo = dir.path().join("repo");
-            for (path, text) in &lab.files {
-                common::write(&repo, path, text);
-            }
             if !write_only.is_empty() {
                 // The repository alone, for profiling `labctl validate`: no provider runs.
                 let to = Path::new(&write_only).join(format!("{reservations}-{layout:?}"));
                 let _ = std::fs::remove_dir_all(&to);
-                std::fs::create_dir_all(&to).unwrap();
-                std::fs::rename(&repo, &to).unwrap_or_else(|_| {
-                    for (path, text) in &lab.files {
-                        common::write(&to, path, text);
-                    }
-                });
+                for (path, text) in &lab.files {
+                    common::write(&to, path, text);
+                }
                 common::write(
                     &to,
                     "labctl.yaml",
                     "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
                 );
-                git(&to, &["init", "-q", "-b", "main"]);
-                git(&to, &["add", "-A"]);
-                git(&to, &["commit", "-q", "-m", "generated lab"]);
+                live::commit(&to);
                 println!("wrote {}", to.display());
                 continue;
             }
 
-            // Kea: started empty, then loaded through its control agent.
-            let kea = kea::Kea::start(json!([]), json!([]))
-                .await
-                .expect("Kea is installed (apt-get install kea-dhcp4-server kea-ctrl-agent)");
-            let mut dhcp4 = kea.config().await;
-            dhcp4["subnet4"] = lab.subnet4.clone();
-            kea.set_config(dhcp4).await;
+            // Kea and Proxmox VE with the live state, and the repository naming them.
+            let live = live::Live::start(&lab, &repo).await;
             let mut gets = Vec::new();
             for _ in 0..3 {
                 let t = Instant::now();
-                let _ = kea.config().await;
+                let _ = live.kea.config().await;
                 gets.push(t.elapsed());
             }
             gets.sort();
-
-            // Proxmox VE: the fixture with every guest.
-            let mut pve = proxmox::Lab {
-                token: PVE_TOKEN.into(),
-                ..Default::default()
-            };
-            for n in 0..synth::NODES {
-                pve.nodes.push(proxmox::Node {
-                    name: format!("pve-{:02}", n + 1),
-                    online: true,
-                    maxcpu: 64,
-                    maxmem: 512 << 30,
-                });
-            }
-            for g in &lab.guests {
-                pve.guests.insert(
-                    g.vmid,
-                    proxmox::Guest {
-                        node: g.node.clone(),
-                        kind: "qemu",
-                        name: g.name.clone(),
-                        status: "running",
-                        tags: None,
-                        config: proxmox::config(&[
-                            ("cores", json!(g.cores)),
-                            ("memory", json!(g.memory_mib.to_string())),
-                            ("net0", json!(format!("virtio={},bridge=vmbr0", g.mac))),
-                        ]),
-                        broken_config: false,
-                    },
-                );
-            }
-            for (id, vmids) in &lab.pve_pools {
-                pve.pools.insert(
-                    id.clone(),
-                    proxmox::Pool {
-                        vmids: vmids.clone(),
-                        ..Default::default()
-                    },
-                );
-            }
-            let fixture = proxmox::serve(pve).await;
-
-            common::write(
-                &repo,
-                "labctl.yaml",
-                &format!(
-                    "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - {{name: kea, kind: kea, url: \"{}\", timeoutSeconds: 60}}\n    - {{name: pve, kind: proxmox, url: \"{}\", token: {{env: LABCTL_BENCH_PVE_TOKEN}}, timeoutSeconds: 60}}\n",
-                    kea.url,
-                    fixture.url()
-                ),
-            );
-            git(&repo, &["init", "-q", "-b", "main"]);
-            git(&repo, &["add", "-A"]);
-            git(&repo, &["commit", "-q", "-m", "generated lab"]);
 
             let db = format!("sqlite://{}", dir.path().join("state.db").display());
             let repo_arg = repo.to_str().unwrap();
@@ -264,7 +178,7 @@ async fn main() {
                     _ => Command::new(labctl),
                 };
                 cmd.args(args)
-                    .env("LABCTL_BENCH_PVE_TOKEN", PVE_TOKEN)
+                    .env("LABCTL_BENCH_PVE_TOKEN", live::PVE_TOKEN)
                     .env("LABCTL_MAX_DOCUMENTS", "1000000")
                     .env("LABCTL_MAX_TOTAL_BYTES", "1073741824")
                     .env("NO_COLOR", "1")
@@ -358,8 +272,7 @@ async fn main() {
                     .unwrap();
                 assert!(status.success());
             }
-            drop(fixture);
-            drop(kea);
+            drop(live);
         }
     }
     if !daemon_rows.is_empty() {
@@ -412,7 +325,7 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
         .args(["--admin-token-file", token_file.to_str().unwrap()])
         // No scheduled run: only the first and those asked for.
         .args(["--schedule", "0 0 1 1 *"])
-        .env("LABCTL_BENCH_PVE_TOKEN", PVE_TOKEN)
+        .env("LABCTL_BENCH_PVE_TOKEN", live::PVE_TOKEN)
         .env("LABCTL_MAX_DOCUMENTS", "1000000")
         .env("LABCTL_MAX_TOTAL_BYTES", "1073741824")
         .env("LABCTL_LOG", "labctl=info")

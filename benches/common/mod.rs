@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The number after `name` on the command line, or `default`.
+#[allow(dead_code)]
 pub fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()

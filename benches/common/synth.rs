@@ -65,6 +65,7 @@ pub struct Lab {
     /// Documents by kind.
     pub counts: Counts,
     /// Live resources that differ from the desired state (moved + deleted + added).
+    #[allow(dead_code)]
     pub drifted: usize,
 }
 
@@ -85,7 +86,7 @@ impl Counts {
 
 /// The address of host `i`: subnet `i / 1000` is `10.64.0.0/22`, `10.64.4.0/22`, …; host
 /// `i % 1000` is its address number `1 + i % 1000`.
-fn ip(i: usize) -> String {
+pub fn ip(i: usize) -> String {
     addr(i / PER_SUBNET, 1 + i % PER_SUBNET)
 }
 
