@@ -775,8 +775,7 @@ pub fn list_dhcp_reservations(
     }
     let items: Vec<&Entry> = model
         .lab
-        .reservations_by_address()
-        .filter(|r| wanted.is_none_or(|s| r.status == s))
+        .reservations_by_address(wanted)
         .filter(|r| {
             subnet.as_ref().is_none_or(|net| {
                 let declared = r

@@ -40,8 +40,10 @@ struct Index {
     members: HashMap<String, Vec<u32>>,
     /// Entries by kind and status.
     counts: BTreeMap<(Kind, Status), u64>,
-    /// DHCP reservations by address, then name; those without an address last.
+    /// DHCP reservations by address, then name; those without an address last. All of them,
+    /// and those of each status.
     reservations_by_address: Vec<u32>,
+    reservations_by_status: BTreeMap<Status, Vec<u32>>,
 }
 
 impl Index {
@@ -96,6 +98,14 @@ impl Index {
         // Positions are in name order: sorting by (address, position) breaks ties by name.
         by_address.sort_by_key(|&(ip, at)| (ip.is_none(), ip, at));
         index.reservations_by_address = by_address.into_iter().map(|(_, at)| at).collect();
+        for &at in &index.reservations_by_address {
+            let status = entries[at as usize].status;
+            index
+                .reservations_by_status
+                .entry(status)
+                .or_default()
+                .push(at);
+        }
         index
     }
 }
@@ -328,9 +338,19 @@ impl Lab {
     }
 
     /// The DHCP reservations by address (`spec.ip`, else as desired or observed), then by
-    /// name; those without an address last.
-    pub fn reservations_by_address(&self) -> impl Iterator<Item = &Entry> + '_ {
-        let order = &self.index.reservations_by_address;
+    /// name; those without an address last. Only those of `status`, when given.
+    pub fn reservations_by_address(
+        &self,
+        status: Option<Status>,
+    ) -> impl Iterator<Item = &Entry> + '_ {
+        let order = match status {
+            None => &self.index.reservations_by_address[..],
+            Some(s) => self
+                .index
+                .reservations_by_status
+                .get(&s)
+                .map_or(&[][..], |v| &v[..]),
+        };
         order.iter().map(|&at| &self.entries[at as usize])
     }
 
@@ -1337,9 +1357,19 @@ mod tests {
         });
         let names = |v: Vec<&Entry>| v.into_iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(
-            names(lab.reservations_by_address().collect()),
+            names(lab.reservations_by_address(None).collect()),
             names(by_address)
         );
+        for status in Status::ALL {
+            let want: Vec<&Entry> = lab
+                .reservations_by_address(None)
+                .filter(|r| r.status == status)
+                .collect();
+            assert_eq!(
+                names(lab.reservations_by_address(Some(status)).collect()),
+                names(want)
+            );
+        }
         let mut counted = 0;
         for (kind, status, n) in lab.counts() {
             assert_eq!(
