@@ -16,12 +16,9 @@ use common::{arg, percentile, write};
 
 use std::time::{Duration, Instant};
 
-use labctl::controller::{self, Context, Reason, Request, Settings};
 use labctl::mcp::http::{self, HttpOptions};
 use labctl::mcp::{sha256_hex, LabServer, Tokens};
-use labctl::reconcile::HostOptions;
 use labctl::source::SourceSpec;
-use labctl::store::{RetentionPolicy, Store};
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -69,28 +66,8 @@ async fn run(clients: usize, measure: Duration, interval: Duration) {
             ),
         );
     }
-    let url = format!("sqlite://{}", dir.path().join("state.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    store.migrate().await.unwrap();
-    let ctx = Context::new(
-        store.clone(),
-        Settings {
-            source: SourceSpec::Directory(repo),
-            path: None,
-            host: HostOptions::default(),
-            controller: "bench".into(),
-            retention: RetentionPolicy::DEFAULT,
-            backoff: Default::default(),
-        },
-    );
-    let request = Request {
-        reason: Reason::manual("bench", "bench"),
-        wait: true,
-        force: false,
-    };
-    if let Err(e) = controller::reconcile(&ctx, &request).await {
-        panic!("the bench lab did not reconcile: {e}");
-    }
+    let store =
+        common::reconciled_store(&dir.path().join("state.db"), SourceSpec::Directory(repo)).await;
 
     // The server, with limits that do not get in the way of the measurement.
     let tokens = Tokens::parse(&format!(
