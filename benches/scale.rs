@@ -179,8 +179,6 @@ async fn main() {
                 };
                 cmd.args(args)
                     .env("LABCTL_BENCH_PVE_TOKEN", live::PVE_TOKEN)
-                    .env("LABCTL_MAX_DOCUMENTS", "1000000")
-                    .env("LABCTL_MAX_TOTAL_BYTES", "1073741824")
                     .env("NO_COLOR", "1")
                     .env_remove("DATABASE_URL");
                 let log = dir.path().join(format!("{name}.log"));
@@ -326,8 +324,6 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
         // No scheduled run: only the first and those asked for.
         .args(["--schedule", "0 0 1 1 *"])
         .env("LABCTL_BENCH_PVE_TOKEN", live::PVE_TOKEN)
-        .env("LABCTL_MAX_DOCUMENTS", "1000000")
-        .env("LABCTL_MAX_TOTAL_BYTES", "1073741824")
         .env("LABCTL_LOG", "labctl=info")
         .env_remove("DATABASE_URL")
         .stdin(Stdio::null())
