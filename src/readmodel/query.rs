@@ -25,7 +25,8 @@ pub struct Lab {
     index: Index,
 }
 
-/// Positions in [`Lab::entries`], each list ascending (so in kind and name order).
+/// Positions in [`Lab::entries`]. The lists under an address, a MAC or a member are ascending,
+/// so in kind and name order.
 #[derive(Debug, Clone, Default)]
 struct Index {
     /// Every position, sorted by kind, then name folded to lower case, then position: the
