@@ -93,10 +93,7 @@ pub fn run_status(args: &StatusArgs) -> ExitCode {
         }
     };
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
-    let resources: Vec<Entry> = match model
-        .as_ref()
-        .map(|m| ReconciledModel::from_stored(m.model.clone()))
-    {
+    let resources: Vec<Entry> = match model.as_ref().map(|m| ReconciledModel::from_text(&m.text)) {
         Some(Ok(m)) => m.entries,
         Some(Err(e)) => {
             eprintln!("warning: {e}");

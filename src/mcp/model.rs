@@ -23,15 +23,14 @@ pub struct Model {
 impl Model {
     /// Reads a stored model of any version this build knows.
     pub fn from_latest(latest: LatestModel) -> Result<Model, ReadModelError> {
-        use sha2::{Digest, Sha256};
-        // serde_json's maps are sorted: the same model gives the same text.
-        let digest = Sha256::digest(latest.model.to_string().as_bytes());
         Ok(Model {
             run: latest.run,
-            tag: digest.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+            // The store names a body by the hash of its canonical text: the same model, the
+            // same tag.
+            tag: latest.hash.chars().take(12).collect(),
             commit: latest.commit_sha,
             finished_at: latest.finished_at,
-            lab: Lab::new(ReconciledModel::from_stored(latest.model)?),
+            lab: Lab::new(ReconciledModel::from_text(&latest.text)?),
         })
     }
 }

@@ -193,23 +193,50 @@ impl ReconciledModel {
 
     /// A model as stored, of any version this build knows, upgraded to the current one.
     pub fn from_stored(mut stored: Json) -> Result<Self, ReadModelError> {
-        let version = match stored.get("version") {
-            None | Some(Json::Null) => 0,
-            Some(v) => v.as_u64().unwrap_or(u64::MAX),
-        };
-        if version > u64::from(CURRENT_VERSION) {
-            return Err(ReadModelError::TooNew { found: version });
-        }
+        let version = stored_version(stored.get("version"))?;
         if version == 0 {
             upgrade_unversioned(&mut stored);
         }
-        let mut model: ReconciledModel = serde_json::from_value(stored)?;
-        model.version = CURRENT_VERSION;
-        model
-            .entries
-            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-        Ok(model)
+        Ok(serde_json::from_value::<ReconciledModel>(stored)?.settled())
     }
+
+    /// [`ReconciledModel::from_stored`] from the stored text. A current model is read straight
+    /// into its types: at 100k resources a `Value` of the whole model first cost more than
+    /// the model itself. Only an unversioned one goes through a `Value`, to be upgraded.
+    pub fn from_text(text: &str) -> Result<Self, ReadModelError> {
+        /// The version alone; serde skips everything else without keeping it.
+        #[derive(Deserialize)]
+        struct Versioned {
+            #[serde(default)]
+            version: Option<Json>,
+        }
+        let probe: Versioned = serde_json::from_str(text)?;
+        match stored_version(probe.version.as_ref())? {
+            0 => Self::from_stored(serde_json::from_str(text)?),
+            _ => Ok(serde_json::from_str::<ReconciledModel>(text)?.settled()),
+        }
+    }
+
+    /// Marked current, entries in kind and name order.
+    fn settled(mut self) -> Self {
+        self.version = CURRENT_VERSION;
+        self.entries
+            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        self
+    }
+}
+
+/// The version a stored model says it has: 0 when it says none; one newer than this build
+/// reads is an error.
+fn stored_version(version: Option<&Json>) -> Result<u64, ReadModelError> {
+    let found = match version {
+        None | Some(Json::Null) => 0,
+        Some(v) => v.as_u64().unwrap_or(u64::MAX),
+    };
+    if found > u64::from(CURRENT_VERSION) {
+        return Err(ReadModelError::TooNew { found });
+    }
+    Ok(found)
 }
 
 /// Models stored before they had a version: the shape of version 1, except that the oldest
@@ -368,6 +395,47 @@ mod tests {
         let err = ReconciledModel::from_stored(json!({"version": 7, "resources": []}));
         assert!(matches!(err, Err(ReadModelError::TooNew { found: 7 })));
         assert!(ReconciledModel::from_stored(json!({"version": 1, "resources": [{}]})).is_err());
+    }
+
+    /// Read from its text, a model is what it is read from its value: the current version
+    /// straight into its types, an unversioned one upgraded, a newer one refused.
+    #[test]
+    fn a_model_read_from_its_text_is_the_one_read_from_its_value() {
+        let current = ReconciledModel::from_stored(unversioned())
+            .unwrap()
+            .to_json();
+        for stored in [
+            current.clone(),
+            unversioned(),
+            json!({"version": null, "resources": [{"kind": "Route", "name": "a", "provider": "t"}]}),
+            json!({"resources": [], "hosts": []}),
+        ] {
+            let text = stored.to_string();
+            assert_eq!(
+                ReconciledModel::from_text(&text).unwrap(),
+                ReconciledModel::from_stored(stored).unwrap(),
+                "{text}"
+            );
+        }
+        // Written entries are already sorted; read, they are sorted whatever the text says.
+        let mut shuffled = current.clone();
+        shuffled["resources"].as_array_mut().unwrap().reverse();
+        assert_eq!(
+            ReconciledModel::from_text(&shuffled.to_string()).unwrap(),
+            ReconciledModel::from_stored(current).unwrap()
+        );
+        for (text, found) in [
+            (r#"{"version": 7, "resources": []}"#, 7),
+            (r#"{"version": "1"}"#, u64::MAX),
+        ] {
+            let err = ReconciledModel::from_text(text);
+            assert!(
+                matches!(err, Err(ReadModelError::TooNew { found: f }) if f == found),
+                "{text}"
+            );
+        }
+        assert!(ReconciledModel::from_text(r#"{"version": 1, "resources": [{}]}"#).is_err());
+        assert!(ReconciledModel::from_text("not json").is_err());
     }
 
     #[test]

@@ -246,7 +246,7 @@ impl Store {
     /// recorded one: a partial run's model says which resources are unknown.
     pub async fn latest_model(&self) -> Result<Option<LatestModel>, StoreError> {
         let row = sqlx::query(
-            "SELECT r.id, r.commit_sha, r.finished_at, b.body, b.packed, b.size FROM runs r \
+            "SELECT r.id, r.commit_sha, r.finished_at, b.hash, b.body, b.packed, b.size FROM runs r \
              JOIN blobs b ON b.hash = r.model_blob \
              WHERE r.outcome IN ('succeeded', 'partial') ORDER BY r.id DESC LIMIT 1",
         )
@@ -254,12 +254,12 @@ impl Store {
         .await
         .map_err(self.query_err("reading the latest model"))?;
         row.map(|r| {
-            let body = self.body(&r)?;
             Ok(LatestModel {
                 run: self.get(&r, "id")?,
                 commit_sha: self.get(&r, "commit_sha")?,
                 finished_at: self.get(&r, "finished_at")?,
-                model: self.json(&body)?,
+                text: self.body(&r)?,
+                hash: self.get(&r, "hash")?,
             })
         })
         .transpose()

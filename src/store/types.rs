@@ -357,7 +357,17 @@ pub struct LatestModel {
     pub commit_sha: Option<String>,
     /// Unix milliseconds.
     pub finished_at: i64,
-    pub model: Value,
+    /// The model's canonical JSON text, as stored (read it with
+    /// `ReconciledModel::from_text`), and its content address.
+    pub text: String,
+    pub hash: String,
+}
+
+impl LatestModel {
+    /// The model's text as a JSON value, for a look at it as data.
+    pub fn json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(&self.text)
+    }
 }
 
 /// An observed-snapshot row: one provider's unchanged observations over consecutive runs.

@@ -165,7 +165,8 @@ async fn every_tool_answers_from_the_reconciled_store_over_stdio() {
     basis(&v);
     assert_eq!(v["device"]["name"], "harbor");
     assert_eq!(v["device"]["reservations"], json!(["harbor"]));
-    let stored = model.model["resources"]
+    let model_json = model.json().unwrap();
+    let stored = model_json["resources"]
         .as_array()
         .unwrap()
         .iter()

@@ -263,8 +263,9 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
     let store = Store::connect(&db).await.unwrap();
     let model = store.latest_model().await.unwrap().expect("a model");
     assert_eq!(model.commit_sha.as_deref(), Some(commit.as_str()));
+    let model_json = model.json().unwrap();
     let stored = |kind: &str, name: &str| -> Json {
-        model.model["resources"]
+        model_json["resources"]
             .as_array()
             .unwrap()
             .iter()
@@ -774,8 +775,8 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
     }
     // Live-only resources are not documents.
     assert!(!uris.contains("labctl://DhcpReservation/printer"));
-    let latest = store.latest_model().await.unwrap().unwrap();
-    let docs = latest.model["resources"]
+    let latest = store.latest_model().await.unwrap().unwrap().json().unwrap();
+    let docs = latest["resources"]
         .as_array()
         .unwrap()
         .iter()
@@ -795,7 +796,7 @@ async fn pools_reservations_routes_mcp_servers_snapshots_and_resources() {
     let (text, mime) = text_of(&read("labctl://Device/whisper").await.unwrap().contents);
     assert_eq!(mime.as_deref(), Some("application/json"));
     let doc: Json = serde_json::from_str(&text).unwrap();
-    let whisper = latest.model["resources"]
+    let whisper = latest["resources"]
         .as_array()
         .unwrap()
         .iter()

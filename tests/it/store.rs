@@ -195,7 +195,10 @@ async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
     assert_eq!(kept.model_hash.as_deref(), Some(hash.as_str()));
     // Its body, plain text as bodies were before migration 9, reads as it was written.
     let old = store.latest_model().await.unwrap().unwrap();
-    assert_eq!((old.run, old.model), (kept.id, json!({"resources": []})));
+    assert_eq!(
+        (old.run, old.json().unwrap()),
+        (kept.id, json!({"resources": []}))
+    );
 
     let reason = json!({"type": "manual", "via": "mcp", "by": "stdio"});
     let new = store
@@ -214,7 +217,7 @@ async fn case_runs_survive_the_partial_outcome_migration(databases: Databases) {
     // A partial run's model is the latest model: it says what is unknown.
     let latest_model = store.latest_model().await.unwrap().unwrap();
     assert_eq!(
-        (latest_model.run, latest_model.model),
+        (latest_model.run, latest_model.json().unwrap()),
         (new, model(3, "unknown"))
     );
     // Written since migration 9: compressed, with the text's length; a body that does not
@@ -833,7 +836,7 @@ async fn case_latest_model(store: Store) {
     let latest = store.latest_model().await.unwrap().unwrap();
     assert_eq!(latest.run, run);
     assert_eq!(latest.commit_sha.as_deref(), Some("c1"));
-    assert_eq!(latest.model, model(3, "in-sync"));
+    assert_eq!(latest.json().unwrap(), model(3, "in-sync"));
     let finished = store.latest_run().await.unwrap().unwrap();
     assert_eq!(Some(latest.finished_at), finished.finished_at);
     let hash = finished.model_hash.clone().unwrap();
@@ -873,7 +876,7 @@ async fn case_latest_model(store: Store) {
     one_run(&store, report("c2", vec![])).await;
     let latest = store.latest_model().await.unwrap().unwrap();
     assert_eq!(latest.run, last_good);
-    assert_eq!(latest.model, model(3, "in-sync"));
+    assert_eq!(latest.json().unwrap(), model(3, "in-sync"));
 
     // A changed model is one more blob and the new latest.
     let run = store.start_run("timer", "ctl-1").await.unwrap();
@@ -888,7 +891,10 @@ async fn case_latest_model(store: Store) {
         .await
         .unwrap();
     let latest = store.latest_model().await.unwrap().unwrap();
-    assert_eq!((latest.run, latest.model), (run, model(4, "drifted")));
+    assert_eq!(
+        (latest.run, latest.json().unwrap()),
+        (run, model(4, "drifted"))
+    );
     assert_eq!(latest.commit_sha.as_deref(), Some("c3"));
     assert_eq!(store.stats().await.unwrap().blobs, blobs + 2);
 }
@@ -921,7 +927,10 @@ async fn case_prune_keeps_latest_model(store: Store) {
     // The first run and its model go; the run with the latest model and the latest run stay.
     assert_eq!((pruned.runs, pruned.blobs), (1, 1));
     let latest = store.latest_model().await.unwrap().unwrap();
-    assert_eq!((latest.run, latest.model), (with_model, model(2, "kept")));
+    assert_eq!(
+        (latest.run, latest.json().unwrap()),
+        (with_model, model(2, "kept"))
+    );
     assert_eq!(store.stats().await.unwrap().runs, 2);
 }
 
