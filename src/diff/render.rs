@@ -147,24 +147,16 @@ pub fn render_human(plan: &Plan, opts: RenderOptions) -> String {
     out
 }
 
-/// `live X, Git Y` on one line, or a line diff for multi-line values.
+/// `live X → Git Y` on one line when both fit, or a line diff for long or multi-line values;
+/// a side that is absent says so rather than showing as an empty side of the diff.
 fn field_change(out: &mut String, expected: Option<&Json>, actual: Option<&Json>, p: &Paint) {
-    let show = |v: Option<&Json>| match v {
-        None | Some(Json::Null) => "(absent)".to_string(),
-        Some(Json::String(s)) => format!("{s:?}"),
-        Some(other) => other.to_string(),
-    };
-    let (e, a) = (multiline(expected), multiline(actual));
-    if e.lines().count() <= 1 && a.lines().count() <= 1 {
-        let _ = write!(
-            out,
-            "live {} → Git {}",
-            p.red(&show(actual)),
-            p.green(&show(expected))
-        );
+    if let (Some(e), Some(a)) = (one_line(expected), one_line(actual)) {
+        let _ = write!(out, "live {} → Git {}", p.red(&a), p.green(&e));
         return;
     }
-    let _ = writeln!(out, "live → Git");
+    let absent = |v: Option<&Json>| if is_absent(v) { " (absent)" } else { "" };
+    let _ = writeln!(out, "live{} → Git{}", absent(actual), absent(expected));
+    let (e, a) = (multiline(expected), multiline(actual));
     for change in TextDiff::from_lines(&a, &e).iter_all_changes() {
         let line = change.value().trim_end_matches('\n');
         let _ = match change.tag() {
@@ -174,6 +166,24 @@ fn field_change(out: &mut String, expected: Option<&Json>, actual: Option<&Json>
         };
     }
     out.pop();
+}
+
+/// Longest value shown on the line of its field.
+const ONE_LINE: usize = 80;
+
+fn is_absent(v: Option<&Json>) -> bool {
+    matches!(v, None | Some(Json::Null))
+}
+
+/// `v` as it reads on one line, unless it is too long or holds a line break.
+fn one_line(v: Option<&Json>) -> Option<String> {
+    let text = match v {
+        None | Some(Json::Null) => return Some("(absent)".to_string()),
+        Some(Json::String(s)) if s.contains('\n') => return None,
+        Some(Json::String(s)) => format!("{s:?}"),
+        Some(other) => other.to_string(),
+    };
+    (text.chars().count() <= ONE_LINE).then_some(text)
 }
 
 fn multiline(v: Option<&Json>) -> String {

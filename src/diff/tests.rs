@@ -290,12 +290,12 @@ fn multiline_values_render_as_a_line_diff() {
             vec![res(
                 Kind::DhcpReservation,
                 "a",
-                json!({"options": [{"name": "x", "data": "1"}]}),
+                json!({"options": [{"name": "x", "data": "1"}, {"name": "domain-search", "data": "lab.example"}, {"name": "domain-name-servers", "data": "10.0.1.1, 10.0.1.2"}]}),
             )],
             vec![res(
                 Kind::DhcpReservation,
                 "a",
-                json!({"options": [{"name": "x", "data": "2"}]}),
+                json!({"options": [{"name": "x", "data": "2"}, {"name": "domain-search", "data": "lab.example"}, {"name": "domain-name-servers", "data": "10.0.1.1, 10.0.1.2"}]}),
             )],
         )],
         &Rules::default(),
@@ -303,6 +303,33 @@ fn multiline_values_render_as_a_line_diff() {
     let text = render_human(&plan, RenderOptions::default());
     assert!(text.contains("-     \"data\": \"2\","), "{text}");
     assert!(text.contains("+     \"data\": \"1\","), "{text}");
+}
+
+#[test]
+fn a_field_absent_on_one_side_says_so() {
+    let long: Vec<String> = (0..12).map(|i| format!("middleware-{i}")).collect();
+    let plan = diff(
+        &[input(
+            vec![res(Kind::Route, "a", json!({"rule": "Host(`a`)"}))],
+            vec![res(
+                Kind::Route,
+                "a",
+                json!({"rule": "Host(`a`)", "unrepresented": ["priority"], "middlewares": long}),
+            )],
+        )],
+        &Rules::default(),
+    );
+    let text = render_human(&plan, RenderOptions::default());
+    assert!(
+        text.contains("~ spec.unrepresented: live [\"priority\"] → Git (absent)"),
+        "{text}"
+    );
+    // Too long for one line: a line diff, headed by which side is absent.
+    assert!(
+        text.contains("~ spec.middlewares: live → Git (absent)\n"),
+        "{text}"
+    );
+    assert!(text.contains("-   \"middleware-11\""), "{text}");
 }
 
 #[test]
