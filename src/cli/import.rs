@@ -67,11 +67,20 @@ pub fn run(args: &ImportArgs) -> ExitCode {
             "written": !args.dry_run,
             "files": imported.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
             "skipped": imported.skipped,
+            "adopted": imported.adopted,
         })),
         Format::Human => {
             let verb = if args.dry_run { "would write" } else { "wrote" };
             for f in &imported.files {
-                outln!("{verb} {}", f.path);
+                match imported.adopted.iter().find(|a| a.path == f.path) {
+                    Some(a) => outln!(
+                        "{verb} {}, adopted from {}: labctl will declare it itself once Git \
+                         has it, so remove the old declaration there",
+                        f.path,
+                        a.declared_in
+                    ),
+                    None => outln!("{verb} {}", f.path),
+                }
             }
             for s in &imported.skipped {
                 outln!("skipped {}/{}: {}", s.kind, s.name, s.reason);

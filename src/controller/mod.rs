@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::diff::Plan;
 use crate::propose;
 use crate::providers::Provider;
-use crate::reconcile::import::{self, ImportPlan, Skipped};
+use crate::reconcile::import::{self, Adopted, ImportPlan, Skipped};
 use crate::reconcile::{self, HostOptions, Loaded, RunResult};
 use crate::source::{self, Snapshot, SourceError, SourceFile, SourceSpec};
 use crate::store::{LeaderGuard, Outcome, RetentionPolicy, Store, StoreError};
@@ -500,6 +500,8 @@ pub enum ImportError {
 pub struct Imported {
     pub files: Vec<SourceFile>,
     pub skipped: Vec<Skipped>,
+    /// Files whose live resource is declared where labctl does not write.
+    pub adopted: Vec<Adopted>,
 }
 
 /// Adopts a live lab: one document per unmanaged resource, validated with the repository,
@@ -525,6 +527,7 @@ pub async fn import(
     Ok(Imported {
         files: staged.files,
         skipped: staged.skipped,
+        adopted: staged.adopted,
     })
 }
 

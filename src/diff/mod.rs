@@ -53,6 +53,10 @@ pub struct Deviation {
     pub expected: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual: Option<Json>,
+    /// Where the live resource is declared when that is somewhere labctl does not write: it
+    /// is never created, changed or removed, only reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_in: Option<String>,
 }
 
 /// A field difference left out on purpose, and why.
@@ -339,7 +343,7 @@ pub fn diff(inputs: &[ProviderInput], rules: &Rules) -> Plan {
         .sort_by(|a, b| (a.kind, &a.name, &a.field_path).cmp(&(b.kind, &b.name, &b.field_path)));
     let decisions = decide(&plan, rules);
     for (d, decision) in plan.deviations.iter_mut().zip(&decisions.each) {
-        if let Some(text) = decision.remediation(d.kind, d.dtype) {
+        if let Some(text) = decision.remediation(d) {
             d.remediation = text;
         }
     }
@@ -398,6 +402,15 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         .map(|r| ((r.kind, r.name.as_str()), r))
         .collect();
     let mut repairs = Vec::new();
+    // Resources declared where labctl does not write: never created, changed or removed.
+    let elsewhere = |kind: Kind, name: &str| -> Option<&String> {
+        if observation.declared_elsewhere.is_empty() {
+            return None;
+        }
+        observation
+            .declared_elsewhere
+            .get(&format!("{kind}/{name}"))
+    };
 
     for (&(kind, name), expected) in &wanted {
         if let Some(why) = unreadable.get(&(kind, name)) {
@@ -405,16 +418,17 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                 .push(unknown(provider, kind, name, rules, why));
             continue;
         }
-        let can_apply = input.can_apply.contains(&kind);
+        let declared_in = elsewhere(kind, name);
+        let can_apply = input.can_apply.contains(&kind) && declared_in.is_none();
         match live.get(&(kind, name)) {
             None => {
                 plan.deviations.push(whole(
                     provider,
-                    kind,
-                    name,
+                    (kind, name),
                     DeviationType::Missing,
                     rules,
                     can_apply,
+                    declared_in,
                     Some(&expected.fields),
                     None,
                 ));
@@ -455,7 +469,9 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         });
                         continue;
                     }
-                    drifted = true;
+                    // Only a difference in configuration is put right by writing it.
+                    let state = is_state_field(kind, &path);
+                    drifted |= !state;
                     let severity = drift_severity(input.severities, kind, &path);
                     plan.deviations.push(Deviation {
                         kind,
@@ -463,12 +479,13 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                         dtype: DeviationType::Drifted,
                         severity,
                         provider: provider.clone(),
-                        auto_correctable: can_apply,
+                        auto_correctable: can_apply && !state,
                         remediation: String::new(),
                         suspended: rules.suspended(kind, name),
                         expected: exp.cloned(),
                         actual: act.cloned(),
                         field_path: path,
+                        declared_in: declared_in.cloned(),
                     });
                 }
                 if drifted && can_apply && !partial {
@@ -486,14 +503,15 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         if wanted.contains_key(&(kind, name)) {
             continue;
         }
-        let can_apply = input.can_apply.contains(&kind);
+        let declared_in = elsewhere(kind, name);
+        let can_apply = input.can_apply.contains(&kind) && declared_in.is_none();
         plan.deviations.push(whole(
             provider,
-            kind,
-            name,
+            (kind, name),
             DeviationType::Unmanaged,
             rules,
             can_apply,
+            declared_in,
             None,
             Some(&actual.fields),
         ));
@@ -532,17 +550,18 @@ fn unknown(provider: &str, kind: Kind, name: &str, rules: &Rules, why: &str) -> 
         suspended: rules.suspended(kind, name),
         expected: None,
         actual: None,
+        declared_in: None,
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn whole(
     provider: &str,
-    kind: Kind,
-    name: &str,
+    (kind, name): (Kind, &str),
     dtype: DeviationType,
     rules: &Rules,
     can_apply: bool,
+    declared_in: Option<&String>,
     expected: Option<&Json>,
     actual: Option<&Json>,
 ) -> Deviation {
@@ -558,6 +577,7 @@ fn whole(
         suspended: rules.suspended(kind, name),
         expected: expected.cloned(),
         actual: actual.cloned(),
+        declared_in: declared_in.cloned(),
     }
 }
 
@@ -578,11 +598,22 @@ pub fn whole_severity(kind: Kind, dtype: DeviationType) -> Severity {
     }
 }
 
+/// Whether the field at `path` (`spec.status`) is one the live object reports of its
+/// condition ([`Kind::state_fields`]).
+fn is_state_field(kind: Kind, path: &str) -> bool {
+    kind.state_fields().contains(&top_field(path))
+}
+
+/// The top-level field of `path`: `spec.backend.urls[0]` → `backend`.
+fn top_field(path: &str) -> &str {
+    let field = path.strip_prefix("spec.").unwrap_or(path);
+    field.split(['.', '[']).next().unwrap_or(field)
+}
+
 /// Severity of a drifted field: what the provider that compared it says for its top-level
 /// field ([`crate::providers::Provider::severities`]); low where it says nothing.
 pub fn drift_severity(severities: Severities, kind: Kind, path: &str) -> Severity {
-    let field = path.strip_prefix("spec.").unwrap_or(path);
-    let top = field.split(['.', '[']).next().unwrap_or(field);
+    let top = top_field(path);
     severities
         .iter()
         .find(|(k, fields, _)| *k == kind && fields.contains(&top))
@@ -625,6 +656,12 @@ pub enum Why {
     PruneDisabled,
     /// Policy apply, but the run would change more of its provider than `safety` allows.
     Held,
+    /// Declared where labctl does not write ([`Deviation::declared_in`]): only a person can
+    /// change it there.
+    DeclaredElsewhere,
+    /// A field the live object reports of its condition ([`Kind::state_fields`]): writing
+    /// the configuration again cannot change it.
+    LiveState,
 }
 
 /// One change to Git that the `propose` policy asks for: make Git say what live says.
@@ -677,7 +714,14 @@ impl Decision {
         if let Some(why) = rules.suspension(d.kind, &d.name) {
             return Decision::Report(why);
         }
-        match rules.policy(d.kind) {
+        if d.dtype == DeviationType::Drifted && is_state_field(d.kind, &d.field_path) {
+            return Decision::Report(Why::LiveState);
+        }
+        let policy = rules.policy(d.kind);
+        if d.declared_in.is_some() && policy != Policy::Propose {
+            return Decision::Report(Why::DeclaredElsewhere);
+        }
+        match policy {
             Policy::Apply
                 if d.dtype == DeviationType::Unmanaged && rules.no_prune.contains(&d.kind) =>
             {
@@ -699,9 +743,10 @@ impl Decision {
         }
     }
 
-    /// What will happen or what to do, in a sentence; `None` for an unknown deviation, whose
-    /// text (with the reason it could not be read) comes from the observation.
-    pub fn remediation(&self, kind: Kind, dtype: DeviationType) -> Option<String> {
+    /// What will happen or what to do about `d`, in a sentence; `None` for an unknown
+    /// deviation, whose text (with the reason it could not be read) comes from the observation.
+    pub fn remediation(&self, d: &Deviation) -> Option<String> {
+        let (kind, dtype) = (d.kind, d.dtype);
         let verb = match dtype {
             DeviationType::Missing => "create it",
             DeviationType::Unmanaged => "remove it",
@@ -749,6 +794,21 @@ impl Decision {
                     "held: reconcile would {verb}, but this run changes more than labctl.yaml's \
                      safety allows (see the plan)"
                 ),
+                Why::LiveState => "the live system reports this of the resource itself, and \
+                                   writing it again would not change it: put right what the live \
+                                   value says, in Git or live"
+                    .into(),
+                Why::DeclaredElsewhere => {
+                    let place = d.declared_in.as_deref().unwrap_or("another configuration");
+                    let what = match dtype {
+                        DeviationType::Missing => "declare it there again, or remove it from Git",
+                        DeviationType::Unmanaged => {
+                            "remove it there, or describe it in Git (`labctl import`)"
+                        }
+                        _ => "change it there, or change Git to match",
+                    };
+                    format!("declared in {place}, which labctl does not write: {what}")
+                }
                 Why::RemovalNotProposed => {
                     "policy propose does not propose removals unless labctl.yaml's \
                      proposeRemovals allows them: restore it live, or remove it from Git"

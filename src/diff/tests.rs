@@ -17,6 +17,7 @@ fn input(expected: Vec<Resource>, live: Vec<Resource>) -> ProviderInput {
             resources: live,
             unobservable: vec![],
             details: Default::default(),
+            declared_elsewhere: Default::default(),
             version: None,
             hosts: Vec::new(),
         }),
@@ -596,7 +597,7 @@ fn runtime_suspensions_are_reported_but_never_changed_and_git_is_named_first() {
     let why = Decision::of(d, &rules, true);
     assert_eq!(why, Decision::Report(Why::SuspendedAtRuntime));
     assert!(why
-        .remediation(d.kind, d.dtype)
+        .remediation(d)
         .unwrap()
         .starts_with("suspended at runtime"));
     // Suspended in Git as well: Git's reason is the one given.
@@ -607,4 +608,109 @@ fn runtime_suspensions_are_reported_but_never_changed_and_git_is_named_first() {
         Decision::of(d, &rules, true),
         Decision::Report(Why::Suspended)
     );
+}
+
+/// Routes under policy apply on a provider that can write them.
+fn route_input(expected: Vec<Resource>, live: Vec<Resource>) -> (ProviderInput, Rules) {
+    let mut i = input(expected, live);
+    i.can_apply = [Kind::Route].into();
+    let rules = Rules {
+        policy: [(Kind::Route, Policy::Apply)].into(),
+        ..Default::default()
+    };
+    (i, rules)
+}
+
+#[test]
+fn what_is_declared_elsewhere_is_reported_but_never_created_changed_or_removed() {
+    let route = |rule: &str| json!({"rule": rule, "router": "x@docker"});
+    let (mut i, rules) = route_input(
+        vec![
+            res(Kind::Route, "drifted", route("Host(`a`)")),
+            res(Kind::Route, "gone", route("Host(`g`)")),
+            res(Kind::Route, "ours", json!({"rule": "Host(`o`)"})),
+        ],
+        vec![
+            res(Kind::Route, "drifted", route("Host(`b`)")),
+            res(Kind::Route, "foreign", route("Host(`f`)")),
+        ],
+    );
+    if let Ok(o) = &mut i.observed {
+        for name in ["drifted", "gone", "foreign"] {
+            o.declared_elsewhere
+                .insert(format!("Route/{name}"), "Traefik's docker provider".into());
+        }
+    }
+    let plan = diff(&[i], &rules);
+    // Only what labctl writes is changed: the one route of its own.
+    let changes: Vec<(&str, &str)> = plan.changes["kea"]
+        .iter()
+        .map(|c| (c.action(), c.name()))
+        .collect();
+    assert_eq!(changes, [("create", "ours")]);
+    let text = |name: &str| {
+        let d = plan.deviations.iter().find(|d| d.name == name).unwrap();
+        assert!(!d.auto_correctable, "{d:?}");
+        assert_eq!(d.declared_in.as_deref(), Some("Traefik's docker provider"));
+        d.remediation.clone()
+    };
+    let lead = "declared in Traefik's docker provider, which labctl does not write: ";
+    assert_eq!(
+        text("drifted"),
+        format!("{lead}change it there, or change Git to match")
+    );
+    assert_eq!(
+        text("gone"),
+        format!("{lead}declare it there again, or remove it from Git")
+    );
+    assert_eq!(
+        text("foreign"),
+        format!("{lead}remove it there, or describe it in Git (`labctl import`)")
+    );
+}
+
+#[test]
+fn a_field_the_live_object_reports_of_itself_is_drift_that_no_write_repairs() {
+    let (i, rules) = route_input(
+        vec![
+            res(Kind::Route, "a", json!({"rule": "Host(`a`)"})),
+            res(Kind::Route, "b", json!({"rule": "Host(`b`)"})),
+        ],
+        vec![
+            res(
+                Kind::Route,
+                "a",
+                json!({"rule": "Host(`a`)", "status": "disabled", "errors": ["no service"]}),
+            ),
+            // Disabled and drifted: the rule is still put right.
+            res(
+                Kind::Route,
+                "b",
+                json!({"rule": "Host(`c`)", "status": "disabled"}),
+            ),
+        ],
+    );
+    let plan = diff(&[i], &rules);
+    let changes: Vec<(&str, &str)> = plan.changes["kea"]
+        .iter()
+        .map(|c| (c.action(), c.name()))
+        .collect();
+    assert_eq!(changes, [("update", "b")]);
+    let state: Vec<(&str, &str, bool)> = plan
+        .deviations
+        .iter()
+        .map(|d| (d.name.as_str(), d.field_path.as_str(), d.auto_correctable))
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("a", "spec.errors", false),
+            ("a", "spec.status", false),
+            ("b", "spec.rule", true),
+            ("b", "spec.status", false),
+        ]
+    );
+    assert!(plan.deviations[1]
+        .remediation
+        .contains("writing it again would not change it"));
 }

@@ -52,6 +52,18 @@ text_enum! {
     }
 }
 
+impl Kind {
+    /// Fields a provider reports about a live object's condition rather than its
+    /// configuration (a route its proxy disabled, and why): never in Git, so never written;
+    /// a difference in one is reported, but no write can put it right.
+    pub fn state_fields(self) -> &'static [&'static str] {
+        match self {
+            Kind::Route => &["status", "errors"],
+            _ => &[],
+        }
+    }
+}
+
 /// Identity and free-form labels of a document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -27,6 +27,21 @@ pub struct Tls {
     /// Traefik certificate resolver, e.g. `letsencrypt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_resolver: Option<String>,
+    /// Traefik TLS options by name, e.g. `modern`; Traefik's own `default` when not given.
+    #[serde(default, skip_serializing_if = "Tls::default_options")]
+    pub options: Option<String>,
+}
+
+impl Tls {
+    /// The TLS options Traefik uses when a router names none.
+    pub const DEFAULT_OPTIONS: &'static str = "default";
+
+    /// Whether `options` names Traefik's default TLS options (written as nothing).
+    fn default_options(options: &Option<String>) -> bool {
+        options
+            .as_deref()
+            .is_none_or(|o| o == Self::DEFAULT_OPTIONS)
+    }
 }
 
 /// `spec` of a `Route`. Give either `host` (and optionally `pathPrefix`) or a raw Traefik
@@ -49,6 +64,14 @@ pub struct RouteSpec {
     pub tls: Option<Tls>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub middlewares: Vec<String>,
+    /// Traefik's router priority; Traefik's own when not given (the rule's length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// A Traefik router declared elsewhere that this route describes, by its qualified name
+    /// (`whoami@docker`, `grafana@file`): labctl compares it and reports its drift, but never
+    /// writes, changes or removes it (`labctl import` writes this for routers it finds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
 }
 
 impl RouteSpec {
@@ -99,6 +122,8 @@ mod tests {
             },
             tls: None,
             middlewares: vec![],
+            priority: None,
+            router: None,
         }
     }
 

@@ -105,6 +105,11 @@ pub struct Observation {
     /// Only stable facts belong here (no latencies): observations are content-addressed.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Live resources declared somewhere labctl does not write (`Kind/name` → where: a
+    /// router of Traefik's docker provider or of another file), which it can therefore never
+    /// remove: unmanaged, but never planned for removal.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub declared_elsewhere: std::collections::BTreeMap<String, String>,
     /// The version of the live state this is a picture of (Kea's configuration fingerprint,
     /// Caddy's ETag, the hash of Traefik's dynamic file): `apply` refuses to change anything
     /// when the live version is no longer this one.
@@ -139,6 +144,7 @@ impl Observation {
             resources,
             unobservable: Vec::new(),
             details: Default::default(),
+            declared_elsewhere: Default::default(),
             version: None,
             hosts: Vec::new(),
         }
@@ -422,6 +428,13 @@ pub trait Provider: Send + Sync {
 
     /// How much a drift of each field it compares matters.
     fn severities(&self) -> Severities;
+
+    /// How long the live system may take to show what [`Provider::apply`] wrote (a server
+    /// that reloads its configuration on its own schedule): after an apply, observing again is
+    /// retried until the changes show or this has passed. Zero: they show at once.
+    fn settle(&self) -> Duration {
+        Duration::ZERO
+    }
 
     /// Why the default [`Provider::apply`] refuses changes, and where to make them instead.
     fn read_only_reason(&self) -> &str {

@@ -295,6 +295,7 @@ impl ProxmoxProvider {
             resources,
             unobservable,
             details: Default::default(),
+            declared_elsewhere: Default::default(),
             version: None,
             hosts: nodes.into_iter().map(|(_, _, host)| host).collect(),
         })

@@ -42,17 +42,23 @@
 //! | `tls.options` | router `tls.options`: Traefik reports `default` for every TLS router without options (`pkg/api/handler_http.go`), so TLS on without a resolver is `{options: default}`, never an empty object the diff would take for "no TLS" |
 //! | `middlewares` | router `middlewares`, `@file` stripped on file-provider routers |
 //! | `status` | router `status`, only when not `enabled` (a router Traefik refused) |
-//! | `unrepresented` | what labctl does not model: `priority`, `ruleSyntax`, `tls.domains`, a service that is missing or not a load balancer |
+//! | `errors` | router `error`: why Traefik disabled the router or warns about it |
+//! | `priority` | router `priority`, unless it is the rule's length in bytes, which Traefik reports for every router that declares none (v3 `pkg/muxer/http`) |
+//! | `router` | router `name`, for a router labctl did not write: a `Route` with `router:` describes it |
+//! | `unrepresented` | what labctl does not model: `ruleSyntax`, `tls.domains`, a service that is missing or not a load balancer |
 //!
-//! Routers of other providers (`@docker`, …) are reported as unmanaged; they cannot be
-//! deleted through the file, so such a `Delete` is refused. `@internal` routers are Traefik's
+//! Routers labctl did not write (of other providers, `@docker`, …, of other files, or entries
+//! of its own file not named `labctl-*`) are reported as unmanaged and declared elsewhere
+//! ([`Observation::declared_elsewhere`]): the plan never removes them, and a `Delete` of one
+//! is refused. `@internal` routers are Traefik's
 //! own (API, dashboard, ping) and are not reported at all.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 use serde_json::{json, Map, Value as Json};
@@ -63,7 +69,7 @@ use super::{
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
     ProviderError, Resource, Severities, Severity,
 };
-use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol};
+use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol, Tls};
 
 /// Prefix of the routers and services labctl writes.
 const PREFIX: &str = "labctl-";
@@ -92,8 +98,18 @@ settings! {
         /// The file provider's dynamic configuration file labctl writes routes to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub dynamic_config_file: Option<std::path::PathBuf>,
+        /// How long Traefik may take to load a change to the file, in seconds (default 10):
+        /// it applies one after its watcher's event and `providersThrottleDuration` (2 s by
+        /// default). After an apply labctl observes again until the change shows or this
+        /// has passed; only then is a change that does not show reported as unconfirmed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(max = 300))]
+        pub settle_seconds: Option<u32>,
     }
 }
+
+/// How long Traefik is given to load a change by default: five times its default throttle.
+const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 
 /// Builds [`TraefikProvider`]s.
 pub struct Plugin;
@@ -105,9 +121,11 @@ impl Factory for Plugin {
 
     const SEVERITIES: Severities = &[
         (Kind::Route, &["rule", "backend", "tls"], Severity::High),
+        // A router Traefik disabled serves nothing.
+        (Kind::Route, &["status"], Severity::High),
         (
             Kind::Route,
-            &["middlewares", "entryPoints"],
+            &["middlewares", "entryPoints", "errors"],
             Severity::Medium,
         ),
     ];
@@ -136,6 +154,8 @@ pub struct TraefikProvider {
     /// API base, without a trailing `/`.
     url: String,
     file: Option<PathBuf>,
+    /// See [`Settings::settle_seconds`].
+    settle: Duration,
     client: reqwest::Client,
     policy: CallPolicy,
     /// `USER:PASSWORD` when the API sits behind basic authentication.
@@ -165,6 +185,9 @@ impl TraefikProvider {
             name: cfg.name.clone(),
             url,
             file: cfg.dynamic_config_file.clone(),
+            settle: cfg
+                .settle_seconds
+                .map_or(DEFAULT_SETTLE, |s| Duration::from_secs(s.into())),
             client,
             policy,
             basic_auth,
@@ -352,23 +375,39 @@ impl TraefikProvider {
         self.read_file(self.file.as_deref()?).ok()
     }
 
-    /// Names of labctl's routers in the dynamic configuration file `root` that name no entry
-    /// point.
-    fn routers_without_entry_points(mut root: serde_yaml::Mapping) -> HashSet<String> {
+    /// The routers of the dynamic configuration file `root`: every name, and whether it names
+    /// an entry point.
+    fn file_routers(mut root: serde_yaml::Mapping) -> BTreeMap<String, bool> {
         let routers = take_mapping(&mut root, "http")
             .and_then(|mut http| take_mapping(&mut http, "routers"))
             .unwrap_or_default();
         routers
             .iter()
             .filter_map(|(k, v)| {
-                let name = k.as_str()?;
                 let declared = v
                     .get("entryPoints")
                     .and_then(serde_yaml::Value::as_sequence)
                     .is_some_and(|s| !s.is_empty());
-                (name.starts_with(PREFIX) && !declared).then(|| name.to_string())
+                Some((k.as_str()?.to_string(), declared))
             })
             .collect()
+    }
+
+    /// Where the router `full` of `provider` is declared, in words, when labctl did not write
+    /// it: somewhere labctl cannot remove it from.
+    fn declared_in(&self, full: &str, provider: &str, own: &BTreeMap<String, bool>) -> String {
+        let local = full.rsplit_once('@').map_or(full, |(n, _)| n);
+        match (provider, &self.file) {
+            (FILE_PROVIDER, Some(path)) if own.contains_key(local) => format!(
+                "{} as router `{local}`, kept there because labctl writes only its own \
+                 `{PREFIX}*` routers",
+                path.display()
+            ),
+            (FILE_PROVIDER, _) => {
+                format!("another file of Traefik's file provider (router `{full}`)")
+            }
+            _ => format!("Traefik's {provider} provider (router `{full}`)"),
+        }
     }
 
     /// Applies `changes` to the file's content, without any I/O.
@@ -435,6 +474,11 @@ impl TraefikProvider {
         fields: &Json,
     ) -> Result<(serde_yaml::Value, serde_yaml::Value), ProviderError> {
         let bad = |what: String| self.rejected(format!("Route/{name}: {what}"));
+        if let Some(router) = fields.get("router").and_then(Json::as_str) {
+            return Err(bad(format!(
+                "it describes the router `{router}`, declared elsewhere: labctl does not write it"
+            )));
+        }
         let rule = fields
             .get("rule")
             .and_then(Json::as_str)
@@ -466,6 +510,9 @@ impl TraefikProvider {
             router.insert("entryPoints".into(), json!(entry_points));
         }
         router.insert("rule".into(), json!(rule));
+        if let Some(p) = fields.get("priority").and_then(Json::as_i64) {
+            router.insert("priority".into(), json!(p));
+        }
         router.insert("service".into(), json!(format!("{PREFIX}{name}")));
         let middlewares = strings(fields, "middlewares");
         if !middlewares.is_empty() {
@@ -479,7 +526,7 @@ impl TraefikProvider {
             if let Some(o) = tls
                 .get("options")
                 .and_then(Json::as_str)
-                .filter(|o| *o != "default")
+                .filter(|o| *o != Tls::DEFAULT_OPTIONS)
             {
                 out.insert("options".into(), json!(o));
             }
@@ -555,11 +602,27 @@ impl Provider for TraefikProvider {
             }
             live.sort_by_key(|(full, _, _)| *full);
 
-            // labctl's own routers first, so that derived names never take theirs.
+            // Routers declared elsewhere that a Route describes (`router:`), by qualified name.
+            let described: HashMap<&str, &str> = desired
+                .routes
+                .iter()
+                .filter_map(|r| Some((r.doc.spec.router.as_deref()?, r.doc.metadata.name.as_str())))
+                .collect();
+            // labctl's own routers first, then those Routes describe, so that derived names
+            // never take theirs.
             let mut names: Vec<Option<String>> = vec![None; live.len()];
+            let mut ours = vec![false; live.len()];
             let mut taken: HashSet<String> = HashSet::new();
             for (i, (full, provider, _)) in live.iter().enumerate() {
                 if let Some(n) = managed_name(full, provider) {
+                    if taken.insert(n.to_string()) {
+                        names[i] = Some(n.to_string());
+                        ours[i] = true;
+                    }
+                }
+            }
+            for (i, (full, _, _)) in live.iter().enumerate() {
+                if let Some(n) = described.get(full).filter(|_| names[i].is_none()) {
                     if taken.insert(n.to_string()) {
                         names[i] = Some(n.to_string());
                     }
@@ -569,21 +632,30 @@ impl Provider for TraefikProvider {
             // `pkg/server/aggregator.go`), so the API cannot tell "none declared" from "all
             // declared". For labctl's own routers the file can: their entryPoints are reported
             // only when the file names them, or a Route without entryPoints would drift forever.
-            let (undeclared, version) = match self.observe_file() {
-                Some((root, version)) => (Self::routers_without_entry_points(root), Some(version)),
-                None => (HashSet::new(), None),
+            let (in_file, version) = match self.observe_file() {
+                Some((root, version)) => (Self::file_routers(root), Some(version)),
+                None => (BTreeMap::new(), None),
             };
             let mut resources = Vec::new();
+            let mut declared_elsewhere = BTreeMap::new();
             for (i, (full, provider, router)) in live.iter().enumerate() {
                 let mut fields =
                     router_fields(router, provider, &services).map_err(|e| shape(ROUTERS, e))?;
+                if let Json::Object(map) = &mut fields {
+                    let key = names[i].as_ref().map(|n| format!("{PREFIX}{n}"));
+                    if !ours[i] {
+                        map.insert("router".into(), json!(full));
+                    } else if key.and_then(|k| in_file.get(&k).copied()) == Some(false) {
+                        map.remove("entryPoints");
+                    }
+                }
                 let name = match names[i].take() {
+                    Some(n) if ours[i] => n,
                     Some(n) => {
-                        if undeclared.contains(&format!("{PREFIX}{n}")) {
-                            if let Json::Object(map) = &mut fields {
-                                map.remove("entryPoints");
-                            }
-                        }
+                        declared_elsewhere.insert(
+                            format!("{}/{n}", Kind::Route),
+                            self.declared_in(full, provider, &in_file),
+                        );
                         n
                     }
                     None => {
@@ -596,13 +668,25 @@ impl Provider for TraefikProvider {
                             n = format!("{base}-{k}");
                             k += 1;
                         }
+                        declared_elsewhere.insert(
+                            format!("{}/{n}", Kind::Route),
+                            self.declared_in(full, provider, &in_file),
+                        );
                         n
                     }
                 };
                 resources.push(Resource::new(Kind::Route, name, fields).with_key(*full));
             }
+            // A described router that is not there is missing, and still not labctl's to make.
+            for (full, name) in described {
+                let provider = full.rsplit_once('@').map_or("", |(_, p)| p);
+                declared_elsewhere
+                    .entry(format!("{}/{name}", Kind::Route))
+                    .or_insert_with(|| self.declared_in(full, provider, &in_file));
+            }
             let mut observation = Observation::now(&self.name, resources);
             observation.version = version;
+            observation.declared_elsewhere = declared_elsewhere;
             Ok(observation)
         })
     }
@@ -644,6 +728,10 @@ impl Provider for TraefikProvider {
     fn can_apply(&self, kind: Kind) -> bool {
         kind == Kind::Route
     }
+
+    fn settle(&self) -> Duration {
+        self.settle
+    }
 }
 
 /// `NAME` of a router labctl wrote (`labctl-NAME@file`).
@@ -668,13 +756,30 @@ fn rule_of(spec: &RouteSpec) -> Option<String> {
     })
 }
 
+/// `priority` unless it is the one Traefik gives a router that declares none: zero, or the
+/// length of its rule in bytes.
+fn declared_priority(priority: i64, rule: Option<&str>) -> Option<i64> {
+    let computed = rule.map_or(0, |r| r.len() as i64);
+    (priority != 0 && priority != computed).then_some(priority)
+}
+
 /// A route as Traefik would show it (see the module documentation for the shape).
 fn expected_fields(spec: &RouteSpec, desired: &DesiredState) -> Json {
     let mut fields = Map::new();
     if !spec.entry_points.is_empty() {
         fields.insert("entryPoints".into(), json!(spec.entry_points));
     }
-    if let Some(rule) = rule_of(spec) {
+    let rule = rule_of(spec);
+    if let Some(p) = spec
+        .priority
+        .and_then(|p| declared_priority(p, rule.as_deref()))
+    {
+        fields.insert("priority".into(), json!(p));
+    }
+    if let Some(router) = &spec.router {
+        fields.insert("router".into(), json!(router));
+    }
+    if let Some(rule) = rule {
         fields.insert("rule".into(), json!(rule));
     }
     let mut urls = spec.backend.urls.clone();
@@ -696,7 +801,8 @@ fn expected_fields(spec: &RouteSpec, desired: &DesiredState) -> Json {
         if let Some(r) = &tls.cert_resolver {
             t.insert("certResolver".into(), json!(r));
         }
-        t.insert("options".into(), json!("default"));
+        let options = tls.options.as_deref().unwrap_or(Tls::DEFAULT_OPTIONS);
+        t.insert("options".into(), json!(strip_file(options)));
         fields.insert("tls".into(), Json::Object(t));
     }
     let middlewares: Vec<String> = spec
@@ -845,13 +951,18 @@ fn router_fields(
             fields.insert("status".into(), json!(status));
         }
     }
-    if router
-        .get("priority")?
-        .map(|p| p.i64())
-        .transpose()?
-        .is_some_and(|p| p != 0)
-    {
-        unrepresented.push("priority".into());
+    // Why Traefik disabled the router, or warns about it (`error` in `pkg/config/runtime`).
+    let errors = router.opt_strings("error")?;
+    if !errors.is_empty() {
+        fields.insert("errors".into(), json!(errors));
+    }
+    // Traefik reports a priority for every router: the one declared, or else the length of
+    // its rule (v3 `pkg/muxer/http`), which is Traefik's, not the user's.
+    let rule = router.opt_str("rule")?;
+    if let Some(p) = router.get("priority")?.map(|p| p.i64()).transpose()? {
+        if declared_priority(p, rule).is_some() {
+            fields.insert("priority".into(), json!(p));
+        }
     }
     if router.opt_str("ruleSyntax")?.is_some_and(|s| !s.is_empty()) {
         unrepresented.push("ruleSyntax".into());
@@ -935,7 +1046,7 @@ fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backend, Tls};
+    use crate::model::Backend;
 
     fn spec(host: Option<&str>, prefix: Option<&str>, rule: Option<&str>) -> RouteSpec {
         RouteSpec {
@@ -949,8 +1060,11 @@ mod tests {
             },
             tls: Some(Tls {
                 cert_resolver: Some("le".into()),
+                options: None,
             }),
             middlewares: vec!["auth@file".into(), "ratelimit@docker".into()],
+            priority: None,
+            router: None,
         }
     }
 

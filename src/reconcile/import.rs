@@ -36,11 +36,23 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// A document made from a live resource declared where labctl does not write: labctl will
+/// write it as its own, and the old declaration has to go.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Adopted {
+    /// The document written.
+    pub path: String,
+    /// Where the live resource is declared now.
+    pub declared_in: String,
+}
+
 /// What an import would write.
 #[derive(Debug)]
 pub struct ImportPlan {
     pub files: Vec<SourceFile>,
     pub skipped: Vec<Skipped>,
+    /// The documents of `files` whose live resource is declared elsewhere.
+    pub adopted: Vec<Adopted>,
     /// The repository with the new files, validated together.
     pub validation: Validation,
 }
@@ -51,6 +63,7 @@ pub fn prepare(snapshot: &Snapshot, plan: &Plan) -> ImportPlan {
     let taken: BTreeSet<&str> = snapshot.files.iter().map(|f| f.path.as_str()).collect();
     let mut files = Vec::new();
     let mut skipped = Vec::new();
+    let mut adopted = Vec::new();
     for d in plan
         .deviations
         .iter()
@@ -67,7 +80,15 @@ pub fn prepare(snapshot: &Snapshot, plan: &Plan) -> ImportPlan {
             continue;
         }
         match document(d.kind, &d.name, fields) {
-            Ok(text) => files.push(SourceFile { path, text }),
+            Ok(text) => {
+                if let Some(declared_in) = &d.declared_in {
+                    adopted.push(Adopted {
+                        path: path.clone(),
+                        declared_in: declared_in.clone(),
+                    });
+                }
+                files.push(SourceFile { path, text });
+            }
             Err(reason) => skipped.push(Skipped {
                 kind: d.kind,
                 name: d.name.clone(),
@@ -82,6 +103,7 @@ pub fn prepare(snapshot: &Snapshot, plan: &Plan) -> ImportPlan {
     ImportPlan {
         files,
         skipped,
+        adopted,
         validation,
     }
 }
@@ -91,8 +113,29 @@ pub fn path(kind: Kind, name: &str) -> String {
     format!("{}/{name}.yaml", folder(kind))
 }
 
-/// The YAML text of one document, typed on the way so that what is written parses.
+/// The YAML text of one document, typed on the way so that what is written parses. A live
+/// resource with parts labctl does not model (`unrepresented`) is refused: its document would
+/// lose them, and applying it would remove them live.
 pub fn document(kind: Kind, name: &str, fields: &Json) -> Result<String, String> {
+    if let Some(parts) = fields.get("unrepresented") {
+        let parts: Vec<&str> = parts
+            .as_array()
+            .map(|a| a.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        return Err(format!(
+            "the live {kind} has what labctl does not model ({}): a document would lose it, so \
+             it stays unmanaged",
+            parts.join(", ")
+        ));
+    }
+    let mut fields = fields.clone();
+    if let Json::Object(map) = &mut fields {
+        // A route its proxy disabled is adopted as it is declared.
+        for key in kind.state_fields() {
+            map.remove(*key);
+        }
+    }
+    let fields = &fields;
     fn typed<S: serde::de::DeserializeOwned + Serialize>(
         kind: Kind,
         name: &str,
@@ -193,6 +236,7 @@ mod tests {
             suspended: false,
             expected: None,
             actual: Some(actual),
+            declared_in: None,
         }
     }
 
@@ -236,6 +280,59 @@ mod tests {
         assert_eq!(out.skipped.len(), 1);
         assert!(
             out.skipped[0].reason.contains("missing field `hostname`"),
+            "{:?}",
+            out.skipped
+        );
+    }
+
+    #[test]
+    fn a_route_is_written_as_declared_and_one_with_unmodelled_parts_is_skipped() {
+        let mut disabled = unmanaged(
+            Kind::Route,
+            "alpha-file",
+            json!({"rule": "Host(`a.lab`)", "backend": {"urls": ["http://127.0.0.1:1"]},
+                   "tls": {"options": "default"}, "router": "alpha@file",
+                   "status": "disabled", "errors": ["middleware \"x@file\" does not exist"]}),
+        );
+        disabled.declared_in = Some("another file".into());
+        let plan = Plan {
+            deviations: vec![
+                disabled,
+                unmanaged(
+                    Kind::Route,
+                    "syntax-file",
+                    json!({"rule": "Host(`s.lab`)", "backend": {"urls": ["http://127.0.0.1:2"]},
+                           "unrepresented": ["ruleSyntax"]}),
+                ),
+            ],
+            ..Default::default()
+        };
+        let out = prepare(&snapshot(), &plan);
+        assert!(
+            out.validation.is_valid(),
+            "{:?}",
+            out.validation.diagnostics
+        );
+        assert_eq!(out.files.len(), 1);
+        let text = &out.files[0].text;
+        // Traefik's state of the router and its default TLS options are not configuration.
+        assert!(text.contains("  tls: {}\n  router: alpha@file\n"), "{text}");
+        assert!(
+            !text.contains("status") && !text.contains("errors"),
+            "{text}"
+        );
+        assert_eq!(
+            out.adopted,
+            [Adopted {
+                path: "routes/alpha-file.yaml".into(),
+                declared_in: "another file".into()
+            }]
+        );
+        assert_eq!(out.skipped.len(), 1);
+        assert!(
+            out.skipped[0]
+                .reason
+                .contains("does not model (ruleSyntax)"),
             "{:?}",
             out.skipped
         );

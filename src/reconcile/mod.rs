@@ -366,6 +366,11 @@ impl RunKey {
 fn fingerprint(o: &crate::providers::Observation, snapshot: &store::ObservedSnapshot) -> String {
     let mut w = crate::canonical::Writer::to(crate::canonical::Sha256Sink::default());
     w.begin_object();
+    // Written only when there is any, so that fingerprints of other providers stay as they were.
+    if !o.declared_elsewhere.is_empty() {
+        w.key("declared_elsewhere");
+        w.serialize(&o.declared_elsewhere);
+    }
     w.key("details");
     w.serialize(&o.details);
     w.key("hosts");
@@ -561,8 +566,13 @@ async fn fail_run(
     error
 }
 
+/// The first pause before observing a settling provider again, and the longest.
+const SETTLE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+const SETTLE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Observes again every provider in `applied`, replacing its observation in `inputs`, and
-/// diffs anew. Returns the new plan and a record of every change asked for: `before` from the
+/// diffs anew; a provider whose accepted changes do not show yet is observed again until they
+/// do or its [`Provider::settle`] time has passed. Returns the new plan and a record of every change asked for: `before` from the
 /// observation it was planned against, the result from the provider's answer and the new
 /// observation.
 async fn reobserve(
@@ -583,18 +593,43 @@ async fn reobserve(
             records.push(change_record(&a.provider, change, base, a));
         }
     }
-    let again: Vec<Arc<dyn Provider>> = providers
+    let mut again: Vec<Arc<dyn Provider>> = providers
         .iter()
         .filter(|p| applied.iter().any(|a| a.provider == p.name()))
         .cloned()
         .collect();
-    let (fresh, _) = observe_timed(&loaded.state, &again, &|p| loaded.expected(p)).await;
-    for fresh in fresh {
-        if let Some(input) = inputs.iter_mut().find(|i| i.provider == fresh.provider) {
-            input.observed = fresh.observed;
+    // A provider whose live system loads changes on its own schedule is given its settle
+    // time: observed again, with backoff, while changes it accepted do not show yet.
+    let start = std::time::Instant::now();
+    let mut pause = SETTLE_FIRST_PAUSE;
+    let after = loop {
+        let (fresh, _) = observe_timed(&loaded.state, &again, &|p| loaded.expected(p)).await;
+        for fresh in fresh {
+            if let Some(input) = inputs.iter_mut().find(|i| i.provider == fresh.provider) {
+                input.observed = fresh.observed;
+            }
         }
-    }
-    let after = diff::diff(inputs, rules);
+        let after = diff::diff(inputs, rules);
+        let residue = Residue::new(&after);
+        let elapsed = start.elapsed();
+        again.retain(|p| {
+            elapsed < p.settle()
+                && records.iter().any(|r| {
+                    r.provider == p.name()
+                        && r.result == store::ChangeResult::Applied
+                        && residue.still_differs(r)
+                })
+        });
+        let Some(left) = again.iter().map(|p| p.settle() - elapsed).max() else {
+            break after;
+        };
+        tracing::debug!(
+            providers = ?again.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            "changes do not show yet; observing again"
+        );
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(SETTLE_MAX_PAUSE);
+    };
     let residue = Residue::new(&after);
     for r in records
         .iter_mut()
@@ -1075,6 +1110,7 @@ mod tests {
                 resources: vec![res(observed)],
                 unobservable: vec![],
                 details: Default::default(),
+                declared_elsewhere: Default::default(),
                 version: None,
                 hosts: Vec::new(),
             }),

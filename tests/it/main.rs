@@ -43,4 +43,5 @@ mod serve;
 mod store;
 mod systemd_units;
 mod traefik;
+mod traefik_live;
 mod wrong_shape;

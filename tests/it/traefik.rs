@@ -1,5 +1,8 @@
-//! The Traefik provider against a fixture of Traefik v3's API (Traefik itself cannot run
-//! here).
+//! The Traefik provider against a fixture of Traefik v3's API, for what a real Traefik cannot
+//! be made to do here: serve routers of its docker provider (no Docker engine runs here),
+//! answer with the wrong shape, sit behind basic authentication, or have its file edited at an
+//! exact moment between an observation and an apply. What a real Traefik 3.7 does is tested
+//! in `traefik_live.rs`.
 //!
 //! The fixture answers `GET /api/http/routers` and `GET /api/http/services` with the JSON
 //! Traefik v3 documents and produces (<https://doc.traefik.io/traefik/operations/api/>;
@@ -552,9 +555,28 @@ async fn observe_reports_managed_and_unmanaged_routers_but_not_traefiks_own() {
         *by_name["whoami-docker"],
         json!({"entryPoints": ["web"], "rule": "Host(`whoami.lab.example`)",
                "backend": {"urls": ["http://127.0.0.1:9001"]},
-               "middlewares": ["auth@file"]})
+               "middlewares": ["auth@file"], "router": "whoami@docker"})
     );
     assert!(by_name["legacy-file"]["entryPoints"] == json!(["web", "websecure"]));
+    // Routers labctl did not write are declared where it never writes: in its own file under
+    // a name that is not its own, or by another provider.
+    let file_name = file.display().to_string();
+    assert_eq!(
+        obs.declared_elsewhere,
+        BTreeMap::from([
+            (
+                "Route/legacy-file".to_string(),
+                format!(
+                    "{file_name} as router `legacy`, kept there because labctl writes only its \
+                     own `labctl-*` routers"
+                )
+            ),
+            (
+                "Route/whoami-docker".to_string(),
+                "Traefik's docker provider (router `whoami@docker`)".to_string()
+            ),
+        ])
+    );
 
     let plan = plan_of(&p, &state, None).await;
     assert_eq!(
@@ -834,7 +856,7 @@ async fn an_edit_of_the_file_between_observe_and_apply_is_refused_not_overwritte
 }
 
 #[tokio::test]
-async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
+async fn another_providers_router_is_never_planned_for_removal_and_a_delete_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dynamic.yml");
     std::fs::write(&file, FOREIGN).unwrap();
@@ -843,15 +865,20 @@ async fn deleting_another_providers_router_is_refused_and_changes_nothing() {
     let p = provider(url, Some(&file));
     let state = desired();
     let (plan, base) = plan_with_base(&p, &state, Some(Policy::Apply)).await;
-    // The plan deletes the unmanaged routers and creates both routes. A batch with the docker
-    // router's delete and the two creates: apply is all or none.
-    let changes: Vec<Change> = plan.changes["traefik"]
-        .iter()
-        .filter(|c| c.name() != "legacy-file")
-        .cloned()
-        .collect();
-    assert_eq!(changes.len(), 3, "{changes:?}");
-    assert!(matches!(&changes[0], Change::Delete { name, .. } if name == "whoami-docker"));
+    // Under policy apply the plan creates both routes and removes nothing.
+    let mut changes: Vec<Change> = plan.changes["traefik"].clone();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(changes.iter().all(|c| matches!(c, Change::Create { .. })));
+    // A delete of the docker router asked for anyway, in one batch with the creates: apply
+    // is all or none.
+    changes.insert(
+        0,
+        Change::Delete {
+            kind: Kind::Route,
+            name: "whoami-docker".into(),
+            key: Some("whoami@docker".into()),
+        },
+    );
     let err = p.apply(&base, &changes).await.unwrap_err();
     match &err {
         ProviderError::Rejected { detail, .. } => {

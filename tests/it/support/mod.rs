@@ -17,6 +17,7 @@ pub mod oidc;
 pub mod pg_cluster;
 pub mod postgres;
 pub mod tls;
+pub mod traefik;
 
 use labctl::providers::{Observation, Resource};
 
