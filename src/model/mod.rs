@@ -58,7 +58,7 @@ impl Kind {
     /// a difference in one is reported, but no write can put it right.
     pub fn state_fields(self) -> &'static [&'static str] {
         match self {
-            Kind::Route => &["status", "errors"],
+            Kind::Route => &["status", "errors", "serversDown"],
             _ => &[],
         }
     }

@@ -43,6 +43,7 @@
 //! | `middlewares` | router `middlewares`, `@file` stripped on file-provider routers |
 //! | `status` | router `status`, only when not `enabled` (a router Traefik refused) |
 //! | `errors` | router `error`: why Traefik disabled the router or warns about it |
+//! | `serversDown` | the URLs of the router's service that its `serverStatus` does not hold `UP` (a health check failing) |
 //! | `priority` | router `priority`, unless it is the rule's length in bytes, which Traefik reports for every router that declares none (v3 `pkg/muxer/http`) |
 //! | `router` | router `name`, for a router labctl did not write: a `Route` with `router:` describes it |
 //! | `unrepresented` | what labctl does not model: `ruleSyntax`, `tls.domains`, a service that is missing or not a load balancer |
@@ -125,7 +126,7 @@ impl Factory for Plugin {
         (Kind::Route, &["status"], Severity::High),
         (
             Kind::Route,
-            &["middlewares", "entryPoints", "errors"],
+            &["middlewares", "entryPoints", "errors", "serversDown"],
             Severity::Medium,
         ),
     ];
@@ -862,8 +863,14 @@ fn strip_file(name: &str) -> &str {
     name.strip_suffix("@file").unwrap_or(name)
 }
 
-/// A service of the API: its qualified name and, for a load balancer, its server URLs.
-fn read_service<'a>(service: &At<'a>) -> Result<(&'a str, Option<Vec<&'a str>>), ShapeError> {
+/// A load balancer's servers: their URLs, and those Traefik's health check holds down.
+struct Servers<'a> {
+    urls: Vec<&'a str>,
+    down: Vec<&'a str>,
+}
+
+/// A service of the API: its qualified name and, for a load balancer, its servers.
+fn read_service<'a>(service: &At<'a>) -> Result<(&'a str, Option<Servers<'a>>), ShapeError> {
     let name = service.req("name")?.str()?;
     let Some(servers) = service
         .get("loadBalancer")?
@@ -877,7 +884,16 @@ fn read_service<'a>(service: &At<'a>) -> Result<(&'a str, Option<Vec<&'a str>>),
         .items()?
         .map(|s| s.req("url")?.str())
         .collect::<Result<Vec<&str>, ShapeError>>()?;
-    Ok((name, Some(urls)))
+    // `serverStatus`: URL → `UP` or `DOWN` (`pkg/config/runtime`); anything but `UP` is down.
+    let mut down = Vec::new();
+    if let Some(status) = service.get("serverStatus")? {
+        for (url, _) in status.object()? {
+            if status.req(url)?.str()? != "UP" {
+                down.push(url.as_str());
+            }
+        }
+    }
+    Ok((name, Some(Servers { urls, down })))
 }
 
 /// One router of the API read back into labctl's fields; a part of another type than
@@ -885,7 +901,7 @@ fn read_service<'a>(service: &At<'a>) -> Result<(&'a str, Option<Vec<&'a str>>),
 fn router_fields(
     router: &At,
     provider: &str,
-    services: &BTreeMap<&str, Option<Vec<&str>>>,
+    services: &BTreeMap<&str, Option<Servers>>,
 ) -> Result<Json, ShapeError> {
     let mut fields = Map::new();
     let mut unrepresented: Vec<String> = Vec::new();
@@ -907,8 +923,11 @@ fn router_fields(
             match services.get(full.as_str()) {
                 None => unrepresented.push(format!("service `{full}` not found")),
                 Some(s) => match s {
-                    Some(urls) => {
-                        fields.insert("backend".into(), json!({ "urls": urls }));
+                    Some(servers) => {
+                        fields.insert("backend".into(), json!({ "urls": servers.urls }));
+                        if !servers.down.is_empty() {
+                            fields.insert("serversDown".into(), json!(servers.down));
+                        }
                     }
                     None => unrepresented.push(format!(
                         "service `{full}` is not a load balancer of URLs \

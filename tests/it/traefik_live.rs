@@ -343,3 +343,39 @@ async fn a_router_traefik_disables_is_drift_on_its_status_and_is_not_rewritten()
     let again = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
     assert_eq!(results(&again["run"]), vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_a_health_check_holds_down_are_drift_of_the_route_described() {
+    let closed = crate::support::net::free_port();
+    let checked = format!(
+        "http:\n  routers:\n    checked:\n      entryPoints: [web]\n      rule: Host(`checked.lab.test`)\n      service: checked\n  services:\n    checked:\n      loadBalancer:\n        servers: [{{url: \"http://127.0.0.1:{closed}\"}}]\n        healthCheck: {{path: /health, interval: 1s, timeout: 1s}}\n"
+    );
+    let Some(traefik) = Traefik::start(&[("checked.yml", &checked)]).await else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    config(r, &traefik, "apply");
+    route(
+        r,
+        "checked",
+        &format!("  router: checked@file\n  entryPoints: [web]\n  rule: Host(`checked.lab.test`)\n  backend:\n    urls: [\"http://127.0.0.1:{closed}\"]\n"),
+    );
+    let repo_arg = r.to_str().unwrap();
+    // Traefik marks the server down after its first failed check.
+    let plan = loop_until_plan(repo_arg, |p| {
+        !p["deviations"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(
+        deviations(&plan),
+        vec![dev("Route/checked", "spec.serversDown", "drifted")]
+    );
+    let down = &plan["deviations"][0];
+    assert_eq!(
+        down["actual"],
+        json!([format!("http://127.0.0.1:{closed}")])
+    );
+    assert_eq!(down["auto_correctable"], false);
+    assert_eq!(plan["changes"], json!({}));
+}
