@@ -1,8 +1,11 @@
-//! The Traefik provider against a fixture of Traefik v3's API, for what a real Traefik cannot
-//! be made to do here: serve routers of its docker provider (no Docker engine runs here),
-//! answer with the wrong shape, sit behind basic authentication, or have its file edited at an
-//! exact moment between an observation and an apply. What a real Traefik 3.7 does is tested
-//! in `traefik_live.rs`.
+//! The Traefik provider against a fixture of Traefik v3's API. What a real Traefik 3.7 does
+//! (convergence, drift in labctl's file, other files' and providers' routers, paging, import,
+//! disabled routers, a stopped Traefik) is tested in `traefik_live.rs`; the fixture stays for
+//! what a real one cannot be made to do here — serve routers of its docker provider (no Docker
+//! engine runs here), answer with the wrong shape, sit behind basic authentication, have its
+//! file edited at an exact moment between an observation and an apply — and for the provider's
+//! own file handling (atomic rewrites, a file it cannot parse), tested faster without waiting
+//! for a reload.
 //!
 //! The fixture answers `GET /api/http/routers` and `GET /api/http/services` with the JSON
 //! Traefik v3 documents and produces (<https://doc.traefik.io/traefik/operations/api/>;

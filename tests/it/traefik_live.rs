@@ -75,7 +75,7 @@ fn sqlite(dir: &tempfile::TempDir) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_route_labctl_creates_is_confirmed_once_traefik_loads_it_and_never_drifts() {
+async fn routes_labctl_writes_are_confirmed_once_loaded_never_drift_and_are_restored() {
     let Some(mut traefik) = Traefik::start(&[]).await else {
         return;
     };
@@ -131,6 +131,35 @@ async fn a_route_labctl_creates_is_confirmed_once_traefik_loads_it_and_never_dri
         written,
         "an idle run rewrote the file"
     );
+
+    // labctl's file edited behind its back: drift on the exact field, a removed router
+    // missing, and the next run restores both.
+    let mut yaml: serde_yaml::Value = serde_yaml::from_slice(&written).unwrap();
+    yaml["http"]["services"]["labctl-grafana"]["loadBalancer"]["servers"][0]["url"] =
+        "http://127.0.0.1:3999".into();
+    yaml["http"]["routers"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("labctl-wiki");
+    std::fs::write(&file, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    let plan = loop_until_plan(repo_arg, |p| p["deviations"].as_array().unwrap().len() == 2).await;
+    assert_eq!(
+        deviations(&plan),
+        vec![
+            dev("Route/grafana", "spec.backend.urls", "drifted"),
+            dev("Route/wiki", "", "missing")
+        ]
+    );
+    let done = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
+    assert_eq!(
+        results(&done["run"]),
+        vec![
+            ("grafana".to_string(), "applied".to_string()),
+            ("wiki".to_string(), "applied".to_string())
+        ],
+        "{done:#}"
+    );
+    run_json(&["plan", repo_arg], 0);
 
     // Traefik stopped: its routes are unknown, never missing, and the plan is an error.
     traefik.stop();
