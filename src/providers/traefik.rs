@@ -68,7 +68,7 @@ use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Pinning, Reply};
 use super::shape::{At, ShapeError};
 use super::{
     derive_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation, Provider,
-    ProviderError, Resource, Severities, Severity,
+    ProviderError, Resource, Severities, Severity, Unreadable,
 };
 use crate::model::{DesiredState, Kind, RouteSpec, ServiceProtocol, Tls};
 
@@ -394,6 +394,48 @@ impl TraefikProvider {
             .collect()
     }
 
+    /// Routes labctl wrote to its file that Traefik does not serve yet while the file is
+    /// younger than the settle time: Traefik may still be loading it, so they are not
+    /// concluded missing (and a plan right after an apply says so) until that has passed.
+    fn not_loaded_yet(
+        &self,
+        in_file: &BTreeMap<String, bool>,
+        desired: &HashSet<&str>,
+        served: &[Resource],
+    ) -> Vec<Unreadable> {
+        let Some(path) = &self.file else {
+            return Vec::new();
+        };
+        let age = fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        let Some(age) = age.filter(|age| *age < self.settle) else {
+            return Vec::new();
+        };
+        let served: HashSet<&str> = served.iter().map(|r| r.name.as_str()).collect();
+        in_file
+            .keys()
+            .filter_map(|key| key.strip_prefix(PREFIX))
+            .filter(|name| desired.contains(name) && !served.contains(name))
+            .map(|name| {
+                Unreadable::resource(
+                    Kind::Route,
+                    name,
+                    format!(
+                        "{} holds it, was written {:.1} s ago, and Traefik does not serve it \
+                         yet: Traefik loads a changed file after its \
+                         providersThrottleDuration, so it is concluded missing only if it is \
+                         still not served {} s after the write (settleSeconds)",
+                        path.display(),
+                        age.as_secs_f64(),
+                        self.settle.as_secs()
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Where the router `full` of `provider` is declared, in words, when labctl did not write
     /// it: somewhere labctl cannot remove it from.
     fn declared_in(&self, full: &str, provider: &str, own: &BTreeMap<String, bool>) -> String {
@@ -685,9 +727,11 @@ impl Provider for TraefikProvider {
                     .entry(format!("{}/{name}", Kind::Route))
                     .or_insert_with(|| self.declared_in(full, provider, &in_file));
             }
+            let waiting = self.not_loaded_yet(&in_file, &desired_names, &resources);
             let mut observation = Observation::now(&self.name, resources);
             observation.version = version;
             observation.declared_elsewhere = declared_elsewhere;
+            observation.unobservable = waiting;
             Ok(observation)
         })
     }

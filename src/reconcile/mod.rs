@@ -617,7 +617,7 @@ async fn reobserve(
                 && records.iter().any(|r| {
                     r.provider == p.name()
                         && r.result == store::ChangeResult::Applied
-                        && residue.still_differs(r)
+                        && residue.pending(r)
                 })
         });
         let Some(left) = again.iter().map(|p| p.settle() - elapsed).max() else {
@@ -673,6 +673,15 @@ impl<'a> Residue<'a> {
                 })
                 .collect(),
         }
+    }
+
+    /// Whether `change`'s resource does not show as Git has it yet: it differs, or the
+    /// provider cannot read it yet.
+    fn pending(&self, change: &store::ChangeRecord) -> bool {
+        self.still_differs(change)
+            || self
+                .unreadable
+                .contains(&(change.kind.as_str(), change.name.as_str()))
     }
 
     /// Whether the provider accepted `change` but still shows its resource unlike Git.

@@ -12,13 +12,24 @@ use crate::support::traefik::{has, yaml_path, Traefik};
 
 /// `labctl.yaml` for `traefik`, writing to `labctl.yml` in the directory it watches.
 fn config(dir: &Path, traefik: &Traefik, policy: &str) {
+    config_with(
+        dir,
+        traefik,
+        policy,
+        &traefik.dynamic().join("labctl.yml"),
+        "",
+    );
+}
+
+/// `labctl.yaml` for `traefik`, writing to `file`, with `extra` provider settings.
+fn config_with(dir: &Path, traefik: &Traefik, policy: &str, file: &Path, extra: &str) {
     write(
         dir,
         "labctl.yaml",
         &format!(
-            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - name: traefik\n      kind: traefik\n      url: \"{}\"\n      timeoutSeconds: 5\n      dynamicConfigFile: {}\n  policy:\n    Route: {policy}\n",
+            "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {{name: lab}}\nspec:\n  providers:\n    - name: traefik\n      kind: traefik\n      url: \"{}\"\n      timeoutSeconds: 5\n      dynamicConfigFile: {}\n{extra}  policy:\n    Route: {policy}\n",
             traefik.api,
-            yaml_path(&traefik.dynamic().join("labctl.yml"))
+            yaml_path(file)
         ),
     );
 }
@@ -407,4 +418,47 @@ async fn servers_a_health_check_holds_down_are_drift_of_the_route_described() {
     );
     assert_eq!(down["auto_correctable"], false);
     assert_eq!(plan["changes"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_written_but_not_served_yet_is_waited_for_then_missing() {
+    let Some(traefik) = Traefik::start(&[]).await else {
+        return;
+    };
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    // labctl's file where this Traefik does not look: what is written there is never served,
+    // as if Traefik were still loading it.
+    let unwatched = tempfile::tempdir().unwrap();
+    let file = unwatched.path().join("labctl.yml");
+    config_with(r, &traefik, "apply", &file, "      settleSeconds: 30\n");
+    route(
+        r,
+        "grafana",
+        "  host: grafana.lab.test\n  backend:\n    urls: [\"http://127.0.0.1:3000\"]\n",
+    );
+    std::fs::write(
+        &file,
+        "http:\n  routers:\n    labctl-grafana: {rule: Host(`grafana.lab.test`), service: labctl-grafana}\n  services:\n    labctl-grafana:\n      loadBalancer: {servers: [{url: \"http://127.0.0.1:3000\"}]}\n",
+    )
+    .unwrap();
+    let repo_arg = r.to_str().unwrap();
+
+    // Just written: unknown, with why (the plan is incomplete), and nothing is planned.
+    let plan = run_json(&["plan", repo_arg], 1)["plan"].clone();
+    assert_eq!(deviations(&plan), vec![dev("Route/grafana", "", "unknown")]);
+    let why = plan["deviations"][0]["remediation"].as_str().unwrap();
+    assert!(why.contains("Traefik does not serve it yet"), "{why}");
+    assert_eq!(plan["changes"], json!({}));
+
+    // Past the settle time, it is missing.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let plan = run_json(&["plan", repo_arg], 2)["plan"].clone();
+    assert_eq!(deviations(&plan), vec![dev("Route/grafana", "", "missing")]);
 }
