@@ -576,6 +576,27 @@ fn address_claims(docs: &Docs, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Why `router` cannot name a router declared outside labctl, if it cannot.
+fn router_problem(router: &str) -> Option<String> {
+    let Some((name, provider)) = router.rsplit_once('@') else {
+        return Some(format!(
+            "router `{router}` names no provider: write `NAME@PROVIDER`"
+        ));
+    };
+    if name.is_empty() || provider.is_empty() {
+        return Some(format!("router `{router}` is not `NAME@PROVIDER`"));
+    }
+    if provider == "internal" {
+        return Some(format!("router `{router}` is Traefik's own"));
+    }
+    if provider == "file" && name.starts_with("labctl-") {
+        return Some(format!(
+            "router `{router}` is one labctl writes itself; drop `router:` to manage it"
+        ));
+    }
+    None
+}
+
 fn routes(docs: &Docs, diags: &mut Vec<Diagnostic>) {
     let devices: HashMap<&str, &DeviceDoc> = docs
         .devices
@@ -583,8 +604,30 @@ fn routes(docs: &Docs, diags: &mut Vec<Diagnostic>) {
         .map(|(_, d)| (d.metadata.name.as_str(), *d))
         .collect();
     let mut keys: HashMap<(String, String), &Parsed> = HashMap::new();
+    let mut described: HashMap<&str, &Parsed> = HashMap::new();
     for (p, r) in &docs.routes {
         let s = &r.spec;
+        if let Some(router) = &s.router {
+            if let Some(why) = router_problem(router) {
+                diags.push(
+                    p.error("invalid-value", "spec.router", why).help(
+                        "name a router as Traefik's API does: `whoami@docker`, `grafana@file`",
+                    ),
+                );
+            } else if let Some(first) = described.insert(router, p) {
+                diags.push(
+                    p.error(
+                        "duplicate-route",
+                        "spec.router",
+                        format!("another route already describes router `{router}`"),
+                    )
+                    .related(
+                        first.at("spec.router"),
+                        format!("{} describes it first", first.ident()),
+                    ),
+                );
+            }
+        }
         match (&s.host, &s.rule) {
             (None, None) => diags.push(
                 p.error(
@@ -1357,6 +1400,40 @@ mod tests {
                 "lab.yaml:13:33: error[duplicate-vmid]: vmid 200 is used twice [Device/b spec.proxmox.vmid]",
                 "lab.yaml:18:7: error[missing-field]: a vm or lxc device needs `proxmox` (node and vmid) [Device/c spec.proxmox]",
             ]
+        );
+    }
+
+    #[test]
+    fn a_described_router_is_named_with_its_provider_once() {
+        let route = |n: &str, router: &str| {
+            format!("kind: Route\nmetadata: {{name: {n}}}\nspec:\n  rule: Host(`{n}.lab`)\n  router: {router}\n  backend: {{urls: [\"http://10.0.1.5:80\"]}}\n")
+        };
+        let found = check(&[
+            &route("a", "whoami@docker"),
+            &route("b", "whoami@docker"),
+            &route("c", "whoami"),
+            &route("d", "labctl-x@file"),
+        ]);
+        let codes: Vec<&str> = found
+            .iter()
+            .filter_map(|f| f.split_once("error[")?.1.split_once(']'))
+            .map(|(code, _)| code)
+            .collect();
+        assert_eq!(
+            codes,
+            ["duplicate-route", "invalid-value", "invalid-value"],
+            "{found:#?}"
+        );
+        assert!(
+            found[0].contains(
+                "another route already describes router `whoami@docker` [Route/b spec.router]"
+            ),
+            "{found:#?}"
+        );
+        assert!(found[1].contains("names no provider"), "{found:#?}");
+        assert!(
+            found[2].contains("drop `router:` to manage it"),
+            "{found:#?}"
         );
     }
 
