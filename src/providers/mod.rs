@@ -105,9 +105,9 @@ pub struct Observation {
     /// Only stable facts belong here (no latencies): observations are content-addressed.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, serde_json::Value>,
-    /// Live resources declared somewhere labctl does not write (`Kind/name` → where: a
-    /// router of Traefik's docker provider or of another file), which it can therefore never
-    /// remove: unmanaged, but never planned for removal.
+    /// Resources declared somewhere labctl does not write (`Kind/name` → where: a router of
+    /// Traefik's docker provider or of another file): compared and reported, but never
+    /// created, changed or removed.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub declared_elsewhere: std::collections::BTreeMap<String, String>,
     /// The version of the live state this is a picture of (Kea's configuration fingerprint,

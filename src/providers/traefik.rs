@@ -10,8 +10,12 @@
 //! provider.
 //!
 //! labctl changes routes the only way Traefik allows: it owns ONE file of the file provider
-//! (`dynamicConfigFile` in `labctl.yaml`; Traefik watches it and reloads on change,
-//! <https://doc.traefik.io/traefik/reference/routing-configuration/other-providers/file/>),
+//! (`dynamicConfigFile` in `labctl.yaml`; Traefik watches it and reloads on change, after its
+//! `providersThrottleDuration`,
+//! <https://doc.traefik.io/traefik/reference/routing-configuration/other-providers/file/>:
+//! so after an apply the run observes again until Traefik serves the change, within
+//! `settleSeconds`, and while the file is younger than that a route it holds that Traefik does
+//! not serve yet is unknown, not missing),
 //! holding for every `Route` it manages
 //!
 //! ```yaml
@@ -438,10 +442,10 @@ impl TraefikProvider {
 
     /// Where the router `full` of `provider` is declared, in words, when labctl did not write
     /// it: somewhere labctl cannot remove it from.
-    fn declared_in(&self, full: &str, provider: &str, own: &BTreeMap<String, bool>) -> String {
+    fn declared_in(&self, full: &str, provider: &str, in_file: &BTreeMap<String, bool>) -> String {
         let local = full.rsplit_once('@').map_or(full, |(n, _)| n);
         match (provider, &self.file) {
-            (FILE_PROVIDER, Some(path)) if own.contains_key(local) => format!(
+            (FILE_PROVIDER, Some(path)) if in_file.contains_key(local) => format!(
                 "{} as router `{local}`, kept there because labctl writes only its own \
                  `{PREFIX}*` routers",
                 path.display()

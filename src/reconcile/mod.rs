@@ -572,9 +572,9 @@ const SETTLE_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Observes again every provider in `applied`, replacing its observation in `inputs`, and
 /// diffs anew; a provider whose accepted changes do not show yet is observed again until they
-/// do or its [`Provider::settle`] time has passed. Returns the new plan and a record of every change asked for: `before` from the
-/// observation it was planned against, the result from the provider's answer and the new
-/// observation.
+/// do or its [`Provider::settle`] time has passed. Returns the new plan and a record of every
+/// change asked for: `before` from the observation it was planned against, the result from
+/// the provider's answer and the new observation.
 async fn reobserve(
     loaded: &Loaded,
     plan: &Plan,
