@@ -81,6 +81,19 @@ async fn rest_router(traefik: &Traefik) {
         .await;
 }
 
+/// `labctl reconcile --once REPO` recording in `db`, which must succeed: its JSON.
+fn reconcile(repo: &str, db: &str) -> Json {
+    run_json(&["reconcile", "--once", repo, "--database-url", db], 0)
+}
+
+/// What [`results`] gives for a run whose changes to `names` all showed.
+fn applied(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), "applied".to_string()))
+        .collect()
+}
+
 fn sqlite(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("state.db").display())
 }
@@ -117,13 +130,10 @@ async fn routes_labctl_writes_are_confirmed_once_loaded_never_drift_and_are_rest
     );
 
     // Traefik loads the file on its own schedule: the run observes again until it shows.
-    let done = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
+    let done = reconcile(repo_arg, &db);
     assert_eq!(
         results(&done["run"]),
-        vec![
-            ("grafana".to_string(), "applied".to_string()),
-            ("wiki".to_string(), "applied".to_string())
-        ],
+        applied(&["grafana", "wiki"]),
         "{done:#}\n{}",
         traefik.log()
     );
@@ -135,7 +145,7 @@ async fn routes_labctl_writes_are_confirmed_once_loaded_never_drift_and_are_rest
     assert_eq!(deviations(&plan), vec![]);
     let file = traefik.dynamic().join("labctl.yml");
     let written = std::fs::read(&file).unwrap();
-    let again = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
+    let again = reconcile(repo_arg, &db);
     assert_eq!(results(&again["run"]), vec![], "{again:#}");
     assert_eq!(
         std::fs::read(&file).unwrap(),
@@ -161,13 +171,10 @@ async fn routes_labctl_writes_are_confirmed_once_loaded_never_drift_and_are_rest
             dev("Route/wiki", "", "missing")
         ]
     );
-    let done = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
+    let done = reconcile(repo_arg, &db);
     assert_eq!(
         results(&done["run"]),
-        vec![
-            ("grafana".to_string(), "applied".to_string()),
-            ("wiki".to_string(), "applied".to_string())
-        ],
+        applied(&["grafana", "wiki"]),
         "{done:#}"
     );
     run_json(&["plan", repo_arg], 0);
@@ -234,12 +241,8 @@ async fn routers_declared_elsewhere_are_reported_never_removed_and_never_block_a
 
     let db_dir = tempfile::tempdir().unwrap();
     let db = sqlite(&db_dir);
-    let done = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
-    assert_eq!(
-        results(&done["run"]),
-        vec![("grafana".to_string(), "applied".to_string())],
-        "{done:#}"
-    );
+    let done = reconcile(repo_arg, &db);
+    assert_eq!(results(&done["run"]), applied(&["grafana"]), "{done:#}");
     let routers = traefik.routers().await.unwrap();
     for name in [
         "labctl-grafana@file",
@@ -295,7 +298,7 @@ async fn import_describes_every_router_then_validate_and_plan_are_clean() {
     // Described routers are Traefik's to serve: a run changes nothing and writes no file.
     let db_dir = tempfile::tempdir().unwrap();
     let db = sqlite(&db_dir);
-    let done = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
+    let done = reconcile(repo_arg, &db);
     assert_eq!(results(&done["run"]), vec![]);
     assert!(!traefik.dynamic().join("labctl.yml").exists());
 
@@ -353,12 +356,8 @@ async fn a_router_traefik_disables_is_drift_on_its_status_and_is_not_rewritten()
     let repo_arg = r.to_str().unwrap();
     let db_dir = tempfile::tempdir().unwrap();
     let db = sqlite(&db_dir);
-    let done = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
-    assert_eq!(
-        results(&done["run"]),
-        vec![("grafana".to_string(), "applied".to_string())],
-        "{done:#}"
-    );
+    let done = reconcile(repo_arg, &db);
+    assert_eq!(results(&done["run"]), applied(&["grafana"]), "{done:#}");
 
     let plan = run_json(&["plan", repo_arg], 2)["plan"].clone();
     assert_eq!(
@@ -380,7 +379,7 @@ async fn a_router_traefik_disables_is_drift_on_its_status_and_is_not_rewritten()
         .unwrap()
         .contains("writing it again would not change it"));
     assert_eq!(plan["changes"], json!({}));
-    let again = run_json(&["reconcile", "--once", repo_arg, "--database-url", &db], 0);
+    let again = reconcile(repo_arg, &db);
     assert_eq!(results(&again["run"]), vec![]);
 }
 
