@@ -503,6 +503,12 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         if wanted.contains_key(&(kind, name)) {
             continue;
         }
+        // Live, but not readable enough to conclude anything: never removed on that picture.
+        if let Some(why) = unreadable.get(&(kind, name)) {
+            plan.deviations
+                .push(unknown(provider, kind, name, rules, why));
+            continue;
+        }
         let declared_in = elsewhere(kind, name);
         let can_apply = input.can_apply.contains(&kind) && declared_in.is_none();
         plan.deviations.push(whole(

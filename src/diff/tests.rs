@@ -714,3 +714,20 @@ fn a_field_the_live_object_reports_of_itself_is_drift_that_no_write_repairs() {
         .remediation
         .contains("writing it again would not change it"));
 }
+
+#[test]
+fn a_live_resource_that_cannot_be_read_is_unknown_never_removed() {
+    let mut i = input(vec![], vec![res(Kind::DhcpReservation, "x", r("10.0.1.7"))]);
+    if let Ok(o) = &mut i.observed {
+        o.unobservable.push(Unreadable::resource(
+            Kind::DhcpReservation,
+            "x",
+            "being reloaded",
+        ));
+    }
+    let plan = diff(&[i], &apply_rules());
+    assert_eq!(plan.count(DeviationType::Unknown), 1);
+    assert_eq!(plan.count(DeviationType::Unmanaged), 0);
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    assert!(plan.deviations[0].remediation.contains("being reloaded"));
+}

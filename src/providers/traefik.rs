@@ -398,46 +398,53 @@ impl TraefikProvider {
             .collect()
     }
 
-    /// Routes labctl wrote to its file that Traefik does not serve yet while the file is
-    /// younger than the settle time: Traefik may still be loading it, so they are not
-    /// concluded missing (and a plan right after an apply says so) until that has passed.
+    /// How long ago labctl's file was written, if less than the settle time: Traefik may not
+    /// have loaded it yet.
+    fn fresh_file(&self) -> Option<Duration> {
+        let modified = fs::metadata(self.file.as_ref()?).and_then(|m| m.modified());
+        let age = modified.ok()?.elapsed().ok()?;
+        (age < self.settle).then_some(age)
+    }
+
+    /// Routes labctl wrote to its file, `age` ago, that Traefik does not serve yet, and its
+    /// routers Traefik still serves (`served`) though the file no longer holds them: Traefik
+    /// may still be loading the file, so they are unknown, neither missing nor unmanaged,
+    /// until the settle time has passed (and a plan right after an apply says so).
     fn not_loaded_yet(
         &self,
+        age: Duration,
         in_file: &BTreeMap<String, bool>,
         desired: &HashSet<&str>,
-        served: &[Resource],
+        served: &HashSet<&str>,
     ) -> Vec<Unreadable> {
         let Some(path) = &self.file else {
             return Vec::new();
         };
-        let age = fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok());
-        let Some(age) = age.filter(|age| *age < self.settle) else {
-            return Vec::new();
+        let unknown = |name: &str, what: &str| {
+            Unreadable::resource(
+                Kind::Route,
+                name,
+                format!(
+                    "{} {what}, and was written {:.1} s ago: Traefik loads a changed file after \
+                     its providersThrottleDuration, so nothing is concluded until it has had {} \
+                     s (settleSeconds)",
+                    path.display(),
+                    age.as_secs_f64(),
+                    self.settle.as_secs()
+                ),
+            )
         };
-        let served: HashSet<&str> = served.iter().map(|r| r.name.as_str()).collect();
-        in_file
+        let written = in_file
             .keys()
             .filter_map(|key| key.strip_prefix(PREFIX))
             .filter(|name| desired.contains(name) && !served.contains(name))
-            .map(|name| {
-                Unreadable::resource(
-                    Kind::Route,
-                    name,
-                    format!(
-                        "{} holds it, was written {:.1} s ago, and Traefik does not serve it \
-                         yet: Traefik loads a changed file after its \
-                         providersThrottleDuration, so it is concluded missing only if it is \
-                         still not served {} s after the write (settleSeconds)",
-                        path.display(),
-                        age.as_secs_f64(),
-                        self.settle.as_secs()
-                    ),
-                )
-            })
-            .collect()
+            .map(|name| unknown(name, "holds it, Traefik does not serve it yet"));
+        // A removal that does not show yet, or a router of the same name in another file.
+        let removed = served
+            .iter()
+            .filter(|name| !in_file.contains_key(&format!("{PREFIX}{name}")))
+            .map(|name| unknown(name, "no longer holds it, Traefik still serves it"));
+        written.chain(removed).collect()
     }
 
     /// Where the router `full` of `provider` is declared, in words, when labctl did not write
@@ -649,6 +656,11 @@ impl Provider for TraefikProvider {
             }
             live.sort_by_key(|(full, _, _)| *full);
 
+            let (in_file, version) = match self.observe_file() {
+                Some((root, version)) => (Self::file_routers(root), Some(version)),
+                None => (BTreeMap::new(), None),
+            };
+            let fresh = self.fresh_file();
             // Routers declared elsewhere that a Route describes (`router:`), by qualified name.
             let described: HashMap<&str, &str> = desired
                 .routes
@@ -661,7 +673,12 @@ impl Provider for TraefikProvider {
             let mut ours = vec![false; live.len()];
             let mut taken: HashSet<String> = HashSet::new();
             for (i, (full, provider, _)) in live.iter().enumerate() {
-                if let Some(n) = managed_name(full, provider) {
+                // A `labctl-*` router is labctl's when its file holds it, or while Traefik may
+                // still be loading the file without it (a removal that does not show yet);
+                // one declared in another file is not, and is never removed.
+                let mine =
+                    |n: &str| fresh.is_some() || in_file.contains_key(&format!("{PREFIX}{n}"));
+                if let Some(n) = managed_name(full, provider).filter(|n| mine(n)) {
                     if taken.insert(n.to_string()) {
                         names[i] = Some(n.to_string());
                         ours[i] = true;
@@ -679,10 +696,6 @@ impl Provider for TraefikProvider {
             // `pkg/server/aggregator.go`), so the API cannot tell "none declared" from "all
             // declared". For labctl's own routers the file can: their entryPoints are reported
             // only when the file names them, or a Route without entryPoints would drift forever.
-            let (in_file, version) = match self.observe_file() {
-                Some((root, version)) => (Self::file_routers(root), Some(version)),
-                None => (BTreeMap::new(), None),
-            };
             let mut resources = Vec::new();
             let mut declared_elsewhere = BTreeMap::new();
             for (i, (full, provider, router)) in live.iter().enumerate() {
@@ -731,7 +744,18 @@ impl Provider for TraefikProvider {
                     .entry(format!("{}/{name}", Kind::Route))
                     .or_insert_with(|| self.declared_in(full, provider, &in_file));
             }
-            let waiting = self.not_loaded_yet(&in_file, &desired_names, &resources);
+            let waiting = match fresh {
+                Some(age) => {
+                    let served = resources
+                        .iter()
+                        .zip(&ours)
+                        .filter(|(_, ours)| **ours)
+                        .map(|(r, _)| r.name.as_str())
+                        .collect();
+                    self.not_loaded_yet(age, &in_file, &desired_names, &served)
+                }
+                None => Vec::new(),
+            };
             let mut observation = Observation::now(&self.name, resources);
             observation.version = version;
             observation.declared_elsewhere = declared_elsewhere;

@@ -193,7 +193,8 @@ async fn routes_labctl_writes_are_confirmed_once_loaded_never_drift_and_are_rest
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routers_declared_elsewhere_are_reported_never_removed_and_never_block_an_apply() {
-    let other = "http:\n  routers:\n    alpha:\n      rule: Host(`alpha.lab.test`)\n      service: alpha\n  services:\n    alpha:\n      loadBalancer:\n        servers: [{url: \"http://127.0.0.1:3001\"}]\n";
+    // `labctl-stray`: named like labctl's own routers, but declared in another file.
+    let other = "http:\n  routers:\n    alpha:\n      rule: Host(`alpha.lab.test`)\n      service: alpha\n    labctl-stray:\n      rule: Host(`stray.lab.test`)\n      service: alpha\n  services:\n    alpha:\n      loadBalancer:\n        servers: [{url: \"http://127.0.0.1:3001\"}]\n";
     // labctl's own file, with a router someone wrote there by hand.
     let own = "http:\n  routers:\n    kept:\n      rule: Host(`kept.lab.test`)\n      service: alpha@file\n";
     let Some(traefik) = Traefik::start(&[("other.yml", other), ("labctl.yml", own)]).await else {
@@ -209,6 +210,14 @@ async fn routers_declared_elsewhere_are_reported_never_removed_and_never_block_a
         "  host: grafana.lab.test\n  backend:\n    urls: [\"http://127.0.0.1:3000\"]\n",
     );
     let repo_arg = r.to_str().unwrap();
+    // labctl's file as long settled (while it is fresh, Traefik may still be loading it).
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(traefik.dynamic().join("labctl.yml"))
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
 
     let plan = run_json(&["plan", repo_arg], 2)["plan"].clone();
     assert_eq!(
@@ -217,6 +226,7 @@ async fn routers_declared_elsewhere_are_reported_never_removed_and_never_block_a
             dev("Route/alpha-file", "", "unmanaged"),
             dev("Route/grafana", "", "missing"),
             dev("Route/kept-file", "", "unmanaged"),
+            dev("Route/labctl-stray-file", "", "unmanaged"),
             dev("Route/web-r-rest", "", "unmanaged"),
         ]
     );
@@ -238,6 +248,8 @@ async fn routers_declared_elsewhere_are_reported_never_removed_and_never_block_a
     ));
     assert!(remediation("web-r-rest").contains("Traefik's rest provider (router `web-r@rest`)"));
     assert!(remediation("kept-file").contains("labctl.yml as router `kept`"));
+    assert!(remediation("labctl-stray-file")
+        .contains("another file of Traefik's file provider (router `labctl-stray@file`)"));
 
     let db_dir = tempfile::tempdir().unwrap();
     let db = sqlite(&db_dir);
@@ -246,6 +258,7 @@ async fn routers_declared_elsewhere_are_reported_never_removed_and_never_block_a
     let routers = traefik.routers().await.unwrap();
     for name in [
         "labctl-grafana@file",
+        "labctl-stray@file",
         "alpha@file",
         "kept@file",
         "web-r@rest",
