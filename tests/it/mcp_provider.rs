@@ -580,11 +580,8 @@ fn everything(test: &str) -> Option<PathBuf> {
     };
     match missing {
         None => Some(script),
-        Some(what) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test} needs {what}")
-        }
         Some(what) => {
-            eprintln!("skipped {test}: needs {what}");
+            crate::support::absent(&format!("{test} needs {what}"));
             None
         }
     }

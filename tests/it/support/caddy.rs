@@ -1,7 +1,7 @@
 //! A real Caddy, started with its admin API on a free loopback port for a test. Without the
 //! `caddy` binary a test prints "skipped", unless CI=true, where it fails.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
@@ -19,15 +19,6 @@ pub struct Caddy {
     pub client: reqwest::Client,
 }
 
-pub fn caddy_installed() -> bool {
-    Command::new("caddy")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Caddy {
     /// Starts Caddy with `routes` on server `srv0`, or `None` (skipped) when Caddy is not
     /// installed outside CI.
@@ -36,11 +27,8 @@ impl Caddy {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, routes: Json) -> Option<Caddy> {
-        if !caddy_installed() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("caddy is not installed: install the Debian package `caddy`");
-            }
-            eprintln!("skipped: caddy is not installed (Debian package `caddy`)");
+        if !super::runs("caddy", "version") {
+            super::absent("caddy is not installed (Debian package `caddy`)");
             return None;
         }
         let admin_port = free_port();

@@ -21,6 +21,25 @@ pub mod traefik;
 
 use labctl::providers::{Observation, Resource};
 
+/// A real component a test needs is missing (`what`, and how to get it): under CI=true that
+/// fails the test, never passes it; elsewhere the test is skipped, saying so.
+pub fn absent(what: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what}; it is required when CI=true");
+    }
+    eprintln!("skipped: {what}");
+}
+
+/// Whether `program ARG` runs and exits 0: the component is installed.
+pub fn runs(program: &str, arg: &str) -> bool {
+    std::process::Command::new(program)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// `resources` without their live keys: names and fields, as `expected` gives them.
 pub fn without_keys(resources: &[Resource]) -> Vec<Resource> {
     resources

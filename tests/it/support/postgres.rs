@@ -26,10 +26,7 @@ pub async fn admin() -> Option<sqlx::AnyConnection> {
     match sqlx::AnyConnection::connect(&admin).await {
         Ok(c) => Some(c),
         Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("PostgreSQL at {admin} is required when CI=true: {e}");
-            }
-            eprintln!("skipped: PostgreSQL at {admin} is unreachable: {e}");
+            super::absent(&format!("PostgreSQL at {admin} is unreachable: {e}"));
             None
         }
     }

