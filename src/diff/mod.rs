@@ -402,14 +402,20 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
         .map(|r| ((r.kind, r.name.as_str()), r))
         .collect();
     let mut repairs = Vec::new();
-    // Resources declared where labctl does not write: never created, changed or removed.
-    let elsewhere = |kind: Kind, name: &str| -> Option<&String> {
-        if observation.declared_elsewhere.is_empty() {
-            return None;
-        }
-        observation
-            .declared_elsewhere
-            .get(&format!("{kind}/{name}"))
+    // Where a resource is declared when labctl does not write there, and whether its
+    // provider can change it: never what is declared elsewhere.
+    let standing = |kind: Kind, name: &str| -> (Option<&String>, bool) {
+        let declared_in = if observation.declared_elsewhere.is_empty() {
+            None
+        } else {
+            observation
+                .declared_elsewhere
+                .get(&format!("{kind}/{name}"))
+        };
+        (
+            declared_in,
+            input.can_apply.contains(&kind) && declared_in.is_none(),
+        )
     };
 
     for (&(kind, name), expected) in &wanted {
@@ -418,8 +424,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                 .push(unknown(provider, kind, name, rules, why));
             continue;
         }
-        let declared_in = elsewhere(kind, name);
-        let can_apply = input.can_apply.contains(&kind) && declared_in.is_none();
+        let (declared_in, can_apply) = standing(kind, name);
         match live.get(&(kind, name)) {
             None => {
                 plan.deviations.push(whole(
@@ -509,8 +514,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                 .push(unknown(provider, kind, name, rules, why));
             continue;
         }
-        let declared_in = elsewhere(kind, name);
-        let can_apply = input.can_apply.contains(&kind) && declared_in.is_none();
+        let (declared_in, can_apply) = standing(kind, name);
         plan.deviations.push(whole(
             provider,
             (kind, name),

@@ -135,13 +135,12 @@ pub fn document(kind: Kind, name: &str, fields: &Json) -> Result<String, String>
             map.remove(*key);
         }
     }
-    let fields = &fields;
     fn typed<S: serde::de::DeserializeOwned + Serialize>(
         kind: Kind,
         name: &str,
-        fields: &Json,
+        fields: Json,
     ) -> Result<String, String> {
-        let spec: S = serde_json::from_value(fields.clone())
+        let spec: S = serde_json::from_value(fields)
             .map_err(|e| format!("the live {kind} does not make a complete document: {e}"))?;
         let doc = Document {
             api_version: API_VERSION.to_string(),
