@@ -156,12 +156,36 @@ impl RunResult {
     }
 }
 
+/// How each provider's first observation went, as the run records it: `inputs` are the
+/// observations (the first, or the one after the run's changes), whose errors say why a
+/// provider did not answer.
+fn provider_records(
+    timings: &[ObserveTiming],
+    inputs: &[ProviderInput],
+) -> Vec<store::ProviderRecord> {
+    timings
+        .iter()
+        .map(|t| store::ProviderRecord {
+            provider: t.provider.clone(),
+            asked: t.asked,
+            answered: t.answered,
+            observe_ms: (t.seconds * 1000.0).round() as i64,
+            error: inputs
+                .iter()
+                .find(|i| i.provider == t.provider)
+                .and_then(|i| i.observed.as_ref().err())
+                .filter(|_| !t.answered)
+                .map(|e| crate::redact::userinfo(&e.to_string())),
+        })
+        .collect()
+}
+
 fn as_text<S: serde::Serializer>(outcome: &Outcome, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(outcome.as_str())
 }
 
 /// How long one provider's observation took and whether it answered at all: for the
-/// daemon's metrics and the logs, never compared or stored with the run.
+/// daemon's metrics, the logs and the run's record (never compared).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ObserveTiming {
     pub provider: String,
@@ -421,6 +445,7 @@ pub async fn execute(
         // Nothing moved: the same conclusions, recorded again with this run's observations.
         let mut report = again.report.clone();
         report.observed = snapshots.into_iter().flatten().collect();
+        report.providers = provider_records(&observed, &inputs);
         let counts = finish(store, run, loaded, report).await?;
         return Ok(RunResult {
             plan: again.plan.clone(),
@@ -482,6 +507,7 @@ pub async fn execute(
         report.repaired = repaired(&plan, after, &changes);
     }
     report.changes = changes.clone();
+    report.providers = provider_records(&observed, &inputs);
     let outcome = report.outcome;
     let concluded = match (loaded.commit(), &report.desired) {
         (Some(commit), Some(desired)) => Some(Concluded {
@@ -509,6 +535,8 @@ pub async fn execute(
                         error: report.error.clone(),
                         model: report.model.as_ref().map(store::Blob::address),
                         changes: Vec::new(),
+                        // This run's, replaced by the run that records it again.
+                        providers: Vec::new(),
                     },
                 }),
         }),

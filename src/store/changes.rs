@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 
 use super::{
-    AppliedChange, ChangeAction, ChangeRecord, ChangeResult, Deviation, RunId, Store, StoreError,
+    AppliedChange, ChangeAction, ChangeRecord, ChangeResult, Deviation, ProviderRecord, RunId,
+    Store, StoreError,
 };
 
 /// The confirmed change that resolved `deviation`, among its resource's `changes`: one the
@@ -25,6 +26,29 @@ const CHANGE_COLUMNS: &str = "id, run_id, provider, action, kind, name, before_v
      after_value, result, error, applied_at";
 
 impl Store {
+    /// How each provider's observation went in run `run`, by provider name.
+    pub async fn run_providers(&self, run: RunId) -> Result<Vec<ProviderRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, asked, answered, observe_ms, error FROM run_providers \
+             WHERE run_id = $1 ORDER BY provider",
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading a run's providers"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ProviderRecord {
+                    provider: self.get(r, "provider")?,
+                    asked: self.get::<i64>(r, "asked")? != 0,
+                    answered: self.get::<i64>(r, "answered")? != 0,
+                    observe_ms: self.get(r, "observe_ms")?,
+                    error: self.get(r, "error")?,
+                })
+            })
+            .collect()
+    }
+
     /// The changes run `run` asked for, in the order it made them.
     pub async fn run_changes(&self, run: RunId) -> Result<Vec<AppliedChange>, StoreError> {
         let rows = sqlx::query(&format!(

@@ -56,6 +56,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "blob packed",
         include_str!("../../migrations/sqlite/0009_blob_packed.sql"),
     ),
+    (
+        10,
+        "status pages",
+        include_str!("../../migrations/sqlite/0010_status_pages.sql"),
+    ),
 ];
 
 /// (version, description, SQL) of PostgreSQL.
@@ -104,6 +109,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         9,
         "blob packed",
         include_str!("../../migrations/postgres/0009_blob_packed.sql"),
+    ),
+    (
+        10,
+        "status pages",
+        include_str!("../../migrations/postgres/0010_status_pages.sql"),
     ),
 ];
 

@@ -220,6 +220,47 @@ impl Store {
         rows.iter().map(|r| self.run(r)).collect()
     }
 
+    /// At most `limit` runs older than run `before` (or the newest), newest first: one page
+    /// of the run list, named by where it starts, so a link to it stays valid as runs come.
+    pub async fn runs_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Run>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading runs"))?;
+        rows.iter().map(|r| self.run(r)).collect()
+    }
+
+    /// Run `id`, if the store still has it.
+    pub async fn run_by_id(&self, id: i64) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.query_err("reading a run"))?;
+        row.as_ref().map(|r| self.run(r)).transpose()
+    }
+
+    /// The deviations run `id` opened or resolved, in the order they were recorded.
+    pub async fn run_deviations(&self, id: i64) -> Result<Vec<Deviation>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEVIATION_COLUMNS} FROM deviations \
+             WHERE opened_run = $1 OR resolved_run = $1 ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading a run's deviations"))?;
+        rows.iter().map(|r| self.deviation(r)).collect()
+    }
+
     /// The most recently started run.
     pub async fn latest_run(&self) -> Result<Option<Run>, StoreError> {
         let row = sqlx::query(&format!(
@@ -324,7 +365,7 @@ impl Store {
         let now = self.now_ms();
         let runs_cutoff = now - i64::from(policy.keep_runs_days) * DAY_MS;
         let mut tx = self.pool.begin().await.map_err(self.query_err("pruning"))?;
-        let statements: [(&str, i64, &'static str); 6] = [
+        let statements: [(&str, i64, &'static str); 7] = [
             (
                 "DELETE FROM runs WHERE outcome <> 'running' AND finished_at < $1 \
                  AND id <> (SELECT MAX(id) FROM runs) \
@@ -339,6 +380,13 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = applied_changes.run_id)",
                 runs_cutoff,
                 "pruning applied changes",
+            ),
+            (
+                // Kept as long as its run, too.
+                "DELETE FROM run_providers WHERE run_id < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = run_providers.run_id)",
+                i64::MAX,
+                "pruning run providers",
             ),
             (
                 "DELETE FROM observed_snapshots WHERE last_seen_at < $1 \
@@ -366,7 +414,7 @@ impl Store {
                 "pruning blobs",
             ),
         ];
-        let mut deleted = [0u64; 7];
+        let mut deleted = [0u64; 8];
         for (i, (sql, cutoff, doing)) in statements.into_iter().enumerate() {
             deleted[i] = sqlx::query(sql)
                 .bind(cutoff)
@@ -375,16 +423,16 @@ impl Store {
                 .map_err(self.query_err(doing))?
                 .rows_affected();
         }
-        deleted[6] = self.prune_audit_in(&mut tx, policy, now).await?;
+        deleted[7] = self.prune_audit_in(&mut tx, policy, now).await?;
         tx.commit().await.map_err(self.query_err("pruning"))?;
         Ok(PruneReport {
             runs: deleted[0],
             applied_changes: deleted[1],
-            observed_snapshots: deleted[2],
-            desired_snapshots: deleted[3],
-            deviations: deleted[4],
-            blobs: deleted[5],
-            audit_log: deleted[6],
+            observed_snapshots: deleted[3],
+            desired_snapshots: deleted[4],
+            deviations: deleted[5],
+            blobs: deleted[6],
+            audit_log: deleted[7],
         })
     }
 

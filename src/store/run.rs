@@ -184,6 +184,21 @@ impl Store {
         let counts = self.record_deviations(&mut tx, run, now, &report).await?;
         self.record_changes(&mut tx, run, now, &report.changes)
             .await?;
+        for p in &report.providers {
+            sqlx::query(
+                "INSERT INTO run_providers (run_id, provider, asked, answered, observe_ms, error) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(run)
+            .bind(&p.provider)
+            .bind(i64::from(p.asked))
+            .bind(i64::from(p.answered))
+            .bind(p.observe_ms.max(0))
+            .bind(p.error.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.query_err("recording a provider's observation"))?;
+        }
 
         let model_hash = match report.model.take() {
             Some(model) => Some(self.put_blob(&mut tx, model, now).await?),

@@ -46,6 +46,8 @@ text_enum! {
         Cli = "cli",
         /// An MCP client.
         Mcp = "mcp",
+        /// A person on the status pages (logins and logouts).
+        Web = "web",
     }
 }
 
@@ -301,6 +303,22 @@ pub struct RunReport {
     pub model: Option<Blob>,
     /// The changes the run asked providers to make, and what came of each.
     pub changes: Vec<ChangeRecord>,
+    /// How each provider's first observation went.
+    pub providers: Vec<ProviderRecord>,
+}
+
+/// How one provider's observation went in one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderRecord {
+    pub provider: String,
+    /// It was called (not left out while resting after failures).
+    pub asked: bool,
+    /// It answered (some of its resources may still have been unreadable).
+    pub answered: bool,
+    /// How long the observation took.
+    pub observe_ms: i64,
+    /// Why it did not answer, redacted.
+    pub error: Option<String>,
 }
 
 impl RunReport {
@@ -318,6 +336,7 @@ impl RunReport {
             error: None,
             model: None,
             changes: Vec::new(),
+            providers: Vec::new(),
         }
     }
 }
