@@ -16,7 +16,7 @@ use crate::model::{DesiredState, Kind, Policy};
 pub use crate::providers::Severity;
 use crate::providers::{Change, Observation, ProviderError, Resource, Severities};
 
-pub use render::{render_human, RenderOptions};
+pub use render::{render_human, FieldChange, RenderOptions};
 
 text_enum! {
     /// What kind of difference a deviation is.

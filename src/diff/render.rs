@@ -147,19 +147,61 @@ pub fn render_human(plan: &Plan, opts: RenderOptions) -> String {
     out
 }
 
-/// `live X → Git Y` on one line when both fit, or a line diff for long or multi-line values;
-/// a side that is absent says so rather than showing as an empty side of the diff.
-fn field_change(out: &mut String, expected: Option<&Json>, actual: Option<&Json>, p: &Paint) {
-    if let (Some(e), Some(a)) = (one_line(expected), one_line(actual)) {
-        let _ = write!(out, "live {} → Git {}", p.red(&a), p.green(&e));
-        return;
+/// How a field's live and Git values are shown to a person: the plan's text and the status
+/// pages' drift say it the same way.
+pub enum FieldChange {
+    /// Both fit on a line: `live X → Git Y` (an absent side reads `(absent)`).
+    OneLine { live: String, git: String },
+    /// A line diff from live to Git; each side says whether it is absent rather than showing
+    /// as an empty side of the diff.
+    Lines {
+        live_absent: bool,
+        git_absent: bool,
+        /// Lines without their line break: deleted (live only), inserted (Git only), equal.
+        lines: Vec<(ChangeTag, String)>,
+    },
+}
+
+impl FieldChange {
+    pub fn of(expected: Option<&Json>, actual: Option<&Json>) -> FieldChange {
+        if let (Some(git), Some(live)) = (one_line(expected), one_line(actual)) {
+            return FieldChange::OneLine { live, git };
+        }
+        let (e, a) = (multiline(expected), multiline(actual));
+        let lines = TextDiff::from_lines(&a, &e)
+            .iter_all_changes()
+            .map(|c| (c.tag(), c.value().trim_end_matches('\n').to_string()))
+            .collect();
+        FieldChange::Lines {
+            live_absent: is_absent(actual),
+            git_absent: is_absent(expected),
+            lines,
+        }
     }
-    let absent = |v: Option<&Json>| if is_absent(v) { " (absent)" } else { "" };
-    let _ = writeln!(out, "live{} → Git{}", absent(actual), absent(expected));
-    let (e, a) = (multiline(expected), multiline(actual));
-    for change in TextDiff::from_lines(&a, &e).iter_all_changes() {
-        let line = change.value().trim_end_matches('\n');
-        let _ = match change.tag() {
+}
+
+/// `live X → Git Y` on one line when both fit, or a line diff for long or multi-line values.
+fn field_change(out: &mut String, expected: Option<&Json>, actual: Option<&Json>, p: &Paint) {
+    let (live_absent, git_absent, lines) = match FieldChange::of(expected, actual) {
+        FieldChange::OneLine { live, git } => {
+            let _ = write!(out, "live {} → Git {}", p.red(&live), p.green(&git));
+            return;
+        }
+        FieldChange::Lines {
+            live_absent,
+            git_absent,
+            lines,
+        } => (live_absent, git_absent, lines),
+    };
+    let absent = |a: bool| if a { " (absent)" } else { "" };
+    let _ = writeln!(
+        out,
+        "live{} → Git{}",
+        absent(live_absent),
+        absent(git_absent)
+    );
+    for (tag, line) in lines {
+        let _ = match tag {
             ChangeTag::Delete => writeln!(out, "          {}", p.red(&format!("- {line}"))),
             ChangeTag::Insert => writeln!(out, "          {}", p.green(&format!("+ {line}"))),
             ChangeTag::Equal => writeln!(out, "            {line}"),
