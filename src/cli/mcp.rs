@@ -107,6 +107,28 @@ pub struct McpHttpArgs {
     /// suites and tests. Refused unless the address is loopback.
     #[arg(long, requires = "http")]
     pub insecure_no_auth: bool,
+    /// Do not serve the status pages (/, /drift, /runs, /pools, /resources/…) beside MCP.
+    #[arg(long, requires = "http")]
+    pub no_pages: bool,
+    /// The header a single-sign-on reverse proxy names its user in (Authelia and Authentik
+    /// set Remote-User): the status pages take it as logged in, from --trusted-proxy only.
+    #[arg(
+        long,
+        env = "LABCTL_WEB_USER_HEADER",
+        value_name = "NAME",
+        requires_all = ["http", "trusted_proxies"]
+    )]
+    pub user_header: Option<String>,
+    /// A reverse proxy whose --user-header is believed, and whose X-Forwarded-Proto: https
+    /// makes the session cookie Secure (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "LABCTL_WEB_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        requires = "http"
+    )]
+    pub trusted_proxies: Vec<Cidr>,
     /// Largest HTTP request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
@@ -157,6 +179,41 @@ impl McpHttpArgs {
 }
 
 impl McpHttpArgs {
+    /// The status pages for a face on `local` with `options`, answering from `server`; an
+    /// empty router under --no-pages.
+    pub fn pages(
+        &self,
+        server: &LabServer,
+        options: &HttpOptions,
+        local: std::net::SocketAddr,
+    ) -> Result<axum::Router, String> {
+        if self.no_pages {
+            return Ok(axum::Router::new());
+        }
+        let user_header = self
+            .user_header
+            .as_deref()
+            .map(|h| {
+                axum::http::HeaderName::try_from(h.trim())
+                    .map_err(|_| format!("--user-header `{h}` is not an HTTP header name"))
+            })
+            .transpose()?;
+        let access = labctl::web::auth::AccessOptions {
+            tokens: options.tokens.clone(),
+            open: options.insecure_no_auth,
+            user_header,
+            proxies: self.trusted_proxies.clone(),
+            ..Default::default()
+        };
+        let web = labctl::web::Web::new(
+            server.clone(),
+            access,
+            http::allowed_hosts(local, &options.allow_hosts),
+            options.allow_clients.clone(),
+        );
+        Ok(labctl::web::router(Arc::new(web)))
+    }
+
     /// The OAuth settings, checked; `None` without --oauth-issuer.
     fn oauth(&self) -> Result<Option<Arc<OAuth>>, String> {
         let (Some(issuer), Some(audience)) = (&self.oauth_issuer, &self.oauth_audience) else {
@@ -348,12 +405,14 @@ pub fn run(args: &McpArgs) -> ExitCode {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                let local = listener.local_addr()?;
+                let pages = args
+                    .face
+                    .pages(&server, &options, local)
+                    .map_err(anyhow::Error::msg)?;
                 // Always said, whatever LABCTL_LOG: the port chosen for :0 is needed.
-                errln!(
-                    "labctl mcp: listening on http://{}/mcp",
-                    listener.local_addr()?
-                );
-                http::serve(server, listener, options, shutdown_signal()).await
+                errln!("labctl mcp: listening on http://{local}/mcp");
+                http::serve_with(server, listener, options, pages, shutdown_signal()).await
             }
             _ => {
                 tracing::info!(store = %store.describe(), "serving MCP on stdio");

@@ -318,11 +318,16 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                     .with_proposer(Arc::clone(&ctx))
                     .with_retention(args.retention.policy())
                     .with_limits(labctl::mcp::Limits::new());
+                let local = listener
+                    .local_addr()
+                    .map_err(|e| format!("cannot listen on {addr} for MCP: {e}"))?;
+                let pages = args.mcp.pages(&server, &options, local)?;
                 let mut mcp_stop = stop.clone();
-                Some(tokio::spawn(labctl::mcp::http::serve(
+                Some(tokio::spawn(labctl::mcp::http::serve_with(
                     server,
                     listener,
                     options,
+                    pages,
                     async move {
                         let _ = mcp_stop.wait_for(|s| *s).await;
                     },

@@ -90,6 +90,29 @@ pub async fn serve(
     options: HttpOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), super::ServeError> {
+    serve_with(server, listener, options, Router::new(), shutdown).await
+}
+
+/// The `Host` values a listener on `local` accepts: loopback names, its own address, and
+/// `allow_hosts`.
+pub fn allowed_hosts(local: SocketAddr, allow_hosts: &[String]) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !local.ip().is_unspecified() {
+        hosts.push(local.ip().to_string());
+    }
+    hosts.extend(allow_hosts.iter().cloned());
+    hosts
+}
+
+/// [`serve`], with `beside` served on the same listener outside the bearer-token guard (the
+/// status pages, which check their own sessions).
+pub async fn serve_with(
+    server: LabServer,
+    listener: tokio::net::TcpListener,
+    options: HttpOptions,
+    beside: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), super::ServeError> {
     let local = listener.local_addr()?;
     if options.insecure_no_auth && !local.ip().is_loopback() {
         return Err(super::ServeError::Refused(format!(
@@ -103,11 +126,7 @@ pub async fn serve(
         origins.extend(LOOPBACK_ORIGINS.iter().map(|o| o.to_string()));
     }
     let sessions = Arc::new(LocalSessionManager::default());
-    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if !local.ip().is_unspecified() {
-        hosts.push(local.ip().to_string());
-    }
-    hosts.extend(options.allow_hosts.iter().cloned());
+    let hosts = allowed_hosts(local, &options.allow_hosts);
     let sse = sse::SseSessions::new(server.clone(), hosts.clone(), origins.clone());
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
@@ -138,7 +157,9 @@ pub async fn serve(
     } else if guard.options.tokens.is_empty() && guard.options.oauth.is_none() {
         tracing::warn!("the tokens file holds no token: every request will be refused");
     }
-    let app = app.layer(axum::middleware::from_fn_with_state(guard, guard_request));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(guard, guard_request))
+        .merge(beside);
     // RFC 9728: where a client finds the authorization server; public, as it must be before
     // the client has a token. Served at the root and under any resource path.
     let app = match metadata {

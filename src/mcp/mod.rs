@@ -11,17 +11,17 @@ mod audit;
 mod auth;
 pub mod http;
 mod limits;
-mod model;
+pub(crate) mod model;
 mod notify;
 pub mod oauth;
-mod page;
+pub(crate) mod page;
 mod prompts;
 mod propose;
 mod resources;
 mod stdio;
-mod tools;
+pub(crate) mod tools;
 mod trigger;
-mod types;
+pub(crate) mod types;
 
 pub use auth::{sha256_hex, Scope, Scopes, Tokens, TokensError};
 pub use limits::{Limits, MAX_DEFINITION_BYTES};
@@ -239,6 +239,11 @@ impl LabServer {
         stdio::serve(self).await
     }
 
+    /// The store it answers from.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The tools this server offers, as `tools/list` shows them to a caller with every scope.
     pub fn tools(&self) -> impl Iterator<Item = &Tool> {
         self.tools.iter().map(|t| &t.tool)
@@ -248,7 +253,7 @@ impl LabServer {
     /// the cached model answers if that run recorded it; then one small query; the model is
     /// read again only when another run is the latest (and parsed only when it is another
     /// run's). The lock is never held across a query.
-    async fn model(&self) -> Result<Arc<model::Model>, ToolError> {
+    pub(crate) async fn model(&self) -> Result<Arc<model::Model>, ToolError> {
         let fresh = {
             let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             let recent = open.asked.is_some_and(|at| at.elapsed() < FRESH_FOR);
@@ -296,7 +301,9 @@ impl LabServer {
     /// finishes, in the transaction that sets its `finished_at`: so while the latest run
     /// [`LabServer::model`] last read is the same, the list read under it is current (it was
     /// read after that run was seen, and nothing else changes it).
-    async fn open_deviations(&self) -> Result<Arc<Vec<crate::store::Deviation>>, ToolError> {
+    pub(crate) async fn open_deviations(
+        &self,
+    ) -> Result<Arc<Vec<crate::store::Deviation>>, ToolError> {
         let seen = {
             let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             if let (Some(seen), Some((key, list))) = (open.seen, &open.list) {
@@ -329,7 +336,7 @@ impl LabServer {
 
     /// Appends the call to the audit log (`details` from [`audit::details`]). A call that
     /// changes something waits for its row's commit; a read only queues it (see [`audit`]).
-    async fn audit(&self, client: &Client, tool: &str, details: Json, changes: bool) {
+    pub(crate) async fn audit(&self, client: &Client, tool: &str, details: Json, changes: bool) {
         let entry = AuditEntry {
             actor_kind: client.kind,
             actor: client.actor.clone(),

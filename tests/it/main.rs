@@ -44,4 +44,5 @@ mod store;
 mod systemd_units;
 mod traefik;
 mod traefik_live;
+mod web;
 mod wrong_shape;

@@ -520,7 +520,7 @@ async fn the_typescript_sdk_client_lists_and_calls_every_read_tool() {
 // streamable HTTP behind the same guard.
 
 /// The server's address without the `/mcp` path.
-fn base(server: &Server) -> String {
+pub(crate) fn base(server: &Server) -> String {
     server.url.trim_end_matches("/mcp").to_string()
 }
 
