@@ -23,6 +23,11 @@ pub struct Lab {
     pools: PoolTree,
     hosts: Vec<ModelHost>,
     index: Index,
+    /// Devices by pool path (lower case): those whose pool is at or below it, and those whose
+    /// pool is exactly it; positions in name order. A pool's members are looked up, not
+    /// searched for among every device.
+    under: HashMap<String, Vec<u32>>,
+    direct: HashMap<String, Vec<u32>>,
 }
 
 /// Positions in [`Lab::entries`]. The lists under an address, a MAC or a member are ascending,
@@ -308,12 +313,38 @@ impl Lab {
         // one, and then there are no pools to ask about rather than a wrong tree.
         let pools = PoolTree::build(&docs).unwrap_or_default();
         let index = Index::build(&entries);
-        Lab {
+        let mut lab = Lab {
             entries,
             pools,
             hosts: model.hosts,
             index,
+            under: HashMap::new(),
+            direct: HashMap::new(),
+        };
+        lab.index_members();
+        lab
+    }
+
+    /// Fills [`Lab::under`] and [`Lab::direct`]: each device under its pool's path and every
+    /// path above it (`/a/b/c` is under `/a`, `/a/b` and `/a/b/c`).
+    fn index_members(&mut self) {
+        let start = self.entries.partition_point(|e| e.kind < Kind::Device);
+        let mut under: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut direct: HashMap<String, Vec<u32>> = HashMap::new();
+        for (at, d) in self.kind_slice(Kind::Device).iter().enumerate() {
+            let Some(path) = self.pool_path_of(d) else {
+                continue;
+            };
+            let path = path.to_ascii_lowercase();
+            let at = (start + at) as u32;
+            for (i, _) in path.match_indices('/').filter(|(i, _)| *i > 0) {
+                under.entry(path[..i].to_string()).or_default().push(at);
+            }
+            under.entry(path.clone()).or_default().push(at);
+            direct.entry(path).or_default().push(at);
         }
+        self.under = under;
+        self.direct = direct;
     }
 
     /// Every resource, by kind and name.
@@ -635,23 +666,19 @@ impl Lab {
 
     /// Devices whose pool is `pool` itself, by name.
     pub fn members_of(&self, pool: &ResolvedPool) -> Vec<&Entry> {
-        self.of_kind(Kind::Device)
-            .filter(|d| {
-                self.pool_path_of(d)
-                    .is_some_and(|x| x.eq_ignore_ascii_case(&pool.path))
-            })
-            .collect()
+        self.at(&self.direct, &pool.path)
+    }
+
+    /// The devices `map` lists under `path` (any case).
+    fn at(&self, map: &HashMap<String, Vec<u32>>, path: &str) -> Vec<&Entry> {
+        map.get(&path.to_ascii_lowercase())
+            .map(|v| v.iter().map(|&at| &self.entries[at as usize]).collect())
+            .unwrap_or_default()
     }
 
     /// Devices whose pool is the one at `path` or one below it, by name.
     pub fn members_under(&self, path: &str) -> Vec<&Entry> {
-        let lower = path.to_ascii_lowercase();
-        self.of_kind(Kind::Device)
-            .filter(|d| {
-                self.pool_path_of(d)
-                    .is_some_and(|p| is_under(&p.to_ascii_lowercase(), &lower))
-            })
-            .collect()
+        self.at(&self.under, path)
     }
 
     /// `pool`'s declared capacity against the guests among its members and those of the pools
