@@ -276,6 +276,74 @@ fn benches(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // The status pages, rendered in process: the router called as the HTTP face calls it.
+    let mut group = c.benchmark_group("web");
+    for b in &labs {
+        let web = labctl::web::Web::new(
+            b.server.clone(),
+            labctl::web::auth::AccessOptions {
+                open: true,
+                ..Default::default()
+            },
+            Vec::new(),
+            Vec::new(),
+        );
+        let router = labctl::web::router(Arc::new(web));
+        for path in ["/", "/drift", "/pools", "/runs", "/trend"] {
+            let samples = Mutex::new(Vec::new());
+            let bytes = Mutex::new(0usize);
+            group.bench_function(BenchmarkId::new(path, &b.label), |t| {
+                t.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let started = Instant::now();
+                            let (status, body) = get_page(&router, path).await;
+                            let took = started.elapsed();
+                            assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+                            *bytes.lock().unwrap() = body.len();
+                            total += took;
+                            samples.lock().unwrap().push(took);
+                        }
+                        total
+                    })
+                })
+            });
+            let mut all = samples.into_inner().unwrap();
+            if all.is_empty() {
+                continue; // left out by a filter
+            }
+            all.sort();
+            println!(
+                "web{path}/{}: {} renders, {} bytes, p50 {:.2} ms, p99 {:.2} ms",
+                b.label,
+                all.len(),
+                bytes.into_inner().unwrap(),
+                common::percentile(&all, 0.5).as_secs_f64() * 1e3,
+                common::percentile(&all, 0.99).as_secs_f64() * 1e3,
+            );
+        }
+    }
+    group.finish();
+}
+
+/// GET `path` of `router` from a loopback client: status and body.
+async fn get_page(router: &axum::Router, path: &str) -> (u16, Vec<u8>) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::get(path)
+        .header("host", "127.0.0.1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, body.to_vec())
 }
 
 criterion_group!(inproc, benches);

@@ -436,7 +436,7 @@ async fn authenticate(g: &Guard, presented: Option<&str>) -> Result<Caller, Refu
 }
 
 /// An IPv4 client seen through an IPv6 socket is the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -238,6 +238,31 @@ impl Store {
         rows.iter().map(|r| self.run(r)).collect()
     }
 
+    /// Every run started since `from_ms`, oldest first, as (started, finished, open
+    /// deviations after it): what a trend over time needs, and no more.
+    pub async fn run_points(
+        &self,
+        from_ms: i64,
+    ) -> Result<Vec<(i64, Option<i64>, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT started_at, finished_at, deviations_open FROM runs \
+             WHERE started_at >= $1 ORDER BY id",
+        )
+        .bind(from_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.query_err("reading runs"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    self.get(r, "started_at")?,
+                    self.get(r, "finished_at")?,
+                    self.get(r, "deviations_open")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Run `id`, if the store still has it.
     pub async fn run_by_id(&self, id: i64) -> Result<Option<Run>, StoreError> {
         let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))

@@ -9,6 +9,7 @@
 pub mod auth;
 mod pages;
 mod render;
+mod trend;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::mcp::http::Cidr;
+use crate::mcp::http::{canonical, Cidr};
 use crate::mcp::{Client, LabServer};
 use crate::store::ActorKind;
 use auth::{Access, AccessOptions, Viewer};
@@ -66,6 +67,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/runs", get(pages::runs))
         .route("/runs/{id}", get(pages::run))
         .route("/pools", get(pages::pools))
+        .route("/trend", get(pages::trend))
         .route("/logout", post(logout))
         // Only on these routes: a layer would also catch the fallback, and turn a browser's
         // /favicon.ico into a login form that replaces the one being filled in.
@@ -138,14 +140,6 @@ fn host_allowed(allowed: &[String], host: &str) -> bool {
     allowed
         .iter()
         .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
-}
-
-/// An IPv4 client seen through an IPv6 socket is the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Pages need a viewer: without one, the login form, which comes back here.

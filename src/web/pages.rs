@@ -8,10 +8,11 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use maud::{html, Markup};
+use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 
 use super::render::{self, badge, change, commit, json_block, pager, resource_href, when, Nav};
+use super::trend::{self, RunPoint};
 use super::{ViewerExt, Web};
 use crate::mcp::model::Model;
 use crate::mcp::page::cursor;
@@ -25,6 +26,8 @@ use crate::time::now_ms;
 
 /// Items on one page of a list.
 const PAGE: usize = 50;
+/// Life cycles a resource's timeline shows, newest first.
+const HISTORY: usize = 100;
 /// Pool fields a pool row shows.
 const POOL_FIELDS: [&str; 8] = [
     "name",
@@ -308,6 +311,7 @@ pub async fn overview(
         }
         section aria-labelledby="mcp" {
             h2 #mcp { "MCP servers: " (up) " of " (servers.page.total) " up" }
+            @if servers.page.total == 0 { p.none { "None registered in Git." } }
             @if !troubled.is_empty() {
                 ul {
                     @for s in troubled {
@@ -502,7 +506,7 @@ pub async fn resource(
             h2 #history { "Deviation history" }
             @if history.is_empty() { p.none { "Never deviated." } }
             ol.timeline reversed {
-                @for d in history.iter().rev() {
+                @for d in history.iter().rev().take(HISTORY) {
                     li class={ @if d.is_open() { "open" } @else { "resolved" } } {
                         div.head {
                             (badge(d.record.severity.as_str())) " " span.dtype { (d.record.dtype.as_str()) }
@@ -521,10 +525,12 @@ pub async fn resource(
                 }
             }
         }
+        @if history.len() > HISTORY { p.none { "… and " (history.len() - HISTORY) " older." } }
         @if !changes.is_empty() {
             section aria-labelledby="changes" {
                 h2 #changes { "Changes labctl made" }
-                (changes_table(&changes, now))
+                (changes_table(&changes[changes.len().saturating_sub(HISTORY)..], now))
+                @if changes.len() > HISTORY { p.none { "The latest " (HISTORY) " of " (changes.len()) "." } }
             }
         }
         (basis(&m, now))
@@ -693,6 +699,57 @@ fn deviation_list(list: &[&Deviation]) -> Markup {
             @if list.len() > 200 { p.none { "… and " (list.len() - 200) " more." } }
         }
     }
+}
+
+pub async fn trend(State(web): State<Arc<Web>>, axum::Extension(viewer): ViewerExt) -> PageResult {
+    let now = now_ms();
+    let points: Vec<RunPoint> = web
+        .server
+        .store()
+        .run_points(now - trend::DAYS * 86_400_000)
+        .await?
+        .into_iter()
+        .map(|(started_at, finished_at, deviations_open)| RunPoint {
+            started_at,
+            finished_at,
+            deviations_open,
+        })
+        .collect();
+    let hours = trend::hourly(&points, now);
+    let open: Vec<(i64, Option<f64>)> = hours
+        .iter()
+        .map(|(t, v)| (*t, v.map(|(open, _)| open as f64)))
+        .collect();
+    let took: Vec<(i64, Option<f64>)> = hours
+        .iter()
+        .map(|(t, v)| (*t, v.map(|(_, ms)| ms as f64 / 1000.0)))
+        .collect();
+    let finished: Vec<&RunPoint> = points.iter().filter(|p| p.finished_at.is_some()).collect();
+    let mut durations: Vec<i64> = finished
+        .iter()
+        .filter_map(|p| p.finished_at.map(|f| f - p.started_at))
+        .collect();
+    durations.sort_unstable();
+    let body = html! {
+        h1 { "Trend" }
+        p.count {
+            (points.len()) " run(s) in the last " (trend::DAYS) " days"
+            @if let Some(median) = durations.get(durations.len() / 2) {
+                "; median run " (render::duration(*median)) ", slowest " (render::duration(*durations.last().unwrap_or(median)))
+            }
+            @if let Some(last) = finished.last() { "; " (last.deviations_open) " deviation(s) open now" }
+            "."
+        }
+        figure.chart {
+            (PreEscaped(trend::chart("Open deviations", "open", &open, now)))
+            figcaption { "Open deviations after the last run of each hour." }
+        }
+        figure.chart {
+            (PreEscaped(trend::chart("Run duration", "seconds", &took, now)))
+            figcaption { "The slowest run of each hour, in seconds." }
+        }
+    };
+    Ok(render::page("Trend", Nav::Trend, Some(&viewer), body))
 }
 
 #[derive(Deserialize, Default)]

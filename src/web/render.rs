@@ -16,6 +16,7 @@ pub enum Nav {
     Drift,
     Runs,
     Pools,
+    Trend,
     None,
 }
 
@@ -27,6 +28,7 @@ pub fn page(title: &str, nav: Nav, viewer: Option<&Viewer>, body: Markup) -> Mar
         (Nav::Drift, "/drift", "Drift"),
         (Nav::Runs, "/runs", "Runs"),
         (Nav::Pools, "/pools", "Pools"),
+        (Nav::Trend, "/trend", "Trend"),
     ];
     html! {
         (DOCTYPE)

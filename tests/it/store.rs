@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use labctl::store::{
     ActorKind, AuditEntry, ChangeAction, ChangeKind, ChangeRecord, ChangeResult, DeviationRecord,
-    DeviationType, ObservedSnapshot, Outcome, PullRequestState, RetentionPolicy, RunReport,
-    Severity, Store, StoreError, Unobservable,
+    DeviationType, ObservedSnapshot, Outcome, ProviderRecord, PullRequestState, RetentionPolicy,
+    RunReport, Severity, Store, StoreError, Unobservable,
 };
 use labctl::time::ManualClock;
 use serde_json::json;
@@ -300,6 +300,22 @@ async fn case_run_round_trip(store: Store) {
                 desired: Some(json!({"pools": [{"name": "lan"}]}).into()),
                 resources: 7,
                 error: Some("provider x: timeout".into()),
+                providers: vec![
+                    ProviderRecord {
+                        provider: "x".into(),
+                        asked: true,
+                        answered: false,
+                        observe_ms: 2000,
+                        error: Some("timeout".into()),
+                    },
+                    ProviderRecord {
+                        provider: "kea".into(),
+                        asked: true,
+                        answered: true,
+                        observe_ms: 12,
+                        error: None,
+                    },
+                ],
                 ..report(
                     "abc123",
                     vec![deviation("Device", "sw1", "vlan", json!(20))],
@@ -329,6 +345,38 @@ async fn case_run_round_trip(store: Store) {
 
     let runs = store.runs_between(0, i64::MAX).await.unwrap();
     assert_eq!(runs, vec![finished.clone()]);
+    // What the status pages read back: the run by id and by page, its providers (by name),
+    // the deviations it opened, its point on the trend.
+    assert_eq!(
+        store.run_by_id(run).await.unwrap().as_ref(),
+        Some(&finished)
+    );
+    assert_eq!(store.run_by_id(run + 1).await.unwrap(), None);
+    assert_eq!(
+        store.runs_before(None, 10).await.unwrap(),
+        vec![finished.clone()]
+    );
+    assert!(store.runs_before(Some(run), 10).await.unwrap().is_empty());
+    let providers = store.run_providers(run).await.unwrap();
+    assert_eq!(
+        providers
+            .iter()
+            .map(|p| (
+                p.provider.as_str(),
+                p.answered,
+                p.observe_ms,
+                p.error.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("kea", true, 12, None), ("x", false, 2000, Some("timeout"))]
+    );
+    let opened = store.run_deviations(run).await.unwrap();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].record.name, "sw1");
+    assert_eq!(
+        store.run_points(0).await.unwrap(),
+        vec![(finished.started_at, finished.finished_at, 1)]
+    );
     assert!(store
         .runs_between(0, finished.started_at)
         .await
@@ -612,10 +660,18 @@ async fn case_prune_keeps_open(store: Store) {
         body: json!({ "n": n }).into(),
         observed_at: 1,
     };
+    let provider = ProviderRecord {
+        provider: "unifi".into(),
+        asked: true,
+        answered: true,
+        observe_ms: 5,
+        error: None,
+    };
     one_run(
         &store,
         RunReport {
             observed: vec![observed(1)],
+            providers: vec![provider.clone()],
             desired: Some(json!({"rev": 1}).into()),
             ..report(
                 "c1",
@@ -631,6 +687,7 @@ async fn case_prune_keeps_open(store: Store) {
         &store,
         RunReport {
             observed: vec![observed(2)],
+            providers: vec![provider.clone()],
             ..report("c2", vec![deviation("Device", "sw1", "vlan", json!(20))])
         },
     )
@@ -665,6 +722,10 @@ async fn case_prune_keeps_open(store: Store) {
     let open = store.open_deviations(None, None).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].record.name, "sw1");
+    // A run's provider rows go with it.
+    let kept = store.latest_run().await.unwrap().unwrap().id;
+    assert!(store.run_providers(kept - 1).await.unwrap().is_empty());
+    assert_eq!(store.run_providers(kept).await.unwrap(), vec![provider]);
     assert!(store
         .deviation_history("Device", "sw2", "vlan")
         .await

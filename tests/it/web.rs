@@ -11,7 +11,7 @@ use crate::support::cli::write;
 use crate::support::git::commit_all;
 use crate::support::lab::{reconcile_once, reconciled_lab};
 use labctl::store::{ActorKind, Store};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::Value as Json;
 
@@ -36,25 +36,6 @@ fn screenshot_dir() -> PathBuf {
         .parent()
         .unwrap()
         .join("web-screenshots")
-}
-
-/// `pairs` as an `application/x-www-form-urlencoded` body.
-fn urlencoded(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,6 +156,12 @@ async fn a_person_logs_in_follows_the_pages_from_overview_to_run_and_logs_out() 
         "cores, memory and devices of the two pools with capacity"
     );
 
+    // Trend: both charts, drawn from the two runs (one hour, so a dot each).
+    assert_eq!(seen["charts"], 2, "{seen}");
+    assert!(seen["chartLines"].as_u64().unwrap() >= 2, "{seen}");
+    let trend = text("trend");
+    assert!(trend.contains("2 run(s) in the last 30 days"), "{trend}");
+
     // Logged out: the pages want a login again.
     assert_eq!(seen["afterLogout"], "/login");
     assert_eq!(seen["afterLogoutOverview"], "/login?next=%2F");
@@ -193,7 +180,7 @@ async fn a_person_logs_in_follows_the_pages_from_overview_to_run_and_logs_out() 
         assert!(p["bytes"].as_u64().unwrap() < 50_000, "{name}: {p}");
     }
     let files = seen["screenshots"].as_array().unwrap();
-    assert_eq!(files.len(), 14, "7 pages at two widths");
+    assert_eq!(files.len(), 16, "8 pages at two widths");
     for f in files {
         let len = std::fs::metadata(f.as_str().unwrap()).unwrap().len();
         assert!(len > 1000, "{f}");
@@ -216,6 +203,41 @@ async fn a_person_logs_in_follows_the_pages_from_overview_to_run_and_logs_out() 
     assert!(!server.logs().contains(READ_TOKEN));
 }
 
+/// GET `url` with `headers`, redirects not followed.
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// POST the form `pairs` to `url` with `headers`, as a browser posts a form.
+async fn post(url: &str, headers: &[(&str, &str)], pairs: &[(&str, &str)]) -> reqwest::Response {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
+    let mut req = client()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
@@ -225,7 +247,7 @@ fn client() -> reqwest::Client {
 
 /// The login form's CSRF value and cookie.
 async fn login_form(base: &str) -> (String, String) {
-    let r = client().get(format!("{base}/login")).send().await.unwrap();
+    let r = get(&format!("{base}/login"), &[]).await;
     assert_eq!(r.status(), 200);
     let cookie = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
     assert!(
@@ -250,85 +272,45 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
     };
     let dir = tempfile::tempdir().unwrap();
     // A proxy that is not this client: its header is ignored.
+    let proxy = ["--user-header", "Remote-User", "--trusted-proxy"];
     let server = Server::start(
         &lab.db,
         dir.path(),
-        &[
-            "--user-header",
-            "Remote-User",
-            "--trusted-proxy",
-            "10.9.9.9/32",
-        ],
+        &[&proxy[..], &["10.9.9.9/32"]].concat(),
     );
     let base = base(&server);
-    let http = client();
 
     // No cookie: to the login form; the stylesheet needs none.
-    let r = http.get(format!("{base}/runs")).send().await.unwrap();
+    let r = get(&format!("{base}/runs"), &[]).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()[LOCATION], "/login?next=%2Fruns");
-    let r = http
-        .get(format!("{base}/static/style.css"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    // A user header from an address that is not a trusted proxy counts for nothing.
-    let r = http
-        .get(format!("{base}/"))
-        .header("Remote-User", "mallory")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    // A session cookie labctl never issued counts for nothing.
-    let r = http
-        .get(format!("{base}/"))
-        .header(COOKIE, format!("labctl_session={}", "a".repeat(64)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    assert_eq!(
+        get(&format!("{base}/static/style.css"), &[]).await.status(),
+        200
+    );
+    // A user header from an address that is not a trusted proxy counts for nothing, nor does
+    // a session cookie labctl never issued.
+    let forged = format!("labctl_session={}", "a".repeat(64));
+    for header in [("Remote-User", "mallory"), ("cookie", forged.as_str())] {
+        assert_eq!(get(&format!("{base}/"), &[header]).await.status(), 303);
+    }
 
     // The login form: without its CSRF cookie, or posted from another site, refused.
+    let login = format!("{base}/login");
     let (csrf, csrf_cookie) = login_form(&base).await;
-    let form = [
-        ("token", READ_TOKEN),
-        ("csrf", csrf.as_str()),
-        ("next", "/runs"),
-    ];
-    let r = http
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(urlencoded(&form))
-        .send()
-        .await
-        .unwrap();
+    let form = |token, next| [("token", token), ("csrf", csrf.as_str()), ("next", next)];
+    let cookie = ("cookie", csrf_cookie.as_str());
+    let r = post(&login, &[], &form(READ_TOKEN, "/runs")).await;
     assert_eq!(r.status(), 403);
-    let r = http
-        .post(format!("{base}/login"))
-        .header(COOKIE, &csrf_cookie)
-        .header("Origin", "http://evil.example")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(urlencoded(&form))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &login,
+        &[cookie, ("origin", "http://evil.example")],
+        &form(READ_TOKEN, "/runs"),
+    )
+    .await;
     assert_eq!(r.status(), 403);
     // A wrong token: 401, and the form again.
-    let wrong = [
-        ("token", "nope"),
-        ("csrf", csrf.as_str()),
-        ("next", "/runs"),
-    ];
-    let r = http
-        .post(format!("{base}/login"))
-        .header(COOKIE, &csrf_cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(urlencoded(&wrong))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&login, &[cookie], &form("nope", "/runs")).await;
     assert_eq!(r.status(), 401);
     assert!(r
         .text()
@@ -336,19 +318,7 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
         .unwrap()
         .contains("That token is not accepted."));
     // A next that leaves the site goes home instead.
-    let evil = [
-        ("token", READ_TOKEN),
-        ("csrf", csrf.as_str()),
-        ("next", "//evil.example/"),
-    ];
-    let r = http
-        .post(format!("{base}/login"))
-        .header(COOKIE, &csrf_cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(urlencoded(&evil))
-        .send()
-        .await
-        .unwrap();
+    let r = post(&login, &[cookie], &form(READ_TOKEN, "//evil.example/")).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()[LOCATION], "/");
     let session = r
@@ -365,12 +335,8 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
     );
     assert!(!session.contains(READ_TOKEN));
     let session = session.split(';').next().unwrap().to_string();
-    let r = http
-        .get(format!("{base}/runs"))
-        .header(COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
+    let with_session = ("cookie", session.as_str());
+    let r = get(&format!("{base}/runs"), &[with_session]).await;
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"]
         .to_str()
@@ -381,30 +347,25 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
     assert!(html.contains("reader"), "the viewer is named");
     assert!(!html.contains(READ_TOKEN));
     // A logout without the session's CSRF token does nothing.
-    let r = http
-        .post(format!("{base}/logout"))
-        .header(COOKIE, &session)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(urlencoded(&[("csrf", "guess")]))
-        .send()
-        .await
-        .unwrap();
+    let r = post(
+        &format!("{base}/logout"),
+        &[with_session],
+        &[("csrf", "guess")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
-    let r = http
-        .get(format!("{base}/runs/999999"))
-        .header(COOKIE, &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(
+        get(&format!("{base}/runs/999999"), &[with_session])
+            .await
+            .status(),
+        404
+    );
     // A Host that is not this server's (DNS rebinding) gets nothing.
-    let r = http
-        .get(format!("{base}/runs"))
-        .header(COOKIE, &session)
-        .header("Host", "evil.example")
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &format!("{base}/runs"),
+        &[with_session, ("host", "evil.example")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
     drop(server);
 
@@ -413,25 +374,14 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
     let server = Server::start(
         &lab.db,
         dir.path(),
-        &[
-            "--user-header",
-            "Remote-User",
-            "--trusted-proxy",
-            "127.0.0.1/32",
-        ],
+        &[&proxy[..], &["127.0.0.1/32"]].concat(),
     );
-    let base = crate::mcp_http::base(&server);
-    let r = http
-        .get(format!("{base}/drift"))
-        .header("Remote-User", "alice")
-        .send()
-        .await
-        .unwrap();
+    let drift = format!("{}/drift", crate::mcp_http::base(&server));
+    let r = get(&drift, &[("Remote-User", "alice")]).await;
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
     assert!(html.contains("proxy:alice"), "{html}");
     assert!(!html.contains("Log out"), "no session to end");
     // Without the header, the login form as before.
-    let r = http.get(format!("{base}/drift")).send().await.unwrap();
-    assert_eq!(r.status(), 303);
+    assert_eq!(get(&drift, &[]).await.status(), 303);
 }

@@ -73,6 +73,10 @@ try {
   await page.click('header nav >> text=Pools');
   await record('pools');
   out.meters = await page.locator('meter').count();
+  await page.click('header nav >> text=Trend');
+  await record('trend');
+  out.charts = await page.locator('figure.chart svg').count();
+  out.chartLines = await page.locator('figure.chart svg polyline, figure.chart svg circle').count();
 
   await page.click('text=Log out');
   out.afterLogout = page.url().replace(origin, '');
