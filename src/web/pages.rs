@@ -17,7 +17,7 @@ use super::{ViewerExt, Web};
 use crate::mcp::model::Model;
 use crate::mcp::page::cursor;
 use crate::mcp::tools;
-use crate::mcp::types::{ListMcpServersInput, ListPoolsInput};
+use crate::mcp::types::{ListMcpServersInput, ListPoolsInput, McpServerInfo};
 use crate::mcp::ToolError;
 use crate::model::Kind;
 use crate::readmodel::Status;
@@ -184,40 +184,7 @@ pub async fn overview(
     let newer_failed = latest
         .as_ref()
         .filter(|r| r.id > m.run && r.outcome == Outcome::Failed);
-    let servers = tools::list_mcp_servers(
-        &m,
-        ListMcpServersInput {
-            fields: Some(
-                [
-                    "name",
-                    "reachable",
-                    "expectedTools",
-                    "offeredTools",
-                    "missingTools",
-                    "status",
-                ]
-                .map(String::from)
-                .to_vec(),
-            ),
-            limit: Some(500),
-            ..Default::default()
-        },
-    )?;
-    let up = servers
-        .page
-        .items
-        .iter()
-        .filter(|s| s.reachable == Some(true))
-        .count();
-    let troubled: Vec<_> = servers
-        .page
-        .items
-        .iter()
-        .filter(|s| {
-            s.reachable != Some(true) || s.missing_tools.as_ref().is_some_and(|t| !t.is_empty())
-        })
-        .take(10)
-        .collect();
+    let (servers, up, troubled) = mcp_servers(&m)?;
     let statuses = [
         Status::Synced,
         Status::OutOfSync,
@@ -310,14 +277,14 @@ pub async fn overview(
             }
         }
         section aria-labelledby="mcp" {
-            h2 #mcp { "MCP servers: " (up) " of " (servers.page.total) " up" }
-            @if servers.page.total == 0 { p.none { "None registered in Git." } }
+            h2 #mcp { "MCP servers: " (up) " of " (servers) " up" }
+            @if servers == 0 { p.none { "None registered in Git." } }
             @if !troubled.is_empty() {
                 ul {
                     @for s in troubled {
                         li {
                             a href=(resource_href("McpServer", &s.name)) { (s.name) } " "
-                            @if s.reachable != Some(true) { (badge("down")) }
+                            @if s.reachable == Some(false) { (badge("down")) }
                             " offers " (s.offered_tools.as_ref().map_or(0, Vec::len))
                             " of " (s.expected_tools.as_ref().map_or(0, Vec::len)) " expected tools"
                             @if let Some(missing) = s.missing_tools.as_ref().filter(|t| !t.is_empty()) {
@@ -340,6 +307,46 @@ fn provider_state(p: &ProviderRecord) -> Markup {
         (true, false) => "down",
         (false, false) => "resting",
     })
+}
+
+/// MCP servers: how many, how many answered, and at most 10 that need a look (those that
+/// did not answer first, then those that answered without every expected tool, among the
+/// first 500 that answered). Each count is a list's total, whatever the number of servers.
+fn mcp_servers(m: &Model) -> Result<(u64, u64, Vec<McpServerInfo>), ToolError> {
+    let list = |reachable: Option<bool>, limit: u32| {
+        tools::list_mcp_servers(
+            m,
+            ListMcpServersInput {
+                reachable,
+                fields: Some(
+                    [
+                        "name",
+                        "reachable",
+                        "expectedTools",
+                        "offeredTools",
+                        "missingTools",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                limit: Some(limit),
+                ..Default::default()
+            },
+        )
+        .map(|o| o.page)
+    };
+    let all = list(None, 1)?.total;
+    let down = list(Some(false), 10)?;
+    let up = list(Some(true), 500)?;
+    let mut troubled = down.items;
+    troubled.extend(
+        up.items
+            .into_iter()
+            .filter(|s| s.missing_tools.as_ref().is_some_and(|t| !t.is_empty()))
+            .take(10 - troubled.len()),
+    );
+    // A server no provider asked is neither: it is in the count of all only.
+    Ok((all, up.total, troubled))
 }
 
 fn last_run(r: &Run, now: i64) -> Markup {
@@ -382,7 +389,10 @@ pub async fn drift(
         .filter(|d| kind.is_none_or(|k| d.record.kind == k.as_str()))
         .filter(|d| min.is_none_or(|s| d.record.severity >= s))
         .collect();
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q
+        .page
+        .unwrap_or(1)
+        .clamp(1, matching.len().div_ceil(PAGE).max(1));
     let shown: Vec<&Deviation> = matching
         .iter()
         .skip((page - 1) * PAGE)
@@ -764,7 +774,10 @@ pub async fn pools(
 ) -> PageResult {
     let now = now_ms();
     let m = model(&web).await?;
-    let page = q.page.unwrap_or(1).max(1);
+    let page = q
+        .page
+        .unwrap_or(1)
+        .clamp(1, m.lab.pools().iter().count().div_ceil(PAGE).max(1));
     let list = tools::list_pools(
         &m,
         ListPoolsInput {

@@ -366,6 +366,16 @@ async fn commits_webhooks_and_requests_are_reconciled_and_served_over_mcp_and_me
             "{drift}"
         );
     }
+    // The same face serves the status pages: a person logs in with the token and sees it.
+    let base = format!("http://127.0.0.1:{}", mcp.port);
+    let cookie = crate::web::session(&base, MCP_TOKEN).await;
+    let r = crate::web::get(&format!("{base}/drift"), &[("cookie", cookie.as_str())]).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("DhcpReservation/whisper") && html.contains("10.0.1.202"),
+        "{html}"
+    );
 
     // Webhooks: unsigned and wrongly signed are refused and run nothing; signed runs once.
     let body = r#"{"ref":"refs/heads/main"}"#;

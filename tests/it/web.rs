@@ -180,7 +180,13 @@ async fn a_person_logs_in_follows_the_pages_from_overview_to_run_and_logs_out() 
         assert!(p["bytes"].as_u64().unwrap() < 50_000, "{name}: {p}");
     }
     let files = seen["screenshots"].as_array().unwrap();
-    assert_eq!(files.len(), 16, "8 pages at two widths");
+    assert_eq!(
+        files.len(),
+        17,
+        "8 pages at two widths, and the overview dark"
+    );
+    assert_eq!(seen["lightBackground"], "rgb(255, 255, 255)", "{seen}");
+    assert_eq!(seen["darkBackground"], "rgb(15, 18, 22)", "{seen}");
     for f in files {
         let len = std::fs::metadata(f.as_str().unwrap()).unwrap().len();
         assert!(len > 1000, "{f}");
@@ -201,10 +207,35 @@ async fn a_person_logs_in_follows_the_pages_from_overview_to_run_and_logs_out() 
         assert!(!a.entry.actor.contains(READ_TOKEN));
     }
     assert!(!server.logs().contains(READ_TOKEN));
+
+    // A newer commit that does not validate: its run fails, the last good commit stays in
+    // force, and the overview says both.
+    write(r, "pools/broken.yaml", "apiVersion: labctl.dev/v1\nkind: Pool\nmetadata: {name: broken}\nspec: {parent: nowhere, type: compute}\n");
+    let broken = commit_all(r, "broken");
+    let out = crate::support::cli::labctl_command()
+        .args([
+            "reconcile",
+            "--once",
+            r.to_str().unwrap(),
+            "--database-url",
+            &lab.db,
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let cookie = session(&origin, READ_TOKEN).await;
+    let r = get(&format!("{origin}/"), &[("cookie", cookie.as_str())]).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("A newer run failed"), "{html}");
+    assert!(
+        html.contains(&broken[..12]) && html.contains(&commit[..12]),
+        "{html}"
+    );
 }
 
 /// GET `url` with `headers`, redirects not followed.
-async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = client().get(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -243,6 +274,29 @@ fn client() -> reqwest::Client {
         .redirect(Policy::none())
         .build()
         .unwrap()
+}
+
+/// Logs in at `base` with `token` as a browser would (the form's CSRF cookie and value): the
+/// session cookie, `labctl_session=…`.
+pub(crate) async fn session(base: &str, token: &str) -> String {
+    let (csrf, cookie) = login_form(base).await;
+    let r = post(
+        &format!("{base}/login"),
+        &[("cookie", cookie.as_str())],
+        &[("token", token), ("csrf", csrf.as_str()), ("next", "/")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("labctl_session=") && !c.starts_with("labctl_session=;"))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The login form's CSRF value and cookie.
@@ -360,6 +414,11 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
             .status(),
         404
     );
+    // A page number past the end (or past any integer's sum) is the last page.
+    for page in ["/drift?page=18446744073709551615", "/pools?page=99999999"] {
+        let r = get(&format!("{base}{page}"), &[with_session]).await;
+        assert_eq!(r.status(), 200, "{page}");
+    }
     // A Host that is not this server's (DNS rebinding) gets nothing.
     let r = get(
         &format!("{base}/runs"),

@@ -59,6 +59,14 @@ try {
 
   await page.click('header nav >> text=Overview');
   await record('overview');
+  // The dark theme, as a browser set to it asks for it.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const dark = join(shots, 'overview-dark-desktop.png');
+  await page.screenshot({ path: dark, fullPage: true });
+  out.screenshots.push(dark);
+  out.darkBackground = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  await page.emulateMedia({ colorScheme: 'light' });
+  out.lightBackground = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   await page.click('header nav >> text=Drift');
   // The filter form, as a person would use it: any kind, then follow the resource link.
   await page.selectOption('select[name=kind]', '');
