@@ -35,6 +35,8 @@ use crate::store::ActorKind;
 #[path = "sse.rs"]
 mod sse;
 
+pub(crate) use sse::host_allowed;
+
 /// How the HTTP face is exposed and bounded.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {

@@ -108,18 +108,8 @@ impl SseSessions {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok());
-        let host_ok = host.is_some_and(|h| {
-            self.hosts.iter().any(|allowed| {
-                let (name, port) = match allowed.parse::<axum::http::uri::Authority>() {
-                    Ok(a) => (normal_host(a.host()), a.port_u16()),
-                    Err(_) => (normal_host(allowed), None),
-                };
-                name == normal_host(h.host()) && port.is_none_or(|p| h.port_u16() == Some(p))
-            })
-        });
-        if !host_ok {
+            .or_else(|| uri.authority().map(|a| a.as_str()));
+        if !host.is_some_and(|h| host_allowed(&self.hosts, h)) {
             tracing::warn!("refused: Host header not allowed (possible DNS rebinding)");
             return Err("Host header not allowed\n");
         }
@@ -222,6 +212,21 @@ async fn message(
         return (StatusCode::NOT_FOUND, "no such session\n").into_response();
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// Whether `host` (a `Host` header: `name`, `name:port`, `[v6]:port`) is one of `allowed`
+/// (each a name, any port, or `name:port`), names compared without case.
+pub(crate) fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let Ok(h) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    allowed.iter().any(|allowed| {
+        let (name, port) = match allowed.parse::<axum::http::uri::Authority>() {
+            Ok(a) => (normal_host(a.host()), a.port_u16()),
+            Err(_) => (normal_host(allowed), None),
+        };
+        name == normal_host(h.host()) && port.is_none_or(|p| h.port_u16() == Some(p))
+    })
 }
 
 fn normal_host(host: &str) -> String {

@@ -19,7 +19,7 @@ use crate::validate::{self, did_you_mean};
 use serde_json::Value as Json;
 
 /// The kinds a tool can be asked about (every kind but Config, which is no resource).
-const KINDS: [Kind; 5] = [
+pub(crate) const KINDS: [Kind; 5] = [
     Kind::Pool,
     Kind::Device,
     Kind::DhcpReservation,

@@ -24,7 +24,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::mcp::http::{canonical, Cidr};
+use crate::mcp::http::{canonical, host_allowed, Cidr};
 use crate::mcp::{Client, LabServer};
 use crate::store::ActorKind;
 use auth::{Access, AccessOptions, Viewer};
@@ -129,17 +129,6 @@ async fn guard(
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
-}
-
-/// Whether `host` (a `Host` header: `name`, `name:port`, `[v6]:port`) is one of `allowed`.
-fn host_allowed(allowed: &[String], host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
-    };
-    allowed
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
 }
 
 /// Pages need a viewer: without one, the login form, which comes back here.

@@ -416,13 +416,7 @@ pub async fn drift(
     };
     let prev = (page > 1).then(|| link(page - 1));
     let next = (page * PAGE < matching.len()).then(|| link(page + 1));
-    let kinds = [
-        Kind::Pool,
-        Kind::Device,
-        Kind::DhcpReservation,
-        Kind::Route,
-        Kind::McpServer,
-    ];
+    let kinds = tools::KINDS;
     let body = html! {
         h1 { "Drift" }
         form.filters method="get" action="/drift" {
