@@ -110,7 +110,7 @@ impl Access {
 
     fn proxy_user(&self, peer: IpAddr, headers: &HeaderMap) -> Option<String> {
         let header = self.options.user_header.as_ref()?;
-        if !self.options.proxies.iter().any(|c| c.contains(peer)) {
+        if !self.trusted(peer) {
             return None;
         }
         let value = headers.get(header)?.to_str().ok()?.trim();
@@ -174,11 +174,16 @@ impl Access {
         !self.options.tokens.is_empty()
     }
 
+    /// Whether `peer` is a trusted reverse proxy.
+    pub fn trusted(&self, peer: IpAddr) -> bool {
+        self.options.proxies.iter().any(|c| c.contains(peer))
+    }
+
     /// Whether the request came through a trusted proxy that says it was HTTPS: the
     /// session cookie is then `Secure`. A direct plain-HTTP listener cannot set it (the
     /// browser would never send the cookie back).
     pub fn secure(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
-        self.options.proxies.iter().any(|c| c.contains(peer))
+        self.trusted(peer)
             && headers
                 .get("x-forwarded-proto")
                 .and_then(|v| v.to_str().ok())

@@ -169,10 +169,17 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Where to go after logging in: a path of this site, never another origin.
+/// Where to go after logging in: a path of this site, never another origin, and nothing a
+/// `Location` header cannot carry (a path from a request is percent-encoded already).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            p.to_string()
+        }
         _ => "/".into(),
     }
 }
@@ -226,9 +233,9 @@ async fn login(
 ) -> Response {
     let ip = canonical(peer.ip());
     let next = local_path(form.next.as_deref());
-    let csrf_ok = auth::cookie(&headers, auth::CSRF_COOKIE)
-        .is_some_and(|c| auth::same(c, &form.csrf))
-        && same_origin(&headers);
+    let csrf_ok = !form.csrf.is_empty()
+        && auth::cookie(&headers, auth::CSRF_COOKIE).is_some_and(|c| auth::same(c, &form.csrf))
+        && same_origin(&headers, web.access.trusted(ip));
     if !csrf_ok {
         return login_page(
             &web,
@@ -278,15 +285,23 @@ async fn login(
     response
 }
 
-/// A browser's `Origin`, when it sends one, names this site (the `Host` asked for).
-fn same_origin(headers: &HeaderMap) -> bool {
+/// A browser's `Origin`, when it sends one, names this site: the `Host` asked for, or behind
+/// a trusted proxy (`via_proxy`) the `X-Forwarded-Host` it names, as a proxy that rewrites
+/// `Host` for its upstream (nginx's default) sends.
+fn same_origin(headers: &HeaderMap, via_proxy: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let value = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let forwarded = value(header::HeaderName::from_static("x-forwarded-host"))
+        .filter(|_| via_proxy)
+        .and_then(|f| f.split(',').next())
+        .map(str::trim);
+    let host = forwarded.or(value(header::HOST)).unwrap_or("");
     let authority = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));
@@ -305,7 +320,7 @@ async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Response {
     let ip = canonical(peer.ip());
-    if !same_origin(&headers) {
+    if !same_origin(&headers, web.access.trusted(ip)) {
         return (StatusCode::FORBIDDEN, "a form of another site\n").into_response();
     }
     let Some(name) = web.access.logout(&headers, &form.csrf) else {
@@ -357,6 +372,7 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil")), "/");
+        assert_eq!(local_path(Some("/drift\r\nSet-Cookie: x=1")), "/");
         assert_eq!(local_path(None), "/");
     }
 
@@ -364,18 +380,23 @@ mod tests {
     fn a_form_from_another_origin_is_refused() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(same_origin(&h));
+        assert!(same_origin(&h, false));
+        let origin = |h: &mut HeaderMap, o: &'static str| {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        };
+        origin(&mut h, "http://127.0.0.1:8080");
+        assert!(same_origin(&h, false));
+        origin(&mut h, "http://evil.example");
+        assert!(!same_origin(&h, false));
+        origin(&mut h, "null");
+        assert!(!same_origin(&h, false));
+        // Behind a proxy that rewrites Host: its X-Forwarded-Host, believed from it only.
+        origin(&mut h, "https://labctl.lab.example");
         h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:8080"),
+            "x-forwarded-host",
+            HeaderValue::from_static("labctl.lab.example"),
         );
-        assert!(same_origin(&h));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://evil.example"),
-        );
-        assert!(!same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!same_origin(&h));
+        assert!(same_origin(&h, true));
+        assert!(!same_origin(&h, false));
     }
 }

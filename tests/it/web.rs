@@ -356,6 +356,10 @@ async fn pages_need_a_session_a_form_of_this_site_or_a_trusted_proxy() {
     let cookie = ("cookie", csrf_cookie.as_str());
     let r = post(&login, &[], &form(READ_TOKEN, "/runs")).await;
     assert_eq!(r.status(), 403);
+    // An empty value matches an empty cookie (one a neighbouring site might plant): refused.
+    let empty = [("token", READ_TOKEN), ("csrf", ""), ("next", "/")];
+    let r = post(&login, &[("cookie", "labctl_csrf=")], &empty).await;
+    assert_eq!(r.status(), 403);
     let r = post(
         &login,
         &[cookie, ("origin", "http://evil.example")],
