@@ -804,7 +804,6 @@ pub(crate) fn node_and_sdk() -> Option<std::path::PathBuf> {
 
 /// Runs tests/npm/sdk-client.mjs (the official TypeScript SDK's client) against `url` with
 /// `token`, calling `calls` (`[[tool, args], …]`), with `env` for its other modes; its report.
-/// A failed run fails the test with the client's output and the server's log.
 pub(crate) fn sdk_client(
     npm: &Path,
     url: &str,
@@ -813,12 +812,30 @@ pub(crate) fn sdk_client(
     env: &[(&str, String)],
     server: &Server,
 ) -> Json {
+    let mut env: Vec<(&str, String)> = env.to_vec();
+    env.push(("LABCTL_TEST_TOKEN", token.to_string()));
+    node_report(
+        npm,
+        "sdk-client.mjs",
+        &[url, &calls.to_string()],
+        &env,
+        server,
+    )
+}
+
+/// Runs the script `script` of tests/npm with `args` and `env`; the JSON it prints. A failed
+/// run fails the test with the script's output and the server's log.
+pub(crate) fn node_report(
+    npm: &Path,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    server: &Server,
+) -> Json {
     let out = Command::new("node")
-        .arg(npm.join("sdk-client.mjs"))
-        .arg(url)
-        .arg(calls.to_string())
+        .arg(npm.join(script))
+        .args(args)
         .current_dir(npm)
-        .env("LABCTL_TEST_TOKEN", token)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();

@@ -4,9 +4,8 @@
 //! playwright-core) and, for the access rules, by plain HTTP requests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::mcp_http::{base, Server, READ_TOKEN};
+use crate::mcp_http::{base, node_report, Server, READ_TOKEN};
 use crate::support::cli::write;
 use crate::support::git::commit_all;
 use crate::support::lab::{reconcile_once, reconciled_lab};
@@ -57,22 +56,13 @@ async fn a_person_logs_in_follows_the_pages_from_overview_to_run_and_logs_out() 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&lab.db, dir.path(), &[]);
     let shots = screenshot_dir();
-    let out = Command::new("node")
-        .arg(npm.join("web.mjs"))
-        .arg(base(&server))
-        .arg(READ_TOKEN)
-        .arg(&shots)
-        .current_dir(&npm)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.logs()
+    let seen = node_report(
+        &npm,
+        "web.mjs",
+        &[&base(&server), READ_TOKEN, shots.to_str().unwrap()],
+        &[],
+        &server,
     );
-    let seen: Json = serde_json::from_slice(&out.stdout).unwrap();
     let page = |name: &str| &seen["pages"][name];
     let text = |name: &str| page(name)["text"].as_str().unwrap_or_default().to_string();
 
