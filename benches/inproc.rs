@@ -242,29 +242,21 @@ fn benches(c: &mut Criterion) {
             let samples = Mutex::new(Vec::new());
             group.bench_function(BenchmarkId::new(*name, &b.label), |t| {
                 t.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        let mut taken = Vec::with_capacity(iters as usize);
-                        for i in 0..iters as usize {
-                            let started = Instant::now();
-                            let answer = b.server.call(tool, args(i)).await;
-                            let took = started.elapsed();
+                    rt.block_on(timed(
+                        iters,
+                        &samples,
+                        |i| b.server.call(tool, args(i)),
+                        |answer| {
                             if let Err(e) = answer {
                                 panic!("{tool} failed: {e}");
                             }
-                            total += took;
-                            taken.push(took);
-                        }
-                        samples.lock().unwrap().extend(taken);
-                        total
-                    })
+                        },
+                    ))
                 })
             });
-            let mut all = samples.into_inner().unwrap();
-            if all.is_empty() {
+            let Some(all) = sorted(samples) else {
                 continue; // left out by a filter
-            }
-            all.sort();
+            };
             println!(
                 "mcp/{name}/{}: {} calls, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
                 b.label,
@@ -295,26 +287,20 @@ fn benches(c: &mut Criterion) {
             let bytes = Mutex::new(0usize);
             group.bench_function(BenchmarkId::new(path, &b.label), |t| {
                 t.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let started = Instant::now();
-                            let (status, body) = get_page(&router, path).await;
-                            let took = started.elapsed();
+                    rt.block_on(timed(
+                        iters,
+                        &samples,
+                        |_| get_page(&router, path),
+                        |(status, body)| {
                             assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
                             *bytes.lock().unwrap() = body.len();
-                            total += took;
-                            samples.lock().unwrap().push(took);
-                        }
-                        total
-                    })
+                        },
+                    ))
                 })
             });
-            let mut all = samples.into_inner().unwrap();
-            if all.is_empty() {
+            let Some(all) = sorted(samples) else {
                 continue; // left out by a filter
-            }
-            all.sort();
+            };
             println!(
                 "web{path}/{}: {} renders, {} bytes, p50 {:.2} ms, p99 {:.2} ms",
                 b.label,
@@ -326,6 +312,33 @@ fn benches(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// Runs `call(i)` for `iters` iterations, timing each call alone (what it answers is judged by
+/// `check` outside the timing): the total time, and each call's in `samples`.
+async fn timed<T, F: std::future::Future<Output = T>>(
+    iters: u64,
+    samples: &Mutex<Vec<Duration>>,
+    mut call: impl FnMut(usize) -> F,
+    mut check: impl FnMut(T),
+) -> Duration {
+    let mut taken = Vec::with_capacity(iters as usize);
+    for i in 0..iters as usize {
+        let started = Instant::now();
+        let answer = call(i).await;
+        taken.push(started.elapsed());
+        check(answer);
+    }
+    let total = taken.iter().sum();
+    samples.lock().unwrap().extend(taken);
+    total
+}
+
+/// Every time taken, sorted; `None` when nothing ran (a filter left it out).
+fn sorted(samples: Mutex<Vec<Duration>>) -> Option<Vec<Duration>> {
+    let mut all = samples.into_inner().unwrap();
+    all.sort();
+    (!all.is_empty()).then_some(all)
 }
 
 /// GET `path` of `router` from a loopback client: status and body.
