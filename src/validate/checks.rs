@@ -15,13 +15,13 @@ use crate::model::{
 
 /// Documents of one repository, split by kind, each with its parse record.
 struct Docs<'a> {
-    parsing: &'a Parsing,
-    pools: Vec<(&'a Parsed, &'a PoolDoc)>,
-    devices: Vec<(&'a Parsed, &'a DeviceDoc)>,
-    reservations: Vec<(&'a Parsed, &'a DhcpReservationDoc)>,
-    routes: Vec<(&'a Parsed, &'a RouteDoc)>,
-    mcp: Vec<(&'a Parsed, &'a McpServerDoc)>,
-    config: Vec<(&'a Parsed, &'a ConfigDoc)>,
+    parsing: &'a Parsing<'a>,
+    pools: Vec<(&'a Parsed<'a>, &'a PoolDoc)>,
+    devices: Vec<(&'a Parsed<'a>, &'a DeviceDoc)>,
+    reservations: Vec<(&'a Parsed<'a>, &'a DhcpReservationDoc)>,
+    routes: Vec<(&'a Parsed<'a>, &'a RouteDoc)>,
+    mcp: Vec<(&'a Parsed<'a>, &'a McpServerDoc)>,
+    config: Vec<(&'a Parsed<'a>, &'a ConfigDoc)>,
 }
 
 impl<'a> Docs<'a> {
@@ -363,7 +363,7 @@ fn reservations(docs: &Docs, diags: &mut Vec<Diagnostic>) {
 
 /// Who claims an address: a reservation, or a device's interface.
 struct Claim<'a> {
-    parsed: &'a Parsed,
+    parsed: &'a Parsed<'a>,
     field: String,
     ip: Option<Ipv4Addr>,
     mac: Option<MacAddress>,
@@ -754,7 +754,7 @@ fn routes(docs: &Docs, diags: &mut Vec<Diagnostic>) {
                         },
                     )
                     .related(
-                        first.at(if first.spans.has("spec.host") {
+                        first.at(if first.spans().has("spec.host") {
                             "spec.host"
                         } else {
                             "spec.rule"

@@ -154,7 +154,7 @@ fn assemble(parsed: Vec<Parsed>) -> DesiredState {
     for p in parsed {
         let origin = Origin {
             file: p.file,
-            line: p.spans.start.line,
+            line: p.start.line,
         };
         match p.doc {
             AnyDoc::Pool(doc) => state.pools.push(Located { doc: *doc, origin }),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
 use super::diagnostic::{Diagnostic, Location};
-use super::spans::{self, DocSpans, Pos};
+use super::spans::{self, DocAt, DocSpans, FileSpans, Pos};
 use super::suggest::did_you_mean;
 use crate::model::{
     ConfigDoc, DeviceDoc, DhcpReservationDoc, Kind, McpServerDoc, Metadata, PoolDoc, RouteDoc,
@@ -62,13 +62,20 @@ impl AnyDoc {
 
 /// A document that parsed, with where it came from.
 #[derive(Debug, Clone)]
-pub struct Parsed {
+pub struct Parsed<'t> {
     pub file: String,
-    pub spans: DocSpans,
+    /// Where the document's content starts.
+    pub start: Pos,
+    at: DocAt<'t>,
     pub doc: AnyDoc,
 }
 
-impl Parsed {
+impl Parsed<'_> {
+    /// Positions within the document (its file is indexed at the first call).
+    pub fn spans(&self) -> &DocSpans {
+        self.at.spans()
+    }
+
     /// `Kind/name`, as diagnostics name documents.
     pub fn ident(&self) -> String {
         format!("{}/{}", self.doc.kind(), self.doc.name())
@@ -76,12 +83,12 @@ impl Parsed {
 
     /// Location of the value at `path`.
     pub fn at(&self, path: &str) -> Location {
-        Location::new(&self.file, self.spans.value(path))
+        Location::new(&self.file, self.spans().value(path))
     }
 
     /// Location of the key at `path`.
     pub fn key_at(&self, path: &str) -> Location {
-        Location::new(&self.file, self.spans.key(path))
+        Location::new(&self.file, self.spans().key(path))
     }
 
     /// An error about the field `path` of this document.
@@ -108,8 +115,8 @@ impl Parsed {
 
 /// What the files of a repository yielded.
 #[derive(Debug, Default)]
-pub struct Parsing {
-    pub docs: Vec<Parsed>,
+pub struct Parsing<'t> {
+    pub docs: Vec<Parsed<'t>>,
     /// Documents whose kind (and maybe name) is known but which did not parse. Checks treat
     /// references to them as unconfirmable rather than wrong, so one typo does not cascade
     /// into invented errors elsewhere.
@@ -121,7 +128,7 @@ pub struct Parsing {
     pub over_total: bool,
 }
 
-impl Parsing {
+impl Parsing<'_> {
     /// True when a document of `kind` failed to parse (with that name, or with no name known).
     pub fn failed(&self, kind: Kind, name: &str) -> bool {
         self.failed
@@ -137,24 +144,33 @@ impl Parsing {
 /// Parses every document of `file` into `out`, appending problems to `diags`, up to the
 /// document limits: a file with more is an error, and its documents past the limit are not
 /// read.
-pub fn parse_file(
-    file: &SourceFile,
+pub fn parse_file<'t>(
+    file: &'t SourceFile,
     limits: &Limits,
-    out: &mut Parsing,
+    out: &mut Parsing<'t>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let room = limits.documents.saturating_sub(out.seen);
     let max = limits.documents_per_file.min(room);
-    // One more than may be parsed, to point at the first document over the limit.
-    let mut spans = spans::index(&file.text, max.saturating_add(1)).into_iter();
+    // One more than may be parsed, to point at the first document over the limit. Indexed only
+    // when a position is asked for: a diagnostic, or a start the lines alone do not give.
+    let spans = FileSpans::new(&file.text, max.saturating_add(1));
+    let first = out.docs.len();
+    // Documents serde_yaml read, and whether it read the file to its end.
+    let (mut read, mut whole) = (0, true);
     // The file's documents read again from its text, for those the value does not type: made
     // at the first such document and only advanced, so a file of them is read twice in all,
     // not once more per document. (The index of the next document it yields, and it.)
     let mut again: Option<(usize, serde_yaml::Deserializer)> = None;
     for (i, de) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
-        let doc_spans = spans.next().unwrap_or_default();
+        read = i + 1;
+        let at = DocAt {
+            file: spans.clone(),
+            index: i,
+        };
         if i == max {
-            diags.push(too_many_documents(&file.path, &doc_spans, limits, room));
+            whole = false;
+            diags.push(too_many_documents(&file.path, at.spans(), limits, room));
             out.failed.extend(Kind::ALL.map(|k| (k, None)));
             out.over_total |= room <= limits.documents_per_file;
             break;
@@ -164,19 +180,20 @@ pub fn parse_file(
             Ok(v) => v,
             Err(e) => {
                 let fatal = !e.to_string().contains("duplicate entry");
-                let ident = match doc_spans.identity() {
+                let ident = match at.spans().identity() {
                     (Some(k), Some(n)) if !fatal => Some(format!("{k}/{n}")),
                     _ => None,
                 };
-                diags.push(yaml_error(&file.path, &e, &doc_spans, ident));
+                diags.push(yaml_error(&file.path, &e, at.spans(), ident));
                 if fatal {
+                    whole = false;
                     // After a syntax error serde_yaml repeats the same error for every later
                     // "document": the rest of the file cannot be read, and what it declares
                     // is unknown.
                     out.failed.extend(Kind::ALL.map(|k| (k, None)));
                     break;
                 }
-                if let (Some(kind), name) = doc_spans.identity() {
+                if let (Some(kind), name) = at.spans().identity() {
                     let kind = Kind::parse(kind).or_else(|| likely_kind(kind));
                     out.failed
                         .extend(kind.map(|k| (k, name.map(str::to_string))));
@@ -192,7 +209,7 @@ pub fn parse_file(
             .and_then(|m| m.get("name"))
             .and_then(Yaml::as_str)
             .map(str::to_string);
-        let (kind, usable) = header(&file.path, &value, &doc_spans, diags);
+        let (kind, usable) = header(&file.path, &value, &at, diags);
         let Some(kind) = kind else {
             // A misspelt kind: references to the kind it was meant to be cannot be confirmed.
             if let Some(k) = value
@@ -224,7 +241,8 @@ pub fn parse_file(
             Ok(doc) => {
                 let parsed = Parsed {
                     file: file.path.clone(),
-                    spans: doc_spans,
+                    start: Pos::default(),
+                    at,
                     doc,
                 };
                 check_name(&parsed, diags);
@@ -232,10 +250,19 @@ pub fn parse_file(
                 out.docs.push(parsed);
             }
             Err(e) => {
-                diags.push(yaml_error(&file.path, &e, &doc_spans, Some(ident)));
+                diags.push(yaml_error(&file.path, &e, at.spans(), Some(ident)));
                 out.failed.push((kind, name));
             }
         }
+    }
+    // The starts read from the lines hold when they count the documents serde_yaml read and
+    // give one to each that it typed.
+    let quick = spans::starts(&file.text)
+        .filter(|s| whole && s.len() == read)
+        .filter(|s| out.docs[first..].iter().all(|p| s[p.at.index].is_some()));
+    for p in &mut out.docs[first..] {
+        let start = quick.as_ref().and_then(|s| s[p.at.index]);
+        p.start = start.unwrap_or_else(|| p.spans().start);
     }
 }
 
@@ -290,17 +317,18 @@ fn too_many_documents(file: &str, at: &DocSpans, limits: &Limits, room: usize) -
 fn header(
     file: &str,
     value: &Yaml,
-    spans: &DocSpans,
+    doc: &DocAt,
     diags: &mut Vec<Diagnostic>,
 ) -> (Option<Kind>, bool) {
-    let at = |path: &str| Location::new(file, spans.value(path));
+    let at = |path: &str| Location::new(file, doc.spans().value(path));
+    let start = || Location::new(file, doc.spans().start);
     if !value.is_mapping() {
         diags.push(
             Diagnostic::error(
                 "not-a-document",
                 "a document must be a mapping with apiVersion, kind, metadata and spec",
             )
-            .at(Location::new(file, spans.start)),
+            .at(start()),
         );
         return (None, false);
     }
@@ -309,7 +337,7 @@ fn header(
         None => {
             diags.push(
                 Diagnostic::error("missing-field", "missing field `apiVersion`")
-                    .at(Location::new(file, spans.start))
+                    .at(start())
                     .field("apiVersion")
                     .help(format!(
                         "add `apiVersion: {API_VERSION}` at the top of the document"
@@ -335,7 +363,7 @@ fn header(
         None => {
             diags.push(
                 Diagnostic::error("missing-field", "missing field `kind`")
-                    .at(Location::new(file, spans.start))
+                    .at(start())
                     .field("kind")
                     .help(kinds_help(None)),
             );
@@ -598,14 +626,15 @@ fn friendly_types(message: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> (Vec<Parsed>, Vec<String>) {
-        let file = SourceFile {
+    fn parse(text: &str) -> (Vec<Parsed<'static>>, Vec<String>) {
+        // The documents borrow their file for positions; a test's few bytes may stay.
+        let file = Box::leak(Box::new(SourceFile {
             path: "devices/x.yaml".into(),
             text: text.into(),
-        };
+        }));
         let mut out = Parsing::default();
         let mut diags = Vec::new();
-        parse_file(&file, &Limits::default(), &mut out, &mut diags);
+        parse_file(file, &Limits::default(), &mut out, &mut diags);
         (out.docs, diags.iter().map(Diagnostic::summary).collect())
     }
 
@@ -617,7 +646,7 @@ mod tests {
         let (docs, diags) = parse(&text);
         assert_eq!(diags, Vec::<String>::new());
         assert_eq!(docs.len(), 2);
-        assert_eq!(docs[1].spans.start.line, 11);
+        assert_eq!(docs[1].start.line, 11);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! serde_yaml reports where a *failed* deserialisation happened, but cross-document checks run
 //! on values that parsed fine and still need to point at their exact line.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
+
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
@@ -303,6 +306,113 @@ impl MarkedEventReceiver for Indexer {
     }
 }
 
+/// The position index of one file, built the first time a position in it is asked for. A
+/// document that passes every check needs none (its start comes from [`starts`]), and the index
+/// is a second full scan of the text: it was a third of validation's time and the largest
+/// thing validation held.
+#[derive(Debug)]
+pub struct FileSpans<'t> {
+    text: &'t str,
+    max_docs: usize,
+    docs: OnceCell<Vec<DocSpans>>,
+}
+
+impl<'t> FileSpans<'t> {
+    /// The index of the first `max_docs` documents of `text`, not built yet.
+    pub fn new(text: &'t str, max_docs: usize) -> Rc<Self> {
+        Rc::new(FileSpans {
+            text,
+            max_docs,
+            docs: OnceCell::new(),
+        })
+    }
+
+    /// The positions in document `i` (none, for a document past the index).
+    pub fn doc(&self, i: usize) -> &DocSpans {
+        self.docs
+            .get_or_init(|| index(self.text, self.max_docs))
+            .get(i)
+            .unwrap_or(&NO_SPANS)
+    }
+}
+
+/// One document of a file whose index is built on demand.
+#[derive(Debug, Clone)]
+pub struct DocAt<'t> {
+    pub file: Rc<FileSpans<'t>>,
+    pub index: usize,
+}
+
+impl DocAt<'_> {
+    /// The document's positions; the first call on a file indexes the whole file.
+    pub fn spans(&self) -> &DocSpans {
+        self.file.doc(self.index)
+    }
+}
+
+static NO_SPANS: DocSpans = DocSpans {
+    start: Pos { line: 0, column: 0 },
+    paths: String::new(),
+    fields: Vec::new(),
+    kind: None,
+    name: None,
+};
+
+/// Where each document of `text` starts, read from its lines alone: one entry per document,
+/// `None` for an empty one. This answers only for the plain shape that labctl writes and
+/// documents: documents separated by bare `---` lines (a comment may follow), each starting
+/// with a plain key in the first column, lines ending in LF or CRLF. Anything else (a
+/// directive, `...`, content on a `---` line, a document that starts indented or with a quote,
+/// flow or sequence, other line breaks, a byte-order mark) gives `None`, and the caller asks
+/// the full index. The caller also checks that the documents counted here are the ones the
+/// YAML parser read.
+pub fn starts(text: &str) -> Option<Vec<Option<Pos>>> {
+    const BREAKS: [char; 3] = ['\u{85}', '\u{2028}', '\u{2029}'];
+    let marker = |line: &str, m: &str| {
+        line.starts_with(m) && matches!(line.as_bytes().get(3), None | Some(b' ' | b'\t'))
+    };
+    let mut docs: Vec<Option<Pos>> = Vec::new();
+    let mut open = false;
+    for (n, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let odd = !line.is_ascii() && (line.starts_with('\u{feff}') || line.contains(BREAKS));
+        if odd || line.contains('\r') {
+            return None;
+        }
+        if marker(line, "---") {
+            let rest = line[3..].trim_start_matches([' ', '\t']);
+            if !(rest.is_empty() || rest.starts_with('#')) {
+                return None;
+            }
+            docs.push(None);
+            open = true;
+            continue;
+        }
+        if marker(line, "...") || line.starts_with('%') {
+            return None;
+        }
+        let content = line.trim_start_matches([' ', '\t']);
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        if !open {
+            docs.push(None);
+            open = true;
+        }
+        let start = docs.last_mut().expect("a document is open");
+        if start.is_none() {
+            if !line.as_bytes()[0].is_ascii_alphanumeric() {
+                return None;
+            }
+            *start = Some(Pos {
+                line: n + 1,
+                column: 1,
+            });
+        }
+    }
+    Some(docs)
+}
+
 /// Indexes the first `max_docs` documents of `text`. On a syntax error, returns the documents
 /// indexed so far: the syntax error itself is reported from serde_yaml's parse, which is
 /// authoritative.
@@ -369,6 +479,63 @@ spec: {parent: homelab, type: compute}
                 column: 1
             }
         );
+    }
+
+    /// The line scan either declines or names the starts the full index finds, document for
+    /// document: on edge cases, and on every YAML file of the example repository and the tests.
+    #[test]
+    fn starts_from_lines_agree_with_the_index_or_decline() {
+        let edge = [
+            "# c\napiVersion: x\nkind: Pool\n",
+            "---\nkind: Pool\n---\n# only a comment\n---\nkind: Device\n",
+            "kind: Pool\n---\n",
+            "kind: Pool\r\n---\r\n\r\nkind: Device\r\n",
+            "--- # first\n\n  # indented comment\nkind: Pool\n",
+            "kind: Pool\ndesc: |\n  ---\n  text\n---\nkind: Device\n",
+            "kind: Pool\nnote: >-\n  a\n\n--- \nkind: Device\n",
+            "---\n---\nkind: Pool\n",
+            "--- {kind: Pool}\n",
+            "%YAML 1.2\n---\nkind: Pool\n",
+            "kind: Pool\n...\n---\nkind: Device\n",
+            "  kind: Pool\n  spec: {}\n",
+            "\"kind\": Pool\n",
+            "kind: Pool\rkind: Device\n",
+            "\u{feff}kind: Pool\n",
+            "kind: Pool\u{2028}kind: Device\n",
+            "- a\n- b\n",
+        ];
+        let mut texts: Vec<String> = edge.iter().map(|s| s.to_string()).collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut dirs = vec![root.join("repo-layout"), root.join("tests")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                    texts.push(std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        assert!(texts.len() > 30, "the repository's YAML files were found");
+        let mut answered = 0;
+        for text in &texts {
+            let Some(quick) = starts(text) else { continue };
+            answered += 1;
+            let full = index(text, usize::MAX);
+            assert_eq!(quick.len(), full.len(), "{text:?}");
+            for (q, f) in quick.iter().zip(&full) {
+                if let Some(q) = q {
+                    assert_eq!(*q, f.start, "{text:?}");
+                }
+            }
+        }
+        // The plain shapes are answered from their lines; the rest is declined.
+        assert!(answered > texts.len() / 2, "{answered} of {}", texts.len());
+        for declined in &edge[8..] {
+            assert_eq!(starts(declined), None, "{declined:?}");
+        }
+        assert_eq!(starts(TEXT).unwrap().len(), 2);
     }
 
     #[test]
