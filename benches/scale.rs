@@ -2,7 +2,7 @@
 //! against a real Kea holding the reservations and the Proxmox VE fixture holding the guests,
 //! each with a share drifted. For each size and layout it times `validate`, `plan`, a first
 //! `reconcile --once` and a second one with nothing changed (SQLite store), and reads each
-//! command's peak RSS from the kernel (`wait4`). Kea's own `config-get` time is measured apart.
+//! command's peak RSS from the kernel (`wait4`, in a small spawner: see `measure`). Kea's own `config-get` time is measured apart.
 //!
 //! `cargo bench --bench scale -- [--reservations 1000,10000,100000] [--layout per-file|grouped|both]
 //! [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS'] [--write DIR] [--unchanged-runs 10]
@@ -58,34 +58,80 @@ struct Cost {
 
 /// Runs `cmd` to its end, its output in `log`, and reads its peak RSS and CPU time from the
 /// kernel as it is reaped.
-// The child is reaped by wait4, which std's `Child::wait` cannot do with its rusage.
-#[allow(clippy::zombie_processes)]
-fn measure(cmd: &mut Command, log: &Path) -> Cost {
+///
+/// Not spawned from this process: a child runs in its parent's memory until it execs, and the
+/// kernel counts that memory's peak into the child's `ru_maxrss`. At 100k this harness holds
+/// about 370 MB (the lab it wrote, Kea's configuration), which then stood in for the figure
+/// of every command that used less. So this binary is started again as a small spawner
+/// ([`spawner`]), which runs `cmd` and reports what `wait4` said of it.
+fn measure(cmd: &Command, log: &Path) -> Cost {
     let out = std::fs::File::create(log).unwrap();
+    let report = log.with_extension("rusage");
+    let mut spawner = Command::new(std::env::current_exe().unwrap());
+    spawner
+        .arg(SPAWNER)
+        .arg(&report)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => spawner.env(key, v),
+            None => spawner.env_remove(key),
+        };
+    }
     let started = Instant::now();
-    let child = cmd
+    let status = spawner
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
+        .status()
+        .expect("the spawner starts");
+    let wall = started.elapsed();
+    assert!(status.success(), "the spawner failed: {status}");
+    let text = std::fs::read_to_string(&report).expect("the spawner's report");
+    let [rss, cpu_us, code]: [i64; 3] = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("three numbers");
+    Cost {
+        wall,
+        peak_rss_kb: rss,
+        cpu: Duration::from_micros(cpu_us as u64),
+        code: code as i32,
+    }
+}
+
+/// The first argument that makes this binary the spawner of [`measure`].
+const SPAWNER: &str = "--spawn-and-report";
+
+/// `SPAWNER REPORT PROGRAM ARGS...`: runs the program, reaps it with `wait4` and writes its
+/// peak RSS (KiB), CPU time (µs) and exit code to REPORT.
+// The child is reaped by wait4, which std's `Child::wait` cannot do with its rusage.
+#[allow(clippy::zombie_processes)]
+fn spawner(mut args: impl Iterator<Item = String>) -> ! {
+    let report = args.next().expect("a report path");
+    let program = args.next().expect("a program");
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
         .spawn()
-        .expect("labctl starts");
+        .expect("the measured program starts");
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value to be written into; the pid is our child's.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(reaped, child.id() as i32, "wait4");
-    let wall = started.elapsed();
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Cost {
-        wall,
-        peak_rss_kb: usage.ru_maxrss,
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        code: if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        },
-    }
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let cpu = us(usage.ru_utime) + us(usage.ru_stime);
+    std::fs::write(&report, format!("{} {cpu} {code}", usage.ru_maxrss)).unwrap();
+    std::process::exit(0)
 }
 
 fn list(name: &str, default: &str) -> Vec<String> {
@@ -98,8 +144,15 @@ fn list(name: &str, default: &str) -> Vec<String> {
     value.split(',').map(str::to_string).collect()
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(SPAWNER) {
+        spawner(args);
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(bench());
+}
+
+async fn bench() {
     let sizes: Vec<usize> = list("--reservations", "1000,10000,100000")
         .iter()
         .map(|s| s.parse().expect("--reservations takes numbers"))
@@ -182,7 +235,7 @@ async fn main() {
                     .env("NO_COLOR", "1")
                     .env_remove("DATABASE_URL");
                 let log = dir.path().join(format!("{name}.log"));
-                let cost = measure(&mut cmd, &log);
+                let cost = measure(&cmd, &log);
                 (cost, log)
             };
             let (validate, vlog) = run(&["validate", repo_arg], "validate");
