@@ -308,7 +308,7 @@ impl MarkedEventReceiver for Indexer {
 
 /// The position index of one file, built the first time a position in it is asked for. A
 /// document that passes every check needs none (its start comes from [`starts`]), and the index
-/// is a second full scan of the text: it was a third of validation's time and the largest
+/// is a second full scan of the text: it was a quarter of validation's time and the largest
 /// thing validation held.
 #[derive(Debug)]
 pub struct FileSpans<'t> {
@@ -372,7 +372,6 @@ pub fn starts(text: &str) -> Option<Vec<Option<Pos>>> {
         line.starts_with(m) && matches!(line.as_bytes().get(3), None | Some(b' ' | b'\t'))
     };
     let mut docs: Vec<Option<Pos>> = Vec::new();
-    let mut open = false;
     for (n, line) in text.split('\n').enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let odd = !line.is_ascii() && (line.starts_with('\u{feff}') || line.contains(BREAKS));
@@ -385,7 +384,6 @@ pub fn starts(text: &str) -> Option<Vec<Option<Pos>>> {
                 return None;
             }
             docs.push(None);
-            open = true;
             continue;
         }
         if marker(line, "...") || line.starts_with('%') {
@@ -395,9 +393,8 @@ pub fn starts(text: &str) -> Option<Vec<Option<Pos>>> {
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        if !open {
+        if docs.is_empty() {
             docs.push(None);
-            open = true;
         }
         let start = docs.last_mut().expect("a document is open");
         if start.is_none() {
