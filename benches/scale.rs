@@ -2,7 +2,8 @@
 //! against a real Kea holding the reservations and the Proxmox VE fixture holding the guests,
 //! each with a share drifted. For each size and layout it times `validate`, `plan`, a first
 //! `reconcile --once` and a second one with nothing changed (SQLite store), and reads each
-//! command's peak RSS from the kernel (`wait4`, in a small spawner: see `measure`). Kea's own `config-get` time is measured apart.
+//! command's peak RSS from the kernel (`wait4`, in a small spawner: see `measure`). Kea's own
+//! `config-get` time is measured apart.
 //!
 //! `cargo bench --bench scale -- [--reservations 1000,10000,100000] [--layout per-file|grouped|both]
 //! [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS'] [--write DIR] [--unchanged-runs 10]
@@ -11,8 +12,9 @@
 //! `LABCTL_BENCH_BIN` names another labctl binary to measure (say, one built with
 //! `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only` for a profile with line numbers).
 //! `--wrap` runs the first reconcile under a profiler (`heaptrack -o /tmp/h`, `perf record -g
-//! -o /tmp/p`); its peak RSS is then the profiler's and the program's. `--write DIR` only writes each repository (committed, with no providers) below DIR, for
-//! profiling `labctl validate` by hand.
+//! -o /tmp/p`); its peak RSS is then the profiler's and the program's. `--write DIR` only
+//! writes each repository (committed, with no providers) below DIR, for profiling `labctl
+//! validate` by hand.
 //!
 //! Then `labctl serve` on the same lab: its first run, and ten runs (`--unchanged-runs`) asked for over HTTP with
 //! nothing changed (the daemon keeps what a run concluded, so these record it again); each
@@ -79,24 +81,22 @@ fn measure(cmd: &Command, log: &Path) -> Cost {
             None => spawner.env_remove(key),
         };
     }
-    let started = Instant::now();
     let status = spawner
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .status()
         .expect("the spawner starts");
-    let wall = started.elapsed();
     assert!(status.success(), "the spawner failed: {status}");
     let text = std::fs::read_to_string(&report).expect("the spawner's report");
-    let [rss, cpu_us, code]: [i64; 3] = text
+    let [rss, cpu_us, code, wall_us]: [i64; 4] = text
         .split_whitespace()
         .map(|n| n.parse().unwrap())
         .collect::<Vec<_>>()
         .try_into()
-        .expect("three numbers");
+        .expect("four numbers");
     Cost {
-        wall,
+        wall: Duration::from_micros(wall_us as u64),
         peak_rss_kb: rss,
         cpu: Duration::from_micros(cpu_us as u64),
         code: code as i32,
@@ -107,12 +107,14 @@ fn measure(cmd: &Command, log: &Path) -> Cost {
 const SPAWNER: &str = "--spawn-and-report";
 
 /// `SPAWNER REPORT PROGRAM ARGS...`: runs the program, reaps it with `wait4` and writes its
-/// peak RSS (KiB), CPU time (µs) and exit code to REPORT.
+/// peak RSS (KiB), CPU time (µs), exit code and wall time (µs, from its start to its reaping:
+/// the spawner's own start-up is not in it) to REPORT.
 // The child is reaped by wait4, which std's `Child::wait` cannot do with its rusage.
 #[allow(clippy::zombie_processes)]
 fn spawner(mut args: impl Iterator<Item = String>) -> ! {
     let report = args.next().expect("a report path");
     let program = args.next().expect("a program");
+    let started = Instant::now();
     let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -122,6 +124,7 @@ fn spawner(mut args: impl Iterator<Item = String>) -> ! {
     // SAFETY: a zeroed rusage is a valid value to be written into; the pid is our child's.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let reaped = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = started.elapsed().as_micros();
     assert_eq!(reaped, child.id() as i32, "wait4");
     let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
     let code = if libc::WIFEXITED(status) {
@@ -130,7 +133,7 @@ fn spawner(mut args: impl Iterator<Item = String>) -> ! {
         -1
     };
     let cpu = us(usage.ru_utime) + us(usage.ru_stime);
-    std::fs::write(&report, format!("{} {cpu} {code}", usage.ru_maxrss)).unwrap();
+    std::fs::write(&report, format!("{} {cpu} {code} {wall}", usage.ru_maxrss)).unwrap();
     std::process::exit(0)
 }
 
