@@ -203,6 +203,12 @@ impl<W: Write> Writer<W> {
         write_value(value, &mut self.out);
     }
 
+    /// A value whose text is canonical already (made by [`canonical_json`]): written as it is.
+    pub fn canonical(&mut self, text: &str) {
+        self.separate();
+        self.put(text.as_bytes());
+    }
+
     /// One item as `serde_json` would make it a value (only plain data, string-keyed maps).
     pub fn serialize<T: Serialize + ?Sized>(&mut self, item: &T) {
         let value = serde_json::to_value(item).expect("plain data serialises to JSON");

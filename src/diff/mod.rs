@@ -434,19 +434,26 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                     rules,
                     can_apply,
                     declared_in,
-                    Some(&expected.fields),
+                    Some(&expected.fields.value()),
                     None,
                 ));
                 if can_apply {
                     repairs.push(Change::Create {
                         kind,
                         name: name.to_string(),
-                        fields: expected.fields.clone(),
+                        fields: expected.fields.value(),
                     });
                 }
             }
             Some(actual) => {
-                let mut diffs = differences(&expected.fields, &actual.fields, FIELDS);
+                // Equal texts are equal values: a resource that has not drifted is read no
+                // further than that.
+                let values = (expected.fields != actual.fields)
+                    .then(|| (expected.fields.value(), actual.fields.value()));
+                let mut diffs = match &values {
+                    Some((exp, act)) => differences(exp, act, FIELDS),
+                    None => Vec::new(),
+                };
                 // Fields that could not be read are unknown: not compared, and the resource
                 // is not changed on the strength of the rest.
                 let unknown_fields = unreadable_fields(kind, name);
@@ -459,13 +466,14 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                 let partial = !unknown_fields.is_empty();
                 // An update writes the expected fields, except ignored ones, which keep
                 // their live value (another system owns them).
-                let mut target = expected.fields.clone();
+                let mut target: Option<Json> = None;
                 let mut drifted = false;
                 for (path, exp, act) in diffs {
                     if let Some(reason) = rules.ignored(kind, name, &path) {
                         // `target` is the resource's fields: the path less its `spec.`.
                         let field = path.split_once('.').map_or("", |(_, f)| f);
-                        crate::jsondiff::set_path(&mut target, field, act.cloned());
+                        let target = target.get_or_insert_with(|| expected.fields.value());
+                        crate::jsondiff::set_path(target, field, act.cloned());
                         plan.ignored.push(Ignored {
                             kind,
                             name: name.to_string(),
@@ -497,7 +505,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
                     repairs.push(Change::Update {
                         kind,
                         name: name.to_string(),
-                        fields: target,
+                        fields: target.unwrap_or_else(|| expected.fields.value()),
                         key: actual.key.clone(),
                     });
                 }
@@ -523,7 +531,7 @@ fn diff_provider(input: &ProviderInput, rules: &Rules, plan: &mut Plan) {
             can_apply,
             declared_in,
             None,
-            Some(&actual.fields),
+            Some(&actual.fields.value()),
         ));
         if can_apply {
             repairs.push(Change::Delete {

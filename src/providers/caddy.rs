@@ -72,7 +72,7 @@ impl Factory for Plugin {
                 Some(Resource {
                     kind: Kind::Route,
                     name: r.doc.metadata.name.clone(),
-                    fields,
+                    fields: fields.into(),
                     key: None,
                 })
             })
@@ -226,7 +226,7 @@ impl CaddyProvider {
                         self.bad_response(&url, format!("HTTP {status}: {}", caddy_message(&body)))
                     );
                 }
-                let (body, value) = http::parse_json(body).await;
+                let (body, value) = http::parse_json::<serde_json::Value>(body).await;
                 let value = value.map_err(|e| self.bad_response(&url, format!("not JSON: {e}")))?;
                 let (routes, absent) = match value {
                     Json::Null => (Vec::new(), true),

@@ -251,7 +251,11 @@ pub(crate) async fn read_prefix(mut response: reqwest::Response, n: usize) -> Ve
 /// so the deadline around the call can end the call while it is parsed; and as the parse
 /// cannot be interrupted from outside, it reads through [`Interruptible`], which stops it at
 /// its next read once the call has been dropped (timed out), freeing what it had built.
-pub(crate) async fn parse_json(body: Vec<u8>) -> (Vec<u8>, Result<serde_json::Value, String>) {
+/// `T` is a `serde_json::Value`, or a `Box<RawValue>` for an answer too large to hold as one.
+pub(crate) async fn parse_json<T>(body: Vec<u8>) -> (Vec<u8>, Result<T, String>)
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
     if body.len() < PARSE_INLINE_BYTES {
         let parsed = serde_json::from_slice(&body).map_err(|e| e.to_string());
         return (body, parsed);
@@ -480,11 +484,11 @@ mod tests {
         body.extend(std::iter::repeat_n(&b"1,"[..], 400_000).flatten());
         body.extend_from_slice(b"2]");
         assert!(body.len() > PARSE_INLINE_BYTES);
-        let (back, parsed) = parse_json(body.clone()).await;
+        let (back, parsed) = parse_json::<serde_json::Value>(body.clone()).await;
         assert_eq!(back, body);
         let parsed = parsed.unwrap();
         assert_eq!(parsed.as_array().unwrap().len(), 400_001);
-        let (_, cut) = parse_json(body[..body.len() - 2].to_vec()).await;
+        let (_, cut) = parse_json::<serde_json::Value>(body[..body.len() - 2].to_vec()).await;
         let cut = cut.unwrap_err();
         assert!(cut.contains("EOF while parsing"), "{cut}");
 

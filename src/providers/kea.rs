@@ -9,13 +9,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Classify, Pinning, Reply};
-use super::shape::{At, ShapeError};
+use super::shape::{At, RawAt, ShapeError};
 use super::{
-    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Observation,
-    Provider, ProviderError, Resource, Severities, Severity,
+    derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Fields,
+    Observation, Provider, ProviderError, Resource, Severities, Severity,
 };
 use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress};
 
@@ -85,7 +86,7 @@ impl Factory for Plugin {
                 Resource {
                     kind: Kind::DhcpReservation,
                     name: r.doc.metadata.name.clone(),
-                    fields: Json::Object(fields),
+                    fields: Json::Object(fields).into(),
                     key: None,
                 }
             })
@@ -222,33 +223,39 @@ impl KeaProvider {
                 excerpt_bytes(&bytes)
             )));
         }
-        let (bytes, parsed) = http::parse_json(bytes).await;
-        let mut parsed = parsed
+        // Kept as text: config-get's arguments are the whole configuration, several times
+        // its size as a `Value`.
+        let (bytes, parsed) = http::parse_json::<Box<RawValue>>(bytes).await;
+        let parsed = parsed
             .map_err(|e| self.bad_response(format!("{command}: the answer is not JSON: {e}")))?;
+        drop(bytes);
+        let answer = format!("Kea {command}");
         // The agent answers with one element per service; a non-array means it refused the
         // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
-        let first = parsed
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(Json::as_object)
+        let first = RawAt::root(&answer, "", &parsed)
+            .items()
+            .ok()
+            .and_then(|answers| answers.into_iter().next())
+            .and_then(|first| first.object().ok())
             .ok_or_else(|| {
                 self.bad_response(format!(
                     "{command}: expected a JSON array of answers, got {}",
-                    excerpt_bytes(&bytes)
+                    excerpt_bytes(parsed.get().as_bytes())
                 ))
             })?;
-        let result = first.get("result").and_then(Json::as_i64).ok_or_else(|| {
-            self.bad_response(format!("{command}: the answer has no integer `result`"))
-        })?;
-        let answer = format!("Kea {command}");
-        let text = At::root(&answer, "", &parsed[0])
-            .opt_str("text")
+        let result = first
+            .get("result")
+            .and_then(|r| r.read(|at| at.i64()).ok())
+            .ok_or_else(|| {
+                self.bad_response(format!("{command}: the answer has no integer `result`"))
+            })?;
+        let text = first
+            .get("text")
+            .map(|t| t.read(|at| at.str().map(str::to_string)))
+            .transpose()
             .map_err(|e| self.shape_error(e))?
-            .unwrap_or_default()
-            .to_string();
-        drop(bytes);
-        // Taken, not copied: config-get's arguments are the whole configuration.
-        let arguments = parsed[0].get_mut("arguments").map(Json::take);
+            .unwrap_or_default();
+        let arguments = first.get("arguments").map(|a| a.raw().to_owned());
         Ok(Answer {
             result,
             text,
@@ -264,8 +271,8 @@ impl KeaProvider {
         http::transport_error(&self.name, &self.url, self.policy.timeout, e, classify)
     }
 
-    /// `config-get`: the running `Dhcp4` object.
-    async fn config_get(&self) -> Result<Json, ProviderError> {
+    /// `config-get`: the running `Dhcp4` object, as the text Kea sent.
+    async fn config_get(&self) -> Result<Box<RawValue>, ProviderError> {
         let answer = self.command("config-get", None).await?;
         if answer.result != RESULT_OK {
             return Err(self.bad_response(format!(
@@ -274,13 +281,15 @@ impl KeaProvider {
             )));
         }
         // Only `Dhcp4` is kept: newer Kea versions add a `hash` beside it, which is output only.
-        match answer
-            .arguments
-            .and_then(|mut a| a.get_mut("Dhcp4").map(Json::take))
-        {
-            Some(dhcp4) if dhcp4.is_object() => Ok(dhcp4),
-            _ => Err(self.bad_response("config-get returned no `Dhcp4` object")),
-        }
+        let dhcp4 = answer.arguments.as_deref().and_then(|arguments| {
+            let dhcp4 = RawAt::root(CONFIG_GET, "arguments", arguments)
+                .object()
+                .ok()?
+                .get("Dhcp4")?;
+            dhcp4.clone().object().ok()?;
+            Some(dhcp4.raw().to_owned())
+        });
+        dhcp4.ok_or_else(|| self.bad_response("config-get returned no `Dhcp4` object"))
     }
 
     async fn observe_inner(&self, desired: &DesiredState) -> Result<Observation, ProviderError> {
@@ -303,16 +312,18 @@ impl KeaProvider {
             taken.insert(r.doc.metadata.name.clone());
         }
 
-        let mut named: Vec<(String, HostKey, Json)> = Vec::new();
-        let mut unnamed: Vec<(String, HostKey, Json)> = Vec::new();
+        let mut named: Vec<(String, HostKey, Fields)> = Vec::new();
+        let mut unnamed: Vec<(String, HostKey, Fields)> = Vec::new();
         let live = live_reservations(&dhcp4).map_err(|e| self.shape_error(e))?;
+        drop(dhcp4);
         for (key, fields) in live {
             match wanted.get(&key) {
                 Some(name) => named.push((name.clone(), key, fields)),
                 None => {
                     // A host's short name is what a person would call the document.
-                    let raw = fields
-                        .get("hostname")
+                    let hostname = fields.get("hostname");
+                    let raw = hostname
+                        .as_ref()
                         .and_then(Json::as_str)
                         .map(|h| h.split('.').next().unwrap_or(h))
                         .unwrap_or(&key.id_value);
@@ -328,8 +339,11 @@ impl KeaProvider {
         let mut resources: Vec<Resource> = named
             .into_iter()
             .chain(unnamed)
-            .map(|(name, key, fields)| {
-                Resource::new(Kind::DhcpReservation, name, fields).with_key(key.to_live_key())
+            .map(|(name, key, fields)| Resource {
+                kind: Kind::DhcpReservation,
+                name,
+                fields,
+                key: Some(key.to_live_key()),
             })
             .collect();
         resources.sort_by(|a, b| a.name.cmp(&b.name));
@@ -359,8 +373,8 @@ impl KeaProvider {
         })?;
         // Re-read just before writing: config-set replaces the whole configuration, so one
         // planned against an older one would undo whatever changed since.
-        let mut dhcp4 = self.config_get().await?;
-        let live = fingerprint(&dhcp4);
+        let raw = self.config_get().await?;
+        let live = fingerprint(&raw);
         if live != planned {
             return Err(ProviderError::Stale {
                 provider: self.name.clone(),
@@ -372,7 +386,10 @@ impl KeaProvider {
         }
         // config-set sends back the whole configuration: one with reservations of a shape
         // labctl does not understand would be rebuilt from a part it could not read.
-        live_reservations(&dhcp4).map_err(|e| self.shape_error(e))?;
+        live_reservations(&raw).map_err(|e| self.shape_error(e))?;
+        let mut dhcp4: Json = serde_json::from_str(raw.get())
+            .map_err(|e| self.bad_response(format!("config-get: {e}")))?;
+        drop(raw);
         for change in changes {
             edit(&mut dhcp4, change).map_err(|d| self.rejected(d))?;
         }
@@ -433,24 +450,28 @@ impl Provider for KeaProvider {
 struct Answer {
     result: i64,
     text: String,
-    arguments: Option<Json>,
+    arguments: Option<Box<RawValue>>,
 }
 
 /// Every reservation of a `Dhcp4` config (top-level subnets, then those inside shared
 /// networks) with its natural key, in the shape of [`Provider::expected`]. Any part of that
 /// path of another shape than Kea's is an error, never skipped: a skipped subnet's
-/// reservations would be missing, and config-set would rebuild them.
-fn live_reservations(dhcp4: &Json) -> Result<Vec<(HostKey, Json)>, ShapeError> {
-    let root = At::root(CONFIG_GET, "Dhcp4", dhcp4);
+/// reservations would be missing, and config-set would rebuild them. Read from the text, one
+/// reservation a `Value` at a time.
+fn live_reservations(dhcp4: &RawValue) -> Result<Vec<(HostKey, Fields)>, ShapeError> {
+    let root = RawAt::root(CONFIG_GET, "Dhcp4", dhcp4).object()?;
     let mut subnets = root.opt_items("subnet4")?;
     for net in root.opt_items("shared-networks")? {
-        subnets.extend(net.opt_items("subnet4")?);
+        subnets.extend(net.object()?.opt_items("subnet4")?);
     }
     let mut out = Vec::new();
     for subnet in subnets {
-        let prefix = canonical_subnet(subnet.req("subnet")?.str()?);
+        let subnet = subnet.object()?;
+        let prefix = subnet
+            .req("subnet")?
+            .read(|at| at.str().map(canonical_subnet))?;
         for live in subnet.opt_items("reservations")? {
-            out.push(normalise(&prefix, &live)?);
+            out.push(live.read(|at| normalise(&prefix, at))?);
         }
     }
     Ok(out)
@@ -538,7 +559,7 @@ fn read_host_key(subnet: &str, reservation: &At) -> Result<HostKey, ShapeError> 
 /// A live reservation in the shape of [`Provider::expected`]: Kea's defaults
 /// (`boot-file-name`, `client-classes`, `next-server`, `server-hostname`) and the option
 /// attributes labctl does not model (`code`, `space`, `csv-format`, `always-send`) are dropped.
-fn normalise(subnet: &str, live: &At) -> Result<(HostKey, Json), ShapeError> {
+fn normalise(subnet: &str, live: &At) -> Result<(HostKey, Fields), ShapeError> {
     let key = read_host_key(subnet, live)?;
     let mut fields = Map::new();
     fields.insert("subnet".into(), json!(subnet));
@@ -571,7 +592,7 @@ fn normalise(subnet: &str, live: &At) -> Result<(HostKey, Json), ShapeError> {
     if !options.is_empty() {
         fields.insert("options".into(), Json::Array(options));
     }
-    Ok((key, Json::Object(fields)))
+    Ok((key, Json::Object(fields).into()))
 }
 
 /// The reservation a change targets: its live key as observed, else (an update planned
@@ -715,14 +736,22 @@ fn reservations_mut(subnet: &mut Json) -> &mut Vec<Json> {
         .expect("live_reservations accepted only an array")
 }
 
-/// SHA-256 of the canonical (sorted-key, compact) JSON of `value`.
-fn fingerprint(value: &Json) -> String {
-    crate::canonical::hash_of(value)
+/// SHA-256 of `Dhcp4` as Kea wrote it. Kea prints its configuration the same way every time
+/// (its maps are `std::map`s, printed in key order), so the same configuration gives the
+/// same text; hashing the text rather than a canonical form of its value spares parsing the
+/// whole configuration on every observation. Were Kea ever to print the same configuration
+/// otherwise, an apply would be refused as stale and the run repeated: never a wrong write.
+fn fingerprint(dhcp4: &RawValue) -> String {
+    crate::canonical::sha256_hex(dhcp4.get().as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(value: &Json) -> Box<RawValue> {
+        serde_json::value::to_raw_value(value).unwrap()
+    }
 
     fn live(mac: &str, ip: &str, hostname: &str) -> Json {
         json!({
@@ -794,15 +823,20 @@ mod tests {
             ),
         ];
         for (dhcp4, says) in cases {
-            let err = live_reservations(&dhcp4).unwrap_err().to_string();
+            let err = live_reservations(&raw(&dhcp4)).unwrap_err().to_string();
             assert!(err.starts_with("Kea config-get: "), "{err}");
             assert!(err.contains(says), "{dhcp4}: {err}");
         }
         // Absent lists are empty; Kea leaves them out.
-        assert_eq!(live_reservations(&json!({})).unwrap(), []);
+        assert_eq!(live_reservations(&raw(&json!({}))).unwrap(), []);
+        let err = live_reservations(&raw(&json!([]))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Kea config-get: Dhcp4 is an array, expected an object"
+        );
         let one = json!({ "shared-networks": [{ "subnet4": [{ "subnet": "10.0.1.0/24",
             "reservations": [live("bc:24:11:00:00:01", "10.0.1.10", "nas")] }] }] });
-        assert_eq!(live_reservations(&one).unwrap().len(), 1);
+        assert_eq!(live_reservations(&raw(&one)).unwrap().len(), 1);
     }
 
     #[test]
@@ -816,11 +850,18 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_ignores_key_order() {
-        let a: Json = serde_json::from_str(r#"{"a":1,"b":{"c":[1,{"d":2,"e":3}]}}"#).unwrap();
-        let b: Json = serde_json::from_str(r#"{"b":{"c":[1,{"e":3,"d":2}]},"a":1}"#).unwrap();
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        assert_ne!(fingerprint(&a), fingerprint(&json!({"a": 2})));
+    fn the_fingerprint_is_of_the_text_kea_sent() {
+        let text = |s: &str| RawValue::from_string(s.to_string()).unwrap();
+        let a = text(r#"{"a":1,"b":{"c":[1,{"d":2,"e":3}]}}"#);
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_eq!(
+            fingerprint(&a),
+            crate::canonical::sha256_hex(a.get().as_bytes())
+        );
+        assert_ne!(
+            fingerprint(&a),
+            fingerprint(&text(r#"{"a":2,"b":{"c":[1,{"d":2,"e":3}]}}"#))
+        );
     }
 
     #[test]

@@ -257,7 +257,7 @@ impl McpProvider {
             resources.push(Resource {
                 kind: Kind::McpServer,
                 name: target.server.clone(),
-                fields,
+                fields: fields.into(),
                 key: None,
             });
             reports.insert(target.server, report);
@@ -366,7 +366,7 @@ impl Provider for McpProvider {
                 Resource {
                     kind: Kind::McpServer,
                     name: d.doc.metadata.name.clone(),
-                    fields,
+                    fields: fields.into(),
                     key: None,
                 }
             })

@@ -91,7 +91,7 @@ impl Factory for Plugin {
             out.push(Resource {
                 kind: Kind::Pool,
                 name: pool.doc.metadata.name.clone(),
-                fields: json!({ "proxmoxPool": id }),
+                fields: json!({ "proxmoxPool": id }).into(),
                 key: None,
             });
         }
@@ -99,7 +99,7 @@ impl Factory for Plugin {
             out.push(Resource {
                 kind: Kind::Device,
                 name: doc.metadata.name.clone(),
-                fields: expected_guest(doc),
+                fields: expected_guest(doc).into(),
                 key: None,
             });
         }
@@ -382,7 +382,7 @@ impl ProxmoxProvider {
             found.resources.push(Resource {
                 kind: Kind::Device,
                 name,
-                fields,
+                fields: fields.into(),
                 key: None,
             });
         }
@@ -422,7 +422,8 @@ impl ProxmoxProvider {
                 fields: json!({
                     "type": guest.kind.device_type(),
                     "proxmox": { "node": guest.node, "vmid": guest.vmid },
-                }),
+                })
+                .into(),
                 key: None,
             });
         }
@@ -457,7 +458,7 @@ impl ProxmoxProvider {
                     found.resources.push(Resource {
                         kind: Kind::Pool,
                         name,
-                        fields: Json::Object(fields),
+                        fields: Json::Object(fields).into(),
                         key: None,
                     });
                 }
@@ -556,7 +557,7 @@ impl Api {
                 }
             });
         }
-        let (bytes, parsed) = http::parse_json(bytes).await;
+        let (bytes, parsed) = http::parse_json::<serde_json::Value>(bytes).await;
         let mut parsed = parsed.map_err(|e| ProviderError::BadResponse {
             provider: self.provider.clone(),
             url: url.clone(),

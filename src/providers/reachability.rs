@@ -182,7 +182,7 @@ impl Provider for ReachabilityProvider {
             .map(|(device, probes)| Resource {
                 kind: Kind::Device,
                 name: device,
-                fields: fields(probes.into_iter().map(|p| (p.service, true))),
+                fields: fields(probes.into_iter().map(|p| (p.service, true))).into(),
                 key: None,
             })
             .collect()
@@ -215,7 +215,7 @@ impl Provider for ReachabilityProvider {
                 Resource {
                     kind: Kind::Device,
                     name: device.clone(),
-                    fields: fields(results),
+                    fields: fields(results).into(),
                     key: None,
                 }
             });

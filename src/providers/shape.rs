@@ -4,6 +4,9 @@
 //! what cannot be read turns a lying or broken answer into an empty lab, whose resources would
 //! then be "missing" and rebuilt.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 use super::ProviderError;
@@ -56,15 +59,7 @@ impl<'a> At<'a> {
 
     /// An error at this value: `problem` says what is wrong with it.
     pub(crate) fn error(&self, problem: impl Into<String>) -> ShapeError {
-        ShapeError {
-            answer: self.answer.to_string(),
-            path: if self.path.is_empty() {
-                "the answer".to_string()
-            } else {
-                self.path.clone()
-            },
-            problem: problem.into(),
-        }
+        error_at(self.answer, &self.path, problem)
     }
 
     fn wrong(&self, expected: &str) -> ShapeError {
@@ -136,20 +131,160 @@ impl<'a> At<'a> {
     }
 
     fn child(&self, key: &str, value: &'a Json) -> At<'a> {
-        let plain = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '@'));
-        let path = match (self.path.is_empty(), plain) {
-            (true, true) => key.to_string(),
-            (false, true) => format!("{}.{key}", self.path),
-            (_, false) => format!("{}[{}]", self.path, Json::String(key.to_string())),
-        };
         At {
             answer: self.answer,
-            path,
+            path: child_path(&self.path, key),
             value,
         }
+    }
+}
+
+/// A value of a large answer kept as its text. A container is split one level at a time and
+/// only the values asked for become `serde_json::Value`s, one at a time: Kea's configuration
+/// of 100,000 reservations is 20 MB of text and several times that as one value.
+#[derive(Debug, Clone)]
+pub(crate) struct RawAt<'a> {
+    answer: &'a str,
+    path: String,
+    raw: &'a RawValue,
+}
+
+/// The members of an object of a [`RawAt`], each still text.
+pub(crate) struct RawObject<'a> {
+    at: RawAt<'a>,
+    members: BTreeMap<String, &'a RawValue>,
+}
+
+impl<'a> RawAt<'a> {
+    /// The root `raw` of `answer`, shown in paths as `root`.
+    pub(crate) fn root(answer: &'a str, root: &str, raw: &'a RawValue) -> Self {
+        RawAt {
+            answer,
+            path: root.to_string(),
+            raw,
+        }
+    }
+
+    /// The text of this value, as the answer had it.
+    pub(crate) fn raw(&self) -> &'a RawValue {
+        self.raw
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self.raw.get().trim_start().as_bytes().first() {
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        }
+    }
+
+    fn wrong(&self, expected: &str) -> ShapeError {
+        error_at(
+            self.answer,
+            &self.path,
+            format!("is {}, expected {expected}", self.type_name()),
+        )
+    }
+
+    /// This value split into its members; it must be an object.
+    pub(crate) fn object(self) -> Result<RawObject<'a>, ShapeError> {
+        if self.type_name() != "an object" {
+            return Err(self.wrong("an object"));
+        }
+        // The whole answer was parsed once already: this cannot fail on its syntax.
+        let members = serde_json::from_str(self.raw.get())
+            .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
+        Ok(RawObject { at: self, members })
+    }
+
+    /// The elements of this array.
+    pub(crate) fn items(&self) -> Result<Vec<RawAt<'a>>, ShapeError> {
+        if self.type_name() != "an array" {
+            return Err(self.wrong("an array"));
+        }
+        let items: Vec<&'a RawValue> = serde_json::from_str(self.raw.get())
+            .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| RawAt {
+                answer: self.answer,
+                path: format!("{}[{i}]", self.path),
+                raw,
+            })
+            .collect())
+    }
+
+    /// This value parsed, and read through an [`At`] at the same path.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&At<'_>) -> Result<R, ShapeError>,
+    ) -> Result<R, ShapeError> {
+        let value: Json = serde_json::from_str(self.raw.get())
+            .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
+        f(&At {
+            answer: self.answer,
+            path: self.path.clone(),
+            value: &value,
+        })
+    }
+}
+
+impl<'a> RawObject<'a> {
+    /// Member `key`, `None` when absent.
+    pub(crate) fn get(&self, key: &str) -> Option<RawAt<'a>> {
+        self.members.get(key).map(|raw| RawAt {
+            answer: self.at.answer,
+            path: child_path(&self.at.path, key),
+            raw,
+        })
+    }
+
+    /// Member `key`, which must be there.
+    pub(crate) fn req(&self, key: &str) -> Result<RawAt<'a>, ShapeError> {
+        self.get(key).ok_or_else(|| {
+            error_at(
+                self.at.answer,
+                &child_path(&self.at.path, key),
+                "is missing",
+            )
+        })
+    }
+
+    /// The elements of member `key`, an array; none when it is absent.
+    pub(crate) fn opt_items(&self, key: &str) -> Result<Vec<RawAt<'a>>, ShapeError> {
+        match self.get(key) {
+            Some(list) => list.items(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn error_at(answer: &str, path: &str, problem: impl Into<String>) -> ShapeError {
+    ShapeError {
+        answer: answer.to_string(),
+        path: if path.is_empty() {
+            "the answer".to_string()
+        } else {
+            path.to_string()
+        },
+        problem: problem.into(),
+    }
+}
+
+/// `path.key`, or `path["key"]` for a key that is not a plain word.
+fn child_path(path: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '@'));
+    match (path.is_empty(), plain) {
+        (true, true) => key.to_string(),
+        (false, true) => format!("{path}.{key}"),
+        (_, false) => format!("{path}[{}]", Json::String(key.to_string())),
     }
 }
 

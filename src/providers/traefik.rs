@@ -142,7 +142,7 @@ impl Factory for Plugin {
             .map(|r| Resource {
                 kind: Kind::Route,
                 name: r.doc.metadata.name.clone(),
-                fields: expected_fields(&r.doc.spec, desired),
+                fields: expected_fields(&r.doc.spec, desired).into(),
                 key: None,
             })
             .collect()
@@ -300,7 +300,7 @@ impl TraefikProvider {
         if !status.is_success() {
             return Err(self.bad_response(url, format!("HTTP {status}: {}", excerpt_bytes(&body))));
         }
-        let (body, value) = http::parse_json(body).await;
+        let (body, value) = http::parse_json::<serde_json::Value>(body).await;
         let value = value.map_err(|e| self.bad_response(url, format!("not JSON: {e}")))?;
         match value {
             Json::Array(items) => Ok((items, next, body.len() as u64)),

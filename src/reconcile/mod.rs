@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
 use crate::model::{DesiredState, Kind};
-use crate::providers::{ApplyReport, Provider, ProviderError, Resource};
+use crate::providers::{ApplyReport, Fields, Provider, ProviderError, Resource};
 use crate::readmodel::{Entry, ModelHost, ReconciledModel, Status};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
@@ -770,7 +770,7 @@ fn change_record(
                         && r.name == change.name()
                         && (change.key().is_none() || r.key.as_deref() == change.key())
                 })
-                .map(|r| r.fields.clone())
+                .map(|r| r.fields.value())
         }),
     };
     let (result, error) = match (&applied.report, &applied.error) {
@@ -822,7 +822,7 @@ fn observed_snapshots(
         w.key("resources");
         w.begin_array();
         for r in resources {
-            w.serialize(r);
+            r.write_canonical(w);
         }
         w.end();
         w.end();
@@ -1008,7 +1008,7 @@ struct Parts<'a> {
 struct Seen<'a> {
     provider: &'a str,
     observed: bool,
-    fields: &'a Json,
+    fields: &'a Fields,
     details: Option<&'a Json>,
 }
 
@@ -1076,12 +1076,12 @@ impl<'a> ModelParts<'a> {
                     e.providers.push(seen.provider.to_string());
                 }
                 if seen.observed {
-                    merge(&mut e.observed, seen.fields);
+                    merge(&mut e.observed, seen.fields.value());
                 } else {
-                    merge(&mut e.desired, seen.fields);
+                    merge(&mut e.desired, seen.fields.value());
                 }
                 if let Some(details) = seen.details {
-                    merge(&mut e.details, details);
+                    merge(&mut e.details, details.clone());
                 }
             }
             e.status = if e.providers.is_empty() {
@@ -1110,12 +1110,10 @@ impl<'a> ModelParts<'a> {
 
 /// Merges `value` into `target`: objects key by key (two providers see different fields of
 /// one resource), anything else replaces.
-fn merge(target: &mut Option<Json>, value: &Json) {
+fn merge(target: &mut Option<Json>, value: Json) {
     match (target.as_mut(), value) {
-        (Some(Json::Object(existing)), Json::Object(more)) => {
-            existing.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        _ => *target = Some(value.clone()),
+        (Some(Json::Object(existing)), Json::Object(more)) => existing.extend(more),
+        (_, value) => *target = Some(value),
     }
 }
 

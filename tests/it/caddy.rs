@@ -184,7 +184,7 @@ async fn changes_behind_labctls_back_are_observed() {
     let observed = provider.observe(&state).await.unwrap();
     let grafana = find(&observed.resources, "grafana").expect("grafana observed");
     assert_eq!(
-        grafana.fields["backend"],
+        grafana.fields.value()["backend"],
         json!({"urls": ["https://10.0.1.221:3443"]})
     );
 
@@ -261,13 +261,13 @@ async fn apply_creates_updates_and_deletes_then_proxies() {
         Change::Update {
             kind: Kind::Route,
             name: "grafana".into(),
-            fields: expected[0].fields.clone(),
+            fields: expected[0].fields.value(),
             key: key_of(&base, "grafana"),
         },
         Change::Create {
             kind: Kind::Route,
             name: "app".into(),
-            fields: expected[1].fields.clone(),
+            fields: expected[1].fields.value(),
         },
         Change::Delete {
             kind: Kind::Route,
@@ -332,12 +332,15 @@ async fn apply_adopts_a_hand_written_route_with_the_desired_host() {
     let observed = provider.observe(&state).await.unwrap();
     // Matched by host and path: named as desired, drift shown.
     let other = find(&observed.resources, "other").expect("matched by key");
-    assert_eq!(other.fields["unrepresented"], json!(["not terminal"]));
+    assert_eq!(
+        other.fields.value()["unrepresented"],
+        json!(["not terminal"])
+    );
     let expected = provider.expected(&state);
     let update = [Change::Update {
         kind: Kind::Route,
         name: "other".into(),
-        fields: expected[1].fields.clone(),
+        fields: expected[1].fields.value(),
         key: other.key.clone(),
     }];
     provider.apply(&observed, &update).await.unwrap();

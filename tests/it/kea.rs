@@ -89,12 +89,12 @@ fn changes(expected: &[Resource], observed: &[Resource]) -> Vec<Change> {
             None => out.push(Change::Create {
                 kind: e.kind,
                 name: e.name.clone(),
-                fields: e.fields.clone(),
+                fields: e.fields.value(),
             }),
             Some(o) if o.fields != e.fields => out.push(Change::Update {
                 kind: e.kind,
                 name: e.name.clone(),
-                fields: e.fields.clone(),
+                fields: e.fields.value(),
                 key: o.key.clone(),
             }),
             Some(_) => {}

@@ -27,7 +27,7 @@ use labctl::model::{
     SecretSource,
 };
 use labctl::providers::mcp::{McpProvider, McpServerReport, COMMANDS_NOT_ALLOWED};
-use labctl::providers::{CallPolicy, Observation, Provider};
+use labctl::providers::{CallPolicy, Fields, Observation, Provider};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -236,7 +236,7 @@ fn secret_file(dir: &TempDir, name: &str, value: &str) -> SecretSource {
     SecretSource::File(path)
 }
 
-fn fields<'a>(obs: &'a Observation, name: &str) -> &'a Json {
+fn fields<'a>(obs: &'a Observation, name: &str) -> &'a Fields {
     &obs.resources
         .iter()
         .find(|r| r.kind == Kind::McpServer && r.name == name)

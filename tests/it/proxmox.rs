@@ -16,7 +16,7 @@ use labctl::model::{
     PoolSpec, SecretSource, TlsConfig,
 };
 use labctl::providers::proxmox::{ProxmoxProvider, Settings};
-use labctl::providers::{CallPolicy, Observation, Provider, ProviderError};
+use labctl::providers::{CallPolicy, Fields, Observation, Provider, ProviderError};
 use serde_json::{json, Value as Json};
 use tempfile::TempDir;
 
@@ -338,7 +338,7 @@ async fn provider_for(fixture: &Fixture, dir: &TempDir) -> ProxmoxProvider {
     ProxmoxProvider::new(&cfg).unwrap().with_policy(quick())
 }
 
-fn fields<'a>(obs: &'a Observation, kind: Kind, name: &str) -> &'a Json {
+fn fields<'a>(obs: &'a Observation, kind: Kind, name: &str) -> &'a Fields {
     &obs.resources
         .iter()
         .find(|r| r.kind == kind && r.name == name)
@@ -862,7 +862,7 @@ async fn tls_fingerprint_pin_and_ca_file() {
     // The pinned fingerprint, as openssl (and the Proxmox GUI) print it: accepted.
     let pinned = connect(tls(None, Some(&proxy.fingerprint)));
     let obs = pinned.observe(&state).await.unwrap();
-    assert_eq!(fields(&obs, Kind::Device, "gpu-node")["cores"], 8);
+    assert_eq!(fields(&obs, Kind::Device, "gpu-node").value()["cores"], 8);
     // Lowercase works as well.
     let lower = connect(tls(None, Some(&proxy.fingerprint.to_lowercase())));
     assert!(lower.observe(&state).await.is_ok());

@@ -109,21 +109,21 @@ async fn probes_report_exactly_the_services_that_do_not_answer() {
     );
 
     let obs = p.observe(&state).await.unwrap();
-    let fields: Vec<(&str, &Json)> = obs
+    let fields: Vec<(&str, Json)> = obs
         .resources
         .iter()
-        .map(|r| (r.name.as_str(), &r.fields))
+        .map(|r| (r.name.as_str(), r.fields.value()))
         .collect();
     assert_eq!(
         fields,
         [
             (
                 "nas",
-                &json!({"services": {"ssh": {"up": true}, "smb": {"up": false}}})
+                json!({"services": {"ssh": {"up": true}, "smb": {"up": false}}})
             ),
             (
                 "grafana",
-                &json!({"services": {"web": {"up": true}, "api": {"up": false},
+                json!({"services": {"web": {"up": true}, "api": {"up": false},
                                      "ui": {"up": true}, "hung": {"up": false},
                                      "metrics": {"up": true}}})
             ),
@@ -297,7 +297,8 @@ async fn at_most_sixteen_probes_run_at_once() {
     // machine's business, not a property of the provider.)
     let elapsed = started.elapsed();
     assert!(elapsed >= timeout * 3, "{elapsed:?}");
-    let services = obs.resources[0].fields["services"].as_object().unwrap();
+    let fields = obs.resources[0].fields.value();
+    let services = fields["services"].as_object().unwrap();
     assert_eq!(services.len(), 40);
     assert!(services.values().all(|s| s["up"] == json!(false)));
 }

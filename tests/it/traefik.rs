@@ -528,17 +528,17 @@ async fn observe_reports_managed_and_unmanaged_routers_but_not_traefiks_own() {
     create_all(&p, &state, &traefik).await;
 
     let obs = p.observe(&state).await.unwrap();
-    let by_name: BTreeMap<&str, &Json> = obs
+    let by_name: BTreeMap<&str, Json> = obs
         .resources
         .iter()
-        .map(|r| (r.name.as_str(), &r.fields))
+        .map(|r| (r.name.as_str(), r.fields.value()))
         .collect();
     assert_eq!(
         by_name.keys().copied().collect::<Vec<_>>(),
         ["grafana", "legacy-file", "whoami-docker", "wiki"]
     );
     assert_eq!(
-        *by_name["grafana"],
+        by_name["grafana"],
         json!({"entryPoints": ["websecure"],
                "rule": "Host(`grafana.lab.example`) && PathPrefix(`/grafana`)",
                "backend": {"urls": ["http://127.0.0.20:3000"]},
@@ -547,7 +547,7 @@ async fn observe_reports_managed_and_unmanaged_routers_but_not_traefiks_own() {
     );
     // No entry points declared: Traefik reports its defaults, labctl reports none.
     assert_eq!(
-        *by_name["wiki"],
+        by_name["wiki"],
         json!({"rule": "Host(`wiki.lab.example`) || Host(`kb.lab.example`)",
                "backend": {"urls": ["https://127.0.0.30:8443"]},
                "tls": {"options": "default"}})
@@ -555,7 +555,7 @@ async fn observe_reports_managed_and_unmanaged_routers_but_not_traefiks_own() {
     // Another provider's router: its unqualified service is its own provider's, and its
     // middleware keeps the qualification (it is not labctl's file provider).
     assert_eq!(
-        *by_name["whoami-docker"],
+        by_name["whoami-docker"],
         json!({"entryPoints": ["web"], "rule": "Host(`whoami.lab.example`)",
                "backend": {"urls": ["http://127.0.0.1:9001"]},
                "middlewares": ["auth@file"], "router": "whoami@docker"})
@@ -624,7 +624,7 @@ async fn routers_are_read_across_pages() {
     assert!(obs
         .resources
         .iter()
-        .all(|r| r.fields["backend"]["urls"] == json!(["http://127.0.0.1:80"])));
+        .all(|r| r.fields.value()["backend"]["urls"] == json!(["http://127.0.0.1:80"])));
 }
 
 #[tokio::test]
@@ -913,7 +913,7 @@ async fn apply_without_a_dynamic_config_file_is_a_config_error() {
     let change = Change::Create {
         kind: Kind::Route,
         name: "grafana".into(),
-        fields: p.expected(&state)[0].fields.clone(),
+        fields: p.expected(&state)[0].fields.value(),
     };
     let base = Observation::now("traefik", Vec::new());
     let err = p.apply(&base, &[change]).await.unwrap_err();
@@ -951,7 +951,7 @@ async fn a_file_that_does_not_parse_is_never_overwritten() {
     let change = Change::Create {
         kind: Kind::Route,
         name: "grafana".into(),
-        fields: p.expected(&state)[0].fields.clone(),
+        fields: p.expected(&state)[0].fields.value(),
     };
     let base = Observation::now("traefik", Vec::new());
     let err = p.apply(&base, &[change]).await.unwrap_err();

@@ -44,7 +44,7 @@ pub fn runs(program: &str, arg: &str) -> bool {
 pub fn without_keys(resources: &[Resource]) -> Vec<Resource> {
     resources
         .iter()
-        .map(|r| Resource::new(r.kind, r.name.clone(), r.fields.clone()))
+        .map(|r| Resource::new(r.kind, r.name.clone(), r.fields.value()))
         .collect()
 }
 
