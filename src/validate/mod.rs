@@ -13,7 +13,7 @@ mod suggest;
 pub use diagnostic::{render, Diagnostic, Location, Related, Severity};
 pub use suggest::did_you_mean;
 
-use crate::model::{DesiredState, Located, Origin, CONFIG_FILE};
+use crate::model::{DesiredState, Kind, Located, Origin, CONFIG_FILE};
 use crate::source::{Exceeded, Limits, Refused, Snapshot, SourceFile};
 use parse::{AnyDoc, Parsed, Parsing};
 
@@ -151,6 +151,16 @@ fn validate_files(files: &[SourceFile], limits: &Limits, mut diags: Vec<Diagnost
 
 fn assemble(parsed: Vec<Parsed>) -> DesiredState {
     let mut state = DesiredState::default();
+    // Each list made its exact size first: grown by doubling, 100,000 reservations took room
+    // for 131,072 (8.5 MB more, held as long as the state).
+    let count = |kind: Kind| parsed.iter().filter(|p| p.doc.kind() == kind).count();
+    state.pools.reserve_exact(count(Kind::Pool));
+    state.devices.reserve_exact(count(Kind::Device));
+    state
+        .reservations
+        .reserve_exact(count(Kind::DhcpReservation));
+    state.routes.reserve_exact(count(Kind::Route));
+    state.mcp_servers.reserve_exact(count(Kind::McpServer));
     for p in parsed {
         let origin = Origin {
             file: p.file,
