@@ -286,8 +286,7 @@ impl KeaProvider {
                 .object()
                 .ok()?
                 .get("Dhcp4")?;
-            dhcp4.clone().object().ok()?;
-            Some(dhcp4.raw().to_owned())
+            dhcp4.is_object().then(|| dhcp4.raw().to_owned())
         });
         dhcp4.ok_or_else(|| self.bad_response("config-get returned no `Dhcp4` object"))
     }

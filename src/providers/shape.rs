@@ -170,6 +170,11 @@ impl<'a> RawAt<'a> {
         self.raw
     }
 
+    /// Whether this value is an object, from its first character: nothing is parsed.
+    pub(crate) fn is_object(&self) -> bool {
+        self.type_name() == "an object"
+    }
+
     fn type_name(&self) -> &'static str {
         match self.raw.get().trim_start().as_bytes().first() {
             Some(b'{') => "an object",
@@ -191,7 +196,7 @@ impl<'a> RawAt<'a> {
 
     /// This value split into its members; it must be an object.
     pub(crate) fn object(self) -> Result<RawObject<'a>, ShapeError> {
-        if self.type_name() != "an object" {
+        if !self.is_object() {
             return Err(self.wrong("an object"));
         }
         // The whole answer was parsed once already: this cannot fail on its syntax.
