@@ -21,7 +21,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// By default mimalloc keeps what a program frees for a second (ten for whole arenas) before
 /// giving it back, and commits an arena's memory when it reserves it. A run allocates and
 /// frees in phases (validate, observe, diff, record), so the peak RSS was every phase's
-/// memory at once: at 100k resources a reconcile peaked at 275 MB, and at 199 MB with
+/// memory at once: at 100k resources a reconcile peaked at 275 MB, and at 199–201 MB with
 /// memory returned at once and committed as used, for the same CPU time (BENCHMARKS.md). A
 /// value the environment sets (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT`) wins.
 ///
