@@ -852,7 +852,6 @@ mod tests {
     fn the_fingerprint_is_of_the_text_kea_sent() {
         let text = |s: &str| RawValue::from_string(s.to_string()).unwrap();
         let a = text(r#"{"a":1,"b":{"c":[1,{"d":2,"e":3}]}}"#);
-        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
         assert_eq!(
             fingerprint(&a),
             crate::canonical::sha256_hex(a.get().as_bytes())
