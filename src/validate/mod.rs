@@ -153,14 +153,19 @@ fn assemble(parsed: Vec<Parsed>) -> DesiredState {
     let mut state = DesiredState::default();
     // Each list made its exact size first: grown by doubling, 100,000 reservations took room
     // for 131,072 (8.5 MB more, held as long as the state).
-    let count = |kind: Kind| parsed.iter().filter(|p| p.doc.kind() == kind).count();
-    state.pools.reserve_exact(count(Kind::Pool));
-    state.devices.reserve_exact(count(Kind::Device));
+    let mut count = [0usize; Kind::ALL.len()];
+    for p in &parsed {
+        count[p.doc.kind() as usize] += 1;
+    }
+    state.pools.reserve_exact(count[Kind::Pool as usize]);
+    state.devices.reserve_exact(count[Kind::Device as usize]);
     state
         .reservations
-        .reserve_exact(count(Kind::DhcpReservation));
-    state.routes.reserve_exact(count(Kind::Route));
-    state.mcp_servers.reserve_exact(count(Kind::McpServer));
+        .reserve_exact(count[Kind::DhcpReservation as usize]);
+    state.routes.reserve_exact(count[Kind::Route as usize]);
+    state
+        .mcp_servers
+        .reserve_exact(count[Kind::McpServer as usize]);
     for p in parsed {
         let origin = Origin {
             file: p.file,
