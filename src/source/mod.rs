@@ -375,8 +375,11 @@ pub fn from_memory(
     })
 }
 
-/// The text of the file at `path`, which must be UTF-8.
-pub(crate) fn utf8(path: &str, bytes: Vec<u8>) -> Result<String, SourceError> {
+/// The text of the file at `path`, which must be UTF-8, held at exactly its size: a snapshot
+/// lives as long as its commit is in force, and gix hands a blob decoded through deltas over
+/// in a buffer sized for its chain (at 100k documents one per file, 53 MB held for 23 MB).
+pub(crate) fn utf8(path: &str, mut bytes: Vec<u8>) -> Result<String, SourceError> {
+    bytes.shrink_to_fit();
     String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 {
         path: path.to_string(),
     })
@@ -415,6 +418,18 @@ mod tests {
             total_bytes,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn a_text_is_held_at_its_size() {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(b"kind: Pool\n");
+        let text = utf8("pools/a.yaml", bytes).unwrap();
+        assert_eq!((text.as_str(), text.capacity()), ("kind: Pool\n", 11));
+        assert!(matches!(
+            utf8("pools/b.yaml", vec![0xff]),
+            Err(SourceError::NotUtf8 { path }) if path == "pools/b.yaml"
+        ));
     }
 
     #[test]
