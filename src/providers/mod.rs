@@ -627,7 +627,10 @@ pub fn derive_name(raw: &str) -> String {
 }
 
 /// `base`, or `base-2`, `base-3`, … : the first not in `taken`, at most 63 characters.
-pub(crate) fn unique_name(base: &str, taken: &BTreeSet<String>) -> String {
+pub(crate) fn unique_name<S: std::borrow::Borrow<str> + Ord>(
+    base: &str,
+    taken: &BTreeSet<S>,
+) -> String {
     if !taken.contains(base) {
         return base.to_string();
     }
@@ -637,7 +640,7 @@ pub(crate) fn unique_name(base: &str, taken: &BTreeSet<String>) -> String {
             let stem: String = base.chars().take(63 - suffix.len()).collect();
             format!("{}{suffix}", stem.trim_end_matches('-'))
         })
-        .find(|candidate| !taken.contains(candidate))
+        .find(|candidate| !taken.contains(candidate.as_str()))
         .expect("an unbounded range always yields a free name")
 }
 
