@@ -408,7 +408,9 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
             .filter(|r| r.outcome != labctl::store::Outcome::Running)
             .count()
     };
-    // `--perf-serve FILE`: a CPU profile of the daemon over the unchanged runs.
+    // `--perf-serve FILE`: a CPU profile of the daemon over the unchanged runs. Stacks are
+    // unwound from DWARF: a release build keeps no frame pointers, and `-g` alone would give
+    // every sample a stack one or two frames deep.
     let perf_to = list("--perf-serve", "")[0].clone();
     let perf = (!perf_to.is_empty()).then(|| {
         let child = Command::new("perf")
@@ -416,7 +418,8 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
                 "record",
                 "-F",
                 "999",
-                "-g",
+                "--call-graph",
+                "dwarf,16384",
                 "-o",
                 &perf_to,
                 "-p",
