@@ -93,12 +93,15 @@ impl MacAddress {
 
 impl fmt::Display for MacAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let o = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            o[0], o[1], o[2], o[3], o[4], o[5]
-        )
+        // Written by hand: through `write!`, six `{:02x}` took 1.5 % of an unchanged run's CPU
+        // at 100k reservations.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [b':'; 17];
+        for (i, octet) in self.0.iter().enumerate() {
+            text[i * 3] = HEX[usize::from(octet >> 4)];
+            text[i * 3 + 1] = HEX[usize::from(octet & 0xf)];
+        }
+        f.write_str(std::str::from_utf8(&text).expect("hex digits and colons are ASCII"))
     }
 }
 
