@@ -1024,7 +1024,9 @@ impl<'a> ModelParts<'a> {
             .documents()
             .map(|(kind, meta, spec)| ((kind, meta.name.as_str()), meta, spec))
             .collect();
-        docs.sort_by_key(|d| d.0);
+        // Unstable is enough: a valid state names each document of a kind once. (A stable
+        // sort takes a scratch list of its own.)
+        docs.sort_unstable_by_key(|d| d.0);
         let mut seen = Vec::with_capacity(
             inputs
                 .iter()
@@ -1046,8 +1048,18 @@ impl<'a> ModelParts<'a> {
                 seen.push(((r.kind, r.name.as_str()), seen_as));
             }
         }
-        // Stable: one resource's providers stay in the order asked.
-        seen.sort_by_key(|s| s.0);
+        // In the order a stable sort gives (one resource's providers in the order asked, what
+        // each expected before what it observed, one list's resources in its order: their
+        // addresses rise along it) without the scratch list a stable sort takes: 8 MB at the
+        // peak of a 100k run.
+        seen.sort_unstable_by_key(|(key, s)| {
+            (
+                *key,
+                s.input,
+                s.observed,
+                std::ptr::from_ref(s.fields) as usize,
+            )
+        });
         let mut deviations: BTreeMap<ResourceKey, (u64, bool)> = BTreeMap::new();
         for d in &plan.deviations {
             let (count, unknown) = deviations.entry((d.kind, d.name.as_str())).or_default();
