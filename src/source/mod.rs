@@ -57,7 +57,10 @@ impl Snapshot {
 
     /// A snapshot of `files` (any order) under the default limits, nothing refused.
     pub fn of(origin: impl Into<String>, mut files: Vec<SourceFile>) -> Self {
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        // Paths are unique (one tree, one file system): an unstable sort needs no scratch.
+        files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        // Held as long as the commit is in force; a walk's list grows by doubling.
+        files.shrink_to_fit();
         Snapshot {
             origin: origin.into(),
             revision: None,
