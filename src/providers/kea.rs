@@ -113,9 +113,36 @@ pub struct KeaProvider {
 /// A reservation's natural key in Kea: its subnet and host identifier.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct HostKey {
-    subnet: String,
+    subnet: Subnet,
     id_type: &'static str,
     id_value: String,
+    /// The `hw-address` as read, when it is one and parses: kept so the key is not parsed
+    /// twice per reservation on every run.
+    mac: Option<MacAddress>,
+}
+
+/// A subnet as labctl prints it (`10.0.1.0/24`; anything unparsable as Kea wrote it), and
+/// typed when it parses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Subnet {
+    text: String,
+    cidr: Option<Ipv4Cidr>,
+}
+
+impl Subnet {
+    fn parse(raw: &str) -> Subnet {
+        let raw = raw.trim();
+        match raw.parse::<Ipv4Cidr>() {
+            Ok(cidr) => Subnet {
+                text: cidr.to_string(),
+                cidr: Some(cidr),
+            },
+            Err(_) => Subnet {
+                text: raw.to_string(),
+                cidr: None,
+            },
+        }
+    }
 }
 
 impl HostKey {
@@ -123,27 +150,20 @@ impl HostKey {
     /// `10.0.1.0/24 hw-address bc:24:11:00:00:01` (neither a subnet nor a Kea identifier
     /// type has a space; the value comes last, so it may).
     fn to_live_key(&self) -> String {
-        [self.subnet.as_str(), self.id_type, &self.id_value].join(" ")
+        [self.subnet.text.as_str(), self.id_type, &self.id_value].join(" ")
     }
 
     /// The subnet and MAC a desired reservation is keyed by; `None` for a key by another
     /// identifier, or one that names no valid subnet (no document could claim it).
     fn typed(&self) -> Option<(Ipv4Cidr, MacAddress)> {
-        if self.id_type != "hw-address" {
-            return None;
-        }
-        Some((self.subnet.parse().ok()?, self.id_value.parse().ok()?))
+        Some((self.subnet.cidr?, self.mac?))
     }
 
     fn from_live_key(raw: &str) -> Option<HostKey> {
         let mut parts = raw.splitn(3, ' ');
         let (subnet, id_type, id_value) = (parts.next()?, parts.next()?, parts.next()?);
         let id_type = IDENTIFIERS.iter().find(|(t, _)| *t == id_type)?.0;
-        Some(HostKey {
-            subnet: subnet.to_string(),
-            id_type,
-            id_value: id_value.to_string(),
-        })
+        Some(HostKey::new(&Subnet::parse(subnet), id_type, id_value))
     }
 }
 
@@ -321,7 +341,7 @@ impl KeaProvider {
         let live = live_reservations(&dhcp4).map_err(|e| self.shape_error(e))?;
         drop(dhcp4);
         // Built in one list, the unmanaged ones named after: two lists on the way (named,
-        // unnamed) held 14 MB more at 100k.
+        // unnamed) held about 14 MB more at 100k, by their sizes.
         let mut resources: Vec<Resource> = Vec::with_capacity(live.len());
         let mut unnamed: Vec<usize> = Vec::new();
         for (key, fields) in live {
@@ -353,7 +373,7 @@ impl KeaProvider {
         }
         resources.sort_by(|a, b| a.name.cmp(&b.name));
         let mut observation = Observation::now(&self.name, resources);
-        // The fingerprint (SHA-256 of the canonical JSON of `Dhcp4`) is what apply checks.
+        // The fingerprint (SHA-256 of the text Kea sent for `Dhcp4`) is what apply checks.
         observation.version = Some(fingerprint);
         Ok(observation)
     }
@@ -474,7 +494,7 @@ fn live_reservations(dhcp4: &RawValue) -> Result<Vec<(HostKey, Fields)>, ShapeEr
         let subnet = subnet.object()?;
         let prefix = subnet
             .req("subnet")?
-            .read(|at| at.str().map(canonical_subnet))?;
+            .read(|at| at.str().map(Subnet::parse))?;
         for live in subnet.opt_items("reservations")? {
             out.push(live.read(|at| normalise(&prefix, at))?);
         }
@@ -505,10 +525,7 @@ fn subnets_mut(dhcp4: &mut Json) -> Vec<&mut Json> {
 
 /// `10.0.1.0/24` as labctl prints it; anything unparsable is kept as Kea wrote it.
 fn canonical_subnet(raw: &str) -> String {
-    raw.trim()
-        .parse::<Ipv4Cidr>()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|_| raw.trim().to_string())
+    Subnet::parse(raw).text
 }
 
 fn subnet_of(subnet: &Json) -> Option<String> {
@@ -521,25 +538,29 @@ fn subnet_of(subnet: &Json) -> Option<String> {
 impl HostKey {
     /// The key of a reservation in `subnet` whose identifier `id_type` is `raw`; a MAC
     /// address as labctl prints it.
-    fn new(subnet: &str, id_type: &'static str, raw: &str) -> HostKey {
-        let id_value = if id_type == "hw-address" {
-            raw.parse::<MacAddress>()
-                .map(|m| m.to_string())
-                .unwrap_or_else(|_| raw.to_ascii_lowercase())
+    fn new(subnet: &Subnet, id_type: &'static str, raw: &str) -> HostKey {
+        let mac = if id_type == "hw-address" {
+            raw.parse::<MacAddress>().ok()
         } else {
-            raw.to_string()
+            None
+        };
+        let id_value = match mac {
+            Some(mac) => mac.to_string(),
+            None if id_type == "hw-address" => raw.to_ascii_lowercase(),
+            None => raw.to_string(),
         };
         HostKey {
-            subnet: subnet.to_string(),
+            subnet: subnet.clone(),
             id_type,
             id_value,
+            mac,
         }
     }
 }
 
 /// A live reservation's natural key, or `None` when it has no identifier labctl knows (only
 /// after [`live_reservations`] accepted the configuration).
-fn host_key(subnet: &str, reservation: &Json) -> Option<HostKey> {
+fn host_key(subnet: &Subnet, reservation: &Json) -> Option<HostKey> {
     IDENTIFIERS.iter().find_map(|(id_type, _)| {
         let raw = reservation.get(*id_type)?.as_str()?;
         Some(HostKey::new(subnet, id_type, raw))
@@ -548,7 +569,7 @@ fn host_key(subnet: &str, reservation: &Json) -> Option<HostKey> {
 
 /// A live reservation's natural key: its first identifier. Every identifier it has must be a
 /// string, and it must have one (Kea refuses a reservation without).
-fn read_host_key(subnet: &str, reservation: &At) -> Result<HostKey, ShapeError> {
+fn read_host_key(subnet: &Subnet, reservation: &At) -> Result<HostKey, ShapeError> {
     let mut key = None;
     for (id_type, _) in IDENTIFIERS {
         if let Some(raw) = reservation.opt_str(id_type)? {
@@ -564,10 +585,10 @@ fn read_host_key(subnet: &str, reservation: &At) -> Result<HostKey, ShapeError> 
 /// A live reservation in the shape of [`Provider::expected`]: Kea's defaults
 /// (`boot-file-name`, `client-classes`, `next-server`, `server-hostname`) and the option
 /// attributes labctl does not model (`code`, `space`, `csv-format`, `always-send`) are dropped.
-fn normalise(subnet: &str, live: &At) -> Result<(HostKey, Fields), ShapeError> {
+fn normalise(subnet: &Subnet, live: &At) -> Result<(HostKey, Fields), ShapeError> {
     let key = read_host_key(subnet, live)?;
     let mut fields = Map::new();
-    fields.insert("subnet".into(), json!(subnet));
+    fields.insert("subnet".into(), json!(subnet.text));
     let shown = IDENTIFIERS
         .iter()
         .find(|(t, _)| *t == key.id_type)
@@ -607,13 +628,10 @@ fn change_key(change: &Change, fields: Option<&Json>) -> Option<HostKey> {
         return HostKey::from_live_key(raw);
     }
     let fields = fields?;
-    let subnet = canonical_subnet(fields.get("subnet")?.as_str()?);
-    let mac = fields.get("mac")?.as_str()?;
-    Some(HostKey {
-        subnet,
-        id_type: "hw-address",
-        id_value: mac.parse::<MacAddress>().ok()?.to_string(),
-    })
+    let subnet = Subnet::parse(fields.get("subnet")?.as_str()?);
+    let key = HostKey::new(&subnet, "hw-address", fields.get("mac")?.as_str()?);
+    // A MAC that does not parse is no key labctl could have planned with.
+    key.mac.is_some().then_some(key)
 }
 
 /// Position of the reservation with `key`: (subnet index in [`subnets_mut`] order, index).
@@ -622,7 +640,7 @@ fn locate(dhcp4: &mut Json, key: &HostKey) -> Option<(usize, usize)> {
         .into_iter()
         .enumerate()
         .find_map(|(si, subnet)| {
-            if subnet_of(subnet).as_deref() != Some(key.subnet.as_str()) {
+            if subnet_of(subnet).as_deref() != Some(key.subnet.text.as_str()) {
                 return None;
             }
             let list = subnet.get("reservations")?.as_array()?;
@@ -771,7 +789,9 @@ mod tests {
         let mut r = live("BC:24:11:00:00:01", "10.0.1.10", "nas");
         r["option-data"] = json!([{ "always-send": false, "code": 6, "csv-format": true,
             "data": "10.0.1.1", "name": "domain-name-servers", "space": "dhcp4" }]);
-        let read = |r: &Json| normalise("10.0.1.0/24", &At::root(CONFIG_GET, "r", r)).unwrap();
+        let read = |r: &Json| {
+            normalise(&Subnet::parse("10.0.1.0/24"), &At::root(CONFIG_GET, "r", r)).unwrap()
+        };
         let (key, fields) = read(&r);
         assert_eq!(key.id_value, "bc:24:11:00:00:01");
         assert_eq!(
