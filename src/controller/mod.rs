@@ -399,7 +399,7 @@ pub async fn reconcile_as_leader(
     let run_id = start_run(ctx, request).await?;
     tracing::info!(run = run_id, reason = %request.reason, commit = ?loaded.commit(), "reconciling");
     // Taken: a run that fails leaves nothing for the next one to rely on.
-    let previous = ctx
+    let mut previous = ctx
         .concluded
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -411,11 +411,11 @@ pub async fn reconcile_as_leader(
         &loaded,
         &providers,
         request.force,
-        previous.as_ref(),
+        previous.as_mut(),
     )
     .await?;
     drop(previous);
-    *ctx.concluded.lock().unwrap_or_else(|e| e.into_inner()) = run.concluded.take();
+    let mut concluded = run.concluded.take();
     match ctx.store.prune(ctx.settings.retention).await {
         Ok(report) => tracing::debug!(?report, "retention applied"),
         Err(e) => tracing::warn!(error = %e, "retention could not be applied; the run is recorded"),
@@ -423,6 +423,11 @@ pub async fn reconcile_as_leader(
     let action = ctx.after_run(&loaded, &run, request.reason.attempt());
     // Still the leader: two controllers never open the same pull request.
     let published = ctx.publish(&loaded, &run, &providers).await;
+    if let Some(concluded) = &mut concluded {
+        // Nothing after this needs them: they are handed back to the providers next run.
+        concluded.keep_observations(std::mem::take(&mut run.inputs));
+    }
+    *ctx.concluded.lock().unwrap_or_else(|e| e.into_inner()) = concluded;
     Ok(Reconciled {
         loaded,
         run,

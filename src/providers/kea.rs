@@ -321,9 +321,22 @@ impl KeaProvider {
         dhcp4.ok_or_else(|| self.bad_response("config-get returned no `Dhcp4` object"))
     }
 
-    async fn observe_inner(&self, desired: &DesiredState) -> Result<Observation, ProviderError> {
+    async fn observe_inner(
+        &self,
+        desired: &DesiredState,
+        previous: Option<Observation>,
+    ) -> Result<Observation, ProviderError> {
         let dhcp4 = self.config_get().await?;
         let fingerprint = fingerprint(&dhcp4);
+        // The same text read against the same desired state reads the same: at 100k
+        // reservations, reading it again was a fifth of an unchanged run's CPU. Another
+        // one is dropped before this one is read.
+        if let Some(previous) = previous.filter(|p| p.version.as_ref() == Some(&fingerprint)) {
+            return Ok(Observation {
+                observed_at: crate::time::now_ms(),
+                ..previous
+            });
+        }
 
         // Desired reservations by natural key, and every desired name: a derived name must
         // never take a desired one, or an unmanaged host would be diffed as that document.
@@ -455,7 +468,15 @@ impl Provider for KeaProvider {
         &'a self,
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
-        Box::pin(self.observe_inner(desired))
+        Box::pin(self.observe_inner(desired, None))
+    }
+
+    fn observe_again<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        previous: Observation,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+        Box::pin(self.observe_inner(desired, Some(previous)))
     }
 
     fn apply<'a>(

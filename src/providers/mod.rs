@@ -493,6 +493,21 @@ pub trait Provider: Send + Sync {
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>>;
 
+    /// [`Provider::observe`], handed what this provider observed last of the same desired
+    /// state (the same commit, so the same settings): a provider that can tell cheaply and
+    /// for certain that nothing live moved (Kea: the very text of its configuration) answers
+    /// with `previous`, observed now, instead of reading everything again. The caller keeps
+    /// it between runs; the provider still keeps nothing. By default it observes afresh,
+    /// `previous` dropped first.
+    fn observe_again<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        previous: Observation,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+        drop(previous);
+        self.observe(desired)
+    }
+
     /// Carries out `changes`, planned against `base` (this provider's observation), atomically
     /// where the API allows it: all or none. Needs nothing from an earlier call: the version
     /// is `base`'s and each change names its live key. Refuses with

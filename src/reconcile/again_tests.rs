@@ -52,6 +52,7 @@ impl Lab {
                 live: Mutex::new(live),
                 lying: false,
                 asked_expected: Default::default(),
+                handed_back: Default::default(),
             }),
         }
     }
@@ -59,7 +60,7 @@ impl Lab {
     async fn run(
         &self,
         force: bool,
-        previous: Option<&Concluded>,
+        previous: Option<&mut Concluded>,
     ) -> Result<RunResult, StoreError> {
         let mut leader = self.store.leader(false).await.unwrap();
         let run = self.store.start_run("test", "test").await.unwrap();
@@ -95,12 +96,12 @@ fn counts(r: &RunResult) -> (i64, i64, i64) {
 #[tokio::test]
 async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_run() {
     let lab = Lab::new().await;
-    let first = lab.run(false, None).await.unwrap();
+    let mut first = lab.run(false, None).await.unwrap();
     assert!(!first.recorded_again);
     assert_eq!(counts(&first), (2, 2, 0));
     assert_eq!(first.outcome, Outcome::Succeeded);
 
-    let second = lab.run(false, first.concluded.as_ref()).await.unwrap();
+    let mut second = lab.run(false, first.concluded.as_mut()).await.unwrap();
     assert!(second.recorded_again, "nothing moved");
     assert_eq!(
         counts(&second),
@@ -146,7 +147,7 @@ async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_
     assert_eq!((again.size(), fresh.size().is_some()), (None, true));
 
     // Other rules this once: the whole run.
-    let forced = lab.run(true, second.concluded.as_ref()).await.unwrap();
+    let mut forced = lab.run(true, second.concluded.as_mut()).await.unwrap();
     assert!(!forced.recorded_again);
     assert_eq!(counts(&forced), (2, 0, 0));
 
@@ -156,7 +157,7 @@ async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_
         .lock()
         .unwrap()
         .insert("nas".into(), "physical".into());
-    let moved = lab.run(false, forced.concluded.as_ref()).await.unwrap();
+    let mut moved = lab.run(false, forced.concluded.as_mut()).await.unwrap();
     assert!(!moved.recorded_again);
     assert_eq!(counts(&moved), (1, 0, 1));
     let (three, four) = (
@@ -166,7 +167,7 @@ async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_
     assert_ne!(four.model_hash, three.model_hash);
 
     // And settles again.
-    let settled = lab.run(false, moved.concluded.as_ref()).await.unwrap();
+    let settled = lab.run(false, moved.concluded.as_mut()).await.unwrap();
     assert!(settled.recorded_again);
     assert_eq!(counts(&settled), (1, 0, 0));
     // Five runs of one commit: what the provider expects was made once.
@@ -186,7 +187,7 @@ async fn a_run_naming_a_body_the_store_no_longer_holds_is_recorded_failed() {
     // As if retention had removed the commit's desired state.
     previous.desired = "0".repeat(64);
     previous.again = None;
-    let err = lab.run(false, Some(&previous)).await.unwrap_err();
+    let err = lab.run(false, Some(&mut previous)).await.unwrap_err();
     assert!(matches!(err, StoreError::BlobGone { .. }), "{err}");
     let failed = lab.store.latest_run().await.unwrap().unwrap();
     assert_eq!(failed.outcome, Outcome::Failed);
@@ -201,5 +202,30 @@ async fn a_run_naming_a_body_the_store_no_longer_holds_is_recorded_failed() {
     // With nothing kept, the next run writes every body out.
     let next = lab.run(false, None).await.unwrap();
     assert_eq!(next.outcome, Outcome::Succeeded);
+    lab.store.close().await;
+}
+
+#[tokio::test]
+async fn the_next_run_of_a_commit_hands_each_provider_its_last_observation_once() {
+    let lab = Lab::new().await;
+    let mut first = lab.run(false, None).await.unwrap();
+    let mut concluded = first.concluded.take().unwrap();
+    concluded.keep_observations(std::mem::take(&mut first.inputs));
+    lab.run(false, Some(&mut concluded)).await.unwrap();
+    assert_eq!(
+        *lab.inventory.handed_back.lock().unwrap(),
+        vec![vec!["nas".to_string()]],
+        "what the run before saw live"
+    );
+    assert!(concluded.observations.is_empty(), "taken, not copied");
+
+    // Of another commit, the names may mean other things: nothing is handed back.
+    let mut second = lab.run(false, None).await.unwrap();
+    let mut other = second.concluded.take().unwrap();
+    other.keep_observations(std::mem::take(&mut second.inputs));
+    other.commit = "0".repeat(40);
+    lab.run(false, Some(&mut other)).await.unwrap();
+    assert_eq!(lab.inventory.handed_back.lock().unwrap().len(), 1);
+    assert!(other.observations.is_empty(), "dropped");
     lab.store.close().await;
 }

@@ -20,6 +20,8 @@ pub(super) struct Inventory {
     pub(super) lying: bool,
     /// How often it was asked what it expects.
     pub(super) asked_expected: std::sync::atomic::AtomicUsize,
+    /// The observations it was handed back ([`Provider::observe_again`]): their resources.
+    pub(super) handed_back: Mutex<Vec<Vec<String>>>,
 }
 
 impl Provider for Inventory {
@@ -57,6 +59,16 @@ impl Provider for Inventory {
             "inventory",
             resources,
         ))))
+    }
+
+    fn observe_again<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        previous: Observation,
+    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+        let names = previous.resources.into_iter().map(|r| r.name).collect();
+        self.handed_back.lock().unwrap().push(names);
+        self.observe(desired)
     }
 
     fn apply<'a>(
@@ -114,6 +126,7 @@ async fn run_once(lying: bool) -> (tempfile::TempDir, Store, RunResult, Arc<Inve
         ),
         lying,
         asked_expected: Default::default(),
+        handed_back: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("s.db").display()))

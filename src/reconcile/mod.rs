@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::diff::{self, DeviationType, Plan, ProviderInput, Rules};
 use crate::model::{DesiredState, Kind};
-use crate::providers::{ApplyReport, Fields, Provider, ProviderError, Resource};
+use crate::providers::{ApplyReport, Fields, Observation, Provider, ProviderError, Resource};
 use crate::readmodel::{Entry, ModelHost, ReconciledModel, Status};
 use crate::source::Snapshot;
 use crate::store::{self, Outcome, RunReport, Store, StoreError};
@@ -107,7 +107,8 @@ pub struct RunResult {
     #[serde(skip)]
     pub after: Option<Plan>,
     /// The latest observation of each provider: the one after the run's changes where it
-    /// made any.
+    /// made any. The controller keeps them for its next run ([`Concluded::keep_observations`]),
+    /// so a run it returns has none.
     #[serde(skip)]
     pub inputs: Vec<ProviderInput>,
     /// What the run concluded, for the controller to hand to the next run.
@@ -202,26 +203,37 @@ pub async fn observe(
     state: &Arc<DesiredState>,
     providers: &[Arc<dyn Provider>],
 ) -> Vec<ProviderInput> {
-    observe_timed(state, providers, &|p| p.expected(state).into())
+    observe_timed(state, providers, &|p| p.expected(state).into(), Vec::new())
         .await
         .0
 }
 
-/// [`observe`], with what each provider expects from `expected`.
+/// [`observe`], with what each provider expects from `expected`; a provider named in
+/// `previous` is handed its last observation of this state ([`Provider::observe_again`]).
 async fn observe_timed(
     state: &Arc<DesiredState>,
     providers: &[Arc<dyn Provider>],
     expected: &(dyn Fn(&dyn Provider) -> Arc<[Resource]> + Sync),
+    mut previous: Vec<Observation>,
 ) -> (Vec<ProviderInput>, Vec<ObserveTiming>) {
     let mut set = JoinSet::new();
     for (i, p) in providers.iter().enumerate() {
         let (p, state) = (Arc::clone(p), Arc::clone(state));
+        let last = previous
+            .iter()
+            .position(|o| o.provider == p.name())
+            .map(|at| previous.swap_remove(at));
         set.spawn(async move {
             let start = std::time::Instant::now();
-            let observed = p.observe(&state).await;
+            let observed = match last {
+                Some(last) => p.observe_again(&state, last).await,
+                None => p.observe(&state).await,
+            };
             (i, observed, start.elapsed())
         });
     }
+    // Those of providers no longer asked.
+    drop(previous);
     let mut results: BTreeMap<usize, (Result<_, ProviderError>, f64)> = BTreeMap::new();
     while let Some(joined) = set.join_next().await {
         if let Ok((i, r, took)) = joined {
@@ -265,7 +277,13 @@ pub async fn plan(
     force: bool,
 ) -> (Plan, Vec<ProviderInput>) {
     let rules = rules(loaded, force, &[]);
-    let (inputs, _) = observe_timed(&loaded.state, providers, &|p| loaded.expected(p)).await;
+    let (inputs, _) = observe_timed(
+        &loaded.state,
+        providers,
+        &|p| loaded.expected(p),
+        Vec::new(),
+    )
+    .await;
     (diff::diff(&inputs, &rules), inputs)
 }
 
@@ -340,6 +358,18 @@ pub struct Concluded {
     observed: Vec<(String, String)>,
     /// Present when the run observed every provider and planned no change.
     again: Option<Again>,
+    /// Each provider's latest observation, when the controller keeps them
+    /// ([`Concluded::keep_observations`]): handed back to that provider by the next run of
+    /// this commit ([`Provider::observe_again`]), and taken by it.
+    observations: Vec<Observation>,
+}
+
+impl Concluded {
+    /// Keeps what the run saw last of each provider it could observe (`RunResult::inputs`),
+    /// for the next run of the same commit.
+    pub fn keep_observations(&mut self, inputs: Vec<ProviderInput>) {
+        self.observations = inputs.into_iter().filter_map(|i| i.observed.ok()).collect();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -387,7 +417,7 @@ impl RunKey {
 }
 
 /// Everything `o` says but when: its resources by their snapshot's address, and the rest.
-fn fingerprint(o: &crate::providers::Observation, snapshot: &store::ObservedSnapshot) -> String {
+fn fingerprint(o: &Observation, snapshot: &store::ObservedSnapshot) -> String {
     let mut w = crate::canonical::Writer::to(crate::canonical::Sha256Sink::default());
     w.begin_object();
     // Written only when there is any, so that fingerprints of other providers stay as they were.
@@ -422,8 +452,18 @@ pub async fn execute(
     loaded: &Loaded,
     providers: &[Arc<dyn Provider>],
     force: bool,
-    previous: Option<&Concluded>,
+    mut previous: Option<&mut Concluded>,
 ) -> Result<RunResult, StoreError> {
+    // Observations of another commit say nothing of this one's names: dropped at once.
+    let same_commit = previous
+        .as_ref()
+        .is_some_and(|p| Some(p.commit.as_str()) == loaded.commit());
+    let last = previous
+        .as_mut()
+        .map(|p| std::mem::take(&mut p.observations))
+        .filter(|_| same_commit)
+        .unwrap_or_default();
+    let previous = previous.as_deref();
     // Read at each run, so `labctl suspend` takes effect at the next run, with no restart.
     let suspended = match store.suspensions().await {
         Ok(s) => s,
@@ -435,7 +475,7 @@ pub async fn execute(
     };
     let rules = rules(loaded, force, &suspended);
     let (mut inputs, observed) =
-        observe_timed(&loaded.state, providers, &|p| loaded.expected(p)).await;
+        observe_timed(&loaded.state, providers, &|p| loaded.expected(p), last).await;
     let snapshots = observed_snapshots(&inputs, previous);
     let key = RunKey::of(loaded, &rules, &inputs, &snapshots);
     if let Some(again) = previous
@@ -539,6 +579,7 @@ pub async fn execute(
                         providers: Vec::new(),
                     },
                 }),
+            observations: Vec::new(),
         }),
         _ => None,
     };
@@ -631,7 +672,8 @@ async fn reobserve(
     let start = std::time::Instant::now();
     let mut pause = SETTLE_FIRST_PAUSE;
     let after = loop {
-        let (fresh, _) = observe_timed(&loaded.state, &again, &|p| loaded.expected(p)).await;
+        let (fresh, _) =
+            observe_timed(&loaded.state, &again, &|p| loaded.expected(p), Vec::new()).await;
         for fresh in fresh {
             if let Some(input) = inputs.iter_mut().find(|i| i.provider == fresh.provider) {
                 input.observed = fresh.observed;
@@ -751,7 +793,7 @@ impl<'a> Residue<'a> {
 fn change_record(
     provider: &str,
     change: &crate::providers::Change,
-    base: Option<&crate::providers::Observation>,
+    base: Option<&Observation>,
     applied: &Applied,
 ) -> store::ChangeRecord {
     use crate::providers::Change;

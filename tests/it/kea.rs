@@ -261,6 +261,21 @@ async fn edits_behind_labctls_back_are_observed() {
     );
     assert!(changes(&provider.expected(&desired), &before.resources).is_empty());
 
+    // Handed back while Kea holds the same configuration, the last observation is the
+    // answer, not read again: one doctored here comes back as it is, observed now.
+    let mut doctored = before.clone();
+    doctored.resources.truncate(1);
+    doctored.observed_at = 0;
+    let again = provider
+        .observe_again(&desired, doctored.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (&again.resources, &again.version),
+        (&doctored.resources, &before.version)
+    );
+    assert!(again.observed_at >= before.observed_at);
+
     // Someone changes the printer's address, deletes the NAS and adds a laptop.
     let mut dhcp4 = kea.config().await;
     let list = dhcp4["subnet4"][0]["reservations"].as_array_mut().unwrap();
@@ -277,6 +292,13 @@ async fn edits_behind_labctls_back_are_observed() {
     kea.set_config(dhcp4).await;
 
     let after = provider.observe(&desired).await.unwrap();
+    // Another configuration: what was handed back is not the answer.
+    let again = provider.observe_again(&desired, doctored).await.unwrap();
+    assert_eq!(
+        (&again.resources, &again.version),
+        (&after.resources, &after.version)
+    );
+    assert_ne!(after.version, before.version);
     assert_eq!(
         without_keys(&after.resources),
         vec![
