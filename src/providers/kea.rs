@@ -329,8 +329,8 @@ impl KeaProvider {
         let dhcp4 = self.config_get().await?;
         let fingerprint = fingerprint(&dhcp4);
         // The same text read against the same desired state reads the same: at 100k
-        // reservations, reading it again was a fifth of an unchanged run's CPU. Another
-        // one is dropped before this one is read.
+        // reservations, reading it again was a fifth of an unchanged run's CPU. One of
+        // another configuration is dropped before this one is read.
         if let Some(previous) = previous.filter(|p| p.version.as_ref() == Some(&fingerprint)) {
             return Ok(Observation {
                 observed_at: crate::time::now_ms(),
