@@ -20,8 +20,9 @@
 //! and ten runs (`--unchanged-runs`) asked for over HTTP with nothing changed (the daemon
 //! keeps what a run concluded, so these record it again); each run's CPU time is the
 //! daemon's (`/proc/PID/stat`: every thread, at 10 ms resolution), from the request until
-//! the run is recorded, and its peak RSS is `VmHWM`. `--perf-serve FILE` records a CPU
-//! profile of the daemon (`perf record --call-graph dwarf`) over those runs.
+//! the run is recorded, and its peak RSS is `VmHWM` (after the first run, and at the end).
+//! `--perf-serve FILE` records a CPU profile of the daemon (`perf record --call-graph
+//! dwarf`) over those runs.
 //!
 //! Loopback only: Kea's control agent and the fixture listen on 127.0.0.1.
 
@@ -297,7 +298,7 @@ async fn bench() {
                 let mut unchanged = served.unchanged_cpu.clone();
                 unchanged.sort();
                 daemon_rows.push(format!(
-                    "| {} | {} | {} (cpu {}) | {:.0} ms | {} – {} ms | {}/{} | {} MB |",
+                    "| {} | {} | {} (cpu {}) | {:.0} ms | {} – {} ms | {}/{} | {} / {} MB |",
                     c.documents(),
                     if layout == Layout::PerFile {
                         "per file"
@@ -311,6 +312,7 @@ async fn bench() {
                     unchanged[unchanged.len() - 1].as_millis(),
                     served.recorded_again,
                     unchanged.len(),
+                    served.first_peak_rss_kb / 1024,
                     served.peak_rss_kb / 1024,
                 ));
             }
@@ -329,7 +331,7 @@ async fn bench() {
     }
     if !daemon_rows.is_empty() {
         println!();
-        println!("| resources | layout | `serve`: first run | unchanged run, cpu (median) | min – max | recorded again | peak RSS |");
+        println!("| resources | layout | `serve`: first run | unchanged run, cpu (median) | min – max | recorded again | peak RSS after the first run / all |");
         println!("|---|---|---:|---:|---:|---:|---:|");
         for row in daemon_rows {
             println!("{row}");
@@ -346,7 +348,19 @@ struct Served {
     unchanged_cpu: Vec<Duration>,
     /// How many of those the daemon said it recorded again.
     recorded_again: usize,
+    /// `VmHWM` after the first run, and at the end.
+    first_peak_rss_kb: i64,
     peak_rss_kb: i64,
+}
+
+/// The peak RSS of process `pid` so far (`VmHWM`), in kB.
+fn peak_rss_kb(pid: u32) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU time (user and system) of process `pid` so far, threads that have exited included:
@@ -397,6 +411,7 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (first_wall, first_cpu) = (started.elapsed(), cpu_of(pid));
+    let first_peak_rss_kb = peak_rss_kb(pid);
     let store = labctl::store::Store::open_reader(db)
         .await
         .unwrap()
@@ -456,12 +471,7 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
         perf.wait().unwrap();
     }
     store.close().await;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let peak_rss_kb = peak_rss_kb(pid);
     // SAFETY: signalling our own child, which has not been reaped.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     child.wait().unwrap();
@@ -471,6 +481,7 @@ async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Serv
         first_cpu,
         unchanged_cpu,
         recorded_again: log.matches("\"recorded_again\":true").count(),
+        first_peak_rss_kb,
         peak_rss_kb,
     }
 }
