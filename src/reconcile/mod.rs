@@ -107,8 +107,8 @@ pub struct RunResult {
     #[serde(skip)]
     pub after: Option<Plan>,
     /// The latest observation of each provider: the one after the run's changes where it
-    /// made any. The controller keeps them for its next run ([`Concluded::keep_observations`]),
-    /// so a run it returns has none.
+    /// made any. When the run concluded something (a commit), the controller keeps them for
+    /// its next run ([`Concluded::keep_observations`]), and the run it returns has none.
     #[serde(skip)]
     pub inputs: Vec<ProviderInput>,
     /// What the run concluded, for the controller to hand to the next run.
