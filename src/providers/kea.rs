@@ -253,43 +253,21 @@ impl KeaProvider {
                 excerpt_bytes(&bytes)
             )));
         }
-        // Kept as text: config-get's arguments are the whole configuration, several times
-        // its size as a `Value`.
-        let (bytes, parsed) = http::parse_json::<Box<RawValue>>(bytes).await;
-        let parsed = parsed
+        // Read where it lies: config-get's arguments are the whole configuration, 20 MB at
+        // 100,000 reservations, several times that as a `Value`; each copy of its text was
+        // one more of the daemon's peak.
+        let name = format!("Kea {command}");
+        let (body, read) = http::read_text(bytes, move |text| read_answer(&name, text))
+            .await
             .map_err(|e| self.bad_response(format!("{command}: the answer is not JSON: {e}")))?;
-        drop(bytes);
-        let answer = format!("Kea {command}");
-        // The agent answers with one element per service; a non-array means it refused the
-        // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
-        let first = RawAt::root(&answer, "", &parsed)
-            .items()
-            .ok()
-            .and_then(|answers| answers.into_iter().next())
-            .and_then(|first| first.object().ok())
-            .ok_or_else(|| {
-                self.bad_response(format!(
-                    "{command}: expected a JSON array of answers, got {}",
-                    excerpt_bytes(parsed.get().as_bytes())
-                ))
-            })?;
-        let result = first
-            .get("result")
-            .and_then(|r| r.read(|at| at.i64()).ok())
-            .ok_or_else(|| {
-                self.bad_response(format!("{command}: the answer has no integer `result`"))
-            })?;
-        let text = first
-            .get("text")
-            .map(|t| t.read(|at| at.str().map(str::to_string)))
-            .transpose()
-            .map_err(|e| self.shape_error(e))?
-            .unwrap_or_default();
-        let arguments = first.get("arguments").map(|a| a.raw().to_owned());
+        let (result, text, dhcp4) = read.map_err(|problem| match problem {
+            Unread::Bad(detail) => self.bad_response(format!("{command}: {detail}")),
+            Unread::Shape(e) => self.shape_error(e),
+        })?;
         Ok(Answer {
             result,
             text,
-            arguments,
+            dhcp4: dhcp4.map(|at| Dhcp4Text { body, at }),
         })
     }
 
@@ -302,7 +280,7 @@ impl KeaProvider {
     }
 
     /// `config-get`: the running `Dhcp4` object, as the text Kea sent.
-    async fn config_get(&self) -> Result<Box<RawValue>, ProviderError> {
+    async fn config_get(&self) -> Result<Dhcp4Text, ProviderError> {
         let answer = self.command("config-get", None).await?;
         if answer.result != RESULT_OK {
             return Err(self.bad_response(format!(
@@ -310,15 +288,9 @@ impl KeaProvider {
                 answer.result, answer.text
             )));
         }
-        // Only `Dhcp4` is kept: newer Kea versions add a `hash` beside it, which is output only.
-        let dhcp4 = answer.arguments.as_deref().and_then(|arguments| {
-            let dhcp4 = RawAt::root(CONFIG_GET, "arguments", arguments)
-                .object()
-                .ok()?
-                .get("Dhcp4")?;
-            dhcp4.is_object().then(|| dhcp4.raw().to_owned())
-        });
-        dhcp4.ok_or_else(|| self.bad_response("config-get returned no `Dhcp4` object"))
+        answer
+            .dhcp4
+            .ok_or_else(|| self.bad_response("config-get returned no `Dhcp4` object"))
     }
 
     async fn observe_inner(
@@ -327,7 +299,7 @@ impl KeaProvider {
         previous: Option<Observation>,
     ) -> Result<Observation, ProviderError> {
         let dhcp4 = self.config_get().await?;
-        let fingerprint = fingerprint(&dhcp4);
+        let fingerprint = fingerprint(dhcp4.get());
         // The same text read against the same desired state reads the same: at 100k
         // reservations, reading it again was a fifth of an unchanged run's CPU. One of
         // another configuration is dropped before this one is read.
@@ -351,7 +323,7 @@ impl KeaProvider {
             taken.insert(Cow::Borrowed(name));
         }
 
-        let live = live_reservations(&dhcp4).map_err(|e| self.shape_error(e))?;
+        let live = live_reservations(dhcp4.get()).map_err(|e| self.shape_error(e))?;
         drop(dhcp4);
         // Built in one list, the unmanaged ones named after: two lists on the way (named,
         // unnamed) held about 14 MB more at 100k, by their sizes.
@@ -412,7 +384,7 @@ impl KeaProvider {
         // Re-read just before writing: config-set replaces the whole configuration, so one
         // planned against an older one would undo whatever changed since.
         let raw = self.config_get().await?;
-        let live = fingerprint(&raw);
+        let live = fingerprint(raw.get());
         if live != planned {
             return Err(ProviderError::Stale {
                 provider: self.name.clone(),
@@ -424,7 +396,7 @@ impl KeaProvider {
         }
         // config-set sends back the whole configuration: one with reservations of a shape
         // labctl does not understand would be rebuilt from a part it could not read.
-        live_reservations(&raw).map_err(|e| self.shape_error(e))?;
+        live_reservations(raw.get()).map_err(|e| self.shape_error(e))?;
         let mut dhcp4: Json = serde_json::from_str(raw.get())
             .map_err(|e| self.bad_response(format!("config-get: {e}")))?;
         drop(raw);
@@ -496,7 +468,76 @@ impl Provider for KeaProvider {
 struct Answer {
     result: i64,
     text: String,
-    arguments: Option<Box<RawValue>>,
+    /// `arguments.Dhcp4`, config-get's answer. Only `Dhcp4` is kept: newer Kea versions add
+    /// a `hash` beside it, which is output only.
+    dhcp4: Option<Dhcp4Text>,
+}
+
+/// The text of a `Dhcp4` object, where it lies in the body Kea sent.
+struct Dhcp4Text {
+    body: String,
+    at: std::ops::Range<usize>,
+}
+
+impl Dhcp4Text {
+    fn get(&self) -> &str {
+        &self.body[self.at.clone()]
+    }
+}
+
+/// Why an answer could not be read.
+enum Unread {
+    Bad(String),
+    Shape(ShapeError),
+}
+
+/// The first element of the agent's answer `text`, named `answer` in errors: its `result`, its
+/// `text`, and where `arguments.Dhcp4` is in `text` when that is an object.
+fn read_answer(
+    answer: &str,
+    text: &str,
+) -> Result<(i64, String, Option<std::ops::Range<usize>>), Unread> {
+    let not_json = |e: serde_json::Error| Unread::Bad(format!("the answer is not JSON: {e}"));
+    // The agent answers with one element per service; a non-array means it refused the
+    // request itself (e.g. `{"result": 400, "text": "Bad Request"}`).
+    let not_answers = || {
+        let got = excerpt_bytes(text.as_bytes());
+        Unread::Bad(format!("expected a JSON array of answers, got {got}"))
+    };
+    let answers: Vec<&RawValue> = match serde_json::from_str(text) {
+        Ok(answers) => answers,
+        // Of another type, which stops the read at once: whether it is JSON at all is
+        // learned by reading it whole.
+        Err(e) if e.is_data() => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(not_json)?;
+            return Err(not_answers());
+        }
+        Err(e) => return Err(not_json(e)),
+    };
+    let first = answers
+        .first()
+        .and_then(|first| RawAt::root(answer, "[0]", first.get()).object().ok())
+        .ok_or_else(not_answers)?;
+    let result = first
+        .get("result")
+        .and_then(|r| r.read(|at| at.i64()).ok())
+        .ok_or_else(|| Unread::Bad("the answer has no integer `result`".into()))?;
+    let said = first
+        .get("text")
+        .map(|t| t.read(|at| at.str().map(str::to_string)))
+        .transpose()
+        .map_err(Unread::Shape)?
+        .unwrap_or_default();
+    let dhcp4 = first
+        .get("arguments")
+        .and_then(|arguments| arguments.object().ok()?.get("Dhcp4"))
+        .filter(RawAt::is_object)
+        .map(|dhcp4| {
+            // A slice of `text`: its place is where it starts.
+            let start = dhcp4.raw().as_ptr() as usize - text.as_ptr() as usize;
+            start..start + dhcp4.raw().len()
+        });
+    Ok((result, said, dhcp4))
 }
 
 /// Every reservation of a `Dhcp4` config (top-level subnets, then those inside shared
@@ -504,7 +545,7 @@ struct Answer {
 /// path of another shape than Kea's is an error, never skipped: a skipped subnet's
 /// reservations would be missing, and config-set would rebuild them. Read from the text, one
 /// reservation a `Value` at a time.
-fn live_reservations(dhcp4: &RawValue) -> Result<Vec<(HostKey, Fields)>, ShapeError> {
+fn live_reservations(dhcp4: &str) -> Result<Vec<(HostKey, Fields)>, ShapeError> {
     let root = RawAt::root(CONFIG_GET, "Dhcp4", dhcp4).object()?;
     let mut subnets = root.opt_items("subnet4")?;
     for net in root.opt_items("shared-networks")? {
@@ -785,16 +826,16 @@ fn reservations_mut(subnet: &mut Json) -> &mut Vec<Json> {
 /// same text; hashing the text rather than a canonical form of its value spares parsing the
 /// whole configuration on every observation. Were Kea ever to print the same configuration
 /// otherwise, an apply would be refused as stale and the run repeated: never a wrong write.
-fn fingerprint(dhcp4: &RawValue) -> String {
-    crate::canonical::sha256_hex(dhcp4.get().as_bytes())
+fn fingerprint(dhcp4: &str) -> String {
+    crate::canonical::sha256_hex(dhcp4.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw(value: &Json) -> Box<RawValue> {
-        serde_json::value::to_raw_value(value).unwrap()
+    fn raw(value: &Json) -> String {
+        value.to_string()
     }
 
     fn live(mac: &str, ip: &str, hostname: &str) -> Json {
@@ -896,16 +937,52 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_is_of_the_text_kea_sent() {
-        let text = |s: &str| RawValue::from_string(s.to_string()).unwrap();
-        let a = text(r#"{"a":1,"b":{"c":[1,{"d":2,"e":3}]}}"#);
-        assert_eq!(
-            fingerprint(&a),
-            crate::canonical::sha256_hex(a.get().as_bytes())
+    fn an_answer_is_read_where_it_lies_and_only_its_first_element() {
+        let dhcp4 = r#"{ "subnet4": [], "x": "{\"Dhcp4\": 1}" }"#;
+        let text = format!(
+            r#"[ {{ "result": 0, "text": "ok", "arguments": {{ "hash": "h", "Dhcp4": {dhcp4} }} }},
+                {{ "result": 1 }} ]"#
         );
+        let (result, said, at) = read_answer(CONFIG_GET, &text).ok().unwrap();
+        assert_eq!((result, said.as_str()), (0, "ok"));
+        assert_eq!(&text[at.unwrap()], dhcp4);
+
+        let read = |text: &str| match read_answer(CONFIG_GET, text) {
+            Ok((result, said, at)) => Ok((result, said, at.map(|at| text[at].to_string()))),
+            Err(Unread::Bad(e)) => Err(e),
+            Err(Unread::Shape(e)) => Err(e.to_string()),
+        };
+        // Refused by the agent itself, or of another shape: errors that say what came.
+        for broken in ["<html>not json</html>", r#"{"result": 400,"#, "[1] 2"] {
+            let e = read(broken).unwrap_err();
+            assert!(e.starts_with("the answer is not JSON: "), "{broken}: {e}");
+        }
+        assert_eq!(
+            read(r#"{"result": 400, "text": "Bad Request"}"#).unwrap_err(),
+            r#"expected a JSON array of answers, got {"result": 400, "text": "Bad Request"}"#
+        );
+        assert_eq!(
+            read(r#"[{"result": "0"}]"#).unwrap_err(),
+            "the answer has no integer `result`"
+        );
+        assert_eq!(
+            read(r#"[{"result": 0, "text": 7}]"#).unwrap_err(),
+            "Kea config-get: [0].text is a number, expected a string"
+        );
+        // A `Dhcp4` that is no object, or arguments that are none, are not a configuration.
+        for odd in [r#"{"Dhcp4": []}"#, r#"[{"Dhcp4": {}}]"#, "null"] {
+            let text = format!(r#"[{{"result": 0, "arguments": {odd}}}]"#);
+            assert_eq!(read(&text), Ok((0, String::new(), None)), "{odd}");
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_text_kea_sent() {
+        let a = r#"{"a":1,"b":{"c":[1,{"d":2,"e":3}]}}"#;
+        assert_eq!(fingerprint(a), crate::canonical::sha256_hex(a.as_bytes()));
         assert_ne!(
-            fingerprint(&a),
-            fingerprint(&text(r#"{"a":2,"b":{"c":[1,{"d":2,"e":3}]}}"#))
+            fingerprint(a),
+            fingerprint(r#"{"a":2,"b":{"c":[1,{"d":2,"e":3}]}}"#)
         );
     }
 

@@ -146,7 +146,8 @@ impl<'a> At<'a> {
 pub(crate) struct RawAt<'a> {
     answer: &'a str,
     path: String,
-    raw: &'a RawValue,
+    /// The value's text, a slice of the answer's: read where it lies, never copied.
+    raw: &'a str,
 }
 
 /// The members of an object of a [`RawAt`], each still text.
@@ -156,8 +157,9 @@ pub(crate) struct RawObject<'a> {
 }
 
 impl<'a> RawAt<'a> {
-    /// The root `raw` of `answer`, shown in paths as `root`.
-    pub(crate) fn root(answer: &'a str, root: &str, raw: &'a RawValue) -> Self {
+    /// The root `raw` of `answer` (JSON text, already parsed once whole), shown in paths as
+    /// `root`.
+    pub(crate) fn root(answer: &'a str, root: &str, raw: &'a str) -> Self {
         RawAt {
             answer,
             path: root.to_string(),
@@ -166,7 +168,7 @@ impl<'a> RawAt<'a> {
     }
 
     /// The text of this value, as the answer had it.
-    pub(crate) fn raw(&self) -> &'a RawValue {
+    pub(crate) fn raw(&self) -> &'a str {
         self.raw
     }
 
@@ -176,7 +178,7 @@ impl<'a> RawAt<'a> {
     }
 
     fn type_name(&self) -> &'static str {
-        match self.raw.get().trim_start().as_bytes().first() {
+        match self.raw.trim_start().as_bytes().first() {
             Some(b'{') => "an object",
             Some(b'[') => "an array",
             Some(b'"') => "a string",
@@ -200,7 +202,7 @@ impl<'a> RawAt<'a> {
             return Err(self.wrong("an object"));
         }
         // The whole answer was parsed once already: this cannot fail on its syntax.
-        let members = serde_json::from_str(self.raw.get())
+        let members = serde_json::from_str(self.raw)
             .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
         Ok(RawObject { at: self, members })
     }
@@ -210,7 +212,7 @@ impl<'a> RawAt<'a> {
         if self.type_name() != "an array" {
             return Err(self.wrong("an array"));
         }
-        let items: Vec<&'a RawValue> = serde_json::from_str(self.raw.get())
+        let items: Vec<&'a RawValue> = serde_json::from_str(self.raw)
             .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
         Ok(items
             .into_iter()
@@ -218,7 +220,7 @@ impl<'a> RawAt<'a> {
             .map(|(i, raw)| RawAt {
                 answer: self.answer,
                 path: format!("{}[{i}]", self.path),
-                raw,
+                raw: raw.get(),
             })
             .collect())
     }
@@ -228,7 +230,7 @@ impl<'a> RawAt<'a> {
         &self,
         f: impl FnOnce(&At<'_>) -> Result<R, ShapeError>,
     ) -> Result<R, ShapeError> {
-        let value: Json = serde_json::from_str(self.raw.get())
+        let value: Json = serde_json::from_str(self.raw)
             .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
         f(&At {
             answer: self.answer,
@@ -244,7 +246,7 @@ impl<'a> RawObject<'a> {
         self.members.get(key).map(|raw| RawAt {
             answer: self.at.answer,
             path: child_path(&self.at.path, key),
-            raw,
+            raw: raw.get(),
         })
     }
 
