@@ -208,6 +208,7 @@ mod tests {
             provider: provider.into(),
             answered,
             asked: true,
+            unchanged: false,
             seconds: 0.01,
         }
     }

@@ -17,7 +17,7 @@ use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Classify, Pinning, 
 use super::shape::{At, RawAt, ShapeError};
 use super::{
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Fields,
-    Observation, Provider, ProviderError, Resource, Severities, Severity,
+    Observation, Provider, ProviderError, Reobserved, Resource, Severities, Severity,
 };
 use crate::model::{DesiredState, Ipv4Cidr, Kind, MacAddress};
 
@@ -297,17 +297,17 @@ impl KeaProvider {
         &self,
         desired: &DesiredState,
         previous: Option<Observation>,
-    ) -> Result<Observation, ProviderError> {
+    ) -> Result<Reobserved, ProviderError> {
         let dhcp4 = self.config_get().await?;
         let fingerprint = fingerprint(dhcp4.get());
         // The same text read against the same desired state reads the same: at 100k
         // reservations, reading it again was a fifth of an unchanged run's CPU. One of
         // another configuration is dropped before this one is read.
         if let Some(previous) = previous.filter(|p| p.version.as_ref() == Some(&fingerprint)) {
-            return Ok(Observation {
+            return Ok(Reobserved::Unchanged(Observation {
                 observed_at: crate::time::now_ms(),
                 ..previous
-            });
+            }));
         }
 
         // Desired reservations by natural key, and every desired name: a derived name must
@@ -360,7 +360,7 @@ impl KeaProvider {
         let mut observation = Observation::now(&self.name, resources);
         // The fingerprint (SHA-256 of the text Kea sent for `Dhcp4`) is what apply checks.
         observation.version = Some(fingerprint);
-        Ok(observation)
+        Ok(Reobserved::Fresh(observation))
     }
 
     async fn apply_inner(
@@ -440,14 +440,17 @@ impl Provider for KeaProvider {
         &'a self,
         desired: &'a DesiredState,
     ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
-        Box::pin(self.observe_inner(desired, None))
+        Box::pin(async move {
+            let observed = self.observe_inner(desired, None).await?;
+            Ok(observed.into_inner())
+        })
     }
 
     fn observe_again<'a>(
         &'a self,
         desired: &'a DesiredState,
         previous: Observation,
-    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+    ) -> BoxFuture<'a, Result<Reobserved, ProviderError>> {
         Box::pin(self.observe_inner(desired, Some(previous)))
     }
 

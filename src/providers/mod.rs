@@ -473,6 +473,26 @@ pub struct ApplyReport {
     pub applied: Vec<Change>,
 }
 
+/// What [`Provider::observe_again`] answered with.
+#[derive(Debug, Clone)]
+pub enum Reobserved {
+    /// Nothing live moved: the observation handed in, its resources as they were, stamped
+    /// now. The caller may take what it computed of them before (their address) as still
+    /// true.
+    Unchanged(Observation),
+    /// Read afresh.
+    Fresh(Observation),
+}
+
+impl Reobserved {
+    /// The observation, however it was made.
+    pub fn into_inner(self) -> Observation {
+        match self {
+            Reobserved::Unchanged(o) | Reobserved::Fresh(o) => o,
+        }
+    }
+}
+
 /// A live system behind one API.
 pub trait Provider: Send + Sync {
     /// The provider's name from labctl.yaml.
@@ -503,9 +523,9 @@ pub trait Provider: Send + Sync {
         &'a self,
         desired: &'a DesiredState,
         previous: Observation,
-    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+    ) -> BoxFuture<'a, Result<Reobserved, ProviderError>> {
         drop(previous);
-        self.observe(desired)
+        Box::pin(async move { self.observe(desired).await.map(Reobserved::Fresh) })
     }
 
     /// Carries out `changes`, planned against `base` (this provider's observation), atomically

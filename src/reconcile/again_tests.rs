@@ -137,8 +137,8 @@ async fn nothing_moved_records_the_run_before_again_and_any_move_does_the_whole_
 
     // Resources that hash as the run before recorded them are named by that address, not
     // compressed again.
-    let again = observed_snapshots(&second.inputs, first.concluded.as_ref());
-    let fresh = observed_snapshots(&second.inputs, None);
+    let again = observed_snapshots(&second.inputs, first.concluded.as_ref(), &[]);
+    let fresh = observed_snapshots(&second.inputs, None, &[]);
     let (again, fresh) = (
         &again[0].as_ref().unwrap().body,
         &fresh[0].as_ref().unwrap().body,

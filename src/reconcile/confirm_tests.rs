@@ -65,10 +65,10 @@ impl Provider for Inventory {
         &'a self,
         desired: &'a DesiredState,
         previous: Observation,
-    ) -> BoxFuture<'a, Result<Observation, ProviderError>> {
+    ) -> BoxFuture<'a, Result<Reobserved, ProviderError>> {
         let names = previous.resources.into_iter().map(|r| r.name).collect();
         self.handed_back.lock().unwrap().push(names);
-        self.observe(desired)
+        Box::pin(async move { self.observe(desired).await.map(Reobserved::Fresh) })
     }
 
     fn apply<'a>(

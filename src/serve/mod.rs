@@ -354,6 +354,16 @@ fn lost(state: &State, options: &Options, e: &crate::store::StoreError) {
     options.metrics.leader(false);
 }
 
+/// The providers whose observation came back unchanged, comma-separated.
+fn unchanged(observed: &[crate::reconcile::ObserveTiming]) -> String {
+    let names: Vec<&str> = observed
+        .iter()
+        .filter(|t| t.unchanged)
+        .map(|t| t.provider.as_str())
+        .collect();
+    names.join(",")
+}
+
 /// Notes what a run did and answers when to run again.
 fn record(
     ctx: &Context,
@@ -375,6 +385,8 @@ fn record(
                 open = done.run.counts.deviations_open,
                 // Nothing had moved since the run before: its conclusions were recorded again.
                 recorded_again = done.run.recorded_again,
+                // The providers that answered with their last observation (nothing live moved).
+                unchanged = %unchanged(&done.run.observed),
                 "run finished"
             );
             state.update(|p| {

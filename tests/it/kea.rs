@@ -9,7 +9,7 @@ use crate::support::kea::Kea;
 use crate::support::without_keys;
 use labctl::model::{DesiredState, DhcpReservationDoc, Kind, Located, Origin, SecretSource};
 use labctl::providers::kea::{KeaProvider, Settings};
-use labctl::providers::{Change, Provider, ProviderError, Resource};
+use labctl::providers::{Change, Provider, ProviderError, Reobserved, Resource};
 use serde_json::{json, Value as Json};
 
 /// The provider under test, talking to this Kea.
@@ -266,10 +266,10 @@ async fn edits_behind_labctls_back_are_observed() {
     let mut doctored = before.clone();
     doctored.resources.truncate(1);
     doctored.observed_at = 0;
-    let again = provider
-        .observe_again(&desired, doctored.clone())
-        .await
-        .unwrap();
+    let again = match provider.observe_again(&desired, doctored.clone()).await {
+        Ok(Reobserved::Unchanged(again)) => again,
+        other => panic!("expected the observation back, unchanged: {other:?}"),
+    };
     assert_eq!(
         (&again.resources, &again.version),
         (&doctored.resources, &before.version)
@@ -293,7 +293,10 @@ async fn edits_behind_labctls_back_are_observed() {
 
     let after = provider.observe(&desired).await.unwrap();
     // Another configuration: what was handed back is not the answer.
-    let again = provider.observe_again(&desired, doctored).await.unwrap();
+    let again = match provider.observe_again(&desired, doctored).await {
+        Ok(Reobserved::Fresh(again)) => again,
+        other => panic!("expected a fresh observation: {other:?}"),
+    };
     assert_eq!(
         (&again.resources, &again.version),
         (&after.resources, &after.version)

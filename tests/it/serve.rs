@@ -743,6 +743,28 @@ async fn a_change_made_in_kea_behind_labctls_back_is_found_by_the_next_scheduled
     let (code, log) = daemon.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("\"recorded_again\":true"), "{log}");
+    // Kea's last observation was handed back each run of the commit: read afresh once Kea's
+    // configuration had changed, returned as it was when it had not.
+    let unchanged = unchanged_by_run(&log);
+    let first = runs.iter().map(|r| r.id).min().unwrap();
+    assert_eq!(unchanged.get(&first).map(String::as_str), Some(""));
+    assert_eq!(unchanged.get(&found.id).map(String::as_str), Some(""));
+    assert_eq!(unchanged.get(&again.id).map(String::as_str), Some("kea"));
+}
+
+/// Each finished run's `unchanged` providers, from the daemon's JSON log lines.
+fn unchanged_by_run(log: &str) -> std::collections::BTreeMap<i64, String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "run finished")
+        .filter_map(|line| {
+            let fields = &line["fields"];
+            Some((
+                fields["run"].as_i64()?,
+                fields["unchanged"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
