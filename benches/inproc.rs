@@ -179,9 +179,11 @@ fn benches(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("load", &b.label), |t| {
             t.iter(|| source::load(&b.spec, None).unwrap())
         });
+        let held = b.loaded.files().unwrap();
         group.bench_function(BenchmarkId::new("validate", &b.label), |t| {
-            t.iter(|| labctl::validate::validate(&b.loaded.snapshot))
+            t.iter(|| labctl::validate::validate(&held))
         });
+        drop(held);
         let rules = reconcile::rules(&b.loaded, false, &[]);
         let inputs = rt.block_on(reconcile::observe(&b.loaded.state, &b.replays));
         group.bench_function(BenchmarkId::new("diff", &b.label), |t| {

@@ -52,12 +52,16 @@ pub fn run(args: &ImportArgs) -> ExitCode {
                     errln!("error: nothing was imported");
                 }
                 ImportError::Invalid(staged) => {
-                    let mut all = loaded.snapshot.clone();
+                    // The files were read again to stage the import: they can be again.
+                    let mut all = match loaded.files() {
+                        Ok(held) => held.into_owned(),
+                        Err(_) => labctl::source::Snapshot::of(loaded.origin(), Vec::new()),
+                    };
                     all.files.extend(staged.files.iter().cloned());
                     super::print_diagnostics(&staged.validation.diagnostics, &all);
                     errln!("error: {e}");
                 }
-                ImportError::Write(_) => errln!("error: {e}"),
+                ImportError::Write(_) | ImportError::Reread(_) => errln!("error: {e}"),
             }
             return ExitCode::FAILURE;
         }

@@ -366,8 +366,18 @@ pub fn report_invalid(invalid: &Invalid, format: Format) {
 
 /// Validation warnings of a desired state that is in force, for people.
 pub fn print_warnings(loaded: &Loaded) {
-    if !loaded.warnings.is_empty() {
-        print_diagnostics(&loaded.warnings, &loaded.snapshot);
+    if loaded.warnings.is_empty() {
+        return;
+    }
+    match loaded.files() {
+        Ok(held) => {
+            print_diagnostics(&loaded.warnings, &held);
+        }
+        // Said without the lines they point at.
+        Err(e) => {
+            errln!("note: the commit's files could not be read again to show where: {e}");
+            print_diagnostics(&loaded.warnings, &Snapshot::of(loaded.origin(), Vec::new()));
+        }
     }
 }
 

@@ -104,7 +104,7 @@ impl Context {
         let current = self.current();
         let known = current
             .as_ref()
-            .and_then(|c| c.snapshot.revision.as_ref())
+            .and_then(|c| c.revision())
             .map(|r| r.commit.clone());
         let fetched = tokio::task::spawn_blocking(move || {
             source::load_unless(&spec, path.as_deref(), known.as_deref())
@@ -122,9 +122,10 @@ impl Context {
                 ))))
             }
         };
-        let loaded = tokio::task::spawn_blocking(move || validated(snapshot))
+        let mut loaded = tokio::task::spawn_blocking(move || validated(snapshot))
             .await
             .map_err(|_| Error::Task("validating the repository"))??;
+        loaded.let_go_of_files(&self.settings.source, self.settings.path.as_deref());
         let loaded = Arc::new(loaded);
         if loaded.commit().is_some() {
             *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&loaded));
@@ -498,6 +499,9 @@ pub enum ImportError {
     Invalid(Box<ImportPlan>),
     #[error("{0}; nothing was written")]
     Write(String),
+    /// The commit's files, let go of after validation, could not be read again.
+    #[error("the commit's files could not be read again: {0}; nothing was written")]
+    Reread(SourceError),
 }
 
 /// What an import wrote (or, on a dry run, would write).
@@ -522,7 +526,9 @@ pub async fn import(
             plan.unobservable.into_iter().collect(),
         ));
     }
-    let staged = import::prepare(&loaded.snapshot, &plan);
+    let held = loaded.files().map_err(ImportError::Reread)?;
+    let staged = import::prepare(&held, &plan);
+    drop(held);
     if !staged.validation.is_valid() {
         return Err(ImportError::Invalid(Box::new(staged)));
     }

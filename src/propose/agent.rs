@@ -17,7 +17,7 @@ use crate::diff::{self, Plan, ProviderInput};
 use crate::model::Kind;
 use crate::providers::{Observation, Provider, Resource};
 use crate::reconcile::{import, Loaded};
-use crate::source::Pushed;
+use crate::source::{Pushed, Snapshot};
 use crate::store::{Outcome, Store};
 use crate::validate::{self, Diagnostic, Severity};
 
@@ -114,8 +114,12 @@ pub async fn propose(
     let base = loaded
         .commit()
         .ok_or_else(|| AgentError::Refused("the desired state is not a Git commit".into()))?;
-    let (files, touched) = edits(loaded, change).map_err(AgentError::Refused)?;
-    let snapshot = super::with_files(&loaded.snapshot, &files);
+    let held = loaded.files().map_err(|e| {
+        AgentError::Failed(format!("the commit's files could not be read again: {e}"))
+    })?;
+    let (files, touched) = edits(loaded, &held, change).map_err(AgentError::Refused)?;
+    let snapshot = super::with_files(&held, &files);
+    drop(held);
     let validation = validate::validate(&snapshot);
     let Some(state) = validation.state else {
         return Err(AgentError::Invalid(
@@ -246,7 +250,12 @@ pub async fn propose(
 type Touched = BTreeSet<(Kind, String)>;
 
 /// The file edits of `change`, and the resources it touches.
-fn edits(loaded: &Loaded, change: &Change) -> Result<(Vec<FileChange>, Touched), String> {
+/// `held` is `loaded`'s files.
+fn edits(
+    loaded: &Loaded,
+    held: &Snapshot,
+    change: &Change,
+) -> Result<(Vec<FileChange>, Touched), String> {
     let mut files: Vec<FileChange> = Vec::new();
     let mut touched = BTreeSet::new();
     // The text of `path` with the edits so far.
@@ -255,7 +264,7 @@ fn edits(loaded: &Loaded, change: &Change) -> Result<(Vec<FileChange>, Touched),
             .iter()
             .find(|f| f.path == path)
             .and_then(|f| f.after.clone())
-            .or_else(|| loaded.snapshot.text(path).map(str::to_string))
+            .or_else(|| held.text(path).map(str::to_string))
     };
     let write = |files: &mut Vec<FileChange>, path: String, after: String| match files
         .iter_mut()
@@ -263,7 +272,7 @@ fn edits(loaded: &Loaded, change: &Change) -> Result<(Vec<FileChange>, Touched),
     {
         Some(f) => f.after = Some(after),
         None => {
-            let before = loaded.snapshot.text(&path).map(str::to_string);
+            let before = held.text(&path).map(str::to_string);
             files.push(FileChange {
                 path,
                 before,

@@ -216,7 +216,24 @@ pub fn prepare(
         }
     }
     let mut out = Proposals::default();
+    // Read once for every change set (a let-go commit's are read again from Git).
+    let held = match loaded.files() {
+        Ok(held) => Some(held),
+        Err(e) => {
+            tracing::warn!(error = %e, "the commit's files could not be read again; nothing is proposed");
+            None
+        }
+    };
     for (i, ((kind, name), deviations)) in by_resource.into_iter().enumerate() {
+        let Some(held) = held.as_deref() else {
+            out.refused.push(Refused {
+                kind,
+                name: name.to_string(),
+                reason: "the commit's files could not be read again".into(),
+                diagnostics: Vec::new(),
+            });
+            continue;
+        };
         if i >= max {
             out.refused.push(Refused {
                 kind,
@@ -228,6 +245,7 @@ pub fn prepare(
         }
         match change_set(
             loaded,
+            held,
             plan,
             inputs,
             providers,
@@ -269,6 +287,7 @@ fn with_files(snapshot: &Snapshot, files: &[FileChange]) -> Snapshot {
 #[allow(clippy::too_many_arguments)]
 fn change_set(
     loaded: &Loaded,
+    held: &Snapshot,
     plan: &Plan,
     inputs: &[ProviderInput],
     providers: &[Arc<dyn Provider>],
@@ -289,9 +308,9 @@ fn change_set(
             "part of it could not be read live; nothing is proposed from a partial picture".into(),
         ));
     }
-    let files = edits(loaded, kind, name, deviations).map_err(plain)?;
+    let files = edits(loaded, held, kind, name, deviations).map_err(plain)?;
 
-    let validation = validate::validate(&with_files(&loaded.snapshot, &files));
+    let validation = validate::validate(&with_files(held, &files));
     let Some(state) = validation.state else {
         return Err((
             "the repository with this change does not validate".into(),
@@ -405,11 +424,12 @@ fn change_set(
 /// unmanaged, missing or drifted).
 fn edits(
     loaded: &Loaded,
+    held: &Snapshot,
     kind: Kind,
     name: &str,
     deviations: &[&Deviation],
 ) -> Result<Vec<FileChange>, String> {
-    let text_of = |path: &str| loaded.snapshot.text(path).map(str::to_string);
+    let text_of = |path: &str| held.text(path).map(str::to_string);
     let origin = || {
         loaded
             .state

@@ -70,6 +70,47 @@ fn load_local(
     read_commit(&repo, commit, requested, origin, subdir, budget)
 }
 
+/// The files of `revision` (a commit read before) again, from `loc`'s repository as it is now:
+/// a local one opened, a remote one's clone in the cache, never fetched.
+pub(super) fn read_again(
+    loc: &GitLocation,
+    revision: &Revision,
+    subdir: Option<&str>,
+    budget: &mut Budget,
+) -> Result<Snapshot, SourceError> {
+    let (repo, origin) = match loc {
+        GitLocation::Local { path, .. } => {
+            let origin = path.display().to_string();
+            let repo = gix::open(path).map_err(|e| {
+                SourceError::Git(format!("cannot open repository at {origin}: {}", chain(&e)))
+            })?;
+            (repo, origin)
+        }
+        GitLocation::Remote { url, options } => {
+            let target = RemoteTarget::new(url, options)?;
+            let dir = options.cache_dir.join(cache_key(&target.origin));
+            let repo = open_cached(&dir, &target.url).ok_or_else(|| {
+                SourceError::Git(format!(
+                    "the clone of {} in {} is gone; the next run reads it again",
+                    target.origin,
+                    dir.display()
+                ))
+            })?;
+            (repo, target.origin)
+        }
+    };
+    let commit = ObjectId::from_hex(revision.commit.as_bytes())
+        .map_err(|e| SourceError::Git(format!("`{}` is not a commit id: {e}", revision.commit)))?;
+    read_commit(
+        &repo,
+        commit,
+        revision.requested.clone(),
+        origin,
+        subdir,
+        budget,
+    )
+}
+
 /// Resolves `rev` to a commit, peeling annotated tags.
 fn resolve_rev(repo: &gix::Repository, rev: &str, origin: &str) -> Result<ObjectId, SourceError> {
     let not_found = |detail: String| SourceError::RevisionNotFound {

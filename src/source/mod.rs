@@ -351,6 +351,57 @@ fn load_inner(
     Ok(Fetched::Fresh(snapshot))
 }
 
+/// How to read a snapshot's files again: the commit it was read from, in the repository it
+/// came from. A commit's files never change, so what is read again is what was validated; a
+/// directory's can, so a directory has none.
+#[derive(Debug, Clone)]
+pub struct Reread {
+    location: GitLocation,
+    subdir: Option<String>,
+    revision: Revision,
+    origin: String,
+    limits: Limits,
+}
+
+impl Reread {
+    /// For `snapshot`, read from `spec` below `subdir`; `None` unless it is a Git commit.
+    pub fn of(spec: &SourceSpec, subdir: Option<&str>, snapshot: &Snapshot) -> Option<Self> {
+        match (spec, &snapshot.revision) {
+            (SourceSpec::Git(location), Some(revision)) => Some(Reread {
+                location: location.clone(),
+                subdir: subdir.map(str::to_string),
+                revision: revision.clone(),
+                origin: snapshot.origin.clone(),
+                limits: snapshot.limits,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The revision that is read again.
+    pub fn revision(&self) -> &Revision {
+        &self.revision
+    }
+
+    /// The commit's files, read again from the repository (for a remote, its local clone:
+    /// nothing is fetched), under the limits they were first read under.
+    pub fn read(&self) -> Result<Snapshot, SourceError> {
+        let mut budget = Budget::new(self.limits);
+        let mut snapshot = git::read_again(
+            &self.location,
+            &self.revision,
+            self.subdir.as_deref(),
+            &mut budget,
+        )?;
+        snapshot.origin = self.origin.clone();
+        snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
+        budget.refused.sort_by(|a, b| a.path.cmp(&b.path));
+        snapshot.refused = budget.refused;
+        snapshot.limits = self.limits;
+        Ok(snapshot)
+    }
+}
+
 /// A snapshot of files given as bytes (`path`, content), read the way the loaders read a
 /// directory or a commit: file names checked, sizes within `limits`, content UTF-8. For
 /// input that arrives whole (the fuzz target; text an MCP client sends).

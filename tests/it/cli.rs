@@ -147,6 +147,39 @@ fn a_closed_stdout_ends_quietly() {
     }
 }
 
+/// A run of a commit lets go of its files once validated; a warning is still shown on the
+/// line it is about, from the files read again from that commit.
+#[test]
+fn warnings_after_a_run_of_a_commit_point_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("lab");
+    write(
+        &repo,
+        "labctl.yaml",
+        "apiVersion: labctl.dev/v1\nkind: Config\nmetadata: {name: lab}\nspec: {}\n",
+    );
+    write(
+        &repo,
+        "mcp/probe.yaml",
+        "apiVersion: labctl.dev/v1\nkind: McpServer\nmetadata: {name: probe}\n\
+         spec:\n  transport: sse\n  url: http://127.0.0.1:9/sse\n",
+    );
+    crate::support::git::git(&repo, &["init", "-q"]);
+    crate::support::git::commit_all(&repo, "a server at an undeclared host");
+    let db = format!("sqlite://{}", dir.path().join("state.db").display());
+    let out = labctl(&[
+        "reconcile",
+        "--once",
+        repo.to_str().unwrap(),
+        "--database-url",
+        &db,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning[unknown-host]"), "{stderr}");
+    assert!(stderr.contains("mcp/probe.yaml:6"), "{stderr}");
+    assert!(stderr.contains("url: http://127.0.0.1:9/sse"), "{stderr}");
+}
+
 /// Logs on a pipe (a journal, a file) are plain text: no ANSI colour codes.
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {

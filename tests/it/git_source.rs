@@ -431,6 +431,54 @@ fn remote_clone_then_fetch_sees_new_and_rewritten_commits() {
     assert_eq!(cache_entries(cache.path()).len(), 1);
 }
 
+/// A commit's files let go of after validation are read again as they were, whatever the
+/// branch did since: from a local repository and from a remote's clone (never fetched).
+#[test]
+fn a_commits_files_are_read_again_as_they_were() {
+    let (origin, first) = sample_repo();
+    let cache = TempDir::new().unwrap();
+    let url = file_url(origin.path());
+    let specs = [
+        (local(origin.path(), None), None),
+        (local(origin.path(), None), Some("hosts")),
+        (remote(&url, cache.path(), None), None),
+        (remote(&url, cache.path(), None), Some("hosts")),
+    ];
+    let read: Vec<(Snapshot, source::Reread)> = specs
+        .iter()
+        .map(|(spec, subdir)| {
+            let snapshot = source::load(spec, *subdir).unwrap();
+            let reread = source::Reread::of(spec, *subdir, &snapshot).unwrap();
+            (snapshot, reread)
+        })
+        .collect();
+    // The branch moves on, in the origin and in the remote's clone.
+    write(origin.path(), "hosts/a.yaml", "host: moved\n");
+    write(origin.path(), "hosts/c.yaml", "host: c\n");
+    let second = commit_all(origin.path(), "second");
+    let fetched = source::load(&specs[2].0, None).unwrap();
+    assert_eq!(commit_of(&fetched), second);
+
+    for (snapshot, reread) in &read {
+        let again = reread.read().unwrap();
+        assert_eq!(commit_of(&again), first);
+        assert_eq!(again.files, snapshot.files);
+        assert_eq!(again.origin, snapshot.origin);
+        assert_eq!(again.revision, snapshot.revision);
+    }
+    assert_eq!(text(&read[1].0, "a.yaml"), "host: a\n");
+
+    // A directory can change under it: nothing to read again.
+    let dir = source::load(&SourceSpec::Directory(origin.path().into()), None).unwrap();
+    let directory = SourceSpec::Directory(origin.path().into());
+    assert!(source::Reread::of(&directory, None, &dir).is_none());
+
+    // The clone gone: an error that says so, never another commit's files.
+    fs::remove_dir_all(cache.path()).unwrap();
+    let e = read[2].1.read().unwrap_err().to_string();
+    assert!(e.contains("is gone"), "{e}");
+}
+
 #[test]
 fn remote_branches_tags_default_branch_and_unknown_revisions() {
     let (origin, first) = sample_repo();
