@@ -536,10 +536,18 @@ fn read_answer(
         .and_then(|arguments| arguments.object().ok()?.get("Dhcp4"))
         .filter(RawAt::is_object)
         .map(|dhcp4| {
-            // A slice of `text`: its place is where it starts.
-            let start = dhcp4.raw().as_ptr() as usize - text.as_ptr() as usize;
-            start..start + dhcp4.raw().len()
-        });
+            // Borrowed, so a slice of `text`: its place is where it starts.
+            let raw = dhcp4.raw();
+            let start = (raw.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            let at = start..start.saturating_add(raw.len());
+            match text.get(at.clone()) {
+                Some(found) if std::ptr::eq(found, raw) => Ok(at),
+                _ => Err(Unread::Bad(
+                    "`arguments.Dhcp4` was not read in place".into(),
+                )),
+            }
+        })
+        .transpose()?;
     Ok((result, said, dhcp4))
 }
 
