@@ -386,10 +386,12 @@ pub fn print_warnings(loaded: &Loaded) {
 pub fn load_valid(source: &SourceArgs, format: Format) -> Option<Loaded> {
     let snapshot = load_snapshot(source, format)?;
     match controller::validated(snapshot) {
-        Ok(loaded) => {
+        Ok(mut loaded) => {
             if format == Format::Human {
                 print_warnings(&loaded);
             }
+            // As the daemon does: what comes next needs the validated state, not the texts.
+            loaded.let_go_of_files(&source.spec(), source.path.as_deref());
             Some(loaded)
         }
         Err(controller::Error::Invalid(invalid)) => {
