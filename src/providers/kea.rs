@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value as Json};
 
@@ -507,48 +508,183 @@ fn read_answer(
         let got = excerpt_bytes(text.as_bytes());
         Unread::Bad(format!("expected a JSON array of answers, got {got}"))
     };
-    let answers: Vec<&RawValue> = match serde_json::from_str(text) {
-        Ok(answers) => answers,
-        // Of another type, which stops the read at once: whether it is JSON at all is
-        // learned by reading it whole.
-        Err(e) if e.is_data() => {
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(not_json)?;
-            return Err(not_answers());
-        }
-        Err(e) => return Err(not_json(e)),
+    let first = match serde_json::from_str(text).map_err(not_json)? {
+        Element::Array(Answers {
+            first: Some(Element::Object(first)),
+        }) => first,
+        _ => return Err(not_answers()),
     };
-    let first = answers
-        .first()
-        .and_then(|first| RawAt::root(answer, "[0]", first.get()).object().ok())
-        .ok_or_else(not_answers)?;
+    // Each small: read through `At`, whose errors name the path.
     let result = first
-        .get("result")
-        .and_then(|r| r.read(|at| at.i64()).ok())
+        .result
+        .and_then(|r| {
+            RawAt::root(answer, "[0].result", r.get())
+                .read(|at| at.i64())
+                .ok()
+        })
         .ok_or_else(|| Unread::Bad("the answer has no integer `result`".into()))?;
     let said = first
-        .get("text")
-        .map(|t| t.read(|at| at.str().map(str::to_string)))
+        .text
+        .map(|t| RawAt::root(answer, "[0].text", t.get()).read(|at| at.str().map(str::to_string)))
         .transpose()
         .map_err(Unread::Shape)?
         .unwrap_or_default();
-    let dhcp4 = first
-        .get("arguments")
-        .and_then(|arguments| arguments.object().ok()?.get("Dhcp4"))
-        .filter(RawAt::is_object)
-        .map(|dhcp4| {
+    let dhcp4 = match first.arguments {
+        Some(Element::Object(Arguments { dhcp4: Some(dhcp4) }))
+            if RawAt::root(answer, "", dhcp4.get()).is_object() =>
+        {
             // Borrowed, so a slice of `text`: its place is where it starts.
-            let raw = dhcp4.raw();
+            let raw = dhcp4.get();
             let start = (raw.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
             let at = start..start.saturating_add(raw.len());
             match text.get(at.clone()) {
-                Some(found) if std::ptr::eq(found, raw) => Ok(at),
-                _ => Err(Unread::Bad(
-                    "`arguments.Dhcp4` was not read in place".into(),
-                )),
+                Some(found) if std::ptr::eq(found, raw) => Some(at),
+                _ => {
+                    return Err(Unread::Bad(
+                        "`arguments.Dhcp4` was not read in place".into(),
+                    ))
+                }
             }
-        })
-        .transpose()?;
+        }
+        _ => None,
+    };
     Ok((result, said, dhcp4))
+}
+
+/// An agent's answer read in one pass that keeps only what is read of it, borrowed from the
+/// text: the first element's `result`, `text` and `arguments.Dhcp4`. Everything else is
+/// skipped as it is read, so an answer of millions of elements or members costs a pass over
+/// it, not memory.
+#[derive(Default)]
+struct Answers<'a> {
+    first: Option<Element<FirstAnswer<'a>>>,
+}
+
+#[derive(Default)]
+struct FirstAnswer<'a> {
+    result: Option<&'a RawValue>,
+    text: Option<&'a RawValue>,
+    arguments: Option<Element<Arguments<'a>>>,
+}
+
+#[derive(Default)]
+struct Arguments<'a> {
+    dhcp4: Option<&'a RawValue>,
+}
+
+/// A value read in one pass as `T` reads an object or an array of it; any other, skipped.
+enum Element<T> {
+    Object(T),
+    Array(T),
+    Other,
+}
+
+/// What a one-pass read keeps of an object's members or an array's elements; by default,
+/// nothing.
+trait OnePass<'de>: Default {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        let _ = key;
+        map.next_value::<IgnoredAny>().map(drop)
+    }
+
+    fn elements<A: SeqAccess<'de>>(&mut self, seq: &mut A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> OnePass<'de> for Answers<'de> {
+    fn elements<A: SeqAccess<'de>>(&mut self, seq: &mut A) -> Result<(), A::Error> {
+        self.first = seq.next_element()?;
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> OnePass<'de> for FirstAnswer<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        // The last of a key given twice wins, as when read into a map.
+        match key {
+            "result" => self.result = Some(map.next_value()?),
+            "text" => self.text = Some(map.next_value()?),
+            "arguments" => self.arguments = Some(map.next_value()?),
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+impl<'de> OnePass<'de> for Arguments<'de> {
+    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "Dhcp4" => self.dhcp4 = Some(map.next_value()?),
+            _ => drop(map.next_value::<IgnoredAny>()?),
+        }
+        Ok(())
+    }
+}
+
+/// A member name, kept only when it is one a [`OnePass`] reads.
+struct Key(&'static str);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                let read = ["result", "text", "arguments", "Dhcp4"];
+                Ok(Key(read.into_iter().find(|k| *k == v).unwrap_or("")))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl<'de, T: OnePass<'de>> Deserialize<'de> for Element<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: OnePass<'de>> Visitor<'de> for Visit<T> {
+            type Value = Element<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element<T>, A::Error> {
+                let mut out = T::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    out.member(key, &mut map)?;
+                }
+                Ok(Element::Object(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element<T>, A::Error> {
+                let mut out = T::default();
+                out.elements(&mut seq)?;
+                Ok(Element::Array(out))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Element<T>, E> {
+                Ok(Element::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Element<T>, E> {
+                Ok(Element::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Element<T>, E> {
+                Ok(Element::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Element<T>, E> {
+                Ok(Element::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Element<T>, E> {
+                Ok(Element::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Element<T>, E> {
+                Ok(Element::Other)
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Every reservation of a `Dhcp4` config (top-level subnets, then those inside shared
@@ -975,6 +1111,19 @@ mod tests {
         assert_eq!(
             read(r#"[{"result": "0"}]"#).unwrap_err(),
             "the answer has no integer `result`"
+        );
+        for none in ["[]", "[7, {\"result\": 0}]", "\"ok\""] {
+            let e = read(none).unwrap_err();
+            assert!(
+                e.starts_with("expected a JSON array of answers"),
+                "{none}: {e}"
+            );
+        }
+        // A name written with escapes is the name; the last of a name given twice wins, as
+        // in a map.
+        assert_eq!(
+            read(r#"[{"res\u0075lt": 1, "text": "a", "text": "b", "x": [1, {"result": 2}]}]"#),
+            Ok((1, "b".to_string(), None))
         );
         assert_eq!(
             read(r#"[{"result": 0, "text": 7}]"#).unwrap_err(),

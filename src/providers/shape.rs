@@ -167,11 +167,6 @@ impl<'a> RawAt<'a> {
         }
     }
 
-    /// The text of this value, as the answer had it.
-    pub(crate) fn raw(&self) -> &'a str {
-        self.raw
-    }
-
     /// Whether this value is an object, from its first character: nothing is parsed.
     pub(crate) fn is_object(&self) -> bool {
         self.type_name() == "an object"

@@ -167,3 +167,97 @@ async fn headers_then_a_stalled_body_end_at_the_deadline() {
         assert!(reason.contains("no answer within 1 s"), "{kind}: {reason}");
     }
 }
+
+/// An answer within the limit made of millions of small values, as elements of the answer or
+/// as members of its first element, is read in one pass that keeps none of them: the plan's
+/// peak memory stays near the body's size. A list or a map of them (16 bytes an element, a
+/// name and a node a member) was several times it.
+#[tokio::test(flavor = "multi_thread")]
+async fn millions_of_values_in_keas_answer_cost_a_pass_not_memory() {
+    const BYTES: usize = 60 << 20;
+    let elements = {
+        let mut s = String::with_capacity(BYTES + 16);
+        s.push('[');
+        while s.len() < BYTES {
+            s.push_str("0,");
+        }
+        s.push_str("0]");
+        s
+    };
+    let members = {
+        let mut s = String::with_capacity(BYTES + 32);
+        s.push_str("[{");
+        let mut i = 0u64;
+        while s.len() < BYTES {
+            s.push_str(&format!("\"m{i:08}\":0,"));
+            i += 1;
+        }
+        s.push_str("\"result\":0}]");
+        s
+    };
+    for (body, says) in [
+        (elements, "expected a JSON array of answers"),
+        (members, "returned no `Dhcp4` object"),
+    ] {
+        let body = Bytes::from(body);
+        let port = serve(axum::Router::new().fallback(move || {
+            let body = body.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+        }))
+        .await
+        .0;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        repo(dir.path(), "kea", "dhcp", &url, ", timeoutSeconds: 60");
+        let repo_arg = dir.path().to_str().unwrap().to_string();
+        let (out, peak_kib) = tokio::task::spawn_blocking(move || {
+            let mut cmd = labctl_command();
+            cmd.args(["plan", &repo_arg, "--format", "json"]);
+            peak_rss(cmd)
+        })
+        .await
+        .unwrap();
+        exited(&out, 1);
+        let plan = json_of(&out)["plan"].clone();
+        let reason = plan["unobservable"]["kea"].as_str().unwrap_or_default();
+        assert!(reason.contains(says), "{plan}");
+        assert!(
+            peak_kib < 200 << 10,
+            "{says}: peak RSS {} MiB for a {} MiB answer",
+            peak_kib >> 10,
+            BYTES >> 20
+        );
+    }
+}
+
+/// Runs `cmd` to its end, its output captured, and the peak RSS (KiB) the kernel reports for
+/// it as it is reaped. Through a small spawner (Python's, which every test machine has): a
+/// child counts its parent's memory into its peak until it execs, and this test process holds
+/// the answers it serves.
+fn peak_rss(cmd: std::process::Command) -> (std::process::Output, i64) {
+    const SPAWNER: &str = "import os, subprocess, sys\n\
+        p = subprocess.Popen(sys.argv[1:])\n\
+        _, status, usage = os.wait4(p.pid, 0)\n\
+        sys.stderr.write(f'\\npeak-rss-kib {usage.ru_maxrss}\\n')\n\
+        sys.exit(os.waitstatus_to_exitcode(status))\n";
+    let mut spawner = std::process::Command::new("python3");
+    spawner
+        .args(["-c", SPAWNER])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => spawner.env(k, v),
+            None => spawner.env_remove(k),
+        };
+    }
+    let out = spawner.output().expect("python3 runs (the spawner)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let peak = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the spawner reported no peak: {stderr}"));
+    (out, peak)
+}
