@@ -216,12 +216,18 @@ pub fn prepare(
         }
     }
     let mut out = Proposals::default();
-    // Read once for every change set (a let-go commit's are read again from Git).
-    let held = match loaded.files() {
-        Ok(held) => Some(held),
-        Err(e) => {
-            tracing::warn!(error = %e, "the commit's files could not be read again; nothing is proposed");
-            None
+    // Read once for every change set, and only when there is one: a let-go commit's files
+    // are read again from Git, and the daemon prepares after every run with a pull request
+    // open.
+    let held = if by_resource.is_empty() {
+        None
+    } else {
+        match loaded.files() {
+            Ok(held) => Some(held),
+            Err(e) => {
+                tracing::warn!(error = %e, "the commit's files could not be read again; nothing is proposed");
+                None
+            }
         }
     };
     for (i, ((kind, name), deviations)) in by_resource.into_iter().enumerate() {
