@@ -61,10 +61,7 @@ fn load_local(
     subdir: Option<&str>,
     budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
-    let origin = path.display().to_string();
-    let repo = gix::open(path).map_err(|e| {
-        SourceError::Git(format!("cannot open repository at {origin}: {}", chain(&e)))
-    })?;
+    let (repo, origin) = open_local(path)?;
     let requested = options.rev.clone().unwrap_or_else(|| "HEAD".to_string());
     let commit = resolve_rev(&repo, &requested, &origin)?;
     read_commit(&repo, commit, requested, origin, subdir, budget)
@@ -79,13 +76,7 @@ pub(super) fn read_again(
     budget: &mut Budget,
 ) -> Result<Snapshot, SourceError> {
     let (repo, origin) = match loc {
-        GitLocation::Local { path, .. } => {
-            let origin = path.display().to_string();
-            let repo = gix::open(path).map_err(|e| {
-                SourceError::Git(format!("cannot open repository at {origin}: {}", chain(&e)))
-            })?;
-            (repo, origin)
-        }
+        GitLocation::Local { path, .. } => open_local(path)?,
         GitLocation::Remote { url, options } => {
             let target = RemoteTarget::new(url, options)?;
             let dir = options.cache_dir.join(cache_key(&target.origin));
@@ -109,6 +100,15 @@ pub(super) fn read_again(
         subdir,
         budget,
     )
+}
+
+/// The local repository at `path`, and its origin as snapshots name it.
+fn open_local(path: &Path) -> Result<(gix::Repository, String), SourceError> {
+    let origin = path.display().to_string();
+    let repo = gix::open(path).map_err(|e| {
+        SourceError::Git(format!("cannot open repository at {origin}: {}", chain(&e)))
+    })?;
+    Ok((repo, origin))
 }
 
 /// Resolves `rev` to a commit, peeling annotated tags.

@@ -343,12 +343,17 @@ fn load_inner(
     if let Some(revision) = budget.unchanged.take() {
         return Ok(Fetched::Unchanged(revision));
     }
-    let mut snapshot = snapshot;
+    Ok(Fetched::Fresh(settled(snapshot, budget)))
+}
+
+/// `snapshot` as read under `budget`: its files and what was refused sorted by path, and the
+/// limits it was read under.
+fn settled(mut snapshot: Snapshot, mut budget: Budget) -> Snapshot {
     snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
     budget.refused.sort_by(|a, b| a.path.cmp(&b.path));
     snapshot.refused = budget.refused;
-    snapshot.limits = limits;
-    Ok(Fetched::Fresh(snapshot))
+    snapshot.limits = budget.limits;
+    snapshot
 }
 
 /// How to read a snapshot's files again: the commit it was read from, in the repository it
@@ -378,11 +383,6 @@ impl Reread {
         }
     }
 
-    /// The revision that is read again.
-    pub fn revision(&self) -> &Revision {
-        &self.revision
-    }
-
     /// The commit's files, read again from the repository (for a remote, its local clone:
     /// nothing is fetched), under the limits they were first read under.
     pub fn read(&self) -> Result<Snapshot, SourceError> {
@@ -394,11 +394,7 @@ impl Reread {
             &mut budget,
         )?;
         snapshot.origin = self.origin.clone();
-        snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
-        budget.refused.sort_by(|a, b| a.path.cmp(&b.path));
-        snapshot.refused = budget.refused;
-        snapshot.limits = self.limits;
-        Ok(snapshot)
+        Ok(settled(snapshot, budget))
     }
 }
 
