@@ -281,8 +281,9 @@ where
 /// `body` as text, and what `read` finds in it, with a large body read on a blocking thread.
 /// For an answer read where it lies (Kea's configuration, 20 MB at 100,000 reservations):
 /// `read` keeps slices' positions, not copies. Unlike [`parse_json`] it is not interrupted
-/// when the call ends first: it builds nothing that must be freed early, and it is a pass
-/// or a few over a body the limit has bounded. A body that is not UTF-8 is not JSON.
+/// when the call ends first, so `read` must build nothing that must be freed early and cost
+/// no more than a pass over the body, which the limit has bounded (Kea's reads the answer in
+/// one pass that keeps three slices). A body that is not UTF-8 is not JSON.
 pub(crate) async fn read_text<R>(
     body: Vec<u8>,
     read: impl FnOnce(&str) -> R + Send + 'static,

@@ -693,21 +693,22 @@ impl<'de, T: OnePass<'de>> Deserialize<'de> for Element<T> {
 /// reservations would be missing, and config-set would rebuild them. Read from the text, one
 /// reservation a `Value` at a time.
 fn live_reservations(dhcp4: &str) -> Result<Vec<(HostKey, Fields)>, ShapeError> {
-    let root = RawAt::root(CONFIG_GET, "Dhcp4", dhcp4).object()?;
-    let mut subnets = root.opt_items("subnet4")?;
-    for net in root.opt_items("shared-networks")? {
-        subnets.extend(net.object()?.opt_items("subnet4")?);
-    }
+    let root = RawAt::root(CONFIG_GET, "Dhcp4", dhcp4).object(&["subnet4", "shared-networks"])?;
     let mut out = Vec::new();
-    for subnet in subnets {
-        let subnet = subnet.object()?;
+    let mut subnet = |subnet: RawAt| {
+        let subnet = subnet.object(&["subnet", "reservations"])?;
         let prefix = subnet
             .req("subnet")?
             .read(|at| at.str().map(Subnet::parse))?;
-        for live in subnet.opt_items("reservations")? {
+        subnet.each_in("reservations", |live| {
             out.push(live.read(|at| normalise(&prefix, at))?);
-        }
-    }
+            Ok(())
+        })
+    };
+    root.each_in("subnet4", &mut subnet)?;
+    root.each_in("shared-networks", |net| {
+        net.object(&["subnet4"])?.each_in("subnet4", &mut subnet)
+    })?;
     Ok(out)
 }
 

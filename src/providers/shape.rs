@@ -4,8 +4,7 @@
 //! what cannot be read turns a lying or broken answer into an empty lab, whose resources would
 //! then be "missing" and rebuilt.
 
-use std::collections::BTreeMap;
-
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
@@ -139,9 +138,11 @@ impl<'a> At<'a> {
     }
 }
 
-/// A value of a large answer kept as its text. A container is split one level at a time and
-/// only the values asked for become `serde_json::Value`s, one at a time: Kea's configuration
-/// of 100,000 reservations is 20 MB of text and several times that as one value.
+/// A value of a large answer kept as its text. A container is read one level at a time, in one
+/// pass that keeps only what is asked for: an object's named members, an array's elements one
+/// at a time. Only the values read become `serde_json::Value`s, one at a time: Kea's
+/// configuration of 100,000 reservations is 20 MB of text and several times that as one value,
+/// and a level of millions of small values within the body's limit costs a pass, not a list.
 #[derive(Debug, Clone)]
 pub(crate) struct RawAt<'a> {
     answer: &'a str,
@@ -150,10 +151,13 @@ pub(crate) struct RawAt<'a> {
     raw: &'a str,
 }
 
-/// The members of an object of a [`RawAt`], each still text.
+/// The members of an object of a [`RawAt`] that were asked for, each still text.
 pub(crate) struct RawObject<'a> {
     at: RawAt<'a>,
-    members: BTreeMap<String, &'a RawValue>,
+    /// The names asked for.
+    names: &'static [&'static str],
+    /// The last of each name asked for that is there, as a map would keep it.
+    members: Vec<(&'static str, &'a RawValue)>,
 }
 
 impl<'a> RawAt<'a> {
@@ -191,33 +195,54 @@ impl<'a> RawAt<'a> {
         )
     }
 
-    /// This value split into its members; it must be an object.
-    pub(crate) fn object(self) -> Result<RawObject<'a>, ShapeError> {
+    /// The members of this object named in `names`; it must be an object. Any other member is
+    /// skipped as it is read.
+    pub(crate) fn object(
+        self,
+        names: &'static [&'static str],
+    ) -> Result<RawObject<'a>, ShapeError> {
         if !self.is_object() {
             return Err(self.wrong("an object"));
         }
-        // The whole answer was parsed once already: this cannot fail on its syntax.
-        let members = serde_json::from_str(self.raw)
-            .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
-        Ok(RawObject { at: self, members })
+        let members = self.pass(Pick(names))?;
+        Ok(RawObject {
+            at: self,
+            names,
+            members,
+        })
     }
 
-    /// The elements of this array.
-    pub(crate) fn items(&self) -> Result<Vec<RawAt<'a>>, ShapeError> {
+    /// Calls `f` with each element of this array in turn, which must be an array; the first
+    /// error stops the pass and is returned.
+    pub(crate) fn each_item(
+        &self,
+        f: impl FnMut(RawAt<'a>) -> Result<(), ShapeError>,
+    ) -> Result<(), ShapeError> {
         if self.type_name() != "an array" {
             return Err(self.wrong("an array"));
         }
-        let items: Vec<&'a RawValue> = serde_json::from_str(self.raw)
-            .map_err(|e| error_at(self.answer, &self.path, format!("cannot be read: {e}")))?;
-        Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| RawAt {
-                answer: self.answer,
-                path: format!("{}[{i}]", self.path),
-                raw: raw.get(),
-            })
-            .collect())
+        // `f`'s error can only leave the pass as a serde error: it is kept here, and is the
+        // one returned.
+        let mut stopped = None;
+        let passed = self.pass(Each {
+            at: self,
+            f,
+            stopped: &mut stopped,
+        });
+        passed.map_err(|e| stopped.take().unwrap_or(e))
+    }
+
+    /// One pass of `visitor` over this value's text.
+    fn pass<V: Visitor<'a>>(&self, visitor: V) -> Result<V::Value, ShapeError> {
+        // The whole answer was parsed once already: this fails on its syntax only when the
+        // visitor stops.
+        let cannot = |e: serde_json::Error| {
+            error_at(self.answer, &self.path, format!("cannot be read: {e}"))
+        };
+        let mut de = serde_json::Deserializer::from_str(self.raw);
+        let value = de.deserialize_any(visitor).map_err(cannot)?;
+        de.end().map_err(cannot)?;
+        Ok(value)
     }
 
     /// This value parsed, and read through an [`At`] at the same path.
@@ -235,10 +260,98 @@ impl<'a> RawAt<'a> {
     }
 }
 
+/// The members of an object named in `.0`, the last of each name kept.
+struct Pick<'n>(&'n [&'static str]);
+
+impl<'a> Visitor<'a> for Pick<'_> {
+    type Value = Vec<(&'static str, &'a RawValue)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kept: Self::Value = Vec::new();
+        while let Some(name) = map.next_key_seed(Name(self.0))? {
+            let Some(name) = name else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let value = map.next_value()?;
+            match kept.iter_mut().find(|(n, _)| *n == name) {
+                Some(slot) => slot.1 = value,
+                None => kept.push((name, value)),
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// A member's name as one of `.0`, or `None`: an escaped name is compared as it reads.
+struct Name<'n>(&'n [&'static str]);
+
+impl<'a> DeserializeSeed<'a> for Name<'_> {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for Name<'_> {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().copied().find(|n| *n == v))
+    }
+}
+
+/// Each element of an array, as a [`RawAt`] at its place, handed to `f` as it is read.
+struct Each<'s, 'a, F> {
+    at: &'s RawAt<'a>,
+    f: F,
+    stopped: &'s mut Option<ShapeError>,
+}
+
+impl<'a, F: FnMut(RawAt<'a>) -> Result<(), ShapeError>> Visitor<'a> for Each<'_, 'a, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'a>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        while let Some(raw) = seq.next_element::<&'a RawValue>()? {
+            let item = RawAt {
+                answer: self.at.answer,
+                path: format!("{}[{i}]", self.at.path),
+                raw: raw.get(),
+            };
+            if let Err(e) = (self.f)(item) {
+                *self.stopped = Some(e);
+                return Err(serde::de::Error::custom("stopped"));
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
 impl<'a> RawObject<'a> {
-    /// Member `key`, `None` when absent.
+    /// Member `key`, `None` when absent. `key` must be one the object was read for.
     pub(crate) fn get(&self, key: &str) -> Option<RawAt<'a>> {
-        self.members.get(key).map(|raw| RawAt {
+        debug_assert!(
+            self.names.contains(&key),
+            "{key} was not asked of {}",
+            self.at.path
+        );
+        let (_, raw) = self.members.iter().find(|(n, _)| *n == key)?;
+        Some(RawAt {
             answer: self.at.answer,
             path: child_path(&self.at.path, key),
             raw: raw.get(),
@@ -256,11 +369,15 @@ impl<'a> RawObject<'a> {
         })
     }
 
-    /// The elements of member `key`, an array; none when it is absent.
-    pub(crate) fn opt_items(&self, key: &str) -> Result<Vec<RawAt<'a>>, ShapeError> {
+    /// Calls `f` with each element of member `key`, an array; with none when it is absent.
+    pub(crate) fn each_in(
+        &self,
+        key: &str,
+        f: impl FnMut(RawAt<'a>) -> Result<(), ShapeError>,
+    ) -> Result<(), ShapeError> {
         match self.get(key) {
-            Some(list) => list.items(),
-            None => Ok(Vec::new()),
+            Some(list) => list.each_item(f),
+            None => Ok(()),
         }
     }
 }
@@ -345,5 +462,72 @@ mod tests {
         );
         assert_eq!(root.opt_items("shared-networks").unwrap().len(), 0);
         assert_eq!(subnets[0].opt_str("subnet").unwrap(), None);
+    }
+
+    /// The paths of the elements of `list` of `text`'s root, each read as it comes.
+    fn element_paths(text: &str) -> Result<Vec<String>, ShapeError> {
+        let root = RawAt::root("Kea config-get", "Dhcp4", text).object(&["list"])?;
+        let mut seen = Vec::new();
+        root.each_in("list", |item| {
+            seen.push(format!("{} {}", item.path, item.raw));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn a_raw_object_keeps_the_members_asked_for_and_the_last_of_each() {
+        // `\u006c` is `l`: a name written with an escape is the name it reads as.
+        let text = r#"{"other": [1, 2, {"list": 0}], "list": [0], "\u006cist": [1, {"a": 2}]}"#;
+        assert_eq!(
+            element_paths(text).unwrap(),
+            ["Dhcp4.list[0] 1", r#"Dhcp4.list[1] {"a": 2}"#]
+        );
+        let root = RawAt::root("Kea config-get", "Dhcp4", text);
+        let picked = root.object(&["list", "absent"]).unwrap();
+        assert_eq!(picked.members.len(), 1, "only the names asked for are kept");
+        assert!(picked.get("absent").is_none());
+        assert_eq!(
+            picked.req("absent").err().unwrap().to_string(),
+            "Kea config-get: Dhcp4.absent is missing"
+        );
+        assert_eq!(
+            element_paths(r#"{"other": 1}"#).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_raw_level_of_another_type_is_an_error_at_its_path() {
+        let e = element_paths(r#"{"list": {"0": 1}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Kea config-get: Dhcp4.list is an object, expected an array"
+        );
+        let e = RawAt::root("Kea config-get", "Dhcp4", "[1]")
+            .object(&["list"])
+            .err()
+            .unwrap();
+        assert_eq!(e.problem, "is an array, expected an object");
+    }
+
+    #[test]
+    fn the_first_error_of_an_element_stops_the_pass_and_is_the_one_returned() {
+        let text = r#"{"list": [{"ip": "10.0.0.1"}, {"ip": 7}, {"ip": true}]}"#;
+        let root = RawAt::root("Kea config-get", "Dhcp4", text)
+            .object(&["list"])
+            .unwrap();
+        let mut read = Vec::new();
+        let e = root
+            .each_in("list", |item| {
+                read.push(item.read(|at| at.req("ip")?.str().map(str::to_string))?);
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Kea config-get: Dhcp4.list[1].ip is a number, expected a string"
+        );
+        assert_eq!(read, ["10.0.0.1"], "the pass stopped at the error");
     }
 }
