@@ -1,13 +1,19 @@
 //! labctl at 1k, 10k and 100k resources, end to end (issue 13): the release `labctl` binary
 //! against a real Kea holding the reservations and the Proxmox VE fixture holding the guests,
-//! each with a share drifted. For each size and layout it times `validate`, `plan`, a first
-//! `reconcile --once` and a second one with nothing changed (SQLite store), and reads each
-//! command's peak RSS from the kernel (`wait4`, in a small spawner: see `measure`). Kea's own
-//! `config-get` time is measured apart.
+//! each with a share drifted. For each size and layout it times `validate` and `plan`, then,
+//! for each store, a first `reconcile --once` and a second one with nothing changed, and reads
+//! each command's peak RSS from the kernel (`wait4`, in a small spawner: see `measure`). Kea's
+//! own `config-get` time is measured apart.
 //!
 //! `cargo bench --bench scale -- [--reservations 1000,10000,100000] [--layout per-file|grouped|both]
-//! [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS'] [--write DIR] [--unchanged-runs 10]
-//! [--perf-serve FILE]`
+//! [--store sqlite|postgres|both] [--drift-permille 10] [--keep DIR] [--wrap 'PROFILER ARGS']
+//! [--write DIR] [--unchanged-runs 10] [--perf-serve FILE]`
+//!
+//! The stores: SQLite, a file in the lab's temporary directory; PostgreSQL, a database created
+//! for each size, layout and store on the server `LABCTL_TEST_POSTGRES` names (default
+//! `postgres://postgres@127.0.0.1:5432/test`, as the tests) and dropped after. Both start
+//! empty, so the first reconcile also creates the schema. A PostgreSQL figure is labctl's
+//! alone: the server's own CPU and memory are not in it.
 //!
 //! `LABCTL_BENCH_BIN` names another labctl binary to measure (say, one built with
 //! `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only` for a profile with line numbers).
@@ -45,6 +51,15 @@ mod proxmox;
 
 #[path = "common/live.rs"]
 mod live;
+
+#[path = "../tests/it/support/postgres.rs"]
+mod postgres;
+
+/// What the shared PostgreSQL support calls when the server cannot be reached: the bench was
+/// asked to measure PostgreSQL, so it stops rather than leave it out.
+fn absent(what: &str) {
+    panic!("{what}; --store sqlite leaves PostgreSQL out")
+}
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -168,6 +183,12 @@ async fn bench() {
         "both" => vec![Layout::PerFile, Layout::Grouped],
         other => panic!("--layout per-file|grouped|both, not {other}"),
     };
+    let stores: &[&str] = match list("--store", "both")[0].as_str() {
+        "sqlite" => &["SQLite"],
+        "postgres" => &["PostgreSQL"],
+        "both" => &["SQLite", "PostgreSQL"],
+        other => panic!("--store sqlite|postgres|both, not {other}"),
+    };
     let drift = common::arg("--drift-permille", 10) as usize;
     let keep = list("--keep", "")[0].clone();
     // Writes each repository below this directory (no provider, no run) instead.
@@ -184,9 +205,9 @@ async fn bench() {
     let labctl = labctl_bin.as_str();
 
     println!(
-        "| resources (reservations + devices + routes + others) | layout | drifted | Kea config-get | validate | plan | reconcile | unchanged reconcile | peak RSS validate / plan / reconcile / unchanged |"
+        "| resources (reservations + devices + routes + others) | layout | store | drifted | Kea config-get | validate | plan | reconcile | unchanged reconcile | peak RSS validate / plan / reconcile / unchanged |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---|");
     let mut daemon_rows = Vec::new();
     for &reservations in &sizes {
         for &layout in &layouts {
@@ -224,11 +245,10 @@ async fn bench() {
             }
             gets.sort();
 
-            let db = format!("sqlite://{}", dir.path().join("state.db").display());
             let repo_arg = repo.to_str().unwrap();
             let run = |args: &[&str], name: &str| {
                 let mut cmd = match wrap.split_first() {
-                    Some((profiler, args)) if name == "reconcile" => {
+                    Some((profiler, args)) if name.starts_with("reconcile") => {
                         let mut cmd = Command::new(profiler);
                         cmd.args(args).arg(labctl);
                         cmd
@@ -251,70 +271,88 @@ async fn bench() {
                 std::fs::read_to_string(&vlog).unwrap_or_default()
             );
             let (plan, plog) = run(&["plan", repo_arg], "plan");
-            let (first, rlog) = run(
-                &["reconcile", "--once", repo_arg, "--database-url", &db],
-                "reconcile",
+            // plan exits 2 when it finds drift.
+            assert!(
+                plan.code == 0 || plan.code == 2,
+                "plan exited {}:\n{}",
+                plan.code,
+                std::fs::read_to_string(&plog).unwrap_or_default()
             );
-            let (again, _) = run(
-                &["reconcile", "--once", repo_arg, "--database-url", &db],
-                "unchanged",
-            );
-            // plan exits 2 when it finds drift; reconcile 0 for a run that finished.
-            for (what, cost, log) in [("plan", &plan, &plog), ("reconcile", &first, &rlog)] {
-                let ok = cost.code == 0 || (what == "plan" && cost.code == 2);
-                assert!(
-                    ok,
-                    "{what} exited {}:\n{}",
-                    cost.code,
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
             let c = lab.counts;
+            let layout_name = if layout == Layout::PerFile {
+                "per file"
+            } else {
+                "1,000 per file"
+            };
             let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
             let cost = |c: &Cost| format!("{} (cpu {})", secs(c.wall), secs(c.cpu));
-            println!(
-                "| {} ({} + {} + {} + {}) | {} | {} | {:.3} s | {} | {} | {} | {} | {} / {} / {} / {} MB |",
-                c.documents(),
-                c.reservations,
-                c.devices,
-                c.routes,
-                c.pools + c.mcp_servers,
-                if layout == Layout::PerFile { "per file" } else { "1,000 per file" },
-                lab.drifted,
-                gets[1].as_secs_f64(),
-                cost(&validate),
-                cost(&plan),
-                cost(&first),
-                cost(&again),
-                validate.peak_rss_kb / 1024,
-                plan.peak_rss_kb / 1024,
-                first.peak_rss_kb / 1024,
-                again.peak_rss_kb / 1024,
-            );
-            // No runs asked for: the command-line rows only.
-            let runs = common::arg("--unchanged-runs", 10) as usize;
-            if runs > 0 {
-                let served = serve(labctl, repo_arg, &db, dir.path(), runs).await;
-                let mut unchanged = served.unchanged_cpu.clone();
-                unchanged.sort();
-                daemon_rows.push(format!(
-                    "| {} | {} | {} (cpu {}) | {:.0} ms | {} – {} ms | {}/{} | {} / {} MB |",
+            for &store in stores {
+                // Each store starts empty: the first reconcile creates its schema.
+                let (db, pg) = if store == "PostgreSQL" {
+                    let db = postgres::TempDatabase::create()
+                        .await
+                        .expect("PostgreSQL is reachable");
+                    (db.url.clone(), Some(db))
+                } else {
+                    let path = dir.path().join("state.db");
+                    (format!("sqlite://{}", path.display()), None)
+                };
+                let (first, rlog) = run(
+                    &["reconcile", "--once", repo_arg, "--database-url", &db],
+                    &format!("reconcile-{store}"),
+                );
+                // reconcile exits 0 for a run that finished.
+                assert_eq!(
+                    first.code,
+                    0,
+                    "reconcile ({store}) failed:\n{}",
+                    std::fs::read_to_string(&rlog).unwrap_or_default()
+                );
+                let (again, _) = run(
+                    &["reconcile", "--once", repo_arg, "--database-url", &db],
+                    &format!("unchanged-{store}"),
+                );
+                println!(
+                    "| {} ({} + {} + {} + {}) | {layout_name} | {store} | {} | {:.3} s | {} | {} | {} | {} | {} / {} / {} / {} MB |",
                     c.documents(),
-                    if layout == Layout::PerFile {
-                        "per file"
-                    } else {
-                        "1,000 per file"
-                    },
-                    secs(served.first_wall),
-                    secs(served.first_cpu),
-                    unchanged[unchanged.len() / 2].as_secs_f64() * 1000.0,
-                    unchanged[0].as_millis(),
-                    unchanged[unchanged.len() - 1].as_millis(),
-                    served.recorded_again,
-                    unchanged.len(),
-                    served.first_peak_rss_kb / 1024,
-                    served.peak_rss_kb / 1024,
-                ));
+                    c.reservations,
+                    c.devices,
+                    c.routes,
+                    c.pools + c.mcp_servers,
+                    lab.drifted,
+                    gets[1].as_secs_f64(),
+                    cost(&validate),
+                    cost(&plan),
+                    cost(&first),
+                    cost(&again),
+                    validate.peak_rss_kb / 1024,
+                    plan.peak_rss_kb / 1024,
+                    first.peak_rss_kb / 1024,
+                    again.peak_rss_kb / 1024,
+                );
+                // No runs asked for: the command-line rows only.
+                let runs = common::arg("--unchanged-runs", 10) as usize;
+                if runs > 0 {
+                    let served = serve(labctl, repo_arg, &db, dir.path(), runs, store).await;
+                    let mut unchanged = served.unchanged_cpu.clone();
+                    unchanged.sort();
+                    daemon_rows.push(format!(
+                        "| {} | {layout_name} | {store} | {} (cpu {}) | {:.0} ms | {} – {} ms | {}/{} | {} / {} MB |",
+                        c.documents(),
+                        secs(served.first_wall),
+                        secs(served.first_cpu),
+                        unchanged[unchanged.len() / 2].as_secs_f64() * 1000.0,
+                        unchanged[0].as_millis(),
+                        unchanged[unchanged.len() - 1].as_millis(),
+                        served.recorded_again,
+                        unchanged.len(),
+                        served.first_peak_rss_kb / 1024,
+                        served.peak_rss_kb / 1024,
+                    ));
+                }
+                if let Some(pg) = pg {
+                    pg.drop_database().await;
+                }
             }
             if !keep.is_empty() {
                 let to = Path::new(&keep).join(format!("{reservations}-{layout:?}"));
@@ -331,8 +369,8 @@ async fn bench() {
     }
     if !daemon_rows.is_empty() {
         println!();
-        println!("| resources | layout | `serve`: first run | unchanged run, cpu (median) | min – max | recorded again | peak RSS after the first run / all |");
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!("| resources | layout | store | `serve`: first run | unchanged run, cpu (median) | min – max | recorded again | peak RSS after the first run / all |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|");
         for row in daemon_rows {
             println!("{row}");
         }
@@ -375,15 +413,15 @@ fn cpu_of(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// `labctl serve` on the lab in `repo` (store `db`): its first run, then `n` runs asked for
-/// over HTTP with nothing changed; stopped with SIGTERM.
-async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize) -> Served {
+/// `labctl serve` on the lab in `repo` (store `db`, called `store`): its first run, then `n`
+/// runs asked for over HTTP with nothing changed; stopped with SIGTERM.
+async fn serve(labctl: &str, repo: &str, db: &str, dir: &Path, n: usize, store: &str) -> Served {
     const ADMIN: &str = "scale-bench-admin-token";
     let token_file = dir.join("admin-token");
     std::fs::write(&token_file, ADMIN).unwrap();
     let port = net::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let log_path = dir.join("serve.log");
+    let log_path = dir.join(format!("serve-{store}.log"));
     let started = Instant::now();
     let mut child = Command::new(labctl)
         .args(["serve", repo, "--database-url", db, "--no-watch"])
