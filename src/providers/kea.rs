@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value as Json};
 
 use super::http::{self, excerpt_bytes, BasicAuth, BodyLimit, Classify, Pinning, Reply};
-use super::shape::{At, RawAt, ShapeError};
+use super::shape::{At, Name, RawAt, ShapeError};
 use super::{
     derive_name, unique_name, ApplyReport, BoxFuture, CallPolicy, Change, Factory, Fields,
     Observation, Provider, ProviderError, Reobserved, Resource, Severities, Severity,
@@ -624,25 +624,8 @@ impl<'de> OnePass<'de> for Arguments<'de> {
     }
 }
 
-/// A member name, kept only when it is one a [`OnePass`] reads.
-struct Key(&'static str);
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl Visitor<'_> for Visit {
-            type Value = Key;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
-                let read = ["result", "text", "arguments", "Dhcp4"];
-                Ok(Key(read.into_iter().find(|k| *k == v).unwrap_or("")))
-            }
-        }
-        d.deserialize_str(Visit)
-    }
-}
+/// The member names a [`OnePass`] of an answer reads; any other is read as `""`.
+const READ: &[&str] = &["result", "text", "arguments", "Dhcp4"];
 
 impl<'de, T: OnePass<'de>> Deserialize<'de> for Element<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -654,8 +637,8 @@ impl<'de, T: OnePass<'de>> Deserialize<'de> for Element<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element<T>, A::Error> {
                 let mut out = T::default();
-                while let Some(Key(key)) = map.next_key()? {
-                    out.member(key, &mut map)?;
+                while let Some(key) = map.next_key_seed(Name(READ))? {
+                    out.member(key.unwrap_or(""), &mut map)?;
                 }
                 Ok(Element::Object(out))
             }

@@ -234,8 +234,8 @@ impl<'a> RawAt<'a> {
 
     /// One pass of `visitor` over this value's text.
     fn pass<V: Visitor<'a>>(&self, visitor: V) -> Result<V::Value, ShapeError> {
-        // The whole answer was parsed once already: this fails on its syntax only when the
-        // visitor stops.
+        // The whole answer was parsed once already, so this is JSON: the pass fails only where
+        // the visitor stops it.
         let cannot = |e: serde_json::Error| {
             error_at(self.answer, &self.path, format!("cannot be read: {e}"))
         };
@@ -287,8 +287,9 @@ impl<'a> Visitor<'a> for Pick<'_> {
     }
 }
 
-/// A member's name as one of `.0`, or `None`: an escaped name is compared as it reads.
-struct Name<'n>(&'n [&'static str]);
+/// A member's name as one of `.0`, or `None`, read without keeping it: an escaped name is
+/// compared as it reads.
+pub(crate) struct Name<'n>(pub(crate) &'n [&'static str]);
 
 impl<'a> DeserializeSeed<'a> for Name<'_> {
     type Value = Option<&'static str>;
